@@ -1,0 +1,3 @@
+from cpabanim.cli import main
+
+raise SystemExit(main())

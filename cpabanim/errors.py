@@ -1,0 +1,17 @@
+"""Errors meant for the user: the CLI prints their message without a traceback and exits 1."""
+
+
+class CpabanimError(Exception):
+    """Bad input, missing weights, bad configuration: something the user can fix from the message."""
+
+
+class ConfigError(CpabanimError):
+    """A value in params.yaml (or a preset / override) is missing or invalid."""
+
+
+class MissingWeightsError(CpabanimError):
+    """Pretrained weights a component needs are absent; the message says which file, where, and how to get it."""
+
+
+class DataError(CpabanimError):
+    """An input video or frame folder cannot be used (unreadable, empty, too short, wrong shape)."""
