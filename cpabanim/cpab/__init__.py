@@ -1,0 +1,43 @@
+"""CPAB transformations in pure PyTorch (CPU/CUDA, float32/float64, batched, differentiable).
+
+    tess = Tessellation(nc=(4, 4))                 # d = 58 (type-II, valid outside, no zero boundary)
+    cpab = CPAB(tess)                              # nn.Module; .to(device, dtype)
+    y = cpab.transform(points, theta)              # (T, N, 2) in [0,1]^2, libcpab's 50-step scheme
+    theta = cpab.fit(p, q)                         # fast LM fit; cpab.fit(p, q, method="adam") = paper's Eq. 6
+    grid = cpab.warp_grid(theta, (64, 64))         # (T, 64, 64, 2) for grid_sample(align_corners=True)
+
+See docs/cpab.md.
+"""
+
+from cpabanim.cpab.cellindex import find_cell, find_cell_1d
+from cpabanim.cpab.expm import affine_step_tables, expm_taylor
+from cpabanim.cpab.fit import fit_adam, fit_lm, fit_midpoint, keypoint_residual
+from cpabanim.cpab.integrate import integrate_freifeld, integrate_rk4, integrate_steps, velocity
+from cpabanim.cpab.tessellation import Tessellation, Tessellation1D
+from cpabanim.cpab.transformer import CPAB
+from cpabanim.cpab.warp import from_unit, identity_grid, to_unit, warp_grid
+
+integrate = integrate_steps
+
+__all__ = [
+    "CPAB",
+    "Tessellation",
+    "Tessellation1D",
+    "find_cell",
+    "find_cell_1d",
+    "expm_taylor",
+    "affine_step_tables",
+    "integrate",
+    "integrate_steps",
+    "integrate_rk4",
+    "integrate_freifeld",
+    "velocity",
+    "fit_adam",
+    "fit_lm",
+    "fit_midpoint",
+    "keypoint_residual",
+    "identity_grid",
+    "warp_grid",
+    "to_unit",
+    "from_unit",
+]

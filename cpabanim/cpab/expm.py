@@ -1,0 +1,103 @@
+"""Sync-free matrix exponentials of affine matrices (cpab.md §2.2).
+
+``expm_taylor`` = degree-10 Taylor series plus masked scaling and squaring: static shapes, no host sync (unlike
+``torch.linalg.matrix_exp`` on CUDA), autograd-differentiable. ``affine_step_tables`` returns the per-cell step
+matrices E_c = expm(h [A_c; 0]) and, for the exact discrete Jacobian, their derivative w.r.t. vec(A_c) computed
+with the block-triangular trick expm([[X, D], [0, X]]) = [[e^X, L(X, D)], [0, e^X]] using the SAME scaling as
+E_c, so that the derivative is the exact derivative of the computed E_c (not only of the true exponential).
+"""
+
+from __future__ import annotations
+
+
+import torch
+
+TAYLOR_DEGREE = 10
+MAX_SQUARINGS = 10  # ||h A||_1 up to 0.5 * 2^10 = 512 is handled at full accuracy
+
+
+def squarings_for(X: torch.Tensor, max_squarings: int = MAX_SQUARINGS) -> torch.Tensor:
+    """(..., n, n) -> (...) number s of squarings so that ||X / 2^s||_1 <= 0.5 (clamped to [0, max])."""
+    norm = X.abs().sum(-2).amax(-1)
+    s = torch.ceil(torch.log2(norm.clamp_min(1e-30) / 0.5))
+    return s.clamp(0, max_squarings)
+
+
+def expm_taylor(
+    X: torch.Tensor, s: torch.Tensor | None = None, degree: int = TAYLOR_DEGREE, max_squarings: int = MAX_SQUARINGS
+) -> torch.Tensor:
+    """Matrix exponential of (..., n, n) by Taylor(degree) on X / 2^s, then s masked squarings.
+
+    Args:
+        X: (..., n, n) float.
+        s: (...) number of squarings (float or int); computed from ||X||_1 when None.
+    Returns:
+        (..., n, n) exp(X).
+    """
+    if s is None:
+        s = squarings_for(X, max_squarings)
+    s = s.to(X.dtype)
+    Y = X * torch.exp2(-s)[..., None, None]
+    eye = torch.eye(X.shape[-1], dtype=X.dtype, device=X.device).expand_as(X)
+    E = eye + Y / degree  # Horner: I + Y(I + Y/2(I + ... (I + Y/degree)))
+    for k in range(degree - 1, 0, -1):
+        E = eye + (Y @ E) / k
+    for r in range(max_squarings):
+        E = torch.where((s > r)[..., None, None], E @ E, E)
+    return E
+
+
+def augment(A: torch.Tensor) -> torch.Tensor:
+    """(..., n, n+1) affine -> (..., n+1, n+1) with a zero last row."""
+    n = A.shape[-2]
+    zeros = A.new_zeros(*A.shape[:-2], 1, n + 1)
+    return torch.cat([A, zeros], dim=-2)
+
+
+def affine_step_tables(A: torch.Tensor, h: float, derivative: bool = False):
+    """Per-cell step matrices of the fixed-step integrator.
+
+    Args:
+        A: (..., n, n+1) cell affine maps (velocity v = A x~).
+        h: time step.
+        derivative: also return dE/dvec(A).
+    Returns:
+        E: (..., n, n+1) top rows of expm(h [A; 0]).
+        dE: (..., n*(n+1), n*(n+1)) with dE[..., p, q] = d vec(E)_p / d vec(A)_q (only when derivative=True).
+    """
+    X = augment(A) * h
+    s = squarings_for(X)
+    n = A.shape[-2]
+    E = expm_taylor(X, s)[..., :n, :]
+    if not derivative:
+        return E
+    m = n + 1
+    P = n * m
+    # one block matrix per unit direction of vec(A): [[X, h*e_q], [0, X]]
+    dirs = torch.eye(P, dtype=A.dtype, device=A.device).view(P, n, m) * h
+    big = X.new_zeros(*X.shape[:-2], P, 2 * m, 2 * m)
+    big[..., :m, :m] = X[..., None, :, :]
+    big[..., m:, m:] = X[..., None, :, :]
+    big[..., :n, m:] = dirs
+    dE = expm_taylor(big, s[..., None])[..., :n, m:]  # (..., P, n, m): derivative of E in direction q
+    return E, dE.reshape(*dE.shape[:-2], P).transpose(-1, -2)
+
+
+def expm_affine_closed(M: torch.Tensor, h: float = 1.0) -> torch.Tensor:
+    """Reference e^{hM} of (..., 2, 2) by Cayley-Hamilton (float64 tests only; cpab.md §2.2)."""
+    mu = (M[..., 0, 0] + M[..., 1, 1]) / 2
+    N = M - mu[..., None, None] * torch.eye(2, dtype=M.dtype, device=M.device)
+    delta = mu**2 - torch.linalg.det(M)
+    z = h * h * delta
+    r = torch.sqrt(delta.abs())
+    small = z.abs() < 1e-8
+    hr = h * r
+    C = torch.where(delta > 0, torch.cosh(hr), torch.cos(hr))
+    S = torch.where(delta > 0, torch.sinh(hr), torch.sin(hr)) / torch.where(small, torch.ones_like(hr), hr)
+    C = torch.where(small, 1 + z / 2 + z * z / 24, C)
+    S = torch.where(small, 1 + z / 6 + z * z / 120, S)
+    eye = torch.eye(2, dtype=M.dtype, device=M.device)
+    return torch.exp(h * mu)[..., None, None] * (C[..., None, None] * eye + h * S[..., None, None] * N)
+
+
+__all__ = ["expm_taylor", "affine_step_tables", "augment", "squarings_for", "expm_affine_closed"]
