@@ -3,6 +3,13 @@
 The schema is split by section (``cpabanim/schemas/<section>.yaml``, one file per pipeline area) and merged
 here, so that each stage's owner documents its own keys. Presets (``presets/*.yaml``) are deep-merged over
 params.yaml; ``--set key.sub=value`` overrides are applied last. Every stage calls :func:`load_params`.
+
+A preset is chosen in one of three equivalent ways, so that both orchestrators have a documented switch:
+
+* ``preset: vox-256`` in params.yaml (or ``dvc exp run -S preset=vox-256``, ``snakemake --config preset=vox-256``);
+* ``--preset vox-256`` on the stage command line;
+* ``snakemake --configfile presets/vox-256.yaml`` (Snakemake merges the file into its config itself and hands
+  the stages the resolved parameters).
 """
 
 from __future__ import annotations
@@ -101,14 +108,55 @@ def load_params(
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"parameter file {path} not found (run from the project root or pass --params)")
-    params = yaml_load(path.read_text()) or {}
-    if preset:
-        preset_path = Path(preset)
-        if not preset_path.suffix:
-            preset_path = path.parent / "presets" / f"{preset}.yaml"
-        if not preset_path.is_file():
-            raise ConfigError(f"preset {preset!r} not found at {preset_path}")
-        params = deep_merge(params, yaml_load(preset_path.read_text()) or {})
+    try:
+        params = yaml_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path} must be a mapping of sections, not {type(params).__name__}")
+    return resolve_params(params, base_dir=path.parent, preset=preset, overrides=overrides)
+
+
+def preset_path(name: str | Path, base_dir: str | Path = ".") -> Path:
+    """Where preset ``name`` lives: a path as given, or ``<base_dir>/presets/<name>.yaml`` for a bare name."""
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml"):
+        return candidate if candidate.is_absolute() or candidate.is_file() else Path(base_dir) / candidate
+    return Path(base_dir) / "presets" / f"{name}.yaml"
+
+
+def available_presets(base_dir: str | Path = ".") -> list[str]:
+    folder = Path(base_dir) / "presets"
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def resolve_params(
+    params: dict[str, Any],
+    base_dir: str | Path = ".",
+    preset: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> dict[str, Any]:
+    """Merge the preset named in ``params['preset']`` (then ``preset``) and overrides, validate, return a copy.
+
+    Used by the stages (through :func:`load_params`) and by the Snakefile, so that both see the same values.
+    """
+    params = copy.deepcopy(params)
+    for name in (params.get("preset"), preset):
+        if not name:
+            continue
+        path = preset_path(name, base_dir)
+        if not path.is_file():
+            known = ", ".join(available_presets(base_dir)) or "none found"
+            raise ConfigError(f"preset {str(name)!r} not found at {path} (available presets: {known})")
+        try:
+            values = yaml_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"preset {path} is not valid YAML: {err}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"preset {path} must be a mapping of sections")
+        values.pop("preset", None)  # a preset cannot chain to another preset
+        params = deep_merge(params, values)
+        params["preset"] = str(name)
     for assignment in overrides or []:
         apply_override(params, assignment)
     validate(params)
