@@ -44,4 +44,5 @@ TRAIN_DONE = PATHS["checkpoints"].rstrip("/") + ".done"
 METRICS = f"{PATHS['outputs']}/metrics.json"
 METRICS_TABLE = f"{PATHS['outputs']}/metrics_per_video.csv"
 REPORT_DIR = f"{PATHS['outputs']}/report"
-REPORT_OUTS = [f"{REPORT_DIR}/runs.md", f"{REPORT_DIR}/runs.csv", f"{REPORT_DIR}/metrics.png", f"{REPORT_DIR}/samples.png"]
+REPORT_OUTS = [f"{REPORT_DIR}/runs.md", f"{REPORT_DIR}/runs.csv", f"{REPORT_DIR}/metrics.png", f"{REPORT_DIR}/samples.png",
+               f"{REPORT_DIR}/train_loss.csv"]

@@ -7,6 +7,7 @@ rule evaluate:
     output:
         metrics=METRICS,
         table=METRICS_TABLE,
+        unavailable=f"{PATHS['outputs']}/metrics_unavailable.json",
     params:
         **section("seed", "device", "preset", "evaluate"),
         params_file=PARAMS_FILE,
