@@ -1,0 +1,82 @@
+"""The generator objective (paper.md §2): L = L_perc + L_eq + L_warp + L_bg + w_KS L_KS + w_struc L_struc.
+
+Each term is returned separately (for logging); the trainer sums them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from cpabanim.losses.perceptual import PerceptualPyramidLoss
+from cpabanim.losses.semantic import KeypointSemanticLoss
+from cpabanim.models.tps import RandomTPS
+
+DEFAULT_LOSS_PARAMS: dict[str, Any] = {
+    "perceptual": "pixel", "perceptual_weights": [10.0, 10.0, 10.0, 10.0, 10.0], "scales": [1.0, 0.5, 0.25],
+    "equivariance": 10.0, "sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5,
+    "warp": 10.0, "bg": 10.0, "semantic": "off", "semantic_weight": 1.0, "semantic_blur": 2.0,
+    "structure": "off", "structure_weight": 0.1,
+}
+
+
+class GeneratorObjective(nn.Module):
+    """Holds the frozen loss networks; ``forward(model, batch, generated, use_bg)`` -> {name: weighted scalar}."""
+
+    def __init__(self, params: dict[str, Any] | None = None, weights_dir=None):
+        super().__init__()
+        from cpabanim.config import deep_merge
+
+        p = deep_merge(DEFAULT_LOSS_PARAMS, params or {})
+        self.params = p
+        self.perceptual = PerceptualPyramidLoss(p["perceptual"], p["scales"], p["perceptual_weights"], weights_dir)
+        self.semantic = KeypointSemanticLoss(blur_sigma=p["semantic_blur"]) if p["semantic"] == "masks" else None
+        self.structure = None
+        if p["structure"] == "dino":
+            from cpabanim.losses.structure import StructureLoss
+            from cpabanim.losses.weights import find_weights
+
+            path = find_weights("dino_vitb8", weights_dir, alternative="--set loss.structure=off")
+            self.structure = StructureLoss(path)
+
+    @property
+    def needs_masks(self) -> bool:
+        return self.semantic is not None
+
+    def forward(self, model, batch: dict[str, Any], generated: dict[str, Any], use_bg: bool,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        p = self.params
+        source, driving = batch["source"], batch["driving"]
+        prediction = generated["prediction"]
+        losses: dict[str, torch.Tensor] = {"perceptual": self.perceptual(prediction, driving)}
+        if p["equivariance"] > 0:
+            transform = RandomTPS(driving.shape[0], p["sigma_affine"], p["sigma_tps"], p["points_tps"],
+                                  device=driving.device, generator=generator)
+            transformed = transform.transform_frame(driving)
+            kp_transformed = model.kp_detector(transformed)
+            losses["equivariance"] = p["equivariance"] * (
+                generated["kp_driving"] - transform.warp_points(kp_transformed)).abs().mean()
+        if p["warp"] > 0:
+            encoded = model.generator.get_encode(driving, generated["occlusion_map"])
+            warped = generated["warped_encoder_maps"]
+            value = prediction.new_zeros(())
+            for i, enc in enumerate(encoded):
+                value = value + (enc - warped[-i - 1]).abs().mean()
+            losses["warp"] = p["warp"] * value
+        if p["bg"] > 0 and use_bg and model.bg_predictor is not None:
+            forward_bg = generated["bg_param"]
+            backward_bg = model.bg_predictor(driving, source)
+            eye = torch.eye(3, dtype=forward_bg.dtype, device=forward_bg.device)
+            losses["bg"] = p["bg"] * (forward_bg @ backward_bg - eye).abs().mean()
+        if self.semantic is not None:
+            if "source_mask" not in batch:
+                from cpabanim.errors import ConfigError
+
+                raise ConfigError("loss.semantic=masks needs region masks: run `cpabanim masks` first")
+            losses["semantic"] = p["semantic_weight"] * self.semantic(
+                generated["kp_source"], generated["kp_driving"], batch["source_mask"], batch["driving_mask"])
+        if self.structure is not None:
+            losses["structure"] = p["structure_weight"] * self.structure(prediction, driving)
+        return losses
