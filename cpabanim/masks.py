@@ -1,11 +1,38 @@
-"""Stage `cpabanim masks` (placeholder until its issue lands)."""
+"""Stage ``cpabanim masks``: region label maps of the training frames, for the keypoint semantic loss.
+
+Output, per training video: ``{paths.masks}/train/<video_id>.npz`` holding ``labels``: uint8 (T, H, W),
+frame-aligned with ``{paths.processed}/train/<video_id>/``, at the training resolution; 0 = no region,
+1..255 = region ids (ids are per frame: region k of frame t and region k of frame t' are unrelated).
+``{paths.masks}/meta.json`` records which source made them (``sam`` or ``slic``) and its settings.
+
+- ``sam``: segment-anything's *automatic mask generation* (a grid of ``points_per_side``² point prompts,
+  filtered by predicted IoU and stability, then NMS), the same procedure as SAM's reference ``amg.py``.
+  Regions are painted largest first, so smaller parts (eyes, mouth, a hand) stay visible on top of the
+  large ones (face, body) that contain them. Chosen over fixed grid prompts because it yields a partition
+  into semantic parts, which is what a region-consistency loss on keypoints needs.
+- ``slic``: scikit-image SLIC superpixels (offline, the embedded default: SAM weights cannot be shipped).
+"""
 
 from __future__ import annotations
 
 import argparse
+import io
+import logging
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
 
 from cpabanim.config import add_params_arguments, params_from_args
-from cpabanim.errors import CpabanimError
+from cpabanim.data import sources
+from cpabanim.data.video import read_video
+from cpabanim.errors import DataError, MissingWeightsError
+
+log = logging.getLogger(__name__)
+SAM_WEIGHT_NAMES = {"vit_b": "sam_vit_b", "vit_l": "sam_vit_l", "vit_h": "sam_vit_h"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,5 +40,161 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    params_from_args(args)
-    raise CpabanimError("stage 'masks' is not implemented yet")
+    params = params_from_args(args)
+    meta = extract_masks(params)
+    from cpabanim import tracking
+
+    with tracking.stage_run("masks", params, tags={"cpabanim.masks.source": meta["source"]}):
+        tracking.log_artifact(Path(params["paths"]["masks"]) / "meta.json")
+    log.info("masks (%s) ready for %d training videos in %s", meta["source"], len(meta["videos"]), params["paths"]["masks"])
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# label maps
+
+
+def slic_labels(frames: np.ndarray, n_segments: int = 24, compactness: float = 10.0, sigma: float = 1.0) -> np.ndarray:
+    """SLIC superpixels of each frame: ``uint8 (T, H, W, 3)`` -> ``uint8 (T, H, W)`` labels 1..n (0 unused)."""
+    from skimage.segmentation import slic
+
+    out = np.zeros(frames.shape[:3], dtype=np.uint8)
+    for t, frame in enumerate(frames):
+        labels = slic(frame, n_segments=n_segments, compactness=compactness, sigma=sigma, start_label=1,
+                      channel_axis=-1)
+        out[t] = np.minimum(labels, 255)
+    return out
+
+
+def masks_to_labels(masks: list[dict[str, Any]], shape: tuple[int, int], min_area: float = 0.0) -> np.ndarray:
+    """SAM's mask records (``segmentation`` bool (H, W), ``area``) -> ``uint8 (H, W)`` label map.
+
+    Largest regions are painted first and smaller ones over them, so nested parts survive; at most 255
+    regions (the largest ones); regions under ``min_area`` (fraction of the frame) are dropped.
+    """
+    labels = np.zeros(shape, dtype=np.uint8)
+    keep = [m for m in masks if m["area"] >= min_area * shape[0] * shape[1]]
+    keep = sorted(keep, key=lambda m: -int(m["area"]))[:255]
+    for index, mask in enumerate(keep, start=1):
+        labels[np.asarray(mask["segmentation"], dtype=bool)] = index
+    # renumber 1..k in order of first appearance (row-major): the same masks give the same bytes
+    present = [v for v in dict.fromkeys(labels.ravel().tolist()) if v]
+    lut = np.zeros(256, dtype=np.uint8)
+    lut[present] = np.arange(1, len(present) + 1, dtype=np.uint8)
+    return lut[labels]
+
+
+def sam_generator(model, cfg: dict[str, Any]):
+    """A ``SamAutomaticMaskGenerator`` over ``model`` (a ``segment_anything.modeling.Sam``) with params' settings."""
+    from segment_anything import SamAutomaticMaskGenerator
+
+    return SamAutomaticMaskGenerator(
+        model, points_per_side=cfg["points_per_side"], pred_iou_thresh=cfg["pred_iou_thresh"],
+        stability_score_thresh=cfg["stability_score_thresh"], points_per_batch=64,
+    )
+
+
+def sam_labels(frames: np.ndarray, generator, min_area: float = 0.0) -> np.ndarray:
+    """SAM automatic masks of each frame: ``uint8 (T, H, W, 3)`` -> ``uint8 (T, H, W)`` label maps."""
+    import torch
+
+    out = np.zeros(frames.shape[:3], dtype=np.uint8)
+    with torch.inference_mode():
+        for t, frame in enumerate(frames):
+            out[t] = masks_to_labels(generator.generate(np.ascontiguousarray(frame)), frame.shape[:2], min_area)
+    return out
+
+
+def sam_checkpoint(params: dict[str, Any]) -> Path:
+    cfg = params["masks"]["sam"]
+    if cfg.get("checkpoint"):
+        return Path(cfg["checkpoint"])
+    from cpabanim.data.download import weights_path
+
+    return weights_path(SAM_WEIGHT_NAMES[cfg["model_type"]], Path(params["paths"]["weights"]))
+
+
+def load_sam(params: dict[str, Any], device: str = "cpu"):
+    """The SAM model of params, from its checkpoint (device "auto" = cuda when available);
+    :class:`MissingWeightsError` saying how to get it."""
+    cfg = params["masks"]["sam"]
+    path = sam_checkpoint(params)
+    if not path.is_file():
+        name = SAM_WEIGHT_NAMES[cfg["model_type"]]
+        raise MissingWeightsError(
+            f"SAM {cfg['model_type']} checkpoint not found at {path} (masks.sam.checkpoint, or the official file "
+            f"name in paths.weights). Get it with `cpabanim download --weights {name}` (from "
+            f"{sources.SAM_WEIGHTS[name]['url']}, sha256 checked) or copy it there; or set masks.source=slic "
+            "for offline superpixels."
+        )
+    from segment_anything import sam_model_registry
+
+    model = sam_model_registry[cfg["model_type"]](checkpoint=str(path))
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return model.to(device).eval()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# storage
+
+
+def save_labels(path: str | Path, labels: np.ndarray) -> None:
+    """Write ``labels`` (uint8 (T, H, W)) as a compressed .npz readable by ``np.load``, byte-stable
+    (fixed zip timestamps, unlike ``np.savez_compressed``) and atomic."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.ascontiguousarray(labels, dtype=np.uint8), allow_pickle=False)
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        info = zipfile.ZipInfo("labels.npy", date_time=(1980, 1, 1, 0, 0, 0))
+        info.compress_type = zipfile.ZIP_DEFLATED
+        zf.writestr(info, buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def extract_masks(params: dict[str, Any], sam_model=None) -> dict[str, Any]:
+    """Label maps for every training video of ``{paths.processed}``; videos already done are skipped.
+
+    ``sam_model`` overrides loading the checkpoint (tests pass a randomly initialised SAM).
+    """
+    cfg = params["masks"]
+    source = cfg["source"]
+    processed, out = Path(params["paths"]["processed"]), Path(params["paths"]["masks"])
+    train = processed / "train"
+    if not train.is_dir():
+        raise DataError(f"{train}: no training frames (run `cpabanim preprocess` first)")
+    settings = {"source": source, **({"sam": cfg["sam"]} if source == "sam" else {"slic": cfg["slic"]})}
+    if source == "sam":
+        settings["checkpoint"] = "random-init (test)" if sam_model is not None else str(sam_checkpoint(params))
+    previous = sources.read_json(out / "meta.json")
+    if previous.get("settings") != settings:  # other source or settings: nothing done before counts
+        previous = {}
+    meta = {"source": source, "settings": settings, "videos": {}}
+    generator = None
+    videos = sorted(p for p in train.iterdir() if p.is_dir() and not p.name.endswith(".tmp"))
+    for video in tqdm(videos, desc=f"masks ({source})", unit="video"):
+        target = out / "train" / f"{video.name}.npz"
+        frames_count = len(list(video.glob("*.png")))
+        if target.is_file() and previous.get("videos", {}).get(video.name) == frames_count:
+            meta["videos"][video.name] = frames_count
+            continue
+        frames = read_video(video)
+        if source == "slic":
+            labels = slic_labels(frames, cfg["slic"]["n_segments"], cfg["slic"]["compactness"], cfg["slic"]["sigma"])
+        else:
+            if generator is None:
+                generator = sam_generator(sam_model if sam_model is not None else load_sam(params, params.get("device", "cpu")), cfg["sam"])
+            labels = sam_labels(frames, generator, cfg["sam"]["min_region_area"])
+        save_labels(target, labels)
+        meta["videos"][video.name] = int(len(frames))
+        # meta.json after each video: an interrupted run resumes where it stopped
+        sources.write_json(out / "meta.json", meta)
+    for stale in (out / "train").glob("*.npz") if (out / "train").is_dir() else []:
+        if stale.stem not in meta["videos"]:
+            stale.unlink()
+    sources.write_json(out / "meta.json", meta)
+    return meta

@@ -1,11 +1,29 @@
-"""Stage `cpabanim preprocess` (placeholder until its issue lands)."""
+"""Stage ``cpabanim preprocess``: raw videos -> ``{paths.processed}/{train,test}/<video_id>/<00000>.png``.
+
+Frames are square ``data.frame_size`` RGB PNGs, written deterministically (same params -> same bytes),
+with ``{paths.processed}/manifest.json`` listing every video (frame count, pixel sha256) and every skipped
+input with its reason. A video that cannot be used is skipped and recorded, never fatal.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
 
 from cpabanim.config import add_params_arguments, params_from_args
-from cpabanim.errors import CpabanimError
+from cpabanim.data import sources
+from cpabanim.data.video import frames_digest, is_video, read_video, resize_frames, write_frames
+from cpabanim.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "test")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,5 +31,128 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    params_from_args(args)
-    raise CpabanimError("stage 'preprocess' is not implemented yet")
+    params = params_from_args(args)
+    manifest = preprocess(params)
+    counts = {split: len(manifest["videos"][split]) for split in SPLITS}
+    from cpabanim import tracking
+
+    with tracking.stage_run("preprocess", params):
+        tracking.log_metrics({f"videos_{k}": v for k, v in counts.items()} | {"skipped": len(manifest["skipped"])})
+        tracking.log_artifact(Path(params["paths"]["processed"]) / "manifest.json")
+    log.info("preprocess done: %d train / %d test videos, %d skipped", counts["train"], counts["test"],
+             len(manifest["skipped"]))
+    return 0
+
+
+def folder_videos(folder: Path, test_fraction: float) -> list[tuple[str, Path]]:
+    """``(split, video)`` for a folder of the user's videos: its train/ and test/ if present, else a split of
+    the sorted videos (the last ``test_fraction`` of them, at least one, go to test)."""
+    folder = Path(folder)
+    if (folder / "train").is_dir() and (folder / "test").is_dir():
+        return [(s, v) for s in SPLITS for v in sorted((folder / s).iterdir()) if is_video(v) or v.is_file()]
+    videos = sorted(p for p in folder.iterdir() if p.suffix.lower() not in (".md", ".txt", ".json", ".csv")
+                    and not p.name.startswith("."))
+    if len(videos) < 2:
+        raise DataError(f"{folder}: need at least two videos (one for train, one for test), found {len(videos)}")
+    num_test = min(len(videos) - 1, max(1, round(len(videos) * test_fraction)))
+    return [("train", v) for v in videos[:-num_test]] + [("test", v) for v in videos[-num_test:]]
+
+
+def _name(path: Path) -> str:
+    return path.name if path.is_dir() else path.stem
+
+
+def plan(params: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
+    """Yield ``(split, video_id, make)`` where ``make()`` returns ``uint8 (T, S, S, 3)`` or raises DataError."""
+    data = params["data"]
+    size = int(data["frame_size"])
+    source = data["source"]
+    if source == "synthetic":
+        from cpabanim.data import synthetic
+
+        cfg = data["synthetic"]
+        for split, count in (("train", cfg["num_train"]), ("test", cfg["num_test"])):
+            for index, (video_id, obj, background) in enumerate(synthetic.video_plan(split, count, params["seed"])):
+                def make(split=split, index=index, obj=obj, background=background):
+                    rng = np.random.default_rng([params["seed"], synthetic._SPLIT_CODE[split], 1, index])
+                    return synthetic.render_video(obj, background, cfg["num_frames"], size, rng)
+                yield split, video_id, make
+    elif source == "folder":
+        cfg = data["folder"]
+        if not cfg["dir"] or not Path(cfg["dir"]).is_dir():
+            raise ConfigError(f"data.folder.dir={cfg['dir']!r} is not a folder of videos")
+        for split, video in folder_videos(Path(cfg["dir"]), cfg["test_fraction"]):
+            def make(video=video):
+                frames = read_video(video, max_frames=cfg["max_frames"], stride=cfg["stride"])
+                if cfg["faces"]:
+                    from cpabanim.data.faces import face_crop_video
+
+                    try:
+                        return face_crop_video(frames, size, cfg["margin"], cfg["smooth_sigma"], cfg["detect_every"])[0]
+                    except DataError as err:
+                        raise DataError(f"{video}: {err}") from err
+                return resize_frames(_centre_square(frames), size)
+            yield split, _name(video), make
+    elif data.get("source_dir") or source == "mgif":
+        root = sources.find_split_root(data.get("source_dir") or Path(params["paths"]["raw"]) / "mgif" / "unpacked")
+        for split in SPLITS:
+            for video in sorted((root / split).iterdir()):
+                yield split, _name(video), (lambda video=video: resize_frames(_centre_square(read_video(video)), size))
+    else:  # vox / taichi / ted from the published metadata and the videos `download` fetched
+        videos_dir = Path(params["paths"]["raw"]) / source / "videos"
+        for chunk in sources.read_metadata(data["metadata"]):
+            split = "test" if chunk.partition == "test" else "train"
+
+            def make(chunk=chunk):
+                video = videos_dir / f"{chunk.youtube_id}.mp4"
+                if not video.is_file():
+                    raise DataError(f"{chunk.youtube_id}: video not downloaded (see the download manifest)")
+                return sources.crop_chunk(video, chunk, size)
+            yield split, chunk.name, make
+
+
+def _centre_square(frames: np.ndarray) -> np.ndarray:
+    height, width = frames.shape[1:3]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return frames[:, top : top + side, left : left + side]
+
+
+def preprocess(params: dict[str, Any]) -> dict[str, Any]:
+    """Write the processed dataset and its manifest; reuse videos already written with the same config."""
+    out = Path(params["paths"]["processed"])
+    config = {"data": {k: v for k, v in params["data"].items() if k not in ("augmentation", "id_sampling", "num_repeats")},
+              "seed": params["seed"]}
+    previous = sources.read_json(out / "manifest.json")
+    reuse = previous.get("config") == config
+    manifest: dict[str, Any] = {"source": params["data"]["source"], "frame_size": params["data"]["frame_size"],
+                                "config": config, "videos": {s: {} for s in SPLITS}, "skipped": []}
+    items = list(plan(params))
+    for split, video_id, make in tqdm(items, desc="preprocess", unit="video"):
+        folder = out / split / video_id
+        done = previous.get("videos", {}).get(split, {}).get(video_id)
+        if reuse and done and folder.is_dir() and len(list(folder.glob("*.png"))) == done["frames"]:
+            manifest["videos"][split][video_id] = done
+            continue
+        try:
+            frames = make()
+            if len(frames) < 2:
+                raise DataError(f"{video_id}: fewer than two frames")
+        except DataError as err:
+            log.warning("skipping %s", err)
+            manifest["skipped"].append({"split": split, "video": video_id, "reason": str(err)})
+            continue
+        write_frames(frames, folder)
+        manifest["videos"][split][video_id] = {"frames": int(len(frames)), "sha256": frames_digest(frames)}
+    # videos of an earlier configuration that this one no longer produces would silently join the dataset
+    for split in SPLITS:
+        if (out / split).is_dir():
+            for stale in (out / split).iterdir():
+                if stale.name not in manifest["videos"][split]:
+                    shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    if not manifest["videos"]["train"] or not manifest["videos"]["test"]:
+        sources.write_json(out / "manifest.json", manifest)
+        raise DataError(f"preprocess produced no {'train' if not manifest['videos']['train'] else 'test'} videos "
+                        f"(see {out / 'manifest.json'} for what was skipped and why)")
+    sources.write_json(out / "manifest.json", manifest)
+    return manifest

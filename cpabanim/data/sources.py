@@ -1,0 +1,237 @@
+"""Getting raw data: resumable checksummed downloads, archives, YouTube clips from published metadata.
+
+Nothing here is fatal for one bad item: a dead YouTube id or a failed archive is recorded in the manifest
+with its reason, and the rest goes on. Only small metadata ships with the project, never videos.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tarfile
+import urllib.parse
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cpabanim.errors import DataError
+
+log = logging.getLogger(__name__)
+CHUNK = 1 << 20
+
+# Official segment-anything checkpoints (facebookresearch/segment-anything README) and their sha256.
+SAM_WEIGHTS: dict[str, dict[str, str]] = {
+    "sam_vit_b": {
+        "url": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+        "sha256": "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+    },
+    "sam_vit_l": {
+        "url": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+        "sha256": "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+    },
+    "sam_vit_h": {
+        "url": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+        "sha256": "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+    },
+}
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_url(url: str, dest: str | Path, sha256: str | None = None, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest``, resuming a previous partial ``dest.part``; verify ``sha256`` if given.
+
+    HTTP(S) resumes with a ``Range`` request (a server that ignores it answers 200 and the download restarts);
+    ``file://`` URLs resume by seeking, the same logic without a network. A finished ``dest`` with the right
+    checksum is not fetched again. A checksum mismatch deletes the file and raises :class:`DataError`.
+    """
+    dest = Path(dest)
+    if dest.is_file() and (sha256 is None or sha256_file(dest) == sha256):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    offset = part.stat().st_size if part.is_file() else 0
+    parsed = urllib.parse.urlparse(url)
+    try:
+        if parsed.scheme == "file":
+            source = Path(urllib.request.url2pathname(parsed.path))
+            with open(source, "rb") as inp, open(part, "ab") as out:
+                inp.seek(offset)
+                shutil.copyfileobj(inp, out, CHUNK)
+        else:
+            request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                mode = "ab" if offset and response.status == 206 else "wb"
+                with open(part, mode) as out:
+                    shutil.copyfileobj(response, out, CHUNK)
+    except OSError as err:  # URLError, HTTPError, missing file: the .part stays for the next attempt
+        raise DataError(f"download of {url} failed: {err}") from err
+    if sha256 is not None:
+        actual = sha256_file(part)
+        if actual != sha256:
+            part.unlink()
+            raise DataError(f"{url}: sha256 {actual} does not match the expected {sha256}; the file was removed")
+    os.replace(part, dest)
+    return dest
+
+
+def unpack_archive(archive: str | Path, dest: str | Path) -> Path:
+    """Unpack a .zip / .tar(.gz|.bz2|.xz) into ``dest`` (refusing paths that escape it); returns ``dest``."""
+    archive, dest = Path(archive), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for name in zf.namelist():
+                if not (dest / name).resolve().is_relative_to(root):
+                    raise DataError(f"{archive}: member {name!r} would be written outside {dest}")
+            zf.extractall(dest)
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as tf:
+            tf.extractall(dest, filter="data")
+    else:
+        raise DataError(f"{archive}: not a zip or tar archive")
+    return dest
+
+
+def find_split_root(folder: str | Path) -> Path:
+    """The folder (``folder`` itself or one below it) that holds ``train/`` and ``test/``."""
+    folder = Path(folder)
+    for candidate in [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]:
+        if (candidate / "train").is_dir() and (candidate / "test").is_dir():
+            return candidate
+    raise DataError(f"{folder}: no folder with train/ and test/ inside (expected the FOMM/TPSMM layout)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Published metadata of VoxCeleb / TaiChiHD / TED-talks (AliaksandrSiarohin/video-preprocessing format)
+
+
+@dataclass
+class Chunk:
+    """One clip of a YouTube video: frames [start, end) at the reference fps, cropped to ``bbox``."""
+
+    youtube_id: str
+    person: str
+    start: int
+    end: int
+    bbox: tuple[int, int, int, int]  # left, top, right, bottom in reference (width, height) pixels
+    ref_width: int
+    ref_height: int
+    fps: float
+    partition: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """``person#youtube_id#start#end``: the field's chunk name (identity first, for id_sampling)."""
+        return f"{self.person}#{self.youtube_id}#{self.start:06d}#{self.end:06d}"
+
+
+def read_metadata(path: str | Path) -> list[Chunk]:
+    """Parse a video-preprocessing metadata CSV (video_id, start, end, bbox "l-t-r-b", fps, width, height,
+    partition[, person_id])."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"metadata file {path} not found (set data.metadata to the dataset's metadata CSV)")
+    chunks = []
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                video_id = row["video_id"]
+                youtube_id = video_id.split("#")[-1]
+                person = row.get("person_id") or (video_id.split("#")[0] if "#" in video_id else youtube_id)
+                chunks.append(Chunk(
+                    youtube_id=youtube_id, person=person, start=int(row["start"]), end=int(row["end"]),
+                    bbox=tuple(int(float(v)) for v in row["bbox"].split("-")), ref_width=int(row["width"]),
+                    ref_height=int(row["height"]), fps=float(row["fps"]), partition=row["partition"],
+                ))
+            except (KeyError, ValueError) as err:
+                raise DataError(f"{path}: bad metadata row {row} ({err})") from err
+    return chunks
+
+
+def download_youtube(youtube_id: str, out_dir: Path, url_template: str, options: dict[str, Any] | None = None) -> Path:
+    """Fetch one video with yt-dlp (as a library) into ``out_dir/<id>.mp4``; :class:`DataError` on failure."""
+    import yt_dlp
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{youtube_id}.mp4"
+    if target.is_file():
+        return target
+    url = url_template.format(id=youtube_id)
+    opts = {
+        "format": "best[ext=mp4]/best", "outtmpl": str(out_dir / f"{youtube_id}.%(ext)s"), "quiet": True,
+        "no_warnings": True, "noprogress": True, "continuedl": True, "retries": 2,
+        "skip_unavailable_fragments": True, "enable_file_urls": url.startswith("file:"), **(options or {}),
+    }
+    try:
+        with yt_dlp.YoutubeDL(opts) as ydl:
+            ydl.download([url])
+    except Exception as err:  # yt_dlp.utils.DownloadError and friends: dead, private, region-locked, bot check
+        raise DataError(f"{youtube_id}: {str(err).strip().splitlines()[-1] if str(err) else type(err).__name__}") from err
+    produced = sorted(out_dir.glob(f"{youtube_id}.*"))
+    produced = [p for p in produced if p.suffix not in (".part", ".ytdl")]
+    if not produced:
+        raise DataError(f"{youtube_id}: yt-dlp reported success but wrote no file")
+    if produced[0] != target:
+        os.replace(produced[0], target)
+    return target
+
+
+def crop_chunk(video_path: Path, chunk: Chunk, size: int) -> np.ndarray:
+    """Frames of ``chunk`` from its downloaded video, cropped to its box and resized: ``uint8 (T, size, size, 3)``.
+
+    As video-preprocessing's ``load_videos.py``: the frame range and box are given at the reference fps
+    and resolution and are rescaled to those of the downloaded file.
+    """
+    import decord
+
+    from cpabanim.data.video import resize_frames
+
+    try:
+        reader = decord.VideoReader(str(video_path), ctx=decord.cpu(0), num_threads=1)
+        fps = float(reader.get_avg_fps()) or chunk.fps
+        height, width = reader[0].shape[:2]
+    except Exception as err:
+        raise DataError(f"{video_path}: cannot decode video ({err})") from err
+    first = int(round(chunk.start * fps / chunk.fps))
+    last = min(len(reader), int(round(chunk.end * fps / chunk.fps)))
+    if last - first < 2:
+        raise DataError(f"{chunk.name}: fewer than two frames in [{chunk.start}, {chunk.end}) of {video_path.name}")
+    frames = reader.get_batch(list(range(first, last))).asnumpy()
+    sx, sy = width / chunk.ref_width, height / chunk.ref_height
+    left, top, right, bottom = chunk.bbox
+    left, right = max(0, int(left * sx)), min(width, int(right * sx))
+    top, bottom = max(0, int(top * sy)), min(height, int(bottom * sy))
+    if right - left < 2 or bottom - top < 2:
+        raise DataError(f"{chunk.name}: empty crop box {chunk.bbox} for a {width}x{height} video")
+    return resize_frames(np.ascontiguousarray(frames[:, top:bottom, left:right]), size)
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically with sorted keys (stable bytes for DVC)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else {}

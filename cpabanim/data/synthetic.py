@@ -1,0 +1,160 @@
+"""The embedded default dataset: real photographs animated by smooth articulated + diffeomorphic motion.
+
+Offline and deterministic. Each video shows one *object* cut from a real photograph that ships inside the
+scikit-image wheel (astronaut, chelsea, coffee, ...): an elliptical body carrying the centre of the photo,
+with two limbs (strips of the same photo) that swing about joints on the body. Over time the body
+translates, rotates and breathes (scale), its texture is bent by a smooth, invertible sinusoidal
+deformation (a diffeomorphism: the amplitude keeps the Jacobian positive), and the limbs rotate
+independently: articulated motion, the thing keypoint-based animation models are built for. The
+background is another photograph, zoomed and dimmed, slowly panning. Consecutive frames are warped
+versions of the same photo, so a source/driving pair is a genuine image-animation task.
+
+Identities are the photographs: a video is named ``<photo>#<split><index>`` so that ``id_sampling`` works.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+# colour photographs bundled in the scikit-image wheel (no pooch, no network)
+OBJECT_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "retina")
+BACKGROUND_PHOTOS = ("hubble_deep_field", "coffee", "rocket", "astronaut", "chelsea", "immunohistochemistry")
+_SPLIT_CODE = {"train": 1, "test": 2}
+_SUPERSAMPLE = 2  # render at 2x and shrink with area interpolation: anti-aliased edges
+
+
+@functools.lru_cache(maxsize=None)
+def photo(name: str, size: int) -> np.ndarray:
+    """A scikit-image sample photograph, centre-cropped square and resized: ``uint8 (size, size, 3)``."""
+    import cv2
+    import skimage.data
+
+    image = np.asarray(getattr(skimage.data, name)())
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    image = image[..., :3]
+    side = min(image.shape[:2])
+    top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
+    image = image[top : top + side, left : left + side]
+    return cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _rotation(angle: np.ndarray | float) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, -s], [s, c]], dtype=np.float64)
+
+
+def _smooth_step(distance: np.ndarray, width: float) -> np.ndarray:
+    """1 inside (distance <= 0), 0 outside, a soft ramp ``width`` pixels wide: alpha of a layer."""
+    return np.clip(0.5 - distance / width, 0.0, 1.0)
+
+
+class _Motion:
+    """Smooth periodic trajectories of one video: every parameter is ``a * sin(w t + p)``."""
+
+    def __init__(self, rng: np.random.Generator, num_frames: int):
+        def wave(amplitude: float) -> tuple[float, float, float]:
+            cycles = rng.uniform(0.5, 1.5)
+            return amplitude * rng.uniform(0.6, 1.0), 2 * math.pi * cycles / num_frames, rng.uniform(0, 2 * math.pi)
+
+        self.shift_x, self.shift_y = wave(0.12), wave(0.12)  # fraction of the frame
+        self.rotation = wave(0.35)  # radians
+        self.scale = wave(0.10)
+        self.bend_x, self.bend_y = wave(0.07), wave(0.07)  # diffeomorphic displacement amplitude (< 1/pi)
+        self.bend_phase = rng.uniform(0, 2 * math.pi, size=2)
+        self.limbs = [wave(0.7), wave(0.7)]  # joint angles, radians
+        self.limb_base = [rng.uniform(-0.4, 0.4) + math.pi / 2, rng.uniform(-0.4, 0.4) - math.pi / 2]
+        self.pan = wave(0.5)
+
+    @staticmethod
+    def at(wave: tuple[float, float, float], t: float) -> float:
+        amplitude, omega, phase = wave
+        return amplitude * math.sin(omega * t + phase)
+
+
+def render_video(
+    object_photo: str, background_photo: str, num_frames: int, size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """One synthetic video ``uint8 (num_frames, size, size, 3)``: an articulated photo object over a background."""
+    import cv2
+
+    big = size * _SUPERSAMPLE
+    texture = photo(object_photo, big).astype(np.float32)
+    background = (photo(background_photo, int(big * 1.3)).astype(np.float32) * 0.55 + 20.0).astype(np.float32)
+    motion = _Motion(rng, num_frames)
+    ys, xs = np.mgrid[0:big, 0:big].astype(np.float64) + 0.5
+    axes = np.array([0.26, 0.32]) * big  # body ellipse half-axes (x, y)
+    limb_length, limb_width = 0.30 * big, 0.10 * big
+    frames = []
+    for t in range(num_frames):
+        # background: a slow pan over a larger photo
+        pan = (motion.at(motion.pan, t) + 0.5) * (background.shape[0] - big) * 0.9
+        canvas = background[int(pan) : int(pan) + big, int(pan * 0.6) : int(pan * 0.6) + big].copy()
+
+        centre = big * (0.5 + np.array([motion.at(motion.shift_x, t), motion.at(motion.shift_y, t)]))
+        angle = motion.at(motion.rotation, t)
+        scale = 1.0 + motion.at(motion.scale, t)
+        inverse = _rotation(-angle) / scale
+        # body-frame coordinates of every pixel, in units of the half-axes (ellipse = unit disc)
+        offset = np.stack([xs - centre[0], ys - centre[1]], axis=-1) @ inverse.T
+        u = offset / axes
+
+        # limbs first (the body covers their joints)
+        for k, (wave, base) in enumerate(zip(motion.limbs, motion.limb_base)):
+            joint_body = axes * np.array([math.cos(base), math.sin(base)]) * 0.85
+            joint = centre + scale * (_rotation(angle) @ joint_body)
+            limb_angle = angle + base + motion.at(wave, t)
+            v = np.stack([xs - joint[0], ys - joint[1]], axis=-1) @ _rotation(-limb_angle).T / scale
+            inside = np.maximum(
+                np.maximum(-v[..., 0], v[..., 0] - limb_length), np.abs(v[..., 1]) - limb_width / 2
+            )
+            alpha = _smooth_step(inside, _SUPERSAMPLE)[..., None]
+            # the limb carries a strip of the photo next to where it is attached
+            anchor = big / 2 + joint_body * 1.1
+            direction = np.array([math.cos(base), math.sin(base)])
+            normal = np.array([-direction[1], direction[0]])
+            tex = anchor + v[..., :1] * direction + v[..., 1:] * normal
+            layer = cv2.remap(texture, tex[..., 0].astype(np.float32), tex[..., 1].astype(np.float32),
+                              cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            canvas = canvas * (1 - alpha) + layer * alpha
+
+        # body: the photo's centre, bent by a smooth invertible displacement field
+        bend = np.stack([
+            motion.at(motion.bend_x, t) * np.sin(math.pi * u[..., 1] + motion.bend_phase[0]),
+            motion.at(motion.bend_y, t) * np.sin(math.pi * u[..., 0] + motion.bend_phase[1]),
+        ], axis=-1)
+        tex = big / 2 + (u + bend) * axes * 1.2
+        layer = cv2.remap(texture, tex[..., 0].astype(np.float32), tex[..., 1].astype(np.float32),
+                          cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        radius = np.linalg.norm(u, axis=-1)
+        alpha = _smooth_step((radius - 1.0) * axes.min(), _SUPERSAMPLE)[..., None]
+        canvas = canvas * (1 - alpha) + layer * alpha
+        frame = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+        frames.append(cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA))
+    return np.stack(frames)
+
+
+def video_plan(split: str, count: int, seed: int) -> list[tuple[str, str, str]]:
+    """``(video_id, object_photo, background_photo)`` for each video of a split, deterministic."""
+    rng = np.random.default_rng([seed, _SPLIT_CODE[split], 0])
+    plan = []
+    for index in range(count):
+        # train cycles through every photo; test does too, starting elsewhere, with different motions
+        obj = OBJECT_PHOTOS[(index + (0 if split == "train" else 3)) % len(OBJECT_PHOTOS)]
+        choices = [b for b in BACKGROUND_PHOTOS if b != obj]
+        background = choices[int(rng.integers(len(choices)))]
+        plan.append((f"{obj}#{split}{index:03d}", obj, background))
+    return plan
+
+
+def generate(
+    split: str, count: int, num_frames: int, size: int, seed: int
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ``(video_id, uint8 (num_frames, size, size, 3))`` for each synthetic video of ``split``."""
+    for index, (video_id, obj, background) in enumerate(video_plan(split, count, seed)):
+        rng = np.random.default_rng([seed, _SPLIT_CODE[split], 1, index])
+        yield video_id, render_video(obj, background, num_frames, size, rng)

@@ -1,0 +1,188 @@
+"""Reading and writing videos: frame folders, .mp4/.mov/.avi (decord), .gif and wide PNG strips.
+
+Every reader returns ``uint8 (T, H, W, 3)`` RGB and raises :class:`~cpabanim.errors.DataError` naming the
+file when the input cannot be used (unreadable, empty, fewer than two frames, grayscale, frames of
+different sizes), so that a bad video never surfaces as an opaque numpy/decord traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cpabanim.errors import DataError
+
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+MOVIE_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+VIDEO_SUFFIXES = MOVIE_SUFFIXES + (".gif",) + FRAME_SUFFIXES
+
+
+def is_video(path: Path) -> bool:
+    """True for anything :func:`read_video` accepts: a folder of frames, a movie, a gif, a PNG/JPG strip."""
+    path = Path(path)
+    if path.is_dir():
+        return any(p.suffix.lower() in FRAME_SUFFIXES for p in path.iterdir())
+    return path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def list_frame_files(folder: Path) -> list[Path]:
+    """The frame images of a frame folder in temporal (lexicographic) order."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+
+
+def _to_rgb(frames: np.ndarray, path: Path) -> np.ndarray:
+    """(T, H, W, C) any dtype -> uint8 (T, H, W, 3); RGBA loses alpha, grayscale is refused."""
+    if frames.ndim == 3 or (frames.ndim == 4 and frames.shape[-1] == 1):
+        raise DataError(f"{path}: grayscale frames (shape {frames.shape}); RGB videos are required")
+    if frames.ndim != 4 or frames.shape[-1] not in (3, 4):
+        raise DataError(f"{path}: frames of shape {frames.shape[1:]} are not RGB images")
+    frames = frames[..., :3]
+    if frames.dtype != np.uint8:
+        if np.issubdtype(frames.dtype, np.floating) and frames.max(initial=0) <= 1.0:
+            frames = frames * 255.0
+        frames = np.clip(np.rint(frames), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(frames)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("L", "LA", "I", "I;16", "1", "F"):
+                raise DataError(f"{path}: grayscale image (mode {img.mode}); RGB frames are required")
+            return np.asarray(img.convert("RGB"))
+    except DataError:
+        raise
+    except Exception as err:  # PIL raises many types for corrupt files
+        raise DataError(f"{path}: cannot read image ({err})") from err
+
+
+def _pick(count: int, max_frames: int | None, stride: int) -> list[int]:
+    indices = list(range(0, count, max(1, stride)))
+    return indices[:max_frames] if max_frames else indices
+
+
+def read_video(
+    path: str | Path,
+    frame_shape: Sequence[int] | None = None,
+    max_frames: int | None = None,
+    stride: int = 1,
+) -> np.ndarray:
+    """Read a video as ``uint8 (T, H, W, 3)``.
+
+    Args:
+        path: a folder of frames, an .mp4/.mov/.avi/.mkv/.webm (decord), a .gif, or a PNG/JPG strip of frames
+            concatenated horizontally (H x T*W x 3, the field's format for stored predictions).
+        frame_shape: (H, W[, 3]) of one frame of a strip; by default frames of a strip are taken square (W = H).
+        max_frames: keep at most this many frames (after ``stride``); long clips are not decoded in full.
+        stride: keep every ``stride``-th frame.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such video")
+    if path.is_dir():
+        files = list_frame_files(path)
+        if not files:
+            raise DataError(f"{path}: frame folder holds no images ({', '.join(FRAME_SUFFIXES)})")
+        images = [_read_image(files[i]) for i in _pick(len(files), max_frames, stride)]
+        shapes = {im.shape for im in images}
+        if len(shapes) > 1:
+            raise DataError(f"{path}: frames of different sizes {sorted(shapes)}")
+        frames = np.stack(images)
+    elif path.suffix.lower() in MOVIE_SUFFIXES:
+        frames = _read_movie(path, max_frames, stride)
+    elif path.suffix.lower() == ".gif":
+        frames = _read_gif(path, max_frames, stride)
+    elif path.suffix.lower() in FRAME_SUFFIXES:
+        strip = _read_image(path)
+        height = int(frame_shape[0]) if frame_shape else strip.shape[0]
+        width = int(frame_shape[1]) if frame_shape else strip.shape[0]
+        if strip.shape[0] != height or strip.shape[1] % width:
+            raise DataError(
+                f"{path}: a strip of {strip.shape[1]}x{strip.shape[0]} pixels is not a row of {width}x{height} frames"
+            )
+        frames = strip.reshape(height, -1, width, 3).transpose(1, 0, 2, 3)
+        frames = frames[_pick(len(frames), max_frames, stride)]
+    else:
+        raise DataError(f"{path}: unsupported video format (use a frame folder, {', '.join(VIDEO_SUFFIXES)})")
+    frames = _to_rgb(np.asarray(frames), path)
+    if frames.shape[0] < 2:
+        raise DataError(f"{path}: {frames.shape[0]} frame(s); a video needs at least two")
+    return frames
+
+
+def _read_movie(path: Path, max_frames: int | None, stride: int) -> np.ndarray:
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file")
+    try:
+        import decord
+
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        count = len(reader)
+        if count == 0:
+            raise DataError(f"{path}: the video has no frames")
+        frames = reader.get_batch(_pick(count, max_frames, stride)).asnumpy()
+    except DataError:
+        raise
+    except Exception as err:  # decord raises its own DECORDError / RuntimeError on corrupt files
+        raise DataError(f"{path}: cannot decode video ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from err
+    return frames
+
+
+def _read_gif(path: Path, max_frames: int | None, stride: int) -> np.ndarray:
+    from PIL import Image, ImageSequence
+
+    try:
+        with Image.open(path) as img:
+            frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(img)]
+    except Exception as err:
+        raise DataError(f"{path}: cannot read gif ({err})") from err
+    if not frames:
+        raise DataError(f"{path}: the gif has no frames")
+    return np.stack([frames[i] for i in _pick(len(frames), max_frames, stride)])
+
+
+def write_frames(frames: np.ndarray, folder: str | Path) -> Path:
+    """Write ``uint8 (T, H, W, 3)`` as ``folder/00000.png, ...``; byte-identical for identical frames.
+
+    The folder is written beside its final place and renamed into it, so an interrupted run never leaves a
+    half-written video that a later run would take as done.
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for index, frame in enumerate(frames):
+        # fixed compression level and no metadata: same pixels -> same bytes (DVC hashes these files)
+        Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8)).save(tmp / f"{index:05d}.png", compress_level=6)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return folder
+
+
+def frames_digest(frames: np.ndarray) -> str:
+    """sha256 of the raw pixels (shape included): what the manifests record per video."""
+    digest = hashlib.sha256(str(frames.shape).encode())
+    digest.update(np.ascontiguousarray(frames).tobytes())
+    return digest.hexdigest()
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """``uint8 (T, H, W, 3)`` -> ``uint8 (T, size, size, 3)``; area interpolation (anti-aliased) when shrinking."""
+    import cv2
+
+    if frames.shape[1:3] == (size, size):
+        return frames
+    shrink = frames.shape[1] > size or frames.shape[2] > size
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+    return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in frames])

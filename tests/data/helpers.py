@@ -1,0 +1,49 @@
+"""Small videos the data tests make on the fly (no network, no fixtures on disk)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def moving_square_video(num_frames: int = 8, size: int = 32, seed: int = 0) -> np.ndarray:
+    """uint8 (T, size, size, 3): a coloured square moving over a smooth gradient (easy to compress, real motion)."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:size, 0:size]
+    base = np.stack([xs * 255 // size, ys * 255 // size, np.full_like(xs, 90)], axis=-1).astype(np.uint8)
+    colour = rng.integers(120, 255, size=3)
+    frames = []
+    for t in range(num_frames):
+        frame = base.copy()
+        x0 = 2 + t * (size - 12) // max(1, num_frames - 1)
+        frame[size // 3 : size // 3 + 8, x0 : x0 + 8] = colour
+        frames.append(frame)
+    return np.stack(frames)
+
+
+def write_mp4(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = imageio.get_writer(str(path), fps=fps, codec="libx264", quality=9, macro_block_size=1,
+                                ffmpeg_log_level="error")
+    for frame in frames:
+        writer.append_data(frame)
+    writer.close()
+    return path
+
+
+def write_gif(path: Path, frames: np.ndarray) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=40, loop=0)
+    return path
+
+
+def write_frame_folder(folder: Path, frames: np.ndarray) -> Path:
+    from cpabanim.data.video import write_frames
+
+    return write_frames(frames, folder)
