@@ -1,17 +1,303 @@
-"""Stage `cpabanim evaluate` (placeholder until its issue lands)."""
+"""Stage ``cpabanim evaluate``: the field's metrics on the reconstructions and animations.
+
+Reconstruction (generated frame t vs driving frame t of the same test video), pooled over all frames of all
+videos as the pose-evaluation scripts do: ``recon/l1``, ``recon/psnr``, ``recon/ssim``, ``recon/akd``,
+``recon/mkr``, ``recon/aed`` (+ ``recon/lpips``, ``recon/fid`` where their weights exist).
+
+Animation (no ground truth exists for a cross-identity animation), per mode: ``anim/<mode>/akd_driving`` and
+``anim/<mode>/mkr_driving`` (keypoints of the animation vs the driving frames: how well the motion is
+transferred), ``anim/<mode>/aed_source`` (identity of the animation vs the source image: how well the identity
+is kept) and ``anim/<mode>/l1_first`` (first animated frame vs the source image; in relative and avd modes the
+first driving frame means "no motion", so this is the model's self-consistency).
+
+Writes ``{paths.outputs}/metrics.json`` (flat numbers, for DVC and MLflow), ``metrics_unavailable.json``
+(for every metric not computed: why) and ``metrics_per_video.csv``. Extractor results are cached per video by
+content hash (``evaluate.cache_dir``), so re-evaluating after a new checkpoint only extracts the new frames.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import logging
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
 
 from cpabanim.config import add_params_arguments, params_from_args
-from cpabanim.errors import CpabanimError
+from cpabanim.errors import ConfigError, DataError
+from cpabanim.metrics import formulas
+from cpabanim.metrics.animator import resolve_device
+from cpabanim.metrics.cache import ExtractionCache
+from cpabanim.metrics.extractors import ExtractorUnavailable, make_extractor
+from cpabanim.metrics.io import read_frames, read_image, to_tensor
+
+log = logging.getLogger(__name__)
+
+PIXEL_METRICS = ("l1", "psnr", "ssim")
+KEYPOINT_METRICS = ("akd", "mkr")
+ALL_METRICS = (*PIXEL_METRICS, *KEYPOINT_METRICS, "aed", "lpips", "fid")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_params_arguments(parser)
 
 
+class Extractors:
+    """The keypoint and identity extractors chosen in params, built once, each None with a reason if unavailable."""
+
+    def __init__(self, cfg: dict[str, Any], device: torch.device, cache: ExtractionCache) -> None:
+        self.cache = cache
+        self.reasons: dict[str, str] = {}
+        options = {**cfg, "device": str(device)}
+        wanted = set(cfg["metrics"])
+        self.keypoints = self._build("keypoints", cfg["keypoints"], wanted & set(KEYPOINT_METRICS), options)
+        self.identity = self._build("identity", cfg["identity"], wanted & {"aed"}, options)
+
+    def _build(self, role: str, name: str, metrics: set[str], options: dict[str, Any]):
+        if not metrics:
+            return None
+        if name == "none":
+            raise ConfigError(
+                f"evaluate.metrics asks for {sorted(metrics)} but evaluate.{role} is none: choose an extractor "
+                "(dlib_face68 / dlib_face for faces) or remove them from evaluate.metrics"
+            )
+        try:
+            return make_extractor(name, options)
+        except ExtractorUnavailable as err:
+            for metric in metrics:
+                self.reasons[metric] = f"{name} extractor unavailable: {err}"
+            log.warning("%s extractor %s unavailable: %s", role, name, err)
+            return None
+
+    def keypoints_of(self, frames: np.ndarray) -> np.ndarray | None:
+        return None if self.keypoints is None else self.cache(self.keypoints, frames)
+
+    def identity_of(self, frames: np.ndarray) -> np.ndarray | None:
+        return None if self.identity is None else self.cache(self.identity, frames)
+
+
+def pixel_metrics(generated: torch.Tensor, reference: torch.Tensor, wanted: list[str]) -> dict[str, np.ndarray]:
+    """Per-frame L1 / PSNR / SSIM of (T, 3, H, W) in [0, 1], in chunks (SSIM's memory grows with T)."""
+    functions = {"l1": formulas.l1_per_frame, "psnr": formulas.psnr_per_frame, "ssim": formulas.ssim_per_frame}
+    out = {}
+    for name in wanted:
+        if name in functions:
+            out[name] = torch.cat([
+                functions[name](g, r) for g, r in zip(generated.split(32), reference.split(32))
+            ]).double().numpy()
+    return out
+
+
+class OptionalNetworkMetrics:
+    """LPIPS and FID (torchmetrics), computed only where their weights are already on disk (never downloaded)."""
+
+    def __init__(self, wanted: list[str]) -> None:
+        self.reasons: dict[str, str] = {}
+        self.lpips = self._lpips() if "lpips" in wanted else None
+        self.fid = self._fid() if "fid" in wanted else None
+
+    def _lpips(self):
+        weights = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
+        if not weights.is_file():
+            self.reasons["lpips"] = f"LPIPS needs torchvision's AlexNet weights at {weights} (not downloaded here)"
+            return None
+        try:
+            from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+            return LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True).eval()
+        except Exception as err:  # noqa: BLE001 - optional metric: any failure becomes a recorded reason
+            self.reasons["lpips"] = f"LPIPS unavailable: {err}"
+            return None
+
+    def _fid(self):
+        weights = Path(torch.hub.get_dir()) / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
+        if not weights.is_file():
+            self.reasons["fid"] = f"FID needs torch-fidelity's Inception weights at {weights} (not downloaded here)"
+            return None
+        try:
+            from torchmetrics.image.fid import FrechetInceptionDistance
+
+            return FrechetInceptionDistance(feature=2048, normalize=True)
+        except Exception as err:  # noqa: BLE001
+            self.reasons["fid"] = f"FID unavailable: {err}"
+            return None
+
+    @torch.no_grad()
+    def update(self, generated: torch.Tensor, reference: torch.Tensor) -> dict[str, np.ndarray]:
+        out = {}
+        if self.lpips is not None:
+            values = []
+            for g, r in zip(generated.split(16), reference.split(16)):
+                for gi, ri in zip(g, r):  # per frame: torchmetrics' LPIPS returns a batch mean
+                    values.append(float(self.lpips(gi[None], ri[None])))
+            out["lpips"] = np.asarray(values)
+        if self.fid is not None:
+            for g, r in zip(generated.split(32), reference.split(32)):
+                self.fid.update(r, real=True)
+                self.fid.update(g, real=False)
+        return out
+
+    def fid_value(self) -> float | None:
+        return None if self.fid is None else float(self.fid.compute())
+
+
+def evaluate_reconstruction(params, cfg, extractors, networks, rows) -> dict[str, np.ndarray]:
+    """Per-frame values of every reconstruction metric, concatenated over videos; one CSV row per video."""
+    recon_root = Path(params["paths"]["outputs"]) / "reconstruction"
+    test_root = Path(params["paths"]["processed"]) / "test"
+    index_path = recon_root / "index.json"
+    if not index_path.is_file():
+        raise DataError(f"{index_path} not found: run `cpabanim reconstruct` first")
+    index = json.loads(index_path.read_text())
+    per_frame: dict[str, list[np.ndarray]] = defaultdict(list)
+    for video in tqdm(sorted(index["videos"]), desc="evaluate reconstruction", unit="video"):
+        generated = read_frames(recon_root / video)
+        reference = read_frames(test_root / video)
+        # Frames are matched by video name and index, as pose-evaluation does; every generated frame needs its
+        # driving frame (reconstruct.max_frames may have shortened the generated video, never lengthened it).
+        if len(generated) > len(reference) or generated.shape[1:] != reference.shape[1:]:
+            raise DataError(
+                f"reconstruction of {video}: {generated.shape} does not match the test video {reference.shape}"
+            )
+        reference = reference[: len(generated)]
+        values = video_metrics(generated, reference, cfg["metrics"], extractors, networks)
+        for name, frame_values in values.items():
+            per_frame[name].append(frame_values)
+        rows.append({"part": "reconstruction", "video": video, "mode": "", "frames": len(generated),
+                     **{name: formulas.nanmean(v) for name, v in values.items()}})
+    return {name: np.concatenate(parts) for name, parts in per_frame.items()}
+
+
+def video_metrics(generated: np.ndarray, reference: np.ndarray, wanted, extractors, networks) -> dict[str, np.ndarray]:
+    """Per-frame metrics of generated vs reference uint8 (T, H, W, 3) videos."""
+    generated_t, reference_t = to_tensor(generated), to_tensor(reference)
+    values = pixel_metrics(generated_t, reference_t, wanted)
+    values.update(networks.update(generated_t, reference_t))
+    keypoints_generated = extractors.keypoints_of(generated)
+    if keypoints_generated is not None:
+        keypoints_reference = extractors.keypoints_of(reference)
+        if "akd" in wanted:
+            values["akd"] = formulas.keypoint_distance_per_frame(keypoints_generated, keypoints_reference)
+        if "mkr" in wanted:
+            values["mkr"] = formulas.missing_keypoint_rate_per_frame(keypoints_generated, keypoints_reference)
+    identity_generated = extractors.identity_of(generated)
+    if identity_generated is not None:
+        values["aed"] = formulas.embedding_distance_per_frame(identity_generated, extractors.identity_of(reference))
+    return values
+
+
+def evaluate_animation(params, cfg, extractors, rows) -> dict[str, dict[str, np.ndarray]]:
+    """Per-frame values per animation mode: {mode: {metric: (frames,)}}; one CSV row per pair and mode."""
+    anim_root = Path(params["paths"]["outputs"]) / "animation"
+    test_root = Path(params["paths"]["processed"]) / "test"
+    pairs_path = anim_root / "pairs.json"
+    if not pairs_path.is_file():
+        raise DataError(f"{pairs_path} not found: run `cpabanim animate` first")
+    record = json.loads(pairs_path.read_text())
+    wanted = cfg["metrics"]
+    per_mode: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    for pair in tqdm(record["pairs"], desc="evaluate animation", unit="pair"):
+        folder = anim_root / pair["name"]
+        source = read_image(folder / "source.png")
+        driving = read_frames(test_root / pair["driving"])[: pair["frames"]]
+        identity_source = extractors.identity_of(source)
+        for mode in record["modes"]:
+            generated = read_frames(folder / mode)
+            if generated.shape != driving.shape:
+                raise DataError(f"animation {pair['name']}/{mode}: {generated.shape} vs driving {driving.shape}")
+            values: dict[str, np.ndarray] = {}
+            if "l1" in wanted:
+                values["l1_first"] = formulas.l1_per_frame(to_tensor(generated[:1]), to_tensor(source)).double().numpy()
+            keypoints_generated = extractors.keypoints_of(generated)
+            if keypoints_generated is not None:
+                keypoints_driving = extractors.keypoints_of(driving)
+                if "akd" in wanted:
+                    values["akd_driving"] = formulas.keypoint_distance_per_frame(keypoints_generated, keypoints_driving)
+                if "mkr" in wanted:
+                    values["mkr_driving"] = formulas.missing_keypoint_rate_per_frame(keypoints_generated, keypoints_driving)
+            identity_generated = extractors.identity_of(generated)
+            if identity_generated is not None:
+                values["aed_source"] = formulas.embedding_distance_per_frame(identity_generated, identity_source)
+            for name, frame_values in values.items():
+                per_mode[mode][name].append(frame_values)
+            rows.append({"part": "animation", "video": pair["name"], "mode": mode, "frames": len(generated),
+                         **{name: formulas.nanmean(v) for name, v in values.items()}})
+    return {mode: {name: np.concatenate(parts) for name, parts in metrics.items()} for mode, metrics in per_mode.items()}
+
+
+def summarise(per_frame: dict[str, np.ndarray], prefix: str, metrics: dict[str, float], reasons: dict[str, str]) -> None:
+    """Pooled means over frames into ``metrics``; a metric defined on no frame gets a reason instead of NaN."""
+    for name, values in per_frame.items():
+        value = formulas.nanmean(values)
+        if math.isfinite(value):
+            metrics[f"{prefix}/{name}"] = value
+        else:
+            reasons[f"{prefix}/{name}"] = "defined on no frame (no keypoints / face found in both videos)"
+
+
 def run(args: argparse.Namespace) -> int:
-    params_from_args(args)
-    raise CpabanimError("stage 'evaluate' is not implemented yet")
+    params = params_from_args(args)
+    cfg = params["evaluate"]
+    outputs = Path(params["paths"]["outputs"])
+    device = resolve_device(params["device"])
+    cache = ExtractionCache((cfg["cache_dir"] or outputs / ".eval_cache") if cfg["cache"] else None)
+    extractors = Extractors(cfg, device, cache)
+    networks = OptionalNetworkMetrics(cfg["metrics"])
+
+    rows: list[dict[str, Any]] = []
+    metrics: dict[str, float] = {}
+    reasons: dict[str, str] = {}
+    recon = evaluate_reconstruction(params, cfg, extractors, networks, rows)
+    summarise(recon, "recon", metrics, reasons)
+    metrics["recon/frames"] = float(len(next(iter(recon.values()))) if recon else 0)
+    fid = networks.fid_value()
+    if fid is not None:
+        metrics["recon/fid"] = fid
+    for mode, values in evaluate_animation(params, cfg, extractors, rows).items():
+        summarise(values, f"anim/{mode}", metrics, reasons)
+
+    # Every metric of the field that is not in metrics.json gets its reason, so a table never silently lacks one.
+    known_reasons = {**extractors.reasons, **networks.reasons}
+    for name in ALL_METRICS:
+        if f"recon/{name}" in metrics or f"recon/{name}" in reasons:
+            continue
+        if name in known_reasons:
+            reasons[f"recon/{name}"] = known_reasons[name]
+        elif name not in cfg["metrics"]:
+            reasons[f"recon/{name}"] = (
+                "not applicable: not selected in evaluate.metrics"
+                + (" (needs a keypoint / identity extractor for this dataset's faces or bodies)"
+                   if name in (*KEYPOINT_METRICS, "aed") else "")
+            )
+    outputs.mkdir(parents=True, exist_ok=True)
+    (outputs / "metrics.json").write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
+    (outputs / "metrics_unavailable.json").write_text(json.dumps(dict(sorted(reasons.items())), indent=2) + "\n")
+    write_table(rows, outputs / "metrics_per_video.csv")
+
+    from cpabanim.tracking import log_artifact, log_metrics, stage_run
+
+    with stage_run("evaluate", params):
+        log_metrics(metrics)
+        for name in ("metrics.json", "metrics_unavailable.json", "metrics_per_video.csv"):
+            log_artifact(outputs / name, "evaluation")
+    log.info("metrics (%d extractor results reused from the cache, %d computed): %s", cache.hits, cache.misses,
+             ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    return 0
+
+
+def write_table(rows: list[dict[str, Any]], path: Path) -> None:
+    columns = ["part", "video", "mode", "frames"]
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})

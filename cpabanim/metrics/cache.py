@@ -1,0 +1,52 @@
+"""Per-video extractor results, cached on disk by the frames' content hash (re-evaluation is cheap).
+
+The key covers the extractor's name (model and options) and the exact frame bytes, so a changed generation
+or a changed extractor never reuses a stale result, and the driving videos are extracted only once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def frames_digest(frames: np.ndarray) -> str:
+    """SHA-1 of a uint8 (T, H, W, 3) array's shape and bytes."""
+    digest = hashlib.sha1(str(frames.shape).encode())
+    digest.update(np.ascontiguousarray(frames).tobytes())
+    return digest.hexdigest()
+
+
+class ExtractionCache:
+    """``cache(extractor, frames)`` -> the extractor's output, computed once per (extractor, frames)."""
+
+    def __init__(self, folder: str | Path | None) -> None:
+        self.folder = Path(folder) if folder else None
+        self.hits = 0
+        self.misses = 0
+
+    def __call__(self, extractor, frames: np.ndarray) -> np.ndarray:
+        if self.folder is None:
+            self.misses += 1
+            return extractor(frames)
+        path = self.folder / extractor.name / f"{frames_digest(frames)}.npz"
+        if path.is_file():
+            try:
+                with np.load(path) as stored:
+                    self.hits += 1
+                    return stored["values"]
+            except (OSError, ValueError, KeyError) as err:
+                log.warning("ignoring unreadable cache file %s (%s)", path, err)
+        values = extractor(frames)
+        self.misses += 1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.stem + f".{os.getpid()}.tmp.npz")
+        np.savez_compressed(partial, values=values)
+        os.replace(partial, path)  # atomic: a concurrent or interrupted run never leaves half a file
+        return values

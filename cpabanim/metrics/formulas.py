@@ -1,0 +1,114 @@
+"""Metric formulas, as the field computes them (ecosystem.md §E; FOMM/MRAA pose-evaluation scripts).
+
+Conventions shared by every function here:
+
+- images are float tensors in [0, 1], shape (T, 3, H, W) (T frames of one video, or any batch);
+- keypoints are float arrays (T, K, 2) in pixels, with NaN where a keypoint (or the whole face) is missing;
+- embeddings are float arrays (T, D), with a NaN row where the extractor found nothing.
+
+Per-frame functions return one value per frame; the pooled means over all frames of all videos (what the
+pose-evaluation scripts print) are computed by the caller from the per-frame values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# PSNR of a perfect reconstruction is infinite; JSON (DVC, MLflow) cannot hold inf, so MSE is floored here,
+# which caps PSNR at 100 dB for [0, 1] images.
+_MSE_FLOOR = 1.0e-10
+
+
+def l1_per_frame(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference per frame: (T, C, H, W) x2 in [0, 1] -> (T,).
+
+    TPSMM/CPABMM's reconstruction.py reports the mean of these over all frames (pooled over videos).
+    """
+    _check_same_shape(prediction, target)
+    return (prediction - target).abs().flatten(1).mean(1)
+
+
+def psnr_per_frame(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio per frame in dB, data range 1: (T, C, H, W) x2 -> (T,), capped at 100 dB."""
+    _check_same_shape(prediction, target)
+    mse = (prediction - target).pow(2).flatten(1).mean(1).clamp_min(_MSE_FLOOR)
+    return -10.0 * torch.log10(mse)
+
+
+def ssim_per_frame(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Structural similarity per frame (torchmetrics, 11x11 Gaussian window, data range 1): -> (T,)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    _check_same_shape(prediction, target)
+    return structural_similarity_index_measure(
+        prediction.float(), target.float(), data_range=1.0, reduction="none"
+    ).reshape(-1)
+
+
+def keypoint_distance_per_frame(generated: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """AKD per frame: mean |Δx|, |Δy| over the coordinates of keypoints present in both: (T, K, 2) x2 -> (T,).
+
+    A per-coordinate L1 in pixels, not a Euclidean distance (pose-evaluation ``cmp_kp.py`` for faces,
+    ``cmp_with_missing.py`` for bodies). A frame with no keypoint present in both gives NaN (skipped when
+    averaging), as the face script skips frames whose generated landmarks were not found.
+    """
+    generated, reference = _keypoint_pair(generated, reference)
+    both = _present(generated) & _present(reference)  # (T, K)
+    diff = np.abs(generated - reference)  # (T, K, 2), NaN where missing
+    total = np.where(both[..., None], diff, 0.0).sum(axis=(1, 2))
+    count = 2 * both.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def missing_keypoint_rate_per_frame(generated: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """MKR per frame: #(present in reference, missing in generated) / #(present in reference): -> (T,).
+
+    NaN for frames where the reference has no keypoint at all (``cmp_with_missing.py`` would divide by zero).
+    """
+    generated, reference = _keypoint_pair(generated, reference)
+    in_reference = _present(reference)
+    lost = in_reference & ~_present(generated)
+    count = in_reference.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, lost.sum(axis=1) / np.maximum(count, 1), np.nan)
+
+
+def embedding_distance_per_frame(generated: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """AED per frame: the *squared* L2 distance Σ(e_ref − e_gen)² of identity embeddings: (T, D) x2 -> (T,).
+
+    ``reference`` may be a single embedding (1, D) or (D,), broadcast over frames (identity of a source image).
+    NaN where either embedding is missing. For L2-normalised embeddings the value lies in [0, 4].
+    """
+    generated = np.asarray(generated, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    if reference.ndim == 1:
+        reference = reference[None]
+    if generated.ndim != 2 or reference.ndim != 2 or generated.shape[1] != reference.shape[1]:
+        raise ValueError(f"embeddings must be (T, D) with the same D, got {generated.shape} and {reference.shape}")
+    return ((generated - reference) ** 2).sum(axis=1)  # NaN rows propagate
+
+
+def nanmean(values: np.ndarray | list[float]) -> float:
+    """Mean over the finite entries (frames where a metric is defined); NaN when there is none."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
+def _present(keypoints: np.ndarray) -> np.ndarray:
+    return np.isfinite(keypoints).all(axis=-1)
+
+
+def _keypoint_pair(generated: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    generated = np.asarray(generated, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    if generated.shape != reference.shape or generated.ndim != 3 or generated.shape[-1] != 2:
+        raise ValueError(f"keypoints must both be (T, K, 2), got {generated.shape} and {reference.shape}")
+    return generated, reference
+
+
+def _check_same_shape(prediction: torch.Tensor, target: torch.Tensor) -> None:
+    if prediction.shape != target.shape or prediction.dim() != 4:
+        raise ValueError(f"images must both be (T, C, H, W), got {tuple(prediction.shape)} and {tuple(target.shape)}")

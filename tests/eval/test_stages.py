@@ -1,0 +1,127 @@
+"""reconstruct -> animate -> evaluate end to end on a tiny fake dataset, with the identity animator."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cpabanim.animate import choose_pairs
+from cpabanim.metrics.cache import ExtractionCache
+from cpabanim.metrics.io import read_frames
+
+IDENTITY = ("reconstruct.animator=identity", "animate.animator=identity", "animate.num_pairs=2")
+
+
+def test_identity_animator_gives_perfect_reconstruction_metrics(fake_dataset):
+    project = fake_dataset
+    for stage in ("reconstruct", "animate", "evaluate"):
+        assert project.run(stage, *IDENTITY) == 0, stage
+    out = project.outputs
+    # lossless frames, one per driving frame, plus viewing files
+    for number in range(3):
+        generated = read_frames(out / "reconstruction" / f"video{number}")
+        assert np.array_equal(generated, read_frames(project.processed / "test" / f"video{number}"))
+        assert (out / "reconstruction" / f"video{number}.mp4").stat().st_size > 0
+        assert (out / "reconstruction" / f"video{number}.gif").stat().st_size > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["recon/l1"] == 0.0
+    assert metrics["recon/psnr"] == pytest.approx(100.0)
+    assert metrics["recon/ssim"] == pytest.approx(1.0, abs=1e-5)
+    assert metrics["recon/frames"] == 15
+    assert all(isinstance(v, float) for v in metrics.values())
+    # animation metrics exist for every mode; the identity "animation" is the driving video
+    pairs = json.loads((out / "animation" / "pairs.json").read_text())["pairs"]
+    assert len(pairs) == 2 and all(p["source"] != p["driving"] for p in pairs)
+    for mode in ("relative", "standard", "avd"):
+        assert f"anim/{mode}/l1_first" in metrics
+        pair = pairs[0]
+        generated = read_frames(out / "animation" / pair["name"] / mode)
+        assert np.array_equal(generated, read_frames(project.processed / "test" / pair["driving"]))
+    # the default has no faces: AKD / MKR / AED are recorded as not applicable, LPIPS / FID as not selected
+    reasons = json.loads((out / "metrics_unavailable.json").read_text())
+    for name in ("akd", "mkr", "aed", "lpips", "fid"):
+        assert "recon/" + name not in metrics and "not applicable" in reasons["recon/" + name]
+    with open(out / "metrics_per_video.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 + 2 * 3 and {r["part"] for r in rows} == {"reconstruction", "animation"}
+
+
+class SourceAnimator:
+    """Always predicts the source image: reconstruction L1 of frame t is then mean |frame_t - frame_0|."""
+
+    def reconstruct(self, source, driving):
+        return {"prediction": source.clone()}
+
+    def animate(self, source, driving_video, mode="relative"):
+        return source.expand(len(driving_video), -1, -1, -1).clone()
+
+
+def test_reconstruction_l1_matches_a_direct_computation(fake_dataset, monkeypatch):
+    project = fake_dataset
+    monkeypatch.setattr("cpabanim.reconstruct.load_animator", lambda *a: (SourceAnimator(), {"animator": "source"}))
+    monkeypatch.setattr("cpabanim.animate.load_animator", lambda *a: (SourceAnimator(), {"animator": "source"}))
+    for stage in ("reconstruct", "animate", "evaluate"):
+        assert project.run(stage, "animate.num_pairs=1", "animate.modes=[relative]") == 0, stage
+    videos = [read_frames(project.processed / "test" / f"video{n}").astype(np.float64) / 255 for n in range(3)]
+    expected = np.concatenate([np.abs(v - v[:1]).mean(axis=(1, 2, 3)) for v in videos]).mean()
+    metrics = json.loads((project.outputs / "metrics.json").read_text())
+    assert metrics["recon/l1"] == pytest.approx(expected, rel=1e-6)  # float32 pixels
+    assert 0 < metrics["recon/ssim"] < 1 and metrics["recon/psnr"] < 100
+    assert metrics["anim/relative/l1_first"] == 0.0  # the source itself
+
+
+def test_pairs_are_seeded_and_cross_identity(tmp_path):
+    videos = []
+    for name in ("a", "b", "c", "d"):
+        (tmp_path / name).mkdir()
+        for t in range(3):
+            (tmp_path / name / f"{t:05d}.png").touch()
+        videos.append(tmp_path / name)
+    first, again, other = choose_pairs(videos, 5, 0), choose_pairs(videos, 5, 0), choose_pairs(videos, 5, 1)
+    assert first == again and first != other
+    assert len({(p["source"], p["driving"]) for p in first}) == 5
+    assert all(p["source"] != p["driving"] and 0 <= p["source_frame"] < 3 for p in first)
+
+
+def test_extraction_cache_reuses_results_by_content(tmp_path):
+    calls = []
+
+    class Counting:
+        name = "counting-v1"
+
+        def __call__(self, frames):
+            calls.append(len(frames))
+            return frames.reshape(len(frames), -1).mean(axis=1, keepdims=True).astype(float)
+
+    cache = ExtractionCache(tmp_path / "cache")
+    frames = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    first = cache(Counting(), frames)
+    assert np.array_equal(cache(Counting(), frames.copy()), first) and calls == [2]
+    changed = frames.copy()
+    changed[0, 0, 0, 0] += 1
+    cache(Counting(), changed)
+    assert calls == [2, 2] and (cache.hits, cache.misses) == (1, 2)
+
+
+def test_user_errors_exit_cleanly(fake_dataset, caplog):
+    project = fake_dataset
+    assert project.run("reconstruct") == 1  # no checkpoint trained yet
+    assert "cpabanim train" in caplog.text
+    assert project.run("reconstruct", *IDENTITY) == 0
+    assert project.run("animate", *IDENTITY) == 0
+    assert project.run("evaluate", "evaluate.metrics=[l1, akd]") == 1  # akd without a keypoint extractor
+    assert "evaluate.keypoints" in caplog.text
+    assert project.run("animate", "animate.modes=[sideways]") == 1
+    assert "sideways" in caplog.text
+
+
+def test_evaluate_without_outputs_says_what_to_run(fake_dataset, caplog):
+    assert fake_dataset.run("evaluate") == 1
+    assert "cpabanim reconstruct" in caplog.text
+
+
+torch_unused = torch  # torch is imported so conftest's per-test thread setting applies before the stages run
