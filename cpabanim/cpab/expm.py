@@ -64,23 +64,36 @@ def affine_step_tables(A: torch.Tensor, h: float, derivative: bool = False):
     Returns:
         E: (..., n, n+1) top rows of expm(h [A; 0]).
         dE: (..., n*(n+1), n*(n+1)) with dE[..., p, q] = d vec(E)_p / d vec(A)_q (only when derivative=True).
+
+    The derivative is the exact derivative of the computed E (same Taylor degree and the same number of
+    squarings): it is the block-triangular identity expm([[X, D], [0, X]]) = [[e^X, L(X, D)], [0, e^X]] run
+    through the same Horner scheme and squarings, with the e^X blocks shared by all P directions D.
     """
     X = augment(A) * h
     s = squarings_for(X)
     n = A.shape[-2]
-    E = expm_taylor(X, s)[..., :n, :]
     if not derivative:
-        return E
+        return expm_taylor(X, s)[..., :n, :]
     m = n + 1
     P = n * m
-    # one block matrix per unit direction of vec(A): [[X, h*e_q], [0, X]]
-    dirs = torch.eye(P, dtype=A.dtype, device=A.device).view(P, n, m) * h
-    big = X.new_zeros(*X.shape[:-2], P, 2 * m, 2 * m)
-    big[..., :m, :m] = X[..., None, :, :]
-    big[..., m:, m:] = X[..., None, :, :]
-    big[..., :n, m:] = dirs
-    dE = expm_taylor(big, s[..., None])[..., :n, m:]  # (..., P, n, m): derivative of E in direction q
-    return E, dE.reshape(*dE.shape[:-2], P).transpose(-1, -2)
+    degree = TAYLOR_DEGREE
+    scale = torch.exp2(-s.to(X.dtype))[..., None, None]
+    Y = X * scale
+    eye = torch.eye(m, dtype=X.dtype, device=X.device)
+    units = torch.eye(P, dtype=X.dtype, device=X.device).view(P, n, m)  # direction q = unit entry of A's top rows
+    units = torch.cat([units, units.new_zeros(P, 1, m)], dim=1)  # (P, m, m)
+    D = units * (h * scale[..., None, :, :])  # (..., P, m, m) derivative of Y in direction q
+    E = eye + Y / degree
+    L = D / degree
+    for k in range(degree - 1, 0, -1):  # Horner: E <- I + Y E / k,  L <- (D E + Y L) / k
+        L = (D @ E.unsqueeze(-3) + Y.unsqueeze(-3) @ L) / k
+        E = eye + (Y @ E) / k
+    for r in range(MAX_SQUARINGS):
+        mask = (s > r)[..., None, None]
+        L = torch.where(mask.unsqueeze(-1), E.unsqueeze(-3) @ L + L @ E.unsqueeze(-3), L)
+        E = torch.where(mask, E @ E, E)
+    dE = L[..., :n, :].reshape(*L.shape[:-3], P, P)  # (..., q, p)
+    return E[..., :n, :], dE.transpose(-1, -2)
 
 
 def expm_affine_closed(M: torch.Tensor, h: float = 1.0) -> torch.Tensor:

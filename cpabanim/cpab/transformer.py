@@ -16,22 +16,36 @@ Method = Literal["faithful", "fast", "freifeld", "rk4"]
 class CPAB(nn.Module):
     """CPAB transformations on a tessellation of [0,1]^n (n = 1 or 2), batched over T transforms.
 
-    The float64 basis is built by numpy and kept as buffer ``B`` (D, d): ``.to(device, dtype)`` moves / casts it.
-    Computations run in theta's dtype.
+    The float64 basis is built by numpy and kept as a float64 buffer ``B`` (D, d): ``.to(device)`` moves it,
+    ``.to(dtype)`` casts it. Computations run in theta's dtype (float32 or float64).
 
     Args:
         tess: a ``Tessellation`` (2-D) or ``Tessellation1D``.
         nsteps: steps of the faithful integrator (libcpab: 50).
         fast_nsteps: steps of ``method="fast"`` (20: max error ~1e-4 of the domain at talking-head motion,
             cpab.md §2.3; 2.5x cheaper than 50).
+        fit_lambda: default ridge weight of the LM fit; None = 1e-4 for tessellations up to 4x4 (the partial fits on
+            5 keypoints), 3e-4 for finer ones (the 6x6 global fit), cpab.md §4.3.
     """
 
-    def __init__(self, tess: Tessellation | Tessellation1D, nsteps: int = 50, fast_nsteps: int = 20):
+    def __init__(
+        self,
+        tess: Tessellation | Tessellation1D,
+        nsteps: int = 50,
+        fast_nsteps: int = 20,
+        fit_lambda: float | None = None,
+    ):
         super().__init__()
+        from cpabanim.cpab.fit import DEFAULT_LAMBDA_GLOBAL, DEFAULT_LAMBDA_PARTIAL
+
+        if fit_lambda is None:
+            fit_lambda = DEFAULT_LAMBDA_PARTIAL if tess.nC <= 64 else DEFAULT_LAMBDA_GLOBAL
+        self.fit_lambda = float(fit_lambda)
         self.tess = tess
         self.nsteps = int(nsteps)
         self.fast_nsteps = int(fast_nsteps)
-        self.register_buffer("B", torch.tensor(tess.B, dtype=torch.get_default_dtype()))
+        # float64 so that a float64 computation gets the exact basis; theta's dtype is used for the compute
+        self.register_buffer("B", torch.tensor(tess.B, dtype=torch.float64))
 
     # ------------------------------------------------------------------ basics
     @property
@@ -64,7 +78,7 @@ class CPAB(nn.Module):
     def sample(
         self, n: int, length_scale: float = 0.1, variance: float = 1.0, scale: float = 1.0, generator=None
     ) -> torch.Tensor:
-        """(n, d) prior samples (squared-exponential prior over cell centroids, Sigma_theta = B^T Sigma_A B),
+        """(n, d) prior samples in the buffer's dtype (float64 unless the module was cast) (squared-exponential prior over cell centroids, Sigma_theta = B^T Sigma_A B),
         multiplied by ``scale`` (0.25 gives a mean displacement of ~0.11 of the domain on 4x4)."""
         theta = self.tess.sample(n, length_scale, variance, scale, generator=generator)
         return theta.to(device=self.B.device, dtype=self.B.dtype)
@@ -125,13 +139,14 @@ class CPAB(nn.Module):
         """Find theta (T, d) with T_theta(points) ~= targets (both (T, K, n) in [0,1]^n).
 
         ``method="lm"`` (default): midpoint-linearised ridge initialisation + batched Levenberg-Marquardt with the
-        exact Jacobian (see ``cpabanim.cpab.fit.fit_lm`` for ``lam``, ``iters``...). ``method="adam"``: the paper's
+        exact Jacobian (see ``cpabanim.cpab.fit.fit_lm`` for ``iters``...; ``lam`` defaults to ``self.fit_lambda``). ``method="adam"``: the paper's
         Eq. 6 (``cpabanim.cpab.fit.fit_adam``). With ``return_residual=True`` returns ``(theta, residual)``,
         residual (T,) = per-transform RMS of the coordinate errors T(p) - q in domain ([0,1]) units.
         """
         from cpabanim.cpab import fit as _fit
 
         if method == "lm":
+            kwargs.setdefault("lam", self.fit_lambda)
             return _fit.fit_lm(self, points, targets, **kwargs)
         if method == "adam":
             return _fit.fit_adam(self, points, targets, **kwargs)
