@@ -199,21 +199,15 @@ def crop_chunk(video_path: Path, chunk: Chunk, size: int) -> np.ndarray:
     As video-preprocessing's ``load_videos.py``: the frame range and box are given at the reference fps
     and resolution and are rescaled to those of the downloaded file.
     """
-    import decord
+    from cpabanim.data.video import movie_info, read_movie_range, resize_frames
 
-    from cpabanim.data.video import resize_frames
-
-    try:
-        reader = decord.VideoReader(str(video_path), ctx=decord.cpu(0), num_threads=1)
-        fps = float(reader.get_avg_fps()) or chunk.fps
-        height, width = reader[0].shape[:2]
-    except Exception as err:
-        raise DataError(f"{video_path}: cannot decode video ({err})") from err
+    fps, count, height, width = movie_info(video_path)
+    fps = fps or chunk.fps
     first = int(round(chunk.start * fps / chunk.fps))
-    last = min(len(reader), int(round(chunk.end * fps / chunk.fps)))
+    last = min(count, int(round(chunk.end * fps / chunk.fps)))
     if last - first < 2:
         raise DataError(f"{chunk.name}: fewer than two frames in [{chunk.start}, {chunk.end}) of {video_path.name}")
-    frames = reader.get_batch(list(range(first, last))).asnumpy()
+    frames = read_movie_range(video_path, first, last)
     sx, sy = width / chunk.ref_width, height / chunk.ref_height
     left, top, right, bottom = chunk.bbox
     left, right = max(0, int(left * sx)), min(width, int(right * sx))

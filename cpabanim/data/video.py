@@ -117,22 +117,68 @@ def read_video(
     return frames
 
 
-def _read_movie(path: Path, max_frames: int | None, stride: int) -> np.ndarray:
+def _read_movie(path: Path, max_frames: int | None, stride: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Frames ``start, start + stride, ... < stop`` of a movie: decord, or imageio's ffmpeg where decord fails
+    (decord refuses some frame widths, e.g. 48 px, with a buffer-size check)."""
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
     try:
         import decord
 
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-        count = len(reader)
-        if count == 0:
-            raise DataError(f"{path}: the video has no frames")
-        frames = reader.get_batch(_pick(count, max_frames, stride)).asnumpy()
+        count = len(reader) if stop is None else min(stop, len(reader))
+        if count <= start:
+            raise DataError(f"{path}: the video has no frames in [{start}, {stop})")
+        indices = [start + i for i in _pick(count - start, max_frames, stride)]
+        return reader.get_batch(indices).asnumpy()
     except DataError:
         raise
-    except Exception as err:  # decord raises its own DECORDError / RuntimeError on corrupt files
-        raise DataError(f"{path}: cannot decode video ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from err
-    return frames
+    except Exception as decord_error:  # DECORDError / RuntimeError: try the bundled ffmpeg before giving up
+        try:
+            import imageio.v2 as imageio
+
+            frames = []
+            with imageio.get_reader(str(path), "ffmpeg") as reader:
+                for index, frame in enumerate(reader):
+                    if stop is not None and index >= stop:
+                        break
+                    if index >= start and (index - start) % max(1, stride) == 0:
+                        frames.append(np.asarray(frame))
+                        if max_frames and len(frames) >= max_frames:
+                            break
+        except Exception as err:
+            first = str(decord_error).splitlines()[0] if str(decord_error) else type(decord_error).__name__
+            raise DataError(f"{path}: cannot decode video ({first}; ffmpeg: {err})") from err
+        if not frames:
+            raise DataError(f"{path}: the video has no frames")
+        return np.stack(frames)
+
+
+def movie_info(path: str | Path) -> tuple[float, int, int, int]:
+    """``(fps, frame_count, height, width)`` of a movie file."""
+    path = Path(path)
+    try:
+        import decord
+
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        height, width = reader[0].shape[:2]
+        return float(reader.get_avg_fps()), len(reader), height, width
+    except Exception:
+        try:
+            import imageio.v2 as imageio
+
+            with imageio.get_reader(str(path), "ffmpeg") as reader:
+                meta = reader.get_meta_data()
+                width, height = meta["size"]
+                return float(meta["fps"]), int(reader.count_frames()), int(height), int(width)
+        except Exception as err:
+            raise DataError(f"{path}: cannot decode video ({err})") from err
+
+
+def read_movie_range(path: str | Path, start: int, stop: int) -> np.ndarray:
+    """Frames [start, stop) of a movie as ``uint8 (T, H, W, 3)`` (without decoding the rest where possible)."""
+    path = Path(path)
+    return _to_rgb(_read_movie(path, None, 1, start, stop), path)
 
 
 def _read_gif(path: Path, max_frames: int | None, stride: int) -> np.ndarray:

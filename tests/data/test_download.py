@@ -1,0 +1,117 @@
+"""Download paths against local fixtures only (file:// URLs, archives and videos made here; no network)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from cpabanim.config import load_params
+from cpabanim.data import download, preprocess, sources
+from cpabanim.errors import DataError
+from tests.conftest import PROJECT_ROOT
+from tests.data.helpers import moving_square_video, write_gif, write_mp4
+
+
+@pytest.fixture()
+def params(tmp_path):
+    p = copy.deepcopy(load_params(PROJECT_ROOT / "params.yaml"))
+    p["paths"] = {k: str(tmp_path / k) for k in p["paths"]}
+    p["data"]["frame_size"] = 32
+    return p
+
+
+def test_fetch_resumes_a_partial_download_and_checks_sha256(tmp_path):
+    payload = np.random.default_rng(0).bytes(3 * 1024 * 1024 + 17)
+    remote = tmp_path / "remote.bin"
+    remote.write_bytes(payload)
+    digest = hashlib.sha256(payload).hexdigest()
+    dest = tmp_path / "local" / "file.bin"
+    dest.parent.mkdir()
+    part = dest.with_name("file.bin.part")
+    part.write_bytes(payload[:1_000_000])  # an interrupted earlier attempt
+    sources.fetch_url(remote.as_uri(), dest, digest)
+    assert dest.read_bytes() == payload and not part.exists()
+    # a corrupt partial file is caught by the checksum and removed
+    dest.unlink()
+    part.write_bytes(b"garbage")
+    with pytest.raises(DataError, match="does not match"):
+        sources.fetch_url(remote.as_uri(), dest, digest)
+    assert not part.exists() and not dest.exists()
+    with pytest.raises(DataError, match="failed"):
+        sources.fetch_url((tmp_path / "absent").as_uri(), tmp_path / "x.bin")
+
+
+def test_mgif_archive_download_and_preprocess(params, tmp_path):
+    archive = tmp_path / "moving-gif.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for split, count in (("train", 2), ("test", 1)):
+            for i in range(count):
+                gif = write_gif(tmp_path / "gifs" / f"{split}{i}.gif", moving_square_video(5, 40, seed=i))
+                zf.write(gif, f"moving-gif/{split}/{split}{i}.gif")
+    params["data"]["source"] = "mgif"
+    params["data"]["archive"] = {"url": archive.as_uri(), "sha256": sources.sha256_file(archive)}
+    manifest = download.download(params)
+    assert manifest["failed"] == [] and manifest["fetched"][0]["sha256"] == params["data"]["archive"]["sha256"]
+    result = preprocess.preprocess(params)
+    assert sorted(result["videos"]["train"]) == ["train0", "train1"]
+    assert result["videos"]["test"]["test0"]["frames"] == 5
+    frames = sorted((tmp_path / "processed" / "train" / "train0").glob("*.png"))
+    assert len(frames) == 5
+    # a wrong checksum is fatal for an archive (nothing usable) and recorded
+    params["data"]["archive"]["sha256"] = "0" * 64
+    (tmp_path / "raw" / "mgif" / "moving-gif.zip").unlink()
+    with pytest.raises(DataError, match="does not match"):
+        download.download(params)
+    recorded = json.loads((tmp_path / "raw" / "mgif" / "manifest.json").read_text())
+    assert "does not match" in recorded["failed"][0]["reason"]
+
+
+def test_youtube_sources_with_dead_ids_recorded_not_fatal(params, tmp_path):
+    # a fake "YouTube": local mp4s reached by yt-dlp through file:// URLs; one id has no video (dead link)
+    remote = tmp_path / "youtube"
+    write_mp4(remote / "AAAAAAAAAAA.mp4", moving_square_video(20, 64, seed=1), fps=25)
+    metadata = tmp_path / "vox-metadata.csv"
+    metadata.write_text(
+        "video_id,start,end,bbox,fps,width,height,partition,person_id\n"
+        "id001#AAAAAAAAAAA,0,10,0-0-32-32,25,64,64,train,id001\n"
+        "id001#AAAAAAAAAAA,10,20,16-16-64-64,25,64,64,test,id001\n"
+        "id002#DEADDEADDEA,0,10,0-0-64-64,25,64,64,train,id002\n"
+    )
+    params["data"].update(source="vox", metadata=str(metadata), youtube_url=remote.as_uri() + "/{id}.mp4")
+    manifest = download.download(params)
+    assert [f["id"] for f in manifest["fetched"]] == ["AAAAAAAAAAA"]
+    assert [f["id"] for f in manifest["failed"]] == ["DEADDEADDEA"] and manifest["failed"][0]["reason"]
+    assert manifest["metadata"]["chunks"] == 3
+    result = preprocess.preprocess(params)
+    assert list(result["videos"]["train"]) == ["id001#AAAAAAAAAAA#000000#000010"]
+    assert list(result["videos"]["test"]) == ["id001#AAAAAAAAAAA#000010#000020"]
+    assert [s["video"] for s in result["skipped"]] == ["id002#DEADDEADDEA#000000#000010"]
+    clip = tmp_path / "processed" / "train" / "id001#AAAAAAAAAAA#000000#000010"
+    assert len(list(clip.glob("*.png"))) == 10
+
+
+def test_bring_your_own_copy(params, tmp_path):
+    copy_root = tmp_path / "my-vox" / "vox"
+    for split in ("train", "test"):
+        write_mp4(copy_root / split / f"p#{split}.mp4", moving_square_video(6, 48, seed=3))
+    params["data"].update(source="vox", source_dir=str(tmp_path / "my-vox"))
+    manifest = download.download(params)
+    assert manifest["source_dir"] == str(copy_root) and len(manifest["fetched"]) == 2
+    result = preprocess.preprocess(params)
+    assert list(result["videos"]["train"]) == ["p#train"] and list(result["videos"]["test"]) == ["p#test"]
+
+
+def test_sam_weights_download_checks_the_official_sha256(tmp_path, monkeypatch):
+    fake = tmp_path / "sam_vit_b_01ec64.pth"
+    fake.write_bytes(b"not the real checkpoint")
+    with pytest.raises(DataError, match="does not match"):
+        download.download_weights("sam_vit_b", tmp_path / "weights", url=fake.as_uri())
+    monkeypatch.setitem(sources.SAM_WEIGHTS, "sam_vit_b", {**sources.SAM_WEIGHTS["sam_vit_b"],
+                                                            "sha256": sources.sha256_file(fake)})
+    path = download.download_weights("sam_vit_b", tmp_path / "weights", url=fake.as_uri())
+    assert path == tmp_path / "weights" / "sam_vit_b_01ec64.pth" and path.read_bytes() == fake.read_bytes()
