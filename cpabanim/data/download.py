@@ -91,9 +91,10 @@ def download(params: dict[str, Any]) -> dict[str, Any]:
         for split in ("train", "test"):
             manifest["fetched"] += [{"path": str(p), "split": split} for p in sorted((root / split).iterdir())]
     elif source in YOUTUBE_SOURCES:
-        chunks = sources.read_metadata(data["metadata"])
+        metadata = sources.metadata_path(source, data["metadata"], out, fetch=True)
+        chunks = sources.read_metadata(metadata)
         ids = sorted({c.youtube_id for c in chunks})
-        manifest["metadata"] = {"path": str(data["metadata"]), "sha256": sources.sha256_file(data["metadata"]),
+        manifest["metadata"] = {"path": str(metadata), "sha256": sources.sha256_file(metadata),
                                 "chunks": len(chunks), "videos": len(ids)}
         for youtube_id in tqdm(ids, desc=f"download {source}", unit="video"):
             try:

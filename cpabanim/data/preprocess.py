@@ -100,7 +100,8 @@ def plan(params: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
                 yield split, _name(video), (lambda video=video: resize_frames(_centre_square(read_video(video)), size))
     else:  # vox / taichi / ted from the published metadata and the videos `download` fetched
         videos_dir = Path(params["paths"]["raw"]) / source / "videos"
-        for chunk in sources.read_metadata(data["metadata"]):
+        metadata = sources.metadata_path(source, data["metadata"], Path(params["paths"]["raw"]) / source, fetch=False)
+        for chunk in sources.read_metadata(metadata):
             split = "test" if chunk.partition == "test" else "train"
 
             def make(chunk=chunk):

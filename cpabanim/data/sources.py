@@ -10,6 +10,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tarfile
@@ -120,6 +121,32 @@ def find_split_root(folder: str | Path) -> Path:
 # ---------------------------------------------------------------------------------------------------------
 # Published metadata of VoxCeleb / TaiChiHD / TED-talks (AliaksandrSiarohin/video-preprocessing format)
 
+_VIDEO_PREPROCESSING = "https://raw.githubusercontent.com/AliaksandrSiarohin/video-preprocessing/ac40aac58657a3d8db85421cd4afcf465e86ead1"
+# used when data.metadata is empty; fetched by `download` (never shipped: the repository has no licence file)
+PUBLISHED_METADATA: dict[str, dict[str, str]] = {
+    "vox": {"url": f"{_VIDEO_PREPROCESSING}/vox-metadata.csv",
+            "sha256": "dfbaf55a6edaaf84add29f93692f8bb7289aff1102631bcdf1b1aaf52f3953f7"},
+    "taichi": {"url": f"{_VIDEO_PREPROCESSING}/taichi-metadata.csv",
+               "sha256": "1f9dcf5af96c1eb7aceb9afdf796f81668a0f8d8fc58c910369dedaab04fe12f"},
+}
+
+
+def metadata_path(source: str, metadata: str, raw_dir: Path, fetch: bool) -> Path:
+    """The local metadata CSV of a YouTube source: ``metadata`` if it is a path, else fetched (a URL in
+    ``metadata``, or the published file of ``source``) into ``raw_dir/metadata.csv`` when ``fetch``."""
+    if metadata and "://" not in metadata:
+        return Path(metadata)
+    if not metadata and source not in PUBLISHED_METADATA:
+        raise DataError(
+            f"data.metadata is empty and no published metadata is known for {source!r}: give the CSV path "
+            "(for TED-talks, the ted384 metadata attached to snap-research/articulated-animation issue #12)"
+        )
+    target = raw_dir / "metadata.csv"
+    if fetch:
+        spec = PUBLISHED_METADATA.get(source, {}) if not metadata else {}
+        fetch_url(metadata or spec["url"], target, spec.get("sha256"))
+    return target
+
 
 @dataclass
 class Chunk:
@@ -138,8 +165,10 @@ class Chunk:
 
     @property
     def name(self) -> str:
-        """``person#youtube_id#start#end``: the field's chunk name (identity first, for id_sampling)."""
-        return f"{self.person}#{self.youtube_id}#{self.start:06d}#{self.end:06d}"
+        """``person#youtube_id#start#end`` (``youtube_id#start#end`` without a person): the field's chunk name,
+        identity first for id_sampling."""
+        prefix = self.youtube_id if self.person == self.youtube_id else f"{self.person}#{self.youtube_id}"
+        return f"{prefix}#{self.start:06d}#{self.end:06d}"
 
 
 def read_metadata(path: str | Path) -> list[Chunk]:
@@ -203,8 +232,9 @@ def crop_chunk(video_path: Path, chunk: Chunk, size: int) -> np.ndarray:
 
     fps, count, height, width = movie_info(video_path)
     fps = fps or chunk.fps
-    first = int(round(chunk.start * fps / chunk.fps))
-    last = min(count, int(round(chunk.end * fps / chunk.fps)))
+    # frame i belongs to the chunk iff start <= i * ref_fps / fps < end (load_videos.py's test)
+    first = math.ceil(chunk.start * fps / chunk.fps - 1e-9)
+    last = min(count, math.ceil(chunk.end * fps / chunk.fps - 1e-9))
     if last - first < 2:
         raise DataError(f"{chunk.name}: fewer than two frames in [{chunk.start}, {chunk.end}) of {video_path.name}")
     frames = read_movie_range(video_path, first, last)

@@ -82,8 +82,10 @@ def test_youtube_sources_with_dead_ids_recorded_not_fatal(params, tmp_path):
         "id001#AAAAAAAAAAA,10,20,16-16-64-64,25,64,64,test,id001\n"
         "id002#DEADDEADDEA,0,10,0-0-64-64,25,64,64,train,id002\n"
     )
-    params["data"].update(source="vox", metadata=str(metadata), youtube_url=remote.as_uri() + "/{id}.mp4")
+    # metadata given as a URL is fetched into the raw folder (as the published vox/taichi files are)
+    params["data"].update(source="vox", metadata=metadata.as_uri(), youtube_url=remote.as_uri() + "/{id}.mp4")
     manifest = download.download(params)
+    assert manifest["metadata"]["path"] == str(tmp_path / "raw" / "vox" / "metadata.csv")
     assert [f["id"] for f in manifest["fetched"]] == ["AAAAAAAAAAA"]
     assert [f["id"] for f in manifest["failed"]] == ["DEADDEADDEA"] and manifest["failed"][0]["reason"]
     assert manifest["metadata"]["chunks"] == 3
@@ -115,3 +117,14 @@ def test_sam_weights_download_checks_the_official_sha256(tmp_path, monkeypatch):
                                                             "sha256": sources.sha256_file(fake)})
     path = download.download_weights("sam_vit_b", tmp_path / "weights", url=fake.as_uri())
     assert path == tmp_path / "weights" / "sam_vit_b_01ec64.pth" and path.read_bytes() == fake.read_bytes()
+
+
+def test_metadata_without_person_names_chunks_by_video(tmp_path):
+    metadata = tmp_path / "taichi-metadata.csv"
+    metadata.write_text("video_id,start,end,bbox,fps,width,height,partition\n"
+                        "u6rJiF-gPx8,80,300,118-82-508-472,29.97,640,480,train\n")
+    (chunk,) = sources.read_metadata(metadata)
+    assert chunk.name == "u6rJiF-gPx8#000080#000300" and chunk.bbox == (118, 82, 508, 472)
+    with pytest.raises(DataError, match="TED"):
+        sources.metadata_path("ted", "", tmp_path, fetch=False)
+    assert sources.PUBLISHED_METADATA["vox"]["url"].endswith("vox-metadata.csv")
