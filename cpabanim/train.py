@@ -33,7 +33,7 @@ from cpabanim.errors import ConfigError, CpabanimError, DataError
 log = logging.getLogger(__name__)
 
 DEFAULT_TRAIN_PARAMS: dict[str, Any] = {
-    "num_epochs": 100, "num_repeats": 1, "epoch_milestones": [70, 90], "lr_generator": 1.0e-4,
+    "num_epochs": 100, "epoch_milestones": [70, 90], "lr_generator": 1.0e-4,
     "batch_size": 8, "betas": [0.5, 0.999], "weight_decay": 1.0e-4, "clip_grad_norm": 10.0,
     "bg_start": 0, "dropout_epoch": 35, "dropout_maxp": 0.3, "dropout_startp": 0.1, "dropout_inc_epoch": 10,
     "max_steps": 0, "checkpoint_every": 100, "log_every": 10, "image_every": 100, "amp": "auto",
@@ -140,22 +140,18 @@ def _draw_keypoints(image: torch.Tensor, kp: torch.Tensor) -> np.ndarray:
     return out
 
 
-def build_dataset(params: dict[str, Any], needs_masks: bool, num_repeats: int = 1):
-    """FramesDataset over ``{paths.processed}`` (and ``{paths.masks}`` when the semantic loss is on)."""
-    from cpabanim.data.dataset import FramesDataset
+def build_dataset(params: dict[str, Any], needs_masks: bool):
+    """The configured FramesDataset over ``{paths.processed}`` (with ``{paths.masks}`` when the semantic loss is
+    on); an epoch is the train set repeated ``data.num_repeats`` times (the paper's num_repeats)."""
+    from cpabanim.data.dataset import dataset_from_params
 
     root = Path(params["paths"]["processed"])
     if not (root / "train").is_dir():
         raise DataError(f"no training frames in {root / 'train'}: run `cpabanim preprocess` first")
-    masks_root = None
-    if needs_masks:
-        masks_root = Path(params["paths"]["masks"])
-        if not masks_root.is_dir():
-            raise DataError(f"loss.semantic=masks needs region masks in {masks_root}: run `cpabanim masks` first "
-                            "(or --set loss.semantic=off)")
-    data = params.get("data", {}) or {}
-    return FramesDataset(root, "train", id_sampling=bool(data.get("id_sampling", False)),
-                         augmentation=data.get("augmentation"), num_repeats=num_repeats, masks_root=masks_root)
+    if needs_masks and not Path(params["paths"]["masks"]).is_dir():
+        raise DataError(f"loss.semantic=masks needs region masks in {params['paths']['masks']}: run `cpabanim masks` "
+                        "first (or --set loss.semantic=off)")
+    return dataset_from_params(params, "train", with_masks=needs_masks)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -213,7 +209,7 @@ def train(params: dict[str, Any], dataset=None, restart: bool = False, track: bo
     model = AnimationModel(params.get("model", {})).to(device)
     objective = GeneratorObjective(params.get("loss", {}), params["paths"].get("weights")).to(device)
     if dataset is None:
-        dataset = build_dataset(params, objective.needs_masks, tp["num_repeats"])
+        dataset = build_dataset(params, objective.needs_masks)
     if len(dataset) < tp["batch_size"] * world:
         raise DataError(f"the training set has {len(dataset)} items, fewer than batch_size x processes "
                         f"({tp['batch_size']} x {world})")

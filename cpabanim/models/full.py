@@ -25,7 +25,7 @@ ANIMATION_MODES = ("relative", "standard", "avd")
 # The embedded default (kept in step with params.yaml's `model` section and cpabanim/schemas/model.yaml).
 DEFAULT_MODEL_PARAMS: dict[str, Any] = {
     "motion": "cpab", "fit_method": "lm", "backbone": "small", "num_cpab": 2, "num_channels": 3, "bg": True,
-    "partial_tessellation": [4, 4], "global_tessellation": [6, 6], "adam_iters": 100, "kp_variance": 0.01,
+    "partial_tessellation": [4, 4], "global_tessellation": [6, 6], "adam_iters": 100, "integrator": "fast", "kp_variance": 0.01,
     "generator": {"block_expansion": 16, "max_features": 128, "num_down_blocks": 3},
     "dense_motion": {"block_expansion": 16, "max_features": 128, "num_blocks": 3, "scale_factor": 0.5},
     "avd": {"id_bottle_size": 32, "pose_bottle_size": 32},
@@ -54,7 +54,7 @@ class AnimationModel(nn.Module):
             from cpabanim.models.cpab_motion import CPABMotion
 
             self.motion = CPABMotion(p["partial_tessellation"], p["global_tessellation"], p["fit_method"],
-                                     p["adam_iters"])
+                                     p["adam_iters"], integrator=p["integrator"])
             num_transforms = self.num_groups + 2  # background + N partial + 1 global
         elif p["motion"] == "tps":
             self.motion = TPSMotion()

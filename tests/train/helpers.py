@@ -48,7 +48,7 @@ def tiny_params(tmp_path, motion: str = "tps", **train) -> dict:
         "model.generator={block_expansion: 8, max_features: 32, num_down_blocks: 2}",
         "model.dense_motion={block_expansion: 8, max_features: 32, num_blocks: 2, scale_factor: 0.5}",
         "model.avd={id_bottle_size: 8, pose_bottle_size: 8}",
-        "loss.scales=[1.0, 0.5]", "train.batch_size=2", "train.num_epochs=2", "train.num_repeats=1",
+        "loss.scales=[1.0, 0.5]", "train.batch_size=2", "train.num_epochs=2",
         "train.epoch_milestones=[1]", "train.dropout_epoch=1", "train.checkpoint_every=2",
         f"paths.checkpoints={tmp_path / 'ckpt'}", f"paths.weights={tmp_path / 'weights'}",
     ]
