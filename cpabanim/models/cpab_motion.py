@@ -43,8 +43,9 @@ class CPABMotion(nn.Module):
         from cpabanim.cpab.fit import fit_adam, fit_lm
 
         points, targets = points.float(), targets.float()
-        # The fit needs autograd inside (Adam) even when the outer model runs under no_grad (paper.md §7.6).
-        with torch.enable_grad():
+        # The fit needs autograd inside (Adam) even when the outer model runs under no_grad (paper.md §7.6), and
+        # full precision even under AMP (bf16 matmuls would wreck the LM normal equations and the integration).
+        with torch.enable_grad(), torch.autocast(points.device.type, enabled=False):
             if self.fit_method == "adam":
                 theta = fit_adam(cpab, points, targets, iters=iters, method=self.integrator)
             else:
@@ -57,13 +58,16 @@ class CPABMotion(nn.Module):
         b, k, _ = kp_source.shape
         points = (kp_driving.detach() + 1) / 2
         targets = (kp_source.detach() + 1) / 2
-        dtype = kp_source.dtype
         theta = self._fit(self.partial, points.reshape(b * num_groups, k // num_groups, 2),
                           targets.reshape(b * num_groups, k // num_groups, 2), self.adam_iters, DEFAULT_LAMBDA_PARTIAL)
+        with torch.autocast(kp_source.device.type, enabled=False):
+            return self._grids(theta, points, targets, b, num_groups, size)  # float32 even under AMP
+
+    def _grids(self, theta, points, targets, b, num_groups, size):
         grids = [self.partial.warp_grid(theta, size=size, method=self.integrator)
                  .view(b, num_groups, size[0], size[1], 2)]
         if self.global_ is not None:
             theta_g = self._fit(self.global_, points, targets, int(round(1.5 * self.adam_iters)), DEFAULT_LAMBDA_GLOBAL)
             grids.append(self.global_.warp_grid(theta_g, size=size, method=self.integrator)
                          .view(b, 1, size[0], size[1], 2))
-        return torch.cat(grids, dim=1).to(dtype)
+        return torch.cat(grids, dim=1)

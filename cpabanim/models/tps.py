@@ -53,11 +53,12 @@ class TPSMotion(torch.nn.Module):
         from cpabanim.models.blocks import make_coordinate_grid
 
         b = kp_source.shape[0]
-        src = kp_source.reshape(b * num_groups, -1, 2)
-        drv = kp_driving.reshape(b * num_groups, -1, 2)
-        affine, weights = tps_fit(drv, src)
-        grid = make_coordinate_grid(size[0], size[1], kp_source.device, kp_source.dtype).view(1, -1, 2)
-        warped = tps_apply(grid.expand(b * num_groups, -1, -1), drv, affine, weights)
+        src = kp_source.reshape(b * num_groups, -1, 2).float()
+        drv = kp_driving.reshape(b * num_groups, -1, 2).float()
+        with torch.autocast(kp_source.device.type, enabled=False):  # the (K+3) solve needs full precision
+            affine, weights = tps_fit(drv, src)
+            grid = make_coordinate_grid(size[0], size[1], kp_source.device).view(1, -1, 2)
+            warped = tps_apply(grid.expand(b * num_groups, -1, -1), drv, affine, weights)
         return warped.view(b, num_groups, size[0], size[1], 2)
 
 
