@@ -104,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
                 generated_uint8 = to_uint8(generated.float())
                 if len(generated_uint8) != len(driving_uint8):
                     raise CpabanimError(
-                        f"animate({mode!r}) returned {len(generated_uint8)} frames for {len(driving_uint8)} driving frames"
+                        f"animate({mode!r}) returned {len(generated_uint8)} frames "
+                        f"for {len(driving_uint8)} driving frames"
                     )
                 write_frames(generated_uint8, folder / mode)
                 write_viewing_videos(

@@ -221,7 +221,9 @@ def evaluate_animation(params, cfg, extractors, rows) -> dict[str, dict[str, np.
                 if "akd" in wanted:
                     values["akd_driving"] = formulas.keypoint_distance_per_frame(keypoints_generated, keypoints_driving)
                 if "mkr" in wanted:
-                    values["mkr_driving"] = formulas.missing_keypoint_rate_per_frame(keypoints_generated, keypoints_driving)
+                    values["mkr_driving"] = formulas.missing_keypoint_rate_per_frame(
+                        keypoints_generated, keypoints_driving
+                    )
             identity_generated = extractors.identity_of(generated)
             if identity_generated is not None:
                 values["aed_source"] = formulas.embedding_distance_per_frame(identity_generated, identity_source)
@@ -229,10 +231,14 @@ def evaluate_animation(params, cfg, extractors, rows) -> dict[str, dict[str, np.
                 per_mode[mode][name].append(frame_values)
             rows.append({"part": "animation", "video": pair["name"], "mode": mode, "frames": len(generated),
                          **{name: formulas.nanmean(v) for name, v in values.items()}})
-    return {mode: {name: np.concatenate(parts) for name, parts in metrics.items()} for mode, metrics in per_mode.items()}
+    return {
+        mode: {name: np.concatenate(parts) for name, parts in metrics.items()} for mode, metrics in per_mode.items()
+    }
 
 
-def summarise(per_frame: dict[str, np.ndarray], prefix: str, metrics: dict[str, float], reasons: dict[str, str]) -> None:
+def summarise(
+    per_frame: dict[str, np.ndarray], prefix: str, metrics: dict[str, float], reasons: dict[str, str]
+) -> None:
     """Pooled means over frames into ``metrics``; a metric defined on no frame gets a reason instead of NaN."""
     for name, values in per_frame.items():
         value = formulas.nanmean(values)

@@ -25,7 +25,9 @@ from tqdm import tqdm
 from cpabanim.config import add_params_arguments, params_from_args
 from cpabanim.metrics import formulas
 from cpabanim.metrics.animator import Animator, load_animator, resolve_device
-from cpabanim.metrics.io import read_frames, side_by_side, test_videos, to_tensor, to_uint8, write_frames, write_viewing_videos
+from cpabanim.metrics.io import (
+    read_frames, side_by_side, test_videos, to_tensor, to_uint8, write_frames, write_viewing_videos,
+)
 
 log = logging.getLogger(__name__)
 

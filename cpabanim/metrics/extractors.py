@@ -203,12 +203,16 @@ class ReidIdentity:
         import torchvision
 
         state = torch.load(weights, map_location="cpu", weights_only=True)
-        backbone = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.") and not k.startswith("model.fc")}
+        backbone = {
+            k[len("model."):]: v for k, v in state.items() if k.startswith("model.") and not k.startswith("model.fc")
+        }
         net = torchvision.models.resnet50(weights=None)
         net.fc = torch.nn.Identity()
         missing, _ = net.load_state_dict(backbone, strict=False)
         if missing:
-            raise ExtractorUnavailable(f"re-id weights {weights} do not fit ft_net's ResNet-50 ({len(missing)} missing keys)")
+            raise ExtractorUnavailable(
+                f"re-id weights {weights} do not fit ft_net's ResNet-50 ({len(missing)} missing keys)"
+            )
         self.torch = torch
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from cpabanim.animate import choose_pairs
 from cpabanim.metrics.cache import ExtractionCache
@@ -124,4 +123,18 @@ def test_evaluate_without_outputs_says_what_to_run(fake_dataset, caplog):
     assert "cpabanim reconstruct" in caplog.text
 
 
-torch_unused = torch  # torch is imported so conftest's per-test thread setting applies before the stages run
+
+
+def test_metrics_without_weights_are_recorded_as_unavailable(fake_dataset, monkeypatch):
+    """Body AED without re-id weights, LPIPS/FID without their weights on disk: reasons, never made-up numbers."""
+    project = fake_dataset
+    monkeypatch.setenv("TORCH_HOME", str(project.root / "empty_torch_home"))  # no downloaded weights there
+    for stage in ("reconstruct", "animate"):
+        assert project.run(stage, *IDENTITY) == 0
+    assert project.run("evaluate", "evaluate.metrics=[l1, aed, lpips, fid]", "evaluate.identity=reid") == 0
+    metrics = json.loads((project.outputs / "metrics.json").read_text())
+    reasons = json.loads((project.outputs / "metrics_unavailable.json").read_text())
+    assert metrics["recon/l1"] == 0.0
+    assert not any(key.endswith(("aed", "aed_source", "lpips", "fid")) for key in metrics)
+    assert "reid_weights" in reasons["recon/aed"]
+    assert "weights" in reasons["recon/lpips"] and "weights" in reasons["recon/fid"]
