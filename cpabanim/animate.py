@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(out_root)
     out_root.mkdir(parents=True)
 
-    from cpabanim.tracking import log_artifact, stage_run
+    from cpabanim.tracking import log_artifact, log_image, stage_run
 
     skipped: dict[str, str] = {}
     with stage_run("animate", params, tags={"cpabanim.animator": info["animator"]}):
@@ -108,10 +108,9 @@ def run(args: argparse.Namespace) -> int:
                         f"for {len(driving_uint8)} driving frames"
                     )
                 write_frames(generated_uint8, folder / mode)
-                write_viewing_videos(
-                    side_by_side(source_uint8, driving_uint8, generated_uint8),
-                    folder / mode, cfg["fps"], cfg["mp4"], cfg["gif"],
-                )
+                strip = side_by_side(source_uint8, driving_uint8, generated_uint8)
+                write_viewing_videos(strip, folder / mode, cfg["fps"], cfg["mp4"], cfg["gif"])
+                log_image(strip[len(strip) // 2], f"animation/{pair['name']}_{mode}.png")
         record = {**info, "modes": [m for m in cfg["modes"] if m not in skipped], "skipped_modes": skipped,
                   "pairs": pairs}
         (out_root / "pairs.json").write_text(json.dumps(record, indent=2))

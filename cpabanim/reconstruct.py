@@ -31,6 +31,8 @@ from cpabanim.metrics.io import (
 
 log = logging.getLogger(__name__)
 
+MLFLOW_IMAGES = 4  # videos whose middle frame (source | driving | prediction) is logged to MLflow
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_params_arguments(parser)
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(out_root)  # stale frames of an earlier, longer run would corrupt the metrics
     out_root.mkdir(parents=True)
 
-    from cpabanim.tracking import log_artifact, log_metrics, stage_run
+    from cpabanim.tracking import log_artifact, log_image, log_metrics, stage_run
 
     index = {**info, "device": str(device), "videos": {}}
     all_l1 = []
@@ -86,10 +88,10 @@ def run(args: argparse.Namespace) -> int:
                 table.writerows([video.name, t, f"{value:.6f}"] for t, value in enumerate(l1))
                 all_l1.append(l1)
                 index["videos"][video.name] = {"frames": len(frames), "l1": float(l1.mean())}
-                write_viewing_videos(
-                    side_by_side(frames_uint8[0], frames_uint8, predicted_uint8),
-                    out_root / video.name, cfg["fps"], cfg["mp4"], cfg["gif"],
-                )
+                strip = side_by_side(frames_uint8[0], frames_uint8, predicted_uint8)
+                write_viewing_videos(strip, out_root / video.name, cfg["fps"], cfg["mp4"], cfg["gif"])
+                if len(index["videos"]) <= MLFLOW_IMAGES:  # the middle frame, to browse runs in the MLflow UI
+                    log_image(strip[len(strip) // 2], f"reconstruction/{video.name}.png")
         pooled = float(np.concatenate(all_l1).mean())
         index["l1"] = pooled
         (out_root / "index.json").write_text(json.dumps(index, indent=2))
