@@ -37,6 +37,7 @@ DEFAULT_TRAIN_PARAMS: dict[str, Any] = {
     "batch_size": 8, "betas": [0.5, 0.999], "weight_decay": 1.0e-4, "clip_grad_norm": 10.0,
     "bg_start": 0, "dropout_epoch": 35, "dropout_maxp": 0.3, "dropout_startp": 0.1, "dropout_inc_epoch": 10,
     "max_steps": 0, "checkpoint_every": 100, "log_every": 10, "image_every": 100, "amp": "auto",
+    "avd_steps": 0, "avd_lr": 1.0e-3, "avd_random_scale": 0.25, "avd_batch_size": 8,
 }
 
 
@@ -206,7 +207,10 @@ def train(params: dict[str, Any], dataset=None, restart: bool = False, track: bo
     np.random.seed(seed % 2**32)
     random.seed(seed)
 
-    model = AnimationModel(params.get("model", {})).to(device)
+    try:
+        model = AnimationModel(params.get("model", {})).to(device)
+    except ValueError as exc:  # inconsistent sizes (e.g. scale_factor vs hourglass depth)
+        raise ConfigError(f"model: {exc}") from exc
     objective = GeneratorObjective(params.get("loss", {}), params["paths"].get("weights")).to(device)
     if dataset is None:
         dataset = build_dataset(params, objective.needs_masks)
@@ -349,6 +353,62 @@ def train(params: dict[str, Any], dataset=None, restart: bool = False, track: bo
     return {"step": step, "epoch": epoch, "losses": losses_out, "checkpoint": checkpoint_path}
 
 
+def random_scale(kp: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
+    """Scale (B, K, 2) keypoints per sample and per axis by U[1 - scale, 1 + scale] (AVD pose augmentation)."""
+    factors = torch.rand(kp.shape[0], 1, 2, generator=generator) * (2 * scale) + (1 - scale)
+    return kp * factors.to(kp)
+
+
+def train_avd(params: dict[str, Any], dataset=None, track: bool = True) -> dict[str, Any]:
+    """Second stage (paper.md §1.7): train only the AVD network on the frozen keypoint detector, for
+    ``train.avd_steps`` steps of Adam(avd_lr, betas 0.5/0.999); loss mean|kp_D - AVD(kp_S, scaled kp_D)|.
+    Needs a complete ``last.pt``; writes it back with ``avd_step``. Skipped when already done."""
+    from cpabanim.models.checkpoint import read_checkpoint, save_checkpoint
+    from cpabanim.models.full import AnimationModel
+
+    tp = deep_merge(DEFAULT_TRAIN_PARAMS, params.get("train", {}) or {})
+    path = Path(params["paths"]["checkpoints"]) / "last.pt"
+    state = read_checkpoint(path)
+    if not state.get("complete"):
+        raise CpabanimError(f"{path} is not complete: finish `cpabanim train` before training the AVD network")
+    if state.get("avd_step", 0) >= tp["avd_steps"]:
+        log.info("AVD network already trained (%d steps)", state.get("avd_step", 0))
+        return {"avd_step": state.get("avd_step", 0), "loss": None}
+    device = _device(params, 0)
+    model = AnimationModel(state["model_params"]).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    model.avd.train()
+    if dataset is None:
+        dataset = build_dataset(params, needs_masks=False)
+    optimizer = torch.optim.Adam(model.avd.parameters(), lr=tp["avd_lr"], betas=tuple(tp["betas"]))
+    seed = int(params.get("seed", 0))
+    batch_size = min(tp["avd_batch_size"], len(dataset))
+    loss = torch.zeros(())
+    for step in range(tp["avd_steps"]):
+        generator = torch.Generator().manual_seed(step_seed(seed, 5_000_000 + step))
+        torch.manual_seed(step_seed(seed, 5_000_000 + step))
+        indices = torch.randperm(len(dataset), generator=generator)[:batch_size].tolist()
+        batch = _collate([dataset[i] for i in indices], device)
+        with torch.no_grad():
+            kp_source = model.kp_detector(batch["source"])
+            kp_driving = model.kp_detector(batch["driving"])
+        reconstruction = model.avd(kp_source, random_scale(kp_driving, tp["avd_random_scale"], generator))
+        loss = (kp_driving - reconstruction).abs().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    model.avd.eval()
+    save_checkpoint(path, model, state["optimizers"], state["schedulers"], state["step"], state["epoch"],
+                    state["params"], state["rng_state"], complete=True, extra={"avd_step": tp["avd_steps"]})
+    if track:
+        from cpabanim import tracking
+
+        with tracking.stage_run("train_avd", params):
+            tracking.log_metrics({"loss/avd": float(loss.detach())}, step=tp["avd_steps"])
+    return {"avd_step": tp["avd_steps"], "loss": float(loss.detach())}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_params_arguments(parser)
     parser.add_argument("--resume", action="store_true", default=True,
@@ -361,6 +421,11 @@ def run(args: argparse.Namespace) -> int:
     result = train(params, restart=args.restart)
     log.info("training stopped at step %d (epoch %d); checkpoint %s", result["step"], result["epoch"],
              result["checkpoint"])
+    if params["train"].get("avd_steps", 0) > 0 and int(os.environ.get("RANK", "0")) == 0:
+        from cpabanim.models.checkpoint import read_checkpoint
+
+        if read_checkpoint(result["checkpoint"]).get("complete"):
+            train_avd(params)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch.distributed as dist
 

@@ -28,8 +28,7 @@ from torch import nn
 
 
 def region_membership(labels: torch.Tensor, num_regions: int, blur_sigma: float) -> torch.Tensor:
-    """labels (B, H, W) int64 -> soft one-hot membership (B, R, H, W), channel r-1 for label r (0 dropped)."""
-    labels = labels.clamp(min=0, max=num_regions)
+    """labels (B, H, W) int64 in 0..R -> soft one-hot membership (B, R, H, W), channel r-1 for label r (0 dropped)."""
     onehot = F.one_hot(labels, num_regions + 1)[..., 1:].permute(0, 3, 1, 2).float()
     if blur_sigma > 0:
         radius = max(1, int(round(3 * blur_sigma)))
@@ -58,15 +57,19 @@ def co_membership(descriptors: torch.Tensor) -> torch.Tensor:
 class KeypointSemanticLoss(nn.Module):
     """(kp_source, kp_driving (B, K, 2), source_mask, driving_mask (B, H, W) int64) -> scalar L_KS."""
 
-    def __init__(self, max_regions: int = 64, blur_sigma: float = 2.0):
+    def __init__(self, blur_sigma: float = 2.0):
         super().__init__()
-        self.max_regions = max_regions
         self.blur_sigma = blur_sigma
 
     def forward(self, kp_source: torch.Tensor, kp_driving: torch.Tensor, source_mask: torch.Tensor,
                 driving_mask: torch.Tensor) -> torch.Tensor:
-        regions = int(max(int(source_mask.max()), int(driving_mask.max()), 1))
-        regions = min(regions, self.max_regions)
+        # Compact the label ids present in this batch (uint8 maps may use any of 1..255): 0 stays "no region".
+        both = torch.stack([source_mask, driving_mask]).long()
+        present, compact = torch.unique(both, return_inverse=True)
+        if present[0] != 0:
+            compact = compact + 1
+        regions = max(int(compact.max()), 1)
+        source_mask, driving_mask = compact[0], compact[1]
         desc_s = sample_at_keypoints(region_membership(source_mask, regions, self.blur_sigma), kp_source)
         desc_d = sample_at_keypoints(region_membership(driving_mask, regions, self.blur_sigma), kp_driving)
         return (co_membership(desc_s) - co_membership(desc_d)).abs().mean()

@@ -20,8 +20,8 @@ FORMAT_VERSION = 1
 def save_checkpoint(path: str | Path, model, optimizers: dict[str, Any] | None = None,
                     schedulers: dict[str, Any] | None = None, step: int = 0, epoch: int = 0,
                     params: dict[str, Any] | None = None, rng_state: dict[str, Any] | None = None,
-                    complete: bool = False) -> Path:
-    """Write the checkpoint to ``path`` atomically and return the path."""
+                    complete: bool = False, extra: dict[str, Any] | None = None) -> Path:
+    """Write the checkpoint to ``path`` atomically and return the path (``extra``: more top-level entries)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DDP
@@ -29,13 +29,14 @@ def save_checkpoint(path: str | Path, model, optimizers: dict[str, Any] | None =
         "format": FORMAT_VERSION,
         "model_params": model.params,
         "model": model.state_dict(),
-        "optimizers": {k: v.state_dict() for k, v in (optimizers or {}).items()},
-        "schedulers": {k: v.state_dict() for k, v in (schedulers or {}).items()},
+        "optimizers": {k: v if isinstance(v, dict) else v.state_dict() for k, v in (optimizers or {}).items()},
+        "schedulers": {k: v if isinstance(v, dict) else v.state_dict() for k, v in (schedulers or {}).items()},
         "step": int(step),
         "epoch": int(epoch),
         "params": params or {},
         "rng_state": rng_state or {},
         "complete": bool(complete),
+        **(extra or {}),
     }
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(state, tmp)

@@ -122,7 +122,7 @@ def test_semantic_loss_zero_for_identical_and_penalises_region_swaps():
     kp = torch.tensor([[[left, 0.0], [left, 0.5], [right, 0.0]]])
     assert float(loss(kp, kp, mask, mask)) == pytest.approx(0.0, abs=1e-7)
     # relabelling the regions changes nothing (SAM ids are per frame)
-    relabelled = 3 - mask
+    relabelled = torch.where(mask == 1, 200, 7)  # any uint8 ids
     assert float(loss(kp, kp, mask, relabelled)) == pytest.approx(0.0, abs=1e-7)
     # keypoint 1 crosses into the other region in the driving frame: penalised
     moved = kp.clone()

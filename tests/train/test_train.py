@@ -90,6 +90,10 @@ def test_bad_config_values_are_rejected(tmp_path):
         tiny_params(tmp_path, amp="fp8")
     with pytest.raises(ConfigError, match="model.motion"):
         tiny_params(tmp_path, motion="spline")
+    params = tiny_params(tmp_path)
+    params["model"]["dense_motion"]["num_blocks"] = 1  # too shallow for 3 occlusion masks at scale 0.5
+    with pytest.raises(ConfigError, match="hourglass levels"):
+        train(params, dataset=MovingBlobDataset(4), track=False)
 
 
 def test_missing_data_is_a_clear_error(tmp_path):
@@ -125,3 +129,23 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert proc.stdout.count("RESULT 2") == 2
     model, extra = load_checkpoint(tmp_path / "ckpt" / "last.pt")
     assert extra["step"] == 2 and extra["complete"]
+
+
+def test_avd_stage_trains_only_the_avd_network(tmp_path):
+    from cpabanim.train import train_avd
+
+    dataset = MovingBlobDataset(num_items=4)
+    params = tiny_params(tmp_path, motion="tps", max_steps=1, avd_steps=30, avd_batch_size=4)
+    train(params, dataset=dataset, track=False)
+    before, _ = load_checkpoint(tmp_path / "ckpt" / "last.pt")
+    first = train_avd({**params, "train": {**params["train"], "avd_steps": 1}}, dataset=dataset, track=False)
+    (tmp_path / "ckpt" / "last.pt").unlink()
+    train(params, dataset=dataset, track=False)
+    result = train_avd(params, dataset=dataset, track=False)
+    assert result["loss"] < first["loss"]
+    after, extra = load_checkpoint(tmp_path / "ckpt" / "last.pt")
+    assert extra["avd_step"] == 30 and extra["complete"]
+    for name, value in after.state_dict().items():
+        same = torch.equal(value, before.state_dict()[name])
+        assert same != name.startswith("avd."), name  # only the AVD changed
+    assert train_avd(params, dataset=dataset, track=False)["loss"] is None  # already done
