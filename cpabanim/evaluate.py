@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
     reasons: dict[str, str] = {}
     recon = evaluate_reconstruction(params, cfg, extractors, networks, rows)
     summarise(recon, "recon", metrics, reasons)
-    metrics["recon/frames"] = float(len(next(iter(recon.values()))) if recon else 0)
+    metrics["recon/frames"] = float(sum(row["frames"] for row in rows if row["part"] == "reconstruction"))
     fid = networks.fid_value()
     if fid is not None:
         metrics["recon/fid"] = fid

@@ -115,3 +115,15 @@ def test_identity_model_gives_zero_face_metrics_through_the_stages(project, face
     assert project.run("evaluate", *options) == 0
     assert sorted(p.stat().st_mtime_ns for p in cache.rglob("*.npz")) == before
     assert json.loads((project.outputs / "metrics.json").read_text()) == metrics
+
+
+def test_a_lost_face_counts_in_mkr_and_is_skipped_by_akd(faces, landmarks):
+    reference = landmarks(faces["a"])
+    generated_frames = faces["a"].copy()
+    generated_frames[1] = 128  # a grey frame: the generator "lost" the face
+    generated = landmarks(generated_frames)
+    assert np.isnan(generated[1]).all() and np.isfinite(generated[[0, 2]]).all()
+    mkr = formulas.missing_keypoint_rate_per_frame(generated, reference)
+    akd = formulas.keypoint_distance_per_frame(generated, reference)
+    assert mkr.tolist() == [0.0, 1.0, 0.0]
+    assert formulas.nanmean(akd) == 0.0 and np.isnan(akd[1])
