@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
                 all_l1.append(l1)
                 index["videos"][video.name] = {"frames": len(frames), "l1": float(l1.mean())}
                 strip = side_by_side(frames_uint8[0], frames_uint8, predicted_uint8)
-                write_viewing_videos(strip, out_root / video.name, cfg["fps"], cfg["mp4"], cfg["gif"])
+                if not cfg["viewing_videos"] or len(index["videos"]) <= cfg["viewing_videos"]:
+                    write_viewing_videos(strip, out_root / video.name, cfg["fps"], cfg["mp4"], cfg["gif"])
                 if len(index["videos"]) <= MLFLOW_IMAGES:  # the middle frame, to browse runs in the MLflow UI
                     log_image(strip[len(strip) // 2], f"reconstruction/{video.name}.png")
         pooled = float(np.concatenate(all_l1).mean())
