@@ -10,10 +10,20 @@ E_c, so that the derivative is the exact derivative of the computed E_c (not onl
 from __future__ import annotations
 
 
+import math
+
 import torch
 
 TAYLOR_DEGREE = 10
 MAX_SQUARINGS = 10  # ||h A||_1 up to 0.5 * 2^10 = 512 is handled at full accuracy
+
+
+def _squarings_needed(s: torch.Tensor, max_squarings: int) -> int:
+    """Loop length of the masked squarings: the static maximum on accelerators (no host sync), the actual
+    maximum on the CPU, where reading it costs nothing."""
+    if s.device.type == "cpu" and s.numel() > 0:
+        return int(s.max())
+    return max_squarings
 
 
 def squarings_for(X: torch.Tensor, max_squarings: int = MAX_SQUARINGS) -> torch.Tensor:
@@ -38,12 +48,12 @@ def expm_taylor(
         s = squarings_for(X, max_squarings)
     s = s.to(X.dtype)
     Y = X * torch.exp2(-s)[..., None, None]
-    eye = torch.eye(X.shape[-1], dtype=X.dtype, device=X.device).expand_as(X)
+    eye = torch.eye(X.shape[-1], dtype=X.dtype, device=X.device)
     E = eye + Y / degree  # Horner: I + Y(I + Y/2(I + ... (I + Y/degree)))
     for k in range(degree - 1, 0, -1):
         E = eye + (Y @ E) / k
-    for r in range(max_squarings):
-        E = torch.where((s > r)[..., None, None], E @ E, E)
+    for r in range(_squarings_needed(s, max_squarings)):
+        E = torch.where((s > r)[..., None, None], (E @ E), E)
     return E
 
 
@@ -77,21 +87,32 @@ def affine_step_tables(A: torch.Tensor, h: float, derivative: bool = False):
     m = n + 1
     P = n * m
     degree = TAYLOR_DEGREE
-    scale = torch.exp2(-s.to(X.dtype))[..., None, None]
-    Y = X * scale
-    eye = torch.eye(m, dtype=X.dtype, device=X.device)
-    units = torch.eye(P, dtype=X.dtype, device=X.device).view(P, n, m)  # direction q = unit entry of A's top rows
-    units = torch.cat([units, units.new_zeros(P, 1, m)], dim=1)  # (P, m, m)
-    D = units * (h * scale[..., None, :, :])  # (..., P, m, m) derivative of Y in direction q
-    E = eye + Y / degree
-    L = D / degree
-    for k in range(degree - 1, 0, -1):  # Horner: E <- I + Y E / k,  L <- (D E + Y L) / k
-        L = (D @ E.unsqueeze(-3) + Y.unsqueeze(-3) @ L) / k
-        E = eye + (Y @ E) / k
-    for r in range(MAX_SQUARINGS):
-        mask = (s > r)[..., None, None]
-        L = torch.where(mask.unsqueeze(-1), E.unsqueeze(-3) @ L + L @ E.unsqueeze(-3), L)
-        E = torch.where(mask, E @ E, E)
+    E = expm_taylor(X, s)
+    scale = torch.exp2(-s.to(X.dtype))
+    Y = X * scale[..., None, None]
+    # Frechet derivative of the Taylor polynomial sum_k Y^k / k! in direction D = e_i e_j^T:
+    #   L_ij = sum_{a+b <= degree-1} Y^a e_i e_j^T Y^b / (a+b+1)! = sum_a (Y^a)[:, i] (x) Q_a[j, :],
+    #   Q_a = sum_b Y^b / (a+b+1)!  -> one small batched contraction for all P directions at once.
+    powers = [torch.eye(m, dtype=X.dtype, device=X.device).expand_as(Y)]
+    for _ in range(degree - 1):
+        powers.append(powers[-1] @ Y)
+    Pw = torch.stack(powers, dim=-3)  # (..., degree, m, m)
+    fact = [math.factorial(k) for k in range(2 * degree + 1)]
+    coef = torch.tensor(
+        [[1.0 / fact[a + b + 1] if a + b <= degree - 1 else 0.0 for b in range(degree)] for a in range(degree)],
+        dtype=X.dtype, device=X.device,
+    )
+    Q = torch.einsum("ab,...bjc->...ajc", coef, Pw)
+    L = torch.einsum("...ari,...ajc->...ijrc", Pw[..., :, :, :n], Q)  # (..., n, m, m, m) = dE/dY_ij
+    L = L * (h * scale)[..., None, None, None, None]  # dY / dA = h / 2^s
+    L = L.reshape(*L.shape[:-4], P, m, m)
+    if bool((s > 0).any()) if s.device.type == "cpu" else True:
+        # scaling and squaring: E_{r+1} = E_r^2  =>  L_{r+1} = E_r L_r + L_r E_r (masked, per cell)
+        Er = expm_taylor(Y, torch.zeros_like(s))  # exp(Y) before squaring
+        for r in range(_squarings_needed(s, MAX_SQUARINGS)):
+            mask = (s > r)[..., None, None]
+            L = torch.where(mask.unsqueeze(-1), Er.unsqueeze(-3) @ L + L @ Er.unsqueeze(-3), L)
+            Er = torch.where(mask, Er @ Er, Er)
     dE = L[..., :n, :].reshape(*L.shape[:-3], P, P)  # (..., q, p)
     return E[..., :n, :], dE.transpose(-1, -2)
 

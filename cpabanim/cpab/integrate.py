@@ -89,9 +89,32 @@ def integrate_steps(
         return x
     E, dE = affine_step_tables(A, h, derivative=True)
     d = basis_cells.shape[-1]
-    G = (dE @ basis_cells.to(dE.dtype)).reshape(T * nC, n, m, d)  # d vec(E_c) / d theta
+    G = (dE @ basis_cells.to(dE.dtype)).reshape(T * nC, n * m, d)  # d vec(E_c) / d theta, rows (i, k) row-major
     E = E.reshape(T * nC, n * m)
     N = x.shape[1]
+    if n == 2:
+        # explicit 2x2 / 2x3 arithmetic on (T, N, d) slabs: much cheaper than tiny batched matmuls
+        J0 = x.new_zeros(T, N, d)
+        J1 = x.new_zeros(T, N, d)
+        p00, p01 = x.new_ones(T, N), x.new_zeros(T, N)  # dT/dx rows
+        p10, p11 = x.new_zeros(T, N), x.new_ones(T, N)
+        for _ in range(nsteps):
+            c = _flat_cells(x, nc, nC)
+            e = E[c]
+            g = G[c]  # (T, N, 6, d)
+            e0, e1, e2, e3, e4, e5 = (v.unsqueeze(-1) for v in e.unbind(-1))
+            xs, ys = x[..., 0:1], x[..., 1:2]
+            J0, J1 = (
+                e0 * J0 + e1 * J1 + g[:, :, 0] * xs + g[:, :, 1] * ys + g[:, :, 2],
+                e3 * J0 + e4 * J1 + g[:, :, 3] * xs + g[:, :, 4] * ys + g[:, :, 5],
+            )
+            f0, f1, f3, f4 = e0[..., 0], e1[..., 0], e3[..., 0], e4[..., 0]
+            p00, p01, p10, p11 = f0 * p00 + f1 * p10, f0 * p01 + f1 * p11, f3 * p00 + f4 * p10, f3 * p01 + f4 * p11
+            x = _affine_apply(e, x)
+        J = torch.stack([J0, J1], dim=-2)
+        Jx = torch.stack([torch.stack([p00, p01], -1), torch.stack([p10, p11], -1)], dim=-2)
+        return x, J, Jx
+    G = G.view(T * nC, n, m, d)
     J = x.new_zeros(T, N, n, d)
     Jx = torch.eye(n, dtype=x.dtype, device=x.device).expand(T, N, n, n)
     ones = x.new_ones(T, N, 1)
