@@ -10,8 +10,6 @@ E_c, so that the derivative is the exact derivative of the computed E_c (not onl
 from __future__ import annotations
 
 
-import math
-
 import torch
 
 TAYLOR_DEGREE = 10
@@ -97,11 +95,9 @@ def affine_step_tables(A: torch.Tensor, h: float, derivative: bool = False):
     for _ in range(degree - 1):
         powers.append(powers[-1] @ Y)
     Pw = torch.stack(powers, dim=-3)  # (..., degree, m, m)
-    fact = [math.factorial(k) for k in range(2 * degree + 1)]
-    coef = torch.tensor(
-        [[1.0 / fact[a + b + 1] if a + b <= degree - 1 else 0.0 for b in range(degree)] for a in range(degree)],
-        dtype=X.dtype, device=X.device,
-    )
+    ab = torch.arange(degree, device=X.device, dtype=X.dtype)
+    k = ab[:, None] + ab[None, :] + 1  # coef[a, b] = 1/(a+b+1)! for a+b <= degree-1 (built on device: no copy)
+    coef = torch.where(k <= degree, torch.exp(-torch.lgamma(k + 1)), torch.zeros_like(k))
     Q = torch.einsum("ab,...bjc->...ajc", coef, Pw)
     L = torch.einsum("...ari,...ajc->...ijrc", Pw[..., :, :, :n], Q)  # (..., n, m, m, m) = dE/dY_ij
     L = L * (h * scale)[..., None, None, None, None]  # dY / dA = h / 2^s

@@ -58,6 +58,18 @@ def velocity(points: torch.Tensor, A: torch.Tensor, nc: Sequence[int]) -> torch.
     return _affine_apply(A.reshape(T * nC, -1)[c], x)
 
 
+CPU_CHUNK_POINTS = 81920
+
+
+def _steps(x: torch.Tensor, E: torch.Tensor, nc: Sequence[int], nC: int, nsteps: int) -> torch.Tensor:
+    """nsteps x {find cell, x <- E_c x~}; x (T, N, n), E (T, nC * P) step tables."""
+    T = x.shape[0]
+    E = E.reshape(T * nC, -1)
+    for _ in range(nsteps):
+        x = _affine_apply(E[_flat_cells(x, nc, nC)], x)
+    return x
+
+
 def integrate_steps(
     points: torch.Tensor,
     A: torch.Tensor,
@@ -83,10 +95,13 @@ def integrate_steps(
     h = 1.0 / nsteps
     x = _broadcast_points(points, T)
     if basis_cells is None:
-        E = affine_step_tables(A, h).reshape(T * nC, n * m)
-        for _ in range(nsteps):
-            x = _affine_apply(E[_flat_cells(x, nc, nC)], x)
-        return x
+        E = affine_step_tables(A, h).reshape(T, nC * n * m)
+        N = x.shape[1]
+        if x.device.type == "cpu" and T > 1 and T * N > CPU_CHUNK_POINTS:
+            # cache-sized chunks of transforms: ~1.5x faster on CPU for dense grids (GPUs want one big launch)
+            per = max(1, CPU_CHUNK_POINTS // N)
+            return torch.cat([_steps(x[i : i + per], E[i : i + per], nc, nC, nsteps) for i in range(0, T, per)])
+        return _steps(x, E, nc, nC, nsteps)
     E, dE = affine_step_tables(A, h, derivative=True)
     d = basis_cells.shape[-1]
     G = (dE @ basis_cells.to(dE.dtype)).reshape(T * nC, n * m, d)  # d vec(E_c) / d theta, rows (i, k) row-major
