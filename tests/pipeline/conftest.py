@@ -47,7 +47,7 @@ def copy_project(dest: Path) -> Path:
         elif src.exists():
             shutil.copy2(src, dest / name)
     (dest / ".gitignore").write_text(
-        "/data/\n/models/\n/outputs/\n/mlflow.db\n/mlruns/\n/.snakemake/\n/.cpabanim/\n/dvc_plots/\n"
+        "/data/\n/models/\n/outputs/*\n!/outputs/metrics.json\n/mlflow.db\n/mlruns/\n/.snakemake/\n/.cpabanim/\n/dvc_plots/\n"
     )
     run(["git", "init", "-q", "-b", "main"], dest)
     run([str(BIN / "dvc"), "init", "-q"], dest)
