@@ -155,6 +155,9 @@ def resolve_params(
         if not isinstance(values, dict):
             raise ConfigError(f"preset {path} must be a mapping of sections")
         values.pop("preset", None)  # a preset cannot chain to another preset
+        if "paths" in values:
+            # DVC declares the stages' outputs from params.yaml's paths: a preset moving them would desync it
+            raise ConfigError(f"preset {path} must not set `paths` (set them in params.yaml instead)")
         params = deep_merge(params, values)
         params["preset"] = str(name)
     for assignment in overrides or []:

@@ -47,3 +47,47 @@ def test_cli_missing_params_file_is_a_clear_error(tmp_path, caplog):
     code = main(["train", "--params", str(tmp_path / "nope.yaml")])
     assert code == 1
     assert "not found" in caplog.text
+
+
+# ---- presets: the documented switches, validated against the schema -------------------------------------
+
+PRESETS = ["vox-256", "taichi-256", "ted-384", "mgif-256"]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_is_valid_and_keeps_the_paths(name):
+    params = load_params(PROJECT_ROOT / "params.yaml", preset=name)
+    assert params["preset"] == name
+    assert params["paths"] == load_params(PROJECT_ROOT / "params.yaml")["paths"]
+    assert params["model"]["num_cpab"] == 10 and params["train"]["batch_size"] == 8  # paper.md §6
+
+
+def test_preset_key_in_params_equals_preset_option(tmp_path):
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets" / "tiny.yaml").write_text("seed: 5\n")
+    text = (PROJECT_ROOT / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(text.replace("preset: null", "preset: tiny"))
+    by_key = load_params(tmp_path / "params.yaml")
+    (tmp_path / "plain.yaml").write_text(text)
+    by_option = load_params(tmp_path / "plain.yaml", preset="tiny")
+    assert by_key["seed"] == by_option["seed"] == 5 and by_key == by_option
+
+
+def test_bad_presets_give_clear_errors(tmp_path):
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "params.yaml").write_text((PROJECT_ROOT / "params.yaml").read_text())
+    with pytest.raises(ConfigError, match="not found.*available presets"):
+        load_params(tmp_path / "params.yaml", preset="vox-512")
+    (tmp_path / "presets" / "bad.yaml").write_text("train: {batch_size: 0}\n")
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        load_params(tmp_path / "params.yaml", preset="bad")
+    (tmp_path / "presets" / "moves.yaml").write_text("paths: {outputs: elsewhere}\n")
+    with pytest.raises(ConfigError, match="must not set `paths`"):
+        load_params(tmp_path / "params.yaml", preset="moves")
+
+
+def test_tracking_section_is_validated(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text((PROJECT_ROOT / "params.yaml").read_text().replace("compare_runs: 10", "compare_runs: 0"))
+    with pytest.raises(ConfigError, match="tracking.compare_runs"):
+        load_params(bad)

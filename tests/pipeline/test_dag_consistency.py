@@ -44,3 +44,17 @@ def test_they_stay_the_same_when_paths_and_values_change(project):
     assert "results/run1/metrics.json" in dvc["evaluate"]["outs"]
     assert dvc["train"]["persist"] == ["results/ckpt"] and "results/ckpt" in dvc["reconstruct"]["deps"]
     assert snakemake["train"]["param_values"]["seed"] == 7
+
+
+def test_snakemake_preset_switches_reach_the_stages(project):
+    from cpabanim.config import yaml_load
+
+    from .conftest import BIN, run
+
+    for switch in (["--configfile", "presets/vox-256.yaml"], ["--config", "preset=vox-256"]):
+        out = run([str(BIN / "snakemake"), "-n", "-p", "--cores", "1", *switch], project)
+        assert "cpabanim train --params .snakemake/cpabanim/params.yaml" in out.stdout + out.stderr
+        resolved = yaml_load((project / ".snakemake" / "cpabanim" / "params.yaml").read_text())
+        assert resolved["data"]["source"] == "vox" and resolved["model"]["num_cpab"] == 10
+    bad = run([str(BIN / "snakemake"), "-n", "--cores", "1", "--config", "device=tpu"], project, check=False)
+    assert bad.returncode != 0 and "device" in bad.stdout + bad.stderr
