@@ -10,6 +10,7 @@ See docs/cpab.md.
 """
 
 from cpabanim.cpab.cellindex import find_cell, find_cell_1d
+from cpabanim.cpab.compat import from_libcpab_points, map_theta, to_libcpab_points
 from cpabanim.cpab.expm import affine_step_tables, expm_taylor
 from cpabanim.cpab.fit import fit_adam, fit_lm, fit_midpoint, keypoint_residual
 from cpabanim.cpab.integrate import integrate_freifeld, integrate_rk4, integrate_steps, velocity
@@ -40,4 +41,7 @@ __all__ = [
     "warp_grid",
     "to_unit",
     "from_unit",
+    "map_theta",
+    "to_libcpab_points",
+    "from_libcpab_points",
 ]

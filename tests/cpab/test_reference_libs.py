@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cpabanim.cpab import CPAB, Tessellation, Tessellation1D, find_cell
+from cpabanim.cpab import CPAB, Tessellation, Tessellation1D, find_cell, map_theta
 
 libcpab = pytest.importorskip("libcpab")
 
@@ -77,7 +77,8 @@ def test_faithful_transform_equals_libcpab(nc):
     lib, B_lib = _libcpab(nc)
     cpab = CPAB(Tessellation(nc))  # float32, as libcpab
     theta_lib = (B_lib.T @ cpab.B.double() @ cpab.sample(3, scale=0.5).double().T).T.float()
-    theta_ours = (cpab.B.double().T @ B_lib @ theta_lib.double().T).T.float()
+    theta_ours = map_theta(theta_lib, B_lib, cpab.B)
+    assert torch.allclose(theta_ours.double(), (cpab.B.double().T @ B_lib @ theta_lib.double().T).T, atol=1e-6)
     grid = lib.uniform_meshgrid([40, 40])  # (2, N), x varying fastest
     expected = lib.transform_grid(grid, theta_lib)  # (T, 2, N)
     ours = cpab.transform(grid.T.contiguous(), theta_ours)
