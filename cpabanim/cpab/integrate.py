@@ -122,10 +122,11 @@ def integrate_steps(
         J1 = x.new_zeros(T, N, d)
         p00, p01 = x.new_ones(T, N), x.new_zeros(T, N)  # dT/dx rows
         p10, p11 = x.new_zeros(T, N), x.new_ones(T, N)
+        offset = (torch.arange(T, device=x.device, dtype=x.dtype) * nC).unsqueeze(1)
         for _ in range(nsteps):
-            c = _flat_cells(x, nc, nC)
-            e = E[c]
-            g = G[c]  # (T, N, 6, d)
+            c = (cell_index_xy(x[..., 0], x[..., 1], nc[0], nc[1]) + offset).long().view(-1)
+            e = E.index_select(0, c).view(T, N, 6)
+            g = G.index_select(0, c).view(T, N, 6, d)
             e0, e1, e2, e3, e4, e5 = (v.unsqueeze(-1) for v in e.unbind(-1))
             xs, ys = x[..., 0:1], x[..., 1:2]
             J0, J1 = (
