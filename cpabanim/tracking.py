@@ -40,6 +40,7 @@ TAG_PIPELINE = "cpabanim.pipeline_id"
 TAG_STAGE = "cpabanim.stage"
 _ORCHESTRATORS = ("snakemake", "dvc")
 _PROCESS_START = int(time.time())
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -76,6 +77,9 @@ def configure(params: dict[str, Any]) -> str:
     with _creation_lock():
         mlflow.set_tracking_uri(tracking_uri(params))
         experiment = mlflow.set_experiment(params["tracking"]["experiment"])
+        if EXPERIMENT_KIND_TAG not in experiment.tags:
+            # MLflow 3's UI opens untyped experiments in its GenAI layout; this is model training
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
     return experiment.experiment_id
 
 
@@ -200,8 +204,7 @@ def run_tags(params: dict[str, Any]) -> dict[str, str]:
     """Everything that identifies what a run ran on: code, data, device, preset."""
     tags = {**git_tags(), **dataset_tags(params), "device": resolved_device(params)}
     tags["preset"] = str(params.get("preset") or "default")
-    orchestrated_by_dvc = os.environ.get("DVC_STAGE") or Path("dvc.lock").is_file()
-    if orchestrated_by_dvc:
+    if os.environ.get("DVC_STAGE"):  # under `dvc repro`: dvc.lock describes this run's data and model
         tags.update(dvc_lock_tags())
     return tags
 

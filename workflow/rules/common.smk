@@ -1,5 +1,6 @@
 # Shared set-up of the cpabanim rules: resolve and validate the parameters once, expose the paths.
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +29,9 @@ else:
     if not _resolved.is_file() or _resolved.read_text() != _text:
         _resolved.parent.mkdir(parents=True, exist_ok=True)
         _resolved.write_text(_text)
+
+# The rules call `cpabanim`: find it next to the Python running Snakemake even when its venv is not activated.
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 # One MLflow parent run per invocation: every stage job inherits this id (cpabanim/tracking.py).
 os.environ.setdefault("CPABANIM_PIPELINE_RUN", f"snakemake-{os.getpid()}-{int(time.time())}")
