@@ -51,8 +51,13 @@ def enabled(params: dict[str, Any]) -> bool:
     return bool(params.get("tracking", {}).get("enabled", True))
 
 
+# mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into os.environ itself, so only the value the user set
+# before this process started may override params (otherwise the first URI used would stick for the process).
+_USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
 def tracking_uri(params: dict[str, Any]) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or params["tracking"]["uri"]
+    return _USER_TRACKING_URI or params["tracking"]["uri"]
 
 
 @contextlib.contextmanager
