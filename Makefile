@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: venv run test bench clean-outputs
+.PHONY: venv run run-dvc test bench clean-outputs
 
 venv: $(VENV)/.installed
 
@@ -22,6 +22,12 @@ $(VENV)/.installed: pyproject.toml
 
 run: venv
 	$(BIN)/snakemake --cores all
+	$(BIN)/dvc metrics show
+
+# The same pipeline through DVC (stage commands find `cpabanim` on PATH).
+run-dvc: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	$(BIN)/dvc metrics show
 
 test: venv
 	$(BIN)/python -m pytest

@@ -20,6 +20,7 @@ import argparse
 import logging
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,30 @@ def _device(params: dict[str, Any], local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+# Parameters that only say how long to train or how often to log/save: changing them continues a run
+# (a larger max_steps extends a complete one) instead of starting it again.
+_SCHEDULE_KEYS = {"max_steps", "num_epochs", "checkpoint_every", "log_every", "image_every",
+                  "avd_steps", "avd_lr", "avd_random_scale", "avd_batch_size"}
+# Sections whose values define what is learned (paths, tracking and the later stages do not).
+_TRAINING_SECTIONS = ("seed", "data", "model", "loss", "train")
+
+
+def changed_training_params(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Dotted names of the parameters that define training and differ between a checkpoint and now."""
+    from cpabanim.config import flatten
+
+    def relevant(params: dict[str, Any]) -> dict[str, Any]:
+        flat = flatten({k: params.get(k) for k in _TRAINING_SECTIONS})
+        return {k: v for k, v in flat.items() if not (k.startswith("train.") and k.split(".", 1)[1] in _SCHEDULE_KEYS)}
+
+    old, new = relevant(saved), relevant(current)
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def train(params: dict[str, Any], dataset=None, restart: bool = False, track: bool = True,
           stop_after: int | None = None) -> dict[str, Any]:
     """Run (or resume) training; returns {"step", "epoch", "losses": last step's losses, "checkpoint"}.
@@ -229,21 +254,27 @@ def train(params: dict[str, Any], dataset=None, restart: bool = False, track: bo
                   for k, o in optimizers.items()}
 
     checkpoint_path = Path(params["paths"]["checkpoints"]) / "last.pt"
-    step, epoch = 0, 0
+    step, epoch, resumed_complete = 0, 0, False
     if checkpoint_path.is_file() and not restart:
         state = read_checkpoint(checkpoint_path, map_location=device)
-        if state.get("complete"):
-            log.info("%s is complete (step %d); nothing to do (use --restart to train again)",
-                     checkpoint_path, state["step"])
-            return {"step": state["step"], "epoch": state["epoch"], "losses": {}, "checkpoint": checkpoint_path}
-        model.load_state_dict(state["model"])
-        for k, o in optimizers.items():
-            o.load_state_dict(state["optimizers"][k])
-        for k, s in schedulers.items():
-            s.load_state_dict(state["schedulers"][k])
-        step, epoch = state["step"], state["epoch"]
-        _restore_rng(state.get("rng_state", {}))
-        log.info("resuming from %s at step %d (epoch %d)", checkpoint_path, step, epoch)
+        changed = changed_training_params(state.get("params") or {}, params)
+        if changed:
+            # The orchestrators re-run train because a parameter it depends on changed: resuming would silently
+            # keep the old model. Start again, and keep the old checkpoint rather than lose it.
+            superseded = checkpoint_path.with_name("last.superseded.pt")
+            if is_main_process():
+                shutil.copy2(checkpoint_path, superseded)
+            log.warning("parameters changed since %s was written (%s): training from scratch; the previous "
+                        "checkpoint is kept as %s", checkpoint_path, ", ".join(changed[:8]), superseded)
+        else:
+            model.load_state_dict(state["model"])
+            for k, o in optimizers.items():
+                o.load_state_dict(state["optimizers"][k])
+            for k, s in schedulers.items():
+                s.load_state_dict(state["schedulers"][k])
+            step, epoch = state["step"], state["epoch"]
+            resumed_complete = bool(state.get("complete"))
+            _restore_rng(state.get("rng_state", {}))
 
     step_module: nn.Module = TrainingStep(model, objective)
     if distributed:
@@ -256,6 +287,11 @@ def train(params: dict[str, Any], dataset=None, restart: bool = False, track: bo
     total_steps = batches_per_epoch * tp["num_epochs"]
     if tp["max_steps"]:
         total_steps = min(total_steps, tp["max_steps"])
+    if resumed_complete and (step >= total_steps or epoch >= tp["num_epochs"]):
+        log.info("%s is complete (step %d); nothing to do (use --restart to train again)", checkpoint_path, step)
+        return {"step": step, "epoch": epoch, "losses": {}, "checkpoint": checkpoint_path}
+    if step:
+        log.info("resuming from %s at step %d (epoch %d) of %d", checkpoint_path, step, epoch, total_steps)
     clipped = [model.kp_detector, model.dense_motion] + ([model.bg_predictor] if model.bg_predictor else [])
     is_main = rank == 0
     tracker = None

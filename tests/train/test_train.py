@@ -149,3 +149,20 @@ def test_avd_stage_trains_only_the_avd_network(tmp_path):
         same = torch.equal(value, before.state_dict()[name])
         assert same != name.startswith("avd."), name  # only the AVD changed
     assert train_avd(params, dataset=dataset, track=False)["loss"] is None  # already done
+
+
+def test_changed_training_params_restart_and_a_longer_schedule_continues(tmp_path):
+    dataset = MovingBlobDataset(num_items=4)
+    params = tiny_params(tmp_path, motion="tps", max_steps=2, dropout_epoch=0, num_epochs=100)
+    assert train(params, dataset=dataset, track=False)["step"] == 2
+    # a longer schedule continues the complete run instead of starting again
+    longer = tiny_params(tmp_path, motion="tps", max_steps=3, dropout_epoch=0, num_epochs=100)
+    assert train(longer, dataset=dataset, track=False)["step"] == 3
+    assert not (tmp_path / "ckpt" / "last.superseded.pt").exists()
+    # a parameter that changes what is learned: train from scratch, keep the old checkpoint beside
+    other = tiny_params(tmp_path, motion="tps", max_steps=2, dropout_epoch=0, num_epochs=100, lr_generator=5.0e-3)
+    assert train(other, dataset=dataset, track=False)["step"] == 2
+    _, superseded = load_checkpoint(tmp_path / "ckpt" / "last.superseded.pt")
+    assert superseded["step"] == 3
+    _, current = load_checkpoint(tmp_path / "ckpt" / "last.pt")
+    assert current["step"] == 2 and current["params"]["train"]["lr_generator"] == 5.0e-3
