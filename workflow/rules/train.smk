@@ -7,7 +7,7 @@ rule train:
         # a marker, not the checkpoints: Snakemake deletes outputs before re-running a rule (see common.smk)
         done=touch(TRAIN_DONE),
     params:
-        **section("seed", "device", "preset", "model", "loss", "train"),
+        **section("seed", "device", "preset", "data", "model", "loss", "train"),
         params_file=PARAMS_FILE,
         checkpoints=PATHS["checkpoints"],
     resources:
