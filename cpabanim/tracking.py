@@ -51,13 +51,20 @@ def enabled(params: dict[str, Any]) -> bool:
     return bool(params.get("tracking", {}).get("enabled", True))
 
 
-# mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into os.environ itself, so only the value the user set
-# before this process started may override params (otherwise the first URI used would stick for the process).
-_USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+# mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into os.environ itself: remember what we set, so that only
+# a value the user set overrides params (otherwise the first URI used would stick for the whole process).
+_SET_BY_US: set[str] = set()
 
 
 def tracking_uri(params: dict[str, Any]) -> str:
-    return _USER_TRACKING_URI or params["tracking"]["uri"]
+    """The user's MLFLOW_TRACKING_URI if set, else params' ``tracking.uri``; relative sqlite paths made absolute
+    (MLflow caches stores by URI: ``sqlite:///mlflow.db`` from two working directories would share one store)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = env if env and env not in _SET_BY_US else params["tracking"]["uri"]
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        uri = prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
 
 
 @contextlib.contextmanager
@@ -80,7 +87,10 @@ def configure(params: dict[str, Any]) -> str:
     import mlflow
 
     with _creation_lock():
-        mlflow.set_tracking_uri(tracking_uri(params))
+        uri = tracking_uri(params)
+        if uri != os.environ.get("MLFLOW_TRACKING_URI"):  # the user's own variable stays the user's
+            _SET_BY_US.add(uri)
+        mlflow.set_tracking_uri(uri)
         experiment = mlflow.set_experiment(params["tracking"]["experiment"])
         if EXPERIMENT_KIND_TAG not in experiment.tags:
             # MLflow 3's UI opens untyped experiments in its GenAI layout; this is model training
