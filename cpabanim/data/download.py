@@ -6,7 +6,10 @@
   ``videos/<id>.mp4``; dead or blocked ids are recorded in the manifest and skipped. With
   ``data.source_dir`` (bring your own preprocessed copy) the copy is validated instead.
 - ``mgif``: the archive ``data.archive.url`` is fetched (resumable, sha256-checked) and unpacked.
-- ``--weights sam_vit_b|sam_vit_l|sam_vit_h``: the official SAM checkpoint into ``{paths.weights}``.
+- ``--weights NAME``: official pretrained weights into ``{paths.weights}``: SAM (``sam_vit_b|l|h``, sha256 checked),
+  VGG19 (``vgg19``, torchvision's hash prefix checked), DINO ViT-B/8 (``dino_vitb8``, no published hash: its
+  sha256 is logged); ``--weights auto`` fetches those that params need (loss.perceptual=vgg,
+  loss.structure=dino, masks.source=sam) and nothing for the offline default.
 """
 
 from __future__ import annotations
@@ -30,16 +33,39 @@ YOUTUBE_SOURCES = ("vox", "taichi", "ted")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_params_arguments(parser)
     parser.add_argument(
-        "--weights", choices=sorted(sources.SAM_WEIGHTS), default=None,
-        help="download these official SAM weights into {paths.weights} instead of data",
+        "--weights", choices=[*weight_names(), "auto"], default=None,
+        help="download these official weights into {paths.weights} instead of data (auto: those params need)",
     )
+
+
+def weight_names() -> list[str]:
+    from cpabanim.losses.weights import WEIGHTS
+
+    return sorted(set(sources.SAM_WEIGHTS) | set(WEIGHTS))
+
+
+def needed_weights(params: dict[str, Any]) -> list[str]:
+    """The weight files the configured losses and masks stage will load (none for the offline default)."""
+    loss, masks = params.get("loss") or {}, params.get("masks") or {}
+    names = []
+    if loss.get("perceptual") == "vgg":
+        names.append("vgg19")
+    if loss.get("structure") == "dino":
+        names.append("dino_vitb8")
+    if masks.get("source") == "sam":
+        names.append("sam_" + masks["sam"]["model_type"])
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
     params = params_from_args(args)
     if args.weights:
-        path = download_weights(args.weights, Path(params["paths"]["weights"]))
-        log.info("SAM weights %s ready at %s", args.weights, path)
+        names = needed_weights(params) if args.weights == "auto" else [args.weights]
+        for name in names:
+            path = download_weights(name, Path(params["paths"]["weights"]))
+            log.info("weights %s ready at %s", name, path)
+        if not names:
+            log.info("params need no pretrained weights (offline alternatives chosen): nothing to download")
         return 0
     manifest = download(params)
     failed = len(manifest.get("failed", []))
@@ -59,9 +85,23 @@ def weights_path(name: str, weights_dir: Path) -> Path:
 
 
 def download_weights(name: str, weights_dir: Path, url: str | None = None) -> Path:
-    """Fetch (or resume) one SAM checkpoint and check its sha256."""
-    spec = sources.SAM_WEIGHTS[name]
-    return sources.fetch_url(url or spec["url"], weights_path(name, weights_dir), spec["sha256"])
+    """Fetch (or resume) one weight file and check it: SAM by its full sha256, the loss networks by the
+    registry's hash prefix (torchvision's convention) or, where none is published, by logging the sha256."""
+    if name in sources.SAM_WEIGHTS:
+        spec = sources.SAM_WEIGHTS[name]
+        return sources.fetch_url(url or spec["url"], weights_path(name, weights_dir), spec["sha256"])
+    from cpabanim.losses.weights import WEIGHTS, verify_hash
+
+    entry = WEIGHTS[name]
+    path = sources.fetch_url(url or entry.url, Path(weights_dir) / entry.filename)
+    if not verify_hash(path, name):
+        bad = path.with_name(path.name + ".bad")
+        path.replace(bad)
+        raise DataError(f"{path}: sha256 does not start with {entry.sha256_prefix} (kept as {bad}); "
+                        f"the download from {url or entry.url} is not the official file")
+    if entry.sha256_prefix is None:
+        log.info("%s has no published hash; sha256 of what was fetched: %s", entry.filename, sources.sha256_file(path))
+    return path
 
 
 def download(params: dict[str, Any]) -> dict[str, Any]:

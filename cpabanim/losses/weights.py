@@ -1,7 +1,7 @@
 """Registry of the pretrained weights the losses use, and where they are looked for (never downloaded here).
 
 Each entry gives the official URL, the file name and what is known of its hash, for a download stage
-(``cpabanim download weights``) to fetch and verify. Lookup order: ``{paths.weights}/<filename>``, then the
+(``cpabanim download --weights NAME`` or ``--weights auto``) to fetch and verify. Lookup order: ``{paths.weights}/<filename>``, then the
 torch hub cache (``$TORCH_HOME/hub/checkpoints/<filename>``, where torchvision/torch.hub put them).
 """
 
@@ -60,7 +60,7 @@ def find_weights(name: str, weights_dir: str | Path | None = None, alternative: 
     hint = f" Or choose the offline alternative: {alternative}." if alternative else ""
     raise MissingWeightsError(
         f"{entry.used_by} needs the weight file {entry.filename}, not found (looked in: {where}). "
-        f"Get it with `cpabanim download weights` or download {entry.url} into {candidates[0].parent}.{hint}")
+        f"Get it with `cpabanim download --weights {name}` or download {entry.url} into {candidates[0].parent}.{hint}")
 
 
 def verify_hash(path: Path, name: str) -> bool:

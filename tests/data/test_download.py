@@ -128,3 +128,22 @@ def test_metadata_without_person_names_chunks_by_video(tmp_path):
     with pytest.raises(DataError, match="TED"):
         sources.metadata_path("ted", "", tmp_path, fetch=False)
     assert sources.PUBLISHED_METADATA["vox"]["url"].endswith("vox-metadata.csv")
+
+
+def test_loss_weights_download_checks_the_hash_prefix_and_auto_picks_what_params_need(tmp_path, monkeypatch):
+    from cpabanim.losses import weights
+
+    fake = tmp_path / "vgg19-dcbb9e9d.pth"
+    fake.write_bytes(b"not vgg19")
+    with pytest.raises(DataError, match="does not start with dcbb9e9d"):
+        download.download_weights("vgg19", tmp_path / "weights", url=fake.as_uri())
+    prefix = sources.sha256_file(fake)[:8]
+    monkeypatch.setitem(weights.WEIGHTS, "vgg19", weights.WeightFile(
+        "vgg19", fake.as_uri(), "vgg19-dcbb9e9d.pth", prefix, "test"))
+    path = download.download_weights("vgg19", tmp_path / "weights")
+    assert weights.find_weights("vgg19", tmp_path / "weights") == path
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    assert download.needed_weights(params) == []  # the offline default needs none
+    params["loss"].update(perceptual="vgg", structure="dino")
+    params["masks"]["source"] = "sam"
+    assert download.needed_weights(params) == ["vgg19", "dino_vitb8", "sam_vit_b"]
