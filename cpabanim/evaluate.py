@@ -100,34 +100,36 @@ class OptionalNetworkMetrics:
 
     def __init__(self, wanted: list[str]) -> None:
         self.reasons: dict[str, str] = {}
-        self.lpips = self._lpips() if "lpips" in wanted else None
-        self.fid = self._fid() if "fid" in wanted else None
+        self.lpips = self.fid = None
+        if "lpips" in wanted:
+            self.lpips = self._build("lpips", "alexnet-owt-7be5be79.pth", "torchvision's AlexNet", self._new_lpips)
+        if "fid" in wanted:
+            self.fid = self._build("fid", "weights-inception-2015-12-05-6726825d.pth", "torch-fidelity's Inception",
+                                  self._new_fid)
 
-    def _lpips(self):
-        weights = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    def _build(self, name: str, filename: str, network: str, factory):
+        """The metric from ``factory()`` when its weights are on disk; otherwise None with the reason recorded."""
+        weights = Path(torch.hub.get_dir()) / "checkpoints" / filename
         if not weights.is_file():
-            self.reasons["lpips"] = f"LPIPS needs torchvision's AlexNet weights at {weights} (not downloaded here)"
+            self.reasons[name] = f"{name.upper()} needs {network} weights at {weights} (not downloaded here)"
             return None
         try:
-            from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
-
-            return LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True).eval()
+            return factory()
         except Exception as err:  # noqa: BLE001 - optional metric: any failure becomes a recorded reason
-            self.reasons["lpips"] = f"LPIPS unavailable: {err}"
+            self.reasons[name] = f"{name.upper()} unavailable: {err}"
             return None
 
-    def _fid(self):
-        weights = Path(torch.hub.get_dir()) / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
-        if not weights.is_file():
-            self.reasons["fid"] = f"FID needs torch-fidelity's Inception weights at {weights} (not downloaded here)"
-            return None
-        try:
-            from torchmetrics.image.fid import FrechetInceptionDistance
+    @staticmethod
+    def _new_lpips():
+        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
-            return FrechetInceptionDistance(feature=2048, normalize=True)
-        except Exception as err:  # noqa: BLE001
-            self.reasons["fid"] = f"FID unavailable: {err}"
-            return None
+        return LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True).eval()
+
+    @staticmethod
+    def _new_fid():
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        return FrechetInceptionDistance(feature=2048, normalize=True)
 
     @torch.no_grad()
     def update(self, generated: torch.Tensor, reference: torch.Tensor) -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Registry of the pretrained weights the losses use, and where they are looked for (never downloaded here).
+"""Registry of the pretrained weights the losses use (SAM's checkpoints are in ``cpabanim.data.sources.SAM_WEIGHTS``), and where they are looked for (never downloaded here).
 
 Each entry gives the official URL, the file name and what is known of its hash, for a download stage
 (``cpabanim download --weights NAME`` or ``--weights auto``) to fetch and verify. Lookup order: ``{paths.weights}/<filename>``, then the
@@ -30,9 +30,6 @@ WEIGHTS: dict[str, WeightFile] = {
         "dino_vitb8", "https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth",
         "dino_vitbase8_pretrain.pth", None,  # DINO publishes no hash; the download stage records the sha256 it gets
         "loss.structure=dino (DINO ViT-B/8, facebookresearch/dino)"),
-    "sam_vit_b": WeightFile(
-        "sam_vit_b", "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth", "sam_vit_b_01ec64.pth",
-        "01ec64", "masks stage with masks.method=sam (segment-anything ViT-B)"),
 }
 
 
