@@ -1,14 +1,13 @@
-# cpabanim pipeline (Snakemake). The same stages, commands, deps, params and outs are declared in dvc.yaml;
-# tests/pipeline/test_dag_consistency.py keeps the two in sync. Every rule is a thin wrapper around
-# `cpabanim <stage>`; params.yaml is the only source of parameters.
+# cpabanim pipeline (Snakemake). The rules in workflow/rules/<stage>.smk are generated from the stage declarations
+# (cpabanim/stages/) by `cpabanim dag --write`, as is dvc.yaml; a test fails when they are out of date.
 #
-#   snakemake --cores all                                   # the embedded default (synthetic, CPU, minutes)
-#   snakemake --cores all --configfile presets/vox-256.yaml # a paper experiment (or --config preset=vox-256)
-#   snakemake --report report.html                          # evaluation figures and tables
+#   snakemake --cores all                                      # the embedded default (synthetic, CPU, minutes)
+#   snakemake --cores all --config experiments='[cpab,tps]'    # experiments side by side (experiments/*.yaml)
+#   snakemake --cores all --config preset=vox-256              # a paper experiment (preset below params.yaml)
+#   snakemake --cores all --config train.max_steps=50          # any parameter (top layer)
+#   snakemake --report report.html                             # comparison figures and tables
 #
 # workflow/profiles/default/config.yaml is applied automatically (one GPU job at a time, --rerun-incomplete).
-
-configfile: "params.yaml"
 
 
 include: "workflow/rules/common.smk"
@@ -28,5 +27,4 @@ report: "workflow/report/workflow.rst"
 rule all:
     default_target: True
     input:
-        METRICS,
-        REPORT_OUTS,
+        rules.report.output,

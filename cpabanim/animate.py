@@ -12,7 +12,6 @@ Writes under ``{paths.outputs}/animation/``:
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import logging
@@ -23,7 +22,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cpabanim.config import add_params_arguments, params_from_args
 from cpabanim.errors import CpabanimError
 from cpabanim.metrics.animator import load_animator, resolve_device
 from cpabanim.metrics.io import (
@@ -33,10 +31,6 @@ from cpabanim.metrics.io import (
 from cpabanim.reconstruct import checkpoint_path
 
 log = logging.getLogger(__name__)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_params_arguments(parser)
 
 
 def choose_pairs(videos: list[Path], num_pairs: int, seed: int) -> list[dict]:
@@ -65,55 +59,55 @@ def choose_pairs(videos: list[Path], num_pairs: int, seed: int) -> list[dict]:
     return pairs
 
 
-def run(args: argparse.Namespace) -> int:
-    params = params_from_args(args)
+def animate_pairs(params, processed: Path, checkpoints: Path, out_root: Path) -> dict:
+    """Animate a deterministic list of test pairs of ``processed`` with the model in ``checkpoints`` into
+    ``out_root``; returns the record written to ``pairs.json``. ``params``: ``seed``, ``device``, ``animate``."""
     cfg = params["animate"]
     torch.manual_seed(params["seed"])
     device = resolve_device(params["device"])
-    animator, info = load_animator(cfg["animator"], checkpoint_path(params, "animate"), device)
-    videos = test_videos(params["paths"]["processed"])
+    animator, info = load_animator(cfg["animator"], checkpoint_path(cfg["checkpoint"], checkpoints), device)
+    videos = test_videos(processed)
     by_name = {v.name: v for v in videos}
     pairs = choose_pairs(videos, cfg["num_pairs"], params["seed"])
-    out_root = Path(params["paths"]["outputs"]) / "animation"
     if out_root.exists():
         shutil.rmtree(out_root)
     out_root.mkdir(parents=True)
 
-    from cpabanim.tracking import log_artifact, log_image, stage_run
+    from cpabanim.tracking import log_artifact, log_image, set_tags
 
     skipped: dict[str, str] = {}
-    with stage_run("animate", params, tags={"cpabanim.animator": info["animator"]}):
-        for pair in tqdm(pairs, desc="animate", unit="pair"):
-            source_uint8 = read_frames(by_name[pair["source"]])[pair["source_frame"]]
-            driving_uint8 = read_frames(by_name[pair["driving"]])
-            if cfg["max_frames"]:
-                driving_uint8 = driving_uint8[: cfg["max_frames"]]
-            pair["frames"] = len(driving_uint8)
-            folder = out_root / pair["name"]
-            write_image(source_uint8, folder / "source.png")
-            source = to_tensor(source_uint8[None]).to(device)
-            driving = to_tensor(driving_uint8).to(device)
-            for mode in cfg["modes"]:
-                try:
-                    with torch.no_grad():
-                        generated = animator.animate(source, driving, mode=mode)
-                except (NotImplementedError, CpabanimError) as err:
-                    skipped[mode] = f"the animator cannot animate in mode {mode!r}: {err}"
-                    log.warning("%s", skipped[mode])
-                    continue
-                generated_uint8 = to_uint8(generated.float())
-                if len(generated_uint8) != len(driving_uint8):
-                    raise CpabanimError(
-                        f"animate({mode!r}) returned {len(generated_uint8)} frames "
-                        f"for {len(driving_uint8)} driving frames"
-                    )
-                write_frames(generated_uint8, folder / mode)
-                strip = side_by_side(source_uint8, driving_uint8, generated_uint8)
-                write_viewing_videos(strip, folder / mode, cfg["fps"], cfg["mp4"], cfg["gif"])
-                log_image(strip[len(strip) // 2], f"animation/{pair['name']}_{mode}.png")
-        record = {**info, "modes": [m for m in cfg["modes"] if m not in skipped], "skipped_modes": skipped,
-                  "pairs": pairs}
-        (out_root / "pairs.json").write_text(json.dumps(record, indent=2))
-        log_artifact(out_root / "pairs.json")
+    set_tags({"cpabanim.animator": info["animator"]})
+    for pair in tqdm(pairs, desc="animate", unit="pair"):
+        source_uint8 = read_frames(by_name[pair["source"]])[pair["source_frame"]]
+        driving_uint8 = read_frames(by_name[pair["driving"]])
+        if cfg["max_frames"]:
+            driving_uint8 = driving_uint8[: cfg["max_frames"]]
+        pair["frames"] = len(driving_uint8)
+        folder = out_root / pair["name"]
+        write_image(source_uint8, folder / "source.png")
+        source = to_tensor(source_uint8[None]).to(device)
+        driving = to_tensor(driving_uint8).to(device)
+        for mode in cfg["modes"]:
+            try:
+                with torch.no_grad():
+                    generated = animator.animate(source, driving, mode=mode)
+            except (NotImplementedError, CpabanimError) as err:
+                skipped[mode] = f"the animator cannot animate in mode {mode!r}: {err}"
+                log.warning("%s", skipped[mode])
+                continue
+            generated_uint8 = to_uint8(generated.float())
+            if len(generated_uint8) != len(driving_uint8):
+                raise CpabanimError(
+                    f"animate({mode!r}) returned {len(generated_uint8)} frames "
+                    f"for {len(driving_uint8)} driving frames"
+                )
+            write_frames(generated_uint8, folder / mode)
+            strip = side_by_side(source_uint8, driving_uint8, generated_uint8)
+            write_viewing_videos(strip, folder / mode, cfg["fps"], cfg["mp4"], cfg["gif"])
+            log_image(strip[len(strip) // 2], f"animation/{pair['name']}_{mode}.png")
+    record = {**info, "modes": [m for m in cfg["modes"] if m not in skipped], "skipped_modes": skipped,
+              "pairs": pairs}
+    (out_root / "pairs.json").write_text(json.dumps(record, indent=2))
+    log_artifact(out_root / "pairs.json")
     log.info("animated %d pairs in modes %s into %s", len(pairs), record["modes"], out_root)
-    return 0
+    return record

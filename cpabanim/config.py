@@ -1,21 +1,28 @@
-"""params.yaml: the single source of parameters, validated against a JSON schema.
+"""Parameters: four layers, one home for every default, validated before any stage works.
 
-The schema is split by section (``cpabanim/schemas/<section>.yaml``, one file per pipeline area) and merged
-here, so that each stage's owner documents its own keys. Presets (``presets/*.yaml``) are deep-merged over
-params.yaml; ``--set key.sub=value`` overrides are applied last. Every stage calls :func:`load_params`.
+Layers, lowest first (docs/pipeline.md, "Parameters"):
 
-A preset is chosen in one of three equivalent ways, so that both orchestrators have a documented switch:
+1. **built-in defaults**: the ``default`` of every leaf of the schema (``cpabanim/schemas/<section>.yaml``); they
+   describe the embedded default (synthetic data, small model, CPU). No Python dict repeats them.
+2. **the preset** named by ``preset`` (``presets/<name>.yaml``, the paper's experiments), sparse;
+3. **params.yaml**, the project's own file, sparse: only what differs (``dvc exp run -S`` edits it);
+4. **the experiment overlay** named by ``experiment`` (``experiments/<name>.yaml``: CPAB vs TPS, ablations), sparse;
+5. **command-line overrides**: ``--set key=value`` / ``--preset`` / ``--experiment`` on a stage, ``snakemake
+   --config key=value`` / ``--configfile FILE``.
 
-* ``preset: vox-256`` in params.yaml (or ``dvc exp run -S preset=vox-256``, ``snakemake --config preset=vox-256``);
-* ``--preset vox-256`` on the stage command line;
-* ``snakemake --configfile presets/vox-256.yaml`` (Snakemake merges the file into its config itself and hands
-  the stages the resolved parameters).
+The preset and experiment *names* are read from the merged upper layers first, so ``--set preset=vox-256`` picks
+the preset that then sits below params.yaml. :func:`load_params` returns a complete, validated plain dict; stages
+get a :class:`Section` view of it (frozen, attribute access) restricted to the keys they declare
+(:mod:`cpabanim.stages`).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import math
 import re
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,9 @@ import yaml
 from cpabanim.errors import ConfigError
 
 DEFAULT_PARAMS = Path("params.yaml")
+DEFAULT_EXPERIMENT = "default"
+# names that become folder names and MLflow run names: a strict pattern, no path separators
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class _Loader(yaml.SafeLoader):
@@ -50,33 +60,85 @@ def yaml_load(text: str):
     return yaml.load(text, Loader=_Loader)
 
 
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def read_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (an empty file is an empty mapping); clear errors otherwise."""
+    try:
+        values = yaml_load(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"{what} {path} cannot be read: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what} {path} is not valid YAML: {err}") from None
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise ConfigError(f"{what} {path} must be a mapping of sections, not {type(values).__name__}")
+    return values
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """Return ``base`` with ``override`` merged in recursively (mappings merge, everything else replaces)."""
-    out = copy.deepcopy(base)
+    out = copy.deepcopy(dict(base))
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
 
 
-def apply_override(params: dict[str, Any], assignment: str) -> None:
-    """Apply one ``dotted.key=value`` override in place; the value is parsed as YAML (``1e-4``, ``[1, 2]``...)."""
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}} -> {"a.b": 1}``; lists are kept as values (for MLflow params and DVC comparisons)."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def nest(dotted: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"a.b": 1, "c": {"d.e": 2}} -> {"a": {"b": 1}, "c": {"d": {"e": 2}}}`` (Snakemake's ``--config a.b=1``)."""
+    out: dict[str, Any] = {}
+    for key, value in dotted.items():
+        if isinstance(value, Mapping):
+            value = nest(value)
+        *parents, leaf = str(key).split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r}: {part!r} is set both as a value and as a section")
+        if isinstance(value, dict) and isinstance(node.get(leaf), dict):
+            node[leaf] = deep_merge(node[leaf], value)
+        else:
+            node[leaf] = value
+    return out
+
+
+def parse_override(assignment: str) -> dict[str, Any]:
+    """``"train.batch_size=3"`` -> ``{"train": {"batch_size": 3}}``; the value is parsed as YAML (``1e-4``, ``[1, 2]``)."""
     if "=" not in assignment:
         raise ConfigError(f"override {assignment!r} is not of the form key.sub=value")
     dotted, raw = assignment.split("=", 1)
-    keys = dotted.strip().split(".")
-    node = params
-    for key in keys[:-1]:
-        if not isinstance(node.get(key), dict):
-            raise ConfigError(f"override {assignment!r}: {key!r} is not a section of params")
-        node = node[key]
-    node[keys[-1]] = yaml_load(raw)
+    dotted = dotted.strip()
+    if not dotted or any(not part for part in dotted.split(".")):
+        raise ConfigError(f"override {assignment!r} has an empty key")
+    try:
+        value = yaml_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"override {assignment!r}: the value is not valid YAML ({problem})") from None
+    return nest({dotted: value})
 
 
+# --------------------------------------------------------------------------------------------------------------
+# the schema: structure, types and defaults
+
+
+@functools.cache
 def schema() -> dict[str, Any]:
-    """The merged JSON schema of params.yaml (top level from ``_root.yaml``, one property per section file)."""
+    """The merged JSON schema of the params (top level from ``_root.yaml``, one property per section file)."""
     folder = resources.files("cpabanim") / "schemas"
     root = yaml_load((folder / "_root.yaml").read_text())
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
@@ -85,91 +147,174 @@ def schema() -> dict[str, Any]:
     return root
 
 
-def validate(params: dict[str, Any]) -> None:
-    """Raise :class:`ConfigError` listing every schema violation, each with its dotted path."""
+def _defaults_of(node: dict[str, Any], where: str) -> Any:
+    if "default" in node:
+        return copy.deepcopy(node["default"])
+    if "properties" not in node:
+        raise ConfigError(f"schema: {where or 'top level'} has no default (every leaf needs one)")
+    return {key: _defaults_of(sub, f"{where}.{key}".lstrip(".")) for key, sub in node["properties"].items()}
+
+
+def defaults() -> dict[str, Any]:
+    """The built-in defaults (layer 1): the ``default`` of every schema leaf, as one nested dict (a fresh copy)."""
+    return copy.deepcopy(_cached_defaults())
+
+
+@functools.cache
+def _cached_defaults() -> dict[str, Any]:
+    return _defaults_of(schema(), "")
+
+
+def _validator():
+    """Draft 2020-12, except that ``4.0`` is not an integer (JSON Schema would accept it; a step count of 4.0 is a
+    mistake that would fail deep inside a stage)."""
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = []
-        for err in errors:
-            where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
-            lines.append(f"  {where}: {err.message}")
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine("integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+    return jsonschema.validators.extend(base, type_checker=checker)(schema())
+
+
+def validate(params: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` listing every schema violation and cross-field inconsistency."""
+    errors = sorted(_validator().iter_errors(params), key=lambda e: list(e.absolute_path))
+    lines = [f"  {'.'.join(str(p) for p in e.absolute_path) or '<top level>'}: {e.message}" for e in errors]
+    if not lines:
+        lines = [f"  {problem}" for problem in consistency_problems(params)]
+    if lines:
         raise ConfigError("invalid parameters:\n" + "\n".join(lines))
+
+
+def consistency_problems(params: Mapping[str, Any]) -> list[str]:
+    """Checks across keys that the schema cannot express, run when parameters load (before any stage works)."""
+    problems = []
+    size = params["data"]["frame_size"]
+    model = params["model"]
+    levels = model["generator"]["num_down_blocks"]
+    if size % (2 ** levels):
+        problems.append(f"data.frame_size {size} must be divisible by 2^model.generator.num_down_blocks = {2 ** levels}")
+    scale = model["dense_motion"]["scale_factor"]
+    if abs(2 ** round(math.log2(scale)) - scale) > 1e-9:
+        problems.append(f"model.dense_motion.scale_factor {scale} must be a power of 1/2 (0.5, 0.25, ...)")
+    else:
+        working = size * scale
+        depth = model["dense_motion"]["num_blocks"]
+        if working != int(working) or int(working) % (2 ** depth):
+            problems.append(f"the dense-motion working size data.frame_size x scale_factor = {working:g} must be divisible "
+                            f"by 2^model.dense_motion.num_blocks = {2 ** depth}")
+    if params["data"]["source"] == "synthetic":
+        train_items = params["data"]["synthetic"]["num_train"] * params["data"]["num_repeats"]
+        if train_items < params["train"]["batch_size"]:
+            problems.append(f"train.batch_size {params['train']['batch_size']} is larger than the synthetic training set "
+                            f"({train_items} items = data.synthetic.num_train x data.num_repeats)")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the layers
+
+
+def preset_path(name: str | Path, base_dir: str | Path = ".") -> Path:
+    """Where preset ``name`` lives: a path as given, or ``<base_dir>/presets/<name>.yaml`` for a bare name."""
+    return _overlay_path(name, base_dir, "presets")
+
+
+def experiment_path(name: str, base_dir: str | Path = ".") -> Path:
+    return _overlay_path(name, base_dir, "experiments")
+
+
+def _overlay_path(name: str | Path, base_dir: str | Path, folder: str) -> Path:
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml"):
+        return candidate if candidate.is_absolute() or candidate.is_file() else Path(base_dir) / candidate
+    if not NAME_PATTERN.match(str(name)):
+        raise ConfigError(f"{folder[:-1]} name {str(name)!r} is not a plain name (letters, digits, '_', '-', '.')")
+    return Path(base_dir) / folder / f"{name}.yaml"
+
+
+def available(folder: str, base_dir: str | Path = ".") -> list[str]:
+    root = Path(base_dir) / folder
+    return sorted(p.stem for p in root.glob("*.yaml")) if root.is_dir() else []
+
+
+def available_presets(base_dir: str | Path = ".") -> list[str]:
+    return available("presets", base_dir)
+
+
+def _overlay(kind: str, name: str, base_dir: str | Path) -> dict[str, Any]:
+    """A preset or experiment file (sparse params); neither may set ``paths`` nor chain to another overlay."""
+    folder = "presets" if kind == "preset" else "experiments"
+    path = _overlay_path(name, base_dir, folder)
+    if not path.is_file():
+        known = ", ".join(available(folder, base_dir)) or "none found"
+        raise ConfigError(f"{kind} {name!r} not found at {path} (available: {known})")
+    values = read_mapping(path, kind)
+    for forbidden in ("paths", "experiment", *(["preset"] if kind == "preset" else [])):
+        if forbidden in values:
+            raise ConfigError(f"{kind} {path} must not set `{forbidden}` (set it in params.yaml or on the command line)")
+    return values
+
+
+def resolve(
+    file_values: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    base_dir: str | Path = ".",
+) -> dict[str, Any]:
+    """Merge defaults < preset < params.yaml < experiment < overrides, validate, and return a complete plain dict.
+
+    ``file_values`` is the content of params.yaml; ``overrides`` a nested (or dotted) mapping from the command line.
+    """
+    upper = deep_merge(nest(file_values or {}), nest(overrides or {}))
+    preset = upper.get("preset")
+    experiment = upper.get("experiment") or DEFAULT_EXPERIMENT
+    params = defaults()
+    if preset:
+        params = deep_merge(params, _overlay("preset", str(preset), base_dir))
+    params = deep_merge(params, nest(file_values or {}))
+    if experiment_path(experiment, base_dir).is_file():
+        params = deep_merge(params, _overlay("experiment", experiment, base_dir))
+    elif experiment != DEFAULT_EXPERIMENT:
+        known = ", ".join(available("experiments", base_dir)) or "none found"
+        raise ConfigError(f"experiment {experiment!r} not found at {experiment_path(experiment, base_dir)} "
+                          f"(available: {known})")
+    params = deep_merge(params, nest(overrides or {}))
+    params["preset"] = str(preset) if preset else None
+    params["experiment"] = str(experiment)
+    validate(params)
+    return params
 
 
 def load_params(
     path: str | Path = DEFAULT_PARAMS,
     preset: str | Path | None = None,
-    overrides: list[str] | None = None,
+    overrides: Iterable[str] | None = None,
+    experiment: str | None = None,
 ) -> dict[str, Any]:
-    """Load params.yaml, merge a preset (a name in ``presets/`` or a path) and overrides, validate, return."""
+    """Read params.yaml and resolve the layers (``preset``/``experiment``/``overrides`` are command-line layers)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"parameter file {path} not found (run from the project root or pass --params)")
-    try:
-        params = yaml_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
-    if not isinstance(params, dict):
-        raise ConfigError(f"{path} must be a mapping of sections, not {type(params).__name__}")
-    return resolve_params(params, base_dir=path.parent, preset=preset, overrides=overrides)
-
-
-def preset_path(name: str | Path, base_dir: str | Path = ".") -> Path:
-    """Where preset ``name`` lives: a path as given, or ``<base_dir>/presets/<name>.yaml`` for a bare name."""
-    candidate = Path(name)
-    if candidate.suffix in (".yaml", ".yml"):
-        return candidate if candidate.is_absolute() or candidate.is_file() else Path(base_dir) / candidate
-    return Path(base_dir) / "presets" / f"{name}.yaml"
-
-
-def available_presets(base_dir: str | Path = ".") -> list[str]:
-    folder = Path(base_dir) / "presets"
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-
-
-def resolve_params(
-    params: dict[str, Any],
-    base_dir: str | Path = ".",
-    preset: str | Path | None = None,
-    overrides: list[str] | None = None,
-) -> dict[str, Any]:
-    """Merge the preset named in ``params['preset']`` (then ``preset``) and overrides, validate, return a copy.
-
-    Used by the stages (through :func:`load_params`) and by the Snakefile, so that both see the same values.
-    """
-    params = copy.deepcopy(params)
-    for name in (params.get("preset"), preset):
-        if not name:
-            continue
-        path = preset_path(name, base_dir)
-        if not path.is_file():
-            known = ", ".join(available_presets(base_dir)) or "none found"
-            raise ConfigError(f"preset {str(name)!r} not found at {path} (available presets: {known})")
-        try:
-            values = yaml_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"preset {path} is not valid YAML: {err}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"preset {path} must be a mapping of sections")
-        values.pop("preset", None)  # a preset cannot chain to another preset
-        if "paths" in values:
-            # DVC declares the stages' outputs from params.yaml's paths: a preset moving them would desync it
-            raise ConfigError(f"preset {path} must not set `paths` (set them in params.yaml instead)")
-        params = deep_merge(params, values)
-        params["preset"] = str(name)
+    cli: dict[str, Any] = {}
     for assignment in overrides or []:
-        apply_override(params, assignment)
-    validate(params)
-    return params
+        cli = deep_merge(cli, parse_override(assignment))
+    if preset:
+        cli["preset"] = str(preset)
+    if experiment:
+        cli["experiment"] = experiment
+    return resolve(read_mapping(path, "parameter file"), cli, base_dir=path.parent)
+
+
+def changed_from_defaults(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The dotted keys whose value differs from the built-in defaults (what makes an experiment what it is)."""
+    base = flatten(defaults())
+    return {k: v for k, v in flatten(params).items() if base.get(k, object()) != v and k not in ("experiment",)}
 
 
 def add_params_arguments(parser) -> None:
-    """The options every stage shares: which params file, which preset, and key=value overrides."""
+    """The options every stage shares: which params file, which preset and experiment, and key=value overrides."""
     parser.add_argument("--params", default=str(DEFAULT_PARAMS), help="parameter file (default: params.yaml)")
-    parser.add_argument("--preset", default=None, help="preset name in presets/ (vox-256, taichi-256, ...) or a path")
+    parser.add_argument("--preset", default=None, help="preset in presets/ (vox-256, taichi-256, ...) or a path")
+    parser.add_argument("--experiment", default=None, help="experiment in experiments/ (cpab, tps, ...)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override one parameter, e.g. --set train.num_epochs=2 (repeatable)",
@@ -177,16 +322,67 @@ def add_params_arguments(parser) -> None:
 
 
 def params_from_args(args) -> dict[str, Any]:
-    return load_params(args.params, args.preset, args.overrides)
+    return load_params(args.params, args.preset, args.overrides, getattr(args, "experiment", None))
 
 
-def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}} -> {"a.b": 1}``; lists are kept as values (for MLflow params and DVC comparisons)."""
+# --------------------------------------------------------------------------------------------------------------
+# typed, frozen views for the stages
+
+
+class Section(dict):
+    """A frozen view of params: ``cfg.train.batch_size`` or ``cfg["train"]["batch_size"]``.
+
+    Built once at the CLI from validated params and restricted to the keys a stage declares, so a stage cannot
+    read (and the orchestrators cannot miss) a key it did not declare: reading one raises ``KeyError`` naming it.
+    A ``dict`` underneath, so JSON, comparisons and ``torch.save`` see plain values.
+    """
+
+    def __init__(self, values: Mapping[str, Any], where: str = ""):
+        super().__init__({k: Section(v, f"{where}{k}.") if isinstance(v, Mapping) else copy.deepcopy(v)
+                          for k, v in values.items()})
+        object.__setattr__(self, "_where", where)
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return dict.__getitem__(self, key)
+        except KeyError:
+            raise KeyError(f"{self._where}{key} (not among the parameters this stage declares)") from None
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("__") or key == "_where":
+            raise AttributeError(key)
+        try:
+            return self[key]
+        except KeyError as err:
+            raise AttributeError(str(err)) from None
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError(f"parameters are read-only ({self._where or 'params'})")
+
+    __setattr__ = __setitem__ = __delitem__ = _read_only
+    clear = pop = popitem = setdefault = update = __ior__ = _read_only  # type: ignore[assignment]
+
+    def __deepcopy__(self, memo) -> dict[str, Any]:
+        return self.to_dict()  # a copy is for changing: hand out a plain dict
+
+    def __copy__(self) -> dict[str, Any]:
+        return self.to_dict()
+
+    def __reduce__(self):
+        return (dict, (self.to_dict(),))  # pickles (DataLoader workers, checkpoints) as a plain dict
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v.to_dict() if isinstance(v, Section) else copy.deepcopy(v) for k, v in self.items()}
+
+
+def restrict(params: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """Only the dotted ``keys`` (a key names a value or a whole section) of ``params``, as a nested dict."""
     out: dict[str, Any] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
+    for dotted in keys:
+        node: Any = params
+        for part in dotted.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                raise ConfigError(f"a stage declares the parameter {dotted!r}, which the schema does not have")
+            node = node[part]
+        out = deep_merge(out, nest({dotted: copy.deepcopy(node)}))
     return out

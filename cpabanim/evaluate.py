@@ -17,7 +17,6 @@ content hash (``evaluate.cache_dir``), so re-evaluating after a new checkpoint o
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -30,7 +29,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cpabanim.config import add_params_arguments, params_from_args
 from cpabanim.errors import ConfigError, DataError
 from cpabanim.metrics import formulas
 from cpabanim.metrics.animator import resolve_device
@@ -43,10 +41,6 @@ log = logging.getLogger(__name__)
 PIXEL_METRICS = ("l1", "psnr", "ssim")
 KEYPOINT_METRICS = ("akd", "mkr")
 ALL_METRICS = (*PIXEL_METRICS, *KEYPOINT_METRICS, "aed", "lpips", "fid")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_params_arguments(parser)
 
 
 class Extractors:
@@ -150,10 +144,8 @@ class OptionalNetworkMetrics:
         return None if self.fid is None else float(self.fid.compute())
 
 
-def evaluate_reconstruction(params, cfg, extractors, networks, rows) -> dict[str, np.ndarray]:
+def evaluate_reconstruction(recon_root: Path, test_root: Path, cfg, extractors, networks, rows) -> dict[str, np.ndarray]:
     """Per-frame values of every reconstruction metric, concatenated over videos; one CSV row per video."""
-    recon_root = Path(params["paths"]["outputs"]) / "reconstruction"
-    test_root = Path(params["paths"]["processed"]) / "test"
     index_path = recon_root / "index.json"
     if not index_path.is_file():
         raise DataError(f"{index_path} not found: run `cpabanim reconstruct` first")
@@ -195,10 +187,8 @@ def video_metrics(generated: np.ndarray, reference: np.ndarray, wanted, extracto
     return values
 
 
-def evaluate_animation(params, cfg, extractors, rows) -> dict[str, dict[str, np.ndarray]]:
+def evaluate_animation(anim_root: Path, test_root: Path, cfg, extractors, rows) -> dict[str, dict[str, np.ndarray]]:
     """Per-frame values per animation mode: {mode: {metric: (frames,)}}; one CSV row per pair and mode."""
-    anim_root = Path(params["paths"]["outputs"]) / "animation"
-    test_root = Path(params["paths"]["processed"]) / "test"
     pairs_path = anim_root / "pairs.json"
     if not pairs_path.is_file():
         raise DataError(f"{pairs_path} not found: run `cpabanim animate` first")
@@ -250,25 +240,26 @@ def summarise(
             reasons[f"{prefix}/{name}"] = "defined on no frame (no keypoints / face found in both videos)"
 
 
-def run(args: argparse.Namespace) -> int:
-    params = params_from_args(args)
+def evaluate_all(params, processed: Path, reconstruction: Path, animation: Path, out: dict[str, Path]) -> dict[str, float]:
+    """Score ``reconstruction`` and ``animation`` against the test videos of ``processed``; writes ``out``'s
+    ``metrics``, ``unavailable`` and ``per_video`` files and returns the metrics. ``params``: device, evaluate."""
     cfg = params["evaluate"]
-    outputs = Path(params["paths"]["outputs"])
     device = resolve_device(params["device"])
-    cache = ExtractionCache((cfg["cache_dir"] or outputs / ".eval_cache") if cfg["cache"] else None)
+    cache_dir = cfg["cache_dir"] or out["metrics"].parent / ".eval_cache"
+    cache = ExtractionCache(cache_dir if cfg["cache"] else None)
     extractors = Extractors(cfg, device, cache)
     networks = OptionalNetworkMetrics(cfg["metrics"])
 
     rows: list[dict[str, Any]] = []
     metrics: dict[str, float] = {}
     reasons: dict[str, str] = {}
-    recon = evaluate_reconstruction(params, cfg, extractors, networks, rows)
+    recon = evaluate_reconstruction(reconstruction, Path(processed) / "test", cfg, extractors, networks, rows)
     summarise(recon, "recon", metrics, reasons)
     metrics["recon/frames"] = float(sum(row["frames"] for row in rows if row["part"] == "reconstruction"))
     fid = networks.fid_value()
     if fid is not None:
         metrics["recon/fid"] = fid
-    for mode, values in evaluate_animation(params, cfg, extractors, rows).items():
+    for mode, values in evaluate_animation(animation, Path(processed) / "test", cfg, extractors, rows).items():
         summarise(values, f"anim/{mode}", metrics, reasons)
 
     # Every metric of the field that is not in metrics.json gets its reason, so a table never silently lacks one.
@@ -284,20 +275,19 @@ def run(args: argparse.Namespace) -> int:
                 + (" (needs a keypoint / identity extractor for this dataset's faces or bodies)"
                    if name in (*KEYPOINT_METRICS, "aed") else "")
             )
-    outputs.mkdir(parents=True, exist_ok=True)
-    (outputs / "metrics.json").write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
-    (outputs / "metrics_unavailable.json").write_text(json.dumps(dict(sorted(reasons.items())), indent=2) + "\n")
-    write_table(rows, outputs / "metrics_per_video.csv")
+    out["metrics"].parent.mkdir(parents=True, exist_ok=True)
+    out["metrics"].write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
+    out["unavailable"].write_text(json.dumps(dict(sorted(reasons.items())), indent=2) + "\n")
+    write_table(rows, out["per_video"])
 
-    from cpabanim.tracking import log_artifact, log_metrics, stage_run
+    from cpabanim.tracking import log_artifact, log_metrics
 
-    with stage_run("evaluate", params):
-        log_metrics(metrics)
-        for name in ("metrics.json", "metrics_unavailable.json", "metrics_per_video.csv"):
-            log_artifact(outputs / name, "evaluation")
+    log_metrics(metrics)
+    for path in out.values():
+        log_artifact(path, "evaluation")
     log.info("metrics (%d extractor results reused from the cache, %d computed): %s", cache.hits, cache.misses,
              ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
-    return 0
+    return metrics
 
 
 def write_table(rows: list[dict[str, Any]], path: Path) -> None:

@@ -11,7 +11,6 @@ For every test video, the source is frame 0 and every frame (frame 0 included) d
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cpabanim.config import add_params_arguments, params_from_args
+from cpabanim.models.checkpoint import CHECKPOINT_NAME
 from cpabanim.metrics import formulas
 from cpabanim.metrics.animator import Animator, load_animator, resolve_device
 from cpabanim.metrics.io import (
@@ -34,13 +33,9 @@ log = logging.getLogger(__name__)
 MLFLOW_IMAGES = 4  # videos whose middle frame (source | driving | prediction) is logged to MLflow
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_params_arguments(parser)
-
-
-def checkpoint_path(params: dict, section: str) -> Path:
-    """``<section>.checkpoint``, or ``{paths.checkpoints}/last.pt`` when it is null."""
-    return Path(params[section].get("checkpoint") or Path(params["paths"]["checkpoints"]) / "last.pt")
+def checkpoint_path(chosen: str | None, checkpoints: Path) -> Path:
+    """The checkpoint a stage evaluates: ``chosen`` (``<stage>.checkpoint``), else the experiment's ``last.pt``."""
+    return Path(chosen) if chosen else Path(checkpoints) / CHECKPOINT_NAME
 
 
 @torch.no_grad()
@@ -55,48 +50,48 @@ def reconstruct_video(animator: Animator, frames: torch.Tensor, batch_size: int,
     return torch.cat(predictions)
 
 
-def run(args: argparse.Namespace) -> int:
-    params = params_from_args(args)
+def reconstruct_all(params, processed: Path, checkpoints: Path, out_root: Path) -> float:
+    """Reconstruct every test video of ``processed`` with the model in ``checkpoints`` into ``out_root``; returns
+    the L1 pooled over frames. ``params``: ``seed``, ``device`` and the ``reconstruct`` section."""
     cfg = params["reconstruct"]
     torch.manual_seed(params["seed"])
     device = resolve_device(params["device"])
-    animator, info = load_animator(cfg["animator"], checkpoint_path(params, "reconstruct"), device)
-    videos = test_videos(params["paths"]["processed"], cfg["max_videos"])
-    out_root = Path(params["paths"]["outputs"]) / "reconstruction"
+    animator, info = load_animator(cfg["animator"], checkpoint_path(cfg["checkpoint"], checkpoints), device)
+    videos = test_videos(processed, cfg["max_videos"])
     if out_root.exists():
         shutil.rmtree(out_root)  # stale frames of an earlier, longer run would corrupt the metrics
     out_root.mkdir(parents=True)
 
-    from cpabanim.tracking import log_artifact, log_image, log_metrics, stage_run
+    from cpabanim.tracking import log_artifact, log_image, log_metrics, set_tags
 
     index = {**info, "device": str(device), "videos": {}}
     all_l1 = []
-    with stage_run("reconstruct", params, tags={"cpabanim.animator": info["animator"]}):
-        with open(out_root / "l1_per_frame.csv", "w", newline="") as handle:
-            table = csv.writer(handle)
-            table.writerow(["video", "frame", "l1"])
-            for video in tqdm(videos, desc="reconstruct", unit="video"):
-                frames_uint8 = read_frames(video)
-                if cfg["max_frames"]:
-                    frames_uint8 = frames_uint8[: cfg["max_frames"]]
-                frames = to_tensor(frames_uint8)
-                predictions = reconstruct_video(animator, frames, cfg["batch_size"], device)
-                predicted_uint8 = to_uint8(predictions)
-                write_frames(predicted_uint8, out_root / video.name)
-                # L1 of what was saved (uint8 PNGs), so it equals what `cpabanim evaluate` recomputes.
-                l1 = formulas.l1_per_frame(to_tensor(predicted_uint8), frames).numpy()
-                table.writerows([video.name, t, f"{value:.6f}"] for t, value in enumerate(l1))
-                all_l1.append(l1)
-                index["videos"][video.name] = {"frames": len(frames), "l1": float(l1.mean())}
-                strip = side_by_side(frames_uint8[0], frames_uint8, predicted_uint8)
-                if not cfg["viewing_videos"] or len(index["videos"]) <= cfg["viewing_videos"]:
-                    write_viewing_videos(strip, out_root / video.name, cfg["fps"], cfg["mp4"], cfg["gif"])
-                if len(index["videos"]) <= MLFLOW_IMAGES:  # the middle frame, to browse runs in the MLflow UI
-                    log_image(strip[len(strip) // 2], f"reconstruction/{video.name}.png")
-        pooled = float(np.concatenate(all_l1).mean())
-        index["l1"] = pooled
-        (out_root / "index.json").write_text(json.dumps(index, indent=2))
-        log_metrics({"recon/l1": pooled})
-        log_artifact(out_root / "index.json")
+    set_tags({"cpabanim.animator": info["animator"]})
+    with open(out_root / "l1_per_frame.csv", "w", newline="") as handle:
+        table = csv.writer(handle)
+        table.writerow(["video", "frame", "l1"])
+        for video in tqdm(videos, desc="reconstruct", unit="video"):
+            frames_uint8 = read_frames(video)
+            if cfg["max_frames"]:
+                frames_uint8 = frames_uint8[: cfg["max_frames"]]
+            frames = to_tensor(frames_uint8)
+            predictions = reconstruct_video(animator, frames, cfg["batch_size"], device)
+            predicted_uint8 = to_uint8(predictions)
+            write_frames(predicted_uint8, out_root / video.name)
+            # L1 of what was saved (uint8 PNGs), so it equals what `cpabanim evaluate` recomputes.
+            l1 = formulas.l1_per_frame(to_tensor(predicted_uint8), frames).numpy()
+            table.writerows([video.name, t, f"{value:.6f}"] for t, value in enumerate(l1))
+            all_l1.append(l1)
+            index["videos"][video.name] = {"frames": len(frames), "l1": float(l1.mean())}
+            strip = side_by_side(frames_uint8[0], frames_uint8, predicted_uint8)
+            if not cfg["viewing_videos"] or len(index["videos"]) <= cfg["viewing_videos"]:
+                write_viewing_videos(strip, out_root / video.name, cfg["fps"], cfg["mp4"], cfg["gif"])
+            if len(index["videos"]) <= MLFLOW_IMAGES:  # the middle frame, to browse runs in the MLflow UI
+                log_image(strip[len(strip) // 2], f"reconstruction/{video.name}.png")
+    pooled = float(np.concatenate(all_l1).mean())
+    index["l1"] = pooled
+    (out_root / "index.json").write_text(json.dumps(index, indent=2))
+    log_metrics({"recon/l1": pooled})
+    log_artifact(out_root / "index.json")
     log.info("reconstructed %d videos into %s: L1 %.5f (pooled over frames)", len(videos), out_root, pooled)
-    return 0
+    return pooled

@@ -30,11 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from cpabanim.config import flatten
+from cpabanim.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 PIPELINE_RUN_ENV = "CPABANIM_PIPELINE_RUN"
-LOCK_FILE = Path(".cpabanim") / "tracking.lock"
+TAG_EXPERIMENT = "cpabanim.experiment"
+TAG_PID = "cpabanim.pid"
+TAG_HOST = "cpabanim.host"
 TAG_ROLE = "cpabanim.role"  # "pipeline" on parents, "stage" on children
 TAG_PIPELINE = "cpabanim.pipeline_id"
 TAG_STAGE = "cpabanim.stage"
@@ -48,7 +51,14 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 
 
 def enabled(params: dict[str, Any]) -> bool:
-    return bool(params.get("tracking", {}).get("enabled", True))
+    return bool(params["tracking"]["enabled"])
+
+
+def check_uri(uri: str) -> None:
+    """Refuse, before any work, the stores MLflow 3 would only reject after the stage ran (file stores)."""
+    if uri.startswith("file:") or "://" not in uri:
+        raise ConfigError(f"tracking URI {uri!r}: MLflow's file store is not supported; use sqlite:///mlflow.db "
+                          "or an http(s):// server (set tracking.uri or MLFLOW_TRACKING_URI)")
 
 
 # mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into os.environ itself: remember what we set, so that only
@@ -67,11 +77,24 @@ def tracking_uri(params: dict[str, Any]) -> str:
     return uri
 
 
+def lock_path(uri: str) -> Path:
+    """The lock of a tracking store: next to a sqlite file (shared by every checkout that uses it), else one per
+    URI in the temp folder (parent-run creation by parallel jobs against one server)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        return Path(uri[len(prefix):] + ".lock")
+    import hashlib
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"cpabanim-tracking-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
+
+
 @contextlib.contextmanager
-def _creation_lock() -> Iterator[None]:
+def _creation_lock(uri: str) -> Iterator[None]:
     """Serialise database creation/migration and parent-run creation between concurrent stage processes."""
-    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOCK_FILE, "a+") as handle:
+    path = lock_path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -86,8 +109,9 @@ def configure(params: dict[str, Any]) -> str:
     """
     import mlflow
 
-    with _creation_lock():
-        uri = tracking_uri(params)
+    uri = tracking_uri(params)
+    check_uri(uri)
+    with _creation_lock(uri):
         if uri != os.environ.get("MLFLOW_TRACKING_URI"):  # the user's own variable stays the user's
             _SET_BY_US.add(uri)
         mlflow.set_tracking_uri(uri)
@@ -197,28 +221,23 @@ def dataset_tags(params: dict[str, Any]) -> dict[str, str]:
         folder = root / split
         if folder.is_dir():
             tags[f"data.clips.{split}"] = str(sum(1 for p in folder.iterdir() if not p.name.startswith(".")))
-    source = params.get("data", {}).get("source") if isinstance(params.get("data"), dict) else None
+    source = params["data"]["source"]
     if source:
         tags["data.source"] = str(source)
     return tags
 
 
 def resolved_device(params: dict[str, Any]) -> str:
-    device = params.get("device", "auto")
-    if device != "auto":
-        return device
-    try:
-        import torch
+    from cpabanim.device import resolve_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        return "cpu"
+    return str(resolve_device(params["device"]))
 
 
 def run_tags(params: dict[str, Any]) -> dict[str, str]:
     """Everything that identifies what a run ran on: code, data, device, preset."""
     tags = {**git_tags(), **dataset_tags(params), "device": resolved_device(params)}
-    tags["preset"] = str(params.get("preset") or "default")
+    tags["preset"] = str(params["preset"] or "default")
+    tags[TAG_EXPERIMENT] = str(params["experiment"])
     if os.environ.get("DVC_STAGE"):  # under `dvc repro`: dvc.lock describes this run's data and model
         tags.update(dvc_lock_tags())
     return tags
@@ -233,115 +252,170 @@ def flat_params(params: dict[str, Any]) -> dict[str, str]:
     return {k: _param_value(v) for k, v in flatten(params).items()}
 
 
+
+
 # ----------------------------------------------------------------------------------------------------------
-# runs
+# runs: one parent per experiment per invocation, one child per stage
+
+
+def _client():
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient()
+
+
+def _log_params(run_id: str, params: dict[str, Any]) -> None:
+    import mlflow
+
+    flat = flat_params(params)
+    items = list(flat.items())
+    for start in range(0, len(items), 100):
+        _client().log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in items[start:start + 100]])
 
 
 def find_or_create_parent(params: dict[str, Any], experiment_id: str | None = None) -> str:
-    """The id of this invocation's parent run, created (with params and tags) by the first stage to ask."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
+    """This invocation's parent run of ``params['experiment']``, created by the first stage that asks.
 
-    if experiment_id is None:
-        experiment_id = configure(params)
+    A stage run by hand (no orchestrator, no ``CPABANIM_PIPELINE_RUN``) joins the newest parent of its
+    experiment instead of starting a new one.
+    """
+    from cpabanim.config import changed_from_defaults
+
+    experiment_id = experiment_id or configure(params)
+    name = str(params["experiment"])
     pid = pipeline_id()
-    client = MlflowClient()
-    with _creation_lock():
-        found = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{TAG_PIPELINE}` = '{pid}' and tags.`{TAG_ROLE}` = 'pipeline'",
-            max_results=1,
-        )
+    client = _client()
+    where = f"tags.`{TAG_ROLE}` = 'pipeline' and tags.`{TAG_EXPERIMENT}` = '{name}'"
+    if not pid.startswith("manual-"):
+        where += f" and tags.`{TAG_PIPELINE}` = '{pid}'"
+    with _creation_lock(tracking_uri(params)):
+        found = client.search_runs([experiment_id], filter_string=where, order_by=["attributes.start_time DESC"],
+                                   max_results=1)
         if found:
             return found[0].info.run_id
         orchestrator = orchestrator_of(pid)
-        name = f"{orchestrator}-{time.strftime('%Y%m%d-%H%M%S')}"
-        tags = {
-            TAG_ROLE: "pipeline",
-            TAG_PIPELINE: pid,
-            "pipeline.orchestrator": orchestrator,
-            **run_tags(params),
-        }
+        tags = {TAG_ROLE: "pipeline", TAG_PIPELINE: pid, "pipeline.orchestrator": orchestrator, **run_tags(params),
+                **{f"param.{k}": _param_value(v) for k, v in changed_from_defaults(params).items()
+                   if not k.startswith(("paths.", "tracking."))}}
         run = client.create_run(experiment_id, run_name=name, tags=tags)
-        for chunk in _chunks(flat_params(params), 100):
-            client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in chunk.items()])
-        log.info("MLflow: pipeline run %s (%s) in experiment %s", name, run.info.run_id, experiment_id)
+        _log_params(run.info.run_id, params)
+        log.info("MLflow: parent run %s of experiment %s (%s)", run.info.run_id, name, orchestrator)
         return run.info.run_id
 
 
-def _chunks(mapping: dict[str, str], size: int) -> Iterator[dict[str, str]]:
-    items = list(mapping.items())
-    for start in range(0, len(items), size):
-        yield dict(items[start : start + size])
+def _mark_killed(experiment_id: str, stage: str, experiment: str) -> None:
+    """Runs of this stage left RUNNING by a process that no longer exists on this host are marked KILLED."""
+    import socket
+
+    client = _client()
+    runs = client.search_runs([experiment_id], filter_string=(
+        f"tags.`{TAG_STAGE}` = '{stage}' and tags.`{TAG_EXPERIMENT}` = '{experiment}' and attributes.status = 'RUNNING'"))
+    for run in runs:
+        tags = run.data.tags
+        if tags.get(TAG_HOST) != socket.gethostname() or not tags.get(TAG_PID, "").isdigit():
+            continue
+        if not Path(f"/proc/{tags[TAG_PID]}").exists():
+            client.set_terminated(run.info.run_id, "KILLED")
+            log.info("MLflow: run %s of stage %s was left running by a killed process: marked KILLED", run.info.run_id,
+                     stage)
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, params: dict[str, Any], tags: dict[str, str] | None = None) -> Iterator[Any]:
-    """Open the MLflow run of one stage, as a child of the invocation's parent run.
+def stage_context(stage: str, params: dict[str, Any], used: dict[str, Any]) -> Iterator[Any]:
+    """The MLflow run of one stage, opened before the work by the CLI, as a child of its experiment's parent.
 
-    The child gets the flattened params, the code/data/device tags and ``cpabanim.stage``; when the stage
-    ends, the parent is marked FINISHED (or FAILED) and its tags refreshed. With ``tracking.enabled: false``
-    this yields None and the ``log_*`` functions do nothing.
+    ``used``: exactly the parameters the stage runs with (logged as the child's params). A stage that raises is
+    recorded FAILED with the error as the ``error`` tag; the parent gets ``stage.<name>`` = finished/failed.
+    With ``tracking.enabled: false`` this yields None and the ``log_*`` functions do nothing.
     """
+    import socket
+
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     if not enabled(params):
         yield None
         return
     experiment_id = configure(params)
     parent_id = find_or_create_parent(params, experiment_id)
-    pid = pipeline_id()
-    all_tags = {TAG_ROLE: "stage", TAG_STAGE: stage, TAG_PIPELINE: pid, **run_tags(params), **(tags or {})}
+    _mark_killed(experiment_id, stage, str(params["experiment"]))
+    tags = {TAG_ROLE: "stage", TAG_STAGE: stage, TAG_PIPELINE: pipeline_id(), TAG_PID: str(os.getpid()),
+            TAG_HOST: socket.gethostname(), **run_tags(params)}
+    run = mlflow.start_run(run_name=stage, parent_run_id=parent_id, tags=tags)
+    client = _client()
     status = "FAILED"
-    with mlflow.start_run(run_name=stage, parent_run_id=parent_id, tags=all_tags) as run:
-        client = MlflowClient()
-        for chunk in _chunks(flat_params(params), 100):
-            client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in chunk.items()])
-        try:
-            yield run
-            status = "FINISHED"
-        finally:
-            with contextlib.suppress(Exception):  # tracking must never turn a finished stage into a failure
-                for key, value in run_tags(params).items():
-                    client.set_tag(parent_id, key, value)
-                client.set_tag(parent_id, f"stage.{stage}", status.lower())
-                client.set_terminated(parent_id, status)
+    try:
+        _log_params(run.info.run_id, used)
+        yield run
+        status = "FINISHED"
+    except BaseException as err:
+        status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+        with contextlib.suppress(Exception):
+            client.set_tag(run.info.run_id, "error", f"{type(err).__name__}: {err}"[:5000])
+        raise
+    finally:
+        with contextlib.suppress(Exception):  # tracking must never turn a finished stage into a failure
+            mlflow.end_run(status)
+            client.set_tag(parent_id, f"stage.{stage}", status.lower())
+            client.set_terminated(parent_id, "FAILED" if status != "FINISHED" else "FINISHED")
 
 
-def _active() -> bool:
+_DEGRADED = False
+
+
+def _safely(action: str, function, *args, **kwargs) -> None:
+    """Tracking calls made during a stage's work: a failing store (disk full, server down) degrades tracking
+    (one warning, a tag when possible) instead of killing the stage."""
+    global _DEGRADED
     import mlflow
 
-    return mlflow.active_run() is not None
+    if mlflow.active_run() is None or _DEGRADED:
+        return
+    try:
+        function(*args, **kwargs)
+    except Exception as err:  # noqa: BLE001 - any store failure
+        _DEGRADED = True
+        log.warning("MLflow: %s failed (%s); tracking is degraded for the rest of this stage, the work goes on",
+                    action, err)
+        with contextlib.suppress(Exception):
+            mlflow.set_tag("tracking.degraded", f"{action}: {err}"[:500])
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     """Log numbers to the stage's run (no-op when tracking is disabled or no stage run is open)."""
     import mlflow
 
-    if _active():
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+    _safely("log_metrics", mlflow.log_metrics, {k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    import mlflow
+
+    _safely("set_tags", mlflow.set_tags, tags)
 
 
 def log_image(image, name: str) -> None:
     """Log an (H, W, 3) uint8 array as an image artifact (e.g. ``grids/step_000100.png``)."""
     import mlflow
 
-    if _active():
-        mlflow.log_image(image, artifact_file=name)
+    _safely("log_image", mlflow.log_image, image, artifact_file=safe_artifact_name(name))
 
 
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
     """Log a file (or every file of a folder) as artifacts of the stage's run."""
     import mlflow
 
-    if not _active():
-        return
     path = Path(path)
     if path.is_dir():
-        mlflow.log_artifacts(str(path), artifact_path=artifact_path)
-    else:
-        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+        _safely("log_artifacts", mlflow.log_artifacts, str(path), artifact_path=artifact_path)
+    elif path.is_file():
+        _safely("log_artifact", mlflow.log_artifact, str(path), artifact_path=artifact_path)
+
+
+def safe_artifact_name(name: str) -> str:
+    """MLflow's UI refuses artifact paths with ``#``, ``?``, ``%`` and the like: keep letters, digits, ``._-/``."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._/-]", "_", name)
 
 
 def parent_run_id() -> str | None:
@@ -352,3 +426,10 @@ def parent_run_id() -> str | None:
     if run is None:
         return None
     return mlflow.get_run(run.info.run_id).data.tags.get("mlflow.parentRunId")
+
+
+def experiment_parent(params: dict[str, Any], experiment: str) -> str | None:
+    """The parent run of ``experiment`` in this invocation (the report logs each experiment's results there)."""
+    if not enabled(params):
+        return None
+    return find_or_create_parent({**params, "experiment": experiment})

@@ -14,22 +14,14 @@ from cpabanim.losses.perceptual import PerceptualPyramidLoss
 from cpabanim.losses.semantic import KeypointSemanticLoss
 from cpabanim.models.tps import RandomTPS
 
-DEFAULT_LOSS_PARAMS: dict[str, Any] = {
-    "perceptual": "pixel", "perceptual_weights": [10.0, 10.0, 10.0, 10.0, 10.0], "scales": [1.0, 0.5, 0.25],
-    "equivariance": 10.0, "sigma_affine": 0.05, "sigma_tps": 0.005, "points_tps": 5,
-    "warp": 10.0, "bg": 10.0, "semantic": "off", "semantic_weight": 1.0, "semantic_blur": 2.0,
-    "structure": "off", "structure_weight": 0.1,
-}
-
-
 class GeneratorObjective(nn.Module):
     """Holds the frozen loss networks; ``forward(model, batch, generated, use_bg)`` -> {name: weighted scalar}."""
 
     def __init__(self, params: dict[str, Any] | None = None, weights_dir=None):
         super().__init__()
-        from cpabanim.config import deep_merge
+        from cpabanim.config import deep_merge, defaults
 
-        p = deep_merge(DEFAULT_LOSS_PARAMS, params or {})
+        p = deep_merge(defaults()["loss"], params or {})  # the schema's defaults: the one home of every default
         self.params = p
         self.perceptual = PerceptualPyramidLoss(p["perceptual"], p["scales"], p["perceptual_weights"], weights_dir)
         self.semantic = KeypointSemanticLoss(blur_sigma=p["semantic_blur"]) if p["semantic"] == "masks" else None

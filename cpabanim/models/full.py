@@ -22,20 +22,11 @@ from cpabanim.models.tps import TPSMotion
 
 ANIMATION_MODES = ("relative", "standard", "avd")
 
-# The embedded default (kept in step with params.yaml's `model` section and cpabanim/schemas/model.yaml).
-DEFAULT_MODEL_PARAMS: dict[str, Any] = {
-    "motion": "cpab", "fit_method": "lm", "backbone": "small", "num_cpab": 2, "num_channels": 3, "bg": True,
-    "partial_tessellation": [4, 4], "global_tessellation": [6, 6], "adam_iters": 100, "integrator": "fast", "kp_variance": 0.01,
-    "generator": {"block_expansion": 16, "max_features": 128, "num_down_blocks": 3},
-    "dense_motion": {"block_expansion": 16, "max_features": 128, "num_blocks": 3, "scale_factor": 0.5},
-    "avd": {"id_bottle_size": 32, "pose_bottle_size": 32},
-}
-
-
 def _merged(params: dict[str, Any] | None) -> dict[str, Any]:
-    from cpabanim.config import deep_merge
+    """The model section over the built-in defaults of the schema (its one home), as a plain dict."""
+    from cpabanim.config import deep_merge, defaults
 
-    return deep_merge(DEFAULT_MODEL_PARAMS, params or {})
+    return deep_merge(defaults()["model"], params or {})
 
 
 class AnimationModel(nn.Module):
@@ -126,22 +117,32 @@ class AnimationModel(nn.Module):
         try:
             kp_source = self.kp_detector(source)
             kp_first = self.kp_detector(driving_video[:1])
-            scale = 1.0
-            if mode == "relative":
-                ratio = convex_hull_area(kp_source[0]) / convex_hull_area(kp_first[0])
-                scale = float(torch.sqrt(ratio)) if torch.isfinite(ratio) and ratio > 0 else 1.0
             frames = []
             for start in range(0, driving_video.shape[0], batch_size):
                 chunk = driving_video[start:start + batch_size]
                 n = chunk.shape[0]
-                kp_driving = self.kp_detector(chunk)
-                kp_src = kp_source.expand(n, -1, -1)
-                if mode == "relative":
-                    kp_driving = kp_src + (kp_driving - kp_first) * scale
-                elif mode == "avd":
-                    kp_driving = self.avd(kp_src, kp_driving)
-                out = self.generate(source.expand(n, -1, -1, -1), kp_src, kp_driving, None)
+                kp_driving = self.animation_keypoints(kp_source, self.kp_detector(chunk), kp_first, mode)
+                out = self.generate(source.expand(n, -1, -1, -1), kp_source.expand(n, -1, -1), kp_driving, None)
                 frames.append(out["prediction"])
             return torch.cat(frames, dim=0)
         finally:
             self.train(was_training)
+
+    def animation_keypoints(self, kp_source: torch.Tensor, kp_driving: torch.Tensor, kp_first: torch.Tensor,
+                            mode: str) -> torch.Tensor:
+        """The keypoints the generator is driven with in ``mode`` (TPSMM's demo computes the same).
+
+        kp_source (1, K, 2), kp_driving (n, K, 2), kp_first (1, K, 2) = the first (or best) driving frame's ->
+        (n, K, 2). relative: kp_S + (kp_D,t - kp_D,0) * sqrt(area(hull kp_S) / area(hull kp_D,0));
+        standard: kp_D,t; avd: AVD(kp_S, kp_D,t).
+        """
+        kp_src = kp_source.expand(kp_driving.shape[0], -1, -1)
+        if mode == "relative":
+            ratio = convex_hull_area(kp_source[0]) / convex_hull_area(kp_first[0])
+            scale = float(torch.sqrt(ratio)) if torch.isfinite(ratio) and ratio > 0 else 1.0
+            return kp_src + (kp_driving - kp_first) * scale
+        if mode == "avd":
+            return self.avd(kp_src, kp_driving)
+        if mode == "standard":
+            return kp_driving
+        raise ValueError(f"animation mode must be one of {ANIMATION_MODES}, got {mode!r}")

@@ -1,52 +1,58 @@
-# Shared set-up of the cpabanim rules: resolve and validate the parameters once, expose the paths.
+# Shared set-up of the cpabanim rules (the rules themselves are generated: `cpabanim dag --write`).
+#
+# There is no `configfile:` directive: Snakemake's `config` holds only the command line (`--config key=value`,
+# `--configfile FILE`), which is the top parameter layer. The stages resolve the same layers themselves
+# (defaults < preset < params.yaml < experiment < command line); the rules hand them the command line as `--set`.
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from cpabanim.config import load_params, resolve_params
+from cpabanim.config import flatten, nest, read_mapping, resolve
 from cpabanim.errors import CpabanimError
+from cpabanim.stages import all_stages, check_shared_stages, restrict
+from cpabanim.stages.base import expand
 
-# Snakemake has merged params.yaml, any --configfile (e.g. presets/vox-256.yaml) and --config into `config`;
-# the stages get exactly these values (preset merged, schema-validated), or a clear error here.
+_OVERRIDES = {k: v for k, v in config.items() if k != "experiments"}
 try:
-    P = resolve_params(config, base_dir=workflow.basedir)
+    _FILE = read_mapping(Path("params.yaml"), "parameter file")
+    BASE = resolve(_FILE, _OVERRIDES)
+    _wanted = config.get("experiments") or [BASE["experiment"]]
+    EXPERIMENTS = [str(e) for e in ([_wanted] if isinstance(_wanted, str) else _wanted)]
+    PARAMS = {e: resolve(_FILE, {**_OVERRIDES, "experiment": e}) for e in EXPERIMENTS}
+    check_shared_stages(PARAMS)
 except CpabanimError as err:
     raise ValueError(f"cpabanim: {err}") from None
+STAGES = all_stages()
 
-PATHS = P["paths"]
+wildcard_constraints:
+    experiment="[A-Za-z0-9][A-Za-z0-9_.-]*",
 
-# The stages read their parameters from a file: params.yaml itself when Snakemake's config is exactly that,
-# else the resolved config written under .snakemake/ (only rewritten when it changes).
-if P == load_params("params.yaml"):
-    PARAMS_FILE = "params.yaml"
-else:
-    PARAMS_FILE = ".snakemake/cpabanim/params.yaml"
-    _text = yaml.safe_dump(P, sort_keys=False)
-    _resolved = Path(PARAMS_FILE)
-    if not _resolved.is_file() or _resolved.read_text() != _text:
-        _resolved.parent.mkdir(parents=True, exist_ok=True)
-        _resolved.write_text(_text)
+
+def path(template):
+    """A declared path with the parameters filled in; `{experiment}` stays a wildcard."""
+    return expand(template, BASE, keep=("experiment",))
+
+
+def stage_values(stage, experiment):
+    """The values of exactly the keys the stage declares: a change re-runs the job (Snakemake's params trigger)."""
+    return flatten(restrict(PARAMS[experiment or EXPERIMENTS[0]], STAGES[stage].params))
+
+
+def stage_cli(stage, experiment):
+    """The command line's overrides as `--set` options, and the experiment (or the list, for the report)."""
+    args = [f"--set={k}={yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix('...').strip()}"
+            for k, v in flatten(nest(_OVERRIDES)).items() if k != "experiment"]
+    if STAGES[stage].aggregate:
+        args.append("--experiments=" + ",".join(EXPERIMENTS))
+    args.append(f"--experiment={experiment or EXPERIMENTS[0]}")
+    return " ".join(shlex.quote(a) for a in args)
+
 
 # The rules call `cpabanim`: find it next to the Python running Snakemake even when its venv is not activated.
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-
-# One MLflow parent run per invocation: every stage job inherits this id (cpabanim/tracking.py).
+# One MLflow parent run per experiment per invocation: every job inherits this id (cpabanim/tracking.py).
 os.environ.setdefault("CPABANIM_PIPELINE_RUN", f"snakemake-{os.getpid()}-{int(time.time())}")
-
-
-def section(*names):
-    """The parameter values a rule depends on, as Snakemake params: a changed value re-runs the rule."""
-    return {name: P.get(name) for name in names}
-
-
-# Training resumes: Snakemake deletes a rule's outputs before re-running it, so the checkpoint folder is NOT
-# an output (it is a param); the rule's output is a marker touched after training completes.
-TRAIN_DONE = PATHS["checkpoints"].rstrip("/") + ".done"
-METRICS = f"{PATHS['outputs']}/metrics.json"
-METRICS_TABLE = f"{PATHS['outputs']}/metrics_per_video.csv"
-REPORT_DIR = f"{PATHS['outputs']}/report"
-REPORT_OUTS = [f"{REPORT_DIR}/runs.md", f"{REPORT_DIR}/runs.csv", f"{REPORT_DIR}/metrics.png", f"{REPORT_DIR}/samples.png",
-               f"{REPORT_DIR}/train_loss.csv"]

@@ -1,0 +1,29 @@
+"""Stage ``evaluate``: the field's metrics of one experiment's reconstructions and animations (docs/evaluation.md)."""
+
+from __future__ import annotations
+
+from cpabanim.stages.base import Output, Stage, StageIO
+
+STAGE = Stage(
+    name="evaluate",
+    help="metrics (L1, PSNR, SSIM, AKD, MKR, AED) of reconstructions and animations",
+    module=__name__,
+    params=("evaluate",),
+    settings=("device",),
+    inputs=("processed", "reconstruction", "animation"),
+    outputs=(
+        Output("metrics", "{paths.outputs}/{experiment}/metrics.json", kind="file", cache=False, metric=True),
+        Output("unavailable", "{paths.outputs}/{experiment}/metrics_unavailable.json", kind="file", cache=False),
+        Output("per_video", "{paths.outputs}/{experiment}/metrics_per_video.csv", kind="file", cache=False,
+               plot={"template": "bar_horizontal", "x": "l1", "y": "video",
+                     "title": "L1 per test video (reconstruction and animation)"}),
+    ),
+    per_experiment=True,
+    gpu=True,
+)
+
+
+def run(cfg, io: StageIO) -> None:
+    from cpabanim.evaluate import evaluate_all
+
+    evaluate_all(cfg, io.inputs["processed"], io.inputs["reconstruction"], io.inputs["animation"], io.outputs)

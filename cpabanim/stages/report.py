@@ -1,0 +1,35 @@
+"""Stage ``report``: every experiment's results in MLflow and a comparison of the experiments (docs/pipeline.md).
+
+Aggregates over the experiments of the invocation (Snakemake: ``--config experiments=[cpab,tps]``; DVC and a
+stage run by hand: the experiment of the params, or ``--experiments a,b``).
+"""
+
+from __future__ import annotations
+
+from cpabanim.stages.base import Output, Stage, StageIO
+
+REPORT = "{paths.outputs}/report"
+
+STAGE = Stage(
+    name="report",
+    help="log every experiment's metrics to MLflow and write the comparison of experiments",
+    module=__name__,
+    params=("tracking.log_checkpoints",),
+    inputs=("processed", "metrics", "per_video", "reconstruction", "animation", "checkpoints"),
+    outputs=(
+        Output("table_md", f"{REPORT}/experiments.md", kind="file", cache=False),
+        Output("table_csv", f"{REPORT}/experiments.csv", kind="file", cache=False, report="Comparison"),
+        Output("metrics_png", f"{REPORT}/metrics.png", kind="file", cache=False, report="Comparison"),
+        Output("samples_png", f"{REPORT}/samples.png", kind="file", cache=False, report="Comparison"),
+        Output("loss_png", f"{REPORT}/train_loss.png", kind="file", cache=False, report="Training"),
+        Output("loss_csv", f"{REPORT}/train_loss.csv", kind="file", cache=False),
+        Output("html", f"{REPORT}/index.html", kind="file", cache=False),
+    ),
+    aggregate=True,
+)
+
+
+def run(cfg, io: StageIO, params) -> None:
+    from cpabanim.report import report_experiments
+
+    report_experiments(params, cfg, io)
