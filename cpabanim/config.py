@@ -132,6 +132,36 @@ def parse_override(assignment: str) -> dict[str, Any]:
     return nest({dotted: value})
 
 
+def _typed(value: Any) -> Any:
+    """Snakemake parses ``--config k='{a: 1}'`` with YAML's BaseLoader (every leaf a string): read leaves again."""
+    if isinstance(value, Mapping):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    if isinstance(value, str):
+        try:
+            return yaml_load(value) if value.strip() else value
+        except yaml.YAMLError:
+            return value
+    return value
+
+
+def overrides_from_snakemake(config: Mapping[str, Any], reserved: Iterable[str] = ("experiments",)) -> dict[str, Any]:
+    """The command-line layer from Snakemake's ``config``: ``--config 'model={motion: tps}'``, ``--config
+    set='[model.motion=tps, train.max_steps=50]'`` (the ``--set`` syntax; Snakemake itself refuses dotted keys)
+    and ``--configfile FILE`` values."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in reserved:
+            continue
+        if key == "set":
+            for assignment in value if isinstance(value, list) else [value]:
+                out = deep_merge(out, parse_override(str(assignment)))
+        else:
+            out = deep_merge(out, nest({key: _typed(value)}))
+    return out
+
+
 # --------------------------------------------------------------------------------------------------------------
 # the schema: structure, types and defaults
 

@@ -39,10 +39,7 @@ class IdentityAnimator:
         return driving_video.clone()
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+from cpabanim.device import resolve_device  # noqa: E402,F401 - re-exported: the stages import it from here
 
 
 def load_animator(kind: str, checkpoint: str | Path, device: torch.device) -> tuple[Animator, dict[str, Any]]:

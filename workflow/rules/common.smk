@@ -1,7 +1,7 @@
 # Shared set-up of the cpabanim rules (the rules themselves are generated: `cpabanim dag --write`).
 #
-# There is no `configfile:` directive: Snakemake's `config` holds only the command line (`--config key=value`,
-# `--configfile FILE`), which is the top parameter layer. The stages resolve the same layers themselves
+# There is no `configfile:` directive: Snakemake's `config` holds only the command line (`--config
+# 'model={motion: tps}'`, `--config set='[train.max_steps=50]'`, `--configfile FILE`), the top parameter layer. The stages resolve the same layers themselves
 # (defaults < preset < params.yaml < experiment < command line); the rules hand them the command line as `--set`.
 import os
 import shlex
@@ -11,13 +11,13 @@ from pathlib import Path
 
 import yaml
 
-from cpabanim.config import flatten, nest, read_mapping, resolve
+from cpabanim.config import flatten, overrides_from_snakemake, read_mapping, resolve
 from cpabanim.errors import CpabanimError
 from cpabanim.stages import all_stages, check_shared_stages, restrict
-from cpabanim.stages.base import expand
+from cpabanim.stages.base import expand as fill_template
 
-_OVERRIDES = {k: v for k, v in config.items() if k != "experiments"}
 try:
+    _OVERRIDES = overrides_from_snakemake(config)
     _FILE = read_mapping(Path("params.yaml"), "parameter file")
     BASE = resolve(_FILE, _OVERRIDES)
     _wanted = config.get("experiments") or [BASE["experiment"]]
@@ -34,7 +34,7 @@ wildcard_constraints:
 
 def path(template):
     """A declared path with the parameters filled in; `{experiment}` stays a wildcard."""
-    return expand(template, BASE, keep=("experiment",))
+    return fill_template(template, BASE, keep=("experiment",))
 
 
 def stage_values(stage, experiment):
@@ -45,7 +45,7 @@ def stage_values(stage, experiment):
 def stage_cli(stage, experiment):
     """The command line's overrides as `--set` options, and the experiment (or the list, for the report)."""
     args = [f"--set={k}={yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix('...').strip()}"
-            for k, v in flatten(nest(_OVERRIDES)).items() if k != "experiment"]
+            for k, v in flatten(_OVERRIDES).items() if k != "experiment"]
     if STAGES[stage].aggregate:
         args.append("--experiments=" + ",".join(EXPERIMENTS))
     args.append(f"--experiment={experiment or EXPERIMENTS[0]}")
