@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: venv run run-dvc test bench clean-outputs
+.PHONY: venv run run-dvc test bench test-gpu bench-gpu clean-outputs
 
 venv: $(VENV)/.installed
 
@@ -35,6 +35,25 @@ test: venv
 bench: venv
 	$(BIN)/cpabanim bench cpab
 	$(BIN)/cpabanim bench train
+
+# On a machine with a CUDA GPU (docs/model.md, "Training step profile"): the CUDA tests (CPAB parity, bf16 AMP
+# training, pinned-memory loader, torch.compile, 2-process nccl DDP when 2 GPUs exist) ...
+test-gpu: venv
+	$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'test-gpu: no CUDA device')"
+	$(BIN)/python -m pytest -ra tests/cpab/test_cuda.py tests/train/test_gpu.py
+
+# ... and the figures: the vox-256 step profile at batch 16, CPAB (paper's Adam fit, then our LM fit) vs TPS,
+# the CPAB core benchmark on CUDA, and the input pipeline at 256 px. JSON files in outputs/bench/.
+BENCH_GPU_DIR ?= outputs/bench
+bench-gpu: venv
+	$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'bench-gpu: no CUDA device')"
+	$(BIN)/python -c "import torch; print('card:', torch.cuda.get_device_name(0))"
+	$(BIN)/cpabanim bench train --profile --device cuda --preset vox-256 --batch-size 16 \
+		--json $(BENCH_GPU_DIR)/train_profile_vox256_b16_adam.json
+	CPABANIM_BENCH_SET="model.fit_method=lm" $(BIN)/cpabanim bench train --profile --device cuda --preset vox-256 \
+		--batch-size 16 --json $(BENCH_GPU_DIR)/train_profile_vox256_b16_lm.json
+	$(BIN)/cpabanim bench cpab --device cuda --json $(BENCH_GPU_DIR)/cpab_cuda.json
+	$(BIN)/cpabanim bench data --preset vox-256 --batch-size 16 --workers 8 --json $(BENCH_GPU_DIR)/data_256.json
 
 clean-outputs:
 	rm -rf data/processed data/masks models outputs mlflow.db .snakemake

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from cpabanim.config import add_params_arguments, params_from_args
 from cpabanim.data import sources
 from cpabanim.data.video import read_video
-from cpabanim.errors import DataError, MissingWeightsError
+from cpabanim.errors import CpabanimError, DataError, MissingWeightsError
 
 log = logging.getLogger(__name__)
 SAM_WEIGHT_NAMES = {"vit_b": "sam_vit_b", "vit_l": "sam_vit_l", "vit_h": "sam_vit_h"}
@@ -116,25 +116,46 @@ def sam_checkpoint(params: dict[str, Any]) -> Path:
 
 def load_sam(params: dict[str, Any], device: str = "cpu"):
     """The SAM model of params, from its checkpoint (device "auto" = cuda when available);
-    :class:`MissingWeightsError` saying how to get it."""
+    :class:`MissingWeightsError` saying how to get it, :class:`CpabanimError` for a corrupt or unsafe file."""
     cfg = params["masks"]["sam"]
+    name = SAM_WEIGHT_NAMES[cfg["model_type"]]
     path = sam_checkpoint(params)
     if not path.is_file():
-        name = SAM_WEIGHT_NAMES[cfg["model_type"]]
         raise MissingWeightsError(
             f"SAM {cfg['model_type']} checkpoint not found at {path} (masks.sam.checkpoint, or the official file "
             f"name in paths.weights). Get it with `cpabanim download --weights {name}` (from "
             f"{sources.SAM_WEIGHTS[name]['url']}, sha256 checked) or copy it there; or set masks.source=slic "
             "for offline superpixels."
         )
+    state = read_sam_state(path, name)
     from segment_anything import sam_model_registry
 
-    model = sam_model_registry[cfg["model_type"]](checkpoint=str(path))
+    # built without a checkpoint: segment-anything's own loader calls torch.load without weights_only
+    model = sam_model_registry[cfg["model_type"]](checkpoint=None)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CpabanimError(f"SAM checkpoint {path} does not fit SAM {cfg['model_type']} ({first}); check masks.sam."
+                            f"model_type, or delete it and run `cpabanim download --weights {name}`") from None
     if device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(device).eval()
+
+
+def read_sam_state(path: Path, name: str) -> dict[str, Any]:
+    """The state dict of a SAM checkpoint, read with ``weights_only=True``. A file under the official name is
+    first checked against the official sha256 (a corrupt download is named with its fix); a file of the
+    user's own (``masks.sam.checkpoint``, e.g. fine-tuned) has no known hash and is only loaded safely."""
+    from cpabanim.losses.weights import load_weights
+    from cpabanim.models.checkpoint import safe_torch_load
+
+    if path.name == Path(sources.SAM_WEIGHTS[name]["url"]).name:
+        return load_weights(name, path)
+    return safe_torch_load(path, "SAM checkpoint (masks.sam.checkpoint)",
+                           f"use a segment-anything checkpoint, e.g. `cpabanim download --weights {name}`")
 
 
 # ---------------------------------------------------------------------------------------------------------

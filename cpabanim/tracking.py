@@ -355,6 +355,8 @@ def stage_context(stage: str, params: dict[str, Any], used: dict[str, Any]) -> I
     finally:
         with contextlib.suppress(Exception):  # tracking must never turn a finished stage into a failure
             mlflow.end_run(status)
+            for key, value in run_tags(params).items():  # data now exists that did not when the parent was made
+                client.set_tag(parent_id, key, value)
             client.set_tag(parent_id, f"stage.{stage}", status.lower())
             client.set_terminated(parent_id, "FAILED" if status != "FINISHED" else "FINISHED")
 

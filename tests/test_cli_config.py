@@ -1,55 +1,165 @@
-"""The stage CLI and params.yaml loading/validation."""
+"""Parameters in layers (defaults < preset < params.yaml < experiment < command line), validated at load time."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from cpabanim.cli import STAGES, main
-from cpabanim.config import apply_override, deep_merge, flatten, load_params
+from cpabanim.cli import COMMANDS, main
+from cpabanim.config import (
+    Section, defaults, deep_merge, flatten, load_params, overrides_from_snakemake, parse_override, restrict, schema,
+)
 from cpabanim.errors import ConfigError
+from cpabanim.stages import STAGE_MODULES, all_stages
 
 from .conftest import PROJECT_ROOT
 
 
-def test_params_yaml_is_valid():
+def project(tmp_path: Path, params_yaml: str = "", presets: dict[str, str] | None = None,
+            experiments: dict[str, str] | None = None) -> Path:
+    """A folder with params.yaml, presets/ and experiments/ as given."""
+    (tmp_path / "params.yaml").write_text(params_yaml)
+    for folder, files in (("presets", presets or {}), ("experiments", experiments or {})):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        for name, text in files.items():
+            (tmp_path / folder / f"{name}.yaml").write_text(text)
+    return tmp_path / "params.yaml"
+
+
+def test_the_project_params_are_the_embedded_default():
     params = load_params(PROJECT_ROOT / "params.yaml")
-    assert params["tracking"]["uri"].startswith("sqlite:///")
+    assert params == {**defaults(), "preset": None, "experiment": "default"}
+    assert params["tracking"]["uri"].startswith("sqlite:///") and params["data"]["source"] == "synthetic"
 
 
-def test_invalid_value_is_reported_with_its_path(tmp_path):
-    bad = tmp_path / "params.yaml"
-    bad.write_text((PROJECT_ROOT / "params.yaml").read_text().replace("device: auto", "device: tpu"))
+def test_every_schema_leaf_has_one_default_and_the_defaults_validate():
+    from cpabanim.config import validate
+
+    def leaves(node, where=""):
+        if "properties" in node and "default" not in node:
+            for key, sub in node["properties"].items():
+                yield from leaves(sub, f"{where}.{key}".lstrip("."))
+        else:
+            yield where, node
+
+    missing = [where for where, node in leaves(schema()) if "default" not in node]
+    assert not missing
+    validate(defaults())
+
+
+def test_command_line_beats_params_file_beats_preset(tmp_path):
+    path = project(tmp_path, "preset: big\ntrain: {batch_size: 3}\n",
+                   presets={"big": "train: {batch_size: 8, lr_generator: 1.0e-3}\nseed: 4\n"})
+    assert load_params(path)["train"]["batch_size"] == 3  # params.yaml over the preset
+    assert load_params(path)["train"]["lr_generator"] == 1.0e-3 and load_params(path)["seed"] == 4  # preset over defaults
+    assert load_params(path, overrides=["train.batch_size=2"])["train"]["batch_size"] == 2  # --set over both
+    chosen_on_the_command_line = load_params(project(tmp_path, "train: {batch_size: 3}\n"), preset="big")
+    assert chosen_on_the_command_line["train"]["batch_size"] == 3 and chosen_on_the_command_line["preset"] == "big"
+    by_set = load_params(tmp_path / "params.yaml", overrides=["preset=big"])
+    assert by_set == chosen_on_the_command_line
+
+
+def test_experiment_overlay_sits_between_params_file_and_command_line(tmp_path):
+    path = project(tmp_path, "experiment: tps\nmodel: {motion: cpab, num_cpab: 3}\n",
+                   experiments={"tps": "model: {motion: tps}\n"})
+    params = load_params(path)
+    assert params["model"]["motion"] == "tps" and params["model"]["num_cpab"] == 3
+    assert load_params(path, overrides=["model.motion=cpab"])["model"]["motion"] == "cpab"
+    assert load_params(path, experiment="default")["model"]["motion"] == "cpab"
+    with pytest.raises(ConfigError, match="experiment 'nope' not found"):
+        load_params(path, experiment="nope")
+    with pytest.raises(ConfigError, match="not a plain name"):
+        load_params(path, experiment="../escape")
+
+
+def test_invalid_values_are_reported_with_their_path(tmp_path):
     with pytest.raises(ConfigError, match="device"):
-        load_params(bad)
+        load_params(project(tmp_path, "device: tpu\n"))
+    with pytest.raises(ConfigError, match="train.max_steps"):  # 4.0 is not an integer (JSON Schema would accept it)
+        load_params(project(tmp_path, "train: {max_steps: 4.0}\n"))
+    with pytest.raises(ConfigError, match="tracking.compare_runs|compare_runs"):
+        load_params(project(tmp_path, "tracking: {compare_runs: 0}\n"))
 
 
-def test_overrides_and_merge():
-    params = {"a": {"b": 1, "c": [1, 2]}, "d": 2}
-    apply_override(params, "a.b=1e-4")
-    assert params["a"]["b"] == pytest.approx(1e-4)
-    merged = deep_merge(params, {"a": {"c": [3]}})
-    assert merged["a"] == {"b": 1e-4, "c": [3]} and params["a"]["c"] == [1, 2]
-    assert flatten(merged) == {"a.b": 1e-4, "a.c": [3], "d": 2}
-    with pytest.raises(ConfigError):
-        apply_override(params, "no_equals_sign")
+def test_inconsistent_sizes_fail_when_parameters_load(tmp_path):
+    with pytest.raises(ConfigError, match="scale_factor"):
+        load_params(project(tmp_path, "model: {dense_motion: {scale_factor: 0.3}}\n"))
+    with pytest.raises(ConfigError, match="divisible"):
+        load_params(project(tmp_path, "data: {frame_size: 36}\n"))
+    with pytest.raises(ConfigError, match="batch_size"):
+        load_params(project(tmp_path, "data: {synthetic: {num_train: 2}}\ntrain: {batch_size: 4}\n"))
 
 
-def test_cli_lists_every_stage():
+def test_overrides_parse_as_yaml_and_malformed_ones_are_one_clear_error():
+    assert parse_override("a.b=1e-4") == {"a": {"b": 1e-4}}
+    assert parse_override("a=[1, 2]") == {"a": [1, 2]}
+    merged = deep_merge({"a": {"b": 1, "c": [1, 2]}, "d": 2}, {"a": {"c": [3]}})
+    assert merged == {"a": {"b": 1, "c": [3]}, "d": 2} and flatten(merged) == {"a.b": 1, "a.c": [3], "d": 2}
+    for bad in ("no_equals_sign", "=3", "a..b=1"):
+        with pytest.raises(ConfigError):
+            parse_override(bad)
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        parse_override("train.betas=[0.5, 0.9")
+
+
+def test_snakemake_config_forms_become_the_command_line_layer():
+    # Snakemake parses --config values with YAML's BaseLoader (strings everywhere) and refuses dotted keys
+    config = {"model": {"motion": "tps"}, "set": ["train.max_steps=5", "data.frame_size=32"], "experiments": ["a"]}
+    assert overrides_from_snakemake(config) == {"model": {"motion": "tps"}, "train": {"max_steps": 5},
+                                                "data": {"frame_size": 32}}
+    assert overrides_from_snakemake({"train": {"lr_generator": "1e-3", "betas": ["0.5", "0.9"]}}) == {
+        "train": {"lr_generator": 1e-3, "betas": [0.5, 0.9]}}
+
+
+def test_stages_see_only_what_they_declare_and_cannot_change_it():
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    view = Section(restrict(params, ("seed", "reconstruct")))
+    assert view.reconstruct.batch_size == params["reconstruct"]["batch_size"] and view["seed"] == 0
+    with pytest.raises(KeyError, match="train.*not among the parameters"):
+        view["train"]
+    with pytest.raises(TypeError):
+        view.reconstruct["batch_size"] = 1
+    with pytest.raises(ConfigError, match="schema does not have"):
+        restrict(params, ("train.nope",))
+
+
+def test_every_stage_declares_keys_the_schema_has():
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    for stage in all_stages().values():
+        restrict(params, (*stage.params, *stage.settings))
+
+
+def test_generated_pipeline_files_are_up_to_date():
+    out = subprocess.run([sys.executable, "-m", "cpabanim", "dag", "--check"], cwd=PROJECT_ROOT, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_cli_lists_every_stage_and_command():
     out = subprocess.run([sys.executable, "-m", "cpabanim", "--help"], capture_output=True, text=True, check=True)
-    for stage in STAGES:
-        assert stage in out.stdout
+    for name in (*STAGE_MODULES, *COMMANDS):
+        assert name in out.stdout
 
 
-def test_cli_missing_params_file_is_a_clear_error(tmp_path, caplog):
-    code = main(["train", "--params", str(tmp_path / "nope.yaml")])
-    assert code == 1
+def test_cli_errors_are_one_line(tmp_path, caplog):
+    assert main(["train", "--params", str(tmp_path / "nope.yaml")]) == 1
     assert "not found" in caplog.text
+    caplog.clear()
+    path = project(tmp_path, "")
+    assert main(["train", "--params", str(path), "--set", "train.betas=[0.5"]) == 1
+    assert "not valid YAML" in caplog.text and "Traceback" not in caplog.text
 
 
-# ---- presets: the documented switches, validated against the schema -------------------------------------
+def test_file_tracking_stores_are_refused_before_any_work(tmp_path, caplog, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    project(tmp_path, "tracking: {uri: 'file:./mlruns'}\n")
+    assert main(["download"]) == 1
+    assert "file store is not supported" in caplog.text
+    assert not (tmp_path / "data").exists()
+
 
 PRESETS = ["vox-256", "taichi-256", "ted-384", "mgif-256"]
 
@@ -59,35 +169,21 @@ def test_every_preset_is_valid_and_keeps_the_paths(name):
     params = load_params(PROJECT_ROOT / "params.yaml", preset=name)
     assert params["preset"] == name
     assert params["paths"] == load_params(PROJECT_ROOT / "params.yaml")["paths"]
-    assert params["model"]["num_cpab"] == 10 and params["train"]["batch_size"] == 8  # paper.md §6
+    assert params["model"]["num_cpab"] == 10 and params["train"]["batch_size"] == 8  # the paper's values
 
 
-def test_preset_key_in_params_equals_preset_option(tmp_path):
-    (tmp_path / "presets").mkdir()
-    (tmp_path / "presets" / "tiny.yaml").write_text("seed: 5\n")
-    text = (PROJECT_ROOT / "params.yaml").read_text()
-    (tmp_path / "params.yaml").write_text(text.replace("preset: null", "preset: tiny"))
-    by_key = load_params(tmp_path / "params.yaml")
-    (tmp_path / "plain.yaml").write_text(text)
-    by_option = load_params(tmp_path / "plain.yaml", preset="tiny")
-    assert by_key["seed"] == by_option["seed"] == 5 and by_key == by_option
+@pytest.mark.parametrize("name", sorted(p.stem for p in (PROJECT_ROOT / "experiments").glob("*.yaml")))
+def test_every_experiment_is_valid_on_every_preset(name):
+    for preset in [None, *PRESETS]:
+        params = load_params(PROJECT_ROOT / "params.yaml", preset=preset, experiment=name)
+        assert params["experiment"] == name
 
 
 def test_bad_presets_give_clear_errors(tmp_path):
-    (tmp_path / "presets").mkdir()
-    (tmp_path / "params.yaml").write_text((PROJECT_ROOT / "params.yaml").read_text())
-    with pytest.raises(ConfigError, match="not found.*available presets"):
-        load_params(tmp_path / "params.yaml", preset="vox-512")
-    (tmp_path / "presets" / "bad.yaml").write_text("train: {batch_size: 0}\n")
+    path = project(tmp_path, "", presets={"bad": "train: {batch_size: 0}\n", "moves": "paths: {outputs: x}\n"})
+    with pytest.raises(ConfigError, match="not found.*available"):
+        load_params(path, preset="vox-512")
     with pytest.raises(ConfigError, match="train.batch_size"):
-        load_params(tmp_path / "params.yaml", preset="bad")
-    (tmp_path / "presets" / "moves.yaml").write_text("paths: {outputs: elsewhere}\n")
+        load_params(path, preset="bad")
     with pytest.raises(ConfigError, match="must not set `paths`"):
-        load_params(tmp_path / "params.yaml", preset="moves")
-
-
-def test_tracking_section_is_validated(tmp_path):
-    bad = tmp_path / "params.yaml"
-    bad.write_text((PROJECT_ROOT / "params.yaml").read_text().replace("compare_runs: 10", "compare_runs: 0"))
-    with pytest.raises(ConfigError, match="tracking.compare_runs"):
-        load_params(bad)
+        load_params(path, preset="moves")

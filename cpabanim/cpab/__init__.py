@@ -4,6 +4,7 @@
     cpab = CPAB(tess)                              # nn.Module; .to(device, dtype)
     y = cpab.transform(points, theta)              # (T, N, 2) in [0,1]^2, libcpab's 50-step scheme
     theta = cpab.fit(p, q)                         # fast LM fit; cpab.fit(p, q, method="adam") = paper's Eq. 6
+    theta = fit_lm_implicit(cpab, p, q)            # the same fit, differentiable w.r.t. p and q (implicit function theorem)
     grid = cpab.warp_grid(theta, (64, 64))         # (T, 64, 64, 2) for grid_sample(align_corners=True)
 
 See docs/cpab.md.
@@ -13,6 +14,7 @@ from cpabanim.cpab.cellindex import find_cell, find_cell_1d
 from cpabanim.cpab.compat import from_libcpab_points, map_theta, to_libcpab_points
 from cpabanim.cpab.expm import affine_step_tables, expm_taylor
 from cpabanim.cpab.fit import fit_adam, fit_lm, fit_midpoint, keypoint_residual
+from cpabanim.cpab.implicit import ImplicitLMFit, fit_lm_implicit
 from cpabanim.cpab.integrate import integrate_freifeld, integrate_rk4, integrate_steps, velocity
 from cpabanim.cpab.tessellation import Tessellation, Tessellation1D
 from cpabanim.cpab.transformer import CPAB
@@ -35,6 +37,8 @@ __all__ = [
     "velocity",
     "fit_adam",
     "fit_lm",
+    "fit_lm_implicit",
+    "ImplicitLMFit",
     "fit_midpoint",
     "keypoint_residual",
     "identity_grid",

@@ -1,7 +1,9 @@
 """Adapters to libcpab / difw conventions: point layouts and theta mapping between bases.
 
-The null-space basis is unique only up to a rotation, so theta from another implementation must be mapped:
-theta_to = B_to^T B_from theta_from (exact: both bases span the same space).
+A null-space basis is unique only up to a rotation, so theta from another implementation must be mapped:
+theta_to = B_to^T B_from theta_from (exact: both bases span the same space). Our 2-D basis is libcpab's own
+(same constraint rows in the same order, same SVD: docs/cpab.md), so for libcpab the map is the identity; it is
+still needed for difw and for bases built by other code.
 """
 
 from __future__ import annotations

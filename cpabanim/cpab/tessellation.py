@@ -1,10 +1,14 @@
 """Type-II tessellations of [0,1]^2 (and 1-D tessellations of [0,1]), their constraints and null-space basis.
 
-The construction is libcpab's (cpab.md §1.2–1.6): 4 triangles per square ordered (top, right, bottom, left),
-cell index ``4*(j + i*nx) + t``; continuity (C1), "valid outside" (C2, iff not zero_boundary), zero boundary
-(C3) and volume preservation (C4) rows stacked in ``L``; ``B`` = orthonormal null-space basis of ``L`` from a
-float64 numpy SVD (singular values <= 1e-6). ``B`` is unique only up to a rotation: only ``B B^T`` is
-comparable between implementations, and theta means nothing without its ``B`` (map with ``B_ours^T B_other``).
+The construction is libcpab's (docs/cpab.md): 4 triangles per square ordered (top, right, bottom, left), cell
+index ``4*(j + i*nx) + t``; continuity (C1), "valid outside" (C2, iff not zero_boundary), zero boundary (C3) and
+volume preservation (C4) rows stacked in ``L`` **in libcpab's order, with libcpab's vertex values**; ``B`` =
+orthonormal null-space basis of ``L`` from scipy's SVD (singular values <= 1e-6), as libcpab computes it.
+
+A null-space basis is unique only up to a rotation, and Adam (the paper's keypoint fit) is not rotation
+invariant, so the rows are built in the same order from the same floats: ``B`` is then libcpab's basis itself
+(tests/cpab/test_reference_libs.py checks L and B against libcpab 0.1.3), and a CPABMM theta means the same
+here. The LM fit is rotation invariant (its ridge is ||theta||^2 = ||B theta||^2) and does not care.
 """
 
 from __future__ import annotations
@@ -19,21 +23,32 @@ SVD_TOLERANCE = 1e-6
 
 
 def null_space(L: np.ndarray, tol: float = SVD_TOLERANCE) -> np.ndarray:
-    """Orthonormal basis (n, d) of {x : L x = 0}, libcpab's ``null``: rows of V^T with sigma <= tol, padded."""
-    _, s, vh = np.linalg.svd(L, full_matrices=True)
-    rank = int((s > tol).sum())
-    return np.ascontiguousarray(vh[rank:].T)
+    """Orthonormal basis (n, d) of {x : L x = 0}, as libcpab computes it: the rows of V^T of scipy's full SVD
+    whose singular value is <= tol, plus the rows beyond the number of singular values.
+
+    The null space has repeated zero singular values, so its basis is whatever rotation LAPACK returns: the same
+    routine (scipy's gesdd) on the same ``L`` (rows in libcpab's order, docs/cpab.md) gives libcpab's basis.
+    """
+    import scipy.linalg
+
+    _, s, vh = scipy.linalg.svd(L)
+    null = np.concatenate([s <= tol, np.ones(vh.shape[0] - s.shape[0], dtype=bool)])
+    return np.ascontiguousarray(vh[null].T)
 
 
 def _square_triangles(nx: int, ny: int) -> np.ndarray:
-    """(4*nx*ny, 3, 2) triangle vertices (centre, corner, corner) in cell-index order."""
-    hx, hy = 1.0 / nx, 1.0 / ny
-    tris = np.zeros((4 * nx * ny, 3, 2))
+    """(4*nx*ny, 3, 3) homogeneous triangle vertices (centre, corner, corner; each (x, y, 1)) in cell-index order.
+
+    Coordinates come from ``np.linspace`` and centres are midpoints, as libcpab computes them, so that the
+    constraint rows (and hence the SVD basis) are bit-identical to libcpab's.
+    """
+    xs, ys = np.linspace(0.0, 1.0, nx + 1), np.linspace(0.0, 1.0, ny + 1)
+    tris = np.zeros((4 * nx * ny, 3, 3))
     for i in range(ny):
         for j in range(nx):
-            ul, ur = (j * hx, i * hy), ((j + 1) * hx, i * hy)
-            ll, lr = (j * hx, (i + 1) * hy), ((j + 1) * hx, (i + 1) * hy)
-            c = ((j + 0.5) * hx, (i + 0.5) * hy)
+            ul, ur = (xs[j], ys[i], 1.0), (xs[j + 1], ys[i], 1.0)
+            ll, lr = (xs[j], ys[i + 1], 1.0), (xs[j + 1], ys[i + 1], 1.0)
+            c = ((xs[j] + xs[j + 1]) / 2, (ys[i] + ys[i + 1]) / 2, 1.0)
             base = 4 * (j + i * nx)
             tris[base + 0] = (c, ul, ur)  # top
             tris[base + 1] = (c, ur, lr)  # right
@@ -42,73 +57,104 @@ def _square_triangles(nx: int, ny: int) -> np.ndarray:
     return tris
 
 
-def _equal_rows(c1: int, c2: int, u: Sequence[float], n_cells: int) -> list[np.ndarray]:
-    """Rows of (A_c1 - A_c2) u~ = 0 for both output rows."""
+def _vertex_set(tri: np.ndarray) -> set[tuple[float, ...]]:
+    """The vertices of one triangle as a set of (x, y, 1) tuples."""
+    return {tuple(v) for v in tri.tolist()}
+
+
+def _shared(tri_a: np.ndarray, tri_b: np.ndarray) -> list[tuple[float, ...]]:
+    """Vertices common to two triangles, in libcpab's order: the iteration order of the Python set built by
+    intersecting a's vertex set with b's vertices taken in b's order (the order fixes the row order of L)."""
+    return list(_vertex_set(tri_a).intersection(tuple(v) for v in tri_b.tolist()))
+
+
+def _continuity_pairs(tris: np.ndarray) -> list[tuple[int, int, list[tuple[float, ...]]]]:
+    """(C1) every pair of triangles sharing an edge, once, first seen in (i, j) row-major order: (i, j, 2 vertices)."""
+    pairs: list[tuple[int, int, list]] = []
+    seen: set[tuple[int, int]] = set()
+    for i in range(len(tris)):
+        for j in range(len(tris)):
+            if i == j or (j, i) in seen:
+                continue
+            common = _shared(tris[i], tris[j])
+            if len(common) == 2:
+                pairs.append((i, j, common))
+                seen.add((i, j))
+    return pairs
+
+
+def _outside_pairs(tris: np.ndarray, nx: int, ny: int) -> list[tuple[int, int, list[tuple[float, ...]]]]:
+    """(C2) adjacent boundary triangles facing the same side (left column's left triangles, right column's right,
+    top row's top, bottom row's bottom): they must agree on the line through their shared vertex normal to the
+    side, where the cell index switches between their outside regions. The line is given by the shared vertex
+    and an auxiliary vertex 10 units away along it (x - 10 for the left/right sides, y - 10 for top/bottom)."""
+    def position(c: int) -> tuple[int, int, int]:  # (column, row, triangle) of cell index c
+        return (c // 4) % nx, (c // 4) // nx, c % 4
+
+    pairs: list[tuple[int, int, list]] = []
+    seen: set[tuple[int, int]] = set()
+    for i in range(len(tris)):
+        for j in range(len(tris)):
+            (ci, ri, ti), (cj, rj, tj) = position(i), position(j)
+            vertical = ti == tj and ci == cj and abs(ri - rj) == 1 and (
+                (ci == 0 and ti == 3) or (ci == nx - 1 and ti == 1))
+            horizontal = ti == tj and ri == rj and abs(ci - cj) == 1 and (
+                (ri == 0 and ti == 0) or (ri == ny - 1 and ti == 2))
+            if not (vertical or horizontal) or (j, i) in seen:
+                continue
+            common = _shared(tris[i], tris[j])
+            if len(common) != 1:
+                continue
+            aux = list(common[0])
+            aux[0 if vertical else 1] -= 10.0
+            pairs.append((i, j, [common[0], tuple(aux)]))
+            seen.add((i, j))
+    return pairs
+
+
+def _equality_rows(c1: int, c2: int, vertices, n_cells: int, ndim: int = 2) -> list[np.ndarray]:
+    """Rows of (A_c1 - A_c2) v~ = 0: for each vertex v~ (homogeneous), one row per output coordinate."""
+    width = ndim * (ndim + 1)
     rows = []
-    ut = np.array([u[0], u[1], 1.0])
-    for r in range(2):
-        row = np.zeros(6 * n_cells)
-        row[6 * c1 + 3 * r : 6 * c1 + 3 * r + 3] = ut
-        row[6 * c2 + 3 * r : 6 * c2 + 3 * r + 3] = -ut
-        rows.append(row)
+    for v in vertices:
+        for k in range(ndim):
+            row = np.zeros(width * n_cells)
+            row[width * c1 + k * (ndim + 1): width * c1 + (k + 1) * (ndim + 1)] = v
+            row[width * c2 + k * (ndim + 1): width * c2 + (k + 1) * (ndim + 1)] = np.negative(v)
+            rows.append(row)
     return rows
 
 
 @functools.lru_cache(maxsize=32)
 def _build_2d(nx: int, ny: int, zero_boundary: bool, volume_preservation: bool):
+    """Constraint matrix L and basis B with libcpab's rows in libcpab's order: continuity pairs, then (valid
+    outside) the auxiliary boundary pairs, then zero-boundary rows, then zero-trace rows."""
     tris = _square_triangles(nx, ny)
     n_cells = len(tris)
-    rows: list[np.ndarray] = []
-    # (C1) continuity on every shared edge: map each edge (pair of rounded vertex keys) to its triangles.
-    keyed = [[tuple(np.round(v * 4 * nx * ny).astype(np.int64)) for v in tri] for tri in tris]
-    edges: dict[tuple, list[int]] = {}
-    for c, keys in enumerate(keyed):
-        for a in range(3):
-            for b in range(a + 1, 3):
-                edges.setdefault(tuple(sorted((keys[a], keys[b]))), []).append(c)
-    for c, keys in enumerate(keyed):  # iterate in cell order for a reproducible row order
-        for a in range(3):
-            for b in range(a + 1, 3):
-                owners = edges[tuple(sorted((keys[a], keys[b])))]
-                if len(owners) == 2 and owners[0] == c:
-                    for v in (tris[c][a], tris[c][b]):
-                        rows += _equal_rows(owners[0], owners[1], v, n_cells)
+    pairs = _continuity_pairs(tris)
     if not zero_boundary:
-        # (C2) adjacent boundary triangles agree on the whole line through their shared vertex normal to the side,
-        # where the index function switches between their outside regions (v continuous on all of R^2).
-        hx, hy = 1.0 / nx, 1.0 / ny
-        for i in range(ny - 1):
-            u = (0.0, (i + 1) * hy)
-            c1, c2 = 4 * (0 + i * nx) + 3, 4 * (0 + (i + 1) * nx) + 3
-            rows += _equal_rows(c1, c2, u, n_cells) + _equal_rows(c1, c2, (u[0] - 10, u[1]), n_cells)
-            u = (1.0, (i + 1) * hy)
-            c1, c2 = 4 * (nx - 1 + i * nx) + 1, 4 * (nx - 1 + (i + 1) * nx) + 1
-            rows += _equal_rows(c1, c2, u, n_cells) + _equal_rows(c1, c2, (u[0] - 10, u[1]), n_cells)
-        for j in range(nx - 1):
-            u = ((j + 1) * hx, 0.0)
-            c1, c2 = 4 * j + 0, 4 * (j + 1) + 0
-            rows += _equal_rows(c1, c2, u, n_cells) + _equal_rows(c1, c2, (u[0], u[1] - 10), n_cells)
-            u = ((j + 1) * hx, 1.0)
-            c1, c2 = 4 * (j + (ny - 1) * nx) + 2, 4 * (j + 1 + (ny - 1) * nx) + 2
-            rows += _equal_rows(c1, c2, u, n_cells) + _equal_rows(c1, c2, (u[0], u[1] - 10), n_cells)
-    else:
-        # (C3) libcpab's zero boundary: the normal velocity component vanishes at boundary vertices.
+        pairs += _outside_pairs(tris, nx, ny)
+    rows: list[np.ndarray] = []
+    for c1, c2, vertices in pairs:
+        rows += _equality_rows(c1, c2, vertices, n_cells)
+    if zero_boundary:
+        # (C3) libcpab's zero boundary: the velocity component normal to the side vanishes at boundary vertices.
         for c, tri in enumerate(tris):
             for v in tri:
-                ut = np.array([v[0], v[1], 1.0])
                 for r, coord in ((0, v[0]), (1, v[1])):
-                    if np.isclose(coord, 0.0) or np.isclose(coord, 1.0):
+                    if coord == 0.0 or coord == 1.0:
                         row = np.zeros(6 * n_cells)
-                        row[6 * c + 3 * r : 6 * c + 3 * r + 3] = ut
+                        row[6 * c + 3 * r: 6 * c + 3 * r + 3] = v
                         rows.append(row)
     if volume_preservation:
-        for c in range(n_cells):  # (C4) tr M_c = 0
+        for c in range(n_cells):  # (C4) tr A_c = 0
             row = np.zeros(6 * n_cells)
             row[6 * c + 0] = 1.0
             row[6 * c + 4] = 1.0
             rows.append(row)
     L = np.stack(rows)
     B = null_space(L)
+    tris = np.ascontiguousarray(tris[..., :2])  # (nC, 3, 2) (x, y) vertices for the rest of the package
     B.setflags(write=False)
     L.setflags(write=False)
     tris.setflags(write=False)

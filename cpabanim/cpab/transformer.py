@@ -127,13 +127,15 @@ class CPAB(nn.Module):
         return self.transform(points, theta)
 
     def warp_grid(
-        self, theta: torch.Tensor, size: Sequence[int] = (64, 64), method: Method = "faithful"
+        self, theta: torch.Tensor, size: Sequence[int] = (64, 64), method: Method = "faithful",
+        differentiable: bool = False,
     ) -> torch.Tensor:
         """Dense sampling grid (T, H, W, 2) in [-1,1] for ``F.grid_sample(..., align_corners=True)``: maps the
-        identity grid u to 2 T((u+1)/2) - 1. Runs under no_grad on detached theta (2-D only)."""
+        identity grid u to 2 T((u+1)/2) - 1 (2-D only). Runs under no_grad on detached theta unless
+        ``differentiable=True`` (then autograd through the integration, exact for the discrete map)."""
         from cpabanim.cpab.warp import warp_grid
 
-        return warp_grid(self, theta, size, method=method)
+        return warp_grid(self, theta, size, method=method, differentiable=differentiable)
 
     def fit(self, points: torch.Tensor, targets: torch.Tensor, method: str = "lm", **kwargs):
         """Find theta (T, d) with T_theta(points) ~= targets (both (T, K, n) in [0,1]^n).

@@ -26,11 +26,19 @@ def from_unit(x: torch.Tensor) -> torch.Tensor:
     return 2 * x - 1
 
 
-@torch.no_grad()
-def warp_grid(cpab, theta: torch.Tensor, size: Sequence[int] = (64, 64), method: str = "faithful") -> torch.Tensor:
-    """(T, d) theta -> (T, H, W, 2) sampling grid 2 T((u+1)/2) - 1 over the identity grid u (no autograd)."""
-    theta = theta.detach()
-    grid = identity_grid(size, dtype=theta.dtype, device=theta.device)
-    pts = to_unit(grid).reshape(1, -1, 2)
-    out = cpab.transform(pts, theta, method=method)
-    return from_unit(out).view(theta.shape[0], grid.shape[0], grid.shape[1], 2)
+def warp_grid(cpab, theta: torch.Tensor, size: Sequence[int] = (64, 64), method: str = "faithful",
+              differentiable: bool = False) -> torch.Tensor:
+    """(T, d) theta -> (T, H, W, 2) sampling grid 2 T((u+1)/2) - 1 over the identity grid u.
+
+    ``differentiable=False`` (CPABMM's detached theta): runs under no_grad, so no graph is built for a backward
+    that would carry nothing. ``differentiable=True``: autograd through the integration steps, the exact
+    derivative of the discrete map w.r.t. theta (docs/cpab.md "Integration"); reverse mode, because a grid has
+    many more points than theta has parameters (the forward-sensitivity Jacobian would cost d x the steps).
+    """
+    if not differentiable:
+        theta = theta.detach()
+    with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+        grid = identity_grid(size, dtype=theta.dtype, device=theta.device)
+        pts = to_unit(grid).reshape(1, -1, 2)
+        out = cpab.transform(pts, theta, method=method)
+        return from_unit(out).view(theta.shape[0], grid.shape[0], grid.shape[1], 2)

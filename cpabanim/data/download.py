@@ -90,18 +90,33 @@ def download_weights(name: str, weights_dir: Path, url: str | None = None) -> Pa
     if name in sources.SAM_WEIGHTS:
         spec = sources.SAM_WEIGHTS[name]
         return sources.fetch_url(url or spec["url"], weights_path(name, weights_dir), spec["sha256"])
-    from cpabanim.losses.weights import WEIGHTS, verify_hash
+    from cpabanim.losses.weights import SIDECAR_SUFFIX, WEIGHTS, verify_hash
 
     entry = WEIGHTS[name]
-    path = sources.fetch_url(url or entry.url, Path(weights_dir) / entry.filename)
-    if not verify_hash(path, name):
+    target = Path(weights_dir) / entry.filename
+    if target.is_file() and not verify_hash(target, name):  # corrupt earlier download: set aside, fetch again
+        bad = target.with_name(target.name + ".bad")
+        target.replace(bad)
+        log.warning("%s did not match its recorded sha256; moved to %s and downloading again", target, bad)
+    fresh = not target.is_file()
+    path = sources.fetch_url(url or entry.url, target)
+    if entry.sha256_prefix is None:
+        if fresh:  # no published hash: record what was fetched, so that later corruption is detected
+            _write_sidecar(path.with_name(path.name + SIDECAR_SUFFIX), sources.sha256_file(path))
+        log.info("%s has no published hash; sha256 of what was fetched: %s", entry.filename, sources.sha256_file(path))
+    elif not verify_hash(path, name):
         bad = path.with_name(path.name + ".bad")
         path.replace(bad)
         raise DataError(f"{path}: sha256 does not start with {entry.sha256_prefix} (kept as {bad}); "
                         f"the download from {url or entry.url} is not the official file")
-    if entry.sha256_prefix is None:
-        log.info("%s has no published hash; sha256 of what was fetched: %s", entry.filename, sources.sha256_file(path))
     return path
+
+
+def _write_sidecar(sidecar: Path, digest: str) -> None:
+    """Write ``<file>.sha256`` (the digest the weights loader checks) through a temporary file."""
+    tmp = sidecar.with_name(sidecar.name + ".tmp")
+    tmp.write_text(digest + "\n")
+    tmp.replace(sidecar)
 
 
 def download(params: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +164,7 @@ def download(params: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError("data.archive.url is empty: give the MGif archive URL (or data.source_dir for your own copy)")
         name = Path(urllib.parse.urlparse(url).path).name or "mgif-archive"
         try:
-            archive = sources.fetch_url(url, out / name, sha256)
+            archive = sources.fetch_url(url, sources.contained_path(out, name), sha256)  # a URL ending in '..'
             sources.unpack_archive(archive, out / "unpacked")
             manifest["fetched"].append({"url": url, "path": str(archive), "sha256": sources.sha256_file(archive)})
         except DataError as err:

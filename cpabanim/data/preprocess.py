@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from cpabanim.config import add_params_arguments, params_from_args
 from cpabanim.data import sources
-from cpabanim.data.video import frames_digest, is_video, read_video, resize_frames, write_frames
+from cpabanim.data.video import frames_digest, read_video, resize_frames, write_frames
 from cpabanim.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -49,13 +49,20 @@ def folder_videos(folder: Path, test_fraction: float) -> list[tuple[str, Path]]:
     the sorted videos (the last ``test_fraction`` of them, at least one, go to test)."""
     folder = Path(folder)
     if (folder / "train").is_dir() and (folder / "test").is_dir():
-        return [(s, v) for s in SPLITS for v in sorted((folder / s).iterdir()) if is_video(v) or v.is_file()]
-    videos = sorted(p for p in folder.iterdir() if p.suffix.lower() not in (".md", ".txt", ".json", ".csv")
-                    and not p.name.startswith("."))
+        # every entry, symlink loops and folders without frames included: read_video refuses what it cannot
+        # use and the manifest lists it as skipped, rather than it disappearing without a trace
+        return [(s, v) for s in SPLITS for v in _candidate_videos(folder / s)]
+    videos = _candidate_videos(folder)
     if len(videos) < 2:
         raise DataError(f"{folder}: need at least two videos (one for train, one for test), found {len(videos)}")
     num_test = min(len(videos) - 1, max(1, round(len(videos) * test_fraction)))
     return [("train", v) for v in videos[:-num_test]] + [("test", v) for v in videos[-num_test:]]
+
+
+def _candidate_videos(folder: Path) -> list[Path]:
+    """The entries of ``folder`` that may be videos, sorted: all but hidden files and notes (.md/.txt/.json/.csv)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() not in (".md", ".txt", ".json", ".csv")
+                  and not p.name.startswith("."))
 
 
 def _name(path: Path) -> str:
@@ -91,13 +98,15 @@ def plan(params: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
                         return face_crop_video(frames, size, cfg["margin"], cfg["smooth_sigma"], cfg["detect_every"])[0]
                     except DataError as err:
                         raise DataError(f"{video}: {err}") from err
-                return resize_frames(_centre_square(frames), size)
+                return resize_frames(_centre_square(frames), size, source=video)
             yield split, _name(video), make
     elif data.get("source_dir") or source == "mgif":
         root = sources.find_split_root(data.get("source_dir") or Path(params["paths"]["raw"]) / "mgif" / "unpacked")
         for split in SPLITS:
             for video in sorted((root / split).iterdir()):
-                yield split, _name(video), (lambda video=video: resize_frames(_centre_square(read_video(video)), size))
+                def make(video=video):
+                    return resize_frames(_centre_square(read_video(video)), size, source=video)
+                yield split, _name(video), make
     else:  # vox / taichi / ted from the published metadata and the videos `download` fetched
         videos_dir = Path(params["paths"]["raw"]) / source / "videos"
         metadata = sources.metadata_path(source, data["metadata"], Path(params["paths"]["raw"]) / source, fetch=False)
@@ -130,7 +139,12 @@ def preprocess(params: dict[str, Any]) -> dict[str, Any]:
                                 "config": config, "videos": {s: {} for s in SPLITS}, "skipped": []}
     items = list(plan(params))
     for split, video_id, make in tqdm(items, desc="preprocess", unit="video"):
-        folder = out / split / video_id
+        try:  # ids come from metadata and file names: never write outside paths.processed
+            folder = sources.contained_path(out, split, video_id)
+        except DataError as err:
+            log.warning("skipping %s", err)
+            manifest["skipped"].append({"split": split, "video": video_id, "reason": str(err)})
+            continue
         done = previous.get("videos", {}).get(split, {}).get(video_id)
         if reuse and done and folder.is_dir() and len(list(folder.glob("*.png"))) == done["frames"]:
             manifest["videos"][split][video_id] = done

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import tarfile
 import urllib.parse
@@ -23,10 +24,40 @@ from typing import Any
 
 import numpy as np
 
-from cpabanim.errors import DataError
+from cpabanim.errors import CpabanimError, DataError
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
+
+# What a dataset id (YouTube id, person id, video id) may look like: it becomes a file or folder name, so no
+# '/', no leading '.', nothing a shell, glob or yt-dlp output template would interpret (docs/reliability.md).
+SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+
+
+def validate_id(value: str, what: str, where: str | Path) -> str:
+    """``value`` when it matches :data:`SAFE_ID`; else :class:`DataError` naming ``where`` it came from."""
+    if not isinstance(value, str) or not SAFE_ID.fullmatch(value):
+        raise DataError(f"{where}: {what} {value!r} is not a valid id (letters, digits, '_', '-', '.', not starting "
+                        "with '.', at most 128 characters); fix or remove that entry")
+    return value
+
+
+def contained_path(root: str | Path, *parts: str | Path, allow_root: bool = False) -> Path:
+    """``root / parts`` after checking that it resolves (symlinks followed) inside ``root``.
+
+    Every path built from data (a dataset id, a file name, an archive member) goes through here before
+    anything is written there: a ``..``, an absolute part or a symlink pointing elsewhere raises
+    :class:`DataError` instead of writing outside ``root``. ``root`` itself is refused unless ``allow_root``.
+    """
+    root = Path(root)
+    candidate = root.joinpath(*parts)
+    base, resolved = root.resolve(), candidate.resolve()
+    if not resolved.is_relative_to(base) or (resolved == base and not allow_root):
+        shown = "/".join(str(p) for p in parts)
+        raise DataError(f"{shown!r} would be written at {resolved}, outside {root}: refused (an id or archive "
+                        "member with '..', an absolute path or a link pointing elsewhere)")
+    return candidate
+
 
 # Official segment-anything checkpoints (facebookresearch/segment-anything README) and their sha256.
 SAM_WEIGHTS: dict[str, dict[str, str]] = {
@@ -90,22 +121,69 @@ def fetch_url(url: str, dest: str | Path, sha256: str | None = None, timeout: fl
     return dest
 
 
+def _check_zip_members(zf: zipfile.ZipFile, archive: Path, dest: Path) -> None:
+    """Refuse the whole zip when one member would land outside ``dest`` (``..``, absolute name)."""
+    for info in zf.infolist():
+        if Path(info.filename).is_absolute():
+            raise DataError(f"{archive}: member {info.filename!r} has an absolute path")
+        try:
+            contained_path(dest, info.filename, allow_root=True)
+        except DataError:
+            raise DataError(f"{archive}: member {info.filename!r} would be written outside {dest}") from None
+
+
+def _check_tar_members(tf: tarfile.TarFile, archive: Path, dest: Path) -> None:
+    """Refuse the whole tar when one member has an absolute name (the ``data`` filter would quietly strip the
+    ``/``) or fails Python's ``data`` filter (``..``, links pointing outside, devices): checked for every
+    member before anything is written."""
+    for member in tf.getmembers():
+        if member.name.startswith(("/", os.sep)):
+            raise DataError(f"{archive}: member {member.name!r} has an absolute path")
+        try:
+            tarfile.data_filter(member, str(dest))
+        except tarfile.FilterError as err:
+            raise DataError(f"{archive}: member {member.name!r} refused ({err})") from None
+
+
 def unpack_archive(archive: str | Path, dest: str | Path) -> Path:
-    """Unpack a .zip / .tar(.gz|.bz2|.xz) into ``dest`` (refusing paths that escape it); returns ``dest``."""
+    """Unpack a .zip / .tar(.gz|.bz2|.xz) into ``dest``; returns ``dest``.
+
+    Extraction goes to the hidden ``.<dest>.tmp`` beside ``dest`` (in .dvcignore) and is renamed to ``dest``
+    when complete. A member that would escape (``..``, absolute path, link pointing outside), a corrupt
+    archive or a failed write raises :class:`DataError` after removing the partial extraction, so no
+    half-unpacked dataset is ever used.
+    """
     archive, dest = Path(archive), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    root = dest.resolve()
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            for name in zf.namelist():
-                if not (dest / name).resolve().is_relative_to(root):
-                    raise DataError(f"{archive}: member {name!r} would be written outside {dest}")
-            zf.extractall(dest)
-    elif tarfile.is_tarfile(archive):
-        with tarfile.open(archive) as tf:
-            tf.extractall(dest, filter="data")
-    else:
-        raise DataError(f"{archive}: not a zip or tar archive")
+    staging = dest.with_name(f".{dest.name}.tmp")
+    if staging.exists():  # left by a killed earlier run
+        shutil.rmtree(staging)
+    try:
+        staging.mkdir(parents=True)
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                _check_zip_members(zf, archive, staging)
+                zf.extractall(staging)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tf:
+                _check_tar_members(tf, archive, staging)
+                tf.extractall(staging, filter="data")  # re-checks at write time (links created meanwhile)
+        else:
+            raise DataError(f"{archive}: not a zip or tar archive")
+    except DataError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DataError(f"{err}; nothing was unpacked") from None
+    except tarfile.FilterError as err:  # found at write time, e.g. a path through a link extracted just before
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DataError(f"{archive}: member {err.tarinfo.name!r} refused ({err}); nothing was unpacked") from None
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DataError(f"{archive}: cannot unpack into {dest} ({type(err).__name__}: {err}); "
+                        "the partial extraction was removed") from None
+    if dest.is_dir() and not dest.is_symlink():
+        shutil.rmtree(dest)
+    elif dest.exists() or dest.is_symlink():
+        dest.unlink()
+    os.replace(staging, dest)
     return dest
 
 
@@ -179,17 +257,21 @@ def read_metadata(path: str | Path) -> list[Chunk]:
         raise DataError(f"metadata file {path} not found (set data.metadata to the dataset's metadata CSV)")
     chunks = []
     with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
+        reader = csv.DictReader(handle)
+        for row in reader:
             try:
                 video_id = row["video_id"]
                 youtube_id = video_id.split("#")[-1]
                 person = row.get("person_id") or (video_id.split("#")[0] if "#" in video_id else youtube_id)
+                # both become file and folder names (download, preprocess): a strict pattern, no paths
+                validate_id(youtube_id, "video id", f"{path} line {reader.line_num}")
+                validate_id(person, "person id", f"{path} line {reader.line_num}")
                 chunks.append(Chunk(
                     youtube_id=youtube_id, person=person, start=int(row["start"]), end=int(row["end"]),
                     bbox=tuple(int(float(v)) for v in row["bbox"].split("-")), ref_width=int(row["width"]),
                     ref_height=int(row["height"]), fps=float(row["fps"]), partition=row["partition"],
                 ))
-            except (KeyError, ValueError) as err:
+            except (KeyError, ValueError, AttributeError) as err:  # AttributeError: a short row (None field)
                 raise DataError(f"{path}: bad metadata row {row} ({err})") from err
     return chunks
 
@@ -198,8 +280,9 @@ def download_youtube(youtube_id: str, out_dir: Path, url_template: str, options:
     """Fetch one video with yt-dlp (as a library) into ``out_dir/<id>.mp4``; :class:`DataError` on failure."""
     import yt_dlp
 
+    validate_id(youtube_id, "YouTube id", out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{youtube_id}.mp4"
+    target = contained_path(out_dir, f"{youtube_id}.mp4")
     if target.is_file():
         return target
     url = url_template.format(id=youtube_id)
@@ -244,16 +327,25 @@ def crop_chunk(video_path: Path, chunk: Chunk, size: int) -> np.ndarray:
     top, bottom = max(0, int(top * sy)), min(height, int(bottom * sy))
     if right - left < 2 or bottom - top < 2:
         raise DataError(f"{chunk.name}: empty crop box {chunk.bbox} for a {width}x{height} video")
-    return resize_frames(np.ascontiguousarray(frames[:, top:bottom, left:right]), size)
+    return resize_frames(np.ascontiguousarray(frames[:, top:bottom, left:right]), size,
+                         source=f"{chunk.name} (crop of {video_path.name})")
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically with sorted keys (stable bytes for DVC)."""
+    """Write JSON atomically with sorted keys (stable bytes for DVC).
+
+    Through a hidden per-process temporary file (``.<name>.tmp<pid>``, in .dvcignore); a failed write (full
+    or read-only disk) removes it and raises one :class:`CpabanimError` line naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise CpabanimError(f"cannot write {path}: {err.strerror or err} (a full or read-only disk?)") from err
 
 
 def read_json(path: str | Path) -> dict[str, Any]:

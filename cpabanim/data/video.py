@@ -1,8 +1,13 @@
 """Reading and writing videos: frame folders, .mp4/.mov/.avi (decord), .gif and wide PNG strips.
 
 Every reader returns ``uint8 (T, H, W, 3)`` RGB and raises :class:`~cpabanim.errors.DataError` naming the
-file when the input cannot be used (unreadable, empty, fewer than two frames, grayscale, frames of
-different sizes), so that a bad video never surfaces as an opaque numpy/decord traceback.
+file when the input cannot be used (unreadable, empty, fewer than two frames, frames of different sizes, a
+broken symlink or symlink loop), so that a bad video never surfaces as an opaque numpy/decord traceback.
+
+One rule for grayscale: grayscale frames (PNG/JPG modes L, LA, 1, I;16, grayscale mp4/gif) are accepted
+and converted to RGB by repeating the gray channel, whatever the container. One rule for size: source frames
+smaller than :data:`MIN_SOURCE_SIDE` pixels on their short side are refused when preprocessing resizes them
+(:func:`resize_frames`) rather than silently upscaled from too little detail (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cpabanim.errors import DataError
+from cpabanim.errors import CpabanimError, DataError
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 MOVIE_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 VIDEO_SUFFIXES = MOVIE_SUFFIXES + (".gif",) + FRAME_SUFFIXES
+MIN_SOURCE_SIDE = 32  # px, short side of a source frame that preprocessing accepts (docs/reliability.md)
+_SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
 def is_video(path: Path) -> bool:
@@ -36,11 +43,14 @@ def list_frame_files(folder: Path) -> list[Path]:
 
 
 def _to_rgb(frames: np.ndarray, path: Path) -> np.ndarray:
-    """(T, H, W, C) any dtype -> uint8 (T, H, W, 3); RGBA loses alpha, grayscale is refused."""
-    if frames.ndim == 3 or (frames.ndim == 4 and frames.shape[-1] == 1):
-        raise DataError(f"{path}: grayscale frames (shape {frames.shape}); RGB videos are required")
-    if frames.ndim != 4 or frames.shape[-1] not in (3, 4):
-        raise DataError(f"{path}: frames of shape {frames.shape[1:]} are not RGB images")
+    """(T, H, W[, C]) any dtype -> uint8 (T, H, W, 3); RGBA loses alpha, grayscale (no channel axis, 1 channel,
+    or gray + alpha) is repeated into R, G and B."""
+    if frames.ndim == 3:
+        frames = frames[..., None]
+    if frames.ndim != 4 or frames.shape[-1] not in (1, 2, 3, 4):
+        raise DataError(f"{path}: frames of shape {frames.shape[1:]} are not RGB or grayscale images")
+    if frames.shape[-1] <= 2:  # gray or gray + alpha: the same rule for every container
+        frames = np.repeat(frames[..., :1], 3, axis=-1)
     frames = frames[..., :3]
     if frames.dtype != np.uint8:
         if np.issubdtype(frames.dtype, np.floating) and frames.max(initial=0) <= 1.0:
@@ -50,12 +60,15 @@ def _to_rgb(frames: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _read_image(path: Path) -> np.ndarray:
+    """One image as ``uint8 (H, W, 3)``: colour modes through PIL's RGB conversion, 16-bit grayscale scaled
+    to 8 bits (PIL's own conversion would clip it), other grayscale modes repeated into three channels."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
-            if img.mode in ("L", "LA", "I", "I;16", "1", "F"):
-                raise DataError(f"{path}: grayscale image (mode {img.mode}); RGB frames are required")
+            if img.mode in _SIXTEEN_BIT_MODES:
+                gray = np.asarray(img, dtype=np.float64) / 257.0  # 65535 -> 255
+                return _to_rgb(np.clip(np.rint(gray), 0, 255).astype(np.uint8)[None], path)[0]
             return np.asarray(img.convert("RGB"))
     except DataError:
         raise
@@ -85,6 +98,8 @@ def read_video(
     """
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():  # exists() follows links: a loop or a dangling link lands here
+            raise DataError(f"{path}: broken symlink or symlink loop (-> {os.readlink(path)})")
         raise DataError(f"{path}: no such video")
     if path.is_dir():
         files = list_frame_files(path)
@@ -198,21 +213,28 @@ def write_frames(frames: np.ndarray, folder: str | Path) -> Path:
     """Write ``uint8 (T, H, W, 3)`` as ``folder/00000.png, ...``; byte-identical for identical frames.
 
     The folder is written beside its final place and renamed into it, so an interrupted run never leaves a
-    half-written video that a later run would take as done.
+    half-written video that a later run would take as done. The temporary folder ``.<name>.tmp`` is hidden
+    from DVC (.dvcignore) and from the dataset and masks listings (they skip ``*.tmp``). A failed write (full
+    or read-only disk) removes it and raises one :class:`CpabanimError` line naming the folder.
     """
     from PIL import Image
 
     folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    for index, frame in enumerate(frames):
-        # fixed compression level and no metadata: same pixels -> same bytes (DVC hashes these files)
-        Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8)).save(tmp / f"{index:05d}.png", compress_level=6)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        for index, frame in enumerate(frames):
+            # fixed compression level and no metadata: same pixels -> same bytes (DVC hashes these files)
+            image = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8))
+            image.save(tmp / f"{index:05d}.png", compress_level=6)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CpabanimError(f"cannot write {folder}: {err.strerror or err} (a full or read-only disk?)") from err
     return folder
 
 
@@ -223,10 +245,24 @@ def frames_digest(frames: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """``uint8 (T, H, W, 3)`` -> ``uint8 (T, size, size, 3)``; area interpolation (anti-aliased) when shrinking."""
+def check_source_size(frames: np.ndarray, source: str | Path) -> None:
+    """:class:`DataError` when ``uint8 (T, H, W, 3)`` frames are smaller than :data:`MIN_SOURCE_SIDE` on
+    their short side: such a video has too little detail to be upscaled into a training clip."""
+    height, width = frames.shape[1:3]
+    if min(height, width) < MIN_SOURCE_SIDE:
+        raise DataError(f"{source}: frames of {width}x{height} pixels are below the {MIN_SOURCE_SIDE} px minimum "
+                        "(short side) for a source video; use a larger video or crop")
+
+
+def resize_frames(frames: np.ndarray, size: int, source: str | Path = "video") -> np.ndarray:
+    """``uint8 (T, H, W, 3)`` -> ``uint8 (T, size, size, 3)``; area interpolation (anti-aliased) when shrinking.
+
+    Source frames below :data:`MIN_SOURCE_SIDE` px on their short side raise :class:`DataError` naming
+    ``source`` (see :func:`check_source_size`).
+    """
     import cv2
 
+    check_source_size(frames, source)
     if frames.shape[1:3] == (size, size):
         return frames
     shrink = frames.shape[1] > size or frames.shape[2] > size

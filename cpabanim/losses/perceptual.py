@@ -37,7 +37,9 @@ class VGG19Features(nn.Module):
 
         features = vgg19(weights=None).features
         if weights_path is not None:
-            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+            from cpabanim.losses.weights import load_weights
+
+            state = load_weights("vgg19", weights_path)  # hash checked, weights_only, one-line errors
             prefixed = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
             features.load_state_dict(prefixed)
         self.slices = nn.ModuleList(nn.Sequential(*[features[i] for i in range(a, b)]) for a, b in VGG_SLICES)

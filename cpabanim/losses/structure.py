@@ -110,7 +110,9 @@ class StructureLoss(nn.Module):
         super().__init__()
         self.vit = vit if vit is not None else DinoViT()
         if weights_path is not None:
-            state = torch.load(weights_path, map_location="cpu", weights_only=True)
+            from cpabanim.losses.weights import load_weights
+
+            state = load_weights("dino_vitb8", weights_path)  # hash checked, weights_only, one-line errors
             state = {k: v for k, v in state.items() if not k.startswith("head")}
             self.vit.load_state_dict(state)
         self.vit.requires_grad_(False).eval()

@@ -3,14 +3,23 @@
 Each entry gives the official URL, the file name and what is known of its hash, for a download stage
 (``cpabanim download --weights NAME`` or ``--weights auto``) to fetch and verify. Lookup order: ``{paths.weights}/<filename>``, then the
 torch hub cache (``$TORCH_HOME/hub/checkpoints/<filename>``, where torchvision/torch.hub put them).
+
+:func:`load_weights` is the one way a weight file is read: its hash is checked first (the registry's prefix,
+SAM's full sha256, or for DINO, which publishes none, the ``<file>.sha256`` the download stage recorded),
+then it is loaded with ``torch.load(weights_only=True)``. A corrupt file is one error line naming the file and
+the fix (delete it, ``cpabanim download --weights NAME``), never a suggestion to load it unsafely.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from cpabanim.errors import MissingWeightsError
+from cpabanim.errors import CpabanimError, MissingWeightsError
+
+SIDECAR_SUFFIX = ".sha256"  # the sha256 the download stage saw, beside a file whose publisher gives none
+_VERIFIED: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) already hashed in this process
 
 
 @dataclass(frozen=True)
@@ -60,15 +69,58 @@ def find_weights(name: str, weights_dir: str | Path | None = None, alternative: 
         f"Get it with `cpabanim download --weights {name}` or download {entry.url} into {candidates[0].parent}.{hint}")
 
 
-def verify_hash(path: Path, name: str) -> bool:
-    """True when the file's sha256 starts with the registry's prefix (or no prefix is known)."""
-    import hashlib
+def expected_hash(name: str, path: Path | None = None) -> str | None:
+    """What the sha256 of weight file ``name`` must start with: the registry's prefix (torchvision's file-name
+    convention), SAM's full published sha256, else the sidecar ``<path>.sha256`` written at download; None
+    when nothing is known."""
+    from cpabanim.data.sources import SAM_WEIGHTS
 
-    prefix = WEIGHTS[name].sha256_prefix
-    if not prefix:
-        return True
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest().startswith(prefix)
+    if name in SAM_WEIGHTS:
+        return SAM_WEIGHTS[name]["sha256"]
+    if WEIGHTS[name].sha256_prefix:
+        return WEIGHTS[name].sha256_prefix
+    sidecar = None if path is None else path.with_name(path.name + SIDECAR_SUFFIX)
+    recorded = sidecar.read_text().split() if sidecar is not None and sidecar.is_file() else []
+    return recorded[0] if recorded else None
+
+
+def verify_hash(path: Path, name: str) -> bool:
+    """True when the file's sha256 starts with what is expected of ``name`` (or nothing is known)."""
+    from cpabanim.data.sources import sha256_file
+
+    prefix = expected_hash(name, Path(path))
+    return not prefix or sha256_file(path).startswith(prefix)
+
+
+def redownload_hint(name: str, path: Path) -> str:
+    """The fix for a bad weight file, as the error messages give it."""
+    return f"delete {path} and download it again: `cpabanim download --weights {name}`"
+
+
+def check_weights(path: str | Path, name: str) -> Path:
+    """``path`` when its hash is the expected one for ``name``; else :class:`CpabanimError` naming the file and
+    the fix. A file already checked in this process (same size and mtime) is not hashed again."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _VERIFIED:
+        return path
+    prefix = expected_hash(name, path)
+    if prefix:
+        from cpabanim.data.sources import sha256_file
+
+        actual = sha256_file(path)
+        if not actual.startswith(prefix):
+            raise CpabanimError(f"weight file {path} is corrupt or not the official {name} file (sha256 "
+                                f"{actual[:16]}... does not start with {prefix[:16]}); {redownload_hint(name, path)}")
+    _VERIFIED.add(key)
+    return path
+
+
+def load_weights(name: str, path: str | Path, map_location: Any = "cpu") -> Any:
+    """The content (a state dict) of weight file ``name`` at ``path``: hash checked (:func:`check_weights`),
+    then read with ``torch.load(weights_only=True)``; every failure is one :class:`CpabanimError` line."""
+    from cpabanim.models.checkpoint import safe_torch_load
+
+    path = check_weights(path, name)
+    return safe_torch_load(path, f"weight file ({name})", redownload_hint(name, path), map_location)

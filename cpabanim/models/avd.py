@@ -1,6 +1,12 @@
-"""AVD network (animation via disentanglement, re-written from the paper's description, paper.md §1.7):
-an identity code from the source keypoints and a pose code from the driving keypoints decode into keypoints
-with the source's shape and the driving pose."""
+"""AVD network (animation via disentanglement, paper.md §1.7, TPSMM's layer structure): an identity code from the
+source keypoints and a pose code from the driving keypoints decode into keypoints with the source's shape and
+the driving pose.
+
+Layer for layer TPSMM's (docs/faithfulness.md): each encoder is Linear-BN-ReLU x 3 then a plain Linear to its
+bottleneck (no normalisation or activation on the code), the decoder is Linear-BN-ReLU x 3 then a plain Linear,
+and the decoder reads [pose code, identity code] in that order. Module names match TPSMM's (``id_encoder``,
+``pose_encoder``, ``decoder``; 69 state tensors for any size), so its weights load unchanged.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,12 @@ import torch
 from torch import nn
 
 
-def _mlp(sizes: list[int], last_activation: bool) -> nn.Sequential:
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear -> BatchNorm1d -> ReLU between consecutive ``sizes``, and a plain Linear last."""
     layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2 or last_activation:
-            layers += [nn.BatchNorm1d(sizes[i + 1]), nn.ReLU(inplace=True)]
+    for i in range(len(sizes) - 2):
+        layers += [nn.Linear(sizes[i], sizes[i + 1]), nn.BatchNorm1d(sizes[i + 1]), nn.ReLU(inplace=True)]
+    layers.append(nn.Linear(sizes[-2], sizes[-1]))
     return nn.Sequential(*layers)
 
 
@@ -23,11 +29,12 @@ class AVDNetwork(nn.Module):
     def __init__(self, num_kp: int, id_bottle_size: int = 128, pose_bottle_size: int = 128):
         super().__init__()
         n = num_kp * 2
-        self.id_encoder = _mlp([n, 256, 512, 1024, id_bottle_size], last_activation=True)
-        self.pose_encoder = _mlp([n, 256, 512, 1024, pose_bottle_size], last_activation=True)
-        self.decoder = _mlp([id_bottle_size + pose_bottle_size, 1024, 512, 256, n], last_activation=False)
+        self.id_encoder = _mlp([n, 256, 512, 1024, id_bottle_size])
+        self.pose_encoder = _mlp([n, 256, 512, 1024, pose_bottle_size])
+        self.decoder = _mlp([pose_bottle_size + id_bottle_size, 1024, 512, 256, n])
 
     def forward(self, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> torch.Tensor:
         b, k, _ = kp_source.shape
-        code = torch.cat([self.id_encoder(kp_source.reshape(b, -1)), self.pose_encoder(kp_driving.reshape(b, -1))], 1)
-        return self.decoder(code).view(b, k, 2)
+        pose = self.pose_encoder(kp_driving.reshape(b, -1))  # (B, pose_bottle_size)
+        identity = self.id_encoder(kp_source.reshape(b, -1))  # (B, id_bottle_size)
+        return self.decoder(torch.cat([pose, identity], dim=1)).view(b, k, 2)

@@ -45,7 +45,8 @@ class AnimationModel(nn.Module):
             from cpabanim.models.cpab_motion import CPABMotion
 
             self.motion = CPABMotion(p["partial_tessellation"], p["global_tessellation"], p["fit_method"],
-                                     p["adam_iters"], integrator=p["integrator"])
+                                     p["adam_iters"], integrator=p["integrator"],
+                                     kp_gradient=p["kp_gradient"])
             num_transforms = self.num_groups + 2  # background + N partial + 1 global
         elif p["motion"] == "tps":
             self.motion = TPSMotion()

@@ -1,7 +1,9 @@
 """Thin-plate-spline motion (TPSMM's motion model: the ``motion: tps`` ablation baseline) and random TPS warps
 for the equivariance loss.
 
-Both use T(x) = A x~ + sum_j w_j U(|x - c_j|), U(r) = r^2 log(r^2 + 1e-9), on (x, y) in [-1, 1].
+Both use T(x) = A x~ + sum_j w_j U(|x - c_j|), U(r) = r^2 log(r^2 + 1e-9), on (x, y) in [-1, 1], and both are
+TPSMM's exactly (docs/faithfulness.md): the keypoint TPS solves TPSMM's regularised system, the random TPS draws
+one radial weight per control point shared by x and y.
 """
 
 from __future__ import annotations
@@ -21,23 +23,37 @@ def tps_apply(points: torch.Tensor, controls: torch.Tensor, affine: torch.Tensor
     return linear + _radial(points, controls) @ weights
 
 
-def tps_fit(source_points: torch.Tensor, target_points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Closed-form TPS with T(source_i) = target_i exactly (TPSMM solves the same (C+3) system).
+# TPSMM adds 0.01 I to the whole (C+3) x (C+3) system, affine block included: a smoothing TPS, not an
+# interpolating one (the keypoints are only approximately matched). The TPS baseline is TPSMM's only with it.
+TPSMM_REGULARISATION = 0.01
+
+
+def tps_system(control_points: torch.Tensor, regularisation: float = TPSMM_REGULARISATION) -> torch.Tensor:
+    """TPSMM's system matrix [[K, P], [P^T, 0]] + regularisation * I for control points (T, C, 2) -> (T, C+3, C+3).
+
+    K_ij = U(|c_i - c_j|) (C x C), P = [c, 1] (C x 3).
+    """
+    t, c, _ = control_points.shape
+    kernel = _radial(control_points, control_points)  # (T, C, C)
+    p = torch.cat([control_points, torch.ones_like(control_points[..., :1])], dim=-1)  # (T, C, 3)
+    top = torch.cat([kernel, p], dim=-1)
+    bottom = torch.cat([p.transpose(1, 2), p.new_zeros(t, 3, 3)], dim=-1)
+    system = torch.cat([top, bottom], dim=1)
+    return system + regularisation * torch.eye(c + 3, dtype=p.dtype, device=p.device)
+
+
+def tps_fit(source_points: torch.Tensor, target_points: torch.Tensor,
+            regularisation: float = TPSMM_REGULARISATION) -> tuple[torch.Tensor, torch.Tensor]:
+    """TPSMM's keypoint TPS: solve (system + reg I) [w; a] = [target; 0] (TPSMM inverts; we solve: grids within 4e-6).
 
     source_points, target_points (T, C, 2) -> affine (T, 2, 3), weights (T, C, 2). Differentiable in both.
+    With ``regularisation=0`` the TPS interpolates (T(source_i) = target_i exactly).
     """
     t, c, _ = source_points.shape
-    kernel = _radial(source_points, source_points)  # (T, C, C)
-    ones = torch.ones_like(source_points[..., :1])
-    p = torch.cat([source_points, ones], dim=-1)  # (T, C, 3)
-    top = torch.cat([kernel, p], dim=-1)
-    bottom = torch.cat([p.transpose(1, 2), torch.zeros(t, 3, 3, dtype=p.dtype, device=p.device)], dim=-1)
-    system = torch.cat([top, bottom], dim=1)  # (T, C+3, C+3)
-    # A tiny ridge keeps the system solvable when two keypoints coincide (early in training they can).
-    system = system + 1e-6 * torch.eye(c + 3, dtype=p.dtype, device=p.device)
-    rhs = torch.cat([target_points, torch.zeros(t, 3, 2, dtype=p.dtype, device=p.device)], dim=1)
+    system = tps_system(source_points, regularisation)
+    rhs = torch.cat([target_points, target_points.new_zeros(t, 3, 2)], dim=1)  # (T, C+3, 2)
     solution = torch.linalg.solve(system, rhs)
-    weights, affine_rows = solution[:, :c], solution[:, c:]  # affine_rows (T, 3, 2)
+    weights, affine_rows = solution[:, :c], solution[:, c:]  # affine_rows (T, 3, 2): rows x, y, 1
     return affine_rows.transpose(1, 2), weights
 
 
@@ -63,17 +79,22 @@ class TPSMotion(torch.nn.Module):
 
 
 class RandomTPS:
-    """A random TPS per sample (FOMM/TPSMM equivariance transform): affine [I|0] + N(0, sigma_affine^2),
-    ``points_tps`` x ``points_tps`` control points on [-1, 1]^2 with N(0, sigma_tps^2) weights."""
+    """A random TPS per sample (TPSMM's equivariance transform): affine [I|0] + N(0, sigma_affine^2), and
+    ``points_tps`` x ``points_tps`` control points on [-1, 1]^2 with N(0, sigma_tps^2) radial weights.
+
+    As TPSMM, each control point has ONE radial weight, added to x and y alike (``weights`` (B, C, 2) holds it
+    twice): the radial part moves points along the diagonal only.
+    """
 
     def __init__(self, batch: int, sigma_affine: float, sigma_tps: float, points_tps: int,
                  device=None, generator: torch.Generator | None = None):
-        noise = torch.randn(batch, 2, 3, generator=generator) * sigma_affine
-        self.affine = (noise + torch.eye(2, 3)).to(device)
         from cpabanim.models.blocks import make_coordinate_grid
 
+        noise = torch.randn(batch, 2, 3, generator=generator) * sigma_affine
+        self.affine = (noise + torch.eye(2, 3)).to(device)
         self.controls = make_coordinate_grid(points_tps, points_tps).view(1, -1, 2).expand(batch, -1, -1).to(device)
-        self.weights = (torch.randn(batch, points_tps**2, 2, generator=generator) * sigma_tps).to(device)
+        radial = torch.randn(batch, points_tps**2, 1, generator=generator) * sigma_tps  # (B, C, 1), shared by x, y
+        self.weights = radial.expand(-1, -1, 2).to(device)
 
     def warp_points(self, points: torch.Tensor) -> torch.Tensor:
         """(B, P, 2) -> (B, P, 2)."""

@@ -36,6 +36,15 @@ def expand(template: str, params: Mapping[str, Any], keep: tuple[str, ...] = ())
     return _FIELD.sub(value, template)
 
 
+def section_keys(section: str, exclude: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The dotted keys of a params section (from the schema), less ``exclude``: for stages that read a section
+    except a few settings."""
+    from cpabanim.config import schema
+
+    keys = (f"{section}.{key}" for key in schema()["properties"][section]["properties"])
+    return tuple(k for k in keys if k not in exclude)
+
+
 def template_fields(template: str) -> list[str]:
     return _FIELD.findall(template)
 

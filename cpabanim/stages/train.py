@@ -12,19 +12,21 @@ from __future__ import annotations
 import logging
 import os
 
-from cpabanim.stages.base import Output, Stage, StageIO
+from cpabanim.stages.base import Output, Stage, StageIO, section_keys
 
 log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "complete.json"
+# how training is fed and compiled, not what it learns: changing them never re-runs training
+HOW_IT_RUNS = ("train.num_workers", "train.prefetch_factor", "train.channels_last", "train.compile")
 
 STAGE = Stage(
     name="train",
     help="train the animation model (resumes from the last checkpoint)",
     module=__name__,
     params=("seed", "data.source", "data.frame_size", "data.id_sampling", "data.num_repeats", "data.augmentation",
-            "model", "loss", "train"),
-    settings=("device",),
+            "model", "loss", *section_keys("train", exclude=HOW_IT_RUNS)),
+    settings=("device", *HOW_IT_RUNS),
     inputs=("processed", "masks"),
     outputs=(Output("checkpoints", "{paths.checkpoints}/{experiment}", persist=True, marker=COMPLETE_MARKER),),
     per_experiment=True,
@@ -50,7 +52,7 @@ def run(cfg, io: StageIO, restart: bool = False) -> None:
              result["checkpoint"])
     if int(os.environ.get("RANK", "0")) == 0:
         complete = bool(read_checkpoint(result["checkpoint"]).get("complete"))
-        if complete and cfg.train.avd_steps > 0:
+        if complete and cfg.train.avd_epochs > 0:
             train_avd(cfg)
         if complete:
             write_json(marker, {"step": result["step"], "epoch": result["epoch"],

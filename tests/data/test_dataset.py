@@ -116,3 +116,66 @@ def test_missing_split_and_wrong_size_are_clear(root, tmp_path):
         FramesDataset(tmp_path / "nowhere", "train")
     with pytest.raises(DataError, match="expects"):
         FramesDataset(root, "train", frame_shape=(64, 64, 3))[0]
+
+
+def test_keyed_items_depend_only_on_their_key(root):
+    from cpabanim.data.loader import ItemKey
+
+    data = FramesDataset(root, "train", id_sampling=True, augmentation={
+        "horizontal_flip": True, "time_flip": True, "resize_ratio": [0.9, 1.1],
+        "jitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1}})
+    first = data[ItemKey(0, 123)]
+    torch.rand(5)  # the global generator plays no part
+    again = data[ItemKey(0, 123)]
+    assert first["name"] == again["name"]
+    for key in ("source", "driving"):
+        assert torch.equal(first[key], again[key])
+    others = [data[ItemKey(0, seed)] for seed in range(8)]
+    assert any(not torch.equal(o["source"], first["source"]) for o in others)
+    assert len({o["name"] for o in others}) > 1  # the clip of the identity is drawn too
+
+
+def test_augmentation_is_sampled_then_applied():
+    from cpabanim.data.augmentation import apply_augmentation, sample_augmentation
+
+    params = {"horizontal_flip": True, "time_flip": True, "resize_ratio": [0.8, 1.2],
+              "jitter": {"brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.2}}
+    drawn = [sample_augmentation(params, (16, 16), torch.Generator().manual_seed(s)) for s in range(20)]
+    assert drawn[3] == sample_augmentation(params, (16, 16), torch.Generator().manual_seed(3))
+    assert len(set(drawn)) == 20 and {d.time_flip for d in drawn} == {True, False}
+    assert all(d.resized is not None and sorted(d.jitter_order) == [0, 1, 2, 3] for d in drawn)
+    frames = torch.rand(2, 3, 16, 16)
+    masks = torch.randint(0, 3, (2, 16, 16))
+    out, out_masks = apply_augmentation(frames, masks, drawn[0])
+    again, again_masks = apply_augmentation(frames, masks, drawn[0])
+    assert torch.equal(out, again) and torch.equal(out_masks, again_masks)
+    assert out.shape == frames.shape and out_masks.shape == masks.shape
+    assert sample_augmentation(None, (16, 16)) == sample_augmentation({}, (16, 16))
+
+
+@pytest.mark.parametrize("operation", ["brightness", "contrast", "saturation", "hue"])
+def test_colour_jitter_equals_torchvision(operation):
+    import torchvision.transforms.functional as TF
+
+    from cpabanim.data.augmentation import PairAugmentation, apply_augmentation
+
+    frames = torch.rand(2, 3, 24, 24)
+    frames[0, :, :4] = 0.5  # grey pixels: no hue
+    frames[1, 0, :4] = frames[1, 1, :4]  # ties between the max channels
+    for factor in ((0.7, 1.3) if operation != "hue" else (-0.4, 0.15, 0.5)):
+        aug = PairAugmentation(jitter_order=(0, 1, 2, 3), **{operation: factor})
+        expected = getattr(TF, f"adjust_{operation}")(frames, factor).clamp(0, 1)
+        torch.testing.assert_close(apply_augmentation(frames, None, aug)[0], expected, atol=1e-5, rtol=0)
+
+
+def test_read_frame_decodes_like_pil(tmp_path):
+    from cpabanim.data.dataset import read_frame
+
+    rgb = moving_square_video(1, 20, seed=3)[0]
+    for mode in ("RGB", "RGBA", "P", "L"):
+        path = tmp_path / f"{mode}.png"
+        Image.fromarray(rgb).convert(mode).save(path)
+        expected = np.asarray(Image.open(path).convert("RGB"))
+        frame = read_frame(path)
+        assert frame.dtype == torch.uint8 and frame.shape == (3, 20, 20), mode
+        assert np.array_equal(frame.permute(1, 2, 0).numpy(), expected), mode

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cpabanim.data.video import read_video, resize_frames, write_frames
+from cpabanim.data.video import MIN_SOURCE_SIDE, read_video, resize_frames, write_frames
 from cpabanim.errors import DataError
 from tests.data.helpers import moving_square_video, write_frame_folder, write_gif, write_mp4
 
@@ -36,8 +36,8 @@ def test_mp4_gif_and_strip_read_as_rgb_uint8(tmp_path):
     assert read_video(tmp_path / "v.mp4", max_frames=3, stride=2).shape[0] == 3
 
 
-@pytest.mark.parametrize("case", ["empty_mp4", "corrupt_mp4", "one_frame", "grayscale", "mixed_sizes",
-                                  "empty_folder", "bad_strip", "missing", "unsupported"])
+@pytest.mark.parametrize("case", ["empty_mp4", "corrupt_mp4", "one_frame", "mixed_sizes", "empty_folder",
+                                  "bad_strip", "missing", "unsupported", "symlink_loop", "dangling_symlink"])
 def test_bad_inputs_raise_data_error_naming_the_file(tmp_path, case):
     frames = moving_square_video(4, 16)
     if case == "empty_mp4":
@@ -48,11 +48,12 @@ def test_bad_inputs_raise_data_error_naming_the_file(tmp_path, case):
         path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     elif case == "one_frame":
         path = write_frame_folder(tmp_path / "one", frames[:1])
-    elif case == "grayscale":
-        path = tmp_path / "gray"
-        path.mkdir()
-        for i in range(3):
-            Image.fromarray(frames[i, ..., 0]).save(path / f"{i:05d}.png")
+    elif case == "symlink_loop":
+        path = tmp_path / "loop.mp4"
+        path.symlink_to(path)
+    elif case == "dangling_symlink":
+        path = tmp_path / "gone"
+        path.symlink_to(tmp_path / "deleted-video")
     elif case == "mixed_sizes":
         path = write_frame_folder(tmp_path / "mixed", frames)
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path / "00004.png")
@@ -76,3 +77,63 @@ def test_resize_frames_to_square():
     small = resize_frames(frames, 16)
     assert small.shape == (3, 16, 16, 3) and small.dtype == np.uint8
     assert resize_frames(frames, 32) is frames
+
+
+def test_grayscale_is_one_rule_for_every_container_accepted_as_rgb(tmp_path):
+    """8-bit and 16-bit grayscale PNG frames, a gray PNG strip and a gray mp4 all read as R = G = B."""
+    gray = moving_square_video(4, 32)[..., 1]  # (T, H, W) uint8
+    folder = tmp_path / "gray8"
+    folder.mkdir()
+    for i, frame in enumerate(gray):
+        Image.fromarray(frame, mode="L").save(folder / f"{i:05d}.png")
+    expected = np.repeat(gray[..., None], 3, axis=-1)
+    assert np.array_equal(read_video(folder), expected)
+    deep = tmp_path / "gray16"
+    deep.mkdir()
+    for i, frame in enumerate(gray):
+        Image.fromarray(frame.astype(np.uint16) * 257).save(deep / f"{i:05d}.png")  # 16-bit PNG, full range
+    assert np.array_equal(read_video(deep), expected)  # scaled to 8 bits, not clipped to white
+    Image.fromarray(np.concatenate(list(gray), axis=1), mode="L").save(tmp_path / "strip.png")
+    assert np.array_equal(read_video(tmp_path / "strip.png"), expected)
+    mp4 = read_video(write_mp4(tmp_path / "gray.mp4", expected))
+    assert mp4.shape == expected.shape and np.abs(mp4.astype(int) - expected).mean() < 8
+    assert np.abs(mp4[..., 0].astype(int) - mp4[..., 2]).max() <= 2  # still gray after the codec
+
+
+def test_frames_below_the_minimum_size_are_refused_not_upscaled():
+    tiny = np.zeros((3, 9, 17, 3), np.uint8)  # the 17x9 video of issue 10
+    with pytest.raises(DataError, match=r"17x9 pixels are below the 32 px minimum") as info:
+        resize_frames(tiny, 64, source="clip.mp4")
+    assert str(info.value).startswith("clip.mp4: ")
+    assert MIN_SOURCE_SIDE == 32
+    edge = moving_square_video(2, MIN_SOURCE_SIDE)
+    assert resize_frames(edge, 64).shape == (2, 64, 64, 3)  # exactly the minimum is upscaled
+    with pytest.raises(DataError, match="31x40"):
+        resize_frames(np.zeros((2, 40, 31, 3), np.uint8), 16)  # the short side counts, even when shrinking
+
+
+def test_a_failed_frame_write_removes_the_partial_folder_and_names_it(tmp_path, monkeypatch):
+    import errno
+
+    from PIL import Image as PILImage
+
+    from cpabanim.errors import CpabanimError
+
+    frames = moving_square_video(4, 32)
+    write_frames(frames, tmp_path / "clip")  # a complete earlier version stays untouched
+    saved = []
+
+    def disk_full_after_two(self, fp, *args, **kwargs):
+        if len(saved) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        saved.append(fp)
+        return original(self, fp, *args, **kwargs)
+
+    original = PILImage.Image.save
+    monkeypatch.setattr(PILImage.Image, "save", disk_full_after_two)
+    with pytest.raises(CpabanimError) as info:
+        write_frames(frames[::-1], tmp_path / "clip")
+    assert str(tmp_path / "clip") in str(info.value) and "No space left" in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip"]  # no hidden partial folder left
+    monkeypatch.undo()
+    assert np.array_equal(read_video(tmp_path / "clip"), frames)

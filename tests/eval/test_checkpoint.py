@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,12 +14,23 @@ from cpabanim.metrics.io import read_frames
 checkpoint = pytest.importorskip("cpabanim.models.checkpoint", reason="the model package is not available")
 
 
+def experiment_folders(project) -> tuple[Path, Path]:
+    """(checkpoints, outputs) of the project's experiment, as the stages resolve them."""
+    from cpabanim.stages import experiment_paths
+
+    params = load_params(project.params, overrides=project.base)
+    paths = experiment_paths(params, params["experiment"])
+    return Path(paths["checkpoints"]), Path(paths["outputs"])
+
+
 def test_stages_run_a_saved_checkpoint(fake_dataset):
     from cpabanim.models.full import AnimationModel
 
     project = fake_dataset
     params = load_params(project.params)
-    checkpoint.save_checkpoint(project.root / "checkpoints" / "last.pt", AnimationModel(params["model"]), params=params)
+    checkpoints, outputs = experiment_folders(project)
+    project.outputs = outputs
+    checkpoint.save_checkpoint(checkpoints / "last.pt", AnimationModel(params["model"]), params=params)
     options = ("animate.num_pairs=1", "reconstruct.max_videos=2", "reconstruct.max_frames=3",
                "animate.max_frames=3", "reconstruct.gif=false", "animate.gif=false")
     for stage in ("reconstruct", "animate", "evaluate"):
@@ -33,3 +45,17 @@ def test_stages_run_a_saved_checkpoint(fake_dataset):
     assert metrics["recon/frames"] == 6
     assert all(f"anim/{mode}/l1_first" in metrics for mode in ("relative", "standard", "avd"))
     assert np.isfinite(list(metrics.values())).all()
+
+
+@pytest.mark.parametrize("stage", ["reconstruct", "animate"])
+def test_stages_refuse_a_checkpoint_that_would_run_code(fake_dataset, caplog, stage):
+    from tests.reliability.helpers import write_malicious_checkpoint
+
+    project = fake_dataset
+    marker = project.root / "code-ran"
+    checkpoints, outputs = experiment_folders(project)
+    path = write_malicious_checkpoint(checkpoints / "last.pt", marker)
+    assert project.run(stage, "animate.num_pairs=1", "reconstruct.max_videos=1") == 1  # one line, exit 1
+    assert not marker.exists()
+    assert any(str(path) in r.getMessage() and "refused" in r.getMessage() for r in caplog.records)
+    assert not (outputs / ("reconstruction" if stage == "reconstruct" else "animation") / "index.json").exists()

@@ -70,9 +70,13 @@ def test_dropout_softmax_never_drops_background_and_sums_to_at_most_one():
     assert (maps.sum(1) <= 1 + 1e-6).all()
 
 
-@pytest.mark.parametrize("motion", ["tps", "cpab"])
+@pytest.mark.parametrize("motion", ["cpab"])
 def test_identity_motion_for_identical_keypoints(motion):
-    """source == driving: same keypoints -> every motion grid is the identity -> the dense flow is the identity."""
+    """source == driving: same keypoints -> every motion grid is the identity -> the dense flow is the identity.
+
+    Not for ``motion: tps``: TPSMM's TPS is regularised (0.01 I on its whole system, affine block included), so
+    identical keypoints do not give the identity -- far from it when an untrained detector's keypoints cluster
+    (tests/models/test_tpsmm_faithful.py checks that system against TPSMM's equations instead)."""
     model = AnimationModel({**TINY, "motion": motion}).eval()
     frame = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
@@ -88,7 +92,7 @@ def test_identity_motion_for_identical_keypoints(motion):
 def test_tps_fit_interpolates_and_random_tps_is_near_identity():
     src = torch.rand(3, 5, 2) * 2 - 1
     dst = src + 0.1 * torch.randn(3, 5, 2)
-    affine, weights = tps_fit(src, dst)
+    affine, weights = tps_fit(src, dst, regularisation=0.0)  # unregularised: an interpolating TPS
     torch.testing.assert_close(tps_apply(src, src, affine, weights), dst, atol=1e-4, rtol=0)
     grids = TPSMotion()(dst.reshape(1, 15, 2), src.reshape(1, 15, 2), 3, (8, 8))
     assert grids.shape == (1, 3, 8, 8, 2)

@@ -15,7 +15,8 @@ from ..conftest import PROJECT_ROOT
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-PIPELINE_FILES = ["Snakefile", "workflow", "dvc.yaml", ".dvcignore", "params.yaml", "presets"]
+PIPELINE_FILES = ["Snakefile", "workflow", "dvc.yaml", ".dvcignore", "params.yaml", "params.resolved.yaml", "presets",
+                  "experiments", "cpabanim/schemas"]
 
 
 def tool_env() -> dict[str, str]:
@@ -47,7 +48,8 @@ def copy_project(dest: Path) -> Path:
         elif src.exists():
             shutil.copy2(src, dest / name)
     (dest / ".gitignore").write_text(
-        "/data/\n/models/\n/outputs/*\n!/outputs/metrics.json\n/mlflow.db\n/mlruns/\n/.snakemake/\n/.cpabanim/\n/dvc_plots/\n"
+        "/data/\n/models/\n/outputs/*\n!/outputs/*/\n/outputs/*/*\n!/outputs/*/metrics.json\n/logs/\n/mlflow.db*\n/mlruns/\n"
+        "/.snakemake/\n/.cpabanim/\n/dvc_plots/\n"
     )
     run(["git", "init", "-q", "-b", "main"], dest)
     run([str(BIN / "dvc"), "init", "-q"], dest)

@@ -1,60 +1,48 @@
-"""Snakemake and DVC declare the same stages: same commands, deps, params (and their values) and outs.
+"""Snakemake and DVC see the same stages, generated from one declaration each (cpabanim/stages/).
 
-Both are read through the tools' own APIs (tests/pipeline/dag.py), so a rule edited on one side only fails here.
+Both are read through the tools' own APIs (tests/pipeline/dag.py): inputs, outputs, persistent folders, and the
+parameter keys (DVC tracks exactly the keys a stage declares; Snakemake re-runs a job when their values change).
 """
 
 from __future__ import annotations
 
-import yaml
+from cpabanim.stages import all_stages
 
-from cpabanim.cli import STAGES
-
-from .conftest import stages_of
-
-PIPELINE_STAGES = ["download", "preprocess", "masks", "train", "reconstruct", "animate", "evaluate", "report"]
-
-
-def assert_same(snakemake: dict, dvc: dict) -> None:
-    assert sorted(snakemake) == sorted(dvc), "the two tools declare different stages"
-    for name in dvc:
-        for field in ("cmd", "deps", "outs", "persist", "params", "param_values"):
-            assert snakemake[name][field] == dvc[name][field], f"stage {name!r}: {field} differs"
+from .conftest import BIN, run, stages_of
 
 
 def test_snakemake_and_dvc_declare_the_same_stages(project):
     snakemake, dvc = stages_of("snakemake", project), stages_of("dvc", project)
-    assert sorted(dvc) == sorted(PIPELINE_STAGES)
-    assert_same(snakemake, dvc)
-    for name, stage in dvc.items():
-        # every stage is the stage CLI, reading params.yaml; every CLI stage it calls exists
-        assert stage["cmd"] == f"cpabanim {name} --params params.yaml" and name in STAGES
-    # the trained checkpoints survive a re-run (resumable training) in both tools
-    assert dvc["train"]["persist"] == ["models/checkpoints"]
-    assert "outputs/metrics.json" in dvc["evaluate"]["outs"]
+    declared = all_stages()
+    assert sorted(snakemake) == sorted(declared) and sorted(dvc) == sorted([*declared, "params"])
+    for name, stage in declared.items():
+        for field in ("deps", "outs", "persist"):
+            assert snakemake[name][field] == dvc[name][field], f"stage {name!r}: {field} differs"
+        assert dvc[name]["params"] == sorted(stage.params) and dvc[name]["cmd"] == f"cpabanim {name}"
+        assert snakemake[name]["shell"].startswith(f"cpabanim {name} ")
+    # downloads and checkpoints survive re-runs in both tools; experiments get their own folders
+    assert dvc["download"]["persist"] == ["data/raw"]
+    assert dvc["train"]["persist"] == ["models/checkpoints/{experiment}"]
+    assert "outputs/{experiment}/metrics.json" in dvc["evaluate"]["outs"]
+    # keys, not sections: the data keys that only training reads do not reach download or preprocess
+    for stage in ("download", "preprocess"):
+        assert not {"data.augmentation", "data.num_repeats", "seed" if stage == "download" else "-"} & set(dvc[stage]["params"])
 
 
-def test_they_stay_the_same_when_paths_and_values_change(project):
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["paths"]["outputs"] = "results/run1"
-    params["paths"]["checkpoints"] = "results/ckpt"
-    params["seed"] = 7
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+def test_paths_in_params_reach_both_tools(project):
+    (project / "params.yaml").write_text("experiment: default\npaths: {outputs: results/run1, checkpoints: results/ckpt}\n")
+    run([str(BIN / "cpabanim"), "dag", "--write"], project)
     snakemake, dvc = stages_of("snakemake", project), stages_of("dvc", project)
-    assert_same(snakemake, dvc)
-    assert "results/run1/metrics.json" in dvc["evaluate"]["outs"]
-    assert dvc["train"]["persist"] == ["results/ckpt"] and "results/ckpt" in dvc["reconstruct"]["deps"]
-    assert snakemake["train"]["param_values"]["seed"] == 7
+    assert snakemake["evaluate"]["outs"] == dvc["evaluate"]["outs"]
+    assert "results/run1/{experiment}/metrics.json" in dvc["evaluate"]["outs"]
+    assert dvc["train"]["persist"] == ["results/ckpt/{experiment}"] == snakemake["train"]["persist"]
 
 
-def test_snakemake_preset_switches_reach_the_stages(project):
-    from cpabanim.config import yaml_load
-
-    from .conftest import BIN, run
-
-    for switch in (["--configfile", "presets/vox-256.yaml"], ["--config", "preset=vox-256"]):
+def test_snakemake_command_line_values_reach_the_stages(project):
+    for switch in (["--config", "set=[train.max_steps=5]"], ["--config", "train={max_steps: 5}"]):
         out = run([str(BIN / "snakemake"), "-n", "-p", "--cores", "1", *switch], project)
-        assert "cpabanim train --params .snakemake/cpabanim/params.yaml" in out.stdout + out.stderr
-        resolved = yaml_load((project / ".snakemake" / "cpabanim" / "params.yaml").read_text())
-        assert resolved["data"]["source"] == "vox" and resolved["model"]["num_cpab"] == 10
+        assert "cpabanim train --set=train.max_steps=5 --experiment=default" in out.stdout + out.stderr
+    out = run([str(BIN / "snakemake"), "-n", "-p", "--cores", "1", "--config", "preset=vox-256"], project)
+    assert "--set=preset=vox-256" in out.stdout + out.stderr
     bad = run([str(BIN / "snakemake"), "-n", "--cores", "1", "--config", "device=tpu"], project, check=False)
-    assert bad.returncode != 0 and "device" in bad.stdout + bad.stderr
+    assert bad.returncode != 0 and "device" in bad.stdout + bad.stderr and "cpabanim:" in bad.stdout + bad.stderr

@@ -1,9 +1,10 @@
 """The whole pipeline on a tiny configuration, through `snakemake --cores all` AND `dvc repro`.
 
-Each tool runs in its own throw-away git repository (the project's Snakefile, workflow/, dvc.yaml, params.yaml
-and presets, with the installed package). The two full runs start together (they are mostly single-threaded
-and independent), then each test checks one property: outputs and MLflow runs, same metrics from both tools
-(deterministic seeds), a no-op re-run, and a one-parameter change that re-runs only the stages downstream of it.
+Each tool runs in its own throw-away git repository (the project's pipeline files, with the installed package).
+Snakemake runs two experiments side by side (cpab, tps) in one invocation; DVC runs the default, then `tps` as a
+DVC experiment. The full runs start together, then each test checks one property: outputs and MLflow runs, same
+metrics from both tools (deterministic seeds), no-op re-runs, a one-key change that re-runs exactly the stages
+that read it (downloads untouched), and a second experiment that shares the data stages.
 """
 
 from __future__ import annotations
@@ -27,17 +28,18 @@ pytestmark = pytest.mark.slow
 # Really tiny: a handful of 32 px frames and three training steps; every stage still runs for real.
 TINY = {
     "data": {"frame_size": 32, "synthetic": {"num_train": 4, "num_test": 2, "num_frames": 6}},
-    "train": {"max_steps": 3, "batch_size": 2, "checkpoint_every": 2, "log_every": 1,
-              "image_every": 0},
+    "train": {"max_steps": 3, "batch_size": 2, "checkpoint_every": 2, "log_every": 1, "image_every": 0,
+              "avd_epochs": 1, "avd_repeats": 1, "avd_batch_size": 2, "num_workers": 0},
     "reconstruct": {"max_frames": 4},
     "animate": {"num_pairs": 1, "modes": ["relative"]},
 }
-STAGES_WITH_RUNS = {"preprocess", "masks", "train", "reconstruct", "animate", "evaluate", "report"}
-DOWNSTREAM_OF_ANIMATE = {"animate", "evaluate", "report"}
+SHARED = {"download", "preprocess", "masks"}
+PER_EXPERIMENT = {"train", "reconstruct", "animate", "evaluate"}
+READ_BY_TRAIN_ONLY = {"train", "reconstruct", "animate", "evaluate", "report"}
 
 
 def set_params(root: Path, values: dict) -> None:
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    params = yaml.safe_load((root / "params.yaml").read_text()) or {}
     (root / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, values), sort_keys=False))
 
 
@@ -50,14 +52,22 @@ def start(cmd: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=cwd, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def finish(proc: subprocess.Popen, what: str, timeout: float = 600) -> str:
+def finish(proc: subprocess.Popen, what: str, timeout: float = 900) -> str:
     out, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, f"{what} failed ({proc.returncode}):\n{out[-8000:]}"
     return out
 
 
-SNAKEMAKE = [str(BIN / "snakemake"), "--cores", "all"]
+SNAKEMAKE = [str(BIN / "snakemake"), "--cores", "all", "--config", "experiments=[cpab,tps]"]
 DVC_REPRO = [str(BIN / "dvc"), "repro"]
+
+
+def ran_snakemake(log: str) -> set[str]:
+    return set(re.findall(r"^\s*(?:local)?rule (\w+):", log, re.M)) - {"all"}
+
+
+def ran_dvc(log: str) -> set[str]:
+    return set(re.findall(r"Running stage '(\w+)'", log))
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +77,7 @@ def runs(tmp_path_factory):
     for tool in ("snakemake", "dvc"):
         root = copy_project(tmp_path_factory.mktemp(tool) / "project")
         set_params(root, TINY)
+        run([str(BIN / "cpabanim"), "params", "--write", "params.resolved.yaml"], root)
         commit(root, "tiny parameters")
         roots[tool] = root
     started = time.monotonic()
@@ -77,7 +88,7 @@ def runs(tmp_path_factory):
 
 
 def mlflow_runs(root: Path) -> list:
-    """Every run of the project's experiment, read in a subprocess (MLflow keeps global state)."""
+    """Every run of the project's MLflow experiment, read in a subprocess (MLflow keeps global state)."""
     script = (
         "import json, mlflow\n"
         "mlflow.set_tracking_uri('sqlite:///mlflow.db')\n"
@@ -88,80 +99,102 @@ def mlflow_runs(root: Path) -> list:
     return json.loads(run([sys.executable, "-c", script], root).stdout)
 
 
-def check_outputs_and_tracking(root: Path, orchestrator: str) -> dict:
-    metrics = json.loads((root / "outputs" / "metrics.json").read_text())
+def check_experiment(root: Path, experiment: str, orchestrator: str) -> dict:
+    """One experiment's outputs and its MLflow parent (named after it) with a finished child per stage."""
+    metrics = json.loads((root / "outputs" / experiment / "metrics.json").read_text())
     assert {"recon/l1", "recon/psnr", "recon/ssim"} <= set(metrics)
-    assert all(isinstance(v, float | int) for v in metrics.values())
-    assert (root / "models" / "checkpoints" / "last.pt").is_file()
-    for name in ("runs.md", "runs.csv", "metrics.png", "samples.png", "train_loss.csv"):
-        assert (root / "outputs" / "report" / name).stat().st_size > 0, name
-    assert len((root / "outputs" / "report" / "train_loss.csv").read_text().splitlines()) == 1 + TINY["train"]["max_steps"]
-
+    assert (root / "models" / "checkpoints" / experiment / "last.pt").is_file()
     runs = mlflow_runs(root)
-    parents = [r for r in runs if r["tags"].get("cpabanim.role") == "pipeline"]
-    assert len(parents) == 1, "one parent run per pipeline invocation"
+    parents = [r for r in runs if r["tags"].get("cpabanim.role") == "pipeline" and r["name"] == experiment]
+    assert len(parents) == 1, "one parent run per experiment per invocation"
     parent = parents[0]
     children = [r for r in runs if r["tags"].get("mlflow.parentRunId") == parent["id"]]
-    assert {r["tags"]["cpabanim.stage"] for r in children} >= STAGES_WITH_RUNS
+    assert {r["tags"]["cpabanim.stage"] for r in children} >= PER_EXPERIMENT | {"report"}
     assert all(r["status"] == "FINISHED" for r in [parent, *children])
-    head = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
     tags = parent["tags"]
-    assert tags["pipeline.orchestrator"] == orchestrator
-    assert tags["git.commit"] == head and tags["git.dirty"] == "false"
+    assert tags["pipeline.orchestrator"] == orchestrator and tags["cpabanim.experiment"] == experiment
+    assert tags["git.commit"] == run(["git", "rev-parse", "HEAD"], root).stdout.strip()
     assert tags["device"] == "cpu" and tags["data.clips.train"] == "4" and tags["data.clips.test"] == "2"
     assert parent["params"]["train.max_steps"] == "3" and parent["params"]["data.source"] == "synthetic"
     for key, value in metrics.items():
         assert parent["metrics"][key] == pytest.approx(value), key
     train = next(r for r in children if r["tags"]["cpabanim.stage"] == "train")
     assert "loss/total" in train["metrics"]
-    table = (root / "outputs" / "report" / "runs.md").read_text()
-    assert parent["name"] in table and "recon/l1" in table
+    # the train run records exactly the parameters it read: its declared keys, no others
+    assert "reconstruct.batch_size" not in train["params"] and train["params"]["train.batch_size"] == "2"
     return parent
 
 
-def test_snakemake_runs_the_whole_pipeline(runs):
+def test_snakemake_runs_two_experiments_side_by_side(runs):
     roots, logs = runs
-    check_outputs_and_tracking(roots["snakemake"], "snakemake")
+    root = roots["snakemake"]
+    parents = {name: check_experiment(root, name, "snakemake") for name in ("cpab", "tps")}
+    assert parents["tps"]["params"]["model.motion"] == "tps" and parents["cpab"]["params"]["model.motion"] == "cpab"
+    stages = [r["tags"].get("cpabanim.stage") for r in mlflow_runs(root)]
+    assert all(stages.count(stage) == 1 for stage in SHARED), "data stages run once for both experiments"
+    assert stages.count("train") == 2
+    report = root / "outputs" / "report"
+    table = (report / "experiments.md").read_text()
+    assert "| cpab |" in table and "| tps |" in table and "model.motion" in table
+    for name in ("metrics.png", "samples.png", "train_loss.png", "index.html"):
+        assert (report / name).stat().st_size > 1000, name
+    assert "data:image/png;base64," in (report / "index.html").read_text()
 
 
 def test_dvc_runs_the_whole_pipeline(runs):
     roots, logs = runs
     root = roots["dvc"]
-    parent = check_outputs_and_tracking(root, "dvc")
-    # data and model versions from dvc.lock are on the parent run
+    parent = check_experiment(root, "default", "dvc")
     assert any(key.startswith("dvc.preprocess.") for key in parent["tags"]), parent["tags"]
     shown = json.loads(run([str(BIN / "dvc"), "metrics", "show", "--json"], root).stdout)
     assert "recon/l1" in json.dumps(shown)
-    # as a user would: commit the pipeline's state (dvc.lock, the git-tracked metrics) for `dvc metrics diff`
-    run(["git", "add", "dvc.lock", "outputs/metrics.json"], root)
-    run(["git", "commit", "-q", "-m", "tiny run"], root)
+    # what dvc.lock records for train is what the stage used (its MLflow params)
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    recorded = lock["stages"]["train"]["params"]["params.resolved.yaml"]
+    train = next(r for r in mlflow_runs(root) if r["tags"].get("cpabanim.stage") == "train")
+    assert str(recorded["train.batch_size"]) == train["params"]["train.batch_size"] == "2"
+    commit(root, "tiny run")
 
 
 def test_same_params_same_data_same_code_same_metrics(runs):
     roots, _ = runs
-    metrics = {tool: json.loads((root / "outputs" / "metrics.json").read_text()) for tool, root in roots.items()}
-    assert metrics["snakemake"] == metrics["dvc"]
+    cpab = json.loads((roots["snakemake"] / "outputs" / "cpab" / "metrics.json").read_text())
+    default = json.loads((roots["dvc"] / "outputs" / "default" / "metrics.json").read_text())
+    assert cpab == default  # the cpab experiment is the default model: same numbers from both tools
 
 
 def test_nothing_changed_is_a_no_op(runs):
     roots, _ = runs
-    out = run(SNAKEMAKE, roots["snakemake"]).stdout + run(SNAKEMAKE, roots["snakemake"]).stderr
-    assert "Nothing to be done" in out
-    out = run(DVC_REPRO, roots["dvc"]).stdout
-    assert "Running stage" not in out and "up to date" in out
+    out = run(SNAKEMAKE, roots["snakemake"])
+    assert "Nothing to be done" in out.stdout + out.stderr
+    assert run([str(BIN / "dvc"), "status"], roots["dvc"]).stdout.strip().endswith("up to date.")
 
 
-def test_one_param_reruns_only_the_stages_that_depend_on_it(runs):
+def test_one_key_reruns_exactly_the_stages_that_read_it_and_downloads_survive(runs):
     roots, _ = runs
+    keep = roots["snakemake"] / "data" / "raw" / "mine.mp4"
+    keep.write_bytes(b"a file the user put there")
     for root in roots.values():
-        set_params(root, {"animate": {"num_pairs": 2}})
+        set_params(root, {"data": {"augmentation": {"horizontal_flip": False}}})
     procs = {"snakemake": start(SNAKEMAKE, roots["snakemake"]), "dvc": start(DVC_REPRO, roots["dvc"])}
     logs = {tool: finish(proc, tool) for tool, proc in procs.items()}
-    ran_snakemake = set(re.findall(r"^\s*(?:local)?rule (\w+):", logs["snakemake"], re.M)) - {"all"}
-    ran_dvc = set(re.findall(r"Running stage '(\w+)'", logs["dvc"]))
-    assert ran_snakemake == DOWNSTREAM_OF_ANIMATE, logs["snakemake"][-3000:]
-    assert ran_dvc == DOWNSTREAM_OF_ANIMATE, logs["dvc"][-3000:]
-    # `dvc metrics diff` compares the workspace with the last commit
+    assert ran_snakemake(logs["snakemake"]) == READ_BY_TRAIN_ONLY, logs["snakemake"][-3000:]
+    assert ran_dvc(logs["dvc"]) == READ_BY_TRAIN_ONLY | {"params"}, logs["dvc"][-3000:]
+    assert keep.read_bytes() == b"a file the user put there"
+    # a forced re-run of the download keeps what is there too (persistent output, never deleted first)
+    run([str(BIN / "snakemake"), "--cores", "1", "--forcerun", "download", "--until", "download",
+         "--config", "experiments=[cpab,tps]"], roots["snakemake"])
+    assert keep.is_file()
     diff = json.loads(run([str(BIN / "dvc"), "metrics", "diff", "--json"], roots["dvc"]).stdout)
-    changed = {key for entry in diff.values() for key in entry}
-    assert changed and all(key.startswith("anim/") for key in changed), diff
+    assert diff, "the retrained model changed the metrics"
+    commit(roots["dvc"], "no flip")
+
+
+def test_dvc_experiment_shares_the_data_stages_and_keeps_the_first(runs):
+    roots, _ = runs
+    root = roots["dvc"]
+    out = run([str(BIN / "dvc"), "exp", "run", "-n", "tps", "-S", "experiment=tps"], root).stdout
+    assert ran_dvc(out) == READ_BY_TRAIN_ONLY | {"params"}, out[-3000:]
+    assert (root / "outputs" / "default" / "metrics.json").is_file() and (root / "outputs" / "tps" / "metrics.json").is_file()
+    shown = run([str(BIN / "dvc"), "exp", "show", "--json"], root).stdout
+    assert '"tps"' in shown

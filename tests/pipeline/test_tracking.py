@@ -33,31 +33,124 @@ def test_pipeline_id_prefers_the_environment(monkeypatch):
     assert tracking.pipeline_id() == tracking.pipeline_id()
 
 
-def test_stages_of_one_invocation_share_one_parent(tmp_path, monkeypatch):
+def tracked(tmp_path, monkeypatch, pipeline: str | None = "custom-run", **overrides) -> dict:
+    """Params with an absolute sqlite store in ``tmp_path`` (MLflow caches stores by URI)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    if pipeline:
+        monkeypatch.setenv(tracking.PIPELINE_RUN_ENV, pipeline)
+    else:
+        monkeypatch.delenv(tracking.PIPELINE_RUN_ENV, raising=False)
+    return load_params(PROJECT_ROOT / "params.yaml", overrides=[f"{k}={v}" for k, v in overrides.items()])
+
+
+def test_stages_of_one_invocation_share_one_parent_per_experiment(tmp_path, monkeypatch):
     import mlflow
 
-    monkeypatch.chdir(tmp_path)
-    # absolute: MLflow caches stores by URI, and other tests use the relative default in other folders
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    monkeypatch.setenv(tracking.PIPELINE_RUN_ENV, "custom-run")
-    params = load_params(PROJECT_ROOT / "params.yaml")
+    params = tracked(tmp_path, monkeypatch)
     parents = []
     for stage in ("train", "evaluate"):
-        with tracking.stage_run(stage, params) as run:
+        with tracking.stage_context(stage, params, used={"seed": 0}) as run:
             tracking.log_metrics({"x": 1.0}, step=1)
             parents.append(tracking.parent_run_id())
         assert run.info.run_name == stage
+        assert mlflow.get_run(run.info.run_id).data.params == {"seed": "0"}  # exactly what the stage used
     assert parents[0] == parents[1] is not None
     parent = mlflow.get_run(parents[0])
-    assert parent.data.tags[tracking.TAG_ROLE] == "pipeline" and parent.info.status == "FINISHED"
-    assert parent.data.tags["stage.evaluate"] == "finished" and parent.data.params["seed"] == "0"
+    assert parent.info.run_name == "default" and parent.info.status == "FINISHED"
+    assert parent.data.tags[tracking.TAG_ROLE] == "pipeline" and parent.data.tags["stage.evaluate"] == "finished"
+    other = {**params, "experiment": "tps"}
+    with tracking.stage_context("train", other, used={}):
+        assert tracking.parent_run_id() != parents[0]
+        assert mlflow.get_run(tracking.parent_run_id()).info.run_name == "tps"
+
+
+def test_a_stage_that_raises_leaves_a_failed_run_with_its_error(tmp_path, monkeypatch):
+    import mlflow
+
+    params = tracked(tmp_path, monkeypatch)
+    with pytest.raises(RuntimeError):
+        with tracking.stage_context("train", params, used={}) as run:
+            raise RuntimeError("disk on fire")
+    failed = mlflow.get_run(run.info.run_id)
+    assert failed.info.status == "FAILED" and failed.data.tags["error"] == "RuntimeError: disk on fire"
+    parent = mlflow.get_run(failed.data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FAILED" and parent.data.tags["stage.train"] == "failed"
+
+
+def test_stages_run_by_hand_join_their_experiments_latest_parent(tmp_path, monkeypatch):
+    params = tracked(tmp_path, monkeypatch, pipeline=None)
+    ids = set()
+    for stage in ("reconstruct", "evaluate"):
+        with tracking.stage_context(stage, params, used={}):
+            ids.add(tracking.parent_run_id())
+    assert len(ids) == 1
+
+
+def test_runs_left_running_by_a_killed_process_are_marked_killed(tmp_path, monkeypatch):
+    import mlflow
+
+    params = tracked(tmp_path, monkeypatch)
+    with tracking.stage_context("train", params, used={}) as run:
+        pass
+    client = mlflow.MlflowClient()
+    client.update_run(run.info.run_id, status="RUNNING")
+    client.set_tag(run.info.run_id, tracking.TAG_PID, "999999999")  # no such process
+    with tracking.stage_context("train", params, used={}):
+        pass
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
+
+
+def test_a_failing_store_degrades_tracking_instead_of_killing_the_stage(tmp_path, monkeypatch):
+    import mlflow
+
+    params = tracked(tmp_path, monkeypatch)
+    with tracking.stage_context("train", params, used={}) as run:
+        def broken(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(mlflow, "log_metrics", broken)
+        tracking.log_metrics({"x": 1.0}, step=1)  # does not raise
+        tracking.log_metrics({"x": 2.0}, step=2)
+    monkeypatch.setattr(tracking, "_DEGRADED", False)
+    assert "tracking.degraded" in mlflow.get_run(run.info.run_id).data.tags
+
+
+def test_two_processes_cold_starting_one_sqlite_store_both_succeed(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys\n"
+        "from cpabanim import tracking\n"
+        "from cpabanim.config import load_params\n"
+        f"params = load_params({str(PROJECT_ROOT / 'params.yaml')!r})\n"
+        "with tracking.stage_context('train', params, used={}):\n"
+        "    tracking.log_metrics({'x': 1.0})\n"
+    )
+    env = {**__import__("os").environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/shared.db",
+           "CPABANIM_PIPELINE_RUN": "race"}
+    folders = [tmp_path / "a", tmp_path / "b"]
+    procs = []
+    for folder in folders:
+        folder.mkdir()
+        procs.append(subprocess.Popen([sys.executable, "-c", script], cwd=folder, env=env, stderr=subprocess.PIPE,
+                                      text=True))
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    assert (tmp_path / "shared.db.lock").exists()  # the lock lives next to the store, not in the working folder
 
 
 def test_tracking_disabled_logs_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     params = load_params(PROJECT_ROOT / "params.yaml", overrides=["tracking.enabled=false"])
-    with tracking.stage_run("train", params) as run:
+    with tracking.stage_context("train", params, used={}) as run:
         assert run is None
         tracking.log_metrics({"x": 1.0})
         tracking.log_artifact(PROJECT_ROOT / "params.yaml")
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_artifact_names_are_safe_for_the_mlflow_ui():
+    assert tracking.safe_artifact_name("animation/000_a#1_to_b#2/relative.gif") == "animation/000_a_1_to_b_2/relative.gif"

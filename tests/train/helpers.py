@@ -12,7 +12,7 @@ from cpabanim.config import load_params
 class MovingBlobDataset(torch.utils.data.Dataset):
     """Items {source, driving: (3, S, S) in [0, 1], name, source_mask, driving_mask} of a coloured disc that moves.
 
-    Deterministic per index (the trainer seeds the global generator per step anyway).
+    Deterministic per index: no ``sample(index, generator)`` method, the loader indexes it directly.
     """
 
     def __init__(self, num_items: int = 8, size: int = 32):
@@ -49,7 +49,7 @@ def tiny_params(tmp_path, motion: str = "tps", **train) -> dict:
         "model.dense_motion={block_expansion: 8, max_features: 32, num_blocks: 2, scale_factor: 0.5}",
         "model.avd={id_bottle_size: 8, pose_bottle_size: 8}",
         "loss.scales=[1.0, 0.5]", "train.batch_size=2", "train.num_epochs=2",
-        "train.epoch_milestones=[1]", "train.dropout_epoch=1", "train.checkpoint_every=2",
+        "train.epoch_milestones=[1]", "train.dropout_epoch=1", "train.checkpoint_every=2", "train.num_workers=0",
         f"paths.checkpoints={tmp_path / 'ckpt'}", f"paths.weights={tmp_path / 'weights'}",
     ]
     overrides += [f"train.{k}={v}" for k, v in train.items()]

@@ -12,7 +12,8 @@ import torch
 
 from cpabanim.errors import ConfigError, CpabanimError
 from cpabanim.models.checkpoint import load_checkpoint, save_checkpoint
-from cpabanim.train import dropout_probability, epoch_order, train
+from cpabanim.training import train
+from cpabanim.training.schedule import dropout_probability, epoch_order
 from tests.train.helpers import MovingBlobDataset, tiny_params
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,8 +25,8 @@ def test_tiny_model_overfits_two_frames(tmp_path):
     params["loss"].update({"equivariance": 0.0, "warp": 0.0, "bg": 0.0})
     dataset = MovingBlobDataset(num_items=2)
     first = train(tiny_params(tmp_path / "first", motion="tps", max_steps=1, dropout_epoch=0),
-                  dataset=dataset, track=False)["losses"]["perceptual"]
-    last = train(params, dataset=dataset, track=False)["losses"]["perceptual"]
+                  dataset=dataset)["losses"]["perceptual"]
+    last = train(params, dataset=dataset)["losses"]["perceptual"]
     assert last < 0.5 * first, (first, last)
 
 
@@ -33,13 +34,13 @@ def test_tiny_model_overfits_two_frames(tmp_path):
 def test_resume_gives_the_uninterrupted_parameters(tmp_path, motion):
     dataset = MovingBlobDataset(num_items=4)  # 2 batches per epoch: the interruption crosses an epoch
     straight = tiny_params(tmp_path / "a", motion=motion, max_steps=5, dropout_epoch=2, num_epochs=4)
-    train(straight, dataset=dataset, track=False)
+    train(straight, dataset=dataset)
     interrupted = tiny_params(tmp_path / "b", motion=motion, max_steps=5, dropout_epoch=2, num_epochs=4)
-    partial = train(interrupted, dataset=dataset, track=False, stop_after=3)
+    partial = train(interrupted, dataset=dataset, stop_after=3)
     assert partial["step"] == 3
     _, extra = load_checkpoint(partial["checkpoint"])
     assert extra["step"] == 3 and not extra["complete"]
-    resumed = train(interrupted, dataset=dataset, track=False)
+    resumed = train(interrupted, dataset=dataset)
     assert resumed["step"] == 5
     model_a, extra_a = load_checkpoint(tmp_path / "a" / "ckpt" / "last.pt")
     model_b, extra_b = load_checkpoint(tmp_path / "b" / "ckpt" / "last.pt")
@@ -47,7 +48,7 @@ def test_resume_gives_the_uninterrupted_parameters(tmp_path, motion):
     for (name, a), (_, b) in zip(model_a.state_dict().items(), model_b.state_dict().items()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
     # a complete checkpoint: re-running does nothing
-    assert train(interrupted, dataset=dataset, track=False)["step"] == 5
+    assert train(interrupted, dataset=dataset)["step"] == 5
 
 
 def test_corrupt_and_missing_checkpoints_are_clear_errors(tmp_path):
@@ -93,7 +94,7 @@ def test_bad_config_values_are_rejected(tmp_path):
     params = tiny_params(tmp_path)
     params["model"]["dense_motion"]["num_blocks"] = 1  # too shallow for 3 occlusion masks at scale 0.5
     with pytest.raises(ConfigError, match="hourglass levels"):
-        train(params, dataset=MovingBlobDataset(4), track=False)
+        train(params, dataset=MovingBlobDataset(4))
 
 
 def test_missing_data_is_a_clear_error(tmp_path):
@@ -102,7 +103,7 @@ def test_missing_data_is_a_clear_error(tmp_path):
     params = tiny_params(tmp_path)
     params["paths"]["processed"] = str(tmp_path / "nothing")
     with pytest.raises(DataError, match="preprocess"):
-        train(params, track=False)
+        train(params)
 
 
 DDP_SCRIPT = """
@@ -113,7 +114,7 @@ from pathlib import Path
 from cpabanim.train import train
 from tests.train.helpers import MovingBlobDataset, tiny_params
 params = tiny_params(Path({tmp!r}), motion="tps", max_steps=2)
-result = train(params, dataset=MovingBlobDataset(num_items=8), track=False)
+result = train(params, dataset=MovingBlobDataset(num_items=8))
 # one file per rank: the two processes share stdout, and their prints can interleave
 import os
 Path({tmp!r}, "result_" + os.environ["RANK"]).write_text(str(result["step"]))
@@ -138,11 +139,11 @@ def test_avd_stage_trains_only_the_avd_network(tmp_path):
 
     dataset = MovingBlobDataset(num_items=4)
     params = tiny_params(tmp_path, motion="tps", max_steps=1, avd_steps=30, avd_batch_size=4)
-    train(params, dataset=dataset, track=False)
+    train(params, dataset=dataset)
     before, _ = load_checkpoint(tmp_path / "ckpt" / "last.pt")
     first = train_avd({**params, "train": {**params["train"], "avd_steps": 1}}, dataset=dataset, track=False)
     (tmp_path / "ckpt" / "last.pt").unlink()
-    train(params, dataset=dataset, track=False)
+    train(params, dataset=dataset)
     result = train_avd(params, dataset=dataset, track=False)
     assert result["loss"] < first["loss"]
     after, extra = load_checkpoint(tmp_path / "ckpt" / "last.pt")
@@ -156,15 +157,21 @@ def test_avd_stage_trains_only_the_avd_network(tmp_path):
 def test_changed_training_params_restart_and_a_longer_schedule_continues(tmp_path):
     dataset = MovingBlobDataset(num_items=4)
     params = tiny_params(tmp_path, motion="tps", max_steps=2, dropout_epoch=0, num_epochs=100)
-    assert train(params, dataset=dataset, track=False)["step"] == 2
+    assert train(params, dataset=dataset)["step"] == 2
     # a longer schedule continues the complete run instead of starting again
     longer = tiny_params(tmp_path, motion="tps", max_steps=3, dropout_epoch=0, num_epochs=100)
-    assert train(longer, dataset=dataset, track=False)["step"] == 3
+    assert train(longer, dataset=dataset)["step"] == 3
     assert not (tmp_path / "ckpt" / "last.superseded.pt").exists()
     # a parameter that changes what is learned: train from scratch, keep the old checkpoint beside
     other = tiny_params(tmp_path, motion="tps", max_steps=2, dropout_epoch=0, num_epochs=100, lr_generator=5.0e-3)
-    assert train(other, dataset=dataset, track=False)["step"] == 2
+    assert train(other, dataset=dataset)["step"] == 2
     _, superseded = load_checkpoint(tmp_path / "ckpt" / "last.superseded.pt")
     assert superseded["step"] == 3
     _, current = load_checkpoint(tmp_path / "ckpt" / "last.pt")
     assert current["step"] == 2 and current["params"]["train"]["lr_generator"] == 5.0e-3
+
+
+def test_channels_last_switch_trains_on_cpu(tmp_path):
+    params = tiny_params(tmp_path, motion="cpab", max_steps=1, channels_last=True)
+    result = train(params, dataset=MovingBlobDataset(num_items=4))
+    assert result["step"] == 1 and all(torch.isfinite(torch.tensor(v)) for v in result["losses"].values())

@@ -1,0 +1,151 @@
+"""TPSMM's AVD training stage (paper.md §1.7; docs/faithfulness.md): after the animation model is trained,
+only the AVD network learns, on keypoints of the trained detector.
+
+TPSMM's schedule, reproduced:
+
+- an epoch is ``repeats`` passes over the training videos in a random order, cut into full batches of
+  ``batch_size`` (the rest of the epoch is dropped); ``epochs`` epochs;
+- Adam(lr, betas 0.5/0.999) on the AVD network only, learning rate x0.1 at each of ``milestones``. TPSMM steps
+  its MultiStepLR with the epoch index at the END of each epoch, so a drop takes effect one epoch after its
+  milestone (epoch e runs at lr x 0.1^#{m < e}); a MultiStepLR on milestones + 1 stepped once per epoch gives
+  exactly that;
+- the keypoint detector runs without gradients but in TRAIN mode, as TPSMM's train_avd never switches it to
+  eval: its BatchNorm layers normalise with the batch's statistics and update their running statistics;
+- the pose input is the driving keypoints scaled per sample and per axis by U[1 - s, 1 + s] (s =
+  ``random_scale``), the identity input is the source keypoints, and the loss is mean |kp_D - AVD(kp_S, scaled
+  kp_D)| (TPSMM's ``lambda_shift`` is 1 in every config and only scales the loss, so it is left out).
+
+    schedule = AVDSchedule.from_train_params(params["train"])
+    result = train_avd(model, dataset, schedule, device, seed=params["seed"])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from cpabanim.errors import ConfigError
+
+# Seeds of AVD epochs and steps are offset from the main trainer's so that the two stages draw different items.
+AVD_SEED_OFFSET = 5_000_000
+
+
+@dataclass(frozen=True)
+class AVDSchedule:
+    """TPSMM's ``train_avd_params`` (vox: 200 epochs x 300 repeats, milestones [140, 180], lr 1e-3, batch 256)."""
+
+    epochs: int
+    repeats: int
+    milestones: tuple[int, ...]
+    lr: float
+    batch_size: int
+    random_scale: float
+    betas: tuple[float, float]
+
+    @classmethod
+    def from_train_params(cls, tp: Mapping[str, Any]) -> "AVDSchedule":
+        """From the validated ``train`` section (cpabanim/schemas/train.yaml: avd_* keys and betas)."""
+        return cls(int(tp["avd_epochs"]), int(tp["avd_repeats"]), tuple(int(m) for m in tp["avd_milestones"]),
+                   float(tp["avd_lr"]), int(tp["avd_batch_size"]), float(tp["avd_random_scale"]),
+                   (float(tp["betas"][0]), float(tp["betas"][1])))
+
+
+def random_scale(kp: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
+    """Scale keypoints (B, K, 2) per sample and per axis by U[1 - scale, 1 + scale] -> (B, K, 2)."""
+    factors = torch.rand(kp.shape[0], 1, 2, generator=generator) * (2 * scale) + (1 - scale)
+    return kp * factors.to(kp)
+
+
+def epoch_batches(num_videos: int, schedule: AVDSchedule, seed: int, epoch: int) -> list[list[int]]:
+    """Video indices of each full batch of one AVD epoch: ``repeats`` passes over ``num_videos`` videos,
+    shuffled by a generator seeded from (seed, epoch), incomplete last batch dropped (TPSMM's drop_last)."""
+    from cpabanim.data.loader import step_seed
+
+    items = num_videos * schedule.repeats
+    generator = torch.Generator().manual_seed(step_seed(seed, AVD_SEED_OFFSET + epoch))
+    order = (torch.randperm(items, generator=generator) % num_videos).tolist()
+    count = items // schedule.batch_size
+    return [order[i * schedule.batch_size:(i + 1) * schedule.batch_size] for i in range(count)]
+
+
+def pose_seed(seed: int, epoch: int, number: int) -> int:
+    """Seed of batch ``number``'s pose scaling in ``epoch`` (item seeds use indices >= 0, this uses < 0)."""
+    from cpabanim.data.loader import item_seed
+
+    return item_seed(seed, AVD_SEED_OFFSET + epoch, -1 - number)
+
+
+def avd_scheduler(optimizer: torch.optim.Optimizer, schedule: AVDSchedule) -> torch.optim.lr_scheduler.MultiStepLR:
+    """MultiStepLR x0.1 reproducing TPSMM's end-of-epoch ``step(epoch)``: epoch e runs at lr x 0.1^#{m < e}."""
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, [m + 1 for m in schedule.milestones], gamma=0.1)
+
+
+def _batch(dataset, indices: list[int], seed: int, epoch: int, first: int, device: torch.device) -> dict[str, Any]:
+    """Load the items of one batch, each from its own generator (cpabanim.data.loader), onto ``device``."""
+    from cpabanim.data.loader import ItemKey, collate, item_seed, load_item, to_device
+
+    keys = [ItemKey(index, item_seed(seed, AVD_SEED_OFFSET + epoch, first + i)) for i, index in enumerate(indices)]
+    return to_device(collate([load_item(dataset, key) for key in keys]), device)
+
+
+def train_avd(model: nn.Module, dataset, schedule: AVDSchedule, device: torch.device, *, seed: int,
+              max_steps: int = 0, detector_train_mode: bool = True,
+              on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Train ``model.avd`` on keypoints of ``model.kp_detector`` with TPSMM's schedule (module docstring).
+
+    Args:
+        model: an AnimationModel (its ``kp_detector`` and ``avd`` are used), already on ``device``.
+        dataset: the training videos, ONE pass (build it with ``data.num_repeats = 1``): items with ``source``
+            and ``driving`` (3, H, W) frames; ``schedule.repeats`` passes make an epoch.
+        schedule: :class:`AVDSchedule`.
+        seed: seeds the epoch order, the items' frame sampling and the pose scaling.
+        max_steps: stop after this many optimiser steps (0: the whole schedule).
+        detector_train_mode: True as TPSMM (BatchNorm batch statistics, running statistics updated);
+            False keeps the detector in eval mode (its running statistics stay those of the trained model).
+        on_step: called with (step, {"loss/avd": ..., "lr": ...}) after every step (logging).
+    Returns:
+        dict: steps, epochs (completed), loss (last), lr (last), optimizer / scheduler state dicts.
+    Raises:
+        ConfigError: when an epoch holds no full batch.
+    """
+    num_videos = len(dataset)
+    if schedule.batch_size < 2 or num_videos * schedule.repeats < schedule.batch_size:
+        raise ConfigError(f"AVD training: {num_videos} videos x {schedule.repeats} repeats cannot make a batch of "
+                          f"{schedule.batch_size} (BatchNorm needs at least 2)")
+    optimizer = torch.optim.Adam(model.avd.parameters(), lr=schedule.lr, betas=schedule.betas)
+    scheduler = avd_scheduler(optimizer, schedule)
+    model.kp_detector.train(detector_train_mode)
+    model.avd.train()
+    step, epochs_done, loss = 0, 0, torch.zeros(())
+    try:
+        for epoch in range(schedule.epochs):
+            for number, indices in enumerate(epoch_batches(num_videos, schedule, seed, epoch)):
+                if max_steps and step >= max_steps:
+                    break
+                batch = _batch(dataset, indices, seed, epoch, number * schedule.batch_size, device)
+                generator = torch.Generator().manual_seed(pose_seed(seed, epoch, number))
+                with torch.no_grad():
+                    kp_source = model.kp_detector(batch["source"])
+                    kp_driving = model.kp_detector(batch["driving"])
+                prediction = model.avd(kp_source, random_scale(kp_driving, schedule.random_scale, generator))
+                loss = (kp_driving - prediction).abs().mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                if on_step is not None:
+                    on_step(step, {"loss/avd": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"]})
+            else:
+                epochs_done += 1
+                scheduler.step()
+                continue
+            break  # max_steps reached inside the epoch
+    finally:
+        model.avd.eval()
+        model.kp_detector.eval()
+    return {"steps": step, "epochs": epochs_done, "loss": float(loss.detach()),
+            "lr": optimizer.param_groups[0]["lr"], "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict()}

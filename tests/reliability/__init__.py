@@ -1,0 +1,1 @@
+"""Reliability and security promises of docs/reliability.md, one test module per promise."""

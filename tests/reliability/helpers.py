@@ -1,0 +1,39 @@
+"""Hostile files the reliability tests write: a pickle that would run code, a legacy (format-1) checkpoint."""
+
+from __future__ import annotations
+
+import pickle
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class CreatesMarkerFile:
+    """Unpickling this calls ``open(marker, "w")``: the file appears iff the loader ran code from the pickle."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def write_malicious_checkpoint(path: Path, marker: Path, zip_format: bool = True, protocol: int = 2) -> Path:
+    """A file shaped like a cpabanim checkpoint whose ``model`` entry runs code when unpickled (torch's zip
+    format, or a bare pickle of ``protocol``, which torch.load also reads)."""
+    state = {"format": 2, "model_params": {}, "model": CreatesMarkerFile(marker), "step": 1}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if zip_format:
+        torch.save(state, path)
+    else:  # the pre-1.6 plain pickle torch.load also reads
+        with open(path, "wb") as handle:
+            pickle.dump(state, handle, protocol=protocol)
+    assert not marker.exists()
+    return path
+
+
+def legacy_rng_state() -> dict:
+    """The trainer's RNG state as format 1 stored it: numpy's state is a tuple holding a uint32 array."""
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
