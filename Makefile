@@ -56,4 +56,4 @@ bench-gpu: venv
 	$(BIN)/cpabanim bench data --preset vox-256 --batch-size 16 --workers 8 --json $(BENCH_GPU_DIR)/data_256.json
 
 clean-outputs:
-	rm -rf data/processed data/masks models outputs mlflow.db .snakemake
+	rm -rf data/processed data/masks models outputs logs mlflow.db mlflow.db.lock .snakemake .cpabanim

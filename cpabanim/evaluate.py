@@ -10,6 +10,12 @@ transferred), ``anim/<mode>/aed_source`` (identity of the animation vs the sourc
 is kept) and ``anim/<mode>/l1_first`` (first animated frame vs the source image; in relative and avd modes the
 first driving frame means "no motion", so this is the model's self-consistency).
 
+Baselines, on the same frames, so every number can be read against "no motion at all":
+``baseline/copy_source/recon/<metric>`` (the prediction of frame t is the source frame 0) and
+``baseline/source_unchanged/anim/<metric>`` (every animated frame is the source image; one value for all modes,
+as the pairs and frames are the same). :func:`cpabanim.metrics.baselines.baseline_key` maps a model metric
+to its baseline.
+
 Writes ``{paths.outputs}/metrics.json`` (flat numbers, for DVC and MLflow), ``metrics_unavailable.json``
 (for every metric not computed: why) and ``metrics_per_video.csv``. Extractor results are cached per video by
 content hash (``evaluate.cache_dir``), so re-evaluating after a new checkpoint only extracts the new frames.
@@ -32,6 +38,7 @@ from tqdm import tqdm
 from cpabanim.errors import ConfigError, DataError
 from cpabanim.metrics import formulas
 from cpabanim.metrics.animator import resolve_device
+from cpabanim.metrics.baselines import BASELINE_PREFIX, COPY_SOURCE, SOURCE_UNCHANGED
 from cpabanim.metrics.cache import ExtractionCache
 from cpabanim.metrics.extractors import ExtractorUnavailable, make_extractor
 from cpabanim.metrics.io import read_frames, read_image, to_tensor
@@ -41,7 +48,6 @@ log = logging.getLogger(__name__)
 PIXEL_METRICS = ("l1", "psnr", "ssim")
 KEYPOINT_METRICS = ("akd", "mkr")
 ALL_METRICS = (*PIXEL_METRICS, *KEYPOINT_METRICS, "aed", "lpips", "fid")
-
 
 class Extractors:
     """The keypoint and identity extractors chosen in params, built once, each None with a reason if unavailable."""
@@ -144,13 +150,16 @@ class OptionalNetworkMetrics:
         return None if self.fid is None else float(self.fid.compute())
 
 
-def evaluate_reconstruction(recon_root: Path, test_root: Path, cfg, extractors, networks, rows) -> dict[str, np.ndarray]:
-    """Per-frame values of every reconstruction metric, concatenated over videos; one CSV row per video."""
+def evaluate_reconstruction(recon_root: Path, test_root: Path, cfg, extractors, networks, rows
+                            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per-frame values of every reconstruction metric and of the copy-source baseline on the same frames,
+    concatenated over videos; one CSV row per video (the baseline's values as ``baseline_<metric>`` columns)."""
     index_path = recon_root / "index.json"
     if not index_path.is_file():
         raise DataError(f"{index_path} not found: run `cpabanim reconstruct` first")
     index = json.loads(index_path.read_text())
     per_frame: dict[str, list[np.ndarray]] = defaultdict(list)
+    baseline: dict[str, list[np.ndarray]] = defaultdict(list)
     for video in tqdm(sorted(index["videos"]), desc="evaluate reconstruction", unit="video"):
         generated = read_frames(recon_root / video)
         reference = read_frames(test_root / video)
@@ -162,11 +171,58 @@ def evaluate_reconstruction(recon_root: Path, test_root: Path, cfg, extractors, 
             )
         reference = reference[: len(generated)]
         values = video_metrics(generated, reference, cfg["metrics"], extractors, networks)
+        copied = copy_source_metrics(reference, cfg["metrics"], extractors)
         for name, frame_values in values.items():
             per_frame[name].append(frame_values)
+        for name, frame_values in copied.items():
+            baseline[name].append(frame_values)
         rows.append({"part": "reconstruction", "video": video, "mode": "", "frames": len(generated),
-                     **{name: formulas.nanmean(v) for name, v in values.items()}})
-    return {name: np.concatenate(parts) for name, parts in per_frame.items()}
+                     **{name: formulas.nanmean(v) for name, v in values.items()},
+                     **{f"baseline_{name}": formulas.nanmean(v) for name, v in copied.items()}})
+    return ({name: np.concatenate(parts) for name, parts in per_frame.items()},
+            {name: np.concatenate(parts) for name, parts in baseline.items()})
+
+
+def copy_source_metrics(reference: np.ndarray, wanted, extractors) -> dict[str, np.ndarray]:
+    """Per-frame metrics of the no-motion baseline: the prediction of every frame of ``reference`` (T, H, W, 3)
+    is its frame 0. Keypoints and embeddings are row 0 of the reference's own (extraction is per frame), so the
+    baseline costs no extraction beyond the one the model's evaluation already cached."""
+    copied = np.repeat(reference[:1], len(reference), axis=0)
+    values = pixel_metrics(to_tensor(copied), to_tensor(reference), wanted)
+    keypoints = extractors.keypoints_of(reference)
+    if keypoints is not None:
+        still = np.repeat(keypoints[:1], len(keypoints), axis=0)
+        if "akd" in wanted:
+            values["akd"] = formulas.keypoint_distance_per_frame(still, keypoints)
+        if "mkr" in wanted:
+            values["mkr"] = formulas.missing_keypoint_rate_per_frame(still, keypoints)
+    identity = extractors.identity_of(reference)
+    if identity is not None:
+        values["aed"] = formulas.embedding_distance_per_frame(np.repeat(identity[:1], len(identity), axis=0), identity)
+    return values
+
+
+def source_unchanged_metrics(source: np.ndarray, driving: np.ndarray, wanted, extractors) -> dict[str, np.ndarray]:
+    """Per-frame animation metrics of the no-motion baseline: every animated frame is ``source`` (1, H, W, 3).
+
+    ``l1_first`` and ``aed_source`` are 0 by construction (the bound a model can approach while keeping the
+    source); ``akd_driving`` / ``mkr_driving`` say how far the driving motion is from no motion at all."""
+    frames = len(driving)
+    values: dict[str, np.ndarray] = {}
+    if "l1" in wanted:
+        values["l1_first"] = np.zeros(1)
+    keypoints_source = extractors.keypoints_of(source)
+    if keypoints_source is not None:
+        still = np.repeat(keypoints_source, frames, axis=0)
+        keypoints_driving = extractors.keypoints_of(driving)
+        if "akd" in wanted:
+            values["akd_driving"] = formulas.keypoint_distance_per_frame(still, keypoints_driving)
+        if "mkr" in wanted:
+            values["mkr_driving"] = formulas.missing_keypoint_rate_per_frame(still, keypoints_driving)
+    identity_source = extractors.identity_of(source)
+    if identity_source is not None:
+        values["aed_source"] = formulas.embedding_distance_per_frame(identity_source, identity_source)
+    return values
 
 
 def video_metrics(generated: np.ndarray, reference: np.ndarray, wanted, extractors, networks) -> dict[str, np.ndarray]:
@@ -187,19 +243,25 @@ def video_metrics(generated: np.ndarray, reference: np.ndarray, wanted, extracto
     return values
 
 
-def evaluate_animation(anim_root: Path, test_root: Path, cfg, extractors, rows) -> dict[str, dict[str, np.ndarray]]:
-    """Per-frame values per animation mode: {mode: {metric: (frames,)}}; one CSV row per pair and mode."""
+def evaluate_animation(anim_root: Path, test_root: Path, cfg, extractors, rows
+                       ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Per-frame values per animation mode, {mode: {metric: (frames,)}}, and of the source-unchanged baseline on
+    the same pairs, {metric: (frames,)}; one CSV row per pair and mode (baseline as ``baseline_<metric>``)."""
     pairs_path = anim_root / "pairs.json"
     if not pairs_path.is_file():
         raise DataError(f"{pairs_path} not found: run `cpabanim animate` first")
     record = json.loads(pairs_path.read_text())
     wanted = cfg["metrics"]
     per_mode: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    baseline: dict[str, list[np.ndarray]] = defaultdict(list)
     for pair in tqdm(record["pairs"], desc="evaluate animation", unit="pair"):
         folder = anim_root / pair["name"]
         source = read_image(folder / "source.png")
         driving = read_frames(test_root / pair["driving"])[: pair["frames"]]
         identity_source = extractors.identity_of(source)
+        unchanged = source_unchanged_metrics(source, driving, wanted, extractors)
+        for name, frame_values in unchanged.items():
+            baseline[name].append(frame_values)
         for mode in record["modes"]:
             generated = read_frames(folder / mode)
             if generated.shape != driving.shape:
@@ -222,10 +284,11 @@ def evaluate_animation(anim_root: Path, test_root: Path, cfg, extractors, rows) 
             for name, frame_values in values.items():
                 per_mode[mode][name].append(frame_values)
             rows.append({"part": "animation", "video": pair["name"], "mode": mode, "frames": len(generated),
-                         **{name: formulas.nanmean(v) for name, v in values.items()}})
-    return {
-        mode: {name: np.concatenate(parts) for name, parts in metrics.items()} for mode, metrics in per_mode.items()
-    }
+                         **{name: formulas.nanmean(v) for name, v in values.items()},
+                         **{f"baseline_{name}": formulas.nanmean(v) for name, v in unchanged.items()}})
+    return ({mode: {name: np.concatenate(parts) for name, parts in metrics.items()}
+             for mode, metrics in per_mode.items()},
+            {name: np.concatenate(parts) for name, parts in baseline.items()})
 
 
 def summarise(
@@ -253,14 +316,18 @@ def evaluate_all(params, processed: Path, reconstruction: Path, animation: Path,
     rows: list[dict[str, Any]] = []
     metrics: dict[str, float] = {}
     reasons: dict[str, str] = {}
-    recon = evaluate_reconstruction(reconstruction, Path(processed) / "test", cfg, extractors, networks, rows)
+    recon, copy_source = evaluate_reconstruction(reconstruction, Path(processed) / "test", cfg, extractors,
+                                                 networks, rows)
     summarise(recon, "recon", metrics, reasons)
+    summarise(copy_source, f"{BASELINE_PREFIX}{COPY_SOURCE}/recon", metrics, reasons)
     metrics["recon/frames"] = float(sum(row["frames"] for row in rows if row["part"] == "reconstruction"))
     fid = networks.fid_value()
     if fid is not None:
         metrics["recon/fid"] = fid
-    for mode, values in evaluate_animation(animation, Path(processed) / "test", cfg, extractors, rows).items():
+    per_mode, unchanged = evaluate_animation(animation, Path(processed) / "test", cfg, extractors, rows)
+    for mode, values in per_mode.items():
         summarise(values, f"anim/{mode}", metrics, reasons)
+    summarise(unchanged, f"{BASELINE_PREFIX}{SOURCE_UNCHANGED}/anim", metrics, reasons)
 
     # Every metric of the field that is not in metrics.json gets its reason, so a table never silently lacks one.
     known_reasons = {**extractors.reasons, **networks.reasons}

@@ -138,11 +138,9 @@ def load_sam(params: dict[str, Any], device: str = "cpu"):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CpabanimError(f"SAM checkpoint {path} does not fit SAM {cfg['model_type']} ({first}); check masks.sam."
                             f"model_type, or delete it and run `cpabanim download --weights {name}`") from None
-    if device == "auto":
-        import torch
+    from cpabanim.device import resolve_device
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return model.to(device).eval()
+    return model.to(resolve_device(device)).eval()
 
 
 def read_sam_state(path: Path, name: str) -> dict[str, Any]:

@@ -12,6 +12,8 @@ import html
 import json
 import logging
 import math
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import numpy as np
 from cpabanim import tracking
 from cpabanim.config import changed_from_defaults, deep_merge, experiment_path, read_mapping
 from cpabanim.errors import CpabanimError
+from cpabanim.metrics.baselines import BASELINE_PREFIX, baseline_key
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,11 @@ MAX_MEDIA_ARTIFACTS = 8  # GIF/MP4 files per folder logged to MLflow: enough to 
 SAMPLE_VIDEOS = 2
 SAMPLE_FRAMES = 3
 LOWER_IS_BETTER = ("l1", "akd", "mkr", "aed", "lpips", "fid")
+ARROWS = {True: "\u2193", False: "\u2191"}  # lower / higher is better
+BASELINE_ROW = "baseline: no motion"
+TABLE_NOTE = ("\u2193 lower is better, \u2191 higher is better. *baseline: no motion* is scored on the same frames: "
+              "reconstruction = the source frame copied as every prediction, animation = the source image unchanged "
+              "(its `l1_first` and `aed_source` are 0 by construction). See docs/evaluation.md.")
 
 
 def report_experiments(params: dict[str, Any], cfg, io) -> None:
@@ -72,25 +80,55 @@ def experiment_differences(params: dict[str, Any], name: str) -> dict[str, Any]:
     return {k: v for k, v in changed_from_defaults(values).items() if not k.startswith(("paths.", "tracking."))}
 
 
+def metric_columns(metrics: dict[str, dict[str, float]]) -> list[str]:
+    """The model metrics of every experiment, reconstruction first (baselines are rows, not columns)."""
+    names = {m for values in metrics.values() for m in values if not m.startswith(BASELINE_PREFIX)}
+    return sorted(names, key=lambda m: (not m.startswith("recon/"), m.endswith("/frames"), m))
+
+
+def lower_is_better(metric: str) -> bool:
+    """``recon/l1`` and ``anim/relative/akd_driving`` are lower-is-better; PSNR and SSIM higher-is-better."""
+    return metric.split("/")[-1].split("_")[0] in LOWER_IS_BETTER
+
+
+def baseline_rows(names: list[str], metrics: dict[str, dict[str, float]], columns: list[str]
+                  ) -> list[tuple[str, dict[str, float]]]:
+    """The no-motion baseline under each metric column: one row when every experiment scored it on the same
+    frames (same values), else one row per experiment (e.g. a different ``reconstruct.max_frames``)."""
+    values = {name: {m: metrics[name][key] for m in columns
+                     if (key := baseline_key(m)) is not None and key in metrics[name]} for name in names}
+    distinct = {json.dumps(v, sort_keys=True) for v in values.values() if v}
+    if not distinct:
+        return []
+    if len(distinct) == 1:
+        return [(BASELINE_ROW, next(v for v in values.values() if v))]
+    return [(f"{BASELINE_ROW}, {name}", values[name]) for name in names if values[name]]
+
+
 def write_tables(names, differing, metrics, md_path: Path, csv_path: Path) -> str:
-    """One row per experiment: the parameters that differ between them, then every metric; returns the markdown."""
+    """One row per experiment (the parameters that differ between them, then every metric) and the baseline
+    row(s); returns the markdown table."""
     keys = sorted({k for d in differing.values() for k in d})
     varying = [k for k in keys if len({json.dumps(differing[n].get(k)) for n in names}) > 1]
-    metric_names = sorted({m for values in metrics.values() for m in values})
+    metric_names = metric_columns(metrics)
     columns = ["experiment", *varying, *metric_names]
     rows = []
     for name in names:
         row = {"experiment": name, **{k: _cell(differing[name].get(k, "(default)")) for k in varying}}
         row.update({m: f"{metrics[name][m]:.4g}" for m in metric_names if m in metrics[name]})
         rows.append(row)
+    for label, values in baseline_rows(names, metrics, metric_names):
+        rows.append({"experiment": label, **{k: "" for k in varying}, **{m: f"{v:.4g}" for m, v in values.items()}})
     with open(csv_path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    header = [c if c not in metric_names or c.endswith("/frames") else f"{c} {ARROWS[lower_is_better(c)]}"
+              for c in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row.get(c, "") for c in columns) + " |" for row in rows]
     text = "\n".join(lines)
-    md_path.write_text("# cpabanim: experiments side by side\n\n" + text + "\n")
+    md_path.write_text("# cpabanim: experiments side by side\n\n" + text + "\n\n" + TABLE_NOTE + "\n")
     return text
 
 
@@ -108,23 +146,48 @@ def _pyplot():
 
 
 def plot_metrics(metrics: dict[str, dict[str, float]], path: Path) -> None:
-    """One small bar chart per metric (its own axis), one bar per experiment, the better direction in the title."""
+    """One small dot plot per metric (its own axis, values written beside the dots), one row per experiment,
+    the no-motion baseline as a dashed line, the better direction in the title.
+
+    Dots rather than bars: bars must start at 0, which hides the differences that matter (PSNR 16.38 vs 16.44).
+    """
     plt = _pyplot()
-    names = sorted({m for values in metrics.values() for m in values if not m.endswith("/frames")})
-    cols = min(4, max(len(names), 1))
-    rows = max(1, math.ceil(len(names) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), dpi=100, squeeze=False)
+    names = [m for m in metric_columns(metrics) if not m.endswith("/frames")]
     experiments = list(metrics)
+    cols = min(3, max(len(names), 1))
+    rows = max(1, math.ceil(len(names) / cols))
+    height = 0.9 + 0.32 * len(experiments)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, height * rows + 0.4), dpi=110, squeeze=False)
     colours = plt.cm.tab10(np.arange(len(experiments)) % 10)
     for ax, name in zip(axes.flat, names, strict=False):
-        values = [metrics[e].get(name, np.nan) for e in experiments]
-        ax.bar(range(len(experiments)), values, color=colours)
-        ax.set_xticks(range(len(experiments)), experiments, rotation=30, ha="right", fontsize=8)
-        better = "lower" if name.split("/")[-1].split("_")[0] in LOWER_IS_BETTER else "higher"
-        ax.set_title(f"{name}\n({better} is better)", fontsize=9)
-        ax.tick_params(axis="y", labelsize=8)
+        values = np.array([metrics[e].get(name, np.nan) for e in experiments], dtype=float)
+        positions = np.arange(len(experiments))[::-1]  # first experiment on top
+        ax.scatter(values, positions, color=colours, s=36, zorder=3)
+        ax.set_yticks(positions, experiments, fontsize=8)
+        ax.set_ylim(-0.7, len(experiments) - 0.3)
+        key = baseline_key(name)
+        baselines = [metrics[e][key] for e in experiments if key is not None and key in metrics[e]]
+        shown = [*values[np.isfinite(values)], *baselines]
+        if baselines:
+            ax.axvline(baselines[0], color="0.35", linestyle="--", linewidth=1, zorder=2,
+                       label=f"no motion: {baselines[0]:.4g}")
+            ax.legend(fontsize=7, loc="lower right", frameon=False, handlelength=1.5)
+        if shown:
+            low, high = min(shown), max(shown)
+            margin = 0.25 * (high - low) if high > low else 0.05 * max(abs(high), 1e-3)
+            ax.set_xlim(low - margin, high + margin)
+        for value, y in zip(values, positions, strict=True):
+            if np.isfinite(value):
+                ax.annotate(f"{value:.4g}", (value, y), xytext=(0, 5), textcoords="offset points", ha="center",
+                            fontsize=7)
+        ax.set_title(f"{name}  ({ARROWS[lower_is_better(name)]} {'lower' if lower_is_better(name) else 'higher'}"
+                     " is better)", fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", color="0.9", zorder=0)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
+    fig.suptitle("metrics per experiment; dashed: the no-motion baseline on the same frames "
+                 "(reconstruction: copy the source frame; animation: source unchanged)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -180,33 +243,76 @@ def _frame(folder: Path, index: int) -> np.ndarray | None:
     return np.asarray(Image.open(files[min(index, len(files) - 1)]).convert("RGB"))
 
 
-def write_samples(experiments: dict[str, dict[str, Path]], path: Path) -> None:
-    """A labelled grid: for a few frames of a few test videos, source | driving | each experiment's prediction."""
-    plt = _pyplot()
+SampleRow = tuple[str, list[np.ndarray | None]]  # row label, images: source | driving | each experiment
+
+
+def reconstruction_rows(experiments: dict[str, dict[str, Path]]) -> list[SampleRow]:
+    """A few frames of a few test videos: source (frame 0) | driving frame t | each experiment's prediction of t."""
     first = next(iter(experiments.values()))
     test_root = first["processed"] / "test"
     videos = sorted(p.name for p in first["reconstruction"].iterdir() if p.is_dir())[:SAMPLE_VIDEOS]
-    cells = []
+    rows = []
     for video in videos:
         count = len(list((test_root / video).glob("*.png")))
         for index in np.linspace(1, max(count - 1, 1), SAMPLE_FRAMES).round().astype(int):
-            row = [(f"{video}\nsource (frame 0)", _frame(test_root / video, 0)),
-                   (f"driving (frame {index})", _frame(test_root / video, index))]
-            row += [(name, _frame(paths["reconstruction"] / video, index)) for name, paths in experiments.items()]
-            cells.append(row)
-    cols = 2 + len(experiments)
-    fig, axes = plt.subplots(max(len(cells), 1), cols, figsize=(1.6 * cols, 1.75 * max(len(cells), 1)), dpi=100,
-                             squeeze=False)
-    for r, row in enumerate(cells):
-        for c, (label, image) in enumerate(row):
-            ax = axes[r][c]
-            if image is not None:
-                ax.imshow(image)
-            ax.set_title(label, fontsize=7)
-            ax.axis("off")
-    for ax in axes.flat[len(cells) * cols:]:
-        ax.axis("off")
-    fig.suptitle("reconstruction: source | driving | prediction of each experiment", fontsize=9)
+            images = [_frame(test_root / video, 0), _frame(test_root / video, index)]
+            images += [_frame(paths["reconstruction"] / video, index) for paths in experiments.values()]
+            rows.append((f"{video}\nframe {index}", images))
+    return rows
+
+
+def animation_rows(experiments: dict[str, dict[str, Path]]) -> tuple[str, list[SampleRow]]:
+    """The first animation pair in relative mode (else the first mode): source image | driving frame t | each
+    experiment's animated frame t. Returns the mode and the rows (none without animations)."""
+    first = next(iter(experiments.values()))
+    pairs_file = first["animation"] / "pairs.json"
+    if not pairs_file.is_file():
+        return "", []
+    record = json.loads(pairs_file.read_text())
+    if not record["pairs"] or not record["modes"]:
+        return "", []
+    mode = "relative" if "relative" in record["modes"] else record["modes"][0]
+    pair = record["pairs"][0]
+    driving = first["processed"] / "test" / pair["driving"]
+    rows = []
+    for index in np.linspace(1, max(pair["frames"] - 1, 1), SAMPLE_FRAMES).round().astype(int):
+        images = [_frame(first["animation"] / pair["name"], 0), _frame(driving, index)]
+        images += [_frame(paths["animation"] / pair["name"] / mode, index) for paths in experiments.values()]
+        rows.append((f"{pair['source']} (frame {pair['source_frame']})\ndriven by {pair['driving']}\nframe {index}",
+                     images))
+    return mode, rows
+
+
+def write_samples(experiments: dict[str, dict[str, Path]], path: Path) -> None:
+    """A labelled grid, one column per experiment: reconstruction rows (source | driving | predictions) for a
+    few frames of a few test videos, then animation rows of one cross-identity pair."""
+    plt = _pyplot()
+    names = list(experiments)
+    mode, anim = animation_rows(experiments)
+    sections = [("reconstruction", ["source (frame 0)", "driving"], reconstruction_rows(experiments))]
+    if anim:
+        sections.append((f"animation ({mode})", ["source image", "driving"], anim))
+    cols = 2 + len(names)
+    total = sum(len(rows) for _, _, rows in sections)
+    fig, axes = plt.subplots(total, cols, figsize=(1.45 * cols + 1.7, 1.5 * total + 0.6), dpi=110, squeeze=False)
+    r = 0
+    for section, heads, rows in sections:
+        for i, (label, images) in enumerate(rows):
+            for c, image in enumerate(images):
+                ax = axes[r][c]
+                if image is not None:
+                    ax.imshow(image)
+                else:
+                    ax.text(0.5, 0.5, "missing", ha="center", va="center", fontsize=7, transform=ax.transAxes)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if i == 0:  # column titles once per section: what each column shows
+                    title = [*heads, *names][c]
+                    ax.set_title(f"{section}\n{title}" if c == 0 else title, fontsize=8,
+                                 fontweight="bold" if c >= 2 else "normal")
+            axes[r][0].set_ylabel(label, fontsize=6.5, rotation=0, ha="right", va="center", labelpad=4)
+            r += 1
+    fig.suptitle("samples: source | driving | each experiment's prediction (columns after the second)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -218,7 +324,7 @@ def write_html(table_md: str, outputs: dict[str, Path], path: Path) -> None:
     head, body = lines[0], lines[1:]
     table = "<table><tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr>"
     table += "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in row) + "</tr>" for row in body)
-    table += "</table>"
+    table += f"</table><p>{html.escape(TABLE_NOTE).replace('*', '')}</p>"
     figures = ""
     for key, title in (("metrics_png", "Metrics"), ("loss_png", "Training loss"), ("samples_png", "Samples")):
         data = base64.b64encode(outputs[key].read_bytes()).decode()
@@ -235,8 +341,8 @@ def _media(folder: Path) -> list[Path]:
 
 
 def log_experiment(params, name: str, metrics: dict[str, float], paths: dict[str, Path], report: dict[str, Path],
-                   log_checkpoint: bool) -> None:
-    """Metrics, figures and media of one experiment onto its MLflow parent run."""
+                   log_model: bool) -> None:
+    """Metrics, figures, media and (``log_model``) the trained model of one experiment onto its MLflow parent run."""
     parent = tracking.experiment_parent(params, name)
     if parent is None:
         return
@@ -251,19 +357,51 @@ def log_experiment(params, name: str, metrics: dict[str, float], paths: dict[str
     for kind in ("reconstruction", "animation"):
         root = paths[kind]
         files += [(p, tracking.safe_artifact_name(f"{kind}/{p.parent.relative_to(root)}".rstrip("/."))) for p in _media(root)]
+    with tempfile.TemporaryDirectory() as scratch:
+        for path, artifact_path in files:
+            if path.is_file():
+                client.log_artifact(parent, str(safe_copy(path, Path(scratch))), artifact_path=artifact_path)
+    logged = log_trained_model(paths, parent) if log_model else None
+    log.info("MLflow: %d metrics, %d artifacts%s logged to the parent run of %s", len(metrics), len(files),
+             f" and the model {logged}" if logged else "", name)
+
+
+def safe_copy(path: Path, scratch: Path) -> Path:
+    """``path``, or a copy of it in ``scratch`` under a name the MLflow UI can open (no '#', '?', '%': its artifact
+    endpoint answers 400 "Invalid path" for them, docs/pipeline.md)."""
+    safe = tracking.safe_artifact_name(path.name)
+    if safe == path.name:
+        return path
+    folder = Path(tempfile.mkdtemp(dir=scratch))  # one folder per file: two names may map to the same safe name
+    return Path(shutil.copy2(path, folder / safe))
+
+
+def log_trained_model(paths: dict[str, Path], parent: str) -> str | None:
+    """The experiment's checkpoint as an MLflow PyTorch model on its parent run, once per checkpoint: a parent
+    that already holds a model of this checkpoint (a report re-run by hand joins the newest parent) keeps it."""
+    from cpabanim.mlflow_model import ARTIFACT_NAME, CHECKSUM_TAG, checkpoint_checksum, log_checkpoint_model
     from cpabanim.models.checkpoint import CHECKPOINT_NAME
 
     checkpoint = paths["checkpoints"] / CHECKPOINT_NAME
-    if log_checkpoint and checkpoint.is_file():
-        files.append((checkpoint, "checkpoints"))
-    for path, artifact_path in files:
-        if path.is_file():
-            safe = path.with_name(tracking.safe_artifact_name(path.name))
-            if safe != path:  # the UI cannot open names with '#': log a copy under a safe name
-                import shutil
-                import tempfile
+    if not checkpoint.is_file():
+        log.warning("no checkpoint at %s: no model logged", checkpoint)
+        return None
+    checksum = checkpoint_checksum(checkpoint)
+    client = tracking._client()
+    run = client.get_run(parent)
+    for output in (run.outputs.model_outputs if run.outputs else []):
+        model = client.get_logged_model(output.model_id)
+        if model.name == ARTIFACT_NAME and model.tags.get(CHECKSUM_TAG) == checksum:
+            return None
+    return log_checkpoint_model(checkpoint, parent, frame_size(paths["processed"]))
 
-                folder = Path(tempfile.mkdtemp())
-                path = Path(shutil.copy2(path, folder / safe.name))
-            client.log_artifact(parent, str(path), artifact_path=artifact_path)
-    log.info("MLflow: %d metrics and %d artifacts logged to the parent run of %s", len(metrics), len(files), name)
+
+def frame_size(processed: Path) -> int:
+    """Side of the test frames (the logged model's input size)."""
+    from PIL import Image
+
+    first = next((p for p in sorted((processed / "test").glob("*/*.png"))), None)
+    if first is None:
+        raise CpabanimError(f"no test frames under {processed / 'test'}: run `cpabanim preprocess` first")
+    with Image.open(first) as image:
+        return int(image.size[0])

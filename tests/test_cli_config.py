@@ -187,3 +187,21 @@ def test_bad_presets_give_clear_errors(tmp_path):
         load_params(path, preset="bad")
     with pytest.raises(ConfigError, match="must not set `paths`"):
         load_params(path, preset="moves")
+
+
+def test_a_read_only_or_full_disk_is_one_line_naming_the_path(tmp_path, caplog, monkeypatch):
+    import errno
+
+    from cpabanim.stages import masks
+
+    monkeypatch.chdir(tmp_path)
+    project(tmp_path, "tracking: {enabled: false}\n")
+    (tmp_path / "data" / "processed").mkdir(parents=True)
+
+    def read_only(cfg, io):
+        raise OSError(errno.EROFS, "Read-only file system", str(io.outputs["masks"] / "meta.json"))
+
+    monkeypatch.setattr(masks, "run", read_only)
+    assert main(["masks"]) == 1
+    assert "cannot write data/masks/meta.json: Read-only file system" in caplog.text
+    assert "Traceback" not in caplog.text

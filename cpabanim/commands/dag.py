@@ -55,13 +55,14 @@ def dvc_stage(stage: Stage, params: dict) -> dict:
         entry["deps"] = [_dvc_path(outputs[name][1].path, params) for name in stage.inputs]
     if stage.params:
         entry["params"] = [{RESOLVED_PARAMS: list(stage.params)}]
-    outs = [_dvc_out(o, params) for o in stage.outputs if not o.metric and not o.plot]
+    outs = [_dvc_out(o, params) for o in stage.outputs if not o.metric and o.plot is None]
     if outs:
         entry["outs"] = outs
     metrics = [_dvc_out(o, params) for o in stage.outputs if o.metric]
     if metrics:
         entry["metrics"] = metrics
-    plots = [{_dvc_path(o.path, params): {"cache": False, **o.plot}} for o in stage.outputs if o.plot]
+    # plot={} declares an image (PNG): `dvc plots show` renders it as <img>, offline; data plots need Vega's CDN
+    plots = [{_dvc_path(o.path, params): {"cache": False, **o.plot}} for o in stage.outputs if o.plot is not None]
     if plots:
         entry["plots"] = plots
     return entry
@@ -108,8 +109,8 @@ def smk_rule(stage: Stage) -> str:
         value = _smk_path(out.tracked_path)
         if out.kind == "dir" and not out.persist:
             value = f"directory({value})"
-        if out.report:
-            value = f'report({value}, category="{out.report}")'
+        if out.report:  # the caption is workflow/report/<output>.rst (paths are relative to workflow/rules/)
+            value = f'report({value}, caption="../report/{out.name}.rst", category="{out.report}")'
         lines.append(f"        {out.name}={value},")
     wildcard = "wildcards.experiment" if stage.per_experiment else "None"
     lines += [

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cpabanim.losses.weights import imagenet_normalize
 from cpabanim.models.blocks import AntiAliasInterpolation2d
 
 VGG_SLICES = ((0, 2), (2, 7), (7, 12), (12, 21), (21, 30))  # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
@@ -43,8 +44,6 @@ class VGG19Features(nn.Module):
             prefixed = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
             features.load_state_dict(prefixed)
         self.slices = nn.ModuleList(nn.Sequential(*[features[i] for i in range(a, b)]) for a, b in VGG_SLICES)
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
         self.eval()
 
@@ -52,7 +51,7 @@ class VGG19Features(nn.Module):
         return super().train(False)
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
-        out = (image - self.mean) / self.std
+        out = imagenet_normalize(image)
         feats = []
         for block in self.slices:
             out = block(out)

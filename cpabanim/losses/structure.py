@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cpabanim.losses.weights import imagenet_normalize
+
 
 class _Attention(nn.Module):
     def __init__(self, dim: int, heads: int):
@@ -117,8 +119,6 @@ class StructureLoss(nn.Module):
             self.vit.load_state_dict(state)
         self.vit.requires_grad_(False).eval()
         self.size = size
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
 
     def train(self, mode: bool = True):  # frozen: always eval
         return super().train(False)
@@ -130,7 +130,7 @@ class StructureLoss(nn.Module):
             scale = 480 / max(h, w)
         size = (int(round(h * scale)), int(round(w * scale)))
         image = F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
-        return (image - self.mean) / self.std
+        return imagenet_normalize(image)
 
     def forward(self, prediction: torch.Tensor, driving: torch.Tensor) -> torch.Tensor:
         sim_pred = key_self_similarity(self.vit.last_keys(self._prepare(prediction)))

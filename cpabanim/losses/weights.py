@@ -31,6 +31,20 @@ class WeightFile:
     used_by: str
 
 
+# The normalisation every ImageNet-trained network here expects (VGG19, DINO, the re-id network): one home.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_normalize(images):
+    """(B, 3, H, W) RGB in [0, 1] -> ImageNet-normalised, on the images' device and dtype."""
+    import torch
+
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
 WEIGHTS: dict[str, WeightFile] = {
     "vgg19": WeightFile(
         "vgg19", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "vgg19-dcbb9e9d.pth", "dcbb9e9d",

@@ -21,7 +21,7 @@ def mlflow_uri(tmp_path, monkeypatch):
 def _stage(stage, tmp_path, *overrides):
     sets = [f"paths.{k}={tmp_path / k}" for k in ("raw", "processed", "masks", "weights")]
     sets += ["data.synthetic.num_train=3", "data.synthetic.num_test=1", "data.synthetic.num_frames=6",
-             "data.frame_size=32", *overrides]
+             "data.frame_size=32", "train.batch_size=2", *overrides]  # a batch must fit the 3 training videos
     argv = [stage, "--params", str(PROJECT_ROOT / "params.yaml")]
     for item in sets:
         argv += ["--set", item]
@@ -38,7 +38,8 @@ def test_synthetic_download_preprocess_masks_via_cli_are_deterministic(tmp_path,
     assert len(first) == 4 * 6
     # a fresh run from scratch gives byte-identical PNGs (DVC hashes them)
     other = tmp_path / "again"
-    assert _stage("preprocess", other) == 0
+    assert _stage("preprocess", other) == 1  # its input is checked first: a clear error naming the download stage
+    assert _stage("download", other) == 0 and _stage("preprocess", other) == 0
     again = {p.relative_to(other): p.read_bytes() for p in sorted((other / "processed").rglob("*.png"))}
     assert again == first
     assert _stage("masks", tmp_path) == 0

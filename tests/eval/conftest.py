@@ -43,11 +43,22 @@ class Project:
         self.params = root / "params.yaml"
         shutil.copy(PROJECT_ROOT / "params.yaml", self.params)
         self.processed = root / "processed"
-        self.outputs = root / "outputs"
         self.base = [
-            f"paths.processed={self.processed}", f"paths.outputs={self.outputs}",
+            f"paths.processed={self.processed}", f"paths.outputs={root / 'outputs'}",
             f"paths.checkpoints={root / 'checkpoints'}", f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
         ]
+        self.outputs, self.checkpoints = self.experiment_folders()
+        # the stages check that their inputs exist; the identity animator never reads the (empty) folder
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+
+    def experiment_folders(self) -> tuple[Path, Path]:
+        """(outputs, checkpoints) of the params' experiment, as the stages resolve them."""
+        from cpabanim.config import load_params
+        from cpabanim.stages import experiment_paths
+
+        params = load_params(self.params, overrides=self.base)
+        paths = experiment_paths(params, params["experiment"])
+        return Path(paths["outputs"]), Path(paths["checkpoints"])
 
     def run(self, stage: str, *overrides: str) -> int:
         argv = [stage, "--params", str(self.params)]

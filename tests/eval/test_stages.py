@@ -32,6 +32,13 @@ def test_identity_animator_gives_perfect_reconstruction_metrics(fake_dataset):
     assert metrics["recon/ssim"] == pytest.approx(1.0, abs=1e-5)
     assert metrics["recon/frames"] == 15
     assert all(isinstance(v, float) for v in metrics.values())
+    # the no-motion baseline beside it, on the same frames: copying frame 0 is perfect only on frame 0
+    videos = [read_frames(project.processed / "test" / f"video{n}").astype(np.float64) / 255 for n in range(3)]
+    copy_l1 = np.concatenate([np.abs(v - v[:1]).mean(axis=(1, 2, 3)) for v in videos]).mean()
+    assert metrics["baseline/copy_source/recon/l1"] == pytest.approx(copy_l1, rel=1e-6)
+    assert metrics["baseline/copy_source/recon/psnr"] < 100 and "baseline/copy_source/recon/frames" not in metrics
+    assert metrics["baseline/source_unchanged/anim/l1_first"] == 0.0
+    assert not any(k.startswith("baseline/source_unchanged/anim/relative") for k in metrics)  # one for all modes
     # animation metrics exist for every mode; the identity "animation" is the driving video
     pairs = json.loads((out / "animation" / "pairs.json").read_text())["pairs"]
     assert len(pairs) == 2 and all(p["source"] != p["driving"] for p in pairs)
@@ -71,6 +78,13 @@ def test_reconstruction_l1_matches_a_direct_computation(fake_dataset, monkeypatc
     assert metrics["recon/l1"] == pytest.approx(expected, rel=1e-6)  # float32 pixels
     assert 0 < metrics["recon/ssim"] < 1 and metrics["recon/psnr"] < 100
     assert metrics["anim/relative/l1_first"] == 0.0  # the source itself
+    # this animator *is* the no-motion baseline: its scores equal the baseline's, computed on the same frames
+    for name in ("l1", "psnr", "ssim"):
+        assert metrics[f"baseline/copy_source/recon/{name}"] == pytest.approx(metrics[f"recon/{name}"], rel=1e-6)
+    assert metrics["baseline/source_unchanged/anim/l1_first"] == 0.0
+    with open(project.outputs / "metrics_per_video.csv") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["part"] == "reconstruction"]
+    assert all(float(r["baseline_l1"]) == pytest.approx(float(r["l1"]), rel=1e-5) for r in rows)
 
 
 def test_pairs_are_seeded_and_cross_identity(tmp_path):

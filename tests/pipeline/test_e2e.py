@@ -198,3 +198,14 @@ def test_dvc_experiment_shares_the_data_stages_and_keeps_the_first(runs):
     assert (root / "outputs" / "default" / "metrics.json").is_file() and (root / "outputs" / "tps" / "metrics.json").is_file()
     shown = run([str(BIN / "dvc"), "exp", "show", "--json"], root).stdout
     assert '"tps"' in shown
+
+
+def test_removing_a_checkpoint_folder_makes_training_due_again(runs):
+    roots, _ = runs
+    root = roots["snakemake"]
+    import shutil
+
+    shutil.rmtree(root / "models" / "checkpoints" / "tps")
+    out = run([str(BIN / "snakemake"), "-n", "--cores", "1", "--config", "experiments=[cpab,tps]"], root)
+    planned = set(re.findall(r"^\s*(?:local)?rule (\w+):", out.stdout + out.stderr, re.M))
+    assert {"train", "reconstruct", "animate", "evaluate", "report"} <= planned, out.stdout[-2000:]

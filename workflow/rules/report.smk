@@ -10,10 +10,10 @@ rule report:
         checkpoints=expand(path("{paths.checkpoints}/{experiment}/complete.json"), experiment=EXPERIMENTS),
     output:
         table_md=path("{paths.outputs}/report/experiments.md"),
-        table_csv=report(path("{paths.outputs}/report/experiments.csv"), category="Comparison"),
-        metrics_png=report(path("{paths.outputs}/report/metrics.png"), category="Comparison"),
-        samples_png=report(path("{paths.outputs}/report/samples.png"), category="Comparison"),
-        loss_png=report(path("{paths.outputs}/report/train_loss.png"), category="Training"),
+        table_csv=report(path("{paths.outputs}/report/experiments.csv"), caption="../report/table_csv.rst", category="Comparison"),
+        metrics_png=report(path("{paths.outputs}/report/metrics.png"), caption="../report/metrics_png.rst", category="Comparison"),
+        samples_png=report(path("{paths.outputs}/report/samples.png"), caption="../report/samples_png.rst", category="Comparison"),
+        loss_png=report(path("{paths.outputs}/report/train_loss.png"), caption="../report/loss_png.rst", category="Training"),
         loss_csv=path("{paths.outputs}/report/train_loss.csv"),
         html=path("{paths.outputs}/report/index.html"),
     params:
