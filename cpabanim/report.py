@@ -108,13 +108,18 @@ def baseline_rows(names: list[str], metrics: dict[str, dict[str, float]], column
 def write_tables(names, differing, metrics, md_path: Path, csv_path: Path) -> str:
     """One row per experiment (the parameters that differ between them, then every metric) and the baseline
     row(s); returns the markdown table."""
+    from cpabanim.config import defaults, flatten
+
     keys = sorted({k for d in differing.values() for k in d})
-    varying = [k for k in keys if len({json.dumps(differing[n].get(k)) for n in names}) > 1]
+    built_in = flatten(defaults())
+    values = {n: {k: differing[n][k] if k in differing[n] else built_in.get(k, "(default)") for k in keys}
+              for n in names}
+    varying = [k for k in keys if len({json.dumps(values[n][k]) for n in names}) > 1]
     metric_names = metric_columns(metrics)
     columns = ["experiment", *varying, *metric_names]
     rows = []
     for name in names:
-        row = {"experiment": name, **{k: _cell(differing[name].get(k, "(default)")) for k in varying}}
+        row = {"experiment": name, **{k: _cell(values[name][k]) for k in varying}}
         row.update({m: f"{metrics[name][m]:.4g}" for m in metric_names if m in metrics[name]})
         rows.append(row)
     for label, values in baseline_rows(names, metrics, metric_names):
@@ -171,7 +176,7 @@ def plot_metrics(metrics: dict[str, dict[str, float]], path: Path) -> None:
         if baselines:
             ax.axvline(baselines[0], color="0.35", linestyle="--", linewidth=1, zorder=2,
                        label=f"no motion: {baselines[0]:.4g}")
-            ax.legend(fontsize=7, loc="lower right", frameon=False, handlelength=1.5)
+            ax.legend(fontsize=7, loc="best", framealpha=0.8, handlelength=1.5)
         if shown:
             low, high = min(shown), max(shown)
             margin = 0.25 * (high - low) if high > low else 0.05 * max(abs(high), 1e-3)
@@ -220,7 +225,7 @@ def plot_losses(histories: dict[str, dict[int, float]], png: Path, csv_path: Pat
             steps = sorted(history)
             writer.writerows([name, s, f"{history[s]:.6g}"] for s in steps)
             if steps:
-                ax.plot(steps, [history[s] for s in steps], label=name)
+                ax.plot(steps, [history[s] for s in steps], label=name, marker="o", markersize=3)
     ax.set_xlabel("step")
     ax.set_ylabel("loss/total (lower is better)")
     ax.set_title("training loss")
@@ -294,7 +299,7 @@ def write_samples(experiments: dict[str, dict[str, Path]], path: Path) -> None:
         sections.append((f"animation ({mode})", ["source image", "driving"], anim))
     cols = 2 + len(names)
     total = sum(len(rows) for _, _, rows in sections)
-    fig, axes = plt.subplots(total, cols, figsize=(1.45 * cols + 1.7, 1.5 * total + 0.6), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(total, cols, figsize=(1.45 * cols + 1.9, 1.3 * total + 0.7), dpi=110, squeeze=False)
     r = 0
     for section, heads, rows in sections:
         for i, (label, images) in enumerate(rows):
@@ -310,10 +315,10 @@ def write_samples(experiments: dict[str, dict[str, Path]], path: Path) -> None:
                     title = [*heads, *names][c]
                     ax.set_title(f"{section}\n{title}" if c == 0 else title, fontsize=8,
                                  fontweight="bold" if c >= 2 else "normal")
-            axes[r][0].set_ylabel(label, fontsize=6.5, rotation=0, ha="right", va="center", labelpad=4)
+            axes[r][0].set_ylabel(label, fontsize=7.5, rotation=0, ha="right", va="center", labelpad=4)
             r += 1
     fig.suptitle("samples: source | driving | each experiment's prediction (columns after the second)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=0.2, w_pad=0.3)
     fig.savefig(path)
     plt.close(fig)
 

@@ -42,5 +42,11 @@ def changed_training_params(saved: dict[str, Any], current: dict[str, Any]) -> l
         flat = flatten({k: params.get(k) for k in TRAINING_SECTIONS})
         return {k: v for k, v in flat.items() if not (k.startswith("train.") and k.split(".", 1)[1] in SCHEDULE_KEYS)}
 
-    old, new = relevant(saved), relevant(current)
-    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    from cpabanim.config import deep_merge, defaults
+
+    # both sides over the built-in defaults (a key added since the checkpoint was written is its default there),
+    # compared on the keys training reads now (the stage's declared keys)
+    base = defaults()
+    old, new = relevant(deep_merge(base, saved)), relevant(deep_merge(base, current))
+    read_now = relevant(current).keys()
+    return sorted(k for k in read_now if old.get(k) != new.get(k))
