@@ -113,10 +113,26 @@ def log_checkpoint_model(checkpoint: Path, run_id: str, frame_size: int) -> str 
     except Exception as err:  # noqa: BLE001 - torch.export fails in many ways; pickle always works
         log.warning("torch.export of %s failed (%s: %s); logging it with MLflow's pickle format", checkpoint,
                     type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+        _delete_failed_models(run_id, tags[CHECKSUM_TAG])
         # unpickling needs the model's classes: the cpabanim package must be importable where it is loaded
         info = mlflow.pytorch.log_model(module, serialization_format="pickle", tags={**tags, "serialization": "pickle"},
                                         pip_requirements=[torch_requirement, f"cpabanim=={_version()}"], **common)
     return info.model_uri
+
+
+def _delete_failed_models(run_id: str, checksum: str) -> None:
+    """MLflow registers the model before exporting it: a failed export leaves a FAILED model on the run, which
+    the UI would list beside the real one. Delete this checkpoint's FAILED models of ``run_id``."""
+    import mlflow
+    from mlflow.entities import LoggedModelStatus
+
+    client = mlflow.MlflowClient()
+    experiment_id = client.get_run(run_id).info.experiment_id
+    models = client.search_logged_models([experiment_id],
+                                         filter_string=f"source_run_id = '{run_id}' AND name = '{ARTIFACT_NAME}'")
+    for model in models:
+        if model.status == LoggedModelStatus.FAILED and model.tags.get(CHECKSUM_TAG) == checksum:
+            client.delete_logged_model(model.model_id)
 
 
 def _version() -> str:

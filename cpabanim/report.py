@@ -151,8 +151,8 @@ def _pyplot():
 
 
 def plot_metrics(metrics: dict[str, dict[str, float]], path: Path) -> None:
-    """One small dot plot per metric (its own axis, values written beside the dots), one row per experiment,
-    the no-motion baseline as a dashed line, the better direction in the title.
+    """One small dot plot per metric (its own axis, values written beside the dots), one row per experiment and
+    a grey "no motion" row with a dashed line for the baseline on the same frames, the better direction in the title.
 
     Dots rather than bars: bars must start at 0, which hides the differences that matter (PSNR 16.38 vs 16.44).
     """
@@ -161,38 +161,38 @@ def plot_metrics(metrics: dict[str, dict[str, float]], path: Path) -> None:
     experiments = list(metrics)
     cols = min(3, max(len(names), 1))
     rows = max(1, math.ceil(len(names) / cols))
-    height = 0.9 + 0.32 * len(experiments)
+    height = 1.0 + 0.32 * (len(experiments) + 1)
     fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, height * rows + 0.4), dpi=110, squeeze=False)
-    colours = plt.cm.tab10(np.arange(len(experiments)) % 10)
+    colours = list(plt.cm.tab10(np.arange(len(experiments)) % 10))
     for ax, name in zip(axes.flat, names, strict=False):
-        values = np.array([metrics[e].get(name, np.nan) for e in experiments], dtype=float)
-        positions = np.arange(len(experiments))[::-1]  # first experiment on top
-        ax.scatter(values, positions, color=colours, s=36, zorder=3)
-        ax.set_yticks(positions, experiments, fontsize=8)
-        ax.set_ylim(-0.7, len(experiments) - 0.3)
         key = baseline_key(name)
         baselines = [metrics[e][key] for e in experiments if key is not None and key in metrics[e]]
-        shown = [*values[np.isfinite(values)], *baselines]
-        if baselines:
-            ax.axvline(baselines[0], color="0.35", linestyle="--", linewidth=1, zorder=2,
-                       label=f"no motion: {baselines[0]:.4g}")
-            ax.legend(fontsize=7, loc="best", framealpha=0.8, handlelength=1.5)
-        if shown:
-            low, high = min(shown), max(shown)
+        labels, values, dot_colours = list(experiments), [metrics[e].get(name, np.nan) for e in experiments], colours
+        if baselines:  # one value: the experiments share the test frames (the table shows it per experiment if not)
+            labels, values, dot_colours = [*labels, "no motion"], [*values, baselines[0]], [*colours, "0.45"]
+            ax.axvline(baselines[0], color="0.45", linestyle="--", linewidth=1, zorder=2)
+        values = np.array(values, dtype=float)
+        positions = np.arange(len(labels))[::-1]  # first experiment on top, the baseline at the bottom
+        ax.scatter(values, positions, color=dot_colours, s=36, zorder=3)
+        ax.set_yticks(positions, labels, fontsize=8)
+        ax.set_ylim(-0.7, len(labels) - 0.3)
+        finite = values[np.isfinite(values)]
+        if finite.size:
+            low, high = float(finite.min()), float(finite.max())
             margin = 0.25 * (high - low) if high > low else 0.05 * max(abs(high), 1e-3)
             ax.set_xlim(low - margin, high + margin)
         for value, y in zip(values, positions, strict=True):
             if np.isfinite(value):
                 ax.annotate(f"{value:.4g}", (value, y), xytext=(0, 5), textcoords="offset points", ha="center",
-                            fontsize=7)
-        ax.set_title(f"{name}  ({ARROWS[lower_is_better(name)]} {'lower' if lower_is_better(name) else 'higher'}"
-                     " is better)", fontsize=9)
+                            fontsize=7, zorder=4, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.3})
+        better = "lower" if lower_is_better(name) else "higher"
+        ax.set_title(f"{name}  ({ARROWS[lower_is_better(name)]} {better} is better)", fontsize=9)
         ax.tick_params(axis="x", labelsize=7)
         ax.grid(axis="x", color="0.9", zorder=0)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
-    fig.suptitle("metrics per experiment; dashed: the no-motion baseline on the same frames "
-                 "(reconstruction: copy the source frame; animation: source unchanged)", fontsize=8)
+    fig.suptitle("metrics per experiment; no motion (dashed): the baseline on the same frames "
+                 "(reconstruction: the source frame copied; animation: the source image unchanged)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -328,13 +328,15 @@ def write_html(table_md: str, outputs: dict[str, Path], path: Path) -> None:
     lines = [line.strip("|").split("|") for line in table_md.splitlines() if not line.startswith("|---")]
     head, body = lines[0], lines[1:]
     table = "<table><tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr>"
-    table += "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in row) + "</tr>" for row in body)
-    table += f"</table><p>{html.escape(TABLE_NOTE).replace('*', '')}</p>"
+    table += "".join(("<tr class='baseline'>" if row[0].strip().startswith(BASELINE_ROW) else "<tr>")
+                     + "".join(f"<td>{html.escape(c.strip())}</td>" for c in row) + "</tr>" for row in body)
+    table += f"</table><p>{html.escape(TABLE_NOTE.replace('*', '').replace('`', ''))}</p>"
     figures = ""
     for key, title in (("metrics_png", "Metrics"), ("loss_png", "Training loss"), ("samples_png", "Samples")):
         data = base64.b64encode(outputs[key].read_bytes()).decode()
         figures += f"<h2>{title}</h2><img alt='{title}' src='data:image/png;base64,{data}'>"
-    style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px}tr.baseline{color:#555;font-style:italic}img{max-width:100%}")
     path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>cpabanim experiments</title>"
                     f"<style>{style}</style></head><body><h1>cpabanim: experiments side by side</h1>{table}{figures}"
                     "</body></html>\n")
@@ -367,6 +369,10 @@ def log_experiment(params, name: str, metrics: dict[str, float], paths: dict[str
             if path.is_file():
                 client.log_artifact(parent, str(safe_copy(path, Path(scratch))), artifact_path=artifact_path)
     logged = log_trained_model(paths, parent) if log_model else None
+    if parent != tracking.parent_run_id() and client.get_run(parent).info.status == "RUNNING":
+        # a parent this report created (its experiment ran no other stage in this invocation) would stay RUNNING
+        # with no end time; the report's own parent is closed by its stage context
+        client.set_terminated(parent, "FINISHED")
     log.info("MLflow: %d metrics, %d artifacts%s logged to the parent run of %s", len(metrics), len(files),
              f" and the model {logged}" if logged else "", name)
 
@@ -384,6 +390,8 @@ def safe_copy(path: Path, scratch: Path) -> Path:
 def log_trained_model(paths: dict[str, Path], parent: str) -> str | None:
     """The experiment's checkpoint as an MLflow PyTorch model on its parent run, once per checkpoint: a parent
     that already holds a model of this checkpoint (a report re-run by hand joins the newest parent) keeps it."""
+    from mlflow.entities import LoggedModelStatus
+
     from cpabanim.mlflow_model import ARTIFACT_NAME, CHECKSUM_TAG, checkpoint_checksum, log_checkpoint_model
     from cpabanim.models.checkpoint import CHECKPOINT_NAME
 
@@ -394,10 +402,10 @@ def log_trained_model(paths: dict[str, Path], parent: str) -> str | None:
     checksum = checkpoint_checksum(checkpoint)
     client = tracking._client()
     run = client.get_run(parent)
-    for output in (run.outputs.model_outputs if run.outputs else []):
-        model = client.get_logged_model(output.model_id)
-        if model.name == ARTIFACT_NAME and model.tags.get(CHECKSUM_TAG) == checksum:
-            return None
+    models = client.search_logged_models([run.info.experiment_id],
+                                         filter_string=f"source_run_id = '{parent}' AND name = '{ARTIFACT_NAME}'")
+    if any(m.tags.get(CHECKSUM_TAG) == checksum and m.status == LoggedModelStatus.READY for m in models):
+        return None
     return log_checkpoint_model(checkpoint, parent, frame_size(paths["processed"]))
 
 

@@ -56,3 +56,15 @@ def stage_cli(stage, experiment):
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 # One MLflow parent run per experiment per invocation: every job inherits this id (cpabanim/tracking.py).
 os.environ.setdefault("CPABANIM_PIPELINE_RUN", f"snakemake-{os.getpid()}-{int(time.time())}")
+
+
+def persistent_markers():
+    """The markers of every persistent folder (downloads, checkpoints), for `rule all`: Snakemake does not re-make
+    a missing intermediate file whose consumers are up to date, so removing a checkpoint folder (the documented
+    way to retrain) must be seen at the top of the DAG."""
+    markers = []
+    for stage in STAGES.values():
+        for out in stage.outputs:
+            if out.persist:
+                markers += expand(path(out.tracked_path), experiment=EXPERIMENTS)
+    return markers
