@@ -363,7 +363,8 @@ def log_experiment(params, name: str, metrics: dict[str, float], paths: dict[str
     files += [(report[k], "report") for k in ("metrics_png", "samples_png", "loss_png", "html")]
     for kind in ("reconstruction", "animation"):
         root = paths[kind]
-        files += [(p, tracking.safe_artifact_name(f"{kind}/{p.parent.relative_to(root)}".rstrip("/."))) for p in _media(root)]
+        files += [(p, tracking.safe_artifact_name(f"{kind}/{p.parent.relative_to(root)}".rstrip("/.")))
+                  for p in _media(root)]
     with tempfile.TemporaryDirectory() as scratch:
         for path, artifact_path in files:
             if path.is_file():

@@ -40,7 +40,8 @@ def test_table_has_one_row_per_experiment_the_differing_parameter_and_one_baseli
     assert [r["experiment"] for r in rows] == ["cpab", "tps", report.BASELINE_ROW]
     assert [r["model.motion"] for r in rows] == ["cpab", "tps", ""]  # the built-in default is named, not "(default)"
     assert not any(c.startswith("baseline/") for c in rows[0])  # baselines are a row, not columns
-    assert rows[2]["recon/l1"] == "0.1064" and rows[2]["anim/relative/l1_first"] == "0" and rows[2]["recon/frames"] == ""
+    assert rows[2]["recon/l1"] == "0.1064" and rows[2]["anim/relative/l1_first"] == "0"
+    assert rows[2]["recon/frames"] == ""
     assert list(rows[0])[:4] == ["experiment", "model.motion", "recon/l1", "recon/psnr"]  # reconstruction first
     assert "recon/l1 \u2193" in text and "recon/psnr \u2191" in text and "| cpab |" in text
     assert "no motion" in (tmp_path / "t.md").read_text()

@@ -57,7 +57,8 @@ def stage_io(stage: Stage, params: Mapping[str, Any], experiments: list[str] | N
 
     experiment = params["experiment"]
     io = StageIO(
-        inputs={name: path_of(outputs[name][1], experiment) for name in stage.inputs},
+        # an aggregate stage reads its inputs per experiment (io.experiments), not the base experiment's
+        inputs={} if stage.aggregate else {name: path_of(outputs[name][1], experiment) for name in stage.inputs},
         outputs={out.name: path_of(out, experiment) for out in stage.outputs},
     )
     for name in experiments or []:

@@ -337,6 +337,5 @@ def _train(run: Run, restart: bool, stop_after: int | None) -> dict[str, Any]:
     complete = p.step >= run.total_steps or p.epoch >= tp["num_epochs"]
     if run.ranks.is_main:
         write_checkpoint(path, run.model, run.optimization, p, run.params, complete=complete)
-        if complete:
-            tracking.log_artifact(path, "checkpoints")
+        # the trained model is logged once, as an MLflow model, by the report (cpabanim/mlflow_model.py)
     return {"step": p.step, "epoch": p.epoch, "losses": losses, "checkpoint": path}
