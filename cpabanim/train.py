@@ -10,7 +10,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from cpabanim.data.loader import epoch_order, step_seed
 from cpabanim.errors import CpabanimError

@@ -209,8 +209,11 @@ def _read_gif(path: Path, max_frames: int | None, stride: int) -> np.ndarray:
     return np.stack([frames[i] for i in _pick(len(frames), max_frames, stride)])
 
 
-def write_frames(frames: np.ndarray, folder: str | Path) -> Path:
+def write_frames(frames: np.ndarray, folder: str | Path, compress_level: int = 6) -> Path:
     """Write ``uint8 (T, H, W, 3)`` as ``folder/00000.png, ...``; byte-identical for identical frames.
+
+    The one frame writer of the project (datasets, reconstructions, animations, the demo). ``compress_level``:
+    PNG stays lossless at every level; 1 writes several times faster (model outputs), 6 is smaller (datasets).
 
     The folder is written beside its final place and renamed into it, so an interrupted run never leaves a
     half-written video that a later run would take as done. The temporary folder ``.<name>.tmp`` is hidden
@@ -228,7 +231,7 @@ def write_frames(frames: np.ndarray, folder: str | Path) -> Path:
         for index, frame in enumerate(frames):
             # fixed compression level and no metadata: same pixels -> same bytes (DVC hashes these files)
             image = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8))
-            image.save(tmp / f"{index:05d}.png", compress_level=6)
+            image.save(tmp / f"{index:05d}.png", compress_level=compress_level)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)

@@ -6,21 +6,15 @@ or a changed extractor never reuses a stale result, and the driving videos are e
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
+from cpabanim.data.video import frames_digest
+
 log = logging.getLogger(__name__)
-
-
-def frames_digest(frames: np.ndarray) -> str:
-    """SHA-1 of a uint8 (T, H, W, 3) array's shape and bytes."""
-    digest = hashlib.sha1(str(frames.shape).encode())
-    digest.update(np.ascontiguousarray(frames).tobytes())
-    return digest.hexdigest()
 
 
 class ExtractionCache:

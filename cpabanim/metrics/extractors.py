@@ -20,7 +20,6 @@ They run the same way on generated and driving frames. :func:`make_extractor` bu
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 from pathlib import Path
@@ -216,26 +215,20 @@ class ReidIdentity:
         self.torch = torch
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
-        self.name = f"reid-{_file_digest(weights)}"
+        from cpabanim.data.sources import sha256_file  # the project's one file hash
+
+        self.name = f"reid-{sha256_file(weights)[:12]}"
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         torch = self.torch
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        from cpabanim.losses.weights import imagenet_normalize
+
         images = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
         images = torch.nn.functional.interpolate(images, size=(288, 144), mode="bilinear", align_corners=False)
-        images = ((images - mean) / std).to(self.device)
+        images = imagenet_normalize(images).to(self.device)
         with torch.no_grad():
             features = torch.cat([self.net(chunk) for chunk in images.split(16)])
         return features.cpu().double().numpy()
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
 
 
 def make_extractor(name: str, options: dict[str, Any] | None = None) -> Extractor:

@@ -74,14 +74,11 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return images.detach().clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def write_frames(frames: np.ndarray, folder: Path, start: int = 0) -> None:
-    """Write uint8 (T, H, W, 3) as lossless ``<folder>/<start + t:05d>.png``."""
-    from PIL import Image
+def write_frames(frames: np.ndarray, folder: Path) -> Path:
+    """Model outputs as lossless PNGs, atomically, through the project's one frame writer (fast compression)."""
+    from cpabanim.data.video import write_frames as write_video_frames
 
-    folder.mkdir(parents=True, exist_ok=True)
-    for offset, frame in enumerate(frames):
-        # compress_level 1: PNG stays lossless, writing is several times faster than the default 6.
-        Image.fromarray(frame).save(folder / f"{start + offset:05d}.png", compress_level=1)
+    return write_video_frames(frames, folder, compress_level=1)
 
 
 def side_by_side(*videos: np.ndarray) -> np.ndarray:

@@ -316,7 +316,6 @@ def _train(run: Run, restart: bool, stop_after: int | None) -> dict[str, Any]:
     """Resume or restart, the epochs, the final checkpoint."""
     from tqdm import tqdm
 
-    from cpabanim import tracking
 
     tp, path = run.tp, run.checkpoint_path
     p = run.progress = resume_or_restart(path, run.params, run.model, run.optimization, run.ranks.device, restart,
