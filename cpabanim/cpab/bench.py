@@ -1,7 +1,7 @@
 """``cpabanim bench cpab``: keypoint fits (fast LM vs the paper's Adam) and dense warps (ours vs libcpab 0.1.3),
 measured side by side in one run on one device.
 
-Workload = one CPABMM dense-motion forward at batch size B = 8 (paper.md §1.4): per pair, 10 partial 4x4 fits on
+Workload = one CPABMM dense-motion forward at batch size B = 8 (docs/cpab.md): per pair, 10 partial 4x4 fits on
 5 keypoints each and 1 global 6x6 fit on all 50 keypoints (88 transforms), then the 88 warps of a 64x64 grid.
 Keypoints: driving p ~ U[0.1, 0.9]^2, source q = T_true(p) with T_true a 6x6 CPAB drawn from the prior at scale
 0.25 (realisable, talking-head-sized motion: mean |q - p| ~ 0.1 in [-1,1] units).

@@ -1,4 +1,4 @@
-"""The generator objective (paper.md §2): L = L_perc + L_eq + L_warp + L_bg + w_KS L_KS + w_struc L_struc.
+"""The generator objective (docs/model.md): L = L_perc + L_eq + L_warp + L_bg + w_KS L_KS + w_struc L_struc.
 
 Each term is returned separately (for logging); the trainer sums them.
 """

@@ -1,4 +1,4 @@
-"""Reconstruction losses: the paper's VGG19 perceptual pyramid (paper.md §2.1) and an offline alternative.
+"""Reconstruction losses: the paper's VGG19 perceptual pyramid (docs/model.md) and an offline alternative.
 
 ``vgg``: sum over scales [1, .5, .25, .125] and relu1_1..relu5_1 of w_l * mean|VGG_l(pred_s) - VGG_l(driving_s)|
 (driving features detached). ``pixel``: same pyramid with sum over scales of w * (mean L1 + (1 - SSIM)) on the

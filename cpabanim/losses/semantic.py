@@ -1,4 +1,4 @@
-"""Keypoint semantic loss L_KS from region masks (the paper's SAM-guided loss, paper.md §2.5, re-read).
+"""Keypoint semantic loss L_KS from region masks (the paper's SAM-guided loss, docs/model.md, re-read).
 
 The paper's module was never released. What is known: a frozen SAM-based extractor sees source, driving and
 both keypoint sets, and the loss makes "corresponding keypoints on the source and driving images semantically

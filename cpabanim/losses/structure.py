@@ -1,4 +1,4 @@
-"""Structure alignment loss L_struc (paper.md §2.6; Splice's self-similarity of keys).
+"""Structure alignment loss L_struc (docs/model.md; Splice's self-similarity of keys).
 
 A frozen DINO ViT-B/8 sees the generated and the driving frame, each resized to 224 (shorter side, max 480)
 and ImageNet-normalised; the keys of the last block's attention (CLS token included, heads concatenated) give a

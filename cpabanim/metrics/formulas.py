@@ -1,4 +1,4 @@
-"""Metric formulas, as the field computes them (ecosystem.md §E; FOMM/MRAA pose-evaluation scripts).
+"""Metric formulas, as the field computes them (docs/evaluation.md; FOMM/MRAA pose-evaluation scripts).
 
 Conventions shared by every function here:
 

@@ -1,4 +1,4 @@
-"""AVD network (animation via disentanglement, paper.md §1.7, TPSMM's layer structure): an identity code from the
+"""AVD network (animation via disentanglement, docs/model.md, TPSMM's layer structure): an identity code from the
 source keypoints and a pose code from the driving keypoints decode into keypoints with the source's shape and
 the driving pose.
 

@@ -1,9 +1,9 @@
-"""Keypoints -> CPAB sampling grids (paper.md §1.4): N partial 4x4 CPABs on 5 keypoints each + 1 global 6x6 CPAB
+"""Keypoints -> CPAB sampling grids (docs/model.md): N partial 4x4 CPABs on 5 keypoints each + 1 global 6x6 CPAB
 on all keypoints, each fitted driving -> source so that the grid is a backward-warping grid for the source.
 
 Faithful to the released code: the keypoints are DETACHED before the fit (the generator losses reach the
 keypoint detector only through the heatmaps, equivariance and the semantic loss) and theta is detached before
-the dense grid (paper.md §7.5: the code's backward through theta is wasted work, the outputs are the same).
+the dense grid (docs/model.md: the code's backward through theta is wasted work, the outputs are the same).
 ``fit_method="lm"`` is our fast Levenberg-Marquardt inference; ``"adam"`` is the paper's per-call Adam fit
 (lr 1e-2, theta_0 = 1e-6, one Frobenius norm per call) with ``adam_iters`` partial / 1.5x global iterations.
 
@@ -99,7 +99,7 @@ class CPABMotion(nn.Module):
         from cpabanim.cpab.implicit import fit_lm_implicit
 
         points, targets = points.float(), targets.float()
-        # The fit needs autograd inside (Adam) even when the outer model runs under no_grad (paper.md §7.6), and
+        # The fit needs autograd inside (Adam) even when the outer model runs under no_grad (docs/model.md), and
         # full precision even under AMP (bf16 matmuls would wreck the LM normal equations and the integration).
         with torch.enable_grad(), torch.autocast(points.device.type, enabled=False):
             if self.fit_method == "adam":

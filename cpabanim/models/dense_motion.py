@@ -1,4 +1,4 @@
-"""Dense motion network (paper.md §1.5, Eq. 7): N+2 sampling grids (background affine, N partial CPABs, one
+"""Dense motion network (docs/model.md, Eq. 7): N+2 sampling grids (background affine, N partial CPABs, one
 global CPAB; or background + N TPS for ``motion: tps``) -> deformed sources + keypoint heatmaps -> hourglass ->
 softmax contribution maps (with transform dropout) -> dense flow, plus multi-resolution occlusion masks.
 """
@@ -19,7 +19,7 @@ def dropout_softmax(logits: torch.Tensor, drop_p: float, generator: torch.Genera
     """Masked softmax over dim 1 (B, K, H, W): transform k >= 1 is kept with probability 1 - p, per sample.
 
     This is the *effective* behaviour of TPSMM/CPABMM's ``dropout_softmax``: their ``X[:, 1:] /= (1 - P)``
-    rescale runs after exp() and cancels in the normalisation, so it is not reproduced (paper.md §7.9).
+    rescale runs after exp() and cancels in the normalisation, so it is not reproduced (docs/model.md).
     The background transform (k = 0) is never dropped, so the denominator is never empty.
     """
     b, k = logits.shape[:2]

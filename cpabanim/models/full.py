@@ -108,7 +108,7 @@ class AnimationModel(nn.Module):
                 batch_size: int = 8) -> torch.Tensor:
         """source (1, 3, H, W), driving_video (T, 3, H, W) in [0, 1] -> (T, 3, H, W).
 
-        relative: kp = kp_S + (kp_D,t - kp_D,0) * sqrt(area(hull kp_S) / area(hull kp_D,0)) (paper.md §1.7);
+        relative: kp = kp_S + (kp_D,t - kp_D,0) * sqrt(area(hull kp_S) / area(hull kp_D,0)) (docs/model.md);
         standard: the driving keypoints as they are; avd: the AVD network's keypoints. No background affine.
         """
         if mode not in ANIMATION_MODES:

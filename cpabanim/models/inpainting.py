@@ -1,4 +1,4 @@
-"""Inpainting generator (TPSMM's, unchanged in CPABMM, paper.md §1.6): encode the source, warp every encoder
+"""Inpainting generator (TPSMM's, unchanged in CPABMM, docs/model.md): encode the source, warp every encoder
 level with the dense flow, mask with the matching occlusion map, decode; blend with the warped source."""
 
 from __future__ import annotations

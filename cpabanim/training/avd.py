@@ -1,4 +1,4 @@
-"""TPSMM's AVD training stage (paper.md §1.7; docs/faithfulness.md): after the animation model is trained,
+"""TPSMM's AVD training stage (docs/model.md; docs/faithfulness.md): after the animation model is trained,
 only the AVD network learns, on keypoints of the trained detector.
 
 TPSMM's schedule, reproduced:

@@ -1,6 +1,6 @@
 """The training loop (docs/model.md, "Trainer"): build, resume or restart, epochs, checkpoint, log.
 
-``train(params)`` runs or resumes training with the paper's schedule (paper.md §3 as docs/model.md states it).
+``train(params)`` runs or resumes training with the paper's schedule (docs/model.md, "Trainer").
 It opens no MLflow run: the CLI runs every stage inside one, and ``cpabanim.tracking.log_*`` do nothing when
 none is open.
 

@@ -1,4 +1,4 @@
-"""Metric formulas against small hand-computed cases (ecosystem.md §E: pose-evaluation's definitions)."""
+"""Metric formulas against small hand-computed cases (docs/evaluation.md: pose-evaluation's definitions)."""
 
 from __future__ import annotations
 
