@@ -214,14 +214,20 @@ def source_unchanged_metrics(source: np.ndarray, driving: np.ndarray, wanted, ex
     keypoints_source = extractors.keypoints_of(source)
     if keypoints_source is not None:
         still = np.repeat(keypoints_source, frames, axis=0)
-        keypoints_driving = extractors.keypoints_of(driving)
-        if "akd" in wanted:
-            values["akd_driving"] = formulas.keypoint_distance_per_frame(still, keypoints_driving)
-        if "mkr" in wanted:
-            values["mkr_driving"] = formulas.missing_keypoint_rate_per_frame(still, keypoints_driving)
+        values.update(keypoint_metrics(still, extractors.keypoints_of(driving), wanted, "_driving"))
     identity_source = extractors.identity_of(source)
     if identity_source is not None:
         values["aed_source"] = formulas.embedding_distance_per_frame(identity_source, identity_source)
+    return values
+
+
+def keypoint_metrics(keypoints: np.ndarray, reference: np.ndarray, wanted, suffix: str = "") -> dict[str, np.ndarray]:
+    """Per-frame AKD / MKR (those in ``wanted``) of keypoints (T, K, 2) against reference keypoints."""
+    values = {}
+    if "akd" in wanted:
+        values[f"akd{suffix}"] = formulas.keypoint_distance_per_frame(keypoints, reference)
+    if "mkr" in wanted:
+        values[f"mkr{suffix}"] = formulas.missing_keypoint_rate_per_frame(keypoints, reference)
     return values
 
 
@@ -232,11 +238,7 @@ def video_metrics(generated: np.ndarray, reference: np.ndarray, wanted, extracto
     values.update(networks.update(generated_t, reference_t))
     keypoints_generated = extractors.keypoints_of(generated)
     if keypoints_generated is not None:
-        keypoints_reference = extractors.keypoints_of(reference)
-        if "akd" in wanted:
-            values["akd"] = formulas.keypoint_distance_per_frame(keypoints_generated, keypoints_reference)
-        if "mkr" in wanted:
-            values["mkr"] = formulas.missing_keypoint_rate_per_frame(keypoints_generated, keypoints_reference)
+        values.update(keypoint_metrics(keypoints_generated, extractors.keypoints_of(reference), wanted))
     identity_generated = extractors.identity_of(generated)
     if identity_generated is not None:
         values["aed"] = formulas.embedding_distance_per_frame(identity_generated, extractors.identity_of(reference))

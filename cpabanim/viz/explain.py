@@ -272,12 +272,17 @@ def _occlusion_panel(fig, ax, explanation: FrameExplanation) -> None:
     ax.set_title("occlusion map: 1 = warped source,\n0 = inpainted by the generator", fontsize=9)
 
 
+def _keypoint_row(axes, e: FrameExplanation, titles: tuple[str, str, str]) -> None:
+    """Source, driving and result, each with the keypoints that belong to it, on three axes."""
+    for ax, image, kp, title in zip(axes, (e.source, e.driving, e.result), (e.kp_source, e.kp_driving, e.kp_animated),
+                                    titles, strict=True):
+        _draw_keypoints(ax, e, image, kp, title)
+
+
 def keypoints_figure(explanation: FrameExplanation):
     fig, axes = _figure(1, 3, explanation.title or "keypoints (one colour per group)")
-    e = explanation
-    _draw_keypoints(axes[0, 0], e, e.source, e.kp_source, "source: detected keypoints")
-    _draw_keypoints(axes[0, 1], e, e.driving, e.kp_driving, "driving: detected keypoints")
-    _draw_keypoints(axes[0, 2], e, e.result, e.kp_animated, "result: keypoints it was driven with")
+    _keypoint_row(axes[0], explanation, ("source: detected keypoints", "driving: detected keypoints",
+                                         "result: keypoints it was driven with"))
     axes[0, 0].legend(loc="lower left", fontsize=7, framealpha=0.6)
     return fig
 
@@ -324,10 +329,7 @@ def contributions_figure(explanation: FrameExplanation):
 
 def overview_figure(explanation: FrameExplanation):
     fig, axes = _figure(2, 3, explanation.title or "how the result was made")
-    e = explanation
-    _draw_keypoints(axes[0, 0], e, e.source, e.kp_source, "source: keypoints")
-    _draw_keypoints(axes[0, 1], e, e.driving, e.kp_driving, "driving: keypoints")
-    _draw_keypoints(axes[0, 2], e, e.result, e.kp_animated, "result: driven keypoints")
+    _keypoint_row(axes[0], explanation, ("source: keypoints", "driving: keypoints", "result: driven keypoints"))
     _flow_panel(axes[1, 0], explanation)
     _occlusion_panel(fig, axes[1, 1], explanation)
     _winner_map(axes[1, 2], explanation, "which transform moves each pixel")
