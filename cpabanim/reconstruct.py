@@ -31,6 +31,7 @@ from cpabanim.metrics.io import (
 log = logging.getLogger(__name__)
 
 MLFLOW_IMAGES = 4  # videos whose middle frame (source | driving | prediction) is logged to MLflow
+EXPLAIN_DIR = "explain"  # pictures that explain the motion of the first video (cpabanim/viz/explain.py)
 
 
 def checkpoint_path(chosen: str | None, checkpoints: Path) -> Path:
@@ -48,6 +49,23 @@ def reconstruct_video(animator: Animator, frames: torch.Tensor, batch_size: int,
         out = animator.reconstruct(source.expand(len(driving), -1, -1, -1), driving)["prediction"]
         predictions.append(out.float().clamp(0, 1).cpu())
     return torch.cat(predictions)
+
+
+@torch.no_grad()
+def explain_first_video(model, video: Path, folder: Path, device: torch.device) -> None:
+    """Labelled pictures of how the middle frame of ``video`` was made (keypoints per CPAB group, dense flow,
+    occlusion, which transform moves which region) into ``folder``, and into the stage's MLflow run."""
+    from cpabanim.tracking import log_artifact
+    from cpabanim.viz.explain import explanation_from_output, write_explanation
+
+    frames = to_tensor(read_frames(video))
+    middle = len(frames) // 2
+    source, driving = frames[:1].to(device), frames[middle:middle + 1].to(device)
+    out = model.reconstruct(source, driving)
+    explanation = explanation_from_output(out, 0, source[0], driving[0], model.params["motion"], model.num_groups,
+                                          title=f"{video.name}, frame {middle}")
+    write_explanation(explanation, folder / video.name)
+    log_artifact(folder, "explain")
 
 
 def reconstruct_all(params, processed: Path, checkpoints: Path, out_root: Path) -> float:
@@ -88,6 +106,8 @@ def reconstruct_all(params, processed: Path, checkpoints: Path, out_root: Path) 
                 write_viewing_videos(strip, out_root / video.name, cfg["fps"], cfg["mp4"], cfg["gif"])
             if len(index["videos"]) <= MLFLOW_IMAGES:  # the middle frame, to browse runs in the MLflow UI
                 log_image(strip[len(strip) // 2], f"reconstruction/{video.name}.png")
+    if videos and isinstance(animator, torch.nn.Module):
+        explain_first_video(animator, videos[0], out_root / EXPLAIN_DIR, device)
     pooled = float(np.concatenate(all_l1).mean())
     index["l1"] = pooled
     (out_root / "index.json").write_text(json.dumps(index, indent=2))

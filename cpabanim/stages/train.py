@@ -26,7 +26,9 @@ STAGE = Stage(
     module=__name__,
     params=("seed", "data.source", "data.frame_size", "data.id_sampling", "data.num_repeats", "data.augmentation",
             "model", "loss", *section_keys("train", exclude=HOW_IT_RUNS)),
-    settings=("device", *HOW_IT_RUNS),
+    # recorded in the checkpoint for the demo's face crop; the data they make reach training as the processed input
+    settings=("device", "data.folder.faces", "data.folder.margin", "data.folder.smooth_sigma", "data.folder.detect_every",
+              *HOW_IT_RUNS),
     inputs=("processed", "masks"),
     outputs=(Output("checkpoints", "{paths.checkpoints}/{experiment}", persist=True, marker=COMPLETE_MARKER),),
     per_experiment=True,

@@ -39,6 +39,10 @@ def test_stages_run_a_saved_checkpoint(fake_dataset):
     assert index["animator"] == "checkpoint" and sorted(index["videos"]) == ["video0", "video1"]
     predicted = read_frames(project.outputs / "reconstruction" / "video0")
     assert predicted.shape == (3, 64, 64, 3)
+    # the first video's motion, explained in labelled pictures
+    explained = project.outputs / "reconstruction" / "explain" / "video0"
+    assert {p.name for p in explained.glob("*.png")} == {"keypoints.png", "flow.png", "occlusion.png",
+                                                         "contributions.png", "overview.png"}
     metrics = json.loads((project.outputs / "metrics.json").read_text())
     # an untrained generator does not reproduce the driving frames, but its output is a valid image
     assert 0 < metrics["recon/l1"] < 1 and 0 < metrics["recon/psnr"] < 100

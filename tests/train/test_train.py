@@ -181,3 +181,21 @@ def test_channels_last_switch_trains_on_cpu(tmp_path):
     params = tiny_params(tmp_path, motion="cpab", max_steps=1, channels_last=True)
     result = train(params, dataset=MovingBlobDataset(num_items=4))
     assert result["step"] == 1 and all(torch.isfinite(torch.tensor(v)) for v in result["losses"].values())
+
+
+def test_init_from_warm_starts_a_cpab_model_from_a_tps_checkpoint(tmp_path, caplog):
+    import logging
+
+    dataset = MovingBlobDataset(num_items=4)
+    tps = tiny_params(tmp_path / "tps", motion="tps", max_steps=1)
+    train(tps, dataset=dataset)
+    source = tmp_path / "tps" / "ckpt" / "last.pt"
+    cpab = tiny_params(tmp_path / "cpab", motion="cpab", max_steps=1, init_from=str(source))
+    with caplog.at_level(logging.INFO, logger="cpabanim.training.loop"):
+        assert train(cpab, dataset=dataset)["step"] == 1
+    line = next(r.getMessage() for r in caplog.records if "warm start from" in r.getMessage())
+    loaded, sliced, fresh = (int(line.split(word)[0].split()[-1]) for word in (" tensors loaded", " sliced", " fresh"))
+    assert loaded > 0 and sliced > 0 and fresh > 0  # the dense-motion layers that depend on the transforms: sliced
+    with pytest.raises(ConfigError, match="init_from"):
+        train(tiny_params(tmp_path / "x", motion="cpab", max_steps=1, init_from=str(tmp_path / "nope.pt")),
+              dataset=dataset)
