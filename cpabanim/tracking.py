@@ -320,6 +320,9 @@ def _mark_killed(experiment_id: str, stage: str, experiment: str) -> None:
                      stage)
 
 
+_DEGRADED = False  # set when a tracking call failed during the current stage (see _safely)
+
+
 @contextlib.contextmanager
 def stage_context(stage: str, params: dict[str, Any], used: dict[str, Any]) -> Iterator[Any]:
     """The MLflow run of one stage, opened before the work by the CLI, as a child of its experiment's parent.
@@ -332,6 +335,8 @@ def stage_context(stage: str, params: dict[str, Any], used: dict[str, Any]) -> I
 
     import mlflow
 
+    global _DEGRADED
+    _DEGRADED = False  # degraded tracking is a property of one stage run
     if not enabled(params):
         yield None
         return
@@ -359,9 +364,6 @@ def stage_context(stage: str, params: dict[str, Any], used: dict[str, Any]) -> I
                 client.set_tag(parent_id, key, value)
             client.set_tag(parent_id, f"stage.{stage}", status.lower())
             client.set_terminated(parent_id, "FAILED" if status != "FINISHED" else "FINISHED")
-
-
-_DEGRADED = False
 
 
 def _safely(action: str, function, *args, **kwargs) -> None:

@@ -6,7 +6,9 @@ with two limbs (strips of the same photo) that swing about joints on the body. O
 translates, rotates and breathes (scale), its texture is bent by a smooth, invertible sinusoidal
 deformation (a diffeomorphism: the amplitude keeps the Jacobian positive), and the limbs rotate
 independently: articulated motion, the thing keypoint-based animation models are built for. The
-background is another photograph, zoomed and dimmed, slowly panning. Consecutive frames are warped
+background is another photograph, zoomed and dimmed; it stays still unless ``MOTION["pan"]`` makes it pan.
+The amplitudes (``MOTION``) are moderate so that the embedded default learns visibly within ``make run``'s
+few CPU minutes (docs/model.md, "Does it learn?"). Consecutive frames are warped
 versions of the same photo, so a source/driving pair is a genuine image-animation task.
 
 Identities are the photographs: a video is named ``<photo>#<split><index>`` so that ``id_sampling`` works.
@@ -25,6 +27,20 @@ OBJECT_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemist
 BACKGROUND_PHOTOS = ("hubble_deep_field", "coffee", "rocket", "astronaut", "chelsea", "immunohistochemistry")
 _SPLIT_CODE = {"train": 1, "test": 2}
 _SUPERSAMPLE = 2  # render at 2x and shrink with area interpolation: anti-aliased edges
+
+# Peak amplitude of each motion parameter (every one is amplitude * U[0.6, 1] * sin(w t + p)). The embedded
+# default must visibly learn in a few hundred CPU steps (docs/model.md, "Does it learn?"), so the motion is
+# moderate: the object translates by up to 8 % of the frame, turns by up to 0.2 rad, breathes by 6 %, bends
+# slightly, and its limbs swing by up to 0.5 rad over a still background. Until issue 13 it was
+# shift 0.12, rotation 0.35, scale 0.10, bend 0.07, limb 0.7 and a background pan of 0.5.
+MOTION = {
+    "shift": 0.08,  # centre translation, fraction of the frame
+    "rotation": 0.2,  # radians
+    "scale": 0.06,  # relative size change
+    "bend": 0.03,  # diffeomorphic displacement amplitude (< 1/pi keeps it invertible)
+    "limb": 0.5,  # joint angles, radians
+    "pan": 0.0,  # background pan, fraction of the room the larger background photo leaves
+}
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,14 +77,15 @@ class _Motion:
             cycles = rng.uniform(0.5, 1.5)
             return amplitude * rng.uniform(0.6, 1.0), 2 * math.pi * cycles / num_frames, rng.uniform(0, 2 * math.pi)
 
-        self.shift_x, self.shift_y = wave(0.12), wave(0.12)  # fraction of the frame
-        self.rotation = wave(0.35)  # radians
-        self.scale = wave(0.10)
-        self.bend_x, self.bend_y = wave(0.07), wave(0.07)  # diffeomorphic displacement amplitude (< 1/pi)
+        a = MOTION
+        self.shift_x, self.shift_y = wave(a["shift"]), wave(a["shift"])  # fraction of the frame
+        self.rotation = wave(a["rotation"])  # radians
+        self.scale = wave(a["scale"])
+        self.bend_x, self.bend_y = wave(a["bend"]), wave(a["bend"])  # diffeomorphic displacement amplitude (< 1/pi)
         self.bend_phase = rng.uniform(0, 2 * math.pi, size=2)
-        self.limbs = [wave(0.7), wave(0.7)]  # joint angles, radians
+        self.limbs = [wave(a["limb"]), wave(a["limb"])]  # joint angles, radians
         self.limb_base = [rng.uniform(-0.4, 0.4) + math.pi / 2, rng.uniform(-0.4, 0.4) - math.pi / 2]
-        self.pan = wave(0.5)
+        self.pan = wave(a["pan"])
 
     @staticmethod
     def at(wave: tuple[float, float, float], t: float) -> float:

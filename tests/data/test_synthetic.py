@@ -48,3 +48,17 @@ def test_object_shows_the_photograph():
     # the object's colours come from the photo's centre, not from the background
     photo_centre = photo[20:44, 20:44].reshape(-1, 3).mean(0)
     assert np.abs(centre - photo_centre).mean() < np.abs(background_colour - photo_centre).mean() + 40
+
+
+def test_default_motion_is_moderate_over_a_still_background(monkeypatch):
+    """The embedded default's motion (``MOTION``) is a learnable animation task: the object moves in every frame,
+    the background stays still, and panning it is still possible (issue 13; docs/model.md, "Does it learn?")."""
+    assert synthetic.MOTION["pan"] == 0.0
+    video = _videos(count=1, frames=12, size=64)[0][1].astype(np.float64)
+    changed = np.abs(video - video[:1]).max(axis=-1) > 2  # (T, H, W): pixels that differ from frame 0
+    assert changed[1:].any(axis=(1, 2)).all(), "the object moves in every frame"
+    still = ~changed[1:].any(axis=0)
+    assert still.mean() > 0.3, "a large part of the frame (the background) never changes"
+    monkeypatch.setitem(synthetic.MOTION, "pan", 0.5)
+    panned = _videos(count=1, frames=12, size=64)[0][1].astype(np.float64)
+    assert (np.abs(panned - panned[:1]).max(axis=-1) > 2)[1:].any(axis=0).mean() > 0.9, "a panning background moves"

@@ -112,8 +112,12 @@ def test_a_failing_store_degrades_tracking_instead_of_killing_the_stage(tmp_path
         monkeypatch.setattr(mlflow, "log_metrics", broken)
         tracking.log_metrics({"x": 1.0}, step=1)  # does not raise
         tracking.log_metrics({"x": 2.0}, step=2)
-    monkeypatch.setattr(tracking, "_DEGRADED", False)
     assert "tracking.degraded" in mlflow.get_run(run.info.run_id).data.tags
+    monkeypatch.undo()  # the store works again: the next stage tracks normally
+    params = tracked(tmp_path, monkeypatch)
+    with tracking.stage_context("evaluate", params, used={}) as run:
+        tracking.log_metrics({"x": 3.0})
+    assert mlflow.get_run(run.info.run_id).data.metrics == {"x": 3.0}
 
 
 def test_two_processes_cold_starting_one_sqlite_store_both_succeed(tmp_path):
