@@ -33,6 +33,7 @@ from cpabanim.errors import ConfigError
 
 DEFAULT_PARAMS = Path("params.yaml")
 DEFAULT_EXPERIMENT = "default"
+RESERVED_EXPERIMENT_NAMES = ("report",)  # {paths.outputs}/report holds the comparison of experiments
 # names that become folder names and MLflow run names: a strict pattern, no path separators
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -297,6 +298,8 @@ def resolve(
     upper = deep_merge(nest(file_values or {}), nest(overrides or {}))
     preset = upper.get("preset")
     experiment = upper.get("experiment") or DEFAULT_EXPERIMENT
+    if experiment in RESERVED_EXPERIMENT_NAMES:
+        raise ConfigError(f"experiment {experiment!r}: the name is taken by the comparison report's folder")
     params = defaults()
     if preset:
         params = deep_merge(params, _overlay("preset", str(preset), base_dir))

@@ -73,6 +73,8 @@ def test_experiment_overlay_sits_between_params_file_and_command_line(tmp_path):
         load_params(path, experiment="nope")
     with pytest.raises(ConfigError, match="not a plain name"):
         load_params(path, experiment="../escape")
+    with pytest.raises(ConfigError, match="taken by the comparison report"):
+        load_params(path, experiment="report")
 
 
 def test_invalid_values_are_reported_with_their_path(tmp_path):
