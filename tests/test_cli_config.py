@@ -92,7 +92,7 @@ def test_inconsistent_sizes_fail_when_parameters_load(tmp_path):
     with pytest.raises(ConfigError, match="divisible"):
         load_params(project(tmp_path, "data: {frame_size: 36}\n"))
     with pytest.raises(ConfigError, match="batch_size"):
-        load_params(project(tmp_path, "data: {synthetic: {num_train: 2}}\ntrain: {batch_size: 4}\n"))
+        load_params(project(tmp_path, "data: {num_repeats: 1, synthetic: {num_train: 2}}\ntrain: {batch_size: 4}\n"))
 
 
 def test_overrides_parse_as_yaml_and_malformed_ones_are_one_clear_error():
