@@ -75,7 +75,7 @@ def run_pipeline_stage(name: str, rest: list[str]) -> None:
     io = stage_io(stage, params, experiments)
     check_inputs(stage, io)
     cfg = stage_config(stage, params)
-    common = {"params", "preset", "experiment", "overrides", "experiments"}
+    common = {"params", "preset", "experiment", "overrides", "overrides_file", "experiments"}
     options = {k: v for k, v in vars(args).items() if k not in common}
     module = importlib.import_module(stage.module)
     with tracking.stage_context(name, params, used=cfg.to_dict()):

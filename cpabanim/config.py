@@ -322,12 +322,14 @@ def load_params(
     preset: str | Path | None = None,
     overrides: Iterable[str] | None = None,
     experiment: str | None = None,
+    override_values: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Read params.yaml and resolve the layers (``preset``/``experiment``/``overrides`` are command-line layers)."""
+    """Read params.yaml and resolve the layers (``preset``/``experiment``/``overrides`` are command-line layers;
+    ``override_values``, a nested mapping, sits under the ``overrides`` assignments)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"parameter file {path} not found (run from the project root or pass --params)")
-    cli: dict[str, Any] = {}
+    cli: dict[str, Any] = nest(override_values or {})
     for assignment in overrides or []:
         cli = deep_merge(cli, parse_override(assignment))
     if preset:
@@ -348,6 +350,9 @@ def add_params_arguments(parser) -> None:
     parser.add_argument("--params", default=str(DEFAULT_PARAMS), help="parameter file (default: params.yaml)")
     parser.add_argument("--preset", default=None, help="preset in presets/ (vox-256, taichi-256, ...) or a path")
     parser.add_argument("--experiment", default=None, help="experiment in experiments/ (cpab, tps, ...)")
+    parser.add_argument("--overrides", dest="overrides_file", default=None, metavar="FILE",
+                        help="a YAML mapping of parameter values on the command-line layer (the Snakefile hands its "
+                             "jobs the `--config` values this way; --set wins over it)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override one parameter, e.g. --set train.num_epochs=2 (repeatable)",
@@ -355,7 +360,8 @@ def add_params_arguments(parser) -> None:
 
 
 def params_from_args(args) -> dict[str, Any]:
-    return load_params(args.params, args.preset, args.overrides, getattr(args, "experiment", None))
+    values = read_mapping(Path(args.overrides_file), "overrides file") if getattr(args, "overrides_file", None) else None
+    return load_params(args.params, args.preset, args.overrides, getattr(args, "experiment", None), values)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -255,7 +255,9 @@ def reconstruction_rows(experiments: dict[str, dict[str, Path]]) -> list[SampleR
     """A few frames of a few test videos: source (frame 0) | driving frame t | each experiment's prediction of t."""
     first = next(iter(experiments.values()))
     test_root = first["processed"] / "test"
-    videos = sorted(p.name for p in first["reconstruction"].iterdir() if p.is_dir())[:SAMPLE_VIDEOS]
+    # the reconstructed test videos are the frame folders that have a test video (not e.g. the explain/ pictures)
+    videos = sorted(p.name for p in first["reconstruction"].iterdir()
+                    if p.is_dir() and (first["processed"] / "test" / p.name).is_dir())[:SAMPLE_VIDEOS]
     rows = []
     for video in videos:
         count = len(list((test_root / video).glob("*.png")))

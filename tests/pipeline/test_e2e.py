@@ -192,6 +192,12 @@ def test_one_key_reruns_exactly_the_stages_that_read_it_and_downloads_survive(ru
     commit(roots["dvc"], "no flip")
 
 
+def test_a_snakemake_config_value_reruns_only_the_stages_that_read_it(runs):
+    roots, _ = runs
+    log = run([*SNAKEMAKE, "set=[animate.num_pairs=2]"], roots["snakemake"])
+    assert ran_snakemake(log.stdout + log.stderr) == {"animate", "evaluate", "report"}, log.stdout[-3000:]
+
+
 def test_dvc_experiment_shares_the_data_stages_and_keeps_the_first(runs):
     roots, _ = runs
     root = roots["dvc"]

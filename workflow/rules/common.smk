@@ -42,10 +42,19 @@ def stage_values(stage, experiment):
     return flatten(restrict(PARAMS[experiment or EXPERIMENTS[0]], STAGES[stage].params))
 
 
+# The command line's values reach the jobs through one file, not their command lines: a rule's params are its
+# re-run trigger, and only the values of the keys it declares (stage_values) may re-run it.
+OVERRIDES_FILE = ".snakemake/cpabanim/overrides.yaml"
+_text = yaml.safe_dump({k: v for k, v in _OVERRIDES.items() if k != "experiment"}, sort_keys=True)
+if not Path(OVERRIDES_FILE).is_file() or Path(OVERRIDES_FILE).read_text() != _text:
+    Path(OVERRIDES_FILE).parent.mkdir(parents=True, exist_ok=True)
+    Path(OVERRIDES_FILE + ".tmp").write_text(_text)
+    os.replace(OVERRIDES_FILE + ".tmp", OVERRIDES_FILE)
+
+
 def stage_cli(stage, experiment):
-    """The command line's overrides as `--set` options, and the experiment (or the list, for the report)."""
-    args = [f"--set={k}={yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix('...').strip()}"
-            for k, v in flatten(_OVERRIDES).items() if k != "experiment"]
+    """The command line's values (a file) and the experiment (or the list, for the report)."""
+    args = [f"--overrides={OVERRIDES_FILE}"]
     if STAGES[stage].aggregate:
         args.append("--experiments=" + ",".join(EXPERIMENTS))
     args.append(f"--experiment={experiment or EXPERIMENTS[0]}")
