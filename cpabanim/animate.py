@@ -23,7 +23,8 @@ import torch
 from tqdm import tqdm
 
 from cpabanim.errors import CpabanimError
-from cpabanim.metrics.animator import load_animator, resolve_device
+from cpabanim.device import resolve_device
+from cpabanim.metrics.animator import load_animator
 from cpabanim.metrics.io import (
     frame_paths, read_frames, side_by_side, test_videos, to_tensor, to_uint8, write_frames, write_image,
     write_viewing_videos,

@@ -268,10 +268,6 @@ def available(folder: str, base_dir: str | Path = ".") -> list[str]:
     return sorted(p.stem for p in root.glob("*.yaml")) if root.is_dir() else []
 
 
-def available_presets(base_dir: str | Path = ".") -> list[str]:
-    return available("presets", base_dir)
-
-
 def _overlay(kind: str, name: str, base_dir: str | Path) -> dict[str, Any]:
     """A preset or experiment file (sparse params); neither may set ``paths`` nor chain to another overlay."""
     folder = "presets" if kind == "preset" else "experiments"

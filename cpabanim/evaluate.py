@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from cpabanim.errors import ConfigError, DataError
 from cpabanim.metrics import formulas
-from cpabanim.metrics.animator import resolve_device
+from cpabanim.device import resolve_device
 from cpabanim.metrics.baselines import BASELINE_PREFIX, COPY_SOURCE, SOURCE_UNCHANGED
 from cpabanim.metrics.cache import ExtractionCache
 from cpabanim.metrics.extractors import ExtractorUnavailable, make_extractor

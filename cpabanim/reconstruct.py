@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from cpabanim.models.checkpoint import CHECKPOINT_NAME
 from cpabanim.metrics import formulas
-from cpabanim.metrics.animator import Animator, load_animator, resolve_device
+from cpabanim.device import resolve_device
+from cpabanim.metrics.animator import Animator, load_animator
 from cpabanim.metrics.io import (
     read_frames, side_by_side, test_videos, to_tensor, to_uint8, write_frames, write_viewing_videos,
 )

@@ -14,7 +14,8 @@ from typing import Any
 from cpabanim.data.loader import epoch_order, step_seed
 from cpabanim.errors import CpabanimError
 from cpabanim.training.images import image_grid
-from cpabanim.training.loop import build_dataset, select_device, train
+from cpabanim.device import resolve_device
+from cpabanim.training.loop import build_dataset, train
 from cpabanim.training.schedule import changed_training_params, dropout_probability
 from cpabanim.training.step import TrainingStep
 
@@ -48,7 +49,7 @@ def train_avd(params, dataset=None) -> dict[str, Any]:
     if state.get("avd_schedule") == _plain(asdict(schedule)):
         log.info("AVD network already trained with this schedule (%s)", path)
         return {"steps": 0, "loss": None}
-    device = select_device(params["device"], 0)
+    device = resolve_device(params["device"], 0)
     model = AnimationModel(state["model_params"]).to(device)
     model.load_state_dict(state["model"])
     if dataset is None:  # the AVD stage makes its own repeats: one pass over the training videos

@@ -1,4 +1,4 @@
-"""Cell index functions Idx(x): branch-free, sync-free versions of libcpab's ``findcellidx`` (cpab.md §1.3)."""
+"""Cell index functions Idx(x): branch-free, sync-free versions of libcpab's ``findcellidx`` (docs/cpab.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sync-free matrix exponentials of affine matrices (cpab.md §2.2).
+"""Sync-free matrix exponentials of affine matrices (docs/cpab.md).
 
 ``expm_taylor`` = degree-10 Taylor series plus masked scaling and squaring: static shapes, no host sync (unlike
 ``torch.linalg.matrix_exp`` on CUDA), autograd-differentiable. ``affine_step_tables`` returns the per-cell step
@@ -114,7 +114,7 @@ def affine_step_tables(A: torch.Tensor, h: float, derivative: bool = False):
 
 
 def expm_affine_closed(M: torch.Tensor, h: float = 1.0) -> torch.Tensor:
-    """Reference e^{hM} of (..., 2, 2) by Cayley-Hamilton (float64 tests only; cpab.md §2.2)."""
+    """Reference e^{hM} of (..., 2, 2) by Cayley-Hamilton (float64 tests only; docs/cpab.md)."""
     mu = (M[..., 0, 0] + M[..., 1, 1]) / 2
     N = M - mu[..., None, None] * torch.eye(2, dtype=M.dtype, device=M.device)
     delta = mu**2 - torch.linalg.det(M)

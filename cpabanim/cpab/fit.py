@@ -2,11 +2,11 @@
 
 * ``fit_adam``: the paper's Eq. 6 exactly (theta0 = 1e-6, Adam lr 1e-2, ``iters`` steps, ONE Frobenius norm, not
   squared, of (2 T(p) - 1) - (2 q - 1) over the whole batch, no early stop). Samples are coupled by that norm.
-* ``fit_lm`` (ours, default): midpoint-linearised ridge/MAP initialisation (one batched solve, cpab.md §4.1), then
+* ``fit_lm`` (ours, default): midpoint-linearised ridge/MAP initialisation (one batched solve, docs/cpab.md), then
   ``iters`` batched Levenberg-Marquardt steps on Phi(theta) = ||T(p) - q||^2 + lam ||theta||^2 with the exact
   discrete Jacobian; masked accept/reject (torch.where), ``cholesky_ex``, no ``.item()``: no host sync.
   ``lam`` replaces Adam's lr x steps as the regulariser: 1e-4 for 4x4 partial fits, 3e-4 for the 6x6 global fit
-  (cpab.md §4.3); smaller (1e-5) fits consistent motion 3-5x tighter than Adam, larger is smoother.
+  (docs/cpab.md); smaller (1e-5) fits consistent motion 3-5x tighter than Adam, larger is smoother.
 
 Residual convention (``return_residual=True``): (T,) per-transform root-mean-square keypoint distance
 sqrt(mean_k ||T(p_k) - q_k||^2) in domain ([0,1]) units (x2 for [-1,1] units).

@@ -90,7 +90,7 @@ def integrate_steps(
 ):
     """libcpab's scheme: E_c = expm(dt [A_c; 0]) once per theta, then nsteps x {find cell, x <- E_c x~}.
 
-    The cell of a step's start is used for the whole step (2nd-order error at cell crossings, cpab.md §2.3).
+    The cell of a step's start is used for the whole step (2nd-order error at cell crossings, docs/cpab.md).
     Differentiable by autograd w.r.t. A (theta) and points; no host syncs.
 
     Args:
@@ -98,7 +98,7 @@ def integrate_steps(
         A: (T, nC, n, n+1).
         nsteps: number of fixed steps over t in [0, 1].
         basis_cells: (nC, P, d) d vec(A_c) / d theta. When given, also return the exact Jacobians of the discrete
-            map by forward sensitivity (cpab.md §2.6 c): dT/dtheta (T, N, n, d) and dT/dx (T, N, n, n).
+            map by forward sensitivity (docs/cpab.md): dT/dtheta (T, N, n, d) and dT/dx (T, N, n, n).
     Returns:
         y (T, N, n), or (y, J_theta, J_x) when basis_cells is given.
     """
@@ -173,7 +173,7 @@ def integrate_rk4(points: torch.Tensor, A: torch.Tensor, nc: Sequence[int], nste
 def integrate_freifeld(
     points: torch.Tensor, A: torch.Tensor, nc: Sequence[int], nsteps: int = 10, nsteps2: int = 5
 ) -> torch.Tensor:
-    """Freifeld / difw check-and-fallback (cpab.md §2.4): an exact in-cell step is kept when the end point stays in
+    """Freifeld / difw check-and-fallback (docs/cpab.md): an exact in-cell step is kept when the end point stays in
     the start cell, otherwise the step is redone by nsteps2 explicit-midpoint substeps (masked, no sync)."""
     T, nC, n, m = A.shape
     h = 1.0 / nsteps

@@ -208,7 +208,7 @@ class _TessellationBase:
         return self.B @ self.B.T
 
     def prior_covariance_A(self, length_scale: float = 0.1, variance: float = 1.0) -> np.ndarray:
-        """(D, D) squared-exponential covariance of vec(A) over cell centroids: K (x) I_p (cpab.md §1.8)."""
+        """(D, D) squared-exponential covariance of vec(A) over cell centroids: K (x) I_p (docs/cpab.md)."""
         cen = self.centroids()
         d2 = ((cen[:, None, :] - cen[None, :, :]) ** 2).sum(-1)
         K = variance * np.exp(-d2 / (2.0 * length_scale**2))

@@ -23,9 +23,9 @@ class CPAB(nn.Module):
         tess: a ``Tessellation`` (2-D) or ``Tessellation1D``.
         nsteps: steps of the faithful integrator (libcpab: 50).
         fast_nsteps: steps of ``method="fast"`` (20: max error ~1e-4 of the domain at talking-head motion,
-            cpab.md §2.3; 2.5x cheaper than 50).
+            docs/cpab.md; 2.5x cheaper than 50).
         fit_lambda: default ridge weight of the LM fit; None = 1e-4 for tessellations up to 4x4 (the partial fits on
-            5 keypoints), 3e-4 for finer ones (the 6x6 global fit), cpab.md §4.3.
+            5 keypoints), 3e-4 for finer ones (the 6x6 global fit), docs/cpab.md
     """
 
     def __init__(

@@ -39,8 +39,6 @@ class IdentityAnimator:
         return driving_video.clone()
 
 
-from cpabanim.device import resolve_device  # noqa: E402,F401 - re-exported: the stages import it from here
-
 
 def load_animator(kind: str, checkpoint: str | Path, device: torch.device) -> tuple[Animator, dict[str, Any]]:
     """``kind`` "identity" -> :class:`IdentityAnimator`; "checkpoint" -> the trained model, in eval mode.

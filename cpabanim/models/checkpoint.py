@@ -112,7 +112,7 @@ def _from_plain(value: Any) -> Any:
 
 def _weights_only_reason(exc: BaseException) -> tuple[str | None, str]:
     """(why the file is unsafe, or None when it is merely unreadable; a one-line reason) from torch's error,
-    without torch's advice to retry with ``weights_only=False`` (never an option here)."""
+    without torch's advice to retry with the unsafe loader (never an option here)."""
     text = str(exc)
     detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
     if detail:
@@ -141,7 +141,7 @@ def safe_torch_load(path: str | Path, what: str, fix: str, map_location: Any = "
         what: what the file should be, for the message ("checkpoint", "weight file vgg19 (...)").
         fix: the sentence that tells the user what to do (delete and re-download / retrain).
     A file whose pickle asks for code (any global outside torch's allow-list and the numpy arrays of
-    format-1 checkpoints) is refused as unsafe: it is never loaded with ``weights_only=False``.
+    format-1 checkpoints) is refused as unsafe: it is never loaded with the unsafe loader.
     """
     path = Path(path)
     try:

@@ -13,7 +13,7 @@ reconstruction and demo run one frame per call (a frame's N partial transforms c
 So in train mode the batch is coupled and in eval mode (``reconstruct``, ``animate``) every frame is fitted on
 its own, by :func:`fit_adam_grouped`'s decoupled loss, equal to a loop over frames in one batched call.
 ``integrator``: "faithful" = libcpab's 50-step scheme (as the paper ran), "fast" = 20 steps (max error ~1e-4 of
-the domain at talking-head motion, cpab.md §2.3; about 2x cheaper), used for the fit and the dense grid alike.
+the domain at talking-head motion, docs/cpab.md; about 2x cheaper), used for the fit and the dense grid alike.
 
 ``kp_gradient="implicit"`` (ours, beyond the paper) keeps both paths: the LM fit is differentiated w.r.t. the
 keypoints by the implicit function theorem (Gauss-Newton, :mod:`cpabanim.cpab.implicit`) and the dense grid
@@ -29,7 +29,7 @@ from torch import nn
 
 FIT_METHODS = ("lm", "adam")
 KP_GRADIENTS = ("detach", "implicit")
-# LM ridge weights of cpab.md §4.3 (the global transform sees 10x more points on a finer tessellation)
+# LM ridge weights of docs/cpab.md (the global transform sees 10x more points on a finer tessellation)
 DEFAULT_LAMBDA_PARTIAL = 1e-4
 DEFAULT_LAMBDA_GLOBAL = 3e-4
 

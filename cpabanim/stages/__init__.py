@@ -93,14 +93,4 @@ def check_shared_stages(params_by_experiment: Mapping[str, Mapping[str, Any]]) -
                                   f"stage {stage.name}: put such changes in params.yaml or a preset, not in an experiment")
 
 
-def run_stage(name: str, params: Mapping[str, Any], experiments: list[str] | None = None) -> None:
-    """Run one stage on resolved ``params`` (inside whatever tracking context the caller opened)."""
-    stage = all_stages()[name]
-    module = importlib.import_module(f"cpabanim.stages.{name}")
-    io = stage_io(stage, params, experiments)
-    check_inputs(stage, io)
-    module.run(stage_config(stage, params), io)
-
-
-__all__ = ["Output", "Stage", "StageIO", "all_stages", "check_inputs", "experiment_paths", "run_stage",
-           "stage_config", "stage_io"]
+__all__ = ["Output", "Stage", "StageIO", "all_stages", "check_inputs", "experiment_paths", "stage_config", "stage_io"]

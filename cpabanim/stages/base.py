@@ -45,10 +45,6 @@ def section_keys(section: str, exclude: tuple[str, ...] = ()) -> tuple[str, ...]
     return tuple(k for k in keys if k not in exclude)
 
 
-def template_fields(template: str) -> list[str]:
-    return _FIELD.findall(template)
-
-
 @dataclass(frozen=True)
 class Output:
     """One thing a stage writes.

@@ -43,7 +43,6 @@ def add_arguments(parser) -> None:
 def run(cfg, io: StageIO, restart: bool = False) -> None:
     """Train (or resume), then the AVD network; the completion marker is written last, by rank 0 only."""
     from cpabanim.data.sources import write_json
-    from cpabanim.models.checkpoint import read_checkpoint
     from cpabanim.train import train, train_avd
 
     marker = io.outputs["checkpoints"] / COMPLETE_MARKER
@@ -52,13 +51,10 @@ def run(cfg, io: StageIO, restart: bool = False) -> None:
     result = train(cfg, restart=restart)
     log.info("training stopped at step %d (epoch %d); checkpoint %s", result["step"], result["epoch"],
              result["checkpoint"])
-    if int(os.environ.get("RANK", "0")) == 0:
-        complete = bool(read_checkpoint(result["checkpoint"]).get("complete"))
-        if complete and cfg.train.avd_epochs > 0:
+    if int(os.environ.get("RANK", "0")) == 0 and result["complete"]:
+        if cfg.train.avd_epochs > 0:
             train_avd(cfg)
-        if complete:
-            write_json(marker, {"step": result["step"], "epoch": result["epoch"],
-                                       "checkpoint": str(result["checkpoint"].name)})
+        write_json(marker, {"step": result["step"], "epoch": result["epoch"], "checkpoint": result["checkpoint"].name})
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch.distributed as dist
 

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from cpabanim.data.loader import EpochBatchSampler, make_loader, resolve_num_workers, step_seed, to_device
+from cpabanim.device import resolve_device
 from cpabanim.errors import ConfigError, CpabanimError, DataError
 from cpabanim.training.schedule import dropout_probability, total_steps
 from cpabanim.training.state import Progress, resume_or_restart, write_checkpoint
@@ -92,18 +93,11 @@ def build_dataset(params: dict[str, Any], needs_masks: bool):
     return dataset_from_params(params, "train", with_masks=needs_masks)
 
 
-def select_device(choice: str, local_rank: int) -> torch.device:
-    """``device`` param (auto | cpu | cuda) -> the torch device of this process (``cpabanim.device``)."""
-    from cpabanim.device import resolve_device
-
-    return resolve_device(choice, local_rank)
-
-
 def init_ranks(params: dict[str, Any]) -> Ranks:
     """Read torchrun's environment, pick the device, join the process group (nccl on CUDA, gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    ranks = Ranks(int(os.environ.get("RANK", "0")), world, local_rank, select_device(params["device"], local_rank))
+    ranks = Ranks(int(os.environ.get("RANK", "0")), world, local_rank, resolve_device(params["device"], local_rank))
     if ranks.device.type == "cuda":
         torch.cuda.set_device(ranks.device)
         torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest kernels
@@ -295,7 +289,7 @@ def plain_params(params: Mapping[str, Any]) -> dict[str, Any]:
 
 def train(params: Mapping[str, Any], dataset=None, restart: bool = False,
           stop_after: int | None = None) -> dict[str, Any]:
-    """Run (or resume) training; returns {"step", "epoch", "losses": last step's losses, "checkpoint"}.
+    """Run (or resume) training; returns {"step", "epoch", "losses": last step's losses, "checkpoint", "complete"}.
 
     ``dataset`` overrides the FramesDataset (tests): any map-style dataset of FramesDataset-like items, with a
     ``sample(index, generator)`` method when its items are random. ``stop_after`` ends this call after that many
@@ -322,7 +316,7 @@ def _train(run: Run, restart: bool, stop_after: int | None) -> dict[str, Any]:
                                          run.ranks.is_main)
     if p.complete and (p.step >= run.total_steps or p.epoch >= tp["num_epochs"]):
         log.info("%s is complete (step %d); nothing to do (use --restart to train again)", path, p.step)
-        return {"step": p.step, "epoch": p.epoch, "losses": {}, "checkpoint": path}
+        return {"step": p.step, "epoch": p.epoch, "losses": {}, "checkpoint": path, "complete": True}
     if p.step:
         log.info("resuming from %s at step %d (epoch %d) of %d", path, p.step, p.epoch, run.total_steps)
     run.model.train()
@@ -337,4 +331,4 @@ def _train(run: Run, restart: bool, stop_after: int | None) -> dict[str, Any]:
     if run.ranks.is_main:
         write_checkpoint(path, run.model, run.optimization, p, run.params, complete=complete)
         # the trained model is logged once, as an MLflow model, by the report (cpabanim/mlflow_model.py)
-    return {"step": p.step, "epoch": p.epoch, "losses": losses, "checkpoint": path}
+    return {"step": p.step, "epoch": p.epoch, "losses": losses, "checkpoint": path, "complete": complete}

@@ -18,7 +18,7 @@ def test_dimension_table(nc, zero_boundary, volume_preservation, d):
     tess = Tessellation(nc, zero_boundary=zero_boundary, volume_preservation=volume_preservation)
     assert tess.d == d
     assert tess.nC == 4 * nc[0] * nc[1] and tess.D == 6 * tess.nC
-    if not zero_boundary and not volume_preservation:  # closed form of cpab.md §1.5
+    if not zero_boundary and not volume_preservation:  # closed form (docs/cpab.md)
         nx, ny = nc
         assert d == 2 * ((nx + 1) * (ny + 1) + nx * ny) - 4 * (nx + ny - 2)
 
@@ -28,7 +28,7 @@ def test_basis_is_orthonormal_null_space(nc):
     tess = Tessellation(nc)
     assert np.abs(tess.L @ tess.B).max() <= 1e-12
     assert np.abs(tess.B.T @ tess.B - np.eye(tess.d)).max() <= 1e-12
-    # rows: continuity (4 per shared edge) + valid-outside (8 per adjacent boundary pair), cpab.md §1.5 / paper §1.2
+    # rows: continuity (4 per shared edge) + valid-outside (8 per adjacent boundary pair), docs/cpab.md
     nx, ny = nc
     shared_edges = 4 * nx * ny + (nx - 1) * ny + nx * (ny - 1)
     assert tess.L.shape == (4 * shared_edges + 8 * ((nx - 1) + (ny - 1)), tess.D)
