@@ -4,7 +4,7 @@
     cpabanim bench train [--json FILE] [--device D] [--preset P] [--frame-size S] [--batch-size B] [--profile]
                                                             training step time / peak memory, CPAB vs TPS motion;
                                                             --profile: where a step's time goes, per phase
-    cpabanim bench data  [--json FILE] [--frame-size S] [--workers N] [--batch-size B]
+    cpabanim bench data  [--json FILE] [--frame-size S] [--workers N] [--batch-size B] [--repeats R]
                                                             training items/s of the input pipeline, 0 vs N workers
 
 Figures are never asserted in tests (docs/model.md, "Training step profile").
@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frame-size", type=int, default=None, help="train/data: frame side in pixels")
     parser.add_argument("--batch-size", type=int, default=None, help="train/data: batch size")
     parser.add_argument("--workers", type=int, default=2, help="data: compare 0 workers with this many (default 2)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="data: measure 0 and N workers in turn this many times, report the medians (default 3)")
     parser.add_argument("--profile", action="store_true",
                         help="train: time each phase of a step (data wait, keypoints, CPAB fit, dense warp, ...)")
 
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size:
         overrides.append(f"train.batch_size={args.batch_size}")
     if args.what == "data":
-        return bench_data(args.json_path, args.preset, overrides, args.workers, args.quick)
+        return bench_data(args.json_path, args.preset, overrides, args.workers, args.quick, args.repeats)
     from cpabanim.models import bench as train_bench
 
     return train_bench.main(json_path=args.json_path, device=args.device, quick=args.quick, preset=args.preset,
@@ -88,10 +90,11 @@ def write_bench_frames(root: Path, frame_size: int, videos: int = 6, frames: int
 
 def items_per_second(dataset, workers: int, batch_size: int, batches: int) -> dict[str, float]:
     """Items/s of the training DataLoader over ``batches`` batches after one warm-up batch (worker start-up and
-    the first batch excluded); the sampler and items are the trainer's."""
+    the first batch excluded), each batch made ready as the trainer does (``to_device``: float frames); the
+    sampler and items are the trainer's."""
     import torch
 
-    from cpabanim.data.loader import EpochBatchSampler, make_loader
+    from cpabanim.data.loader import EpochBatchSampler, make_loader, to_device
 
     sampler = EpochBatchSampler(len(dataset), batch_size, seed=0)
     loader = make_loader(dataset, sampler, workers, torch.device("cpu"))
@@ -100,16 +103,19 @@ def items_per_second(dataset, workers: int, batch_size: int, batches: int) -> di
     next(iterator)
     first = time.perf_counter()
     for _ in range(batches):
-        next(iterator)
+        to_device(next(iterator), torch.device("cpu"))
     elapsed = time.perf_counter() - first
     del iterator, loader
     return {"items_per_s": batches * batch_size / elapsed, "startup_s": first - start}
 
 
 def bench_data(json_path: str | None, preset: str | None, overrides: list[str], workers: int,
-               quick: bool) -> int:
-    """Items/s of the training input pipeline (decode two PNG frames + augmentation + collate) with 0 workers and
-    with ``workers`` workers, side by side, on synthetic frames at ``data.frame_size``."""
+               quick: bool, repeats: int = 3) -> int:
+    """Items/s of the training input pipeline (decode two PNG frames + augmentation + collate + float frames) with
+    0 workers and with ``workers`` workers on synthetic frames at ``data.frame_size``: the two settings measured
+    in turn ``repeats`` times (a load change on the machine hits both), the median of each reported."""
+    import statistics
+
     import torch
 
     from cpabanim.data.dataset import FramesDataset
@@ -117,23 +123,31 @@ def bench_data(json_path: str | None, preset: str | None, overrides: list[str], 
     torch.set_num_threads(1)
     params = bench_params(preset, overrides)
     size, batch_size = int(params["data"]["frame_size"]), int(params["train"]["batch_size"])
-    batches = 4 if quick else 24
+    batches, repeats = (4, 1) if quick else (64, max(1, repeats))
+    serial, parallel = [], []
     with tempfile.TemporaryDirectory(prefix="cpabanim-bench-data-") as tmp:
         root = write_bench_frames(Path(tmp), size)
         dataset = FramesDataset(root, "train", frame_shape=(size, size, 3), augmentation=params["data"]["augmentation"],
                                 num_repeats=10_000)
-        serial = items_per_second(dataset, 0, batch_size, batches)
-        parallel = items_per_second(dataset, workers, batch_size, batches)
+        for _ in range(repeats):
+            serial.append(items_per_second(dataset, 0, batch_size, batches))
+            parallel.append(items_per_second(dataset, workers, batch_size, batches))
+    ratios = [p["items_per_s"] / s["items_per_s"] for s, p in zip(serial, parallel)]
     results = {"frame_size": size, "batch_size": batch_size, "workers": workers, "items": batches * batch_size,
-               "items_per_s": parallel["items_per_s"], "items_per_s_0_workers": serial["items_per_s"],
-               "speedup": parallel["items_per_s"] / serial["items_per_s"], "startup_s": parallel["startup_s"],
+               "repeats": repeats,
+               "items_per_s": statistics.median(p["items_per_s"] for p in parallel),
+               "items_per_s_0_workers": statistics.median(s["items_per_s"] for s in serial),
+               "speedup": statistics.median(ratios), "speedups": ratios,
+               "startup_s": statistics.median(p["startup_s"] for p in parallel),
                "augmentation": params["data"]["augmentation"]}
     print("\n".join([
-        f"training items ({size} px, batch {batch_size}, {results['items']} items after a warm-up batch):",
+        f"training items ({size} px, batch {batch_size}, {results['items']} items after a warm-up batch, "
+        f"median of {repeats} alternating runs):",
         f"  {'workers':<8} {'items/s':>9} {'ms/item':>8}",
-        f"  {0:<8} {serial['items_per_s']:>9.1f} {1000 / serial['items_per_s']:>8.2f}",
-        f"  {workers:<8} {parallel['items_per_s']:>9.1f} {1000 / parallel['items_per_s']:>8.2f}",
-        f"  {workers} workers / 0 workers: {results['speedup']:.2f}x (worker start-up {parallel['startup_s']:.2f} s)",
+        f"  {0:<8} {results['items_per_s_0_workers']:>9.1f} {1000 / results['items_per_s_0_workers']:>8.2f}",
+        f"  {workers:<8} {results['items_per_s']:>9.1f} {1000 / results['items_per_s']:>8.2f}",
+        f"  {workers} workers / 0 workers: {results['speedup']:.2f}x (runs: "
+        f"{', '.join(f'{r:.2f}' for r in ratios)}; worker start-up {results['startup_s']:.2f} s)",
     ]))
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)

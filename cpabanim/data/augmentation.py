@@ -131,6 +131,18 @@ def _as_float(frames: torch.Tensor) -> torch.Tensor:
     return frames.float().div_(255) if frames.dtype == torch.uint8 else frames
 
 
+def to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """Float frames in [0, 1] -> uint8, rounded to the nearest level; uint8 frames unchanged.
+
+    Training items leave the dataset as uint8, a quarter of float32's bytes between a loader worker and the
+    training process (docs/model.md, "Training step profile"). TPSMM's colour jitter also hands back 8-bit
+    images (it jitters PIL images), so the rounding is the released code's, not a loss of ours.
+    """
+    if frames.dtype == torch.uint8:
+        return frames
+    return frames.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
 def _colour_jitter(frames: torch.Tensor, aug: PairAugmentation) -> torch.Tensor:
     """ColorJitter with drawn factors, in the drawn order, on float (2, 3, H, W): one colour change per pair.
 

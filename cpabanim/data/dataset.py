@@ -9,7 +9,7 @@ Every random draw of an item (clip, frames, augmentation parameters) comes from 
 :meth:`FramesDataset.sample` takes it explicitly, and indexing with an :class:`~cpabanim.data.loader.ItemKey`
 seeds it from the key (what the training loader does), so an item is the same in any worker, any process
 and after a resume (docs/model.md, "Determinism and resume"). Frames are decoded straight into uint8
-tensors (OpenCV) and augmented as tensors.
+tensors (OpenCV), augmented as tensors and handed on as uint8.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cpabanim.data.augmentation import apply_augmentation, sample_augmentation
+from cpabanim.data.augmentation import apply_augmentation, sample_augmentation, to_uint8
 from cpabanim.data.loader import ItemKey, item_generator
 from cpabanim.data.video import is_video, list_frame_files, read_video, _read_image
 from cpabanim.errors import DataError
@@ -84,7 +84,8 @@ def _opencv():
 class FramesDataset(Dataset):
     """Pairs (train) or whole videos (test) from ``root/split``.
 
-    Train items: ``{"source", "driving": float32 (3, H, W) in [0, 1], "name": str}`` and, with ``masks_root``,
+    Train items: ``{"source", "driving": uint8 (3, H, W), "name": str}`` (``cpabanim.data.loader.to_device``
+    turns them into float32 in [0, 1] on the training device) and, with ``masks_root``,
     ``{"source_mask", "driving_mask": int64 (H, W)}``. Test items (``split="test"``): ``{"video": float32
     (T, 3, H, W), "name": str}``. ``dataset[ItemKey(index, seed)]`` draws from a generator seeded with
     ``seed``; ``dataset[index]`` draws from torch's global generator.
@@ -168,8 +169,7 @@ class FramesDataset(Dataset):
             masks = torch.from_numpy(labels[picks].astype(np.int64))
         aug = sample_augmentation(self.augmentation, tuple(pair.shape[-2:]), generator)
         pair, masks = apply_augmentation(pair, masks, aug)
-        if pair.dtype == torch.uint8:
-            pair = pair.float().div_(255)
+        pair = to_uint8(pair)  # the trainer's to_device makes them float on the device
         item = {"source": pair[0].contiguous(), "driving": pair[1].contiguous(), "name": name}
         if masks is not None:
             item["source_mask"], item["driving_mask"] = masks[0].contiguous(), masks[1].contiguous()

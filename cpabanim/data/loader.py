@@ -125,12 +125,17 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool = False) -> dict[str, Any]:
-    """Move a batch's tensors to ``device`` (non-blocking: the loader pins host memory on CUDA); 4-d float
-    tensors (the images) optionally in channels_last layout."""
+    """Move a batch's tensors to ``device`` (non-blocking: the loader pins host memory on CUDA).
+
+    4-d uint8 tensors (the frames, (B, 3, H, W)) cross as uint8 and become float32 in [0, 1] on the device;
+    4-d float tensors are optionally put in channels_last layout.
+    """
     out: dict[str, Any] = {}
     for key, value in batch.items():
         if isinstance(value, torch.Tensor):
             value = value.to(device, non_blocking=True)
+            if value.ndim == 4 and value.dtype == torch.uint8:
+                value = value.float().div_(255)
             if channels_last and value.ndim == 4 and value.is_floating_point():
                 value = value.contiguous(memory_format=torch.channels_last)
         out[key] = value

@@ -87,3 +87,19 @@ def test_collate_and_to_device():
     assert moved["source"].is_contiguous(memory_format=torch.channels_last)
     assert moved["mask"].dtype == torch.int64 and moved["name"] == ["v0", "v1"]
     assert ItemKey(3, 9).index == 3
+
+
+def test_frames_cross_as_uint8_and_become_float_on_the_device():
+    frames = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    moved = to_device({"source": frames, "mask": torch.zeros(2, 4, 4, dtype=torch.int64)}, torch.device("cpu"))
+    assert moved["source"].dtype == torch.float32 and torch.equal(moved["source"] * 255, frames.float())
+    assert moved["mask"].dtype == torch.int64
+
+
+def test_to_uint8_rounds_to_the_nearest_level():
+    from cpabanim.data.augmentation import to_uint8
+
+    values = torch.tensor([0.0, 0.4 / 255, 0.6 / 255, 1.0, 1.2, -0.1])
+    assert to_uint8(values).tolist() == [0, 0, 1, 255, 255, 0]
+    frames = torch.rand(2, 3, 8, 8)
+    assert (to_uint8(frames).float() / 255 - frames).abs().max() <= 0.5 / 255 + 1e-7
