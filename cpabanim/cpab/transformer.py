@@ -44,8 +44,15 @@ class CPAB(nn.Module):
         self.tess = tess
         self.nsteps = int(nsteps)
         self.fast_nsteps = int(fast_nsteps)
-        # float64 so that a float64 computation gets the exact basis; theta's dtype is used for the compute
-        self.register_buffer("B", torch.tensor(tess.B, dtype=torch.float64))
+        # float64 so that a float64 computation gets the exact basis; theta's dtype is used for the compute.
+        # Not saved: the basis is rebuilt from the tessellation, so a checkpoint never brings back another one
+        # (docs/faithfulness.md: the basis has to be libcpab's for the Adam fit).
+        self.register_buffer("B", torch.tensor(tess.B, dtype=torch.float64), persistent=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the basis stopped being saved carry it (possibly an older, rotated one)
+        state_dict.pop(prefix + "B", None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ basics
     @property

@@ -298,10 +298,22 @@ def load_checkpoint(path: str | Path, map_location="cpu"):
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
-        raise CpabanimError(f"checkpoint {path} does not match the model it describes: {exc}") from exc
+        raise CpabanimError(f"checkpoint {path} does not match the model it describes ({_state_mismatch(model, state['model'])}); "
+                            "it was probably written by an older cpabanim: train again") from exc
     model.to(map_location if not callable(map_location) else "cpu").eval()
     extra = {k: v for k, v in state.items() if k != "model"}
     return model, extra
+
+
+def _state_mismatch(model, state: dict[str, Any], shown: int = 3) -> str:
+    """One line naming what differs between ``model``'s state and a saved one (torch's message spans lines)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    parts = [f"{label} {len(names)}: {', '.join(names[:shown])}{', ...' if len(names) > shown else ''}"
+             for label, names in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped)) if names]
+    return "; ".join(parts) or "values that do not load"
 
 
 # ---------------------------------------------------------------------------------------------------------

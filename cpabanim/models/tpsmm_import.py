@@ -57,8 +57,8 @@ DROPPED = {"dense_motion_network": ("down.weight",)}
 # Only these tensors may be loaded on a matching slice: their size depends on the number of transforms, with
 # TPSMM's background + K TPS channels first and CPAB's extra global transform last (docs/faithfulness.md).
 SLICEABLE_PREFIX = "dense_motion."
-# The motion model learns nothing: its tensors (the CPAB bases) are constants of the model's own tessellation, so
-# a warm start keeps them as built (reported "fresh"), whatever an older checkpoint stored.
+# The motion model learns nothing and saves nothing: its CPAB bases are rebuilt from its own tessellation.
+# Checkpoints written before that carry them under this prefix; a warm start ignores them (not "unused").
 DERIVED_PREFIX = "motion."
 
 FIX = "use a checkpoint saved by TPSMM's (or CPABMM's) train.py"
@@ -200,16 +200,16 @@ def warm_start(model: nn.Module, state_dict_or_checkpoint: Any) -> dict[str, lis
       contribution-map layer, the blocks after the finest level): their leading block is loaded, the rest keeps
       the model's own (fresh) initialisation -- "sliced";
     - anything else the model has: left as initialised -- "fresh" (a mismatch outside the dense motion network,
-      e.g. another keypoint count, is logged as a warning), and always the motion model's constant CPAB bases.
+      e.g. another keypoint count, is logged as a warning). The CPAB bases an older checkpoint saved are ignored.
     Returns {"loaded", "sliced", "fresh", "unused"} lists of tensor names (``unused``: in the source only).
     """
     source = _as_state_dict(state_dict_or_checkpoint)
     target = model.state_dict()
     report: dict[str, list[str]] = {"loaded": [], "sliced": [], "fresh": [],
-                                    "unused": sorted(set(source) - set(target))}
+                                    "unused": sorted(k for k in set(source) - set(target) if not k.startswith(DERIVED_PREFIX))}
     for name, tensor in target.items():
         value = source.get(name)
-        if value is None or name.startswith(DERIVED_PREFIX):
+        if value is None:
             report["fresh"].append(name)
         elif value.shape == tensor.shape:
             tensor.copy_(value.to(tensor.dtype))

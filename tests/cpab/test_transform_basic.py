@@ -70,3 +70,14 @@ def test_fit_adam_runs_paper_settings(cpab44):
     assert theta.shape == (4, 58) and not theta.requires_grad
     assert res.shape == (4,)
     assert res.max() < 0.3 * (q - p).norm(dim=-1).mean()
+
+
+def test_basis_is_rebuilt_not_saved_and_an_old_saved_basis_is_ignored():
+    holder = torch.nn.Module()
+    holder.partial = CPAB(Tessellation((4, 4)))
+    assert "partial.B" not in holder.state_dict()  # rebuilt from the tessellation, never saved
+    built = holder.partial.B.clone()
+    rotation, _ = torch.linalg.qr(torch.randn(58, 58, dtype=torch.float64))
+    older = {"partial.B": built @ rotation}  # what checkpoints written before this change carry
+    holder.load_state_dict(older, strict=True)  # loads: the stale basis is neither used nor refused
+    assert torch.equal(holder.partial.B, built)

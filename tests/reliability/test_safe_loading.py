@@ -123,3 +123,18 @@ def test_every_torch_load_in_the_package_is_weights_only():
                 if not safe:
                     offenders.append(f"{source.relative_to(PROJECT_ROOT)}:{node.lineno}")
     assert offenders == []
+
+
+def test_a_checkpoint_of_an_older_layout_fails_in_one_line_naming_the_tensors(tmp_path):
+    model = _tiny_model()
+    state = dict(model.state_dict())
+    dropped = next(k for k in state if k.startswith("avd."))
+    state.pop(dropped)
+    state["avd.old_layer.weight"] = torch.zeros(2)  # e.g. the AVD layout before TPSMM's 69 tensors
+    path = tmp_path / "last.pt"
+    torch.save({"format": FORMAT_VERSION, "model_params": model.params, "model": state, "step": 1}, path)
+    with pytest.raises(CpabanimError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert "\n" not in message and f"missing 1: {dropped}" in message and "unexpected 1: avd.old_layer.weight" in message
+    assert "train again" in message
