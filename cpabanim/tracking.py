@@ -117,7 +117,8 @@ def configure(params: dict[str, Any]) -> str:
         mlflow.set_tracking_uri(uri)
         experiment = mlflow.set_experiment(params["tracking"]["experiment"])
         if EXPERIMENT_KIND_TAG not in experiment.tags:
-            # MLflow 3's UI opens untyped experiments in its GenAI layout; this is model training
+            # labels the experiment "Machine learning" in MLflow 3's UI; the layout the UI opens is the browser's
+            # choice, which the page `cpabanim ui` prints asks for
             mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
     return experiment.experiment_id
 

@@ -213,3 +213,39 @@ def test_the_ui_artifact_view_renders_gif_and_png_artifacts(store, server):
         images = re.findall(r"<img[^>]*>", dom)
         assert any(f'alt="{path}"' in tag and 'src="blob:' in tag for tag in images), (path, images[:5])
         assert "Invalid path" not in dom
+
+
+def test_cpabanim_ui_serves_the_store_and_prints_the_model_training_page(store):
+    """`cpabanim ui` prints the page of the project's runs in MLflow's model-training layout (MLflow 3 opens the
+    GenAI layout unless the address asks), then serves the store; with Chromium, the page lists the runs."""
+    port = _free_port()
+    cli = Path(sys.executable).with_name("cpabanim")
+    command = [str(cli), "ui", "--params", str(PROJECT_ROOT / "params.yaml"), "--set", f"tracking.uri={store['uri']}",
+               "--port", str(port)]
+    log_path = store["root"] / "ui.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below, after the server is gone
+    process = subprocess.Popen(command, cwd=store["root"], stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(base, process, log_path)
+        page = f"{base}/#/experiments/{store['experiment_id']}/runs?workflowType=machine_learning"
+        assert page in log_path.read_text()
+        browser = _chromium()
+        if browser is not None:
+            dom = _dump_dom(browser, page)
+            # the runs table with the experiment's parent run; the GenAI layout opens on a traces overview instead
+            assert "matching run" in dom and EXPERIMENT in dom
+    finally:
+        _stop_group(process)
+        log.close()
+
+
+def test_cpabanim_ui_without_a_store_says_so_in_one_line(tmp_path):
+    cli = Path(sys.executable).with_name("cpabanim")
+    result = subprocess.run([str(cli), "ui", "--params", str(PROJECT_ROOT / "params.yaml"), "--set",
+                             f"tracking.uri=sqlite:///{tmp_path / 'none.db'}"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=120, env={k: v for k, v in os.environ.items()
+                                                            if k != "MLFLOW_TRACKING_URI"})
+    assert result.returncode != 0 and "no MLflow store" in result.stderr and not (tmp_path / "none.db").exists()
+    assert len(result.stderr.strip().splitlines()) == 1
