@@ -16,12 +16,16 @@ TAYLOR_DEGREE = 10
 MAX_SQUARINGS = 10  # ||h A||_1 up to 0.5 * 2^10 = 512 is handled at full accuracy
 
 
+def _can_read_values(t: torch.Tensor) -> bool:
+    """Whether a loop length may depend on ``t``'s values: on the CPU, where reading them costs nothing, but not
+    on accelerators (a host sync) nor while torch.export or torch.compile traces (a graph cannot depend on data)."""
+    tracing = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    return t.device.type == "cpu" and t.numel() > 0 and not tracing
+
+
 def _squarings_needed(s: torch.Tensor, max_squarings: int) -> int:
-    """Loop length of the masked squarings: the static maximum on accelerators (no host sync), the actual
-    maximum on the CPU, where reading it costs nothing."""
-    if s.device.type == "cpu" and s.numel() > 0:
-        return int(s.max())
-    return max_squarings
+    """Loop length of the masked squarings: the actual maximum where it can be read, else the static one."""
+    return int(s.max()) if _can_read_values(s) else max_squarings
 
 
 def squarings_for(X: torch.Tensor, max_squarings: int = MAX_SQUARINGS) -> torch.Tensor:
@@ -102,7 +106,7 @@ def affine_step_tables(A: torch.Tensor, h: float, derivative: bool = False):
     L = torch.einsum("...ari,...ajc->...ijrc", Pw[..., :, :, :n], Q)  # (..., n, m, m, m) = dE/dY_ij
     L = L * (h * scale)[..., None, None, None, None]  # dY / dA = h / 2^s
     L = L.reshape(*L.shape[:-4], P, m, m)
-    if bool((s > 0).any()) if s.device.type == "cpu" else True:
+    if bool((s > 0).any()) if _can_read_values(s) else True:
         # scaling and squaring: E_{r+1} = E_r^2  =>  L_{r+1} = E_r L_r + L_r E_r (masked, per cell)
         Er = expm_taylor(Y, torch.zeros_like(s))  # exp(Y) before squaring
         for r in range(_squarings_needed(s, MAX_SQUARINGS)):
