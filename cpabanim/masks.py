@@ -1,9 +1,10 @@
-"""Stage ``cpabanim masks``: region label maps of the training frames, for the keypoint semantic loss.
+"""Region label maps of the training frames, for the keypoint semantic loss (the library behind the ``masks``
+stage, :mod:`cpabanim.stages.masks`).
 
-Output, per training video: ``{paths.masks}/train/<video_id>.npz`` holding ``labels``: uint8 (T, H, W),
-frame-aligned with ``{paths.processed}/train/<video_id>/``, at the training resolution; 0 = no region,
-1..255 = region ids (ids are per frame: region k of frame t and region k of frame t' are unrelated).
-``{paths.masks}/meta.json`` records which source made them (``sam`` or ``slic``) and its settings.
+:func:`extract_masks` writes, per training video: ``<masks_root>/train/<video_id>.npz`` holding ``labels``:
+uint8 (T, H, W), frame-aligned with ``<processed_root>/train/<video_id>/``, at the training resolution;
+0 = no region, 1..255 = region ids (ids are per frame: region k of frame t and region k of frame t' are
+unrelated). ``<masks_root>/meta.json`` records which source made them (``sam`` or ``slic``) and its settings.
 
 - ``sam``: segment-anything's *automatic mask generation* (a grid of ``points_per_side``² point prompts,
   filtered by predicted IoU and stability, then NMS), the same procedure as SAM's reference ``amg.py``.
@@ -15,39 +16,23 @@ frame-aligned with ``{paths.processed}/train/<video_id>/``, at the training reso
 
 from __future__ import annotations
 
-import argparse
 import io
 import logging
 import os
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from cpabanim.config import add_params_arguments, params_from_args
 from cpabanim.data import sources
 from cpabanim.data.video import read_video
 from cpabanim.errors import CpabanimError, DataError, MissingWeightsError
 
 log = logging.getLogger(__name__)
 SAM_WEIGHT_NAMES = {"vit_b": "sam_vit_b", "vit_l": "sam_vit_l", "vit_h": "sam_vit_h"}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_params_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    params = params_from_args(args)
-    meta = extract_masks(params)
-    from cpabanim import tracking
-
-    with tracking.stage_run("masks", params, tags={"cpabanim.masks.source": meta["source"]}):
-        tracking.log_artifact(Path(params["paths"]["masks"]) / "meta.json")
-    log.info("masks (%s) ready for %d training videos in %s", meta["source"], len(meta["videos"]), params["paths"]["masks"])
-    return 0
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -85,7 +70,8 @@ def masks_to_labels(masks: list[dict[str, Any]], shape: tuple[int, int], min_are
 
 
 def sam_generator(model, cfg: dict[str, Any]):
-    """A ``SamAutomaticMaskGenerator`` over ``model`` (a ``segment_anything.modeling.Sam``) with params' settings."""
+    """A ``SamAutomaticMaskGenerator`` over ``model`` (a ``segment_anything.modeling.Sam``) with the settings
+    ``cfg`` (``masks.sam``)."""
     from segment_anything import SamAutomaticMaskGenerator
 
     return SamAutomaticMaskGenerator(
@@ -105,24 +91,25 @@ def sam_labels(frames: np.ndarray, generator, min_area: float = 0.0) -> np.ndarr
     return out
 
 
-def sam_checkpoint(params: dict[str, Any]) -> Path:
-    cfg = params["masks"]["sam"]
-    if cfg.get("checkpoint"):
-        return Path(cfg["checkpoint"])
+def sam_checkpoint(sam: Mapping[str, Any], weights_dir: str | Path) -> Path:
+    """The SAM checkpoint of ``sam`` (``masks.sam``): its ``checkpoint`` if set, else the official file name of
+    its ``model_type`` in ``weights_dir`` (``paths.weights``)."""
+    if sam.get("checkpoint"):
+        return Path(sam["checkpoint"])
     from cpabanim.data.download import weights_path
 
-    return weights_path(SAM_WEIGHT_NAMES[cfg["model_type"]], Path(params["paths"]["weights"]))
+    return weights_path(SAM_WEIGHT_NAMES[sam["model_type"]], Path(weights_dir))
 
 
-def load_sam(params: dict[str, Any], device: str = "cpu"):
-    """The SAM model of params, from its checkpoint (device "auto" = cuda when available);
-    :class:`MissingWeightsError` saying how to get it, :class:`CpabanimError` for a corrupt or unsafe file."""
-    cfg = params["masks"]["sam"]
-    name = SAM_WEIGHT_NAMES[cfg["model_type"]]
-    path = sam_checkpoint(params)
+def load_sam(sam: Mapping[str, Any], weights_dir: str | Path, device: str = "cpu"):
+    """The SAM model of ``sam`` (``masks.sam``), from its checkpoint (see :func:`sam_checkpoint`; device "auto" =
+    cuda when available); :class:`MissingWeightsError` saying how to get it, :class:`CpabanimError` for a corrupt
+    or unsafe file."""
+    name = SAM_WEIGHT_NAMES[sam["model_type"]]
+    path = sam_checkpoint(sam, weights_dir)
     if not path.is_file():
         raise MissingWeightsError(
-            f"SAM {cfg['model_type']} checkpoint not found at {path} (masks.sam.checkpoint, or the official file "
+            f"SAM {sam['model_type']} checkpoint not found at {path} (masks.sam.checkpoint, or the official file "
             f"name in paths.weights). Get it with `cpabanim download --weights {name}` (from "
             f"{sources.SAM_WEIGHTS[name]['url']}, sha256 checked) or copy it there; or set masks.source=slic "
             "for offline superpixels."
@@ -131,12 +118,12 @@ def load_sam(params: dict[str, Any], device: str = "cpu"):
     from segment_anything import sam_model_registry
 
     # built without a checkpoint: segment-anything's own loader calls torch.load without weights_only
-    model = sam_model_registry[cfg["model_type"]](checkpoint=None)
+    model = sam_model_registry[sam["model_type"]](checkpoint=None)
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CpabanimError(f"SAM checkpoint {path} does not fit SAM {cfg['model_type']} ({first}); check masks.sam."
+        raise CpabanimError(f"SAM checkpoint {path} does not fit SAM {sam['model_type']} ({first}); check masks.sam."
                             f"model_type, or delete it and run `cpabanim download --weights {name}`") from None
     from cpabanim.device import resolve_device
 
@@ -175,20 +162,25 @@ def save_labels(path: str | Path, labels: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def extract_masks(params: dict[str, Any], sam_model=None) -> dict[str, Any]:
-    """Label maps for every training video of ``{paths.processed}``; videos already done are skipped.
+def extract_masks(masks_cfg: Mapping[str, Any], processed_root: str | Path, masks_root: str | Path,
+                  weights_dir: str | Path, device: str = "cpu", sam_model=None) -> dict[str, Any]:
+    """Label maps for every training video of ``processed_root`` (``{paths.processed}``) into ``masks_root``
+    (``{paths.masks}``), as ``masks_cfg`` (the ``masks`` params) says; videos already done are skipped. Returns (and
+    writes) ``meta.json``.
 
-    ``sam_model`` overrides loading the checkpoint (tests pass a randomly initialised SAM).
+    ``weights_dir`` (``paths.weights``) holds the official SAM checkpoint when ``masks.sam.checkpoint`` is empty;
+    ``device`` is where SAM runs. ``sam_model`` overrides loading the checkpoint (tests pass a randomly
+    initialised SAM).
     """
-    cfg = params["masks"]
-    source = cfg["source"]
-    processed, out = Path(params["paths"]["processed"]), Path(params["paths"]["masks"])
+    source = masks_cfg["source"]
+    processed, out = Path(processed_root), Path(masks_root)
     train = processed / "train"
     if not train.is_dir():
         raise DataError(f"{train}: no training frames (run `cpabanim preprocess` first)")
-    settings = {"source": source, **({"sam": cfg["sam"]} if source == "sam" else {"slic": cfg["slic"]})}
+    settings = {"source": source, **({"sam": masks_cfg["sam"]} if source == "sam" else {"slic": masks_cfg["slic"]})}
     if source == "sam":
-        settings["checkpoint"] = "random-init (test)" if sam_model is not None else str(sam_checkpoint(params))
+        settings["checkpoint"] = ("random-init (test)" if sam_model is not None
+                                  else str(sam_checkpoint(masks_cfg["sam"], weights_dir)))
     previous = sources.read_json(out / "meta.json")
     if previous.get("settings") != settings:  # other source or settings: nothing done before counts
         previous = {}
@@ -203,11 +195,13 @@ def extract_masks(params: dict[str, Any], sam_model=None) -> dict[str, Any]:
             continue
         frames = read_video(video)
         if source == "slic":
-            labels = slic_labels(frames, cfg["slic"]["n_segments"], cfg["slic"]["compactness"], cfg["slic"]["sigma"])
+            slic = masks_cfg["slic"]
+            labels = slic_labels(frames, slic["n_segments"], slic["compactness"], slic["sigma"])
         else:
             if generator is None:
-                generator = sam_generator(sam_model if sam_model is not None else load_sam(params, params.get("device", "cpu")), cfg["sam"])
-            labels = sam_labels(frames, generator, cfg["sam"]["min_region_area"])
+                model = sam_model if sam_model is not None else load_sam(masks_cfg["sam"], weights_dir, device)
+                generator = sam_generator(model, masks_cfg["sam"])
+            labels = sam_labels(frames, generator, masks_cfg["sam"]["min_region_area"])
         save_labels(target, labels)
         meta["videos"][video.name] = int(len(frames))
         # meta.json after each video: an interrupted run resumes where it stopped

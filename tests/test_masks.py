@@ -72,24 +72,25 @@ def test_sam_code_path_with_random_weights_on_one_frame(params, tmp_path):
     assert labels.max() >= 1  # with thresholds at 0 even random weights yield regions
 
 
-def test_missing_sam_weights_fail_clearly(params):
+def test_missing_sam_weights_fail_clearly(params, tmp_path):
     params["masks"]["source"] = "sam"
     with pytest.raises(MissingWeightsError, match=r"sam_vit_b_01ec64\.pth.*cpabanim download --weights sam_vit_b"):
-        extract_masks(params)
+        extract_masks(params["masks"], tmp_path / "processed", tmp_path / "masks", tmp_path / "weights")
 
 
 def test_extract_masks_slic_writes_aligned_maps_and_skips_done_videos(params, tmp_path):
-    meta = extract_masks(params)
+    meta = extract_masks(params["masks"], tmp_path / "processed", tmp_path / "masks", tmp_path / "weights")
     assert meta["source"] == "slic" and sorted(meta["videos"]) == sorted(p.name for p in (tmp_path / "processed" / "train").iterdir())
     files = sorted((tmp_path / "masks" / "train").glob("*.npz"))
     assert len(files) == 2
     assert _load(files[0]).shape == (4, 48, 48) and _load(files[0]).dtype == np.uint8
     stamps = {f: f.stat().st_mtime_ns for f in files}
     first_bytes, first_labels = files[0].read_bytes(), _load(files[0])
-    extract_masks(params)  # nothing to do: files untouched
+    # nothing to do: files untouched
+    extract_masks(params["masks"], tmp_path / "processed", tmp_path / "masks", tmp_path / "weights")
     assert {f: f.stat().st_mtime_ns for f in files} == stamps
     params["masks"]["slic"]["n_segments"] = 8  # other settings: redone, byte-stable writer
-    extract_masks(params)
+    extract_masks(params["masks"], tmp_path / "processed", tmp_path / "masks", tmp_path / "weights")
     assert files[0].stat().st_mtime_ns != stamps[files[0]] and files[0].read_bytes() != first_bytes
     assert len(np.unique(_load(files[0])[0])) < len(np.unique(first_labels[0]))  # fewer regions
 
@@ -106,6 +107,7 @@ def test_extract_masks_with_sam_source_records_it(params, tmp_path):
     only = next(train.iterdir())
     for png in sorted(only.glob("*.png"))[2:]:
         png.unlink()
-    meta = extract_masks(params, sam_model=_tiny_sam())
+    meta = extract_masks(params["masks"], tmp_path / "processed", tmp_path / "masks", tmp_path / "weights",
+                         sam_model=_tiny_sam())
     assert meta["source"] == "sam" and meta["settings"]["checkpoint"].startswith("random-init")
     assert _load(tmp_path / "masks" / "train" / f"{only.name}.npz").shape == (2, 48, 48)

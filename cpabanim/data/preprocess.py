@@ -1,47 +1,28 @@
-"""Stage ``cpabanim preprocess``: raw videos -> ``{paths.processed}/{train,test}/<video_id>/<00000>.png``.
+"""Raw videos -> ``<processed_root>/{train,test}/<video_id>/<00000>.png`` (the library behind the ``preprocess``
+stage, :mod:`cpabanim.stages.preprocess`).
 
 Frames are square ``data.frame_size`` RGB PNGs, written deterministically (same params -> same bytes),
-with ``{paths.processed}/manifest.json`` listing every video (frame count, pixel sha256) and every skipped
+with ``<processed_root>/manifest.json`` listing every video (frame count, pixel sha256) and every skipped
 input with its reason. A video that cannot be used is skipped and recorded, never fatal.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from cpabanim.config import add_params_arguments, params_from_args
 from cpabanim.data import sources
 from cpabanim.data.video import frames_digest, read_video, resize_frames, write_frames
 from cpabanim.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "test")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_params_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    params = params_from_args(args)
-    manifest = preprocess(params)
-    counts = {split: len(manifest["videos"][split]) for split in SPLITS}
-    from cpabanim import tracking
-
-    with tracking.stage_run("preprocess", params):
-        tracking.log_metrics({f"videos_{k}": v for k, v in counts.items()} | {"skipped": len(manifest["skipped"])})
-        tracking.log_artifact(Path(params["paths"]["processed"]) / "manifest.json")
-    log.info("preprocess done: %d train / %d test videos, %d skipped", counts["train"], counts["test"],
-             len(manifest["skipped"]))
-    return 0
 
 
 def folder_videos(folder: Path, test_fraction: float) -> list[tuple[str, Path]]:
@@ -69,9 +50,12 @@ def _name(path: Path) -> str:
     return path.name if path.is_dir() else path.stem
 
 
-def plan(params: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
-    """Yield ``(split, video_id, make)`` where ``make()`` returns ``uint8 (T, S, S, 3)`` or raises DataError."""
-    data = params["data"]
+def plan(data: Mapping[str, Any], seed: int, raw_root: str | Path) -> Iterator[tuple[str, str, Any]]:
+    """Yield ``(split, video_id, make)`` where ``make()`` returns ``uint8 (T, S, S, 3)`` or raises DataError.
+
+    ``data``: the ``data`` params; ``seed``: the synthetic source's seed; ``raw_root``: ``{paths.raw}``, where
+    ``download`` put the mgif archive and the YouTube videos."""
+    raw_root = Path(raw_root)
     size = int(data["frame_size"])
     source = data["source"]
     if source == "synthetic":
@@ -79,9 +63,9 @@ def plan(params: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
 
         cfg = data["synthetic"]
         for split, count in (("train", cfg["num_train"]), ("test", cfg["num_test"])):
-            for index, (video_id, obj, background) in enumerate(synthetic.video_plan(split, count, params["seed"])):
+            for index, (video_id, obj, background) in enumerate(synthetic.video_plan(split, count, seed)):
                 def make(split=split, index=index, obj=obj, background=background):
-                    rng = np.random.default_rng([params["seed"], synthetic._SPLIT_CODE[split], 1, index])
+                    rng = np.random.default_rng([seed, synthetic._SPLIT_CODE[split], 1, index])
                     return synthetic.render_video(obj, background, cfg["num_frames"], size, rng)
                 yield split, video_id, make
     elif source == "folder":
@@ -101,15 +85,15 @@ def plan(params: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
                 return resize_frames(_centre_square(frames), size, source=video)
             yield split, _name(video), make
     elif data.get("source_dir") or source == "mgif":
-        root = sources.find_split_root(data.get("source_dir") or Path(params["paths"]["raw"]) / "mgif" / "unpacked")
+        root = sources.find_split_root(data.get("source_dir") or raw_root / "mgif" / "unpacked")
         for split in SPLITS:
             for video in sorted((root / split).iterdir()):
                 def make(video=video):
                     return resize_frames(_centre_square(read_video(video)), size, source=video)
                 yield split, _name(video), make
     else:  # vox / taichi / ted from the published metadata and the videos `download` fetched
-        videos_dir = Path(params["paths"]["raw"]) / source / "videos"
-        metadata = sources.metadata_path(source, data["metadata"], Path(params["paths"]["raw"]) / source, fetch=False)
+        videos_dir = raw_root / source / "videos"
+        metadata = sources.metadata_path(source, data["metadata"], raw_root / source, fetch=False)
         for chunk in sources.read_metadata(metadata):
             split = "test" if chunk.partition == "test" else "train"
 
@@ -128,16 +112,18 @@ def _centre_square(frames: np.ndarray) -> np.ndarray:
     return frames[:, top : top + side, left : left + side]
 
 
-def preprocess(params: dict[str, Any]) -> dict[str, Any]:
-    """Write the processed dataset and its manifest; reuse videos already written with the same config."""
-    out = Path(params["paths"]["processed"])
-    config = {"data": {k: v for k, v in params["data"].items() if k not in ("augmentation", "id_sampling", "num_repeats")},
-              "seed": params["seed"]}
+def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, processed_root: str | Path) -> dict[str, Any]:
+    """Write the processed dataset of ``data`` (the ``data`` params; ``seed`` and ``raw_root`` as :func:`plan`)
+    and its manifest into ``processed_root`` (``{paths.processed}``); reuse videos already written with the
+    same config. Returns the manifest."""
+    out = Path(processed_root)
+    config = {"data": {k: v for k, v in data.items() if k not in ("augmentation", "id_sampling", "num_repeats")},
+              "seed": seed}
     previous = sources.read_json(out / "manifest.json")
     reuse = previous.get("config") == config
-    manifest: dict[str, Any] = {"source": params["data"]["source"], "frame_size": params["data"]["frame_size"],
+    manifest: dict[str, Any] = {"source": data["source"], "frame_size": data["frame_size"],
                                 "config": config, "videos": {s: {} for s in SPLITS}, "skipped": []}
-    items = list(plan(params))
+    items = list(plan(data, seed, raw_root))
     for split, video_id, make in tqdm(items, desc="preprocess", unit="video"):
         try:  # ids come from metadata and file names: never write outside paths.processed
             folder = sources.contained_path(out, split, video_id)

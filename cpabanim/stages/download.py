@@ -25,7 +25,7 @@ def run(cfg, io: StageIO) -> None:
     from cpabanim.data.download import download
     from cpabanim.tracking import log_metrics
 
-    manifest = download({"data": cfg.data, "paths": {"raw": str(io.outputs["raw"])}})
+    manifest = download(cfg.data, io.outputs["raw"])
     log_metrics({"fetched": len(manifest.get("fetched", [])), "failed": len(manifest.get("failed", []))})
     log.info("download of %s done: %d item(s) fetched, %d failed", cfg.data.source, len(manifest.get("fetched", [])),
              len(manifest.get("failed", [])))

@@ -24,7 +24,7 @@ def run(cfg, io: StageIO) -> None:
     from cpabanim import tracking
     from cpabanim.masks import extract_masks
 
-    meta = extract_masks(cfg)
+    meta = extract_masks(cfg.masks, io.inputs["processed"], io.outputs["masks"], cfg.paths.weights, device=cfg.device)
     tracking.set_tags({"cpabanim.masks.source": meta["source"]})
     tracking.log_artifact(io.outputs["masks"] / "meta.json")
     log.info("masks (%s) ready for %d training videos in %s", meta["source"], len(meta["videos"]), io.outputs["masks"])

@@ -23,7 +23,7 @@ def run(cfg, io: StageIO) -> None:
     from cpabanim import tracking
     from cpabanim.data.preprocess import SPLITS, preprocess
 
-    manifest = preprocess(cfg)
+    manifest = preprocess(cfg.data, cfg.seed, io.inputs["raw"], io.outputs["processed"])
     counts = {split: len(manifest["videos"][split]) for split in SPLITS}
     tracking.log_metrics({f"videos_{k}": v for k, v in counts.items()} | {"skipped": len(manifest["skipped"])})
     tracking.log_artifact(io.outputs["processed"] / "manifest.json")

@@ -55,9 +55,9 @@ def test_mgif_archive_download_and_preprocess(params, tmp_path):
                 zf.write(gif, f"moving-gif/{split}/{split}{i}.gif")
     params["data"]["source"] = "mgif"
     params["data"]["archive"] = {"url": archive.as_uri(), "sha256": sources.sha256_file(archive)}
-    manifest = download.download(params)
+    manifest = download.download(params["data"], params["paths"]["raw"])
     assert manifest["failed"] == [] and manifest["fetched"][0]["sha256"] == params["data"]["archive"]["sha256"]
-    result = preprocess.preprocess(params)
+    result = preprocess.preprocess(params["data"], params["seed"], params["paths"]["raw"], params["paths"]["processed"])
     assert sorted(result["videos"]["train"]) == ["train0", "train1"]
     assert result["videos"]["test"]["test0"]["frames"] == 5
     frames = sorted((tmp_path / "processed" / "train" / "train0").glob("*.png"))
@@ -66,7 +66,7 @@ def test_mgif_archive_download_and_preprocess(params, tmp_path):
     params["data"]["archive"]["sha256"] = "0" * 64
     (tmp_path / "raw" / "mgif" / "moving-gif.zip").unlink()
     with pytest.raises(DataError, match="does not match"):
-        download.download(params)
+        download.download(params["data"], params["paths"]["raw"])
     recorded = json.loads((tmp_path / "raw" / "mgif" / "manifest.json").read_text())
     assert "does not match" in recorded["failed"][0]["reason"]
 
@@ -84,12 +84,12 @@ def test_youtube_sources_with_dead_ids_recorded_not_fatal(params, tmp_path):
     )
     # metadata given as a URL is fetched into the raw folder (as the published vox/taichi files are)
     params["data"].update(source="vox", metadata=metadata.as_uri(), youtube_url=remote.as_uri() + "/{id}.mp4")
-    manifest = download.download(params)
+    manifest = download.download(params["data"], params["paths"]["raw"])
     assert manifest["metadata"]["path"] == str(tmp_path / "raw" / "vox" / "metadata.csv")
     assert [f["id"] for f in manifest["fetched"]] == ["AAAAAAAAAAA"]
     assert [f["id"] for f in manifest["failed"]] == ["DEADDEADDEA"] and manifest["failed"][0]["reason"]
     assert manifest["metadata"]["chunks"] == 3
-    result = preprocess.preprocess(params)
+    result = preprocess.preprocess(params["data"], params["seed"], params["paths"]["raw"], params["paths"]["processed"])
     assert list(result["videos"]["train"]) == ["id001#AAAAAAAAAAA#000000#000010"]
     assert list(result["videos"]["test"]) == ["id001#AAAAAAAAAAA#000010#000020"]
     assert [s["video"] for s in result["skipped"]] == ["id002#DEADDEADDEA#000000#000010"]
@@ -102,9 +102,9 @@ def test_bring_your_own_copy(params, tmp_path):
     for split in ("train", "test"):
         write_mp4(copy_root / split / f"p#{split}.mp4", moving_square_video(6, 48, seed=3))
     params["data"].update(source="vox", source_dir=str(tmp_path / "my-vox"))
-    manifest = download.download(params)
+    manifest = download.download(params["data"], params["paths"]["raw"])
     assert manifest["source_dir"] == str(copy_root) and len(manifest["fetched"]) == 2
-    result = preprocess.preprocess(params)
+    result = preprocess.preprocess(params["data"], params["seed"], params["paths"]["raw"], params["paths"]["processed"])
     assert list(result["videos"]["train"]) == ["p#train"] and list(result["videos"]["test"]) == ["p#test"]
 
 

@@ -60,7 +60,8 @@ def test_folder_source_records_bad_videos_and_keeps_the_rest(tmp_path):
     params["paths"] = {k: str(tmp_path / k) for k in params["paths"]}
     params["data"].update(source="folder", frame_size=32)
     params["data"]["folder"].update(dir=str(videos), faces=False, test_fraction=0.4, stride=1)
-    manifest = preprocess.preprocess(params)
+    manifest = preprocess.preprocess(params["data"], params["seed"], params["paths"]["raw"],
+                                     params["paths"]["processed"])
     # sorted names, the last 40 % to test: broken clip0 clip1 | clip2 still
     assert sorted(manifest["videos"]["train"]) == ["clip0", "clip1"]
     assert sorted(manifest["videos"]["test"]) == ["clip2"]

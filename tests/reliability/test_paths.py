@@ -67,10 +67,10 @@ def test_traversal_ids_in_metadata_are_refused_and_nothing_is_written(params, tm
     params["data"].update(source="vox", metadata=str(metadata), youtube_url=(tmp_path / "yt").as_uri() + "/{id}.mp4")
     before = _files_under(tmp_path)
     with pytest.raises(DataError, match="line 2") as info:
-        download.download(params)
+        download.download(params["data"], params["paths"]["raw"])
     assert "not a valid id" in str(info.value)
     with pytest.raises(DataError, match="not a valid id"):
-        preprocess.preprocess(params)
+        preprocess.preprocess(params["data"], params["seed"], params["paths"]["raw"], params["paths"]["processed"])
     # the raw folder may exist (created before the metadata is read); nothing else appeared anywhere
     assert _files_under(tmp_path) - before <= {"project", "project/raw", "project/raw/vox"}
 
@@ -85,8 +85,9 @@ def test_preprocess_skips_and_records_an_id_that_escapes_its_root(params, tmp_pa
     frames = moving_square_video(3, 32)
     items = [("train", "../../outside", lambda: frames), ("train", "ok", lambda: frames),
              ("test", "fine", lambda: frames)]
-    monkeypatch.setattr(preprocess, "plan", lambda p: iter(items))
-    manifest = preprocess.preprocess(params)
+    monkeypatch.setattr(preprocess, "plan", lambda data, seed, raw_root: iter(items))
+    manifest = preprocess.preprocess(params["data"], params["seed"], params["paths"]["raw"],
+                                     params["paths"]["processed"])
     assert list(manifest["videos"]["train"]) == ["ok"] and list(manifest["videos"]["test"]) == ["fine"]
     assert [s["video"] for s in manifest["skipped"]] == ["../../outside"]
     assert "outside" in manifest["skipped"][0]["reason"]
@@ -175,7 +176,7 @@ def test_the_mgif_download_of_a_hostile_archive_records_the_refusal(params, tmp_
     params["data"]["source"] = "mgif"
     params["data"]["archive"] = {"url": archive.as_uri(), "sha256": ""}
     with pytest.raises(DataError, match="escaped.txt"):
-        download.download(params)
+        download.download(params["data"], params["paths"]["raw"])
     raw = tmp_path / "project" / "raw" / "mgif"
     manifest = json.loads((raw / "manifest.json").read_text())
     assert "escaped.txt" in manifest["failed"][0]["reason"]

@@ -73,9 +73,9 @@ def test_a_vgg_file_with_the_right_hash_loads_and_a_hostile_one_is_refused(tmp_p
     assert torch.equal(weights.load_weights("vgg19", good)["features.0.weight"], torch.ones(2))
 
 
-def _sam_params(tmp_path, checkpoint: str = "") -> dict:
-    return {"masks": {"sam": {"model_type": "vit_b", "checkpoint": checkpoint}},
-            "paths": {"weights": str(tmp_path / "weights")}}
+def _sam_params(tmp_path, checkpoint: str = "") -> tuple[dict, str]:
+    """``load_sam``'s arguments: the ``masks.sam`` params and the weights folder."""
+    return {"model_type": "vit_b", "checkpoint": checkpoint}, str(tmp_path / "weights")
 
 
 def test_a_corrupt_sam_download_is_named_with_the_fix_before_sam_is_built(tmp_path, monkeypatch):
@@ -84,7 +84,7 @@ def test_a_corrupt_sam_download_is_named_with_the_fix_before_sam_is_built(tmp_pa
     path = _random_bytes(tmp_path / "weights" / "sam_vit_b_01ec64.pth")
     monkeypatch.setattr("segment_anything.sam_model_registry", None)  # must not be reached
     with pytest.raises(CpabanimError, match="does not start with ec2df627") as info:
-        masks.load_sam(_sam_params(tmp_path))
+        masks.load_sam(*_sam_params(tmp_path))
     _assert_names_file_and_fix(str(info.value), path, "sam_vit_b")
 
 
@@ -95,6 +95,6 @@ def test_a_hostile_sam_checkpoint_of_the_users_own_is_refused(tmp_path, monkeypa
     path = write_malicious_checkpoint(tmp_path / "my-finetuned-sam.pth", marker)
     monkeypatch.setattr("segment_anything.sam_model_registry", None)
     with pytest.raises(CpabanimError, match="refused") as info:
-        masks.load_sam(_sam_params(tmp_path, str(path)))
+        masks.load_sam(*_sam_params(tmp_path, str(path)))
     assert str(path) in str(info.value) and "weights_only" not in str(info.value)
     assert not marker.exists()
