@@ -3,7 +3,7 @@
 Pipeline stages (declared in :mod:`cpabanim.stages`) all take ``--params``, ``--preset``, ``--experiment`` and
 ``--set KEY=VALUE``; the CLI resolves the parameter layers once, checks them and the stage's inputs, opens the
 stage's MLflow run, and hands the stage only what it declared. Commands (``params``, ``dag``, ``bench``, ``demo``,
-``import-checkpoint``, ``ui``) are tools around the pipeline, each a module with ``add_arguments`` and ``run``.
+``import-checkpoint``, ``weights``, ``ui``) are tools around the pipeline, each a module with ``add_arguments`` and ``run``.
 
 Modules are imported only when they run, so ``cpabanim --help`` stays fast (torch is not imported).
 """
@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("cpabanim.demo", "animate your own photo with a driving video"),
     "import-checkpoint": ("cpabanim.commands.import_checkpoint", "convert a TPSMM checkpoint into a cpabanim one"),
     "bench": ("cpabanim.bench", "benchmarks that print figures side by side (cpab, train, data)"),
+    "weights": ("cpabanim.commands.weights", "fetch official pretrained weights (SAM, VGG19, DINO) into paths.weights"),
     "ui": ("cpabanim.commands.ui", "open the runs in the MLflow UI (model-training layout)"),
 }
 

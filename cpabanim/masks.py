@@ -110,7 +110,7 @@ def load_sam(sam: Mapping[str, Any], weights_dir: str | Path, device: str = "cpu
     if not path.is_file():
         raise MissingWeightsError(
             f"SAM {sam['model_type']} checkpoint not found at {path} (masks.sam.checkpoint, or the official file "
-            f"name in paths.weights). Get it with `cpabanim download --weights {name}` (from "
+            f"name in paths.weights). Get it with `cpabanim weights {name}` (from "
             f"{sources.SAM_WEIGHTS[name]['url']}, sha256 checked) or copy it there; or set masks.source=slic "
             "for offline superpixels."
         )
@@ -124,7 +124,7 @@ def load_sam(sam: Mapping[str, Any], weights_dir: str | Path, device: str = "cpu
     except (RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CpabanimError(f"SAM checkpoint {path} does not fit SAM {sam['model_type']} ({first}); check masks.sam."
-                            f"model_type, or delete it and run `cpabanim download --weights {name}`") from None
+                            f"model_type, or delete it and run `cpabanim weights {name}`") from None
     from cpabanim.device import resolve_device
 
     return model.to(resolve_device(device)).eval()
@@ -140,7 +140,7 @@ def read_sam_state(path: Path, name: str) -> dict[str, Any]:
     if path.name == Path(sources.SAM_WEIGHTS[name]["url"]).name:
         return load_weights(name, path)
     return safe_torch_load(path, "SAM checkpoint (masks.sam.checkpoint)",
-                           f"use a segment-anything checkpoint, e.g. `cpabanim download --weights {name}`")
+                           f"use a segment-anything checkpoint, e.g. `cpabanim weights {name}`")
 
 
 # ---------------------------------------------------------------------------------------------------------

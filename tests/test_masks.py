@@ -74,7 +74,7 @@ def test_sam_code_path_with_random_weights_on_one_frame(params, tmp_path):
 
 def test_missing_sam_weights_fail_clearly(params, tmp_path):
     params["masks"]["source"] = "sam"
-    with pytest.raises(MissingWeightsError, match=r"sam_vit_b_01ec64\.pth.*cpabanim download --weights sam_vit_b"):
+    with pytest.raises(MissingWeightsError, match=r"sam_vit_b_01ec64\.pth.*cpabanim weights sam_vit_b"):
         extract_masks(params["masks"], tmp_path / "processed", tmp_path / "masks", tmp_path / "weights")
 
 

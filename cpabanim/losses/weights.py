@@ -1,13 +1,13 @@
 """Registry of the pretrained weights the losses use (SAM's checkpoints are in ``cpabanim.data.sources.SAM_WEIGHTS``), and where they are looked for (never downloaded here).
 
 Each entry gives the official URL, the file name and what is known of its hash, for a download stage
-(``cpabanim download --weights NAME`` or ``--weights auto``) to fetch and verify. Lookup order: ``{paths.weights}/<filename>``, then the
+(``cpabanim weights NAME`` or ``cpabanim weights auto``) to fetch and verify. Lookup order: ``{paths.weights}/<filename>``, then the
 torch hub cache (``$TORCH_HOME/hub/checkpoints/<filename>``, where torchvision/torch.hub put them).
 
 :func:`load_weights` is the one way a weight file is read: its hash is checked first (the registry's prefix,
 SAM's full sha256, or for DINO, which publishes none, the ``<file>.sha256`` the download stage recorded),
 then it is loaded with ``torch.load(weights_only=True)``. A corrupt file is one error line naming the file and
-the fix (delete it, ``cpabanim download --weights NAME``), never a suggestion to load it unsafely.
+the fix (delete it, ``cpabanim weights NAME``), never a suggestion to load it unsafely.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def find_weights(name: str, weights_dir: str | Path | None = None, alternative: 
     hint = f" Or choose the offline alternative: {alternative}." if alternative else ""
     raise MissingWeightsError(
         f"{entry.used_by} needs the weight file {entry.filename}, not found (looked in: {where}). "
-        f"Get it with `cpabanim download --weights {name}` or download {entry.url} into {candidates[0].parent}.{hint}")
+        f"Get it with `cpabanim weights {name}` or download {entry.url} into {candidates[0].parent}.{hint}")
 
 
 def expected_hash(name: str, path: Path | None = None) -> str | None:
@@ -108,7 +108,7 @@ def verify_hash(path: Path, name: str) -> bool:
 
 def redownload_hint(name: str, path: Path) -> str:
     """The fix for a bad weight file, as the error messages give it."""
-    return f"delete {path} and download it again: `cpabanim download --weights {name}`"
+    return f"delete {path} and download it again: `cpabanim weights {name}`"
 
 
 def check_weights(path: str | Path, name: str) -> Path:

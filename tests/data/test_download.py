@@ -147,3 +147,23 @@ def test_loss_weights_download_checks_the_hash_prefix_and_auto_picks_what_params
     params["loss"].update(perceptual="vgg", structure="dino")
     params["masks"]["source"] = "sam"
     assert download.needed_weights(params) == ["vgg19", "dino_vitb8", "sam_vit_b"]
+
+
+def test_weights_command_fetches_checks_and_explains_in_one_line(tmp_path, capsys, caplog):
+    """`cpabanim weights NAME|auto` (the command every missing-weights message names)."""
+    import logging
+
+    from cpabanim.cli import main
+
+    caplog.set_level(logging.INFO)
+    common = ["--params", str(PROJECT_ROOT / "params.yaml"), "--set", f"paths.weights={tmp_path / 'weights'}"]
+    assert main(["weights", "auto", *common]) == 0  # the offline default needs none
+    assert "nothing to download" in caplog.text and not (tmp_path / "weights").exists()
+    caplog.clear()
+    assert main(["weights", "vgg_typo", *common]) == 1
+    assert "unknown weights vgg_typo" in caplog.text
+    caplog.clear()
+    fake = tmp_path / "mirror.pth"
+    fake.write_bytes(b"not the real checkpoint")
+    assert main(["weights", "sam_vit_b", "--url", fake.as_uri(), *common]) == 1  # the official sha256 is checked
+    assert "does not match" in caplog.text and not (tmp_path / "weights" / "sam_vit_b_01ec64.pth").exists()

@@ -19,7 +19,7 @@ def _random_bytes(path, size=4096):
 
 
 def _assert_names_file_and_fix(message: str, path, name: str) -> None:
-    assert str(path) in message and f"cpabanim download --weights {name}" in message
+    assert str(path) in message and f"cpabanim weights {name}" in message
     assert "weights_only" not in message and "\n" not in message
 
 
