@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: venv run run-dvc test bench test-gpu bench-gpu clean-outputs
+.PHONY: venv run run-dvc test bench test-gpu bench-gpu gpu-wheels clean-outputs
 
 venv: $(VENV)/.installed
 
@@ -36,24 +36,23 @@ bench: venv
 	$(BIN)/cpabanim bench cpab
 	$(BIN)/cpabanim bench train
 
-# On a machine with a CUDA GPU (docs/model.md, "Training step profile"): the CUDA tests (CPAB parity, bf16 AMP
-# training, pinned-memory loader, torch.compile, 2-process nccl DDP when 2 GPUs exist) ...
+# On a machine with a CUDA GPU (docs/model.md, "On a GPU"): the CUDA tests (CPAB parity, bf16 AMP training,
+# pinned-memory loader, torch.compile, 2-process nccl DDP when 2 GPUs exist) and the figures (vox-256 step
+# profile at batch 16, CPAB with the paper's Adam fit and with the LM fit vs TPS; the CPAB core on CUDA; the
+# input pipeline at 256 px), JSON files and logs in outputs/bench/. scripts/gpu-checks.sh also runs on a GPU
+# node's own PyTorch image without this venv (PYTHON=python3), with the wheels of `make gpu-wheels`.
 test-gpu: venv
-	$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'test-gpu: no CUDA device')"
-	$(BIN)/python -m pytest -ra tests/cpab/test_cuda.py tests/train/test_gpu.py
+	PYTHON=$(BIN)/python scripts/gpu-checks.sh test
 
-# ... and the figures: the vox-256 step profile at batch 16, CPAB (paper's Adam fit, then our LM fit) vs TPS,
-# the CPAB core benchmark on CUDA, and the input pipeline at 256 px. JSON files in outputs/bench/.
-BENCH_GPU_DIR ?= outputs/bench
 bench-gpu: venv
-	$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'bench-gpu: no CUDA device')"
-	$(BIN)/python -c "import torch; print('card:', torch.cuda.get_device_name(0))"
-	$(BIN)/cpabanim bench train --profile --device cuda --preset vox-256 --batch-size 16 \
-		--json $(BENCH_GPU_DIR)/train_profile_vox256_b16_adam.json
-	CPABANIM_BENCH_SET="model.fit_method=lm" $(BIN)/cpabanim bench train --profile --device cuda --preset vox-256 \
-		--batch-size 16 --json $(BENCH_GPU_DIR)/train_profile_vox256_b16_lm.json
-	$(BIN)/cpabanim bench cpab --device cuda --json $(BENCH_GPU_DIR)/cpab_cuda.json
-	$(BIN)/cpabanim bench data --preset vox-256 --batch-size 16 --workers 8 --json $(BENCH_GPU_DIR)/data_256.json
+	PYTHON=$(BIN)/python scripts/gpu-checks.sh bench
+
+# The wheels a GPU node's PyTorch image (Python 3.12, no package index) lacks for the checks: jsonschema's.
+GPU_WHEELS := jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl $(GPU_WHEELS)
 
 clean-outputs:
 	rm -rf data/processed data/masks models outputs logs mlflow.db mlflow.db.lock .snakemake .cpabanim

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -367,16 +368,24 @@ def stage_context(stage: str, params: dict[str, Any], used: dict[str, Any]) -> I
             client.set_terminated(parent_id, "FAILED" if status != "FINISHED" else "FINISHED")
 
 
-def _safely(action: str, function, *args, **kwargs) -> None:
-    """Tracking calls made during a stage's work: a failing store (disk full, server down) degrades tracking
-    (one warning, a tag when possible) instead of killing the stage."""
-    global _DEGRADED
-    import mlflow
+def _open_run_mlflow():
+    """``mlflow`` when a stage run is open and tracking works, else None. A process that never imported mlflow
+    has no run open: library use of the trainer (a notebook, a GPU machine without mlflow) skips the import."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None or _DEGRADED or mlflow.active_run() is None:
+        return None
+    return mlflow
 
-    if mlflow.active_run() is None or _DEGRADED:
+
+def _safely(action: str, call) -> None:
+    """Tracking calls made during a stage's work: ``call(mlflow)`` when a run is open. A failing store (disk full,
+    server down) degrades tracking (one warning, a tag when possible) instead of killing the stage."""
+    global _DEGRADED
+    mlflow = _open_run_mlflow()
+    if mlflow is None:
         return
     try:
-        function(*args, **kwargs)
+        call(mlflow)
     except Exception as err:  # noqa: BLE001 - any store failure
         _DEGRADED = True
         log.warning("MLflow: %s failed (%s); tracking is degraded for the rest of this stage, the work goes on",
@@ -387,33 +396,25 @@ def _safely(action: str, function, *args, **kwargs) -> None:
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     """Log numbers to the stage's run (no-op when tracking is disabled or no stage run is open)."""
-    import mlflow
-
-    _safely("log_metrics", mlflow.log_metrics, {k: float(v) for k, v in metrics.items()}, step=step)
+    _safely("log_metrics", lambda mlflow: mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step))
 
 
 def set_tags(tags: dict[str, str]) -> None:
-    import mlflow
-
-    _safely("set_tags", mlflow.set_tags, tags)
+    _safely("set_tags", lambda mlflow: mlflow.set_tags(tags))
 
 
 def log_image(image, name: str) -> None:
     """Log an (H, W, 3) uint8 array as an image artifact (e.g. ``grids/step_000100.png``)."""
-    import mlflow
-
-    _safely("log_image", mlflow.log_image, image, artifact_file=safe_artifact_name(name))
+    _safely("log_image", lambda mlflow: mlflow.log_image(image, artifact_file=safe_artifact_name(name)))
 
 
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
     """Log a file (or every file of a folder) as artifacts of the stage's run."""
-    import mlflow
-
     path = Path(path)
     if path.is_dir():
-        _safely("log_artifacts", mlflow.log_artifacts, str(path), artifact_path=artifact_path)
+        _safely("log_artifacts", lambda mlflow: mlflow.log_artifacts(str(path), artifact_path=artifact_path))
     elif path.is_file():
-        _safely("log_artifact", mlflow.log_artifact, str(path), artifact_path=artifact_path)
+        _safely("log_artifact", lambda mlflow: mlflow.log_artifact(str(path), artifact_path=artifact_path))
 
 
 def safe_artifact_name(name: str) -> str:
