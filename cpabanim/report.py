@@ -53,6 +53,7 @@ def report_experiments(params: dict[str, Any], cfg, io) -> None:
     for name in names:
         log_experiment(params, name, metrics[name], io.experiments[name], out, bool(cfg.tracking.log_checkpoints))
     print(table)
+    log.info("report: %s; the runs side by side in the MLflow UI: `cpabanim ui`", out["html"])
 
 
 def read_metrics(path: Path) -> tuple[dict[str, float], dict[str, str]]:
