@@ -29,15 +29,25 @@ def folder_videos(folder: Path, test_fraction: float) -> list[tuple[str, Path]]:
     """``(split, video)`` for a folder of the user's videos: its train/ and test/ if present, else a split of
     the sorted videos (the last ``test_fraction`` of them, at least one, go to test)."""
     folder = Path(folder)
-    if (folder / "train").is_dir() and (folder / "test").is_dir():
+    if has_own_split(folder):
         # every entry, symlink loops and folders without frames included: read_video refuses what it cannot
         # use and the manifest lists it as skipped, rather than it disappearing without a trace
         return [(s, v) for s in SPLITS for v in _candidate_videos(folder / s)]
     videos = _candidate_videos(folder)
     if len(videos) < 2:
         raise DataError(f"{folder}: need at least two videos (one for train, one for test), found {len(videos)}")
-    num_test = min(len(videos) - 1, max(1, round(len(videos) * test_fraction)))
+    num_test = test_count(len(videos), test_fraction)
     return [("train", v) for v in videos[:-num_test]] + [("test", v) for v in videos[-num_test:]]
+
+
+def has_own_split(folder: Path) -> bool:
+    """Whether a folder of the user's videos brings its own train/ and test/ split."""
+    return (Path(folder) / "train").is_dir() and (Path(folder) / "test").is_dir()
+
+
+def test_count(num_videos: int, test_fraction: float) -> int:
+    """How many of ``num_videos`` (>= 2) go to test: the ``test_fraction`` share, at least one, never all."""
+    return min(num_videos - 1, max(1, round(num_videos * test_fraction)))
 
 
 def _candidate_videos(folder: Path) -> list[Path]:
@@ -105,6 +115,24 @@ def plan(data: Mapping[str, Any], seed: int, raw_root: str | Path) -> Iterator[t
             yield split, chunk.name, make
 
 
+def resplit_usable(manifest: dict[str, Any], out: Path, order: list[str], test_fraction: float) -> None:
+    """Split a folder of the user's videos among those that could be used: the last ``test_fraction`` of them (in
+    ``order``, the sorted file names) become the test split, moved there on disk and in ``manifest``. Decided after
+    decoding, so an unreadable, too short or faceless video at the end of the list does not leave test empty."""
+    usable = [name for name in order if any(name in manifest["videos"][s] for s in SPLITS)]
+    if len(usable) < 2:
+        return
+    num_test = test_count(len(usable), test_fraction)
+    wanted = {name: "test" if index >= len(usable) - num_test else "train" for index, name in enumerate(usable)}
+    for split in SPLITS:
+        for name in [n for n in manifest["videos"][split] if wanted[n] != split]:
+            target = sources.contained_path(out, wanted[name], name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (out / split / name).rename(target)
+            manifest["videos"][wanted[name]][name] = manifest["videos"][split].pop(name)
+            log.info("%s goes to %s: the split is taken among the videos that could be used", name, wanted[name])
+
+
 def _centre_square(frames: np.ndarray) -> np.ndarray:
     height, width = frames.shape[1:3]
     side = min(height, width)
@@ -124,6 +152,7 @@ def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, process
     manifest: dict[str, Any] = {"source": data["source"], "frame_size": data["frame_size"],
                                 "config": config, "videos": {s: {} for s in SPLITS}, "skipped": []}
     items = list(plan(data, seed, raw_root))
+    auto_split = data["source"] == "folder" and not has_own_split(Path(data["folder"]["dir"]))
     for split, video_id, make in tqdm(items, desc="preprocess", unit="video"):
         try:  # ids come from metadata and file names: never write outside paths.processed
             folder = sources.contained_path(out, split, video_id)
@@ -131,6 +160,9 @@ def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, process
             log.warning("skipping %s", err)
             manifest["skipped"].append({"split": split, "video": video_id, "reason": str(err)})
             continue
+        if auto_split:  # an earlier run may have put this video in the other split (see resplit_usable)
+            split = next((s for s in SPLITS if video_id in previous.get("videos", {}).get(s, {})), split)
+            folder = sources.contained_path(out, split, video_id)
         done = previous.get("videos", {}).get(split, {}).get(video_id)
         if reuse and done and folder.is_dir() and len(list(folder.glob("*.png"))) == done["frames"]:
             manifest["videos"][split][video_id] = done
@@ -145,6 +177,8 @@ def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, process
             continue
         write_frames(frames, folder)
         manifest["videos"][split][video_id] = {"frames": int(len(frames)), "sha256": frames_digest(frames)}
+    if auto_split:
+        resplit_usable(manifest, out, [video_id for _, video_id, _ in items], data["folder"]["test_fraction"])
     # videos of an earlier configuration that this one no longer produces would silently join the dataset
     for split in SPLITS:
         if (out / split).is_dir():

@@ -29,6 +29,12 @@ MIN_SOURCE_SIDE = 32  # px, short side of a source frame that preprocessing acce
 _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
+
+def _first_line(err: BaseException) -> str:
+    """A decoder's error in one line: imageio and decord append ffmpeg's whole stderr (its build configuration)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
 def is_video(path: Path) -> bool:
     """True for anything :func:`read_video` accepts: a folder of frames, a movie, a gif, a PNG/JPG strip."""
     path = Path(path)
@@ -162,8 +168,7 @@ def _read_movie(path: Path, max_frames: int | None, stride: int, start: int = 0,
                         if max_frames and len(frames) >= max_frames:
                             break
         except Exception as err:
-            first = str(decord_error).splitlines()[0] if str(decord_error) else type(decord_error).__name__
-            raise DataError(f"{path}: cannot decode video ({first}; ffmpeg: {err})") from err
+            raise DataError(f"{path}: cannot decode video ({_first_line(decord_error)}; ffmpeg: {_first_line(err)})") from err
         if not frames:
             raise DataError(f"{path}: the video has no frames")
         return np.stack(frames)
@@ -187,7 +192,7 @@ def movie_info(path: str | Path) -> tuple[float, int, int, int]:
                 width, height = meta["size"]
                 return float(meta["fps"]), int(reader.count_frames()), int(height), int(width)
         except Exception as err:
-            raise DataError(f"{path}: cannot decode video ({err})") from err
+            raise DataError(f"{path}: cannot decode video ({_first_line(err)})") from err
 
 
 def read_movie_range(path: str | Path, start: int, stop: int) -> np.ndarray:

@@ -73,3 +73,26 @@ def test_folder_source_records_bad_videos_and_keeps_the_rest(tmp_path):
     from cpabanim.data.video import read_video
 
     assert read_video(frames[0].parent).shape == (8, 32, 32, 3)
+
+
+def test_folder_split_is_taken_among_usable_videos_and_kept_on_a_rerun(tmp_path):
+    """The last videos by name are unusable: test is still the last share of the usable ones, not empty."""
+    from cpabanim.config import load_params
+
+    videos = tmp_path / "my-videos"
+    for i in range(3):
+        write_mp4(videos / f"a{i}.mp4", moving_square_video(6, 64, seed=i))
+    (videos / "zz_broken.mp4").write_bytes(b"this is not a video")
+    write_gif(videos / "zz_still.gif", moving_square_video(1, 64))
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    data = {**params["data"], "source": "folder", "frame_size": 32,
+            "folder": {**params["data"]["folder"], "dir": str(videos), "faces": False, "test_fraction": 0.4}}
+    out = tmp_path / "processed"
+    manifest = preprocess.preprocess(data, params["seed"], tmp_path / "raw", out)
+    assert sorted(manifest["videos"]["train"]) == ["a0", "a1"] and list(manifest["videos"]["test"]) == ["a2"]
+    assert sorted(p.name for p in (out / "test").iterdir()) == ["a2"]
+    assert all("\n" not in s["reason"] for s in manifest["skipped"])  # one line, not ffmpeg's whole stderr
+    frame = next((out / "test" / "a2").glob("*.png"))
+    written = frame.stat().st_mtime_ns
+    again = preprocess.preprocess(data, params["seed"], tmp_path / "raw", out)
+    assert again["videos"] == manifest["videos"] and frame.stat().st_mtime_ns == written  # reused where it is
