@@ -48,20 +48,25 @@ def test_synthetic_download_preprocess_masks_via_cli_are_deterministic(tmp_path,
     assert _stage("masks", tmp_path, "masks.source=sam") == 1
 
 
-def test_folder_source_records_bad_videos_and_keeps_the_rest(tmp_path):
-    videos = tmp_path / "my-videos"
-    for i in range(3):
-        write_mp4(videos / f"clip{i}.mp4", moving_square_video(8, 64, seed=i))
-    (videos / "broken.mp4").write_bytes(b"this is not a video")
-    write_gif(videos / "still.gif", moving_square_video(1, 64))
+def _folder_of_videos(folder, names, frames):
+    """Clips ``names[0:3]``, a broken file ``names[3]``.mp4 and a one-frame GIF ``names[4]``.gif in ``folder``;
+    returns the folder source's data params over it (no face crop) and the seed."""
     from cpabanim.config import load_params
 
+    for i, name in enumerate(names[:3]):
+        write_mp4(folder / f"{name}.mp4", moving_square_video(frames, 64, seed=i))
+    (folder / f"{names[3]}.mp4").write_bytes(b"this is not a video")
+    write_gif(folder / f"{names[4]}.gif", moving_square_video(1, 64))
     params = load_params(PROJECT_ROOT / "params.yaml")
-    params["paths"] = {k: str(tmp_path / k) for k in params["paths"]}
-    params["data"].update(source="folder", frame_size=32)
-    params["data"]["folder"].update(dir=str(videos), faces=False, test_fraction=0.4, stride=1)
-    manifest = preprocess.preprocess(params["data"], params["seed"], params["paths"]["raw"],
-                                     params["paths"]["processed"])
+    data = {**params["data"], "source": "folder", "frame_size": 32,
+            "folder": {**params["data"]["folder"], "dir": str(folder), "faces": False, "test_fraction": 0.4,
+                       "stride": 1}}
+    return data, params["seed"]
+
+
+def test_folder_source_records_bad_videos_and_keeps_the_rest(tmp_path):
+    data, seed = _folder_of_videos(tmp_path / "my-videos", ["clip0", "clip1", "clip2", "broken", "still"], 8)
+    manifest = preprocess.preprocess(data, seed, tmp_path / "raw", tmp_path / "processed")
     # sorted names, the last 40 % to test: broken clip0 clip1 | clip2 still
     assert sorted(manifest["videos"]["train"]) == ["clip0", "clip1"]
     assert sorted(manifest["videos"]["test"]) == ["clip2"]
@@ -77,22 +82,13 @@ def test_folder_source_records_bad_videos_and_keeps_the_rest(tmp_path):
 
 def test_folder_split_is_taken_among_usable_videos_and_kept_on_a_rerun(tmp_path):
     """The last videos by name are unusable: test is still the last share of the usable ones, not empty."""
-    from cpabanim.config import load_params
-
-    videos = tmp_path / "my-videos"
-    for i in range(3):
-        write_mp4(videos / f"a{i}.mp4", moving_square_video(6, 64, seed=i))
-    (videos / "zz_broken.mp4").write_bytes(b"this is not a video")
-    write_gif(videos / "zz_still.gif", moving_square_video(1, 64))
-    params = load_params(PROJECT_ROOT / "params.yaml")
-    data = {**params["data"], "source": "folder", "frame_size": 32,
-            "folder": {**params["data"]["folder"], "dir": str(videos), "faces": False, "test_fraction": 0.4}}
+    data, seed = _folder_of_videos(tmp_path / "my-videos", ["a0", "a1", "a2", "zz_broken", "zz_still"], 6)
     out = tmp_path / "processed"
-    manifest = preprocess.preprocess(data, params["seed"], tmp_path / "raw", out)
+    manifest = preprocess.preprocess(data, seed, tmp_path / "raw", out)
     assert sorted(manifest["videos"]["train"]) == ["a0", "a1"] and list(manifest["videos"]["test"]) == ["a2"]
     assert sorted(p.name for p in (out / "test").iterdir()) == ["a2"]
     assert all("\n" not in s["reason"] for s in manifest["skipped"])  # one line, not ffmpeg's whole stderr
     frame = next((out / "test" / "a2").glob("*.png"))
     written = frame.stat().st_mtime_ns
-    again = preprocess.preprocess(data, params["seed"], tmp_path / "raw", out)
+    again = preprocess.preprocess(data, seed, tmp_path / "raw", out)
     assert again["videos"] == manifest["videos"] and frame.stat().st_mtime_ns == written  # reused where it is
