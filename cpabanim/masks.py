@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from cpabanim.data import sources
 from cpabanim.data.video import read_video
-from cpabanim.errors import CpabanimError, DataError, MissingWeightsError
+from cpabanim.errors import CpabanimError, DataError, MissingWeightsError, first_line
 
 log = logging.getLogger(__name__)
 SAM_WEIGHT_NAMES = {"vit_b": "sam_vit_b", "vit_l": "sam_vit_l", "vit_h": "sam_vit_h"}
@@ -122,8 +122,7 @@ def load_sam(sam: Mapping[str, Any], weights_dir: str | Path, device: str = "cpu
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CpabanimError(f"SAM checkpoint {path} does not fit SAM {sam['model_type']} ({first}); check masks.sam."
+        raise CpabanimError(f"SAM checkpoint {path} does not fit SAM {sam['model_type']} ({first_line(exc)}); check masks.sam."
                             f"model_type, or delete it and run `cpabanim weights {name}`") from None
     from cpabanim.device import resolve_device
 

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from cpabanim.errors import first_line
+
 log = logging.getLogger(__name__)
 
 ARTIFACT_NAME = "model"  # the logged model's name on the experiment's parent run
@@ -108,19 +110,18 @@ def log_checkpoint_model(checkpoint: Path, run_id: str, frame_size: int) -> str 
     common = {"name": ARTIFACT_NAME, "signature": signature, "input_example": example,
               "params": checkpoint_params(extra), "run_id": run_id}
     tags = {CHECKSUM_TAG: checkpoint_checksum(checkpoint), "cpabanim.checkpoint": str(checkpoint)}
-    try:
-        if extra["model_params"].get("motion") == "cpab":
-            raise NotImplementedError("CPAB's keypoint fit is not exported (see log_checkpoint_model)")
-        with _quiet_export():
-            info = mlflow.pytorch.log_model(module, serialization_format="pt2", pip_requirements=[torch_requirement],
-                                            tags={**tags, "serialization": "pt2"}, **common)
-    except Exception as err:  # noqa: BLE001 - torch.export fails in many ways; pickle always works
-        log.warning("torch.export of %s: %s: %s; logging it with MLflow's pickle format", checkpoint,
-                    type(err).__name__, str(err).splitlines()[0] if str(err) else "")
-        _delete_failed_models(run_id, tags[CHECKSUM_TAG])
-        # unpickling needs the model's classes: the cpabanim package must be importable where it is loaded
-        info = mlflow.pytorch.log_model(module, serialization_format="pickle", tags={**tags, "serialization": "pickle"},
-                                        pip_requirements=[torch_requirement, f"cpabanim=={_version()}"], **common)
+    if extra["model_params"].get("motion") != "cpab":  # CPAB: pickle by choice (see above)
+        try:
+            with _quiet_export():
+                return mlflow.pytorch.log_model(module, serialization_format="pt2", pip_requirements=[torch_requirement],
+                                                tags={**tags, "serialization": "pt2"}, **common).model_uri
+        except Exception as err:  # noqa: BLE001 - torch.export fails in many ways; pickle always works
+            log.warning("torch.export of %s failed (%s: %s); logging it with MLflow's pickle format", checkpoint,
+                        type(err).__name__, first_line(err))
+            _delete_failed_models(run_id, tags[CHECKSUM_TAG])
+    # unpickling needs the model's classes: the cpabanim package must be importable where it is loaded
+    info = mlflow.pytorch.log_model(module, serialization_format="pickle", tags={**tags, "serialization": "pickle"},
+                                    pip_requirements=[torch_requirement, f"cpabanim=={_version()}"], **common)
     return info.model_uri
 
 

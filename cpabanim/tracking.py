@@ -67,23 +67,31 @@ def check_uri(uri: str) -> None:
 _SET_BY_US: set[str] = set()
 
 
+SQLITE_PREFIX = "sqlite:///"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI, None for any other URI."""
+    return Path(uri[len(SQLITE_PREFIX):]) if uri.startswith(SQLITE_PREFIX) else None
+
+
 def tracking_uri(params: dict[str, Any]) -> str:
     """The user's MLFLOW_TRACKING_URI if set, else params' ``tracking.uri``; relative sqlite paths made absolute
     (MLflow caches stores by URI: ``sqlite:///mlflow.db`` from two working directories would share one store)."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
     uri = env if env and env not in _SET_BY_US else params["tracking"]["uri"]
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        uri = prefix + str(Path(uri[len(prefix):]).resolve())
+    database = sqlite_path(uri)
+    if database is not None and not database.is_absolute():
+        uri = SQLITE_PREFIX + str(database.resolve())
     return uri
 
 
 def lock_path(uri: str) -> Path:
     """The lock of a tracking store: next to a sqlite file (shared by every checkout that uses it), else one per
     URI in the temp folder (parent-run creation by parallel jobs against one server)."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix):
-        return Path(uri[len(prefix):] + ".lock")
+    database = sqlite_path(uri)
+    if database is not None:
+        return database.with_name(database.name + ".lock")
     import hashlib
     import tempfile
 

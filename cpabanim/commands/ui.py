@@ -41,13 +41,14 @@ def experiment_id(uri: str, name: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpabanim.tracking import check_uri, tracking_uri
+    from cpabanim.tracking import check_uri, sqlite_path, tracking_uri
 
     params = params_from_args(args)
     uri = tracking_uri(params)
     check_uri(uri)
     remote = uri.startswith(("http://", "https://"))
-    if not remote and not os.path.isfile(uri.removeprefix("sqlite:///")):
+    database = sqlite_path(uri)
+    if database is not None and not database.is_file():
         raise CpabanimError(f"no MLflow store at {uri} yet: run the pipeline first (`snakemake --cores all`)")
     base = uri if remote else f"http://{args.host}:{args.port}"
     page = experiment_page(base, experiment_id(uri, params["tracking"]["experiment"]))

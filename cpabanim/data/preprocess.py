@@ -154,15 +154,14 @@ def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, process
     items = list(plan(data, seed, raw_root))
     auto_split = data["source"] == "folder" and not has_own_split(Path(data["folder"]["dir"]))
     for split, video_id, make in tqdm(items, desc="preprocess", unit="video"):
+        if auto_split:  # an earlier run may have put this video in the other split (see resplit_usable)
+            split = next((s for s in SPLITS if video_id in previous.get("videos", {}).get(s, {})), split)
         try:  # ids come from metadata and file names: never write outside paths.processed
             folder = sources.contained_path(out, split, video_id)
         except DataError as err:
             log.warning("skipping %s", err)
             manifest["skipped"].append({"split": split, "video": video_id, "reason": str(err)})
             continue
-        if auto_split:  # an earlier run may have put this video in the other split (see resplit_usable)
-            split = next((s for s in SPLITS if video_id in previous.get("videos", {}).get(s, {})), split)
-            folder = sources.contained_path(out, split, video_id)
         done = previous.get("videos", {}).get(split, {}).get(video_id)
         if reuse and done and folder.is_dir() and len(list(folder.glob("*.png"))) == done["frames"]:
             manifest["videos"][split][video_id] = done

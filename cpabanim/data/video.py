@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cpabanim.errors import CpabanimError, DataError
+from cpabanim.errors import CpabanimError, DataError, first_line
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 MOVIE_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
@@ -28,12 +28,6 @@ VIDEO_SUFFIXES = MOVIE_SUFFIXES + (".gif",) + FRAME_SUFFIXES
 MIN_SOURCE_SIDE = 32  # px, short side of a source frame that preprocessing accepts (docs/reliability.md)
 _SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
-
-
-def _first_line(err: BaseException) -> str:
-    """A decoder's error in one line: imageio and decord append ffmpeg's whole stderr (its build configuration)."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 def is_video(path: Path) -> bool:
     """True for anything :func:`read_video` accepts: a folder of frames, a movie, a gif, a PNG/JPG strip."""
@@ -168,7 +162,7 @@ def _read_movie(path: Path, max_frames: int | None, stride: int, start: int = 0,
                         if max_frames and len(frames) >= max_frames:
                             break
         except Exception as err:
-            raise DataError(f"{path}: cannot decode video ({_first_line(decord_error)}; ffmpeg: {_first_line(err)})") from err
+            raise DataError(f"{path}: cannot decode video ({first_line(decord_error)}; ffmpeg: {first_line(err)})") from err
         if not frames:
             raise DataError(f"{path}: the video has no frames")
         return np.stack(frames)
@@ -192,7 +186,7 @@ def movie_info(path: str | Path) -> tuple[float, int, int, int]:
                 width, height = meta["size"]
                 return float(meta["fps"]), int(reader.count_frames()), int(height), int(width)
         except Exception as err:
-            raise DataError(f"{path}: cannot decode video ({_first_line(err)})") from err
+            raise DataError(f"{path}: cannot decode video ({first_line(err)})") from err
 
 
 def read_movie_range(path: str | Path, start: int, stop: int) -> np.ndarray:
