@@ -1,5 +1,5 @@
 # cpabanim pipeline (Snakemake). The rules in workflow/rules/<stage>.smk are generated from the stage declarations
-# (cpabanim/stages/) by `cpabanim dag --write`, as is dvc.yaml; a test fails when they are out of date.
+# (cpabanim/pipeline/) by `cpabanim dag --write`, as is dvc.yaml; a test fails when they are out of date.
 #
 #   snakemake --cores all                                      # the embedded default (synthetic, CPU, minutes)
 #   snakemake --cores all --config experiments='[cpab,tps]'    # experiments side by side (experiments/*.yaml)

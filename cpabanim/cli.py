@@ -1,6 +1,6 @@
 """The one command line both orchestrators call: ``cpabanim <stage> [options]``.
 
-Pipeline stages (declared in :mod:`cpabanim.stages`) all take ``--params``, ``--preset``, ``--experiment`` and
+Pipeline stages (declared in :mod:`cpabanim.pipeline`) all take ``--params``, ``--preset``, ``--experiment`` and
 ``--set KEY=VALUE``; the CLI resolves the parameter layers once, checks them and the stage's inputs, opens the
 stage's MLflow run, and hands the stage only what it declared. Commands (``params``, ``dag``, ``bench``, ``demo``,
 ``import-checkpoint``, ``weights``, ``ui``) are tools around the pipeline, each a module with ``add_arguments`` and ``run``.
@@ -24,16 +24,16 @@ log = logging.getLogger("cpabanim")
 COMMANDS: dict[str, tuple[str, str]] = {
     "params": ("cpabanim.commands.params", "show the resolved parameters (and where each value comes from), or write them"),
     "dag": ("cpabanim.commands.dag", "generate (or check) dvc.yaml and workflow/rules/*.smk from the stage declarations"),
-    "demo": ("cpabanim.demo", "animate your own photo with a driving video"),
+    "demo": ("cpabanim.commands.demo", "animate your own photo with a driving video"),
     "import-checkpoint": ("cpabanim.commands.import_checkpoint", "convert a TPSMM checkpoint into a cpabanim one"),
-    "bench": ("cpabanim.bench", "benchmarks that print figures side by side (cpab, train, data)"),
+    "bench": ("cpabanim.commands.bench", "benchmarks that print figures side by side (cpab, train, data)"),
     "weights": ("cpabanim.commands.weights", "fetch official pretrained weights (SAM, VGG19, DINO) into paths.weights"),
     "ui": ("cpabanim.commands.ui", "open the runs in the MLflow UI (model-training layout)"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cpabanim.stages import STAGE_MODULES
+    from cpabanim.pipeline import STAGE_MODULES
 
     parser = argparse.ArgumentParser(prog="cpabanim", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 def stage_parser(name: str) -> argparse.ArgumentParser:
     """The options of pipeline stage ``name``: the shared parameter options, the stage's own, and for the report the
     experiments to compare."""
-    from cpabanim.config import add_params_arguments
-    from cpabanim.stages import all_stages
+    from cpabanim.config.layers import add_params_arguments
+    from cpabanim.pipeline import all_stages
 
     stage = all_stages()[name]
     parser = argparse.ArgumentParser(prog=f"cpabanim {name}", description=stage.help)
@@ -64,9 +64,9 @@ def stage_parser(name: str) -> argparse.ArgumentParser:
 
 
 def run_pipeline_stage(name: str, rest: list[str]) -> None:
-    from cpabanim import tracking
-    from cpabanim.config import params_from_args
-    from cpabanim.stages import all_stages, check_inputs, stage_config, stage_io
+    from cpabanim.tracking import runs
+    from cpabanim.config.layers import params_from_args
+    from cpabanim.pipeline import all_stages, check_inputs, stage_config, stage_io
 
     stage = all_stages()[name]
     args = stage_parser(name).parse_args(rest)
@@ -80,7 +80,7 @@ def run_pipeline_stage(name: str, rest: list[str]) -> None:
     common = {"params", "preset", "experiment", "overrides", "overrides_file", "experiments"}
     options = {k: v for k, v in vars(args).items() if k not in common}
     module = importlib.import_module(stage.module)
-    with tracking.stage_context(name, params, used=cfg.to_dict()):
+    with runs.stage_context(name, params, used=cfg.to_dict()):
         if stage.aggregate:
             module.run(cfg, io, params=params, **options)
         else:

@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from cpabanim.cli import COMMANDS, main
-from cpabanim.config import (
-    Section, defaults, deep_merge, flatten, load_params, overrides_from_snakemake, parse_override, restrict, schema,
-)
+from cpabanim.config.section import Section, restrict
+from cpabanim.config.schema import defaults, schema
+from cpabanim.config.mappings import deep_merge, flatten
+from cpabanim.config.layers import load_params
+from cpabanim.config.overrides import overrides_from_snakemake, parse_override
 from cpabanim.errors import ConfigError
-from cpabanim.stages import STAGE_MODULES, all_stages
+from cpabanim.pipeline import STAGE_MODULES, all_stages
 
 from .conftest import PROJECT_ROOT
 
@@ -36,7 +38,7 @@ def test_the_project_params_are_the_embedded_default():
 
 
 def test_every_schema_leaf_has_one_default_and_the_defaults_validate():
-    from cpabanim.config import validate
+    from cpabanim.config.schema import validate
 
     def leaves(node, where=""):
         if "properties" in node and "default" not in node:
@@ -194,7 +196,7 @@ def test_bad_presets_give_clear_errors(tmp_path):
 def test_a_read_only_or_full_disk_is_one_line_naming_the_path(tmp_path, caplog, monkeypatch):
     import errno
 
-    from cpabanim.stages import masks
+    from cpabanim.pipeline import masks
 
     monkeypatch.chdir(tmp_path)
     project(tmp_path, "tracking: {enabled: false}\n")

@@ -26,7 +26,7 @@ FRAMES = 7
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny CPAB model (1 group) trained for 3 steps at 32 px."""
-    from cpabanim.train import train
+    from cpabanim.training.loop import train
     from tests.train.helpers import MovingBlobDataset, tiny_params
 
     root = tmp_path_factory.mktemp("demo_model")
@@ -74,7 +74,7 @@ def test_demo_writes_labelled_panels_png_frames_and_explanations(checkpoint, inp
 
 @pytest.mark.parametrize("mode", ["relative", "standard", "avd"])
 def test_every_mode_gives_one_frame_per_driving_frame(checkpoint, inputs, tmp_path, mode):
-    from cpabanim.demo import animate_photo
+    from cpabanim.commands.demo import animate_photo
 
     photo, driving = inputs
     out = animate_photo(photo, driving, checkpoint, tmp_path / f"{mode}.mp4", mode=mode, crop="none",
@@ -86,7 +86,7 @@ def test_best_frame_animates_forwards_and_backwards_from_it(checkpoint, inputs):
     """--find-best-frame from frame s = relative motion from s over driving[s:], and over driving[s::-1] reversed."""
     import torch
 
-    from cpabanim.demo import animate_frames, load_model, prepare_inputs
+    from cpabanim.commands.demo import animate_frames, load_model, prepare_inputs
 
     model, _ = load_model(checkpoint, torch.device("cpu"))
     data = prepare_inputs(*inputs, SIZE, "none", {})
@@ -103,7 +103,7 @@ def test_best_frame_animates_forwards_and_backwards_from_it(checkpoint, inputs):
 
 
 def test_normalised_landmarks_ignore_position_and_scale():
-    from cpabanim.demo import normalised_landmarks
+    from cpabanim.commands.demo import normalised_landmarks
 
     points = np.random.default_rng(0).uniform(0, 100, (68, 2))
     assert np.allclose(normalised_landmarks(points), normalised_landmarks(3.0 * points + [40.0, -7.0]))

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from cpabanim.config import load_params
+from cpabanim.config.layers import load_params
 from cpabanim.data import synthetic
 from cpabanim.data.video import write_frames
 from cpabanim.errors import MissingWeightsError
-from cpabanim.masks import extract_masks, masks_to_labels, sam_generator, sam_labels, slic_labels
+from cpabanim.data.masks import extract_masks, masks_to_labels, sam_generator, sam_labels, slic_labels
 from tests.conftest import PROJECT_ROOT
 
 

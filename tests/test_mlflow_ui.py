@@ -50,7 +50,7 @@ def _write_png(path: Path) -> Path:
 def _experiment_files(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     """The per-experiment paths and report outputs ``report.log_experiment`` logs, with video names like the
     embedded default's (``#`` in them)."""
-    from cpabanim.metrics.io import write_viewing_videos
+    from cpabanim.data.frames import write_viewing_videos
 
     out = root / "outputs" / EXPERIMENT
     recon, anim = out / "reconstruction", out / "animation"
@@ -69,19 +69,21 @@ def _experiment_files(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
 @pytest.fixture
 def store(tmp_path, monkeypatch) -> dict:
     """A sqlite store with one experiment parent run holding the report's artifacts (logged by the report)."""
-    from cpabanim import report, tracking
-    from cpabanim.config import load_params
+    from cpabanim.reporting import report
+    from cpabanim.tracking import runs
+    from cpabanim.tracking import provenance
+    from cpabanim.config.layers import load_params
 
     monkeypatch.chdir(tmp_path)  # MLflow puts a sqlite store's artifacts under ./mlruns
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv(tracking.PIPELINE_RUN_ENV, raising=False)
+    monkeypatch.delenv(provenance.PIPELINE_RUN_ENV, raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     params = load_params(PROJECT_ROOT / "params.yaml",
                          overrides=[f"tracking.uri={uri}", f"paths.processed={tmp_path / 'processed'}"])
     paths, outputs = _experiment_files(tmp_path)
     report.log_experiment(params, EXPERIMENT, {"recon/l1": 0.1}, paths, outputs, log_model=False)
-    run_id = tracking.experiment_parent(params, EXPERIMENT)
-    client = tracking._client()
+    run_id = runs.experiment_parent(params, EXPERIMENT)
+    client = runs.mlflow_client()
     experiment_id = client.get_run(run_id).info.experiment_id
     return {"uri": uri, "run_id": run_id, "experiment_id": experiment_id, "artifacts": _artifacts(client, run_id),
             "root": tmp_path}

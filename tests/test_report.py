@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cpabanim import report
-from cpabanim.metrics.baselines import baseline_key
+from cpabanim.reporting import report
+from cpabanim.evaluation.baselines import baseline_key
 
 from .conftest import PROJECT_ROOT
 
@@ -108,15 +108,16 @@ def test_trained_model_is_logged_once_and_reproduces_the_checkpoint(tmp_path, mo
     """tps exports with torch.export (MLflow's pt2); cpab's fit does not trace and falls back to pickle."""
     import mlflow
 
-    from cpabanim import tracking
-    from cpabanim.config import load_params
-    from cpabanim.mlflow_model import ReconstructionModule
+    from cpabanim.tracking import runs
+    from cpabanim.tracking import provenance
+    from cpabanim.config.layers import load_params
+    from cpabanim.reporting.mlflow_model import ReconstructionModule
     from cpabanim.models.checkpoint import load_checkpoint, save_checkpoint
     from cpabanim.models.full import AnimationModel
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv(tracking.PIPELINE_RUN_ENV, raising=False)
+    monkeypatch.delenv(provenance.PIPELINE_RUN_ENV, raising=False)
     params = load_params(PROJECT_ROOT / "params.yaml", overrides=[
         f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"paths.processed={tmp_path / 'processed'}",
         f"model.motion={motion}"])
@@ -124,11 +125,11 @@ def test_trained_model_is_logged_once_and_reproduces_the_checkpoint(tmp_path, mo
     checkpoint = tmp_path / "checkpoints" / "last.pt"
     save_checkpoint(checkpoint, AnimationModel(params["model"]), params=params, step=7)
     paths = {"checkpoints": checkpoint.parent, "processed": tmp_path / "processed"}
-    parent = tracking.experiment_parent(params, motion)
+    parent = runs.experiment_parent(params, motion)
 
     uri = report.log_trained_model(paths, parent)
     assert uri is not None and report.log_trained_model(paths, parent) is None  # once per checkpoint
-    client = tracking._client()
+    client = runs.mlflow_client()
     models = client.search_logged_models([client.get_run(parent).info.experiment_id])
     assert [m.status.name for m in models] == ["READY"]  # no FAILED leftover from a pt2 attempt
     model = models[0]

@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from cpabanim.config import add_params_arguments, params_from_args
+from cpabanim.config.layers import add_params_arguments, params_from_args
 from cpabanim.errors import CpabanimError
 
 
@@ -41,7 +41,7 @@ def experiment_id(uri: str, name: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpabanim.tracking import check_uri, sqlite_path, tracking_uri
+    from cpabanim.tracking.store import check_uri, sqlite_path, tracking_uri
 
     params = params_from_args(args)
     uri = tracking_uri(params)

@@ -13,7 +13,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from cpabanim.config import add_params_arguments, params_from_args
+from cpabanim.config.layers import add_params_arguments, params_from_args
 from cpabanim.errors import ConfigError
 
 log = logging.getLogger("cpabanim")

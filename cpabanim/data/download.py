@@ -1,5 +1,5 @@
 """Raw data into ``<raw_root>/<data.source>/`` (+ ``manifest.json``), and official pretrained weights (the library
-behind the ``download`` stage, :mod:`cpabanim.stages.download`).
+behind the ``download`` stage, :mod:`cpabanim.pipeline.download`).
 
 :func:`download`, per ``data.source``:
 
@@ -26,6 +26,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from cpabanim import files
+from cpabanim import weights as weights_registry
 from cpabanim.data import sources
 from cpabanim.errors import ConfigError, DataError
 
@@ -34,9 +36,9 @@ YOUTUBE_SOURCES = ("vox", "taichi", "ted")
 
 
 def weight_names() -> list[str]:
-    from cpabanim.losses.weights import WEIGHTS
+    from cpabanim.weights import WEIGHTS
 
-    return sorted(set(sources.SAM_WEIGHTS) | set(WEIGHTS))
+    return sorted(set(weights_registry.SAM_WEIGHTS) | set(WEIGHTS))
 
 
 def needed_weights(params: dict[str, Any]) -> list[str]:
@@ -54,17 +56,17 @@ def needed_weights(params: dict[str, Any]) -> list[str]:
 
 def weights_path(name: str, weights_dir: Path) -> Path:
     """Where the official checkpoint ``name`` (sam_vit_b, ...) lives once downloaded."""
-    url = sources.SAM_WEIGHTS[name]["url"]
+    url = weights_registry.SAM_WEIGHTS[name]["url"]
     return weights_dir / Path(urllib.parse.urlparse(url).path).name
 
 
 def download_weights(name: str, weights_dir: Path, url: str | None = None) -> Path:
     """Fetch (or resume) one weight file and check it: SAM by its full sha256, the loss networks by the
     registry's hash prefix (torchvision's convention) or, where none is published, by logging the sha256."""
-    if name in sources.SAM_WEIGHTS:
-        spec = sources.SAM_WEIGHTS[name]
+    if name in weights_registry.SAM_WEIGHTS:
+        spec = weights_registry.SAM_WEIGHTS[name]
         return sources.fetch_url(url or spec["url"], weights_path(name, weights_dir), spec["sha256"])
-    from cpabanim.losses.weights import SIDECAR_SUFFIX, WEIGHTS, verify_hash
+    from cpabanim.weights import SIDECAR_SUFFIX, WEIGHTS, verify_hash
 
     entry = WEIGHTS[name]
     target = Path(weights_dir) / entry.filename
@@ -76,8 +78,8 @@ def download_weights(name: str, weights_dir: Path, url: str | None = None) -> Pa
     path = sources.fetch_url(url or entry.url, target)
     if entry.sha256_prefix is None:
         if fresh:  # no published hash: record what was fetched, so that later corruption is detected
-            _write_sidecar(path.with_name(path.name + SIDECAR_SUFFIX), sources.sha256_file(path))
-        log.info("%s has no published hash; sha256 of what was fetched: %s", entry.filename, sources.sha256_file(path))
+            _write_sidecar(path.with_name(path.name + SIDECAR_SUFFIX), files.sha256_file(path))
+        log.info("%s has no published hash; sha256 of what was fetched: %s", entry.filename, files.sha256_file(path))
     elif not verify_hash(path, name):
         bad = path.with_name(path.name + ".bad")
         path.replace(bad)
@@ -111,7 +113,7 @@ def download(data: Mapping[str, Any], raw_root: str | Path) -> dict[str, Any]:
         for split, video in folder_videos(folder, data["folder"]["test_fraction"]):
             entry = {"path": str(video), "split": split}
             if video.is_file():
-                entry.update(bytes=video.stat().st_size, sha256=sources.sha256_file(video))
+                entry.update(bytes=video.stat().st_size, sha256=files.sha256_file(video))
             manifest["fetched"].append(entry)
     elif data.get("source_dir"):
         root = sources.find_split_root(data["source_dir"])
@@ -123,7 +125,7 @@ def download(data: Mapping[str, Any], raw_root: str | Path) -> dict[str, Any]:
         metadata = sources.metadata_path(source, data["metadata"], out, fetch=True)
         chunks = sources.read_metadata(metadata)
         ids = sorted({c.youtube_id for c in chunks})
-        manifest["metadata"] = {"path": str(metadata), "sha256": sources.sha256_file(metadata),
+        manifest["metadata"] = {"path": str(metadata), "sha256": files.sha256_file(metadata),
                                 "chunks": len(chunks), "videos": len(ids)}
         for youtube_id in tqdm(ids, desc=f"download {source}", unit="video"):
             try:
@@ -138,14 +140,14 @@ def download(data: Mapping[str, Any], raw_root: str | Path) -> dict[str, Any]:
             raise ConfigError("data.archive.url is empty: give the MGif archive URL (or data.source_dir for your own copy)")
         name = Path(urllib.parse.urlparse(url).path).name or "mgif-archive"
         try:
-            archive = sources.fetch_url(url, sources.contained_path(out, name), sha256)  # a URL ending in '..'
+            archive = sources.fetch_url(url, files.contained_path(out, name), sha256)  # a URL ending in '..'
             sources.unpack_archive(archive, out / "unpacked")
-            manifest["fetched"].append({"url": url, "path": str(archive), "sha256": sources.sha256_file(archive)})
+            manifest["fetched"].append({"url": url, "path": str(archive), "sha256": files.sha256_file(archive)})
         except DataError as err:
             manifest["failed"].append({"url": url, "reason": str(err)})
-            sources.write_json(out / "manifest.json", manifest)
+            files.write_json(out / "manifest.json", manifest)
             raise
     else:  # the schema rejects anything else; kept for direct callers
         raise ConfigError(f"unknown data.source {source!r}")
-    sources.write_json(out / "manifest.json", manifest)
+    files.write_json(out / "manifest.json", manifest)
     return manifest

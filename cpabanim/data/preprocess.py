@@ -1,5 +1,5 @@
 """Raw videos -> ``<processed_root>/{train,test}/<video_id>/<00000>.png`` (the library behind the ``preprocess``
-stage, :mod:`cpabanim.stages.preprocess`).
+stage, :mod:`cpabanim.pipeline.preprocess`).
 
 Frames are square ``data.frame_size`` RGB PNGs, written deterministically (same params -> same bytes),
 with ``<processed_root>/manifest.json`` listing every video (frame count, pixel sha256) and every skipped
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from cpabanim import files
 from cpabanim.data import sources
 from cpabanim.data.video import frames_digest, read_video, resize_frames, write_frames
 from cpabanim.errors import ConfigError, DataError
@@ -126,7 +127,7 @@ def resplit_usable(manifest: dict[str, Any], out: Path, order: list[str], test_f
     wanted = {name: "test" if index >= len(usable) - num_test else "train" for index, name in enumerate(usable)}
     for split in SPLITS:
         for name in [n for n in manifest["videos"][split] if wanted[n] != split]:
-            target = sources.contained_path(out, wanted[name], name)
+            target = files.contained_path(out, wanted[name], name)
             target.parent.mkdir(parents=True, exist_ok=True)
             (out / split / name).rename(target)
             manifest["videos"][wanted[name]][name] = manifest["videos"][split].pop(name)
@@ -147,7 +148,7 @@ def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, process
     out = Path(processed_root)
     config = {"data": {k: v for k, v in data.items() if k not in ("augmentation", "id_sampling", "num_repeats")},
               "seed": seed}
-    previous = sources.read_json(out / "manifest.json")
+    previous = files.read_json(out / "manifest.json")
     reuse = previous.get("config") == config
     manifest: dict[str, Any] = {"source": data["source"], "frame_size": data["frame_size"],
                                 "config": config, "videos": {s: {} for s in SPLITS}, "skipped": []}
@@ -157,7 +158,7 @@ def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, process
         if auto_split:  # an earlier run may have put this video in the other split (see resplit_usable)
             split = next((s for s in SPLITS if video_id in previous.get("videos", {}).get(s, {})), split)
         try:  # ids come from metadata and file names: never write outside paths.processed
-            folder = sources.contained_path(out, split, video_id)
+            folder = files.contained_path(out, split, video_id)
         except DataError as err:
             log.warning("skipping %s", err)
             manifest["skipped"].append({"split": split, "video": video_id, "reason": str(err)})
@@ -185,8 +186,8 @@ def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, process
                 if stale.name not in manifest["videos"][split]:
                     shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     if not manifest["videos"]["train"] or not manifest["videos"]["test"]:
-        sources.write_json(out / "manifest.json", manifest)
+        files.write_json(out / "manifest.json", manifest)
         raise DataError(f"preprocess produced no {'train' if not manifest['videos']['train'] else 'test'} videos "
                         f"(see {out / 'manifest.json'} for what was skipped and why)")
-    sources.write_json(out / "manifest.json", manifest)
+    files.write_json(out / "manifest.json", manifest)
     return manifest

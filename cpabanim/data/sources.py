@@ -7,12 +7,9 @@ with its reason, and the rest goes on. Only small metadata ships with the projec
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import logging
 import math
 import os
-import re
 import shutil
 import tarfile
 import urllib.parse
@@ -24,64 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from cpabanim.errors import CpabanimError, DataError
+from cpabanim.errors import DataError
+from cpabanim.files import CHUNK, contained_path, sha256_file, validate_id
 
 log = logging.getLogger(__name__)
-CHUNK = 1 << 20
-
-# What a dataset id (YouTube id, person id, video id) may look like: it becomes a file or folder name, so no
-# '/', no leading '.', nothing a shell, glob or yt-dlp output template would interpret (docs/reliability.md).
-SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
-
-
-def validate_id(value: str, what: str, where: str | Path) -> str:
-    """``value`` when it matches :data:`SAFE_ID`; else :class:`DataError` naming ``where`` it came from."""
-    if not isinstance(value, str) or not SAFE_ID.fullmatch(value):
-        raise DataError(f"{where}: {what} {value!r} is not a valid id (letters, digits, '_', '-', '.', not starting "
-                        "with '.', at most 128 characters); fix or remove that entry")
-    return value
-
-
-def contained_path(root: str | Path, *parts: str | Path, allow_root: bool = False) -> Path:
-    """``root / parts`` after checking that it resolves (symlinks followed) inside ``root``.
-
-    Every path built from data (a dataset id, a file name, an archive member) goes through here before
-    anything is written there: a ``..``, an absolute part or a symlink pointing elsewhere raises
-    :class:`DataError` instead of writing outside ``root``. ``root`` itself is refused unless ``allow_root``.
-    """
-    root = Path(root)
-    candidate = root.joinpath(*parts)
-    base, resolved = root.resolve(), candidate.resolve()
-    if not resolved.is_relative_to(base) or (resolved == base and not allow_root):
-        shown = "/".join(str(p) for p in parts)
-        raise DataError(f"{shown!r} would be written at {resolved}, outside {root}: refused (an id or archive "
-                        "member with '..', an absolute path or a link pointing elsewhere)")
-    return candidate
-
-
-# Official segment-anything checkpoints (facebookresearch/segment-anything README) and their sha256.
-SAM_WEIGHTS: dict[str, dict[str, str]] = {
-    "sam_vit_b": {
-        "url": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
-        "sha256": "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
-    },
-    "sam_vit_l": {
-        "url": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
-        "sha256": "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
-    },
-    "sam_vit_h": {
-        "url": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
-        "sha256": "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
-    },
-}
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_url(url: str, dest: str | Path, sha256: str | None = None, timeout: float = 60.0) -> Path:
@@ -331,23 +274,3 @@ def crop_chunk(video_path: Path, chunk: Chunk, size: int) -> np.ndarray:
                          source=f"{chunk.name} (crop of {video_path.name})")
 
 
-def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically with sorted keys (stable bytes for DVC).
-
-    Through a hidden per-process temporary file (``.<name>.tmp<pid>``, in .dvcignore); a failed write (full
-    or read-only disk) removes it and raises one :class:`CpabanimError` line naming ``path``.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise CpabanimError(f"cannot write {path}: {err.strerror or err} (a full or read-only disk?)") from err
-
-
-def read_json(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    return json.loads(path.read_text()) if path.is_file() else {}

@@ -19,7 +19,8 @@ class GeneratorObjective(nn.Module):
 
     def __init__(self, params: dict[str, Any] | None = None, weights_dir=None):
         super().__init__()
-        from cpabanim.config import deep_merge, defaults
+        from cpabanim.config.mappings import deep_merge
+        from cpabanim.config.schema import defaults
 
         p = deep_merge(defaults()["loss"], params or {})  # the schema's defaults: the one home of every default
         self.params = p
@@ -28,7 +29,7 @@ class GeneratorObjective(nn.Module):
         self.structure = None
         if p["structure"] == "dino":
             from cpabanim.losses.structure import StructureLoss
-            from cpabanim.losses.weights import find_weights
+            from cpabanim.weights import find_weights
 
             path = find_weights("dino_vitb8", weights_dir, alternative="--set loss.structure=off")
             self.structure = StructureLoss(path)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cpabanim.losses.weights import imagenet_normalize
+from cpabanim.weights import imagenet_normalize
 from cpabanim.models.blocks import AntiAliasInterpolation2d
 
 VGG_SLICES = ((0, 2), (2, 7), (7, 12), (12, 21), (21, 30))  # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
@@ -38,7 +38,7 @@ class VGG19Features(nn.Module):
 
         features = vgg19(weights=None).features
         if weights_path is not None:
-            from cpabanim.losses.weights import load_weights
+            from cpabanim.weights import load_weights
 
             state = load_weights("vgg19", weights_path)  # hash checked, weights_only, one-line errors
             prefixed = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
@@ -82,7 +82,7 @@ class PerceptualPyramidLoss(nn.Module):
         self.pyramid = ImagePyramid(scales)
         self.layer_weights = list(weights)
         if kind == "vgg":
-            from cpabanim.losses.weights import find_weights
+            from cpabanim.weights import find_weights
 
             path = find_weights("vgg19", weights_dir, alternative="--set loss.perceptual=pixel")
             self.vgg = VGG19Features(path)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cpabanim.losses.weights import imagenet_normalize
+from cpabanim.weights import imagenet_normalize
 
 
 class _Attention(nn.Module):
@@ -112,7 +112,7 @@ class StructureLoss(nn.Module):
         super().__init__()
         self.vit = vit if vit is not None else DinoViT()
         if weights_path is not None:
-            from cpabanim.losses.weights import load_weights
+            from cpabanim.weights import load_weights
 
             state = load_weights("dino_vitb8", weights_path)  # hash checked, weights_only, one-line errors
             state = {k: v for k, v in state.items() if not k.startswith("head")}

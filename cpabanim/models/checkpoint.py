@@ -16,12 +16,10 @@ Promises (docs/reliability.md lists the test behind each):
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
-import pickle
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,26 +28,17 @@ import numpy as np
 import torch
 
 from cpabanim.errors import CpabanimError
+from cpabanim.files import describe_os_error, write_atomically
+from cpabanim.weights import safe_torch_load
 
 # 1: numpy RNG state pickled as a numpy array (loads with weights_only through _legacy_numpy_globals);
 # 2: every numpy array / scalar stored as a tensor / Python number (plain weights_only content).
 FORMAT_VERSION = 2
 CHECKPOINT_NAME = "last.pt"  # the training stage's checkpoint inside {paths.checkpoints}/<experiment>
 
-TEMP_INFIX = ".tmp"  # temporary name: ".<name>.tmp<pid>" (the pattern .dvcignore lists: .*.tmp[0-9]*)
 LOCK_NAME = ".cpabanim-train.lock"  # inside the checkpoint folder, also in .dvcignore
 _TEMP_PATTERN = re.compile(r"^\..+\.tmp\d+$")
 _NDARRAY_TAG = "__cpabanim_ndarray__"  # marks a numpy array stored as a tensor (see _to_plain / _from_plain)
-
-
-def _legacy_numpy_globals() -> list[Any]:
-    """The numpy globals a format-1 checkpoint's RNG state needs: constructing a plain numeric array runs no
-    code, so they are safe to allow (torch documents this allow-list for numpy arrays)."""
-    from numpy._core import multiarray
-
-    uint32_dtype = type(np.dtype(np.uint32))
-    return [multiarray._reconstruct, np.ndarray, np.dtype, uint32_dtype,
-            (multiarray._reconstruct, "numpy.core.multiarray._reconstruct")]  # as numpy 1.x wrote it
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -110,130 +99,8 @@ def _from_plain(value: Any) -> Any:
 # safe loading (checkpoints and weight files)
 
 
-def _weights_only_reason(exc: BaseException) -> tuple[str | None, str]:
-    """(why the file is unsafe, or None when it is merely unreadable; a one-line reason) from torch's error,
-    without torch's advice to retry with the unsafe loader (never an option here)."""
-    text = str(exc)
-    detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
-    if detail:
-        reason = detail.group(1).split(". Please use")[0].strip()
-    else:
-        lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
-        reason = lines[0] if lines else type(exc).__name__
-    global_name = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-    operand = re.search(r"Unsupported operand (\S+)", text)
-    if global_name:
-        unsafe = (f"loading it would call {global_name.group(1)}, i.e. run code from the file; cpabanim loads only "
-                  "plain tensors and containers. Do not use files of unknown origin")
-    elif operand:  # random bytes land here as often as a pickle protocol torch's safe loader does not read
-        unsafe = (f"it is corrupt or not a plain PyTorch file (pickle instruction {operand.group(1)}, which safe "
-                  "loading does not execute)")
-    else:
-        unsafe = None
-    return unsafe, f"{type(exc).__name__}: {reason}"[:300]
-
-
-def safe_torch_load(path: str | Path, what: str, fix: str, map_location: Any = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)``; any failure is one :class:`CpabanimError` line.
-
-    Args:
-        path: the file.
-        what: what the file should be, for the message ("checkpoint", "weight file vgg19 (...)").
-        fix: the sentence that tells the user what to do (delete and re-download / retrain).
-    A file whose pickle asks for code (any global outside torch's allow-list and the numpy arrays of
-    format-1 checkpoints) is refused as unsafe: it is never loaded with the unsafe loader.
-    """
-    path = Path(path)
-    try:
-        with torch.serialization.safe_globals(_legacy_numpy_globals()):
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        unsafe, reason = _weights_only_reason(exc)
-        if unsafe:
-            raise CpabanimError(f"{what} {path} refused: {unsafe}; {fix}") from None
-        raise CpabanimError(f"{what} {path} is corrupt or not a PyTorch file ({reason}); {fix}") from None
-    except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError) as exc:
-        # truncated zip, random bytes, unreadable file: torch raises all of these
-        _, reason = _weights_only_reason(exc)
-        raise CpabanimError(f"{what} {path} is corrupt or not a PyTorch file ({reason}); {fix}") from None
-
-
 # ---------------------------------------------------------------------------------------------------------
 # writing
-
-
-def temp_path_for(path: str | Path) -> Path:
-    """The temporary file a save of ``path`` writes first: hidden, same folder (so ``os.replace`` is atomic),
-    named after this process so two savers never share one, and matched by .dvcignore's ``.*.tmp[0-9]*``."""
-    path = Path(path)
-    return path.with_name(f".{path.name}{TEMP_INFIX}{os.getpid()}")
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a crash right after ``os.replace`` keeps the new checkpoint)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems do not support fsync on folders; the rename is still atomic
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: str | Path, write: Callable[[Any], None],
-                     verify: Callable[[Path], None] | None = None) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, ``verify(temporary path)`` (when
-    given) and rename it over ``path``.
-
-    A failure (disk full, read-only folder, quota, an exception in ``write`` or ``verify``) removes the
-    temporary file and leaves ``path`` as it was; OS errors become one :class:`CpabanimError` line naming ``path``.
-    """
-    path = Path(path)
-    tmp = temp_path_for(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if verify is not None:
-            verify(tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:  # KeyboardInterrupt included: never leave the temporary file behind
-        tmp.unlink(missing_ok=True)
-        error = _os_error_of(exc)
-        if error is not None:
-            raise CpabanimError(f"cannot write {path}: {_describe_os_error(error, path)}; "
-                                "the previous file (if any) is unchanged") from exc
-        raise
-    _fsync_folder(path.parent)
-    return path
-
-
-def _os_error_of(exc: BaseException) -> OSError | None:
-    """The OSError behind ``exc`` (torch wraps write failures of its zip writer in RuntimeError)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    if isinstance(exc, RuntimeError) and "write" in str(exc).lower():
-        return OSError(errno.EIO, str(exc).splitlines()[0])
-    return None
-
-
-def _describe_os_error(error: OSError, path: Path) -> str:
-    """A short cause and fix for the usual write failures."""
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"no space left on the device of {path.parent} (free some space and run again)"
-    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return f"{path.parent} is not writable ({error.strerror or error}); make it writable or change paths.*"
-    if error.errno == errno.EFBIG:
-        return "the file exceeds the size allowed for this process (ulimit -f) or file system"
-    return error.strerror or str(error)
 
 
 def save_checkpoint(path: str | Path, model, optimizers: dict[str, Any] | None = None,
@@ -362,7 +229,7 @@ def hold_checkpoint_folder(folder: str | Path) -> Iterator[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise CpabanimError(f"cannot create the lock file {lock_path}: {_describe_os_error(exc, lock_path)}") from exc
+        raise CpabanimError(f"cannot create the lock file {lock_path}: {describe_os_error(exc, lock_path)}") from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -24,7 +24,8 @@ ANIMATION_MODES = ("relative", "standard", "avd")
 
 def _merged(params: dict[str, Any] | None) -> dict[str, Any]:
     """The model section over the built-in defaults of the schema (its one home), as a plain dict."""
-    from cpabanim.config import deep_merge, defaults
+    from cpabanim.config.mappings import deep_merge
+    from cpabanim.config.schema import defaults
 
     return deep_merge(defaults()["model"], params or {})
 

@@ -127,7 +127,7 @@ def infer_model_params(checkpoint: Mapping[str, Any], base: Mapping[str, Any]) -
 
 def read_tpsmm_checkpoint(src: Path) -> dict[str, Any]:
     """Load a TPSMM ``.pth.tar`` with ``weights_only=True`` (it holds only tensors, numbers and dicts)."""
-    from cpabanim.models.checkpoint import safe_torch_load
+    from cpabanim.weights import safe_torch_load
 
     state = safe_torch_load(src, "TPSMM checkpoint", FIX)
     if not isinstance(state, dict) or not is_tpsmm_checkpoint(state):
@@ -173,7 +173,7 @@ def convert_tpsmm_checkpoint(src: Path, dst: Path, preset_model_params: dict) ->
 def _as_state_dict(source: Any) -> dict[str, torch.Tensor]:
     """A path or dict (TPSMM checkpoint, cpabanim checkpoint or flat state dict) -> state dict in our names."""
     if isinstance(source, (str, Path)):
-        from cpabanim.models.checkpoint import safe_torch_load
+        from cpabanim.weights import safe_torch_load
 
         source = safe_torch_load(Path(source), "checkpoint to start from",
                                  "give a cpabanim checkpoint (last.pt) or a TPSMM .pth.tar")

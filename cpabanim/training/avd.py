@@ -16,18 +16,22 @@ TPSMM's schedule, reproduced:
   kp_D)| (TPSMM's ``lambda_shift`` is 1 in every config and only scales the loss, so it is left out).
 
     schedule = AVDSchedule.from_train_params(params["train"])
-    result = train_avd(model, dataset, schedule, device, seed=params["seed"])
+    result = fit_avd(model, dataset, schedule, device, seed=params["seed"])
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
-from cpabanim.errors import ConfigError
+from cpabanim.errors import ConfigError, CpabanimError
+
+log = logging.getLogger(__name__)
 
 # Seeds of AVD epochs and steps are offset from the main trainer's so that the two stages draw different items.
 AVD_SEED_OFFSET = 5_000_000
@@ -91,7 +95,7 @@ def _batch(dataset, indices: list[int], seed: int, epoch: int, first: int, devic
     return to_device(collate([load_item(dataset, key) for key in keys]), device)
 
 
-def train_avd(model: nn.Module, dataset, schedule: AVDSchedule, device: torch.device, *, seed: int,
+def fit_avd(model: nn.Module, dataset, schedule: AVDSchedule, device: torch.device, *, seed: int,
               max_steps: int = 0, detector_train_mode: bool = True,
               on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Train ``model.avd`` on keypoints of ``model.kp_detector`` with TPSMM's schedule (module docstring).
@@ -149,3 +153,51 @@ def train_avd(model: nn.Module, dataset, schedule: AVDSchedule, device: torch.de
     return {"steps": step, "epochs": epochs_done, "loss": float(loss.detach()),
             "lr": optimizer.param_groups[0]["lr"], "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict()}
+
+
+def train_avd(params, dataset=None) -> dict[str, Any]:
+    """After training, TPSMM's AVD stage (:func:`fit_avd`) on the complete checkpoint, written back with
+    the schedule it ran (``avd_schedule``); skipped when that schedule already ran. ``train.avd_epochs: 0`` skips it.
+
+    ``params``: seed, device, the data keys of the training set, ``train`` and ``paths.checkpoints``.
+    """
+    from dataclasses import asdict
+
+    from cpabanim import tracking
+    from cpabanim.config.mappings import deep_merge
+    from cpabanim.runtime import resolve_device
+    from cpabanim.training.loop import build_dataset
+    from cpabanim.models.checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint
+    from cpabanim.models.full import AnimationModel
+
+    tp = params["train"]
+    path = Path(params["paths"]["checkpoints"]) / CHECKPOINT_NAME
+    state = read_checkpoint(path)
+    if not state.get("complete"):
+        raise CpabanimError(f"{path} is not complete: finish `cpabanim train` before training the AVD network")
+    schedule = AVDSchedule.from_train_params(tp)
+    if state.get("avd_schedule") == _plain(asdict(schedule)):
+        log.info("AVD network already trained with this schedule (%s)", path)
+        return {"steps": 0, "loss": None}
+    device = resolve_device(params["device"], 0)
+    model = AnimationModel(state["model_params"]).to(device)
+    model.load_state_dict(state["model"])
+    if dataset is None:  # the AVD stage makes its own repeats: one pass over the training videos
+        dataset = build_dataset(deep_merge(params, {"data": {"num_repeats": 1}}), needs_masks=False)
+    log_every = int(tp["log_every"])
+
+    def on_step(step: int, values: dict[str, float]) -> None:
+        if step % log_every == 0:
+            tracking.log_metrics(values, step=step)
+
+    result = fit_avd(model, dataset, schedule, device, seed=int(params["seed"]), on_step=on_step)
+    save_checkpoint(path, model, state["optimizers"], state["schedulers"], state["step"], state["epoch"],
+                    state["params"], state["rng_state"], complete=True,
+                    extra={"avd_schedule": _plain(asdict(schedule)), "avd_trained": True, "avd_steps": result["steps"]})
+    log.info("AVD network trained: %d steps, %d epochs, last loss %.4g", result["steps"], result["epochs"],
+             result["loss"])
+    return result
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from cpabanim.data.loader import EpochBatchSampler, make_loader, resolve_num_workers, step_seed, to_device
-from cpabanim.device import resolve_device
+from cpabanim.runtime import resolve_device
 from cpabanim.errors import ConfigError, CpabanimError, DataError
 from cpabanim.training.schedule import dropout_probability, total_steps
 from cpabanim.training.state import Progress, resume_or_restart, write_checkpoint
@@ -281,7 +281,7 @@ def checkpoint_folder_lock(folder: Path, is_main: bool):
 
 
 def plain_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """A plain nested dict of the params (the CLI may hand a frozen ``cpabanim.config.Section``)."""
+    """A plain nested dict of the params (the CLI may hand a frozen ``cpabanim.config.section.Section``)."""
     to_dict = getattr(params, "to_dict", None)
     return to_dict() if to_dict is not None else {k: plain_params(v) if isinstance(v, Mapping) else v
                                                   for k, v in params.items()}
@@ -330,5 +330,5 @@ def _train(run: Run, restart: bool, stop_after: int | None) -> dict[str, Any]:
     complete = p.step >= run.total_steps or p.epoch >= tp["num_epochs"]
     if run.ranks.is_main:
         write_checkpoint(path, run.model, run.optimization, p, run.params, complete=complete)
-        # the trained model is logged once, as an MLflow model, by the report (cpabanim/mlflow_model.py)
+        # the trained model is logged once, as an MLflow model, by the report (cpabanim/reporting/mlflow_model.py)
     return {"step": p.step, "epoch": p.epoch, "losses": losses, "checkpoint": path, "complete": complete}

@@ -36,13 +36,14 @@ def total_steps(batches_per_epoch: int, tp: dict[str, Any]) -> int:
 
 def changed_training_params(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Dotted names of the parameters that define training and differ between a checkpoint and now."""
-    from cpabanim.config import flatten
+    from cpabanim.config.mappings import flatten
 
     def relevant(params: dict[str, Any]) -> dict[str, Any]:
         flat = flatten({k: params.get(k) for k in TRAINING_SECTIONS})
         return {k: v for k, v in flat.items() if not (k.startswith("train.") and k.split(".", 1)[1] in SCHEDULE_KEYS)}
 
-    from cpabanim.config import deep_merge, defaults
+    from cpabanim.config.mappings import deep_merge
+    from cpabanim.config.schema import defaults
 
     # both sides over the built-in defaults (a key added since the checkpoint was written is its default there),
     # compared on the keys training reads now (the stage's declared keys)

@@ -10,7 +10,7 @@ from PIL import Image
 from cpabanim.data.augmentation import augment_pair
 from cpabanim.data.dataset import FramesDataset, iter_videos
 from cpabanim.errors import DataError
-from cpabanim.masks import save_labels
+from cpabanim.data.masks import save_labels
 from tests.data.helpers import moving_square_video, write_frame_folder, write_mp4
 
 

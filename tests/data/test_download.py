@@ -10,7 +10,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from cpabanim.config import load_params
+from cpabanim import files
+from cpabanim import weights as weights_registry
+from cpabanim.config.layers import load_params
 from cpabanim.data import download, preprocess, sources
 from cpabanim.errors import DataError
 from tests.conftest import PROJECT_ROOT
@@ -54,7 +56,7 @@ def test_mgif_archive_download_and_preprocess(params, tmp_path):
                 gif = write_gif(tmp_path / "gifs" / f"{split}{i}.gif", moving_square_video(5, 40, seed=i))
                 zf.write(gif, f"moving-gif/{split}/{split}{i}.gif")
     params["data"]["source"] = "mgif"
-    params["data"]["archive"] = {"url": archive.as_uri(), "sha256": sources.sha256_file(archive)}
+    params["data"]["archive"] = {"url": archive.as_uri(), "sha256": files.sha256_file(archive)}
     manifest = download.download(params["data"], params["paths"]["raw"])
     assert manifest["failed"] == [] and manifest["fetched"][0]["sha256"] == params["data"]["archive"]["sha256"]
     result = preprocess.preprocess(params["data"], params["seed"], params["paths"]["raw"], params["paths"]["processed"])
@@ -113,8 +115,8 @@ def test_sam_weights_download_checks_the_official_sha256(tmp_path, monkeypatch):
     fake.write_bytes(b"not the real checkpoint")
     with pytest.raises(DataError, match="does not match"):
         download.download_weights("sam_vit_b", tmp_path / "weights", url=fake.as_uri())
-    monkeypatch.setitem(sources.SAM_WEIGHTS, "sam_vit_b", {**sources.SAM_WEIGHTS["sam_vit_b"],
-                                                            "sha256": sources.sha256_file(fake)})
+    monkeypatch.setitem(weights_registry.SAM_WEIGHTS, "sam_vit_b", {**weights_registry.SAM_WEIGHTS["sam_vit_b"],
+                                                            "sha256": files.sha256_file(fake)})
     path = download.download_weights("sam_vit_b", tmp_path / "weights", url=fake.as_uri())
     assert path == tmp_path / "weights" / "sam_vit_b_01ec64.pth" and path.read_bytes() == fake.read_bytes()
 
@@ -131,13 +133,13 @@ def test_metadata_without_person_names_chunks_by_video(tmp_path):
 
 
 def test_loss_weights_download_checks_the_hash_prefix_and_auto_picks_what_params_need(tmp_path, monkeypatch):
-    from cpabanim.losses import weights
+    from cpabanim import weights
 
     fake = tmp_path / "vgg19-dcbb9e9d.pth"
     fake.write_bytes(b"not vgg19")
     with pytest.raises(DataError, match="does not start with dcbb9e9d"):
         download.download_weights("vgg19", tmp_path / "weights", url=fake.as_uri())
-    prefix = sources.sha256_file(fake)[:8]
+    prefix = files.sha256_file(fake)[:8]
     monkeypatch.setitem(weights.WEIGHTS, "vgg19", weights.WeightFile(
         "vgg19", fake.as_uri(), "vgg19-dcbb9e9d.pth", prefix, "test"))
     path = download.download_weights("vgg19", tmp_path / "weights")

@@ -51,7 +51,7 @@ def test_synthetic_download_preprocess_masks_via_cli_are_deterministic(tmp_path,
 def _folder_of_videos(folder, names, frames):
     """Clips ``names[0:3]``, a broken file ``names[3]``.mp4 and a one-frame GIF ``names[4]``.gif in ``folder``;
     returns the folder source's data params over it (no face crop) and the seed."""
-    from cpabanim.config import load_params
+    from cpabanim.config.layers import load_params
 
     for i, name in enumerate(names[:3]):
         write_mp4(folder / f"{name}.mp4", moving_square_video(frames, 64, seed=i))

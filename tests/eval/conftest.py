@@ -53,8 +53,8 @@ class Project:
 
     def experiment_folders(self) -> tuple[Path, Path]:
         """(outputs, checkpoints) of the params' experiment, as the stages resolve them."""
-        from cpabanim.config import load_params
-        from cpabanim.stages import experiment_paths
+        from cpabanim.config.layers import load_params
+        from cpabanim.pipeline import experiment_paths
 
         params = load_params(self.params, overrides=self.base)
         paths = experiment_paths(params, params["experiment"])

@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cpabanim.config import load_params
-from cpabanim.metrics.io import read_frames
+from cpabanim.config.layers import load_params
+from cpabanim.data.frames import read_frames
 
 checkpoint = pytest.importorskip("cpabanim.models.checkpoint", reason="the model package is not available")
 
 
 def experiment_folders(project) -> tuple[Path, Path]:
     """(checkpoints, outputs) of the project's experiment, as the stages resolve them."""
-    from cpabanim.stages import experiment_paths
+    from cpabanim.pipeline import experiment_paths
 
     params = load_params(project.params, overrides=project.base)
     paths = experiment_paths(params, params["experiment"])

@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pytest
 
-from cpabanim.metrics import formulas
+from cpabanim.evaluation import formulas
 
 from ..conftest import SHARED_FACES, requires_faces
 from .conftest import write_video
@@ -51,14 +51,14 @@ def faces() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def landmarks():
-    from cpabanim.metrics.extractors import make_extractor
+    from cpabanim.evaluation.extractors import make_extractor
 
     return make_extractor("dlib_face68")
 
 
 @pytest.fixture(scope="module")
 def identity():
-    from cpabanim.metrics.extractors import make_extractor
+    from cpabanim.evaluation.extractors import make_extractor
 
     return make_extractor("dlib_face")
 

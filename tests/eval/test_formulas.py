@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cpabanim.metrics import formulas
+from cpabanim.evaluation import formulas
 
 nan = np.nan
 

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from cpabanim.animate import choose_pairs
-from cpabanim.metrics.cache import ExtractionCache
-from cpabanim.metrics.io import read_frames
+from cpabanim.animation.pairs import choose_pairs
+from cpabanim.evaluation.cache import ExtractionCache
+from cpabanim.data.frames import read_frames
 
 IDENTITY = ("reconstruct.animator=identity", "animate.animator=identity", "animate.num_pairs=2")
 
@@ -68,8 +68,8 @@ class SourceAnimator:
 
 def test_reconstruction_l1_matches_a_direct_computation(fake_dataset, monkeypatch):
     project = fake_dataset
-    monkeypatch.setattr("cpabanim.reconstruct.load_animator", lambda *a: (SourceAnimator(), {"animator": "source"}))
-    monkeypatch.setattr("cpabanim.animate.load_animator", lambda *a: (SourceAnimator(), {"animator": "source"}))
+    monkeypatch.setattr("cpabanim.animation.reconstruct.load_animator", lambda *a: (SourceAnimator(), {"animator": "source"}))
+    monkeypatch.setattr("cpabanim.animation.pairs.load_animator", lambda *a: (SourceAnimator(), {"animator": "source"}))
     for stage in ("reconstruct", "animate", "evaluate"):
         assert project.run(stage, "animate.num_pairs=1", "animate.modes=[relative]") == 0, stage
     videos = [read_frames(project.processed / "test" / f"video{n}").astype(np.float64) / 255 for n in range(3)]

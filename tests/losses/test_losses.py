@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cpabanim import files
 from cpabanim.errors import MissingWeightsError
 from cpabanim.losses.perceptual import PerceptualPyramidLoss, VGG19Features
 from cpabanim.losses.semantic import KeypointSemanticLoss
 from cpabanim.losses.structure import DinoViT, StructureLoss, key_self_similarity
-from cpabanim.losses.weights import WEIGHTS, find_weights, search_paths, verify_hash
+from cpabanim.weights import WEIGHTS, find_weights, search_paths, verify_hash
 
 
 @pytest.fixture()
@@ -42,8 +43,7 @@ def test_missing_vgg_weights_give_a_clear_error(tmp_path, isolated_hub):
 def test_vgg_loads_from_the_hub_cache_and_is_zero_on_identical(isolated_hub, tmp_path, monkeypatch):
     from torchvision.models import vgg19
 
-    from cpabanim.data import sources
-    from cpabanim.losses import weights
+    from cpabanim import weights
 
     reference = vgg19(weights=None)
     isolated_hub.mkdir(parents=True)
@@ -51,7 +51,7 @@ def test_vgg_loads_from_the_hub_cache_and_is_zero_on_identical(isolated_hub, tmp
     features = {f"features.{k}": v for k, v in reference.features.state_dict().items()}
     torch.save(features, isolated_hub / "vgg19-dcbb9e9d.pth")
     # a stand-in under the official name: the registry's hash prefix is pointed at it (the real check stays on)
-    prefix = sources.sha256_file(isolated_hub / "vgg19-dcbb9e9d.pth")[:8]
+    prefix = files.sha256_file(isolated_hub / "vgg19-dcbb9e9d.pth")[:8]
     monkeypatch.setitem(weights.WEIGHTS, "vgg19", weights.WeightFile(
         "vgg19", weights.WEIGHTS["vgg19"].url, "vgg19-dcbb9e9d.pth", prefix, "test"))
     assert find_weights("vgg19", tmp_path / "nowhere") == isolated_hub / "vgg19-dcbb9e9d.pth"

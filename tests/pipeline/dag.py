@@ -18,9 +18,9 @@ def snakemake_stages(root: Path) -> dict:
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import OutputSettings, ResourceSettings
 
-    from cpabanim.config import load_params
-    from cpabanim.stages import all_stages
-    from cpabanim.stages.base import expand
+    from cpabanim.config.layers import load_params
+    from cpabanim.pipeline import all_stages
+    from cpabanim.pipeline.base import expand
 
     params = load_params(root / "params.yaml")
     markers = {o.tracked_path: o.path for s in all_stages().values() for o in s.outputs if o.persist}

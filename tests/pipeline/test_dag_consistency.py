@@ -1,4 +1,4 @@
-"""Snakemake and DVC see the same stages, generated from one declaration each (cpabanim/stages/).
+"""Snakemake and DVC see the same stages, generated from one declaration each (cpabanim/pipeline/).
 
 Both are read through the tools' own APIs (tests/pipeline/dag.py): inputs, outputs, persistent folders, and the
 parameter keys (DVC tracks exactly the keys a stage declares; Snakemake re-runs a job when their values change).
@@ -6,7 +6,7 @@ parameter keys (DVC tracks exactly the keys a stage declares; Snakemake re-runs 
 
 from __future__ import annotations
 
-from cpabanim.stages import all_stages
+from cpabanim.pipeline import all_stages
 
 from .conftest import BIN, run, stages_of
 

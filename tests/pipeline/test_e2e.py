@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cpabanim.config import deep_merge
+from cpabanim.config.mappings import deep_merge
 
 from .conftest import BIN, copy_project, run, tool_env
 

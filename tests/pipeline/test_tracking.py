@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from cpabanim import tracking
-from cpabanim.config import load_params
+from cpabanim.tracking import runs
+from cpabanim.tracking import provenance
+from cpabanim.config.layers import load_params
 
 from ..conftest import PROJECT_ROOT
 
@@ -21,16 +23,16 @@ from ..conftest import PROJECT_ROOT
     ],
 )
 def test_orchestrator_is_recognised_from_its_command_line(argv, tool):
-    assert tracking._orchestrator_of(argv) == tool
+    assert provenance._orchestrator_of(argv) == tool
 
 
 def test_pipeline_id_prefers_the_environment(monkeypatch):
-    monkeypatch.setenv(tracking.PIPELINE_RUN_ENV, "snakemake-123-456")
-    assert tracking.pipeline_id() == "snakemake-123-456"
-    assert tracking.orchestrator_of("snakemake-123-456") == "snakemake"
-    monkeypatch.delenv(tracking.PIPELINE_RUN_ENV)
+    monkeypatch.setenv(provenance.PIPELINE_RUN_ENV, "snakemake-123-456")
+    assert provenance.pipeline_id() == "snakemake-123-456"
+    assert provenance.orchestrator_of("snakemake-123-456") == "snakemake"
+    monkeypatch.delenv(provenance.PIPELINE_RUN_ENV)
     # under pytest there is no orchestrator above us: the process is its own (stable) pipeline
-    assert tracking.pipeline_id() == tracking.pipeline_id()
+    assert provenance.pipeline_id() == provenance.pipeline_id()
 
 
 def tracked(tmp_path, monkeypatch, pipeline: str | None = "custom-run", **overrides) -> dict:
@@ -38,9 +40,9 @@ def tracked(tmp_path, monkeypatch, pipeline: str | None = "custom-run", **overri
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     if pipeline:
-        monkeypatch.setenv(tracking.PIPELINE_RUN_ENV, pipeline)
+        monkeypatch.setenv(provenance.PIPELINE_RUN_ENV, pipeline)
     else:
-        monkeypatch.delenv(tracking.PIPELINE_RUN_ENV, raising=False)
+        monkeypatch.delenv(provenance.PIPELINE_RUN_ENV, raising=False)
     return load_params(PROJECT_ROOT / "params.yaml", overrides=[f"{k}={v}" for k, v in overrides.items()])
 
 
@@ -50,19 +52,19 @@ def test_stages_of_one_invocation_share_one_parent_per_experiment(tmp_path, monk
     params = tracked(tmp_path, monkeypatch)
     parents = []
     for stage in ("train", "evaluate"):
-        with tracking.stage_context(stage, params, used={"seed": 0}) as run:
+        with runs.stage_context(stage, params, used={"seed": 0}) as run:
             tracking.log_metrics({"x": 1.0}, step=1)
-            parents.append(tracking.parent_run_id())
+            parents.append(runs.parent_run_id())
         assert run.info.run_name == stage
         assert mlflow.get_run(run.info.run_id).data.params == {"seed": "0"}  # exactly what the stage used
     assert parents[0] == parents[1] is not None
     parent = mlflow.get_run(parents[0])
     assert parent.info.run_name == "default" and parent.info.status == "FINISHED"
-    assert parent.data.tags[tracking.TAG_ROLE] == "pipeline" and parent.data.tags["stage.evaluate"] == "finished"
+    assert parent.data.tags[provenance.TAG_ROLE] == "pipeline" and parent.data.tags["stage.evaluate"] == "finished"
     other = {**params, "experiment": "tps"}
-    with tracking.stage_context("train", other, used={}):
-        assert tracking.parent_run_id() != parents[0]
-        assert mlflow.get_run(tracking.parent_run_id()).info.run_name == "tps"
+    with runs.stage_context("train", other, used={}):
+        assert runs.parent_run_id() != parents[0]
+        assert mlflow.get_run(runs.parent_run_id()).info.run_name == "tps"
 
 
 def test_a_stage_that_raises_leaves_a_failed_run_with_its_error(tmp_path, monkeypatch):
@@ -70,7 +72,7 @@ def test_a_stage_that_raises_leaves_a_failed_run_with_its_error(tmp_path, monkey
 
     params = tracked(tmp_path, monkeypatch)
     with pytest.raises(RuntimeError):
-        with tracking.stage_context("train", params, used={}) as run:
+        with runs.stage_context("train", params, used={}) as run:
             raise RuntimeError("disk on fire")
     failed = mlflow.get_run(run.info.run_id)
     assert failed.info.status == "FAILED" and failed.data.tags["error"] == "RuntimeError: disk on fire"
@@ -82,8 +84,8 @@ def test_stages_run_by_hand_join_their_experiments_latest_parent(tmp_path, monke
     params = tracked(tmp_path, monkeypatch, pipeline=None)
     ids = set()
     for stage in ("reconstruct", "evaluate"):
-        with tracking.stage_context(stage, params, used={}):
-            ids.add(tracking.parent_run_id())
+        with runs.stage_context(stage, params, used={}):
+            ids.add(runs.parent_run_id())
     assert len(ids) == 1
 
 
@@ -91,12 +93,12 @@ def test_runs_left_running_by_a_killed_process_are_marked_killed(tmp_path, monke
     import mlflow
 
     params = tracked(tmp_path, monkeypatch)
-    with tracking.stage_context("train", params, used={}) as run:
+    with runs.stage_context("train", params, used={}) as run:
         pass
     client = mlflow.MlflowClient()
     client.update_run(run.info.run_id, status="RUNNING")
-    client.set_tag(run.info.run_id, tracking.TAG_PID, "999999999")  # no such process
-    with tracking.stage_context("train", params, used={}):
+    client.set_tag(run.info.run_id, provenance.TAG_PID, "999999999")  # no such process
+    with runs.stage_context("train", params, used={}):
         pass
     assert client.get_run(run.info.run_id).info.status == "KILLED"
 
@@ -105,7 +107,7 @@ def test_a_failing_store_degrades_tracking_instead_of_killing_the_stage(tmp_path
     import mlflow
 
     params = tracked(tmp_path, monkeypatch)
-    with tracking.stage_context("train", params, used={}) as run:
+    with runs.stage_context("train", params, used={}) as run:
         def broken(*args, **kwargs):
             raise OSError(28, "No space left on device")
 
@@ -115,7 +117,7 @@ def test_a_failing_store_degrades_tracking_instead_of_killing_the_stage(tmp_path
     assert "tracking.degraded" in mlflow.get_run(run.info.run_id).data.tags
     monkeypatch.undo()  # the store works again: the next stage tracks normally
     params = tracked(tmp_path, monkeypatch)
-    with tracking.stage_context("evaluate", params, used={}) as run:
+    with runs.stage_context("evaluate", params, used={}) as run:
         tracking.log_metrics({"x": 3.0})
     assert mlflow.get_run(run.info.run_id).data.metrics == {"x": 3.0}
 
@@ -129,7 +131,7 @@ def test_two_processes_cold_starting_one_sqlite_store_both_succeed(tmp_path):
         "from cpabanim import tracking\n"
         "from cpabanim.config import load_params\n"
         f"params = load_params({str(PROJECT_ROOT / 'params.yaml')!r})\n"
-        "with tracking.stage_context('train', params, used={}):\n"
+        "with runs.stage_context('train', params, used={}):\n"
         "    tracking.log_metrics({'x': 1.0})\n"
     )
     env = {**__import__("os").environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/shared.db",
@@ -149,7 +151,7 @@ def test_two_processes_cold_starting_one_sqlite_store_both_succeed(tmp_path):
 def test_tracking_disabled_logs_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     params = load_params(PROJECT_ROOT / "params.yaml", overrides=["tracking.enabled=false"])
-    with tracking.stage_context("train", params, used={}) as run:
+    with runs.stage_context("train", params, used={}) as run:
         assert run is None
         tracking.log_metrics({"x": 1.0})
         tracking.log_artifact(PROJECT_ROOT / "params.yaml")

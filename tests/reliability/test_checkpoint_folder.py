@@ -14,8 +14,8 @@ import pytest
 
 from cpabanim.errors import CpabanimError
 from cpabanim.models import checkpoint
-from cpabanim.models.checkpoint import (LOCK_NAME, hold_checkpoint_folder, read_checkpoint,
-                                        remove_stale_temp_files, save_checkpoint, temp_path_for)
+from cpabanim.models.checkpoint import LOCK_NAME, hold_checkpoint_folder, read_checkpoint, remove_stale_temp_files, save_checkpoint
+from cpabanim.files import temp_path_for
 from tests.conftest import PROJECT_ROOT
 
 

@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 
-from cpabanim.config import load_params
+from cpabanim.config.layers import load_params
 from cpabanim.data import preprocess
 from tests.conftest import PROJECT_ROOT
 from tests.data.helpers import moving_square_video, write_gif, write_mp4

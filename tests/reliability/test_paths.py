@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cpabanim.config import load_params
+from cpabanim import files
+from cpabanim.config.layers import load_params
 from cpabanim.data import download, preprocess, sources
 from cpabanim.errors import DataError
 from tests.conftest import PROJECT_ROOT
@@ -36,25 +37,25 @@ def params(tmp_path):
                                  "a*b", "a b"])
 def test_ids_outside_the_strict_pattern_are_refused(bad):
     with pytest.raises(DataError, match="not a valid id"):
-        sources.validate_id(bad, "video id", "meta.csv")
+        files.validate_id(bad, "video id", "meta.csv")
 
 
 @pytest.mark.parametrize("good", ["u6rJiF-gPx8", "-abcDEF_123", "id10001", "A.B_c-d"])
 def test_real_ids_pass(good):
-    assert sources.validate_id(good, "video id", "meta.csv") == good
+    assert files.validate_id(good, "video id", "meta.csv") == good
 
 
 def test_contained_path_refuses_escapes_and_links_pointing_outside(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
-    assert sources.contained_path(root, "train", "clip#1") == root / "train" / "clip#1"
+    assert files.contained_path(root, "train", "clip#1") == root / "train" / "clip#1"
     for parts in (("..", "x"), ("train", "..", "..", "x"), ("/tmp/x",), (".",)):
         with pytest.raises(DataError, match="outside"):
-            sources.contained_path(root, *parts)
+            files.contained_path(root, *parts)
     (root / "elsewhere").symlink_to(tmp_path)
     with pytest.raises(DataError, match="outside"):
-        sources.contained_path(root, "elsewhere", "file")
-    assert sources.contained_path(root, ".", allow_root=True) == root / "."
+        files.contained_path(root, "elsewhere", "file")
+    assert files.contained_path(root, ".", allow_root=True) == root / "."
 
 
 @pytest.mark.parametrize(("column", "value"), [("video_id", "../../escape/evil"), ("video_id", "id1#../../evil"),

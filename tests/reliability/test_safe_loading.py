@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from cpabanim.errors import CpabanimError
-from cpabanim.models.checkpoint import (FORMAT_VERSION, load_checkpoint, read_checkpoint, safe_torch_load,
-                                        save_checkpoint)
+from cpabanim.models.checkpoint import FORMAT_VERSION, load_checkpoint, read_checkpoint, save_checkpoint
+from cpabanim.weights import safe_torch_load
 from tests.conftest import PROJECT_ROOT
 from tests.reliability.helpers import legacy_rng_state, write_malicious_checkpoint
 

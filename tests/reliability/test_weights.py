@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from cpabanim.data import download, sources
+from cpabanim import files
+from cpabanim.data import download
 from cpabanim.errors import CpabanimError
-from cpabanim.losses import weights
+from cpabanim import weights
 from tests.reliability.helpers import write_malicious_checkpoint
 
 
@@ -40,7 +41,7 @@ def test_a_dino_file_is_checked_against_the_sha256_recorded_at_download(tmp_path
     torch.save({"cls_token": torch.zeros(1, 1, 4)}, remote)
     path = download.download_weights("dino_vitb8", tmp_path / "weights", url=remote.as_uri())
     sidecar = path.with_name(path.name + weights.SIDECAR_SUFFIX)
-    assert sidecar.read_text().strip() == sources.sha256_file(remote)
+    assert sidecar.read_text().strip() == files.sha256_file(remote)
     assert torch.equal(weights.load_weights("dino_vitb8", path)["cls_token"], torch.zeros(1, 1, 4))
     # later corruption (a bad disk, a partial copy) no longer loads: the recorded hash catches it
     torch.save({"cls_token": torch.ones(1, 1, 4)}, path)
@@ -58,7 +59,7 @@ def test_a_vgg_file_with_the_right_hash_loads_and_a_hostile_one_is_refused(tmp_p
     path = write_malicious_checkpoint(tmp_path / "vgg19-dcbb9e9d.pth", marker)
     # pretend the hostile file carries the registry's hash: safe loading still refuses it
     monkeypatch.setitem(weights.WEIGHTS, "vgg19", weights.WeightFile(
-        "vgg19", "https://example.invalid/vgg19-dcbb9e9d.pth", "vgg19-dcbb9e9d.pth", sources.sha256_file(path)[:8],
+        "vgg19", "https://example.invalid/vgg19-dcbb9e9d.pth", "vgg19-dcbb9e9d.pth", files.sha256_file(path)[:8],
         "test"))
     with pytest.raises(CpabanimError, match="refused") as info:
         weights.load_weights("vgg19", path)
@@ -68,7 +69,7 @@ def test_a_vgg_file_with_the_right_hash_loads_and_a_hostile_one_is_refused(tmp_p
     good.parent.mkdir()
     torch.save({"features.0.weight": torch.ones(2)}, good)
     monkeypatch.setitem(weights.WEIGHTS, "vgg19", weights.WEIGHTS["vgg19"].__class__(
-        "vgg19", "https://example.invalid/vgg19-dcbb9e9d.pth", "vgg19-dcbb9e9d.pth", sources.sha256_file(good)[:8],
+        "vgg19", "https://example.invalid/vgg19-dcbb9e9d.pth", "vgg19-dcbb9e9d.pth", files.sha256_file(good)[:8],
         "test"))
     assert torch.equal(weights.load_weights("vgg19", good)["features.0.weight"], torch.ones(2))
 
@@ -79,7 +80,7 @@ def _sam_params(tmp_path, checkpoint: str = "") -> tuple[dict, str]:
 
 
 def test_a_corrupt_sam_download_is_named_with_the_fix_before_sam_is_built(tmp_path, monkeypatch):
-    from cpabanim import masks
+    from cpabanim.data import masks
 
     path = _random_bytes(tmp_path / "weights" / "sam_vit_b_01ec64.pth")
     monkeypatch.setattr("segment_anything.sam_model_registry", None)  # must not be reached
@@ -89,7 +90,7 @@ def test_a_corrupt_sam_download_is_named_with_the_fix_before_sam_is_built(tmp_pa
 
 
 def test_a_hostile_sam_checkpoint_of_the_users_own_is_refused(tmp_path, monkeypatch):
-    from cpabanim import masks
+    from cpabanim.data import masks
 
     marker = tmp_path / "code-ran"
     path = write_malicious_checkpoint(tmp_path / "my-finetuned-sam.pth", marker)

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from cpabanim.config import load_params
+from cpabanim.config.layers import load_params
 
 
 class MovingBlobDataset(torch.utils.data.Dataset):

@@ -9,7 +9,7 @@ import json
 import math
 
 from cpabanim.cli import main
-from cpabanim.models.bench import PHASES
+from cpabanim.commands.bench.profile import PHASES
 
 
 def test_bench_data_writes_items_per_second(tmp_path, capsys):

@@ -111,7 +111,7 @@ import sys, torch
 sys.path.insert(0, {root!r})
 torch.set_num_threads(1)
 from pathlib import Path
-from cpabanim.train import train
+from cpabanim.training.loop import train
 from tests.train.helpers import MovingBlobDataset, tiny_params
 params = tiny_params(Path({tmp!r}), motion="tps", max_steps=2)
 result = train(params, dataset=MovingBlobDataset(num_items=8))
@@ -135,7 +135,7 @@ def test_ddp_two_processes_gloo(tmp_path):
 
 
 def test_avd_stage_trains_only_the_avd_network_and_runs_once_per_schedule(tmp_path):
-    from cpabanim.train import train_avd
+    from cpabanim.training.avd import train_avd
 
     dataset = MovingBlobDataset(num_items=4)
     params = tiny_params(tmp_path, motion="tps", max_steps=1, avd_epochs=6, avd_repeats=4, avd_batch_size=4,

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import yaml
 
-from cpabanim.config import flatten, overrides_from_snakemake, read_mapping, resolve
+from cpabanim.config.mappings import flatten, read_mapping
+from cpabanim.config.overrides import overrides_from_snakemake
+from cpabanim.config.layers import resolve
 from cpabanim.errors import CpabanimError
-from cpabanim.stages import all_stages, check_shared_stages, restrict
-from cpabanim.stages.base import expand as fill_template
+from cpabanim.pipeline import all_stages, check_shared_stages, restrict
+from cpabanim.pipeline.base import expand as fill_template
 
 try:
     _OVERRIDES = overrides_from_snakemake(config)
@@ -63,7 +65,7 @@ def stage_cli(stage, experiment):
 
 # The rules call `cpabanim`: find it next to the Python running Snakemake even when its venv is not activated.
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-# One MLflow parent run per experiment per invocation: every job inherits this id (cpabanim/tracking.py).
+# One MLflow parent run per experiment per invocation: every job inherits this id (cpabanim/tracking/).
 os.environ.setdefault("CPABANIM_PIPELINE_RUN", f"snakemake-{os.getpid()}-{int(time.time())}")
 
 

@@ -1,0 +1,118 @@
+"""Stage ``cpabanim reconstruct``: video reconstruction, the field's quantitative benchmark (paper §4.1).
+
+For every test video, the source is frame 0 and every frame (frame 0 included) drives it. Writes
+
+- ``{paths.outputs}/reconstruction/<video>/<00000>.png``: the predictions, lossless, one per driving frame
+  (CPABMM's released code wrote only lossy 15 fps MP4; the metrics read these PNGs);
+- ``{paths.outputs}/reconstruction/<video>.mp4`` / ``.gif``: source | driving | prediction, for viewing;
+- ``{paths.outputs}/reconstruction/index.json``: animator, videos, frame counts, per-video L1;
+- ``{paths.outputs}/reconstruction/l1_per_frame.csv``: L1 of each predicted frame against its driving frame.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cpabanim.models.checkpoint import CHECKPOINT_NAME
+from cpabanim.evaluation import formulas
+from cpabanim.runtime import resolve_device
+from cpabanim.animation.animator import Animator, load_animator
+from cpabanim.data.frames import (
+    read_frames, side_by_side, test_videos, to_tensor, to_uint8, write_frames, write_viewing_videos,
+)
+
+log = logging.getLogger(__name__)
+
+MLFLOW_IMAGES = 4  # videos whose middle frame (source | driving | prediction) is logged to MLflow
+EXPLAIN_DIR = "explain"  # pictures that explain the motion of the first video (cpabanim/viz/explain.py)
+
+
+def checkpoint_path(chosen: str | None, checkpoints: Path) -> Path:
+    """The checkpoint a stage evaluates: ``chosen`` (``<stage>.checkpoint``), else the experiment's ``last.pt``."""
+    return Path(chosen) if chosen else Path(checkpoints) / CHECKPOINT_NAME
+
+
+@torch.no_grad()
+def reconstruct_video(animator: Animator, frames: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Source = frame 0, driving = every frame: (T, 3, H, W) in [0, 1] -> predictions (T, 3, H, W) on the CPU."""
+    source = frames[:1].to(device)
+    predictions = []
+    for driving in frames.split(batch_size):
+        driving = driving.to(device)
+        out = animator.reconstruct(source.expand(len(driving), -1, -1, -1), driving)["prediction"]
+        predictions.append(out.float().clamp(0, 1).cpu())
+    return torch.cat(predictions)
+
+
+@torch.no_grad()
+def explain_first_video(model, video: Path, folder: Path, device: torch.device) -> None:
+    """Labelled pictures of how the middle frame of ``video`` was made (keypoints per CPAB group, dense flow,
+    occlusion, which transform moves which region) into ``folder``, and into the stage's MLflow run."""
+    from cpabanim.tracking import log_artifact
+    from cpabanim.viz.explain import explanation_from_output, write_explanation
+
+    frames = to_tensor(read_frames(video))
+    middle = len(frames) // 2
+    source, driving = frames[:1].to(device), frames[middle:middle + 1].to(device)
+    out = model.reconstruct(source, driving)
+    explanation = explanation_from_output(out, 0, source[0], driving[0], model.params["motion"], model.num_groups,
+                                          title=f"{video.name}, frame {middle}")
+    write_explanation(explanation, folder / video.name)
+    log_artifact(folder, "explain")
+
+
+def reconstruct_all(params, processed: Path, checkpoints: Path, out_root: Path) -> float:
+    """Reconstruct every test video of ``processed`` with the model in ``checkpoints`` into ``out_root``; returns
+    the L1 pooled over frames. ``params``: ``seed``, ``device`` and the ``reconstruct`` section."""
+    cfg = params["reconstruct"]
+    torch.manual_seed(params["seed"])
+    device = resolve_device(params["device"])
+    animator, info = load_animator(cfg["animator"], checkpoint_path(cfg["checkpoint"], checkpoints), device)
+    videos = test_videos(processed, cfg["max_videos"])
+    if out_root.exists():
+        shutil.rmtree(out_root)  # stale frames of an earlier, longer run would corrupt the metrics
+    out_root.mkdir(parents=True)
+
+    from cpabanim.tracking import log_artifact, log_image, log_metrics, set_tags
+
+    index = {**info, "device": str(device), "videos": {}}
+    all_l1 = []
+    set_tags({"cpabanim.animator": info["animator"]})
+    with open(out_root / "l1_per_frame.csv", "w", newline="") as handle:
+        table = csv.writer(handle)
+        table.writerow(["video", "frame", "l1"])
+        for video in tqdm(videos, desc="reconstruct", unit="video"):
+            frames_uint8 = read_frames(video)
+            if cfg["max_frames"]:
+                frames_uint8 = frames_uint8[: cfg["max_frames"]]
+            frames = to_tensor(frames_uint8)
+            predictions = reconstruct_video(animator, frames, cfg["batch_size"], device)
+            predicted_uint8 = to_uint8(predictions)
+            write_frames(predicted_uint8, out_root / video.name)
+            # L1 of what was saved (uint8 PNGs), so it equals what `cpabanim evaluate` recomputes.
+            l1 = formulas.l1_per_frame(to_tensor(predicted_uint8), frames).numpy()
+            table.writerows([video.name, t, f"{value:.6f}"] for t, value in enumerate(l1))
+            all_l1.append(l1)
+            index["videos"][video.name] = {"frames": len(frames), "l1": float(l1.mean())}
+            strip = side_by_side(frames_uint8[0], frames_uint8, predicted_uint8)
+            if not cfg["viewing_videos"] or len(index["videos"]) <= cfg["viewing_videos"]:
+                write_viewing_videos(strip, out_root / video.name, cfg["fps"], cfg["mp4"], cfg["gif"])
+            if len(index["videos"]) <= MLFLOW_IMAGES:  # the middle frame, to browse runs in the MLflow UI
+                log_image(strip[len(strip) // 2], f"reconstruction/{video.name}.png")
+    if videos and isinstance(animator, torch.nn.Module):
+        explain_first_video(animator, videos[0], out_root / EXPLAIN_DIR, device)
+    pooled = float(np.concatenate(all_l1).mean())
+    index["l1"] = pooled
+    (out_root / "index.json").write_text(json.dumps(index, indent=2))
+    log_metrics({"recon/l1": pooled})
+    log_artifact(out_root / "index.json")
+    log.info("reconstructed %d videos into %s: L1 %.5f (pooled over frames)", len(videos), out_root, pooled)
+    return pooled

@@ -1,0 +1,58 @@
+"""``cpabanim bench <what>``: benchmarks that print figures measured side by side in one run.
+
+    cpabanim bench cpab  [--json FILE] [--device cpu|cuda]   CPAB fit (fast vs paper's Adam) and dense warp vs libcpab
+    cpabanim bench train [--json FILE] [--device D] [--preset P] [--frame-size S] [--batch-size B] [--profile]
+                                                            training step time / peak memory, CPAB vs TPS motion;
+                                                            --profile: where a step's time goes, per phase
+    cpabanim bench data  [--json FILE] [--frame-size S] [--workers N] [--batch-size B] [--repeats R]
+                                                            training items/s of the input pipeline, 0 vs N workers
+
+Figures are never asserted in tests (docs/model.md, "Training step profile").
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS = {
+    "cpab": "cpabanim.commands.bench.cpab",
+    "train": "cpabanim.commands.bench.train",
+    "data": "cpabanim.commands.bench.data",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("what", choices=sorted(BENCHMARKS), help="which benchmark")
+    parser.add_argument("--json", dest="json_path", default=None, help="also write the figures as JSON here")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
+    parser.add_argument("--preset", default=None, help="train/data: a preset of presets/ (e.g. vox-256)")
+    parser.add_argument("--frame-size", type=int, default=None, help="train/data: frame side in pixels")
+    parser.add_argument("--batch-size", type=int, default=None, help="train/data: batch size")
+    parser.add_argument("--workers", type=int, default=2, help="data: compare 0 workers with this many (default 2)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="data: measure 0 and N workers in turn this many times, report the medians (default 3)")
+    parser.add_argument("--profile", action="store_true",
+                        help="train: time each phase of a step (data wait, keypoints, CPAB fit, dense warp, ...)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.what == "cpab":
+        return importlib.import_module(BENCHMARKS["cpab"]).main(json_path=args.json_path, device=args.device,
+                                                                 quick=args.quick)
+    overrides = []
+    if args.frame_size:
+        overrides.append(f"data.frame_size={args.frame_size}")
+    if args.batch_size:
+        overrides.append(f"train.batch_size={args.batch_size}")
+    if args.what == "data":
+        from cpabanim.commands.bench.data import bench_data
+
+        return bench_data(args.json_path, args.preset, overrides, args.workers, args.quick, args.repeats)
+    from cpabanim.commands.bench import train as train_bench
+
+    return train_bench.main(json_path=args.json_path, device=args.device, quick=args.quick, preset=args.preset,
+                            overrides=overrides, profile=args.profile)
+
+

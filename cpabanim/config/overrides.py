@@ -1,0 +1,57 @@
+"""The command-line layer as users type it: ``--set key.sub=value`` and Snakemake's ``--config`` values."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+
+from cpabanim.config.mappings import deep_merge, nest, yaml_load
+from cpabanim.errors import ConfigError
+
+
+def parse_override(assignment: str) -> dict[str, Any]:
+    """``"train.batch_size=3"`` -> ``{"train": {"batch_size": 3}}``; the value is parsed as YAML (``1e-4``, ``[1, 2]``)."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} is not of the form key.sub=value")
+    dotted, raw = assignment.split("=", 1)
+    dotted = dotted.strip()
+    if not dotted or any(not part for part in dotted.split(".")):
+        raise ConfigError(f"override {assignment!r} has an empty key")
+    try:
+        value = yaml_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"override {assignment!r}: the value is not valid YAML ({problem})") from None
+    return nest({dotted: value})
+
+
+def _typed(value: Any) -> Any:
+    """Snakemake parses ``--config k='{a: 1}'`` with YAML's BaseLoader (every leaf a string): read leaves again."""
+    if isinstance(value, Mapping):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    if isinstance(value, str):
+        try:
+            return yaml_load(value) if value.strip() else value
+        except yaml.YAMLError:
+            return value
+    return value
+
+
+def overrides_from_snakemake(config: Mapping[str, Any], reserved: Iterable[str] = ("experiments",)) -> dict[str, Any]:
+    """The command-line layer from Snakemake's ``config``: ``--config 'model={motion: tps}'``, ``--config
+    set='[model.motion=tps, train.max_steps=50]'`` (the ``--set`` syntax; Snakemake itself refuses dotted keys)
+    and ``--configfile FILE`` values."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in reserved:
+            continue
+        if key == "set":
+            for assignment in value if isinstance(value, list) else [value]:
+                out = deep_merge(out, parse_override(str(assignment)))
+        else:
+            out = deep_merge(out, nest({key: _typed(value)}))
+    return out

@@ -1,0 +1,88 @@
+"""The params schema (``cpabanim/schemas/<section>.yaml``): structure, types, ranges and the one home of every
+default; validation of a merged params dict, with the cross-key checks the schema cannot express."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+from cpabanim.config.mappings import yaml_load
+from cpabanim.errors import ConfigError
+
+
+@functools.cache
+def schema() -> dict[str, Any]:
+    """The merged JSON schema of the params (top level from ``_root.yaml``, one property per section file)."""
+    folder = resources.files("cpabanim") / "schemas"
+    root = yaml_load((folder / "_root.yaml").read_text())
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml") and not entry.name.startswith("_"):
+            root.setdefault("properties", {})[entry.name[: -len(".yaml")]] = yaml_load(entry.read_text())
+    return root
+
+
+def _defaults_of(node: dict[str, Any], where: str) -> Any:
+    if "default" in node:
+        return copy.deepcopy(node["default"])
+    if "properties" not in node:
+        raise ConfigError(f"schema: {where or 'top level'} has no default (every leaf needs one)")
+    return {key: _defaults_of(sub, f"{where}.{key}".lstrip(".")) for key, sub in node["properties"].items()}
+
+
+def defaults() -> dict[str, Any]:
+    """The built-in defaults (layer 1): the ``default`` of every schema leaf, as one nested dict (a fresh copy)."""
+    return copy.deepcopy(_cached_defaults())
+
+
+@functools.cache
+def _cached_defaults() -> dict[str, Any]:
+    return _defaults_of(schema(), "")
+
+
+def _validator():
+    """Draft 2020-12, except that ``4.0`` is not an integer (JSON Schema would accept it; a step count of 4.0 is a
+    mistake that would fail deep inside a stage)."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine("integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+    return jsonschema.validators.extend(base, type_checker=checker)(schema())
+
+
+def validate(params: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` listing every schema violation and cross-field inconsistency."""
+    errors = sorted(_validator().iter_errors(params), key=lambda e: list(e.absolute_path))
+    lines = [f"  {'.'.join(str(p) for p in e.absolute_path) or '<top level>'}: {e.message}" for e in errors]
+    if not lines:
+        lines = [f"  {problem}" for problem in consistency_problems(params)]
+    if lines:
+        raise ConfigError("invalid parameters:\n" + "\n".join(lines))
+
+
+def consistency_problems(params: Mapping[str, Any]) -> list[str]:
+    """Checks across keys that the schema cannot express, run when parameters load (before any stage works)."""
+    problems = []
+    size = params["data"]["frame_size"]
+    model = params["model"]
+    levels = model["generator"]["num_down_blocks"]
+    if size % (2 ** levels):
+        problems.append(f"data.frame_size {size} must be divisible by 2^model.generator.num_down_blocks = {2 ** levels}")
+    scale = model["dense_motion"]["scale_factor"]
+    if abs(2 ** round(math.log2(scale)) - scale) > 1e-9:
+        problems.append(f"model.dense_motion.scale_factor {scale} must be a power of 1/2 (0.5, 0.25, ...)")
+    else:
+        working = size * scale
+        depth = model["dense_motion"]["num_blocks"]
+        if working != int(working) or int(working) % (2 ** depth):
+            problems.append(f"the dense-motion working size data.frame_size x scale_factor = {working:g} must be divisible "
+                            f"by 2^model.dense_motion.num_blocks = {2 ** depth}")
+    if params["data"]["source"] == "synthetic":
+        train_items = params["data"]["synthetic"]["num_train"] * params["data"]["num_repeats"]
+        if train_items < params["train"]["batch_size"]:
+            problems.append(f"train.batch_size {params['train']['batch_size']} is larger than the synthetic training set "
+                            f"({train_items} items = data.synthetic.num_train x data.num_repeats)")
+    return problems

@@ -1,0 +1,370 @@
+"""Stage ``cpabanim evaluate``: the field's metrics on the reconstructions and animations.
+
+Reconstruction (generated frame t vs driving frame t of the same test video), pooled over all frames of all
+videos as the pose-evaluation scripts do: ``recon/l1``, ``recon/psnr``, ``recon/ssim``, ``recon/akd``,
+``recon/mkr``, ``recon/aed`` (+ ``recon/lpips``, ``recon/fid`` where their weights exist).
+
+Animation (no ground truth exists for a cross-identity animation), per mode: ``anim/<mode>/akd_driving`` and
+``anim/<mode>/mkr_driving`` (keypoints of the animation vs the driving frames: how well the motion is
+transferred), ``anim/<mode>/aed_source`` (identity of the animation vs the source image: how well the identity
+is kept) and ``anim/<mode>/l1_first`` (first animated frame vs the source image; in relative and avd modes the
+first driving frame means "no motion", so this is the model's self-consistency).
+
+Baselines, on the same frames, so every number can be read against "no motion at all":
+``baseline/copy_source/recon/<metric>`` (the prediction of frame t is the source frame 0) and
+``baseline/source_unchanged/anim/<metric>`` (every animated frame is the source image; one value for all modes,
+as the pairs and frames are the same). :func:`cpabanim.evaluation.baselines.baseline_key` maps a model metric
+to its baseline.
+
+Writes ``{paths.outputs}/metrics.json`` (flat numbers, for DVC and MLflow), ``metrics_unavailable.json``
+(for every metric not computed: why) and ``metrics_per_video.csv``. Extractor results are cached per video by
+content hash (``evaluate.cache_dir``), so re-evaluating after a new checkpoint only extracts the new frames.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cpabanim.errors import ConfigError, DataError
+from cpabanim.evaluation import formulas
+from cpabanim.runtime import resolve_device
+from cpabanim.evaluation.baselines import BASELINE_PREFIX, COPY_SOURCE, SOURCE_UNCHANGED
+from cpabanim.evaluation.cache import ExtractionCache
+from cpabanim.evaluation.extractors import ExtractorUnavailable, make_extractor
+from cpabanim.data.frames import read_frames, read_image, to_tensor
+
+log = logging.getLogger(__name__)
+
+PIXEL_METRICS = ("l1", "psnr", "ssim")
+KEYPOINT_METRICS = ("akd", "mkr")
+ALL_METRICS = (*PIXEL_METRICS, *KEYPOINT_METRICS, "aed", "lpips", "fid")
+
+class Extractors:
+    """The keypoint and identity extractors chosen in params, built once, each None with a reason if unavailable."""
+
+    def __init__(self, cfg: dict[str, Any], device: torch.device, cache: ExtractionCache) -> None:
+        self.cache = cache
+        self.reasons: dict[str, str] = {}
+        options = {**cfg, "device": str(device)}
+        wanted = set(cfg["metrics"])
+        self.keypoints = self._build("keypoints", cfg["keypoints"], wanted & set(KEYPOINT_METRICS), options)
+        self.identity = self._build("identity", cfg["identity"], wanted & {"aed"}, options)
+
+    def _build(self, role: str, name: str, metrics: set[str], options: dict[str, Any]):
+        if not metrics:
+            return None
+        if name == "none":
+            raise ConfigError(
+                f"evaluate.metrics asks for {sorted(metrics)} but evaluate.{role} is none: choose an extractor "
+                "(dlib_face68 / dlib_face for faces) or remove them from evaluate.metrics"
+            )
+        try:
+            return make_extractor(name, options)
+        except ExtractorUnavailable as err:
+            for metric in metrics:
+                self.reasons[metric] = f"{name} extractor unavailable: {err}"
+            log.warning("%s extractor %s unavailable: %s", role, name, err)
+            return None
+
+    def keypoints_of(self, frames: np.ndarray) -> np.ndarray | None:
+        return None if self.keypoints is None else self.cache(self.keypoints, frames)
+
+    def identity_of(self, frames: np.ndarray) -> np.ndarray | None:
+        return None if self.identity is None else self.cache(self.identity, frames)
+
+
+def pixel_metrics(generated: torch.Tensor, reference: torch.Tensor, wanted: list[str]) -> dict[str, np.ndarray]:
+    """Per-frame L1 / PSNR / SSIM of (T, 3, H, W) in [0, 1], in chunks (SSIM's memory grows with T)."""
+    functions = {"l1": formulas.l1_per_frame, "psnr": formulas.psnr_per_frame, "ssim": formulas.ssim_per_frame}
+    out = {}
+    for name in wanted:
+        if name in functions:
+            out[name] = torch.cat([
+                functions[name](g, r) for g, r in zip(generated.split(32), reference.split(32))
+            ]).double().numpy()
+    return out
+
+
+class OptionalNetworkMetrics:
+    """LPIPS and FID (torchmetrics), computed only where their weights are already on disk (never downloaded)."""
+
+    def __init__(self, wanted: list[str]) -> None:
+        self.reasons: dict[str, str] = {}
+        self.lpips = self.fid = None
+        if "lpips" in wanted:
+            self.lpips = self._build("lpips", "alexnet-owt-7be5be79.pth", "torchvision's AlexNet", self._new_lpips)
+        if "fid" in wanted:
+            self.fid = self._build("fid", "weights-inception-2015-12-05-6726825d.pth", "torch-fidelity's Inception",
+                                  self._new_fid)
+
+    def _build(self, name: str, filename: str, network: str, factory):
+        """The metric from ``factory()`` when its weights are on disk; otherwise None with the reason recorded."""
+        weights = Path(torch.hub.get_dir()) / "checkpoints" / filename
+        if not weights.is_file():
+            self.reasons[name] = f"{name.upper()} needs {network} weights at {weights} (not downloaded here)"
+            return None
+        try:
+            return factory()
+        except Exception as err:  # noqa: BLE001 - optional metric: any failure becomes a recorded reason
+            self.reasons[name] = f"{name.upper()} unavailable: {err}"
+            return None
+
+    @staticmethod
+    def _new_lpips():
+        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+        return LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True).eval()
+
+    @staticmethod
+    def _new_fid():
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        return FrechetInceptionDistance(feature=2048, normalize=True)
+
+    @torch.no_grad()
+    def update(self, generated: torch.Tensor, reference: torch.Tensor) -> dict[str, np.ndarray]:
+        out = {}
+        if self.lpips is not None:
+            values = []
+            for g, r in zip(generated.split(16), reference.split(16)):
+                for gi, ri in zip(g, r):  # per frame: torchmetrics' LPIPS returns a batch mean
+                    values.append(float(self.lpips(gi[None], ri[None])))
+            out["lpips"] = np.asarray(values)
+        if self.fid is not None:
+            for g, r in zip(generated.split(32), reference.split(32)):
+                self.fid.update(r, real=True)
+                self.fid.update(g, real=False)
+        return out
+
+    def fid_value(self) -> float | None:
+        return None if self.fid is None else float(self.fid.compute())
+
+
+def evaluate_reconstruction(recon_root: Path, test_root: Path, cfg, extractors, networks, rows
+                            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per-frame values of every reconstruction metric and of the copy-source baseline on the same frames,
+    concatenated over videos; one CSV row per video (the baseline's values as ``baseline_<metric>`` columns)."""
+    index_path = recon_root / "index.json"
+    if not index_path.is_file():
+        raise DataError(f"{index_path} not found: run `cpabanim reconstruct` first")
+    index = json.loads(index_path.read_text())
+    per_frame: dict[str, list[np.ndarray]] = defaultdict(list)
+    baseline: dict[str, list[np.ndarray]] = defaultdict(list)
+    for video in tqdm(sorted(index["videos"]), desc="evaluate reconstruction", unit="video"):
+        generated = read_frames(recon_root / video)
+        reference = read_frames(test_root / video)
+        # Frames are matched by video name and index, as pose-evaluation does; every generated frame needs its
+        # driving frame (reconstruct.max_frames may have shortened the generated video, never lengthened it).
+        if len(generated) > len(reference) or generated.shape[1:] != reference.shape[1:]:
+            raise DataError(
+                f"reconstruction of {video}: {generated.shape} does not match the test video {reference.shape}"
+            )
+        reference = reference[: len(generated)]
+        values = video_metrics(generated, reference, cfg["metrics"], extractors, networks)
+        copied = copy_source_metrics(reference, cfg["metrics"], extractors)
+        for name, frame_values in values.items():
+            per_frame[name].append(frame_values)
+        for name, frame_values in copied.items():
+            baseline[name].append(frame_values)
+        rows.append({"part": "reconstruction", "video": video, "mode": "", "frames": len(generated),
+                     **{name: formulas.nanmean(v) for name, v in values.items()},
+                     **{f"baseline_{name}": formulas.nanmean(v) for name, v in copied.items()}})
+    return ({name: np.concatenate(parts) for name, parts in per_frame.items()},
+            {name: np.concatenate(parts) for name, parts in baseline.items()})
+
+
+def copy_source_metrics(reference: np.ndarray, wanted, extractors) -> dict[str, np.ndarray]:
+    """Per-frame metrics of the no-motion baseline: the prediction of every frame of ``reference`` (T, H, W, 3)
+    is its frame 0. Keypoints and embeddings are row 0 of the reference's own (extraction is per frame), so the
+    baseline costs no extraction beyond the one the model's evaluation already cached."""
+    copied = np.repeat(reference[:1], len(reference), axis=0)
+    values = pixel_metrics(to_tensor(copied), to_tensor(reference), wanted)
+    keypoints = extractors.keypoints_of(reference)
+    if keypoints is not None:
+        still = np.repeat(keypoints[:1], len(keypoints), axis=0)
+        if "akd" in wanted:
+            values["akd"] = formulas.keypoint_distance_per_frame(still, keypoints)
+        if "mkr" in wanted:
+            values["mkr"] = formulas.missing_keypoint_rate_per_frame(still, keypoints)
+    identity = extractors.identity_of(reference)
+    if identity is not None:
+        values["aed"] = formulas.embedding_distance_per_frame(np.repeat(identity[:1], len(identity), axis=0), identity)
+    return values
+
+
+def source_unchanged_metrics(source: np.ndarray, driving: np.ndarray, wanted, extractors) -> dict[str, np.ndarray]:
+    """Per-frame animation metrics of the no-motion baseline: every animated frame is ``source`` (1, H, W, 3).
+
+    ``l1_first`` and ``aed_source`` are 0 by construction (the bound a model can approach while keeping the
+    source); ``akd_driving`` / ``mkr_driving`` say how far the driving motion is from no motion at all."""
+    frames = len(driving)
+    values: dict[str, np.ndarray] = {}
+    if "l1" in wanted:
+        values["l1_first"] = np.zeros(1)
+    keypoints_source = extractors.keypoints_of(source)
+    if keypoints_source is not None:
+        still = np.repeat(keypoints_source, frames, axis=0)
+        values.update(keypoint_metrics(still, extractors.keypoints_of(driving), wanted, "_driving"))
+    identity_source = extractors.identity_of(source)
+    if identity_source is not None:
+        values["aed_source"] = formulas.embedding_distance_per_frame(identity_source, identity_source)
+    return values
+
+
+def keypoint_metrics(keypoints: np.ndarray, reference: np.ndarray, wanted, suffix: str = "") -> dict[str, np.ndarray]:
+    """Per-frame AKD / MKR (those in ``wanted``) of keypoints (T, K, 2) against reference keypoints."""
+    values = {}
+    if "akd" in wanted:
+        values[f"akd{suffix}"] = formulas.keypoint_distance_per_frame(keypoints, reference)
+    if "mkr" in wanted:
+        values[f"mkr{suffix}"] = formulas.missing_keypoint_rate_per_frame(keypoints, reference)
+    return values
+
+
+def video_metrics(generated: np.ndarray, reference: np.ndarray, wanted, extractors, networks) -> dict[str, np.ndarray]:
+    """Per-frame metrics of generated vs reference uint8 (T, H, W, 3) videos."""
+    generated_t, reference_t = to_tensor(generated), to_tensor(reference)
+    values = pixel_metrics(generated_t, reference_t, wanted)
+    values.update(networks.update(generated_t, reference_t))
+    keypoints_generated = extractors.keypoints_of(generated)
+    if keypoints_generated is not None:
+        values.update(keypoint_metrics(keypoints_generated, extractors.keypoints_of(reference), wanted))
+    identity_generated = extractors.identity_of(generated)
+    if identity_generated is not None:
+        values["aed"] = formulas.embedding_distance_per_frame(identity_generated, extractors.identity_of(reference))
+    return values
+
+
+def evaluate_animation(anim_root: Path, test_root: Path, cfg, extractors, rows
+                       ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Per-frame values per animation mode, {mode: {metric: (frames,)}}, and of the source-unchanged baseline on
+    the same pairs, {metric: (frames,)}; one CSV row per pair and mode (baseline as ``baseline_<metric>``)."""
+    pairs_path = anim_root / "pairs.json"
+    if not pairs_path.is_file():
+        raise DataError(f"{pairs_path} not found: run `cpabanim animate` first")
+    record = json.loads(pairs_path.read_text())
+    wanted = cfg["metrics"]
+    per_mode: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    baseline: dict[str, list[np.ndarray]] = defaultdict(list)
+    for pair in tqdm(record["pairs"], desc="evaluate animation", unit="pair"):
+        folder = anim_root / pair["name"]
+        source = read_image(folder / "source.png")
+        driving = read_frames(test_root / pair["driving"])[: pair["frames"]]
+        identity_source = extractors.identity_of(source)
+        unchanged = source_unchanged_metrics(source, driving, wanted, extractors)
+        for name, frame_values in unchanged.items():
+            baseline[name].append(frame_values)
+        for mode in record["modes"]:
+            generated = read_frames(folder / mode)
+            if generated.shape != driving.shape:
+                raise DataError(f"animation {pair['name']}/{mode}: {generated.shape} vs driving {driving.shape}")
+            values: dict[str, np.ndarray] = {}
+            if "l1" in wanted:
+                values["l1_first"] = formulas.l1_per_frame(to_tensor(generated[:1]), to_tensor(source)).double().numpy()
+            keypoints_generated = extractors.keypoints_of(generated)
+            if keypoints_generated is not None:
+                keypoints_driving = extractors.keypoints_of(driving)
+                if "akd" in wanted:
+                    values["akd_driving"] = formulas.keypoint_distance_per_frame(keypoints_generated, keypoints_driving)
+                if "mkr" in wanted:
+                    values["mkr_driving"] = formulas.missing_keypoint_rate_per_frame(
+                        keypoints_generated, keypoints_driving
+                    )
+            identity_generated = extractors.identity_of(generated)
+            if identity_generated is not None:
+                values["aed_source"] = formulas.embedding_distance_per_frame(identity_generated, identity_source)
+            for name, frame_values in values.items():
+                per_mode[mode][name].append(frame_values)
+            rows.append({"part": "animation", "video": pair["name"], "mode": mode, "frames": len(generated),
+                         **{name: formulas.nanmean(v) for name, v in values.items()},
+                         **{f"baseline_{name}": formulas.nanmean(v) for name, v in unchanged.items()}})
+    return ({mode: {name: np.concatenate(parts) for name, parts in metrics.items()}
+             for mode, metrics in per_mode.items()},
+            {name: np.concatenate(parts) for name, parts in baseline.items()})
+
+
+def summarise(
+    per_frame: dict[str, np.ndarray], prefix: str, metrics: dict[str, float], reasons: dict[str, str]
+) -> None:
+    """Pooled means over frames into ``metrics``; a metric defined on no frame gets a reason instead of NaN."""
+    for name, values in per_frame.items():
+        value = formulas.nanmean(values)
+        if math.isfinite(value):
+            metrics[f"{prefix}/{name}"] = value
+        else:
+            reasons[f"{prefix}/{name}"] = "defined on no frame (no keypoints / face found in both videos)"
+
+
+def evaluate_all(params, processed: Path, reconstruction: Path, animation: Path, out: dict[str, Path]) -> dict[str, float]:
+    """Score ``reconstruction`` and ``animation`` against the test videos of ``processed``; writes ``out``'s
+    ``metrics``, ``unavailable`` and ``per_video`` files and returns the metrics. ``params``: device, evaluate."""
+    cfg = params["evaluate"]
+    device = resolve_device(params["device"])
+    cache_dir = cfg["cache_dir"] or out["metrics"].parent / ".eval_cache"
+    cache = ExtractionCache(cache_dir if cfg["cache"] else None)
+    extractors = Extractors(cfg, device, cache)
+    networks = OptionalNetworkMetrics(cfg["metrics"])
+
+    rows: list[dict[str, Any]] = []
+    metrics: dict[str, float] = {}
+    reasons: dict[str, str] = {}
+    recon, copy_source = evaluate_reconstruction(reconstruction, Path(processed) / "test", cfg, extractors,
+                                                 networks, rows)
+    summarise(recon, "recon", metrics, reasons)
+    summarise(copy_source, f"{BASELINE_PREFIX}{COPY_SOURCE}/recon", metrics, reasons)
+    metrics["recon/frames"] = float(sum(row["frames"] for row in rows if row["part"] == "reconstruction"))
+    fid = networks.fid_value()
+    if fid is not None:
+        metrics["recon/fid"] = fid
+    per_mode, unchanged = evaluate_animation(animation, Path(processed) / "test", cfg, extractors, rows)
+    for mode, values in per_mode.items():
+        summarise(values, f"anim/{mode}", metrics, reasons)
+    summarise(unchanged, f"{BASELINE_PREFIX}{SOURCE_UNCHANGED}/anim", metrics, reasons)
+
+    # Every metric of the field that is not in metrics.json gets its reason, so a table never silently lacks one.
+    known_reasons = {**extractors.reasons, **networks.reasons}
+    for name in ALL_METRICS:
+        if f"recon/{name}" in metrics or f"recon/{name}" in reasons:
+            continue
+        if name in known_reasons:
+            reasons[f"recon/{name}"] = known_reasons[name]
+        elif name not in cfg["metrics"]:
+            reasons[f"recon/{name}"] = (
+                "not applicable: not selected in evaluate.metrics"
+                + (" (needs a keypoint / identity extractor for this dataset's faces or bodies)"
+                   if name in (*KEYPOINT_METRICS, "aed") else "")
+            )
+    out["metrics"].parent.mkdir(parents=True, exist_ok=True)
+    out["metrics"].write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
+    out["unavailable"].write_text(json.dumps(dict(sorted(reasons.items())), indent=2) + "\n")
+    write_table(rows, out["per_video"])
+
+    from cpabanim.tracking import log_artifact, log_metrics
+
+    log_metrics(metrics)
+    for path in out.values():
+        log_artifact(path, "evaluation")
+    log.info("metrics (%d extractor results reused from the cache, %d computed): %s", cache.hits, cache.misses,
+             ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    return metrics
+
+
+def write_table(rows: list[dict[str, Any]], path: Path) -> None:
+    columns = ["part", "video", "mode", "frames"]
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})

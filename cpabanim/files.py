@@ -1,0 +1,142 @@
+"""Files the project writes and paths it builds from data: one home each for the atomic write, JSON, the file
+hash and path containment (docs/reliability.md)."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cpabanim.errors import CpabanimError, DataError
+
+CHUNK = 1 << 20
+TEMP_INFIX = ".tmp"  # temporary name: ".<name>.tmp<pid>" (the pattern .dvcignore lists: .*.tmp[0-9]*)
+
+
+def temp_path_for(path: str | Path) -> Path:
+    """The temporary file a save of ``path`` writes first: hidden, same folder (so ``os.replace`` is atomic),
+    named after this process so two savers never share one, and matched by .dvcignore's ``.*.tmp[0-9]*``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{TEMP_INFIX}{os.getpid()}")
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a crash right after ``os.replace`` keeps the new checkpoint)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems do not support fsync on folders; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: str | Path, write: Callable[[Any], None],
+                     verify: Callable[[Path], None] | None = None) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, ``verify(temporary path)`` (when
+    given) and rename it over ``path``.
+
+    A failure (disk full, read-only folder, quota, an exception in ``write`` or ``verify``) removes the
+    temporary file and leaves ``path`` as it was; OS errors become one :class:`CpabanimError` line naming ``path``.
+    """
+    path = Path(path)
+    tmp = temp_path_for(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if verify is not None:
+            verify(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:  # KeyboardInterrupt included: never leave the temporary file behind
+        tmp.unlink(missing_ok=True)
+        error = _os_error_of(exc)
+        if error is not None:
+            raise CpabanimError(f"cannot write {path}: {describe_os_error(error, path)}; "
+                                "the previous file (if any) is unchanged") from exc
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+def _os_error_of(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc`` (torch wraps write failures of its zip writer in RuntimeError)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, RuntimeError) and "write" in str(exc).lower():
+        return OSError(errno.EIO, str(exc).splitlines()[0])
+    return None
+
+
+def describe_os_error(error: OSError, path: Path) -> str:
+    """A short cause and fix for the usual write failures."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the device of {path.parent} (free some space and run again)"
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"{path.parent} is not writable ({error.strerror or error}); make it writable or change paths.*"
+    if error.errno == errno.EFBIG:
+        return "the file exceeds the size allowed for this process (ulimit -f) or file system"
+    return error.strerror or str(error)
+
+
+# What a dataset id (YouTube id, person id, video id) may look like: it becomes a file or folder name, so no
+# '/', no leading '.', nothing a shell, glob or yt-dlp output template would interpret (docs/reliability.md).
+SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+
+
+def validate_id(value: str, what: str, where: str | Path) -> str:
+    """``value`` when it matches :data:`SAFE_ID`; else :class:`DataError` naming ``where`` it came from."""
+    if not isinstance(value, str) or not SAFE_ID.fullmatch(value):
+        raise DataError(f"{where}: {what} {value!r} is not a valid id (letters, digits, '_', '-', '.', not starting "
+                        "with '.', at most 128 characters); fix or remove that entry")
+    return value
+
+
+def contained_path(root: str | Path, *parts: str | Path, allow_root: bool = False) -> Path:
+    """``root / parts`` after checking that it resolves (symlinks followed) inside ``root``.
+
+    Every path built from data (a dataset id, a file name, an archive member) goes through here before
+    anything is written there: a ``..``, an absolute part or a symlink pointing elsewhere raises
+    :class:`DataError` instead of writing outside ``root``. ``root`` itself is refused unless ``allow_root``.
+    """
+    root = Path(root)
+    candidate = root.joinpath(*parts)
+    base, resolved = root.resolve(), candidate.resolve()
+    if not resolved.is_relative_to(base) or (resolved == base and not allow_root):
+        shown = "/".join(str(p) for p in parts)
+        raise DataError(f"{shown!r} would be written at {resolved}, outside {root}: refused (an id or archive "
+                        "member with '..', an absolute path or a link pointing elsewhere)")
+    return candidate
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically with sorted keys (stable bytes for DVC); a failed write leaves ``path`` as it was and
+    raises one :class:`CpabanimError` line naming it."""
+    text = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+    write_atomically(path, lambda handle: handle.write(text))
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -1,0 +1,96 @@
+"""The pipeline's stages, each declared once (docs/pipeline.md, "Stages").
+
+Every stage module in this package holds its declaration (``STAGE``) and one function ``run(cfg, io)``: ``cfg``
+is a frozen :class:`~cpabanim.config.section.Section` with exactly the parameters it declares (plus ``paths``, set to the
+experiment's folders), ``io`` the concrete input and output paths. The library code they call lives in
+``cpabanim.data``, ``cpabanim.training``, ``cpabanim.models``, ``cpabanim.metrics``...
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cpabanim.config.section import Section, restrict
+from cpabanim.errors import ConfigError, DataError
+from cpabanim.pipeline.base import Output, Stage, StageIO, expand
+
+STAGE_MODULES = ("download", "preprocess", "masks", "train", "reconstruct", "animate", "evaluate", "report")
+# folders that hold one sub-folder per experiment
+PER_EXPERIMENT_PATHS = ("checkpoints", "outputs")
+
+
+def all_stages() -> dict[str, Stage]:
+    """name -> declaration, in pipeline order (imports only the light stage modules, never torch)."""
+    return {name: importlib.import_module(f"cpabanim.pipeline.{name}").STAGE for name in STAGE_MODULES}
+
+
+def producers() -> dict[str, tuple[Stage, Output]]:
+    """output name -> (the stage that writes it, the output)."""
+    return {out.name: (stage, out) for stage in all_stages().values() for out in stage.outputs}
+
+
+def experiment_paths(params: Mapping[str, Any], experiment: str) -> dict[str, str]:
+    """``paths`` with the per-experiment folders pointed at ``experiment``'s sub-folder."""
+    paths = dict(params["paths"])
+    for key in PER_EXPERIMENT_PATHS:
+        paths[key] = f"{str(paths[key]).rstrip('/')}/{experiment}"
+    return paths
+
+
+def stage_config(stage: Stage, params: Mapping[str, Any]) -> Section:
+    """The frozen view a stage runs with: its declared params and settings, ``paths`` and the experiment name."""
+    values = restrict(params, (*stage.params, *stage.settings))
+    values["paths"] = experiment_paths(params, params["experiment"]) if stage.per_experiment else dict(params["paths"])
+    values["experiment"] = params["experiment"]
+    return Section(values)
+
+
+def stage_io(stage: Stage, params: Mapping[str, Any], experiments: list[str] | None = None) -> StageIO:
+    """The concrete paths of ``stage`` for the experiment in ``params`` (aggregate stages: every experiment)."""
+    outputs = producers()
+
+    def path_of(out: Output, experiment: str) -> Path:
+        return Path(expand(out.path, {**params, "experiment": experiment}))
+
+    experiment = params["experiment"]
+    io = StageIO(
+        # an aggregate stage reads its inputs per experiment (io.experiments), not the base experiment's
+        inputs={} if stage.aggregate else {name: path_of(outputs[name][1], experiment) for name in stage.inputs},
+        outputs={out.name: path_of(out, experiment) for out in stage.outputs},
+    )
+    for name in experiments or []:
+        io.experiments[name] = {key: path_of(outputs[key][1], name) for key in stage.inputs}
+    return io
+
+
+def check_inputs(stage: Stage, io: StageIO) -> None:
+    """Every input exists (a clear error naming the stage that makes it, before any work)."""
+    owners = producers()
+    paths = [(name, path) for name, path in io.inputs.items()]
+    paths += [(name, path) for per in io.experiments.values() for name, path in per.items()]
+    for name, path in paths:
+        if not path.exists():
+            raise DataError(f"{stage.name} needs {path} ({name}): run `cpabanim {owners[name][0].name}` first")
+
+
+def check_shared_stages(params_by_experiment: Mapping[str, Mapping[str, Any]]) -> None:
+    """Experiments share download, preprocess and masks: no experiment may change a parameter those read."""
+    from cpabanim.config.mappings import flatten
+
+    names = list(params_by_experiment)
+    for stage in all_stages().values():
+        if stage.per_experiment or stage.aggregate:
+            continue
+        views = {n: flatten(restrict(params_by_experiment[n], stage.params)) for n in names}
+        first = views[names[0]]
+        for name in names[1:]:
+            differing = sorted(k for k in first.keys() | views[name].keys() if first.get(k) != views[name].get(k))
+            if differing:
+                raise ConfigError(f"experiments {names[0]} and {name} differ in {', '.join(differing)}, read by the shared "
+                                  f"stage {stage.name}: put such changes in params.yaml or a preset, not in an experiment")
+
+
+__all__ = ["Output", "Stage", "StageIO", "all_stages", "check_inputs", "experiment_paths", "stage_config", "stage_io"]

@@ -1,0 +1,109 @@
+"""What a pipeline stage is: one declaration (parameters it reads, inputs, outputs) and one function.
+
+Both orchestrators' files (``workflow/rules/*.smk``, ``dvc.yaml``) are generated from these declarations
+(``cpabanim dag --write``), and the CLI hands each stage only the parameters it declares, so the files cannot
+drift from what the code reads (docs/pipeline.md, "Stages").
+
+Path templates name parameters in braces: ``{paths.processed}``, ``{data.source}``; ``{experiment}`` marks a
+per-experiment path (a Snakemake wildcard, a DVC ``${experiment}`` interpolation).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cpabanim.config.mappings import flatten
+
+_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
+
+
+def expand(template: str, params: Mapping[str, Any], keep: tuple[str, ...] = ()) -> str:
+    """Fill ``{dotted.key}`` fields of ``template`` from ``params``; fields named in ``keep`` stay as they are."""
+    flat = flatten(params)
+
+    def value(match: re.Match) -> str:
+        name = match.group(1)
+        if name in keep:
+            return match.group(0)
+        if name not in flat:
+            raise KeyError(f"path template {template!r} names {name!r}, which is not a parameter")
+        return str(flat[name]).rstrip("/")
+
+    return _FIELD.sub(value, template)
+
+
+def section_keys(section: str, exclude: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The dotted keys of a params section (from the schema), less ``exclude``: for stages that read a section
+    except a few settings."""
+    from cpabanim.config.schema import schema
+
+    keys = (f"{section}.{key}" for key in schema()["properties"][section]["properties"])
+    return tuple(k for k in keys if k not in exclude)
+
+
+@dataclass(frozen=True)
+class Output:
+    """One thing a stage writes.
+
+    ``persist``: never deleted by an orchestrator before the stage re-runs (downloads, checkpoints to resume
+    from); Snakemake then tracks ``marker`` (a file inside the folder, written last) instead of the folder, and
+    DVC keeps the folder with ``persist: true``. ``kind``: ``dir`` or ``file``. ``metric``/``plot``: DVC roles.
+    ``cache``: False for small files kept in git (metrics, report figures).
+    """
+
+    name: str
+    path: str
+    kind: str = "dir"
+    persist: bool = False
+    marker: str | None = None
+    cache: bool = True
+    metric: bool = False
+    plot: dict[str, Any] | None = None
+    report: str | None = None  # Snakemake report category (figures and tables)
+
+    @property
+    def tracked_path(self) -> str:
+        """What Snakemake declares: the marker inside a persistent folder, else the path itself."""
+        return f"{self.path}/{self.marker}" if self.persist and self.marker else self.path
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A pipeline stage, declared once.
+
+    ``params``: the dotted keys it reads that define its outputs (a change re-runs it, in both tools).
+    ``settings``: keys it also reads that only say *how* it runs (device): logged, never a reason to re-run.
+    ``inputs``: names of other stages' outputs it reads. ``per_experiment``: one job per experiment (its
+    output paths contain ``{experiment}``); otherwise the stage is shared by every experiment and no experiment
+    overlay may change what it reads. ``aggregate``: reads the outputs of every experiment (the report).
+    """
+
+    name: str
+    help: str
+    module: str
+    params: tuple[str, ...]
+    outputs: tuple[Output, ...]
+    inputs: tuple[str, ...] = ()
+    settings: tuple[str, ...] = ()
+    per_experiment: bool = False
+    aggregate: bool = False
+    gpu: bool = False
+
+    def output(self, name: str) -> Output:
+        for out in self.outputs:
+            if out.name == name:
+                return out
+        raise KeyError(f"stage {self.name} has no output {name!r}")
+
+
+@dataclass(frozen=True)
+class StageIO:
+    """The concrete paths of one stage run: ``io.inputs["processed"]``, ``io.outputs["reconstruction"]``."""
+
+    inputs: dict[str, Path] = field(default_factory=dict)
+    outputs: dict[str, Path] = field(default_factory=dict)
+    experiments: dict[str, dict[str, Path]] = field(default_factory=dict)  # aggregate stages: per experiment

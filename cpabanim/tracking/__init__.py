@@ -1,0 +1,90 @@
+"""MLflow tracking as the stages see it: log numbers, tags, images and files to the open stage run.
+
+The CLI opens one MLflow run per stage (:func:`cpabanim.tracking.runs.stage_context`); these functions log into it
+and do nothing when none is open (library use: a notebook, a GPU node without MLflow). A failing store degrades
+tracking for the rest of the stage (one warning) instead of failing the stage. Where runs live:
+:mod:`cpabanim.tracking.store`; what they record about their origin: :mod:`cpabanim.tracking.provenance`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+
+
+
+
+
+
+
+
+_DEGRADED = False  # set when a tracking call failed during the current stage (see _safely)
+
+
+def begin_stage() -> None:
+    """Degraded tracking is a property of one stage run: a new stage starts with a working store."""
+    global _DEGRADED
+    _DEGRADED = False
+
+
+def _open_run_mlflow():
+    """``mlflow`` when a stage run is open and tracking works, else None. A process that never imported mlflow
+    has no run open: library use of the trainer (a notebook, a GPU machine without mlflow) skips the import."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None or _DEGRADED or mlflow.active_run() is None:
+        return None
+    return mlflow
+
+
+def _safely(action: str, call) -> None:
+    """Tracking calls made during a stage's work: ``call(mlflow)`` when a run is open. A failing store (disk full,
+    server down) degrades tracking (one warning, a tag when possible) instead of killing the stage."""
+    global _DEGRADED
+    mlflow = _open_run_mlflow()
+    if mlflow is None:
+        return
+    try:
+        call(mlflow)
+    except Exception as err:  # noqa: BLE001 - any store failure
+        _DEGRADED = True
+        log.warning("MLflow: %s failed (%s); tracking is degraded for the rest of this stage, the work goes on",
+                    action, err)
+        with contextlib.suppress(Exception):
+            mlflow.set_tag("tracking.degraded", f"{action}: {err}"[:500])
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """Log numbers to the stage's run (no-op when tracking is disabled or no stage run is open)."""
+    _safely("log_metrics", lambda mlflow: mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step))
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    _safely("set_tags", lambda mlflow: mlflow.set_tags(tags))
+
+
+def log_image(image, name: str) -> None:
+    """Log an (H, W, 3) uint8 array as an image artifact (e.g. ``grids/step_000100.png``)."""
+    _safely("log_image", lambda mlflow: mlflow.log_image(image, artifact_file=safe_artifact_name(name)))
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    """Log a file (or every file of a folder) as artifacts of the stage's run."""
+    path = Path(path)
+    if path.is_dir():
+        _safely("log_artifacts", lambda mlflow: mlflow.log_artifacts(str(path), artifact_path=artifact_path))
+    elif path.is_file():
+        _safely("log_artifact", lambda mlflow: mlflow.log_artifact(str(path), artifact_path=artifact_path))
+
+
+def safe_artifact_name(name: str) -> str:
+    """MLflow's UI refuses artifact paths with ``#``, ``?``, ``%`` and the like: keep letters, digits, ``._-/``."""
+    return re.sub(r"[^A-Za-z0-9._/-]", "_", name)
+
+
