@@ -121,10 +121,15 @@ def test_missing_checkpoint_is_a_one_line_error(inputs, tmp_path, caplog):
                 "--out", str(tmp_path / "r.mp4"), "--crop", "none") == 1
     assert "none.pt not found" in one_line_error(caplog)
     caplog.clear()
-    # the default checkpoint is {paths.checkpoints}/last.pt of the params
+    # the default checkpoint is the experiment's last.pt, where `cpabanim train` writes it
     assert demo("--source", str(photo), "--driving", str(driving), "--params", str(PROJECT_ROOT / "params.yaml"),
                 "--set", f"paths.checkpoints={tmp_path / 'ckpts'}", "--out", str(tmp_path / "r.mp4")) == 1
-    assert str(tmp_path / "ckpts" / "last.pt") in one_line_error(caplog)
+    assert str(tmp_path / "ckpts" / "default" / "last.pt") in one_line_error(caplog)
+    caplog.clear()
+    assert demo("--source", str(photo), "--driving", str(driving), "--params", str(PROJECT_ROOT / "params.yaml"),
+                "--experiment", "tps", "--set", f"paths.checkpoints={tmp_path / 'ckpts'}",
+                "--out", str(tmp_path / "r.mp4")) == 1
+    assert str(tmp_path / "ckpts" / "tps" / "last.pt") in one_line_error(caplog)
 
 
 def test_unreadable_video_is_a_one_line_error(checkpoint, inputs, tmp_path, caplog):

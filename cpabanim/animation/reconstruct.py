@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cpabanim.models.checkpoint import CHECKPOINT_NAME
+from cpabanim.config.paths import CHECKPOINT_NAME
 from cpabanim.evaluation import formulas
 from cpabanim.runtime import resolve_device
 from cpabanim.animation.animator import Animator, load_animator

@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from cpabanim.config.mappings import deep_merge, flatten, nest, read_mapping
+from cpabanim.config.paths import REPORT_FOLDER
 from cpabanim.config.overrides import parse_override
 from cpabanim.config.schema import defaults, validate
 from cpabanim.errors import ConfigError
 
 DEFAULT_PARAMS = Path("params.yaml")
 DEFAULT_EXPERIMENT = "default"
-RESERVED_EXPERIMENT_NAMES = ("report",)  # {paths.outputs}/report holds the comparison of experiments
+RESERVED_EXPERIMENT_NAMES = (REPORT_FOLDER,)  # {paths.outputs}/report holds the comparison of experiments
 # names that become folder names and MLflow run names: a strict pattern, no path separators
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

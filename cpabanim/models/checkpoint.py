@@ -34,7 +34,6 @@ from cpabanim.weights import safe_torch_load
 # 1: numpy RNG state pickled as a numpy array (loads with weights_only through _legacy_numpy_globals);
 # 2: every numpy array / scalar stored as a tensor / Python number (plain weights_only content).
 FORMAT_VERSION = 2
-CHECKPOINT_NAME = "last.pt"  # the training stage's checkpoint inside {paths.checkpoints}/<experiment>
 
 LOCK_NAME = ".cpabanim-train.lock"  # inside the checkpoint folder, also in .dvcignore
 _TEMP_PATTERN = re.compile(r"^\..+\.tmp\d+$")

@@ -13,13 +13,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cpabanim.config.paths import ExperimentPaths
 from cpabanim.config.section import Section, restrict
 from cpabanim.errors import ConfigError, DataError
 from cpabanim.pipeline.base import Output, Stage, StageIO, expand
 
 STAGE_MODULES = ("download", "preprocess", "masks", "train", "reconstruct", "animate", "evaluate", "report")
-# folders that hold one sub-folder per experiment
-PER_EXPERIMENT_PATHS = ("checkpoints", "outputs")
 
 
 def all_stages() -> dict[str, Stage]:
@@ -34,10 +33,8 @@ def producers() -> dict[str, tuple[Stage, Output]]:
 
 def experiment_paths(params: Mapping[str, Any], experiment: str) -> dict[str, str]:
     """``paths`` with the per-experiment folders pointed at ``experiment``'s sub-folder."""
-    paths = dict(params["paths"])
-    for key in PER_EXPERIMENT_PATHS:
-        paths[key] = f"{str(paths[key]).rstrip('/')}/{experiment}"
-    return paths
+    folders = ExperimentPaths.of(params["paths"], experiment)
+    return {**params["paths"], "checkpoints": str(folders.checkpoints), "outputs": str(folders.outputs)}
 
 
 def stage_config(stage: Stage, params: Mapping[str, Any]) -> Section:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import os
 
+from cpabanim.config.paths import COMPLETE_MARKER
 from cpabanim.pipeline.base import Output, Stage, StageIO, section_keys
 
 log = logging.getLogger(__name__)
 
-COMPLETE_MARKER = "complete.json"
 # how training is fed and compiled, not what it learns: changing them never re-runs training
 HOW_IT_RUNS = ("train.num_workers", "train.prefetch_factor", "train.channels_last", "train.compile")
 

@@ -400,7 +400,7 @@ def log_trained_model(paths: dict[str, Path], parent: str) -> str | None:
     from mlflow.entities import LoggedModelStatus
 
     from cpabanim.reporting.mlflow_model import ARTIFACT_NAME, CHECKSUM_TAG, checkpoint_checksum, log_checkpoint_model
-    from cpabanim.models.checkpoint import CHECKPOINT_NAME
+    from cpabanim.config.paths import CHECKPOINT_NAME
 
     checkpoint = paths["checkpoints"] / CHECKPOINT_NAME
     if not checkpoint.is_file():

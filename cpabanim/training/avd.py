@@ -167,7 +167,8 @@ def train_avd(params, dataset=None) -> dict[str, Any]:
     from cpabanim.config.mappings import deep_merge
     from cpabanim.runtime import resolve_device
     from cpabanim.training.loop import build_dataset
-    from cpabanim.models.checkpoint import CHECKPOINT_NAME, read_checkpoint, save_checkpoint
+    from cpabanim.config.paths import CHECKPOINT_NAME
+    from cpabanim.models.checkpoint import read_checkpoint, save_checkpoint
     from cpabanim.models.full import AnimationModel
 
     tp = params["train"]

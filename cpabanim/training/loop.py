@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cpabanim.config.paths import CHECKPOINT_NAME
 from cpabanim.data.loader import EpochBatchSampler, make_loader, resolve_num_workers, step_seed, to_device
 from cpabanim.runtime import resolve_device
 from cpabanim.errors import ConfigError, CpabanimError, DataError
@@ -171,7 +172,7 @@ def build(params: dict[str, Any], dataset=None) -> Run:
     workers = resolve_num_workers(tp["num_workers"], ranks.local_world)
     loader = make_loader(dataset, sampler, workers, ranks.device, tp["prefetch_factor"])
     return Run(params, tp, ranks, model, step_module, optimization, amp_context, sampler, loader,
-               Path(params["paths"]["checkpoints"]) / "last.pt", total_steps(sampler.batches_per_epoch, tp))
+               Path(params["paths"]["checkpoints"]) / CHECKPOINT_NAME, total_steps(sampler.batches_per_epoch, tp))
 
 
 # ------------------------------------------------------------------------------------------------ steps

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cpabanim.config.paths import SUPERSEDED_NAME
 from cpabanim.training.schedule import changed_training_params
 from cpabanim.training.step import Optimization
 
@@ -59,7 +60,7 @@ def resume_or_restart(path: Path, params: dict[str, Any], model: nn.Module, opti
     if changed:
         # The orchestrators re-run train because a parameter it depends on changed: resuming would silently
         # keep the old model. Start again, and keep the old checkpoint rather than lose it.
-        superseded = path.with_name("last.superseded.pt")
+        superseded = path.with_name(SUPERSEDED_NAME)
         if is_main:
             shutil.copy2(path, superseded)
         log.warning("parameters changed since %s was written (%s): training from scratch; the previous "

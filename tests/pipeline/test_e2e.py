@@ -158,6 +158,21 @@ def test_dvc_runs_the_whole_pipeline(runs):
     commit(root, "tiny run")
 
 
+def test_demo_animates_with_the_checkpoint_the_pipeline_trained(runs, tmp_path):
+    """After the pipeline, `cpabanim demo` needs no --checkpoint: it finds the experiment's last.pt (for the
+    default experiment and for a named one)."""
+    from cpabanim.data.video import read_video
+
+    roots, _ = runs
+    for root, experiment in ((roots["dvc"], None), (roots["snakemake"], "tps")):
+        video = sorted((root / "data" / "processed" / "test").iterdir())[0]
+        out = tmp_path / f"{experiment or 'default'}.mp4"
+        command = [str(BIN / "cpabanim"), "demo", "--source", str(video / "00000.png"), "--driving", str(video),
+                   "--out", str(out), "--crop", "none", "--device", "cpu"]
+        run(command + (["--experiment", experiment] if experiment else []), root)
+        assert read_video(out).shape[0] == len(list(video.glob("*.png")))
+
+
 def test_same_params_same_data_same_code_same_metrics(runs):
     roots, _ = runs
     cpab = json.loads((roots["snakemake"] / "outputs" / "cpab" / "metrics.json").read_text())

@@ -1,7 +1,7 @@
 """``cpabanim demo``: animate your own photo with a driving video (a command, not a pipeline stage).
 
     cpabanim demo --source photo.jpg --driving video.mp4 --out result.mp4 [--mode relative] [--crop face]
-    cpabanim.commands.demo.animate_photo("photo.jpg", "video.mp4", "models/checkpoints/last.pt", "result.mp4")
+    cpabanim.commands.demo.animate_photo("photo.jpg", "video.mp4", "models/checkpoints/default/last.pt", "result.mp4")
 
 What each mode computes (as TPSMM's demo; :meth:`cpabanim.models.full.AnimationModel.animation_keypoints`):
 ``relative`` moves the source's keypoints by the driving keypoints' motion since the driving video's first
@@ -65,7 +65,7 @@ def animate_photo(source: str | Path, driving: str | Path, checkpoint: str | Pat
     Args:
         source: an image file (any size and aspect).
         driving: anything :func:`cpabanim.data.video.read_video` reads (a movie, a gif, a folder of frames).
-        checkpoint: a cpabanim checkpoint (``cpabanim train`` writes ``{paths.checkpoints}/last.pt``).
+        checkpoint: a cpabanim checkpoint (``cpabanim train`` writes ``{paths.checkpoints}/<experiment>/last.pt``).
         out: the video to write (.mp4/.mov/.mkv/.avi with H.264, or .gif).
         mode: ``relative`` | ``standard`` | ``avd`` (see the module's docstring).
         crop: ``face`` (detect and crop the faces) | ``none`` (centre square).
@@ -377,7 +377,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--driving", required=True, help="the driving video: a movie, a gif or a folder of frames")
     parser.add_argument("--out", default="result.mp4", help="the video to write (default: result.mp4)")
     parser.add_argument("--checkpoint", default=None,
-                        help="a cpabanim checkpoint (default: {paths.checkpoints}/last.pt of --params)")
+                        help="a cpabanim checkpoint (default: the experiment's {paths.checkpoints}/<experiment>/last.pt)")
     parser.add_argument("--mode", choices=MODES, default=_default("mode"),
                         help="relative: motion since the first (or best) driving frame, applied to the source; "
                              "standard: the driving keypoints as they are; avd: via the AVD network")
@@ -397,10 +397,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_checkpoint(args: argparse.Namespace) -> Path:
-    """``{paths.checkpoints}/last.pt`` of the resolved params (--params, --preset, --set)."""
+    """The experiment's ``last.pt`` (``{paths.checkpoints}/<experiment>/last.pt``) of the resolved params
+    (--params, --preset, --experiment, --set): what ``cpabanim train`` wrote."""
     from cpabanim.config.layers import params_from_args
+    from cpabanim.config.paths import ExperimentPaths
 
-    return Path(params_from_args(args)["paths"]["checkpoints"]) / "last.pt"
+    params = params_from_args(args)
+    return ExperimentPaths.of(params["paths"], params["experiment"]).checkpoint
 
 
 def run(args: argparse.Namespace) -> int:
