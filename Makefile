@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: venv run run-dvc test bench test-gpu bench-gpu gpu-wheels clean-outputs
+.PHONY: venv run run-dvc test lint bench test-gpu bench-gpu gpu-wheels clean-outputs
 
 venv: $(VENV)/.installed
 
@@ -29,8 +29,13 @@ run-dvc: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	$(BIN)/dvc metrics show
 
-test: venv
+test: venv lint
 	$(BIN)/python -m pytest
+
+# Style and imports (ruff) before the tests: unused names, import order, formatting (docs/architecture.md).
+lint: venv
+	$(BIN)/ruff check cpabanim tests
+	$(BIN)/ruff format --check cpabanim tests
 
 bench: venv
 	$(BIN)/cpabanim bench cpab

@@ -1,5 +1,7 @@
 """Errors meant for the user: the CLI prints their message without a traceback and exits 1."""
 
+from collections.abc import Iterable
+
 
 def first_line(err: BaseException) -> str:
     """An exception's message in one line (decoders and loaders append pages of detail), else its type's name."""
@@ -21,3 +23,13 @@ class MissingWeightsError(CpabanimError):
 
 class DataError(CpabanimError):
     """An input video or frame folder cannot be used (unreadable, empty, too short, wrong shape)."""
+
+
+def did_you_mean(word: str, candidates: Iterable[object], prefix: str = "") -> str:
+    """``" (did you mean 'train'?)"`` for the candidate closest to ``word`` (:mod:`difflib`), else ``""``: the one
+    suffix of every "unknown name" message (stages, commands, options, parameter keys, weights). ``prefix`` is
+    shown before the suggestion, not compared (``prefix="train."`` -> ``'train.lr_generator'``)."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1)
+    return f" (did you mean {prefix + close[0]!r}?)" if close else ""

@@ -27,12 +27,12 @@ FRAMES = 7
 def checkpoint(tmp_path_factory) -> Path:
     """A tiny CPAB model (1 group) trained for 3 steps at 32 px."""
     from cpabanim.training.loop import train
-    from tests.train.helpers import MovingBlobDataset, tiny_params
+    from tests.train.helpers import MovingBlobDataset, job_of, tiny_params
 
     root = tmp_path_factory.mktemp("demo_model")
     params = tiny_params(root, motion="cpab", max_steps=3, checkpoint_every=0, dropout_epoch=0)
     params["data"]["frame_size"] = SIZE
-    return Path(train(params, dataset=MovingBlobDataset(num_items=4, size=SIZE))["checkpoint"])
+    return Path(train(job_of(params), dataset=MovingBlobDataset(num_items=4, size=SIZE))["checkpoint"])
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_demo_writes_labelled_panels_png_frames_and_explanations(checkpoint, inp
 
 @pytest.mark.parametrize("mode", ["relative", "standard", "avd"])
 def test_every_mode_gives_one_frame_per_driving_frame(checkpoint, inputs, tmp_path, mode):
-    from cpabanim.commands.demo import animate_photo
+    from cpabanim.commands.demo.photo import animate_photo
 
     photo, driving = inputs
     out = animate_photo(photo, driving, checkpoint, tmp_path / f"{mode}.mp4", mode=mode, crop="none",
@@ -86,7 +86,9 @@ def test_best_frame_animates_forwards_and_backwards_from_it(checkpoint, inputs):
     """--find-best-frame from frame s = relative motion from s over driving[s:], and over driving[s::-1] reversed."""
     import torch
 
-    from cpabanim.commands.demo import animate_frames, load_model, prepare_inputs
+    from cpabanim.animation.animate import animate_frames
+    from cpabanim.animation.animator import load_model
+    from cpabanim.commands.demo.photo import prepare_inputs
 
     model, _ = load_model(checkpoint, torch.device("cpu"))
     data = prepare_inputs(*inputs, SIZE, "none", {})
@@ -103,10 +105,13 @@ def test_best_frame_animates_forwards_and_backwards_from_it(checkpoint, inputs):
 
 
 def test_normalised_landmarks_ignore_position_and_scale():
-    from cpabanim.commands.demo import normalised_landmarks
+    from cpabanim.evaluation.formulas import normalised_keypoints, pose_distance_per_frame
 
     points = np.random.default_rng(0).uniform(0, 100, (68, 2))
-    assert np.allclose(normalised_landmarks(points), normalised_landmarks(3.0 * points + [40.0, -7.0]))
+    assert np.allclose(normalised_keypoints(points), normalised_keypoints(3.0 * points + [40.0, -7.0]))
+    moved = np.stack([3.0 * points + [40.0, -7.0], np.full_like(points, np.nan)])
+    distances = pose_distance_per_frame(moved, points)
+    assert distances[0] == pytest.approx(0.0, abs=1e-12) and np.isnan(distances[1])
 
 
 def one_line_error(caplog) -> str:

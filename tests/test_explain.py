@@ -1,5 +1,6 @@
-"""The explanation pictures (cpabanim.viz.explain): the maths of the flow colours and arrows, and labelled PNGs
-for a real model output, CPAB (background + partial + global) and TPS (background + TPS) alike."""
+"""The explanation pictures (cpabanim.viz.explain; their data: cpabanim.viz.motion): the maths of the flow colours
+and arrows, and labelled PNGs for a real model output, CPAB (background + partial + global) and TPS (background +
+TPS) alike."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from cpabanim.viz.explain import (
+from cpabanim.config.typed import ModelConfig
+from cpabanim.viz.explain import write_explanation
+from cpabanim.viz.motion import (
     explanation_from_output, flow_to_rgb, motion_vectors, to_pixels, transform_colours, transform_names,
-    write_explanation,
 )
 
 TINY_MODEL = {
@@ -52,7 +54,7 @@ def test_flow_colours_white_when_still_and_hue_by_direction():
 def test_explanation_of_a_model_output_is_labelled(tmp_path, motion):
     from cpabanim.models.full import AnimationModel
 
-    model = AnimationModel({**TINY_MODEL, "motion": motion}).eval()
+    model = AnimationModel(ModelConfig.from_mapping({**TINY_MODEL, "motion": motion})).eval()
     size = 32
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
     source = torch.stack([(xx + 1) / 2, (yy + 1) / 2, ((xx**2 + yy**2) < 0.3).float()])[None]

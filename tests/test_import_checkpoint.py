@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cpabanim.config.typed import ModelConfig
 from cpabanim.errors import CpabanimError
 from cpabanim.models.checkpoint import load_checkpoint
 from cpabanim.models.full import AnimationModel
@@ -194,7 +195,7 @@ def test_warm_start_cpab_model_from_tpsmm_loads_slices_and_keeps_the_rest_fresh(
     src, checkpoint = tpsmm_file
     params = {**MODEL_BASE, "motion": "cpab", "backbone": "resnet18", "num_cpab": NUM_TPS, "bg": True,
               "generator": GEN, "dense_motion": DENSE, "avd": AVD}
-    model = AnimationModel(params)
+    model = AnimationModel(ModelConfig.from_mapping(params))
     fresh_values = {k: v.clone() for k, v in model.state_dict().items()}
     report = warm_start(model, src)  # from the file (weights_only); a dict works the same
     total = len(model.state_dict())
@@ -228,7 +229,7 @@ def test_warm_start_from_a_cpabanim_checkpoint_with_other_keypoints_reports_fres
     convert_tpsmm_checkpoint(src, tmp_path / "tps.pt", MODEL_BASE)
     params = {**MODEL_BASE, "motion": "tps", "backbone": "resnet18", "num_cpab": NUM_TPS + 1, "bg": True,
               "generator": GEN, "dense_motion": DENSE, "avd": AVD}
-    report = warm_start(AnimationModel(params), torch.load(tmp_path / "tps.pt", weights_only=True))
+    report = warm_start(AnimationModel(ModelConfig.from_mapping(params)), torch.load(tmp_path / "tps.pt", weights_only=True))
     assert "kp_detector.backbone.fc.weight" in report["fresh"]  # 15 keypoints vs 10: not sliced outside dense motion
     assert "avd.id_encoder.0.weight" in report["fresh"]
     assert "generator.final.weight" in report["loaded"]

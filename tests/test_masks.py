@@ -111,3 +111,26 @@ def test_extract_masks_with_sam_source_records_it(params, tmp_path):
                          sam_model=_tiny_sam())
     assert meta["source"] == "sam" and meta["settings"]["checkpoint"].startswith("random-init")
     assert _load(tmp_path / "masks" / "train" / f"{only.name}.npz").shape == (2, 48, 48)
+
+
+def test_saved_labels_are_byte_stable_atomic_and_leave_no_temporary_file(tmp_path, monkeypatch):
+    import hashlib
+
+    from cpabanim import files
+    from cpabanim.data.masks import save_labels
+
+    labels = np.random.default_rng(0).integers(0, 9, (3, 16, 16)).astype(np.uint8)
+    save_labels(tmp_path / "a" / "clip.npz", labels)
+    save_labels(tmp_path / "b" / "clip.npz", labels)
+    first, second = ((tmp_path / d / "clip.npz").read_bytes() for d in "ab")
+    assert first == second and np.array_equal(np.load(tmp_path / "a" / "clip.npz")["labels"], labels)
+    assert hashlib.sha256(first).hexdigest() == hashlib.sha256(second).hexdigest()
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["clip.npz"]
+    # through the one atomic writer: a failed write leaves the previous file as it was
+    def broken(path, write, verify=None):
+        raise files.CpabanimError(f"cannot write {path}")
+
+    monkeypatch.setattr(files, "write_atomically", broken)
+    with pytest.raises(files.CpabanimError):
+        save_labels(tmp_path / "a" / "clip.npz", np.zeros((1, 16, 16), np.uint8))
+    assert (tmp_path / "a" / "clip.npz").read_bytes() == first

@@ -48,7 +48,7 @@ def _write_png(path: Path) -> Path:
 
 
 def _experiment_files(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
-    """The per-experiment paths and report outputs ``report.log_experiment`` logs, with video names like the
+    """The per-experiment paths and report outputs ``parents.log_experiment`` logs, with video names like the
     embedded default's (``#`` in them)."""
     from cpabanim.data.frames import write_viewing_videos
 
@@ -69,7 +69,7 @@ def _experiment_files(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
 @pytest.fixture
 def store(tmp_path, monkeypatch) -> dict:
     """A sqlite store with one experiment parent run holding the report's artifacts (logged by the report)."""
-    from cpabanim.reporting import report
+    from cpabanim.reporting import parents
     from cpabanim.tracking import runs
     from cpabanim.tracking import provenance
     from cpabanim.config.layers import load_params
@@ -81,8 +81,8 @@ def store(tmp_path, monkeypatch) -> dict:
     params = load_params(PROJECT_ROOT / "params.yaml",
                          overrides=[f"tracking.uri={uri}", f"paths.processed={tmp_path / 'processed'}"])
     paths, outputs = _experiment_files(tmp_path)
-    report.log_experiment(params, EXPERIMENT, {"recon/l1": 0.1}, paths, outputs, log_model=False)
     run_id = runs.experiment_parent(params, EXPERIMENT)
+    parents.log_experiment(run_id, EXPERIMENT, {"recon/l1": 0.1}, paths, outputs, log_model=False)
     client = runs.mlflow_client()
     experiment_id = client.get_run(run_id).info.experiment_id
     return {"uri": uri, "run_id": run_id, "experiment_id": experiment_id, "artifacts": _artifacts(client, run_id),

@@ -11,8 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cpabanim.reporting import report
+from cpabanim.config.typed import ModelConfig
 from cpabanim.evaluation.baselines import baseline_key
+from cpabanim.reporting import figures, parents, tables
 
 from .conftest import PROJECT_ROOT
 
@@ -34,10 +35,10 @@ def test_baseline_keys():
 
 
 def test_table_has_one_row_per_experiment_the_differing_parameter_and_one_baseline_row(tmp_path):
-    text = report.write_tables(["cpab", "tps"], DIFFERING, METRICS, tmp_path / "t.md", tmp_path / "t.csv")
+    text = tables.write_tables(["cpab", "tps"], DIFFERING, METRICS, tmp_path / "t.md", tmp_path / "t.csv")
     with open(tmp_path / "t.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["experiment"] for r in rows] == ["cpab", "tps", report.BASELINE_ROW]
+    assert [r["experiment"] for r in rows] == ["cpab", "tps", tables.BASELINE_ROW]
     assert [r["model.motion"] for r in rows] == ["cpab", "tps", ""]  # the built-in default is named, not "(default)"
     assert not any(c.startswith("baseline/") for c in rows[0])  # baselines are a row, not columns
     assert rows[2]["recon/l1"] == "0.1064" and rows[2]["anim/relative/l1_first"] == "0"
@@ -50,8 +51,8 @@ def test_table_has_one_row_per_experiment_the_differing_parameter_and_one_baseli
 def test_experiments_scored_on_different_frames_get_a_baseline_row_each(tmp_path):
     metrics = json.loads(json.dumps(METRICS))
     metrics["tps"]["baseline/copy_source/recon/l1"] = 0.2
-    rows = report.baseline_rows(["cpab", "tps"], metrics, report.metric_columns(metrics))
-    assert [label for label, _ in rows] == [f"{report.BASELINE_ROW}, cpab", f"{report.BASELINE_ROW}, tps"]
+    rows = tables.baseline_rows(["cpab", "tps"], metrics, tables.metric_columns(metrics))
+    assert [label for label, _ in rows] == [f"{tables.BASELINE_ROW}, cpab", f"{tables.BASELINE_ROW}, tps"]
 
 
 def test_metrics_png_has_one_panel_per_model_metric(tmp_path, monkeypatch):
@@ -65,7 +66,7 @@ def test_metrics_png_has_one_panel_per_model_metric(tmp_path, monkeypatch):
         return save(fig, path, *args, **kwargs)
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
-    report.plot_metrics(METRICS, tmp_path / "m.png")
+    figures.plot_metrics(METRICS, tmp_path / "m.png")
     assert Image.open(tmp_path / "m.png").size[0] > 500
     assert [t.split()[0] for t in titles] == ["recon/l1", "recon/psnr", "anim/relative/l1_first"]
     assert "lower is better" in titles[0] and "higher is better" in titles[1]
@@ -94,11 +95,11 @@ def test_samples_grid_has_reconstruction_and_animation_rows(tmp_path):
             {"name": pair, "source": "a#test000", "source_frame": 0, "driving": "b#test001", "frames": 4}]}))
         experiments[name] = {"processed": processed, "reconstruction": out / "reconstruction",
                              "animation": out / "animation"}
-    assert len(report.reconstruction_rows(experiments)) == report.SAMPLE_FRAMES
-    mode, rows = report.animation_rows(experiments)
-    assert mode == "relative" and len(rows) == report.SAMPLE_FRAMES and all(len(r[1]) == 4 for r in rows)
+    assert len(figures.reconstruction_rows(experiments)) == figures.SAMPLE_FRAMES
+    mode, rows = figures.animation_rows(experiments)
+    assert mode == "relative" and len(rows) == figures.SAMPLE_FRAMES and all(len(r[1]) == 4 for r in rows)
     assert all(image is not None for _, images in rows for image in images)
-    report.write_samples(experiments, tmp_path / "samples.png")
+    figures.write_samples(experiments, tmp_path / "samples.png")
     width, height = Image.open(tmp_path / "samples.png").size
     assert height > width  # 6 rows of 4 columns
 
@@ -123,12 +124,12 @@ def test_trained_model_is_logged_once_and_reproduces_the_checkpoint(tmp_path, mo
         f"model.motion={motion}"])
     _video(tmp_path / "processed" / "test" / "v#0", frames=1, size=int(params["data"]["frame_size"]))
     checkpoint = tmp_path / "checkpoints" / "last.pt"
-    save_checkpoint(checkpoint, AnimationModel(params["model"]), params=params, step=7)
+    save_checkpoint(checkpoint, AnimationModel(ModelConfig.from_mapping(params["model"])), params=params, step=7)
     paths = {"checkpoints": checkpoint.parent, "processed": tmp_path / "processed"}
     parent = runs.experiment_parent(params, motion)
 
-    uri = report.log_trained_model(paths, parent)
-    assert uri is not None and report.log_trained_model(paths, parent) is None  # once per checkpoint
+    uri = parents.log_trained_model(paths, parent)
+    assert uri is not None and parents.log_trained_model(paths, parent) is None  # once per checkpoint
     client = runs.mlflow_client()
     models = client.search_logged_models([client.get_run(parent).info.experiment_id])
     assert [m.status.name for m in models] == ["READY"]  # no FAILED leftover from a pt2 attempt

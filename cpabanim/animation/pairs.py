@@ -20,16 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from cpabanim.errors import CpabanimError
-from cpabanim.runtime import resolve_device
 from cpabanim.animation.animator import load_animator
+from cpabanim.animation.reconstruct import checkpoint_path
 from cpabanim.data.frames import (
-    frame_paths, read_frames, side_by_side, test_videos, to_tensor, to_uint8, write_frames, write_image,
+    frame_paths, read_frames, side_by_side, test_videos, to_frames, to_tensor, write_frames, write_image,
     write_viewing_videos,
 )
-from cpabanim.animation.reconstruct import checkpoint_path
+from cpabanim.errors import CpabanimError
+from cpabanim.progress import progress_bar
+from cpabanim.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +60,21 @@ def choose_pairs(videos: list[Path], num_pairs: int, seed: int) -> list[dict]:
     return pairs
 
 
-def animate_pairs(params, processed: Path, checkpoints: Path, out_root: Path) -> dict:
-    """Animate a deterministic list of test pairs of ``processed`` with the model in ``checkpoints`` into
-    ``out_root``; returns the record written to ``pairs.json``. ``params``: ``seed``, ``device``, ``animate``."""
-    cfg = params["animate"]
-    torch.manual_seed(params["seed"])
-    device = resolve_device(params["device"])
-    animator, info = load_animator(cfg["animator"], checkpoint_path(cfg["checkpoint"], checkpoints), device)
+def animate_pairs(*, processed: Path, checkpoints: Path, out_root: Path, animator: str, checkpoint: str | None,
+                  num_pairs: int, modes: list[str], max_frames: int, fps: float, mp4: bool, gif: bool, device: str,
+                  seed: int) -> dict:
+    """Animate ``num_pairs`` test pairs of ``processed``, drawn with ``seed``, in every mode of ``modes`` (the first
+    ``max_frames`` driving frames, 0 = all) into ``out_root``; returns the record written to ``pairs.json``.
+
+    ``animator``: ``checkpoint`` (the model at ``checkpoint``, else ``checkpoints/last.pt``) | ``identity``;
+    ``fps``, ``mp4``, ``gif``: the viewing videos; ``device``: ``auto`` | ``cpu`` | ``cuda[:N]``.
+    """
+    torch.manual_seed(seed)
+    torch_device = resolve_device(device)
+    runner, info = load_animator(animator, checkpoint_path(checkpoint, checkpoints), torch_device, "animate")
     videos = test_videos(processed)
     by_name = {v.name: v for v in videos}
-    pairs = choose_pairs(videos, cfg["num_pairs"], params["seed"])
+    pairs = choose_pairs(videos, num_pairs, seed)
     if out_root.exists():
         shutil.rmtree(out_root)
     out_root.mkdir(parents=True)
@@ -78,25 +83,25 @@ def animate_pairs(params, processed: Path, checkpoints: Path, out_root: Path) ->
 
     skipped: dict[str, str] = {}
     set_tags({"cpabanim.animator": info["animator"]})
-    for pair in tqdm(pairs, desc="animate", unit="pair"):
+    for pair in progress_bar(pairs, desc="animate", unit="pair"):
         source_uint8 = read_frames(by_name[pair["source"]])[pair["source_frame"]]
         driving_uint8 = read_frames(by_name[pair["driving"]])
-        if cfg["max_frames"]:
-            driving_uint8 = driving_uint8[: cfg["max_frames"]]
+        if max_frames:
+            driving_uint8 = driving_uint8[:max_frames]
         pair["frames"] = len(driving_uint8)
         folder = out_root / pair["name"]
         write_image(source_uint8, folder / "source.png")
-        source = to_tensor(source_uint8[None]).to(device)
-        driving = to_tensor(driving_uint8).to(device)
-        for mode in cfg["modes"]:
+        source = to_tensor(source_uint8[None]).to(torch_device)
+        driving = to_tensor(driving_uint8).to(torch_device)
+        for mode in modes:
             try:
                 with torch.no_grad():
-                    generated = animator.animate(source, driving, mode=mode)
+                    generated = runner.animate(source, driving, mode=mode)
             except (NotImplementedError, CpabanimError) as err:
                 skipped[mode] = f"the animator cannot animate in mode {mode!r}: {err}"
                 log.warning("%s", skipped[mode])
                 continue
-            generated_uint8 = to_uint8(generated.float())
+            generated_uint8 = to_frames(generated.float())
             if len(generated_uint8) != len(driving_uint8):
                 raise CpabanimError(
                     f"animate({mode!r}) returned {len(generated_uint8)} frames "
@@ -104,9 +109,9 @@ def animate_pairs(params, processed: Path, checkpoints: Path, out_root: Path) ->
                 )
             write_frames(generated_uint8, folder / mode)
             strip = side_by_side(source_uint8, driving_uint8, generated_uint8)
-            write_viewing_videos(strip, folder / mode, cfg["fps"], cfg["mp4"], cfg["gif"])
+            write_viewing_videos(strip, folder / mode, fps, mp4, gif)
             log_image(strip[len(strip) // 2], f"animation/{pair['name']}_{mode}.png")
-    record = {**info, "modes": [m for m in cfg["modes"] if m not in skipped], "skipped_modes": skipped,
+    record = {**info, "modes": [m for m in modes if m not in skipped], "skipped_modes": skipped,
               "pairs": pairs}
     (out_root / "pairs.json").write_text(json.dumps(record, indent=2))
     log_artifact(out_root / "pairs.json")

@@ -19,15 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from cpabanim.animation.animator import Animator, ModelAnimator, load_animator
 from cpabanim.config.paths import CHECKPOINT_NAME
-from cpabanim.evaluation import formulas
-from cpabanim.runtime import resolve_device
-from cpabanim.animation.animator import Animator, load_animator
 from cpabanim.data.frames import (
-    read_frames, side_by_side, test_videos, to_tensor, to_uint8, write_frames, write_viewing_videos,
+    read_frames, side_by_side, test_videos, to_frames, to_tensor, write_frames, write_viewing_videos,
 )
+from cpabanim.evaluation import formulas
+from cpabanim.progress import progress_bar
+from cpabanim.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ def explain_first_video(model, video: Path, folder: Path, device: torch.device) 
     """Labelled pictures of how the middle frame of ``video`` was made (keypoints per CPAB group, dense flow,
     occlusion, which transform moves which region) into ``folder``, and into the stage's MLflow run."""
     from cpabanim.tracking import log_artifact
-    from cpabanim.viz.explain import explanation_from_output, write_explanation
+    from cpabanim.viz.explain import write_explanation
+    from cpabanim.viz.motion import explanation_from_output
 
     frames = to_tensor(read_frames(video))
     middle = len(frames) // 2
@@ -69,33 +70,39 @@ def explain_first_video(model, video: Path, folder: Path, device: torch.device) 
     log_artifact(folder, "explain")
 
 
-def reconstruct_all(params, processed: Path, checkpoints: Path, out_root: Path) -> float:
-    """Reconstruct every test video of ``processed`` with the model in ``checkpoints`` into ``out_root``; returns
-    the L1 pooled over frames. ``params``: ``seed``, ``device`` and the ``reconstruct`` section."""
-    cfg = params["reconstruct"]
-    torch.manual_seed(params["seed"])
-    device = resolve_device(params["device"])
-    animator, info = load_animator(cfg["animator"], checkpoint_path(cfg["checkpoint"], checkpoints), device)
-    videos = test_videos(processed, cfg["max_videos"])
+def reconstruct_all(*, processed: Path, checkpoints: Path, out_root: Path, animator: str, checkpoint: str | None,
+                    max_videos: int, max_frames: int, batch_size: int, fps: float, mp4: bool, gif: bool,
+                    viewing_videos: int, device: str, seed: int) -> float:
+    """Reconstruct every test video of ``processed`` (the first ``max_videos``, 0 = all; their first
+    ``max_frames``, 0 = all) into ``out_root``; returns the L1 pooled over frames.
+
+    ``animator``: ``checkpoint`` (the model at ``checkpoint``, else ``checkpoints/last.pt``) | ``identity``;
+    ``batch_size``: driving frames per forward pass; ``fps``, ``mp4``, ``gif``: the viewing videos, written for
+    the first ``viewing_videos`` videos (0 = all); ``device``: ``auto`` | ``cpu`` | ``cuda[:N]``.
+    """
+    torch.manual_seed(seed)
+    torch_device = resolve_device(device)
+    runner, info = load_animator(animator, checkpoint_path(checkpoint, checkpoints), torch_device, "reconstruct")
+    videos = test_videos(processed, max_videos)
     if out_root.exists():
         shutil.rmtree(out_root)  # stale frames of an earlier, longer run would corrupt the metrics
     out_root.mkdir(parents=True)
 
     from cpabanim.tracking import log_artifact, log_image, log_metrics, set_tags
 
-    index = {**info, "device": str(device), "videos": {}}
+    index = {**info, "device": str(torch_device), "videos": {}}
     all_l1 = []
     set_tags({"cpabanim.animator": info["animator"]})
     with open(out_root / "l1_per_frame.csv", "w", newline="") as handle:
         table = csv.writer(handle)
         table.writerow(["video", "frame", "l1"])
-        for video in tqdm(videos, desc="reconstruct", unit="video"):
+        for video in progress_bar(videos, desc="reconstruct", unit="video"):
             frames_uint8 = read_frames(video)
-            if cfg["max_frames"]:
-                frames_uint8 = frames_uint8[: cfg["max_frames"]]
+            if max_frames:
+                frames_uint8 = frames_uint8[:max_frames]
             frames = to_tensor(frames_uint8)
-            predictions = reconstruct_video(animator, frames, cfg["batch_size"], device)
-            predicted_uint8 = to_uint8(predictions)
+            predictions = reconstruct_video(runner, frames, batch_size, torch_device)
+            predicted_uint8 = to_frames(predictions)
             write_frames(predicted_uint8, out_root / video.name)
             # L1 of what was saved (uint8 PNGs), so it equals what `cpabanim evaluate` recomputes.
             l1 = formulas.l1_per_frame(to_tensor(predicted_uint8), frames).numpy()
@@ -103,12 +110,12 @@ def reconstruct_all(params, processed: Path, checkpoints: Path, out_root: Path) 
             all_l1.append(l1)
             index["videos"][video.name] = {"frames": len(frames), "l1": float(l1.mean())}
             strip = side_by_side(frames_uint8[0], frames_uint8, predicted_uint8)
-            if not cfg["viewing_videos"] or len(index["videos"]) <= cfg["viewing_videos"]:
-                write_viewing_videos(strip, out_root / video.name, cfg["fps"], cfg["mp4"], cfg["gif"])
+            if not viewing_videos or len(index["videos"]) <= viewing_videos:
+                write_viewing_videos(strip, out_root / video.name, fps, mp4, gif)
             if len(index["videos"]) <= MLFLOW_IMAGES:  # the middle frame, to browse runs in the MLflow UI
                 log_image(strip[len(strip) // 2], f"reconstruction/{video.name}.png")
-    if videos and isinstance(animator, torch.nn.Module):
-        explain_first_video(animator, videos[0], out_root / EXPLAIN_DIR, device)
+    if videos and isinstance(runner, ModelAnimator):
+        explain_first_video(runner.model, videos[0], out_root / EXPLAIN_DIR, torch_device)
     pooled = float(np.concatenate(all_l1).mean())
     index["l1"] = pooled
     (out_root / "index.json").write_text(json.dumps(index, indent=2))

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from cpabanim.config.layers import load_params
+from cpabanim.errors import CpabanimError
 from cpabanim.pipeline import all_stages, producers
 from cpabanim.pipeline.base import Output, Stage, expand
 
@@ -147,8 +148,7 @@ def run(args: argparse.Namespace) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
     if args.check and stale:
-        sys.stderr.write(f"out of date (run `cpabanim dag --write`): {', '.join(stale)}\n")
-        return 1
+        raise CpabanimError(f"out of date (run `cpabanim dag --write`): {', '.join(stale)}")
     if args.write:
         sys.stdout.write(f"wrote {', '.join(stale)}\n" if stale else "up to date\n")
     return 0

@@ -22,7 +22,7 @@ FORMATS = ("tpsmm",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_params_arguments(parser)
+    add_params_arguments(parser, experiment=False)  # the preset (and --set) give the model section; motion is tps
     parser.add_argument("--format", choices=FORMATS, required=True,
                         help="layout of the input: tpsmm = TPSMM's (and CPABMM's) train.py checkpoints")
     parser.add_argument("--input", type=Path, required=True, help="the checkpoint to convert (e.g. vox.pth.tar)")

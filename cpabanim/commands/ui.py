@@ -20,7 +20,7 @@ from cpabanim.errors import CpabanimError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_params_arguments(parser)
+    add_params_arguments(parser, preset=False, experiment=False)  # it reads tracking.* only: params.yaml or --set
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=5000, help="port to serve on (default 5000)")
     parser.add_argument("--print-url", action="store_true", help="print the page to open and exit")

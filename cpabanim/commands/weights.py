@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from cpabanim.config.layers import add_params_arguments, params_from_args
-from cpabanim.errors import ConfigError
+from cpabanim.errors import ConfigError, did_you_mean
 
 log = logging.getLogger("cpabanim")
 
@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     names = needed_weights(params) if args.names == ["auto"] else list(args.names)
     unknown = sorted(set(names) - set(weight_names()))
     if unknown:
-        raise ConfigError(f"unknown weights {', '.join(unknown)}: choose from {', '.join(weight_names())} or auto")
+        raise ConfigError(f"unknown weights {', '.join(unknown)}: choose from {', '.join(weight_names())} or auto"
+                          + did_you_mean(unknown[0], [*weight_names(), "auto"]))
     if args.url and len(names) != 1:
         raise ConfigError("--url names the mirror of one weight file: give exactly one NAME with it")
     for name in names:

@@ -27,15 +27,13 @@ from cpabanim.config.mappings import deep_merge, flatten, nest, read_mapping
 from cpabanim.config.paths import REPORT_FOLDER
 from cpabanim.config.overrides import parse_override
 from cpabanim.config.schema import defaults, validate
-from cpabanim.errors import ConfigError
+from cpabanim.errors import ConfigError, did_you_mean
 
 DEFAULT_PARAMS = Path("params.yaml")
 DEFAULT_EXPERIMENT = "default"
 RESERVED_EXPERIMENT_NAMES = (REPORT_FOLDER,)  # {paths.outputs}/report holds the comparison of experiments
 # names that become folder names and MLflow run names: a strict pattern, no path separators
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
 
 
 def preset_path(name: str | Path, base_dir: str | Path = ".") -> Path:
@@ -66,8 +64,9 @@ def _overlay(kind: str, name: str, base_dir: str | Path) -> dict[str, Any]:
     folder = "presets" if kind == "preset" else "experiments"
     path = _overlay_path(name, base_dir, folder)
     if not path.is_file():
-        known = ", ".join(available(folder, base_dir)) or "none found"
-        raise ConfigError(f"{kind} {name!r} not found at {path} (available: {known})")
+        names = available(folder, base_dir)
+        raise ConfigError(f"{kind} {name!r} not found at {path} (available: {', '.join(names) or 'none found'})"
+                          + did_you_mean(name, names))
     values = read_mapping(path, kind)
     for forbidden in ("paths", "experiment", *(["preset"] if kind == "preset" else [])):
         if forbidden in values:
@@ -96,9 +95,9 @@ def resolve(
     if experiment_path(experiment, base_dir).is_file():
         params = deep_merge(params, _overlay("experiment", experiment, base_dir))
     elif experiment != DEFAULT_EXPERIMENT:
-        known = ", ".join(available("experiments", base_dir)) or "none found"
+        names = available("experiments", base_dir)
         raise ConfigError(f"experiment {experiment!r} not found at {experiment_path(experiment, base_dir)} "
-                          f"(available: {known})")
+                          f"(available: {', '.join(names) or 'none found'})" + did_you_mean(experiment, names))
     params = deep_merge(params, nest(overrides or {}))
     params["preset"] = str(preset) if preset else None
     params["experiment"] = str(experiment)
@@ -134,14 +133,20 @@ def changed_from_defaults(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flatten(params).items() if base.get(k, object()) != v and k not in ("experiment",)}
 
 
-def add_params_arguments(parser) -> None:
-    """The options every stage shares: which params file, which preset and experiment, and key=value overrides."""
+def add_params_arguments(parser, *, preset: bool = True, experiment: bool = True, overrides_file: bool = False) -> None:
+    """The parameter layers' options, for a stage or a command that resolves params (:func:`params_from_args`):
+    ``--params FILE`` and ``--set KEY=VALUE`` always; ``--preset`` and ``--experiment`` where that overlay can
+    change what the command does; ``--overrides FILE`` with ``overrides_file`` (pipeline stages: how the Snakefile
+    hands its jobs the ``--config`` values). A command offers only the options it reads."""
     parser.add_argument("--params", default=str(DEFAULT_PARAMS), help="parameter file (default: params.yaml)")
-    parser.add_argument("--preset", default=None, help="preset in presets/ (vox-256, taichi-256, ...) or a path")
-    parser.add_argument("--experiment", default=None, help="experiment in experiments/ (cpab, tps, ...)")
-    parser.add_argument("--overrides", dest="overrides_file", default=None, metavar="FILE",
-                        help="a YAML mapping of parameter values on the command-line layer (the Snakefile hands its "
-                             "jobs the `--config` values this way; --set wins over it)")
+    if preset:
+        parser.add_argument("--preset", default=None, help="preset in presets/ (vox-256, taichi-256, ...) or a path")
+    if experiment:
+        parser.add_argument("--experiment", default=None, help="experiment in experiments/ (cpab, tps, ...)")
+    if overrides_file:
+        parser.add_argument("--overrides", dest="overrides_file", default=None, metavar="FILE",
+                            help="a YAML mapping of parameter values on the command-line layer (the Snakefile hands "
+                                 "its jobs the `--config` values this way; --set wins over it)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override one parameter, e.g. --set train.num_epochs=2 (repeatable)",
@@ -149,7 +154,9 @@ def add_params_arguments(parser) -> None:
 
 
 def params_from_args(args) -> dict[str, Any]:
-    values = read_mapping(Path(args.overrides_file), "overrides file") if getattr(args, "overrides_file", None) else None
-    return load_params(args.params, args.preset, args.overrides, getattr(args, "experiment", None), values)
-
-
+    """The resolved params of a command line parsed with :func:`add_params_arguments`' options (those it lacks
+    are absent layers)."""
+    overrides_file = getattr(args, "overrides_file", None)
+    values = read_mapping(Path(overrides_file), "overrides file") if overrides_file else None
+    return load_params(args.params, getattr(args, "preset", None), args.overrides, getattr(args, "experiment", None),
+                       values)

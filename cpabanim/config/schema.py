@@ -11,7 +11,7 @@ from importlib import resources
 from typing import Any
 
 from cpabanim.config.mappings import yaml_load
-from cpabanim.errors import ConfigError
+from cpabanim.errors import ConfigError, did_you_mean
 
 
 @functools.cache
@@ -54,13 +54,26 @@ def _validator():
 
 
 def validate(params: Mapping[str, Any]) -> None:
-    """Raise :class:`ConfigError` listing every schema violation and cross-field inconsistency."""
+    """Raise :class:`ConfigError` listing every schema violation and cross-field inconsistency, in one line; a
+    misspelt key (the schema allows no other) names the closest one the schema has."""
     errors = sorted(_validator().iter_errors(params), key=lambda e: list(e.absolute_path))
-    lines = [f"  {'.'.join(str(p) for p in e.absolute_path) or '<top level>'}: {e.message}" for e in errors]
-    if not lines:
-        lines = [f"  {problem}" for problem in consistency_problems(params)]
-    if lines:
-        raise ConfigError("invalid parameters:\n" + "\n".join(lines))
+    problems = [problem for error in errors for problem in _describe(error)]
+    if not problems:
+        problems = consistency_problems(params)
+    if problems:
+        raise ConfigError("invalid parameters: " + "; ".join(problems))
+
+
+def _describe(error) -> list[str]:
+    """One jsonschema error as ``dotted.key: what is wrong``; an unknown key (``additionalProperties: false``)
+    becomes one problem per key, with the closest known key of the same section."""
+    where = ".".join(str(p) for p in error.absolute_path)
+    known = error.schema.get("properties", {}) if isinstance(error.schema, Mapping) else {}
+    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping) and known:
+        prefix = f"{where}." if where else ""
+        unknown = sorted(str(key) for key in error.instance if key not in known)
+        return [f"{prefix}{key}: no such parameter" + did_you_mean(key, known, prefix) for key in unknown]
+    return [f"{where or '<top level>'}: {error.message}"]
 
 
 def consistency_problems(params: Mapping[str, Any]) -> list[str]:

@@ -1,4 +1,4 @@
-"""CPAB transformations in pure PyTorch (CPU/CUDA, float32/float64, batched, differentiable).
+"""CPAB transformations in pure PyTorch (CPU/CUDA, float32/float64, batched, differentiable; docs/cpab.md).
 
     tess = Tessellation(nc=(4, 4))                 # d = 58 (type-II, valid outside, no zero boundary)
     cpab = CPAB(tess)                              # nn.Module; .to(device, dtype)
@@ -7,7 +7,22 @@
     theta = fit_lm_implicit(cpab, p, q)            # the same fit, differentiable w.r.t. p and q (implicit function theorem)
     grid = cpab.warp_grid(theta, (64, 64))         # (T, 64, 64, 2) for grid_sample(align_corners=True)
 
-See docs/cpab.md.
+Contract: a transformation is ``theta`` (T, d) in the tessellation's null-space basis; points are (x, y) in
+[0, 1]^2 (``to_unit``/``from_unit`` convert grid_sample's [-1, 1]); everything is batched over T, differentiable
+w.r.t. theta and the points, computed in theta's dtype on theta's device, and the transform and warp paths make
+no host synchronisation. Nothing here knows about images, networks or the params: the motion model
+(``cpabanim.models.cpab_motion``) builds on it.
+
+    tessellation  type-II tessellations, their constraints and null-space basis
+    cellindex     the cell of a point (branch-free)
+    expm          matrix exponentials of the cells' affine maps
+    integrate     integration of the velocity field: ``integrate_steps`` (libcpab's scheme), ``integrate_freifeld``,
+                  ``integrate_rk4`` (reference), ``velocity``
+    transformer   ``CPAB``, the nn.Module tying them together (transform, Jacobians, dense grids, fits)
+    fit           keypoints -> theta (``fit_lm``, ``fit_adam``, ``fit_midpoint``); ``implicit``: the LM fit with
+                  gradients to the keypoints
+    warp          identity grids and CPAB sampling grids
+    compat        libcpab / difw point layouts and theta mapping between bases
 """
 
 from cpabanim.cpab.cellindex import find_cell, find_cell_1d
@@ -20,7 +35,6 @@ from cpabanim.cpab.tessellation import Tessellation, Tessellation1D
 from cpabanim.cpab.transformer import CPAB
 from cpabanim.cpab.warp import from_unit, identity_grid, to_unit, warp_grid
 
-integrate = integrate_steps
 
 __all__ = [
     "CPAB",
@@ -30,7 +44,6 @@ __all__ = [
     "find_cell_1d",
     "expm_taylor",
     "affine_step_tables",
-    "integrate",
     "integrate_steps",
     "integrate_rk4",
     "integrate_freifeld",

@@ -24,8 +24,9 @@ class CPAB(nn.Module):
         nsteps: steps of the faithful integrator (libcpab: 50).
         fast_nsteps: steps of ``method="fast"`` (20: max error ~1e-4 of the domain at talking-head motion,
             docs/cpab.md; 2.5x cheaper than 50).
-        fit_lambda: default ridge weight of the LM fit; None = 1e-4 for tessellations up to 4x4 (the partial fits on
-            5 keypoints), 3e-4 for finer ones (the 6x6 global fit), docs/cpab.md
+        fit_lambda: default ridge weight of the LM fit; None = ``cpabanim.cpab.fit.DEFAULT_LAMBDA_PARTIAL`` for
+            tessellations up to 4x4 (the partial fits on 5 keypoints), ``DEFAULT_LAMBDA_GLOBAL`` for finer ones
+            (the 6x6 global fit), docs/cpab.md; the model's motion (cpabanim/models/cpab_motion.py) uses the same
     """
 
     def __init__(

@@ -8,7 +8,9 @@ import torch
 
 
 def identity_grid(size: Sequence[int], dtype=None, device=None) -> torch.Tensor:
-    """(H, W, 2) grid of (x, y) in [-1,1] matching ``grid_sample(..., align_corners=True)``."""
+    """(H, W, 2) grid of (x, y) in [-1, 1], x along the width, matching ``grid_sample(..., align_corners=True)``
+    (pixel centres of the first and last row / column at -1 and 1). The one identity grid of the package: the
+    networks' ``make_coordinate_grid`` (cpabanim/models/blocks.py) is this one."""
     H, W = int(size[0]), int(size[1])
     ys = torch.linspace(-1.0, 1.0, H, dtype=dtype, device=device)
     xs = torch.linspace(-1.0, 1.0, W, dtype=dtype, device=device)

@@ -131,12 +131,16 @@ def _as_float(frames: torch.Tensor) -> torch.Tensor:
     return frames.float().div_(255) if frames.dtype == torch.uint8 else frames
 
 
-def to_uint8(frames: torch.Tensor) -> torch.Tensor:
-    """Float frames in [0, 1] -> uint8, rounded to the nearest level; uint8 frames unchanged.
+def pack_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """Training items packed for the trip from a loader worker: float frames in [0, 1] -> uint8, ties rounded
+    up (``floor(255 x + 0.5)``); uint8 frames unchanged.
 
     Training items leave the dataset as uint8, a quarter of float32's bytes between a loader worker and the
     training process (docs/model.md, "Training step profile"). TPSMM's colour jitter also hands back 8-bit
     images (it jitters PIL images), so the rounding is the released code's, not a loss of ours.
+
+    Not :func:`cpabanim.data.frames.to_uint8`: that one rounds ties to even, which differs on about 5 values in
+    a million; training data keeps its own formula so that it stays bit-identical to what models were trained on.
     """
     if frames.dtype == torch.uint8:
         return frames

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cpabanim.data.augmentation import apply_augmentation, sample_augmentation, to_uint8
+from cpabanim.data.augmentation import apply_augmentation, pack_uint8, sample_augmentation
 from cpabanim.data.loader import ItemKey, item_generator
-from cpabanim.data.video import is_video, list_frame_files, read_video, _read_image
+from cpabanim.data.video import is_video, list_frame_files, read_image, read_video
 from cpabanim.errors import DataError
 
 
@@ -60,13 +60,13 @@ def read_frame(path: Path) -> torch.Tensor:
 
     OpenCV: measured as cheap as ``torchvision.io`` (whose image decoding is deprecated since torchvision
     0.29) and cheaper than PIL: a 256 px PNG pair decoded and stacked in 3.6 / 3.7 / 5.8 ms on one loaded
-    core. Other files (grayscale, 16-bit, unreadable) go through :func:`~cpabanim.data.video._read_image`,
+    core. Other files (grayscale, 16-bit, unreadable) go through :func:`~cpabanim.data.video.read_image`,
     the rule every reader follows (converted to RGB, or a :class:`DataError` naming the file).
     """
     cv2 = _opencv()
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
-        return torch.from_numpy(_read_image(path).copy()).permute(2, 0, 1)
+        return torch.from_numpy(read_image(path).copy()).permute(2, 0, 1)
     code = cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGB
     return torch.from_numpy(cv2.cvtColor(image, code)).permute(2, 0, 1)
 
@@ -169,7 +169,7 @@ class FramesDataset(Dataset):
             masks = torch.from_numpy(labels[picks].astype(np.int64))
         aug = sample_augmentation(self.augmentation, tuple(pair.shape[-2:]), generator)
         pair, masks = apply_augmentation(pair, masks, aug)
-        pair = to_uint8(pair)  # the trainer's to_device makes them float on the device
+        pair = pack_uint8(pair)  # the trainer's to_device makes them float on the device
         item = {"source": pair[0].contiguous(), "driving": pair[1].contiguous(), "name": name}
         if masks is not None:
             item["source_mask"], item["driving_mask"] = masks[0].contiguous(), masks[1].contiguous()

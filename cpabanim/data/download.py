@@ -24,12 +24,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from cpabanim import files
 from cpabanim import weights as weights_registry
 from cpabanim.data import sources
 from cpabanim.errors import ConfigError, DataError
+from cpabanim.progress import progress_bar
 
 log = logging.getLogger(__name__)
 YOUTUBE_SOURCES = ("vox", "taichi", "ted")
@@ -89,10 +88,9 @@ def download_weights(name: str, weights_dir: Path, url: str | None = None) -> Pa
 
 
 def _write_sidecar(sidecar: Path, digest: str) -> None:
-    """Write ``<file>.sha256`` (the digest the weights loader checks) through a temporary file."""
-    tmp = sidecar.with_name(sidecar.name + ".tmp")
-    tmp.write_text(digest + "\n")
-    tmp.replace(sidecar)
+    """Write ``<file>.sha256`` (the digest the weights loader checks) atomically."""
+    text = (digest + "\n").encode()
+    files.write_atomically(sidecar, lambda handle: handle.write(text))
 
 
 def download(data: Mapping[str, Any], raw_root: str | Path) -> dict[str, Any]:
@@ -127,7 +125,7 @@ def download(data: Mapping[str, Any], raw_root: str | Path) -> dict[str, Any]:
         ids = sorted({c.youtube_id for c in chunks})
         manifest["metadata"] = {"path": str(metadata), "sha256": files.sha256_file(metadata),
                                 "chunks": len(chunks), "videos": len(ids)}
-        for youtube_id in tqdm(ids, desc=f"download {source}", unit="video"):
+        for youtube_id in progress_bar(ids, desc=f"download {source}", unit="video"):
             try:
                 path = sources.download_youtube(youtube_id, out / "videos", data["youtube_url"])
                 manifest["fetched"].append({"id": youtube_id, "path": str(path), "bytes": path.stat().st_size})

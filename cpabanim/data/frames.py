@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cpabanim.data.video import read_image
 from cpabanim.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,11 @@ def read_frames(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(frames[..., :3])
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """One image file -> uint8 (1, H, W, 3)."""
-    from PIL import Image
-
+def read_still(path: str | Path) -> np.ndarray:
+    """One image file as a one-frame video: uint8 (1, H, W, 3) (:func:`cpabanim.data.video.read_image`)."""
     if not Path(path).is_file():
         raise DataError(f"image {path} not found")
-    return np.asarray(Image.open(path).convert("RGB"))[None]
+    return read_image(Path(path))[None]
 
 
 def to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -69,9 +68,17 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """float (T, 3, H, W) in [0, 1] -> uint8 (T, H, W, 3), rounded (what the PNGs hold)."""
-    return images.detach().clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float in [0, 1], any shape -> uint8 of the same shape and device: clamped to [0, 1], scaled by 255 and
+    rounded to the nearest level (ties to even, ``torch.round``). The project's one float -> 8-bit conversion
+    of model outputs: what the PNGs hold and the metrics read back."""
+    return images.detach().clamp(0, 1).mul(255.0).round().to(torch.uint8)
+
+
+def to_frames(images: torch.Tensor) -> np.ndarray:
+    """float (T, 3, H, W) in [0, 1] -> uint8 numpy (T, H, W, 3) through :func:`to_uint8`: the inverse of
+    :func:`to_tensor` (frames as the writers and readers of this module hold them)."""
+    return to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def write_frames(frames: np.ndarray, folder: Path) -> Path:

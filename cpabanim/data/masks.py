@@ -18,19 +18,18 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from cpabanim import files
 from cpabanim import weights as weights_registry
 from cpabanim.data.video import read_video
 from cpabanim.errors import CpabanimError, DataError, MissingWeightsError, first_line
+from cpabanim.progress import progress_bar
 
 log = logging.getLogger(__name__)
 SAM_WEIGHT_NAMES = {"vit_b": "sam_vit_b", "vit_l": "sam_vit_l", "vit_h": "sam_vit_h"}
@@ -149,17 +148,17 @@ def read_sam_state(path: Path, name: str) -> dict[str, Any]:
 
 def save_labels(path: str | Path, labels: np.ndarray) -> None:
     """Write ``labels`` (uint8 (T, H, W)) as a compressed .npz readable by ``np.load``, byte-stable
-    (fixed zip timestamps, unlike ``np.savez_compressed``) and atomic."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    (fixed zip timestamps, unlike ``np.savez_compressed``) and atomic (:func:`cpabanim.files.write_atomically`)."""
     buffer = io.BytesIO()
     np.lib.format.write_array(buffer, np.ascontiguousarray(labels, dtype=np.uint8), allow_pickle=False)
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        info = zipfile.ZipInfo("labels.npy", date_time=(1980, 1, 1, 0, 0, 0))
-        info.compress_type = zipfile.ZIP_DEFLATED
-        zf.writestr(info, buffer.getvalue())
-    os.replace(tmp, path)
+    info = zipfile.ZipInfo("labels.npy", date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+
+    def write(handle) -> None:
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(info, buffer.getvalue())
+
+    files.write_atomically(path, write)
 
 
 def extract_masks(masks_cfg: Mapping[str, Any], processed_root: str | Path, masks_root: str | Path,
@@ -187,7 +186,7 @@ def extract_masks(masks_cfg: Mapping[str, Any], processed_root: str | Path, mask
     meta = {"source": source, "settings": settings, "videos": {}}
     generator = None
     videos = sorted(p for p in train.iterdir() if p.is_dir() and not p.name.endswith(".tmp"))
-    for video in tqdm(videos, desc=f"masks ({source})", unit="video"):
+    for video in progress_bar(videos, desc=f"masks ({source})", unit="video"):
         target = out / "train" / f"{video.name}.npz"
         frames_count = len(list(video.glob("*.png")))
         if target.is_file() and previous.get("videos", {}).get(video.name) == frames_count:

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from cpabanim import files
 from cpabanim.data import sources
 from cpabanim.data.video import frames_digest, read_video, resize_frames, write_frames
 from cpabanim.errors import ConfigError, DataError
+from cpabanim.progress import progress_bar
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "test")
@@ -93,14 +93,14 @@ def plan(data: Mapping[str, Any], seed: int, raw_root: str | Path) -> Iterator[t
                         return face_crop_video(frames, size, cfg["margin"], cfg["smooth_sigma"], cfg["detect_every"])[0]
                     except DataError as err:
                         raise DataError(f"{video}: {err}") from err
-                return resize_frames(_centre_square(frames), size, source=video)
+                return resize_frames(centre_square(frames), size, source=video)
             yield split, _name(video), make
     elif data.get("source_dir") or source == "mgif":
         root = sources.find_split_root(data.get("source_dir") or raw_root / "mgif" / "unpacked")
         for split in SPLITS:
             for video in sorted((root / split).iterdir()):
                 def make(video=video):
-                    return resize_frames(_centre_square(read_video(video)), size, source=video)
+                    return resize_frames(centre_square(read_video(video)), size, source=video)
                 yield split, _name(video), make
     else:  # vox / taichi / ted from the published metadata and the videos `download` fetched
         videos_dir = raw_root / source / "videos"
@@ -134,7 +134,7 @@ def resplit_usable(manifest: dict[str, Any], out: Path, order: list[str], test_f
             log.info("%s goes to %s: the split is taken among the videos that could be used", name, wanted[name])
 
 
-def _centre_square(frames: np.ndarray) -> np.ndarray:
+def centre_square(frames: np.ndarray) -> np.ndarray:
     height, width = frames.shape[1:3]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
@@ -154,7 +154,7 @@ def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, process
                                 "config": config, "videos": {s: {} for s in SPLITS}, "skipped": []}
     items = list(plan(data, seed, raw_root))
     auto_split = data["source"] == "folder" and not has_own_split(Path(data["folder"]["dir"]))
-    for split, video_id, make in tqdm(items, desc="preprocess", unit="video"):
+    for split, video_id, make in progress_bar(items, desc="preprocess", unit="video"):
         if auto_split:  # an earlier run may have put this video in the other split (see resplit_usable)
             split = next((s for s in SPLITS if video_id in previous.get("videos", {}).get(s, {})), split)
         try:  # ids come from metadata and file names: never write outside paths.processed

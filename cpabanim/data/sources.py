@@ -27,8 +27,17 @@ from cpabanim.files import CHUNK, contained_path, sha256_file, validate_id
 log = logging.getLogger(__name__)
 
 
+def partial_path(dest: str | Path) -> Path:
+    """The resumable partial download of ``dest``: ``.<name>.part.tmp`` beside it (hidden from DVC and listings)."""
+    dest = Path(dest)
+    return dest.with_name(f".{dest.name}.part.tmp")
+
+
 def fetch_url(url: str, dest: str | Path, sha256: str | None = None, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dest``, resuming a previous partial ``dest.part``; verify ``sha256`` if given.
+    """Download ``url`` to ``dest``, resuming a previous partial download; verify ``sha256`` if given.
+
+    The partial file is :func:`partial_path` (hidden, beside ``dest``, matched by .dvcignore's ``.*.tmp``): it
+    stays after a failure for the next attempt to resume, and is renamed to ``dest`` once complete and checked.
 
     HTTP(S) resumes with a ``Range`` request (a server that ignores it answers 200 and the download restarts);
     ``file://`` URLs resume by seeking, the same logic without a network. A finished ``dest`` with the right
@@ -38,7 +47,7 @@ def fetch_url(url: str, dest: str | Path, sha256: str | None = None, timeout: fl
     if dest.is_file() and (sha256 is None or sha256_file(dest) == sha256):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    part = partial_path(dest)
     offset = part.stat().st_size if part.is_file() else 0
     parsed = urllib.parse.urlparse(url)
     try:
@@ -53,7 +62,7 @@ def fetch_url(url: str, dest: str | Path, sha256: str | None = None, timeout: fl
                 mode = "ab" if offset and response.status == 206 else "wb"
                 with open(part, mode) as out:
                     shutil.copyfileobj(response, out, CHUNK)
-    except OSError as err:  # URLError, HTTPError, missing file: the .part stays for the next attempt
+    except OSError as err:  # URLError, HTTPError, missing file: the partial file stays for the next attempt
         raise DataError(f"download of {url} failed: {err}") from err
     if sha256 is not None:
         actual = sha256_file(part)

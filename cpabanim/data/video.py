@@ -59,7 +59,7 @@ def _to_rgb(frames: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(frames)
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
     """One image as ``uint8 (H, W, 3)``: colour modes through PIL's RGB conversion, 16-bit grayscale scaled
     to 8 bits (PIL's own conversion would clip it), other grayscale modes repeated into three channels."""
     from PIL import Image
@@ -105,7 +105,7 @@ def read_video(
         files = list_frame_files(path)
         if not files:
             raise DataError(f"{path}: frame folder holds no images ({', '.join(FRAME_SUFFIXES)})")
-        images = [_read_image(files[i]) for i in _pick(len(files), max_frames, stride)]
+        images = [read_image(files[i]) for i in _pick(len(files), max_frames, stride)]
         shapes = {im.shape for im in images}
         if len(shapes) > 1:
             raise DataError(f"{path}: frames of different sizes {sorted(shapes)}")
@@ -115,7 +115,7 @@ def read_video(
     elif path.suffix.lower() == ".gif":
         frames = _read_gif(path, max_frames, stride)
     elif path.suffix.lower() in FRAME_SUFFIXES:
-        strip = _read_image(path)
+        strip = read_image(path)
         height = int(frame_shape[0]) if frame_shape else strip.shape[0]
         width = int(frame_shape[1]) if frame_shape else strip.shape[0]
         if strip.shape[0] != height or strip.shape[1] % width:

@@ -7,12 +7,12 @@ or a changed extractor never reuses a stale result, and the driving videos are e
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
 from cpabanim.data.video import frames_digest
+from cpabanim.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,6 @@ class ExtractionCache:
                 log.warning("ignoring unreadable cache file %s (%s)", path, err)
         values = extractor(frames)
         self.misses += 1
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.stem + f".{os.getpid()}.tmp.npz")
-        np.savez_compressed(partial, values=values)
-        os.replace(partial, path)  # atomic: a concurrent or interrupted run never leaves half a file
+        # atomic: a concurrent or interrupted run never leaves half a file
+        write_atomically(path, lambda handle: np.savez_compressed(handle, values=values))
         return values

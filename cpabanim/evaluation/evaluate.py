@@ -33,54 +33,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from cpabanim.errors import ConfigError, DataError
+from cpabanim.data.frames import read_frames, read_still, to_tensor
+from cpabanim.errors import DataError
 from cpabanim.evaluation import formulas
-from cpabanim.runtime import resolve_device
 from cpabanim.evaluation.baselines import BASELINE_PREFIX, COPY_SOURCE, SOURCE_UNCHANGED
 from cpabanim.evaluation.cache import ExtractionCache
-from cpabanim.evaluation.extractors import ExtractorUnavailable, make_extractor
-from cpabanim.data.frames import read_frames, read_image, to_tensor
+from cpabanim.evaluation.formulas import KEYPOINT_METRICS, keypoint_metrics
+from cpabanim.evaluation.metric_networks import Extractors, OptionalNetworkMetrics
+from cpabanim.progress import progress_bar
+from cpabanim.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
 PIXEL_METRICS = ("l1", "psnr", "ssim")
-KEYPOINT_METRICS = ("akd", "mkr")
 ALL_METRICS = (*PIXEL_METRICS, *KEYPOINT_METRICS, "aed", "lpips", "fid")
-
-class Extractors:
-    """The keypoint and identity extractors chosen in params, built once, each None with a reason if unavailable."""
-
-    def __init__(self, cfg: dict[str, Any], device: torch.device, cache: ExtractionCache) -> None:
-        self.cache = cache
-        self.reasons: dict[str, str] = {}
-        options = {**cfg, "device": str(device)}
-        wanted = set(cfg["metrics"])
-        self.keypoints = self._build("keypoints", cfg["keypoints"], wanted & set(KEYPOINT_METRICS), options)
-        self.identity = self._build("identity", cfg["identity"], wanted & {"aed"}, options)
-
-    def _build(self, role: str, name: str, metrics: set[str], options: dict[str, Any]):
-        if not metrics:
-            return None
-        if name == "none":
-            raise ConfigError(
-                f"evaluate.metrics asks for {sorted(metrics)} but evaluate.{role} is none: choose an extractor "
-                "(dlib_face68 / dlib_face for faces) or remove them from evaluate.metrics"
-            )
-        try:
-            return make_extractor(name, options)
-        except ExtractorUnavailable as err:
-            for metric in metrics:
-                self.reasons[metric] = f"{name} extractor unavailable: {err}"
-            log.warning("%s extractor %s unavailable: %s", role, name, err)
-            return None
-
-    def keypoints_of(self, frames: np.ndarray) -> np.ndarray | None:
-        return None if self.keypoints is None else self.cache(self.keypoints, frames)
-
-    def identity_of(self, frames: np.ndarray) -> np.ndarray | None:
-        return None if self.identity is None else self.cache(self.identity, frames)
 
 
 def pixel_metrics(generated: torch.Tensor, reference: torch.Tensor, wanted: list[str]) -> dict[str, np.ndarray]:
@@ -95,62 +62,7 @@ def pixel_metrics(generated: torch.Tensor, reference: torch.Tensor, wanted: list
     return out
 
 
-class OptionalNetworkMetrics:
-    """LPIPS and FID (torchmetrics), computed only where their weights are already on disk (never downloaded)."""
-
-    def __init__(self, wanted: list[str]) -> None:
-        self.reasons: dict[str, str] = {}
-        self.lpips = self.fid = None
-        if "lpips" in wanted:
-            self.lpips = self._build("lpips", "alexnet-owt-7be5be79.pth", "torchvision's AlexNet", self._new_lpips)
-        if "fid" in wanted:
-            self.fid = self._build("fid", "weights-inception-2015-12-05-6726825d.pth", "torch-fidelity's Inception",
-                                  self._new_fid)
-
-    def _build(self, name: str, filename: str, network: str, factory):
-        """The metric from ``factory()`` when its weights are on disk; otherwise None with the reason recorded."""
-        weights = Path(torch.hub.get_dir()) / "checkpoints" / filename
-        if not weights.is_file():
-            self.reasons[name] = f"{name.upper()} needs {network} weights at {weights} (not downloaded here)"
-            return None
-        try:
-            return factory()
-        except Exception as err:  # noqa: BLE001 - optional metric: any failure becomes a recorded reason
-            self.reasons[name] = f"{name.upper()} unavailable: {err}"
-            return None
-
-    @staticmethod
-    def _new_lpips():
-        from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
-
-        return LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True).eval()
-
-    @staticmethod
-    def _new_fid():
-        from torchmetrics.image.fid import FrechetInceptionDistance
-
-        return FrechetInceptionDistance(feature=2048, normalize=True)
-
-    @torch.no_grad()
-    def update(self, generated: torch.Tensor, reference: torch.Tensor) -> dict[str, np.ndarray]:
-        out = {}
-        if self.lpips is not None:
-            values = []
-            for g, r in zip(generated.split(16), reference.split(16)):
-                for gi, ri in zip(g, r):  # per frame: torchmetrics' LPIPS returns a batch mean
-                    values.append(float(self.lpips(gi[None], ri[None])))
-            out["lpips"] = np.asarray(values)
-        if self.fid is not None:
-            for g, r in zip(generated.split(32), reference.split(32)):
-                self.fid.update(r, real=True)
-                self.fid.update(g, real=False)
-        return out
-
-    def fid_value(self) -> float | None:
-        return None if self.fid is None else float(self.fid.compute())
-
-
-def evaluate_reconstruction(recon_root: Path, test_root: Path, cfg, extractors, networks, rows
+def evaluate_reconstruction(recon_root: Path, test_root: Path, wanted, extractors, networks, rows
                             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per-frame values of every reconstruction metric and of the copy-source baseline on the same frames,
     concatenated over videos; one CSV row per video (the baseline's values as ``baseline_<metric>`` columns)."""
@@ -160,7 +72,7 @@ def evaluate_reconstruction(recon_root: Path, test_root: Path, cfg, extractors, 
     index = json.loads(index_path.read_text())
     per_frame: dict[str, list[np.ndarray]] = defaultdict(list)
     baseline: dict[str, list[np.ndarray]] = defaultdict(list)
-    for video in tqdm(sorted(index["videos"]), desc="evaluate reconstruction", unit="video"):
+    for video in progress_bar(sorted(index["videos"]), desc="evaluate reconstruction", unit="video"):
         generated = read_frames(recon_root / video)
         reference = read_frames(test_root / video)
         # Frames are matched by video name and index, as pose-evaluation does; every generated frame needs its
@@ -170,8 +82,8 @@ def evaluate_reconstruction(recon_root: Path, test_root: Path, cfg, extractors, 
                 f"reconstruction of {video}: {generated.shape} does not match the test video {reference.shape}"
             )
         reference = reference[: len(generated)]
-        values = video_metrics(generated, reference, cfg["metrics"], extractors, networks)
-        copied = copy_source_metrics(reference, cfg["metrics"], extractors)
+        values = video_metrics(generated, reference, wanted, extractors, networks)
+        copied = copy_source_metrics(reference, wanted, extractors)
         for name, frame_values in values.items():
             per_frame[name].append(frame_values)
         for name, frame_values in copied.items():
@@ -191,11 +103,7 @@ def copy_source_metrics(reference: np.ndarray, wanted, extractors) -> dict[str, 
     values = pixel_metrics(to_tensor(copied), to_tensor(reference), wanted)
     keypoints = extractors.keypoints_of(reference)
     if keypoints is not None:
-        still = np.repeat(keypoints[:1], len(keypoints), axis=0)
-        if "akd" in wanted:
-            values["akd"] = formulas.keypoint_distance_per_frame(still, keypoints)
-        if "mkr" in wanted:
-            values["mkr"] = formulas.missing_keypoint_rate_per_frame(still, keypoints)
+        values.update(keypoint_metrics(np.repeat(keypoints[:1], len(keypoints), axis=0), keypoints, wanted))
     identity = extractors.identity_of(reference)
     if identity is not None:
         values["aed"] = formulas.embedding_distance_per_frame(np.repeat(identity[:1], len(identity), axis=0), identity)
@@ -221,16 +129,6 @@ def source_unchanged_metrics(source: np.ndarray, driving: np.ndarray, wanted, ex
     return values
 
 
-def keypoint_metrics(keypoints: np.ndarray, reference: np.ndarray, wanted, suffix: str = "") -> dict[str, np.ndarray]:
-    """Per-frame AKD / MKR (those in ``wanted``) of keypoints (T, K, 2) against reference keypoints."""
-    values = {}
-    if "akd" in wanted:
-        values[f"akd{suffix}"] = formulas.keypoint_distance_per_frame(keypoints, reference)
-    if "mkr" in wanted:
-        values[f"mkr{suffix}"] = formulas.missing_keypoint_rate_per_frame(keypoints, reference)
-    return values
-
-
 def video_metrics(generated: np.ndarray, reference: np.ndarray, wanted, extractors, networks) -> dict[str, np.ndarray]:
     """Per-frame metrics of generated vs reference uint8 (T, H, W, 3) videos."""
     generated_t, reference_t = to_tensor(generated), to_tensor(reference)
@@ -245,7 +143,7 @@ def video_metrics(generated: np.ndarray, reference: np.ndarray, wanted, extracto
     return values
 
 
-def evaluate_animation(anim_root: Path, test_root: Path, cfg, extractors, rows
+def evaluate_animation(anim_root: Path, test_root: Path, wanted, extractors, rows
                        ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
     """Per-frame values per animation mode, {mode: {metric: (frames,)}}, and of the source-unchanged baseline on
     the same pairs, {metric: (frames,)}; one CSV row per pair and mode (baseline as ``baseline_<metric>``)."""
@@ -253,12 +151,11 @@ def evaluate_animation(anim_root: Path, test_root: Path, cfg, extractors, rows
     if not pairs_path.is_file():
         raise DataError(f"{pairs_path} not found: run `cpabanim animate` first")
     record = json.loads(pairs_path.read_text())
-    wanted = cfg["metrics"]
     per_mode: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
     baseline: dict[str, list[np.ndarray]] = defaultdict(list)
-    for pair in tqdm(record["pairs"], desc="evaluate animation", unit="pair"):
+    for pair in progress_bar(record["pairs"], desc="evaluate animation", unit="pair"):
         folder = anim_root / pair["name"]
-        source = read_image(folder / "source.png")
+        source = read_still(folder / "source.png")
         driving = read_frames(test_root / pair["driving"])[: pair["frames"]]
         identity_source = extractors.identity_of(source)
         unchanged = source_unchanged_metrics(source, driving, wanted, extractors)
@@ -273,13 +170,8 @@ def evaluate_animation(anim_root: Path, test_root: Path, cfg, extractors, rows
                 values["l1_first"] = formulas.l1_per_frame(to_tensor(generated[:1]), to_tensor(source)).double().numpy()
             keypoints_generated = extractors.keypoints_of(generated)
             if keypoints_generated is not None:
-                keypoints_driving = extractors.keypoints_of(driving)
-                if "akd" in wanted:
-                    values["akd_driving"] = formulas.keypoint_distance_per_frame(keypoints_generated, keypoints_driving)
-                if "mkr" in wanted:
-                    values["mkr_driving"] = formulas.missing_keypoint_rate_per_frame(
-                        keypoints_generated, keypoints_driving
-                    )
+                values.update(keypoint_metrics(keypoints_generated, extractors.keypoints_of(driving), wanted,
+                                               "_driving"))
             identity_generated = extractors.identity_of(generated)
             if identity_generated is not None:
                 values["aed_source"] = formulas.embedding_distance_per_frame(identity_generated, identity_source)
@@ -305,58 +197,70 @@ def summarise(
             reasons[f"{prefix}/{name}"] = "defined on no frame (no keypoints / face found in both videos)"
 
 
-def evaluate_all(params, processed: Path, reconstruction: Path, animation: Path, out: dict[str, Path]) -> dict[str, float]:
-    """Score ``reconstruction`` and ``animation`` against the test videos of ``processed``; writes ``out``'s
-    ``metrics``, ``unavailable`` and ``per_video`` files and returns the metrics. ``params``: device, evaluate."""
-    cfg = params["evaluate"]
-    device = resolve_device(params["device"])
-    cache_dir = cfg["cache_dir"] or out["metrics"].parent / ".eval_cache"
-    cache = ExtractionCache(cache_dir if cfg["cache"] else None)
-    extractors = Extractors(cfg, device, cache)
-    networks = OptionalNetworkMetrics(cfg["metrics"])
+def evaluate_all(*, processed: Path, reconstruction: Path, animation: Path, metrics_json: Path,
+                 unavailable_json: Path, per_video_csv: Path, metrics: list[str], keypoints: str, identity: str,
+                 extractor_options: dict[str, Any], cache: bool, cache_dir: str | None, device: str
+                 ) -> dict[str, float]:
+    """Score ``reconstruction`` and ``animation`` against the test videos of ``processed``; writes the metrics
+    (``metrics_json``), why each other metric is missing (``unavailable_json``) and one row per video and mode
+    (``per_video_csv``); returns the metrics.
+
+    ``metrics``: the metrics to compute (``l1``, ``psnr``, ``ssim``, ``akd``, ``mkr``, ``aed``, ``lpips``, ``fid``);
+    ``keypoints``, ``identity``: the extractors' names, ``extractor_options`` their settings; ``cache``: reuse
+    extractor results by content hash, in ``cache_dir`` (None: ``.eval_cache`` beside ``metrics_json``).
+    """
+    torch_device = resolve_device(device)
+    cache_folder = cache_dir or metrics_json.parent / ".eval_cache"
+    extraction_cache = ExtractionCache(cache_folder if cache else None)
+    extractors = Extractors(metrics, keypoints, identity, extractor_options, torch_device, extraction_cache)
+    networks = OptionalNetworkMetrics(metrics)
 
     rows: list[dict[str, Any]] = []
-    metrics: dict[str, float] = {}
+    values: dict[str, float] = {}
     reasons: dict[str, str] = {}
-    recon, copy_source = evaluate_reconstruction(reconstruction, Path(processed) / "test", cfg, extractors,
-                                                 networks, rows)
-    summarise(recon, "recon", metrics, reasons)
-    summarise(copy_source, f"{BASELINE_PREFIX}{COPY_SOURCE}/recon", metrics, reasons)
-    metrics["recon/frames"] = float(sum(row["frames"] for row in rows if row["part"] == "reconstruction"))
+    test_root = Path(processed) / "test"
+    recon, copy_source = evaluate_reconstruction(reconstruction, test_root, metrics, extractors, networks, rows)
+    summarise(recon, "recon", values, reasons)
+    summarise(copy_source, f"{BASELINE_PREFIX}{COPY_SOURCE}/recon", values, reasons)
+    values["recon/frames"] = float(sum(row["frames"] for row in rows if row["part"] == "reconstruction"))
     fid = networks.fid_value()
     if fid is not None:
-        metrics["recon/fid"] = fid
-    per_mode, unchanged = evaluate_animation(animation, Path(processed) / "test", cfg, extractors, rows)
-    for mode, values in per_mode.items():
-        summarise(values, f"anim/{mode}", metrics, reasons)
-    summarise(unchanged, f"{BASELINE_PREFIX}{SOURCE_UNCHANGED}/anim", metrics, reasons)
+        values["recon/fid"] = fid
+    per_mode, unchanged = evaluate_animation(animation, test_root, metrics, extractors, rows)
+    for mode, mode_values in per_mode.items():
+        summarise(mode_values, f"anim/{mode}", values, reasons)
+    summarise(unchanged, f"{BASELINE_PREFIX}{SOURCE_UNCHANGED}/anim", values, reasons)
+    explain_missing(values, reasons, {**extractors.reasons, **networks.reasons}, metrics)
 
-    # Every metric of the field that is not in metrics.json gets its reason, so a table never silently lacks one.
-    known_reasons = {**extractors.reasons, **networks.reasons}
+    metrics_json.parent.mkdir(parents=True, exist_ok=True)
+    metrics_json.write_text(json.dumps(dict(sorted(values.items())), indent=2) + "\n")
+    unavailable_json.write_text(json.dumps(dict(sorted(reasons.items())), indent=2) + "\n")
+    write_table(rows, per_video_csv)
+
+    from cpabanim.tracking import log_artifact, log_metrics
+
+    log_metrics(values)
+    for path in (metrics_json, unavailable_json, per_video_csv):
+        log_artifact(path, "evaluation")
+    log.info("metrics (%d extractor results reused from the cache, %d computed): %s", extraction_cache.hits,
+             extraction_cache.misses, ", ".join(f"{k}={v:.4g}" for k, v in sorted(values.items())))
+    return values
+
+
+def explain_missing(metrics: dict[str, float], reasons: dict[str, str], known: dict[str, str], wanted) -> None:
+    """Every metric of the field that is not in ``metrics`` gets its reason in ``reasons`` (``known``: why an
+    extractor or network is unavailable), so a table never silently lacks one."""
     for name in ALL_METRICS:
         if f"recon/{name}" in metrics or f"recon/{name}" in reasons:
             continue
-        if name in known_reasons:
-            reasons[f"recon/{name}"] = known_reasons[name]
-        elif name not in cfg["metrics"]:
+        if name in known:
+            reasons[f"recon/{name}"] = known[name]
+        elif name not in wanted:
             reasons[f"recon/{name}"] = (
                 "not applicable: not selected in evaluate.metrics"
                 + (" (needs a keypoint / identity extractor for this dataset's faces or bodies)"
                    if name in (*KEYPOINT_METRICS, "aed") else "")
             )
-    out["metrics"].parent.mkdir(parents=True, exist_ok=True)
-    out["metrics"].write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
-    out["unavailable"].write_text(json.dumps(dict(sorted(reasons.items())), indent=2) + "\n")
-    write_table(rows, out["per_video"])
-
-    from cpabanim.tracking import log_artifact, log_metrics
-
-    log_metrics(metrics)
-    for path in out.values():
-        log_artifact(path, "evaluation")
-    log.info("metrics (%d extractor results reused from the cache, %d computed): %s", cache.hits, cache.misses,
-             ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
-    return metrics
 
 
 def write_table(rows: list[dict[str, Any]], path: Path) -> None:

@@ -7,7 +7,8 @@ Conventions shared by every function here:
 - embeddings are float arrays (T, D), with a NaN row where the extractor found nothing.
 
 Per-frame functions return one value per frame; the pooled means over all frames of all videos (what the
-pose-evaluation scripts print) are computed by the caller from the per-frame values.
+pose-evaluation scripts print) are computed by the caller from the per-frame values. Every comparison of two
+sets of keypoints lives here: AKD, MKR, and the pose distance of ``cpabanim demo --find-best-frame``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import torch
 # PSNR of a perfect reconstruction is infinite; JSON (DVC, MLflow) cannot hold inf, so MSE is floored here,
 # which caps PSNR at 100 dB for [0, 1] images.
 _MSE_FLOOR = 1.0e-10
+
+KEYPOINT_METRICS = ("akd", "mkr")
 
 
 def l1_per_frame(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -73,6 +76,34 @@ def missing_keypoint_rate_per_frame(generated: np.ndarray, reference: np.ndarray
     count = in_reference.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, lost.sum(axis=1) / np.maximum(count, 1), np.nan)
+
+
+def keypoint_metrics(keypoints: np.ndarray, reference: np.ndarray, wanted, suffix: str = "") -> dict[str, np.ndarray]:
+    """Per-frame AKD / MKR (those in ``wanted``) of keypoints (T, K, 2) against reference keypoints (T, K, 2):
+    ``{"akd<suffix>": (T,), "mkr<suffix>": (T,)}``."""
+    values = {}
+    if "akd" in wanted:
+        values[f"akd{suffix}"] = keypoint_distance_per_frame(keypoints, reference)
+    if "mkr" in wanted:
+        values[f"mkr{suffix}"] = missing_keypoint_rate_per_frame(keypoints, reference)
+    return values
+
+
+def normalised_keypoints(points: np.ndarray) -> np.ndarray:
+    """(K, 2) keypoints, centred and divided by sqrt(area of their convex hull): position and scale removed."""
+    from scipy.spatial import ConvexHull
+
+    centred = points - points.mean(axis=0, keepdims=True)
+    return centred / np.sqrt(ConvexHull(centred).volume)
+
+
+def pose_distance_per_frame(keypoints: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """FOMM's ``find_best_frame`` distance: the squared L2 distance between keypoints normalised for position and
+    scale (:func:`normalised_keypoints`), (T, K, 2) against one reference (K, 2) -> (T,); NaN for a frame that
+    misses a keypoint."""
+    target = normalised_keypoints(reference)
+    return np.array([np.nan if np.isnan(k).any() else float(((normalised_keypoints(k) - target) ** 2).sum())
+                     for k in keypoints], dtype=np.float64)
 
 
 def embedding_distance_per_frame(generated: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cpabanim.cpab.warp import identity_grid
+
 
 def make_coordinate_grid(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Regular grid (H, W, 2) of (x, y) in [-1, 1], the identity sampling grid for ``grid_sample``."""
-    ys = torch.linspace(-1.0, 1.0, height, device=device, dtype=dtype)
-    xs = torch.linspace(-1.0, 1.0, width, device=device, dtype=dtype)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx, gy], dim=-1)
+    """Regular grid (H, W, 2) of (x, y) in [-1, 1], the identity sampling grid for ``grid_sample``
+    (``align_corners=True``): TPSMM's name for :func:`cpabanim.cpab.warp.identity_grid`, the one home."""
+    return identity_grid((height, width), dtype=dtype, device=device)
 
 
 def kp2gaussian(kp: torch.Tensor, size: tuple[int, int], variance: float) -> torch.Tensor:

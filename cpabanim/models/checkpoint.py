@@ -95,10 +95,6 @@ def _from_plain(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# safe loading (checkpoints and weight files)
-
-
-# ---------------------------------------------------------------------------------------------------------
 # writing
 
 
@@ -156,11 +152,15 @@ def read_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | Path, map_location="cpu"):
-    """-> (AnimationModel in eval mode on ``map_location``, extra dict: step, epoch, params, complete, ...)."""
+    """-> (AnimationModel in eval mode on ``map_location``, extra dict: step, epoch, params, complete, ...).
+
+    The model is built from the recorded ``model_params``; a key added to the schema since the file was
+    written takes its default (``ModelConfig.from_mapping``)."""
+    from cpabanim.config.typed import ModelConfig
     from cpabanim.models.full import AnimationModel
 
     state = read_checkpoint(path, map_location)
-    model = AnimationModel(state["model_params"])
+    model = AnimationModel(ModelConfig.from_mapping(state["model_params"]))
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:

@@ -27,11 +27,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# LM ridge weights of docs/cpab.md (the global transform sees 10x more points on a finer tessellation): their
+# one home is the fit
+from cpabanim.cpab.fit import DEFAULT_LAMBDA_GLOBAL, DEFAULT_LAMBDA_PARTIAL
+
 FIT_METHODS = ("lm", "adam")
 KP_GRADIENTS = ("detach", "implicit")
-# LM ridge weights of docs/cpab.md (the global transform sees 10x more points on a finer tessellation)
-DEFAULT_LAMBDA_PARTIAL = 1e-4
-DEFAULT_LAMBDA_GLOBAL = 3e-4
 
 
 def fit_adam_grouped(cpab, points: torch.Tensor, targets: torch.Tensor, group_size: int, iters: int,

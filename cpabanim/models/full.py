@@ -1,17 +1,19 @@
 """AnimationModel: every network of CPABMM (or its TPS ablation) behind ``reconstruct`` and ``animate``.
 
-    model = AnimationModel(params["model"])
+    model = AnimationModel(ModelConfig(motion="tps", num_cpab=1))   # or ModelConfig.from_mapping(params["model"])
     out = model.reconstruct(source, driving)           # source, driving (B, 3, H, W) in [0, 1]
     video = model.animate(source, driving_video, mode="relative")   # (1, 3, H, W), (T, 3, H, W) -> (T, 3, H, W)
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from cpabanim.config.typed import ModelConfig
 from cpabanim.models.avd import AVDNetwork
 from cpabanim.models.bg_motion import BGMotionPredictor
 from cpabanim.models.blocks import convex_hull_area
@@ -22,47 +24,47 @@ from cpabanim.models.tps import TPSMotion
 
 ANIMATION_MODES = ("relative", "standard", "avd")
 
-def _merged(params: dict[str, Any] | None) -> dict[str, Any]:
-    """The model section over the built-in defaults of the schema (its one home), as a plain dict."""
-    from cpabanim.config.mappings import deep_merge
-    from cpabanim.config.schema import defaults
 
-    return deep_merge(defaults()["model"], params or {})
+def motion_model(config: ModelConfig, num_groups: int) -> tuple[nn.Module, int]:
+    """(the keypoints -> sampling grids module, number of transforms the dense motion network weighs)."""
+    if config.motion == "cpab":
+        from cpabanim.models.cpab_motion import CPABMotion
+
+        motion = CPABMotion(config.partial_tessellation, config.global_tessellation, config.fit_method,
+                            config.adam_iters, integrator=config.integrator, kp_gradient=config.kp_gradient)
+        return motion, num_groups + 2  # background + N partial + 1 global
+    if config.motion == "tps":
+        return TPSMotion(), num_groups + 1  # background + K TPS, as TPSMM
+    raise ValueError(f"model.motion must be 'cpab' or 'tps', got {config.motion!r}")
 
 
 class AnimationModel(nn.Module):
-    """Keypoint detector + background predictor + motion model + dense motion + inpainting (+ AVD)."""
+    """Keypoint detector + background predictor + motion model + dense motion + inpainting (+ AVD).
 
-    def __init__(self, params: dict[str, Any] | None = None):
+    ``config``: the ``model`` section (None: the schema's defaults). ``self.config`` keeps it and
+    ``self.params`` its plain dict, which checkpoints record as ``model_params``.
+    """
+
+    def __init__(self, config: ModelConfig | None = None):
         super().__init__()
-        p = _merged(params)
-        self.params = p
-        self.num_groups = int(p["num_cpab"])
+        if isinstance(config, Mapping):  # the params dict of older callers: say what to write instead
+            raise TypeError("AnimationModel takes a ModelConfig: AnimationModel(ModelConfig.from_mapping(params))")
+        c = ModelConfig() if config is None else config
+        self.config = c
+        self.params = c.to_dict()
+        self.num_groups = int(c.num_cpab)
         self.num_kp = self.num_groups * POINTS_PER_GROUP
-        channels = int(p["num_channels"])
-        self.kp_detector = KPDetector(self.num_groups, channels, p["backbone"])
-        self.bg_predictor = BGMotionPredictor(channels, p["backbone"]) if p["bg"] else None
-        if p["motion"] == "cpab":
-            from cpabanim.models.cpab_motion import CPABMotion
-
-            self.motion = CPABMotion(p["partial_tessellation"], p["global_tessellation"], p["fit_method"],
-                                     p["adam_iters"], integrator=p["integrator"],
-                                     kp_gradient=p["kp_gradient"])
-            num_transforms = self.num_groups + 2  # background + N partial + 1 global
-        elif p["motion"] == "tps":
-            self.motion = TPSMotion()
-            num_transforms = self.num_groups + 1  # background + K TPS, as TPSMM
-        else:
-            raise ValueError(f"model.motion must be 'cpab' or 'tps', got {p['motion']!r}")
-        gen = p["generator"]
-        dm = p["dense_motion"]
+        channels = int(c.num_channels)
+        self.kp_detector = KPDetector(self.num_groups, channels, c.backbone)
+        self.bg_predictor = BGMotionPredictor(channels, c.backbone) if c.bg else None
+        self.motion, num_transforms = motion_model(c, self.num_groups)
+        gen, dm = c.generator, c.dense_motion
         self.dense_motion = DenseMotionNetwork(
-            self.num_kp, num_transforms, dm["block_expansion"], dm["max_features"], dm["num_blocks"],
-            dm["scale_factor"], num_occlusions=gen["num_down_blocks"] + 1, kp_variance=p["kp_variance"],
+            self.num_kp, num_transforms, dm.block_expansion, dm.max_features, dm.num_blocks,
+            dm.scale_factor, num_occlusions=gen.num_down_blocks + 1, kp_variance=c.kp_variance,
             num_channels=channels)
-        self.generator = InpaintingNetwork(channels, gen["block_expansion"], gen["max_features"],
-                                           gen["num_down_blocks"])
-        self.avd = AVDNetwork(self.num_kp, p["avd"]["id_bottle_size"], p["avd"]["pose_bottle_size"])
+        self.generator = InpaintingNetwork(channels, gen.block_expansion, gen.max_features, gen.num_down_blocks)
+        self.avd = AVDNetwork(self.num_kp, c.avd.id_bottle_size, c.avd.pose_bottle_size)
 
     def motion_grids(self, kp_source: torch.Tensor, kp_driving: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """(B, K, 2) x 2 -> (B, T-1, h, w, 2): the partial (+ global) grids of the motion model."""

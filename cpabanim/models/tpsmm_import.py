@@ -143,6 +143,7 @@ def convert_tpsmm_checkpoint(src: Path, dst: Path, preset_model_params: dict) ->
     avd_trained (whether ``src`` holds an AVD network) and epoch. Raises :class:`CpabanimError` when the
     checkpoint does not load strictly into the model it describes.
     """
+    from cpabanim.config.typed import ModelConfig
     from cpabanim.models.checkpoint import save_checkpoint
     from cpabanim.models.full import AnimationModel
 
@@ -150,7 +151,7 @@ def convert_tpsmm_checkpoint(src: Path, dst: Path, preset_model_params: dict) ->
     checkpoint = read_tpsmm_checkpoint(src)
     params = infer_model_params(checkpoint, preset_model_params)
     overridden = sorted(k for k in params if k in preset_model_params and preset_model_params[k] != params[k])
-    model = AnimationModel(params)
+    model = AnimationModel(ModelConfig.from_mapping(params))
     state = tpsmm_state_dict(checkpoint)
     avd_trained = isinstance(checkpoint.get("avd_network"), Mapping)
     if not avd_trained:  # TPSMM's main training saves no AVD network: keep ours as initialised (animate avd: no)

@@ -1,9 +1,16 @@
 """The pipeline's stages, each declared once (docs/pipeline.md, "Stages").
 
-Every stage module in this package holds its declaration (``STAGE``) and one function ``run(cfg, io)``: ``cfg``
-is a frozen :class:`~cpabanim.config.section.Section` with exactly the parameters it declares (plus ``paths``, set to the
-experiment's folders), ``io`` the concrete input and output paths. The library code they call lives in
-``cpabanim.data``, ``cpabanim.training``, ``cpabanim.models``, ``cpabanim.metrics``...
+    download -> preprocess -> masks -> train -> reconstruct, animate -> evaluate -> report
+
+Every stage module in this package holds its declaration (``STAGE``, a :class:`~cpabanim.pipeline.base.Stage`:
+the keys it reads, its inputs and outputs, its one-line ``help`` that ``cpabanim --help`` shows), optionally
+``add_arguments(parser)`` for options of its own, and one function ``run(cfg, io)``: ``cfg`` is a frozen
+:class:`~cpabanim.config.section.Section` with exactly the parameters it declares (plus ``paths`` as the params
+hold them, and the experiment's name), ``io`` the concrete input and output paths (a per-experiment stage finds
+its experiment's folders there only; :class:`cpabanim.config.paths.ExperimentPaths` spells the same folders);
+``run`` makes one call into a library (``cpabanim.data``, ``cpabanim.training``, ``cpabanim.animation``,
+``cpabanim.evaluation``, ``cpabanim.reporting``). Stage modules import no torch at module level: the CLI and ``cpabanim dag`` read every declaration. Both
+orchestrators' files (dvc.yaml, workflow/rules/*.smk) are generated from the declarations (``cpabanim dag``).
 """
 
 from __future__ import annotations
@@ -13,7 +20,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cpabanim.config.paths import ExperimentPaths
 from cpabanim.config.section import Section, restrict
 from cpabanim.errors import ConfigError, DataError
 from cpabanim.pipeline.base import Output, Stage, StageIO, expand
@@ -31,16 +37,11 @@ def producers() -> dict[str, tuple[Stage, Output]]:
     return {out.name: (stage, out) for stage in all_stages().values() for out in stage.outputs}
 
 
-def experiment_paths(params: Mapping[str, Any], experiment: str) -> dict[str, str]:
-    """``paths`` with the per-experiment folders pointed at ``experiment``'s sub-folder."""
-    folders = ExperimentPaths.of(params["paths"], experiment)
-    return {**params["paths"], "checkpoints": str(folders.checkpoints), "outputs": str(folders.outputs)}
-
-
 def stage_config(stage: Stage, params: Mapping[str, Any]) -> Section:
-    """The frozen view a stage runs with: its declared params and settings, ``paths`` and the experiment name."""
+    """The frozen view a stage runs with: its declared params and settings, ``paths`` (as the params hold them:
+    a per-experiment stage finds its experiment's folders in ``io``, never here) and the experiment name."""
     values = restrict(params, (*stage.params, *stage.settings))
-    values["paths"] = experiment_paths(params, params["experiment"]) if stage.per_experiment else dict(params["paths"])
+    values["paths"] = dict(params["paths"])
     values["experiment"] = params["experiment"]
     return Section(values)
 
@@ -90,4 +91,4 @@ def check_shared_stages(params_by_experiment: Mapping[str, Mapping[str, Any]]) -
                                   f"stage {stage.name}: put such changes in params.yaml or a preset, not in an experiment")
 
 
-__all__ = ["Output", "Stage", "StageIO", "all_stages", "check_inputs", "experiment_paths", "stage_config", "stage_io"]
+__all__ = ["Output", "Stage", "StageIO", "all_stages", "check_inputs", "stage_config", "stage_io"]

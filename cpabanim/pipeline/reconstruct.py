@@ -20,4 +20,8 @@ STAGE = Stage(
 def run(cfg, io: StageIO) -> None:
     from cpabanim.animation.reconstruct import reconstruct_all
 
-    reconstruct_all(cfg, io.inputs["processed"], io.inputs["checkpoints"], io.outputs["reconstruction"])
+    r = cfg.reconstruct
+    reconstruct_all(processed=io.inputs["processed"], checkpoints=io.inputs["checkpoints"],
+                    out_root=io.outputs["reconstruction"], animator=r.animator, checkpoint=r.checkpoint,
+                    max_videos=r.max_videos, max_frames=r.max_frames, batch_size=r.batch_size, fps=r.fps, mp4=r.mp4,
+                    gif=r.gif, viewing_videos=r.viewing_videos, device=cfg.device, seed=cfg.seed)

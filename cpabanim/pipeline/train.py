@@ -10,15 +10,16 @@ that training writes last, inside that folder, so removing the folder makes trai
 from __future__ import annotations
 
 import logging
-import os
 
-from cpabanim.config.paths import COMPLETE_MARKER
+from cpabanim.config.paths import CHECKPOINT_NAME, COMPLETE_MARKER
+from cpabanim.config.typed import TRAIN_HOW_IT_RUNS
 from cpabanim.pipeline.base import Output, Stage, StageIO, section_keys
 
 log = logging.getLogger(__name__)
 
-# how training is fed and compiled, not what it learns: changing them never re-runs training
-HOW_IT_RUNS = ("train.num_workers", "train.prefetch_factor", "train.channels_last", "train.compile")
+# how training is fed and compiled, not what it learns: changing them never re-runs training (their one home is
+# cpabanim.config.typed, which the resume check reads too)
+HOW_IT_RUNS = tuple(f"train.{key}" for key in TRAIN_HOW_IT_RUNS)
 
 STAGE = Stage(
     name="train",
@@ -41,22 +42,26 @@ def add_arguments(parser) -> None:
 
 
 def run(cfg, io: StageIO, restart: bool = False) -> None:
-    """Train (or resume), then the AVD network; the completion marker is written last, by rank 0 only."""
+    """Train (or resume) into ``io.outputs["checkpoints"]``, then the AVD network; the completion marker is
+    written last, by rank 0 only. The runtime (device, ranks, process group, precision) lives for both."""
     from cpabanim.files import write_json
-    from cpabanim.training.loop import train
+    from cpabanim.runtime import Runtime
     from cpabanim.training.avd import train_avd
+    from cpabanim.training.job import TrainingJob
+    from cpabanim.training.loop import train
 
-    marker = io.outputs["checkpoints"] / COMPLETE_MARKER
-    if int(os.environ.get("RANK", "0")) == 0:
-        marker.unlink(missing_ok=True)  # the marker must never outlive the run it marks
-    result = train(cfg, restart=restart)
-    log.info("training stopped at step %d (epoch %d); checkpoint %s", result["step"], result["epoch"],
-             result["checkpoint"])
-    if int(os.environ.get("RANK", "0")) == 0 and result["complete"]:
-        if cfg.train.avd_epochs > 0:
-            train_avd(cfg)
-        write_json(marker, {"step": result["step"], "epoch": result["epoch"], "checkpoint": result["checkpoint"].name})
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    folder = io.outputs["checkpoints"]
+    marker = folder / COMPLETE_MARKER
+    job = TrainingJob.of(cfg, checkpoint=folder / CHECKPOINT_NAME, processed=io.inputs["processed"],
+                         masks=io.inputs["masks"])
+    with Runtime.start(job.device, job.train.amp) as runtime:
+        if runtime.is_main:
+            marker.unlink(missing_ok=True)  # the marker must never outlive the run it marks
+        result = train(job, restart=restart, runtime=runtime)
+        log.info("training stopped at step %d (epoch %d); checkpoint %s", result["step"], result["epoch"],
+                 result["checkpoint"])
+        if runtime.is_main and result["complete"]:
+            if job.train.avd_epochs > 0:
+                train_avd(job, runtime.device)
+            write_json(marker, {"step": result["step"], "epoch": result["epoch"],
+                                "checkpoint": result["checkpoint"].name})

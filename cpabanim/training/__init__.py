@@ -1,8 +1,10 @@
 """The trainer of ``cpabanim train`` (docs/model.md, "Trainer").
 
-``loop.train`` runs or resumes training; ``step`` holds one optimisation step (model + objective under
-autocast, backward, clipping, Adam); ``state`` the checkpoint and resume logic; ``schedule`` the per-epoch
-schedule; ``images`` the logged image grid. The input pipeline is ``cpabanim.data.loader``.
+``loop.train(job, runtime=...)`` runs or resumes a ``job.TrainingJob`` (the typed data / model / loss / train
+sections and the explicit checkpoint path); ``step`` holds one optimisation step (model + objective, backward,
+clipping, Adam); ``state`` the checkpoint and resume logic; ``schedule`` the per-epoch schedule; ``avd`` the
+AVD stage run after training; ``images`` the logged image grid. The device, ranks and precision are
+``cpabanim.runtime.Runtime``'s; the input pipeline is ``cpabanim.data.loader``.
 """
 
 from __future__ import annotations

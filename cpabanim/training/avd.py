@@ -15,21 +15,22 @@ TPSMM's schedule, reproduced:
   ``random_scale``), the identity input is the source keypoints, and the loss is mean |kp_D - AVD(kp_S, scaled
   kp_D)| (TPSMM's ``lambda_shift`` is 1 in every config and only scales the loss, so it is left out).
 
-    schedule = AVDSchedule.from_train_params(params["train"])
-    result = fit_avd(model, dataset, schedule, device, seed=params["seed"])
+    schedule = AVDSchedule.of(job.train)
+    result = fit_avd(model, dataset, schedule, device, seed=job.seed)
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from cpabanim.config.typed import TrainConfig
 from cpabanim.errors import ConfigError, CpabanimError
+from cpabanim.training.job import TrainingJob
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +51,11 @@ class AVDSchedule:
     betas: tuple[float, float]
 
     @classmethod
-    def from_train_params(cls, tp: Mapping[str, Any]) -> "AVDSchedule":
-        """From the validated ``train`` section (cpabanim/schemas/train.yaml: avd_* keys and betas)."""
-        return cls(int(tp["avd_epochs"]), int(tp["avd_repeats"]), tuple(int(m) for m in tp["avd_milestones"]),
-                   float(tp["avd_lr"]), int(tp["avd_batch_size"]), float(tp["avd_random_scale"]),
-                   (float(tp["betas"][0]), float(tp["betas"][1])))
+    def of(cls, train: TrainConfig) -> AVDSchedule:
+        """From the ``train`` section (cpabanim/schemas/train.yaml: avd_* keys and betas)."""
+        return cls(int(train.avd_epochs), int(train.avd_repeats), tuple(int(m) for m in train.avd_milestones),
+                   float(train.avd_lr), int(train.avd_batch_size), float(train.avd_random_scale),
+                   (float(train.betas[0]), float(train.betas[1])))
 
 
 def random_scale(kp: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
@@ -155,43 +156,40 @@ def fit_avd(model: nn.Module, dataset, schedule: AVDSchedule, device: torch.devi
             "scheduler": scheduler.state_dict()}
 
 
-def train_avd(params, dataset=None) -> dict[str, Any]:
-    """After training, TPSMM's AVD stage (:func:`fit_avd`) on the complete checkpoint, written back with
-    the schedule it ran (``avd_schedule``); skipped when that schedule already ran. ``train.avd_epochs: 0`` skips it.
-
-    ``params``: seed, device, the data keys of the training set, ``train`` and ``paths.checkpoints``.
+def train_avd(job: TrainingJob, device: torch.device | None = None, dataset=None) -> dict[str, Any]:
+    """After training, TPSMM's AVD stage (:func:`fit_avd`) on the complete checkpoint ``job.checkpoint``,
+    written back with the schedule it ran (``avd_schedule``); skipped when that schedule already ran.
+    ``train.avd_epochs: 0`` skips it. ``device``: the runtime's (None: ``job.device``, this process alone).
     """
     from dataclasses import asdict
 
     from cpabanim import tracking
-    from cpabanim.config.mappings import deep_merge
-    from cpabanim.runtime import resolve_device
-    from cpabanim.training.loop import build_dataset
-    from cpabanim.config.paths import CHECKPOINT_NAME
+    from cpabanim.config.typed import ModelConfig
     from cpabanim.models.checkpoint import read_checkpoint, save_checkpoint
     from cpabanim.models.full import AnimationModel
+    from cpabanim.runtime import resolve_device
+    from cpabanim.training.loop import build_dataset
 
-    tp = params["train"]
-    path = Path(params["paths"]["checkpoints"]) / CHECKPOINT_NAME
+    path = job.checkpoint
     state = read_checkpoint(path)
     if not state.get("complete"):
         raise CpabanimError(f"{path} is not complete: finish `cpabanim train` before training the AVD network")
-    schedule = AVDSchedule.from_train_params(tp)
+    schedule = AVDSchedule.of(job.train)
     if state.get("avd_schedule") == _plain(asdict(schedule)):
         log.info("AVD network already trained with this schedule (%s)", path)
         return {"steps": 0, "loss": None}
-    device = resolve_device(params["device"], 0)
-    model = AnimationModel(state["model_params"]).to(device)
+    device = resolve_device(job.device, 0) if device is None else device
+    model = AnimationModel(ModelConfig.from_mapping(state["model_params"])).to(device)
     model.load_state_dict(state["model"])
     if dataset is None:  # the AVD stage makes its own repeats: one pass over the training videos
-        dataset = build_dataset(deep_merge(params, {"data": {"num_repeats": 1}}), needs_masks=False)
-    log_every = int(tp["log_every"])
+        dataset = build_dataset(job, needs_masks=False, num_repeats=1)
+    log_every = job.train.log_every
 
     def on_step(step: int, values: dict[str, float]) -> None:
         if step % log_every == 0:
             tracking.log_metrics(values, step=step)
 
-    result = fit_avd(model, dataset, schedule, device, seed=int(params["seed"]), on_step=on_step)
+    result = fit_avd(model, dataset, schedule, device, seed=job.seed, on_step=on_step)
     save_checkpoint(path, model, state["optimizers"], state["schedulers"], state["step"], state["epoch"],
                     state["params"], state["rng_state"], complete=True,
                     extra={"avd_schedule": _plain(asdict(schedule)), "avd_trained": True, "avd_steps": result["steps"]})

@@ -1,8 +1,9 @@
 """The training loop (docs/model.md, "Trainer"): build, resume or restart, epochs, checkpoint, log.
 
-``train(params)`` runs or resumes training with the paper's schedule (docs/model.md, "Trainer").
-It opens no MLflow run: the CLI runs every stage inside one, and ``cpabanim.tracking.log_*`` do nothing when
-none is open.
+``train(job, runtime=...)`` runs or resumes the :class:`~cpabanim.training.job.TrainingJob` with the paper's
+schedule (docs/model.md, "Trainer"), writing ``job.checkpoint``. The :class:`~cpabanim.runtime.Runtime` (device,
+ranks, precision) is the caller's; without one, ``train`` opens one for the call. It opens no MLflow run: the
+CLI runs every stage inside one, and ``cpabanim.tracking.log_*`` do nothing when none is open.
 
 Determinism: batches come from ``cpabanim.data.loader`` (a (seed, epoch) permutation, each item drawn from its
 own generator seeded by (seed, epoch, index)), and every step re-seeds the model-side randomness (transform
@@ -14,10 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,13 +25,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from cpabanim.config.paths import CHECKPOINT_NAME
 from cpabanim.data.loader import EpochBatchSampler, make_loader, resolve_num_workers, step_seed, to_device
-from cpabanim.runtime import resolve_device
 from cpabanim.errors import ConfigError, CpabanimError, DataError
+from cpabanim.progress import progress_bar
+from cpabanim.runtime import Runtime
+from cpabanim.training.job import TrainingJob
 from cpabanim.training.schedule import dropout_probability, total_steps
 from cpabanim.training.state import Progress, resume_or_restart, write_checkpoint
-from cpabanim.training.step import Optimization, TrainingStep, autocast
+from cpabanim.training.step import Optimization, TrainingStep
 
 log = logging.getLogger(__name__)
 
@@ -40,91 +40,70 @@ COMPILED_NETWORKS = ("kp_detector", "bg_predictor", "dense_motion", "generator")
 
 
 @dataclass
-class Ranks:
-    """This process's place in a (torchrun) DDP job: rank, world size, local rank, device."""
-
-    rank: int
-    world: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def local_world(self) -> int:
-        return int(os.environ.get("LOCAL_WORLD_SIZE", str(self.world)))
-
-
-@dataclass
 class Run:
-    """Everything one training call needs, built once by :func:`build`."""
+    """Everything one training call needs, built once by :func:`train` (:func:`assemble`)."""
 
-    params: dict[str, Any]
-    tp: dict[str, Any]
-    ranks: Ranks
+    job: TrainingJob
+    runtime: Runtime
     model: nn.Module
     step_module: nn.Module
     optimization: Optimization
-    autocast: contextlib.AbstractContextManager
     sampler: EpochBatchSampler
     loader: torch.utils.data.DataLoader
-    checkpoint_path: Path
     total_steps: int
     progress: Progress = field(default_factory=Progress)
     last_losses: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None  # of the last step, not yet read
     timings: dict[str, float] = field(default_factory=lambda: {"data_s": 0.0, "step_s": 0.0, "steps": 0})
 
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.job.checkpoint
+
 
 # ------------------------------------------------------------------------------------------------ build
 
 
-def build_dataset(params: dict[str, Any], needs_masks: bool):
-    """The configured FramesDataset over ``{paths.processed}`` (with ``{paths.masks}`` when the semantic loss is
-    on); an epoch is the train set repeated ``data.num_repeats`` times (the paper's num_repeats)."""
-    from cpabanim.data.dataset import dataset_from_params
+def build_dataset(job: TrainingJob, needs_masks: bool, num_repeats: int | None = None):
+    """The configured FramesDataset over ``job.processed`` (with ``job.masks`` when the semantic loss is on);
+    an epoch is the train set repeated ``data.num_repeats`` times (the paper's num_repeats) unless
+    ``num_repeats`` is given (the AVD stage makes its own repeats)."""
+    from cpabanim.data.dataset import FramesDataset
 
-    root = Path(params["paths"]["processed"])
-    if not (root / "train").is_dir():
-        raise DataError(f"no training frames in {root / 'train'}: run `cpabanim preprocess` first")
-    if needs_masks and not Path(params["paths"]["masks"]).is_dir():
-        raise DataError(f"loss.semantic=masks needs region masks in {params['paths']['masks']}: run `cpabanim masks` "
+    if not (job.processed / "train").is_dir():
+        raise DataError(f"no training frames in {job.processed / 'train'}: run `cpabanim preprocess` first")
+    if needs_masks and not job.masks.is_dir():
+        raise DataError(f"loss.semantic=masks needs region masks in {job.masks}: run `cpabanim masks` "
                         "first (or --set loss.semantic=off)")
-    return dataset_from_params(params, "train", with_masks=needs_masks)
+    data = job.data
+    augmentation = data.augmentation.to_dict() if data.augmentation is not None else None
+    return FramesDataset(str(job.processed), split="train", frame_shape=(data.frame_size, data.frame_size, 3),
+                         id_sampling=data.id_sampling, augmentation=augmentation,
+                         num_repeats=data.num_repeats if num_repeats is None else num_repeats,
+                         masks_root=str(job.masks) if needs_masks else None)
 
 
-def init_ranks(params: dict[str, Any]) -> Ranks:
-    """Read torchrun's environment, pick the device, join the process group (nccl on CUDA, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    ranks = Ranks(int(os.environ.get("RANK", "0")), world, local_rank, resolve_device(params["device"], local_rank))
-    if ranks.device.type == "cuda":
-        torch.cuda.set_device(ranks.device)
-        torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest kernels
-    if world > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if ranks.device.type == "cuda" else "gloo")
-    return ranks
+def seed_everything(seed: int) -> None:
+    """The global generators (torch, numpy, random): the model's initialisation draws from them."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
 
 
-def build_model(params: dict[str, Any], tp: dict[str, Any], device: torch.device):
+def build_model(job: TrainingJob, device: torch.device):
     """(AnimationModel, GeneratorObjective) on ``device``, with the optional channels_last layout and compile."""
     from cpabanim.losses.objective import GeneratorObjective
     from cpabanim.models.full import AnimationModel
 
     try:
-        model = AnimationModel(params["model"]).to(device)
+        model = AnimationModel(job.model).to(device)
     except ValueError as exc:  # inconsistent sizes (e.g. scale_factor vs hourglass depth)
         raise ConfigError(f"model: {exc}") from exc
-    if tp["init_from"]:
-        warm_start_from(model, Path(tp["init_from"]))
-    objective = GeneratorObjective(params["loss"], params["paths"]["weights"]).to(device)
-    if tp["channels_last"]:
+    if job.train.init_from:
+        warm_start_from(model, Path(job.train.init_from))
+    objective = GeneratorObjective(job.loss, str(job.weights)).to(device)
+    if job.train.channels_last:
         model.to(memory_format=torch.channels_last)
-    if tp["compile"]:
+    if job.train.compile:
         for name in COMPILED_NETWORKS:  # in place: parameter names (and checkpoints) stay the same
             if getattr(model, name, None) is not None:
                 getattr(model, name).compile()
@@ -146,33 +125,37 @@ def warm_start_from(model, path: Path) -> None:
     tracking.log_metrics({f"init_from/{kind}": count for kind, count in counts.items()})
 
 
-def build(params: dict[str, Any], dataset=None) -> Run:
-    """Seed, model, objective, optimisers, DDP wrapper, dataset, sampler and DataLoader of one training call."""
-    tp = params["train"]
-    ranks = init_ranks(params)
-    seed = int(params["seed"])
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-    model, objective = build_model(params, tp, ranks.device)
-    if dataset is None:
-        dataset = build_dataset(params, objective.needs_masks)
-    if len(dataset) < tp["batch_size"] * ranks.world:
+def check_dataset_size(dataset, job: TrainingJob, runtime: Runtime) -> None:
+    if len(dataset) < job.train.batch_size * runtime.world:
         raise DataError(f"the training set has {len(dataset)} items, fewer than batch_size x processes "
-                        f"({tp['batch_size']} x {ranks.world})")
-    amp_context, scaler = autocast(ranks.device, "bf16" if tp["amp"] == "auto" else tp["amp"])
-    optimization = Optimization.build(model, tp, scaler)
+                        f"({job.train.batch_size} x {runtime.world})")
+
+
+def assemble(job: TrainingJob, runtime: Runtime, model: nn.Module, objective: nn.Module,
+             optimization: Optimization, dataset) -> Run:
+    """The step module (DDP-wrapped in a multi-process job), the sampler and the DataLoader around ``model``."""
+    tp = job.train
     step_module: nn.Module = TrainingStep(model, objective)
-    if ranks.world > 1:
+    if runtime.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        step_module = DistributedDataParallel(step_module, device_ids=[ranks.local_rank] if ranks.device.type == "cuda"
-                                              else None, find_unused_parameters=True)
-    sampler = EpochBatchSampler(len(dataset), tp["batch_size"], seed, ranks.rank, ranks.world)
-    workers = resolve_num_workers(tp["num_workers"], ranks.local_world)
-    loader = make_loader(dataset, sampler, workers, ranks.device, tp["prefetch_factor"])
-    return Run(params, tp, ranks, model, step_module, optimization, amp_context, sampler, loader,
-               Path(params["paths"]["checkpoints"]) / CHECKPOINT_NAME, total_steps(sampler.batches_per_epoch, tp))
+        step_module = DistributedDataParallel(step_module, device_ids=[runtime.local_rank]
+                                              if runtime.device.type == "cuda" else None, find_unused_parameters=True)
+    sampler = EpochBatchSampler(len(dataset), tp.batch_size, job.seed, runtime.rank, runtime.world)
+    workers = resolve_num_workers(tp.num_workers, runtime.local_world)
+    loader = make_loader(dataset, sampler, workers, runtime.device, tp.prefetch_factor)
+    return Run(job, runtime, model, step_module, optimization, sampler, loader,
+               total_steps(sampler.batches_per_epoch, tp))
+
+
+def build(job: TrainingJob, runtime: Runtime, dataset=None) -> Run:
+    """Seed, model, objective, dataset, optimisers, DDP wrapper, sampler and DataLoader of one training call
+    (what :func:`train` does before its epochs; ``cpabanim bench train --profile`` uses it alone)."""
+    seed_everything(job.seed)
+    model, objective = build_model(job, runtime.device)
+    dataset = build_dataset(job, objective.needs_masks) if dataset is None else dataset
+    check_dataset_size(dataset, job, runtime)
+    return assemble(job, runtime, model, objective, Optimization.build(model, job.train, runtime.scaler), dataset)
 
 
 # ------------------------------------------------------------------------------------------------ steps
@@ -180,10 +163,10 @@ def build(params: dict[str, Any], dataset=None) -> Run:
 
 def optimisation_step(run: Run, batch: dict[str, Any], use_bg: bool, dropout_p: float):
     """Forward (model + losses) under autocast, backward, clip, Adam; -> (losses, total, generated)."""
-    seed = step_seed(int(run.params["seed"]), run.progress.step) + run.ranks.rank
+    seed = step_seed(run.job.seed, run.progress.step) + run.runtime.rank
     torch.manual_seed(seed)  # model-side randomness of this step (dropout, equivariance TPS)
     generator = torch.Generator().manual_seed(seed)  # CPU: draws are tiny
-    with run.autocast:
+    with run.runtime.autocast():
         losses, generated = run.step_module(batch, use_bg, dropout_p, generator)
         total = sum(losses.values())
     run.optimization.backward_and_step(total, use_bg)
@@ -199,20 +182,20 @@ def loss_values(losses: dict[str, torch.Tensor], total: torch.Tensor, step: int)
     return values
 
 
-def run_epoch(run: Run, stop_after: int | None, steps_done: int, progress_bar) -> int:
+def run_epoch(run: Run, stop_after: int | None, steps_done: int, bar) -> int:
     """The rest of the current epoch (from the batch a resumed run stopped at); -> steps done by this call.
 
     Stops early at ``total_steps`` or after ``stop_after`` steps of this call; an epoch that ran to its end
     advances the per-epoch schedule.
     """
-    p, tp = run.progress, run.tp
+    p, tp = run.progress, run.job.train
     run.sampler.set_epoch(p.epoch, p.step - p.epoch * run.sampler.batches_per_epoch)
-    use_bg, dropout_p = p.epoch >= tp["bg_start"], dropout_probability(p.epoch, tp)
+    use_bg, dropout_p = p.epoch >= tp.bg_start, dropout_probability(p.epoch, tp)
     clock = time.perf_counter()
     for batch in run.loader:
         if p.step >= run.total_steps or (stop_after is not None and steps_done >= stop_after):
             return steps_done
-        batch = to_device(batch, run.ranks.device, tp["channels_last"])
+        batch = to_device(batch, run.runtime.device, tp.channels_last)
         fetched = time.perf_counter()
         losses, total, generated = optimisation_step(run, batch, use_bg, dropout_p)
         p.step += 1
@@ -222,32 +205,32 @@ def run_epoch(run: Run, stop_after: int | None, steps_done: int, progress_bar) -
         run.timings["step_s"] += now - clock
         run.timings["steps"] += 1
         run.last_losses = losses, total
-        after_step(run, batch, generated, losses, total, dropout_p, progress_bar)
+        after_step(run, batch, generated, losses, total, dropout_p, bar)
         clock = time.perf_counter()  # logging and checkpoints count neither as data wait nor as step
     run.optimization.end_epoch()
     p.epoch += 1
     return steps_done
 
 
-def after_step(run: Run, batch, generated, losses, total, dropout_p: float, progress_bar) -> None:
+def after_step(run: Run, batch, generated, losses, total, dropout_p: float, bar) -> None:
     """Log every ``log_every`` steps (losses, lr, dropout, data-wait share), an image grid every ``image_every``,
     a checkpoint every ``checkpoint_every``. Losses are read (a device sync) only when logged or saved."""
     from cpabanim import tracking
 
-    p, tp = run.progress, run.tp
-    progress_bar.update(1)
-    if p.step % tp["log_every"] == 0 or p.step == run.total_steps:
+    p, tp, is_main = run.progress, run.job.train, run.runtime.is_main
+    bar.update(1)
+    if p.step % tp.log_every == 0 or p.step == run.total_steps:
         values = loss_values(losses, total, p.step)
-        progress_bar.set_postfix(loss=f"{values['total']:.4f}")
-        if run.ranks.is_main:
+        bar.set_postfix(loss=f"{values['total']:.4f}")
+        if is_main:
             tracking.log_metrics(step_metrics(run, values, dropout_p), step=p.step)
-    if run.ranks.is_main and tp["image_every"] and p.step % tp["image_every"] == 0:
+    if is_main and tp.image_every and p.step % tp.image_every == 0:
         from cpabanim.training.images import image_grid
 
         tracking.log_image(image_grid(batch, generated), f"grids/step_{p.step:06d}.png")
-    if run.ranks.is_main and tp["checkpoint_every"] and p.step % tp["checkpoint_every"] == 0:
+    if is_main and tp.checkpoint_every and p.step % tp.checkpoint_every == 0:
         loss_values(losses, total, p.step)  # never save a diverged model
-        write_checkpoint(run.checkpoint_path, run.model, run.optimization, p, run.params, complete=False)
+        write_checkpoint(run.checkpoint_path, run.model, run.optimization, p, run.job.recorded, complete=False)
 
 
 def step_metrics(run: Run, values: dict[str, float], dropout_p: float) -> dict[str, float]:
@@ -281,55 +264,48 @@ def checkpoint_folder_lock(folder: Path, is_main: bool):
         yield
 
 
-def plain_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """A plain nested dict of the params (the CLI may hand a frozen ``cpabanim.config.section.Section``)."""
-    to_dict = getattr(params, "to_dict", None)
-    return to_dict() if to_dict is not None else {k: plain_params(v) if isinstance(v, Mapping) else v
-                                                  for k, v in params.items()}
+def train(job: TrainingJob, dataset=None, restart: bool = False, stop_after: int | None = None,
+          runtime: Runtime | None = None) -> dict[str, Any]:
+    """Run (or resume) ``job``; returns {"step", "epoch", "losses": last step's losses, "checkpoint", "complete"}.
 
-
-def train(params: Mapping[str, Any], dataset=None, restart: bool = False,
-          stop_after: int | None = None) -> dict[str, Any]:
-    """Run (or resume) training; returns {"step", "epoch", "losses": last step's losses, "checkpoint", "complete"}.
-
-    ``dataset`` overrides the FramesDataset (tests): any map-style dataset of FramesDataset-like items, with a
-    ``sample(index, generator)`` method when its items are random. ``stop_after`` ends this call after that many
-    steps without marking the checkpoint complete (simulates an interruption).
+    ``runtime``: the process's device, ranks and precision (:meth:`Runtime.start`); None opens one for this
+    call from ``job.device`` and ``train.amp``. ``dataset`` overrides the FramesDataset (tests): any map-style
+    dataset of FramesDataset-like items, with a ``sample(index, generator)`` method when its items are random.
+    ``stop_after`` ends this call after that many steps without marking the checkpoint complete (simulates an
+    interruption).
     """
-    run = build(plain_params(params), dataset)
-    with checkpoint_folder_lock(run.checkpoint_path.parent, run.ranks.is_main):
-        try:
-            return _train(run, restart, stop_after)
-        finally:
-            if run.ranks.world > 1:
-                import torch.distributed as dist
-
-                dist.barrier()
+    with contextlib.ExitStack() as stack:
+        if runtime is None:
+            runtime = stack.enter_context(Runtime.start(job.device, job.train.amp))
+        run = build(job, runtime, dataset)
+        with checkpoint_folder_lock(job.checkpoint.parent, runtime.is_main):
+            try:
+                return _train(run, restart, stop_after)
+            finally:
+                runtime.barrier()
 
 
 def _train(run: Run, restart: bool, stop_after: int | None) -> dict[str, Any]:
     """Resume or restart, the epochs, the final checkpoint."""
-    from tqdm import tqdm
-
-
-    tp, path = run.tp, run.checkpoint_path
-    p = run.progress = resume_or_restart(path, run.params, run.model, run.optimization, run.ranks.device, restart,
-                                         run.ranks.is_main)
-    if p.complete and (p.step >= run.total_steps or p.epoch >= tp["num_epochs"]):
+    tp, path, runtime = run.job.train, run.checkpoint_path, run.runtime
+    p = run.progress = resume_or_restart(path, run.job.recorded, run.model, run.optimization, runtime.device,
+                                         restart, runtime.is_main)
+    if p.complete and (p.step >= run.total_steps or p.epoch >= tp.num_epochs):
         log.info("%s is complete (step %d); nothing to do (use --restart to train again)", path, p.step)
         return {"step": p.step, "epoch": p.epoch, "losses": {}, "checkpoint": path, "complete": True}
     if p.step:
         log.info("resuming from %s at step %d (epoch %d) of %d", path, p.step, p.epoch, run.total_steps)
     run.model.train()
     steps_done = 0
-    with tqdm(total=run.total_steps, initial=p.step, desc="train", disable=not run.ranks.is_main, unit="step") as bar:
-        while p.step < run.total_steps and p.epoch < tp["num_epochs"]:
+    with progress_bar(total=run.total_steps, initial=p.step, desc="train", disable=not runtime.is_main,
+                      unit="step") as bar:
+        while p.step < run.total_steps and p.epoch < tp.num_epochs:
             if stop_after is not None and steps_done >= stop_after:
                 break
             steps_done = run_epoch(run, stop_after, steps_done, bar)
     losses = loss_values(*run.last_losses, p.step) if run.last_losses else {}
-    complete = p.step >= run.total_steps or p.epoch >= tp["num_epochs"]
-    if run.ranks.is_main:
-        write_checkpoint(path, run.model, run.optimization, p, run.params, complete=complete)
+    complete = p.step >= run.total_steps or p.epoch >= tp.num_epochs
+    if runtime.is_main:
+        write_checkpoint(path, run.model, run.optimization, p, run.job.recorded, complete=complete)
         # the trained model is logged once, as an MLflow model, by the report (cpabanim/reporting/mlflow_model.py)
     return {"step": p.step, "epoch": p.epoch, "losses": losses, "checkpoint": path, "complete": complete}

@@ -1,49 +1,48 @@
-"""The paper's schedule (docs/model.md, "Trainer"): transform-dropout ramp, epoch length, which parameters
-only say how long to train."""
+"""The paper's schedule (docs/model.md, "Trainer"): transform-dropout ramp, epoch length, and which parameters
+a run resumes across (those that do not define what is learned: ``cpabanim.config.typed.TRAIN_HOW_LONG`` and
+``TRAIN_HOW_IT_RUNS``, their one home)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from cpabanim.config.typed import TRAIN_HOW_IT_RUNS, TRAIN_HOW_LONG, TrainConfig
 from cpabanim.data.loader import epoch_order, step_seed
 
 __all__ = ["dropout_probability", "epoch_order", "step_seed", "total_steps", "changed_training_params",
            "SCHEDULE_KEYS"]
 
-# Parameters that only say how long to train, how often to log/save or how to feed the networks: changing them
-# continues a run (a larger max_steps extends a complete one) instead of starting it again. Batches do not
-# depend on num_workers / prefetch_factor (cpabanim.data.loader).
-SCHEDULE_KEYS = {"max_steps", "num_epochs", "checkpoint_every", "log_every", "image_every",
-                 "avd_epochs", "avd_repeats", "avd_milestones", "avd_lr", "avd_random_scale", "avd_batch_size",
-                 "num_workers", "prefetch_factor", "channels_last", "compile"}
+# Keys of ``train`` a run resumes across: how long it trains and how it is fed (batches do not depend on
+# num_workers / prefetch_factor, cpabanim.data.loader), never what it learns.
+SCHEDULE_KEYS = frozenset((*TRAIN_HOW_LONG, *TRAIN_HOW_IT_RUNS))
 # Sections whose values define what is learned (paths, tracking and the later stages do not).
 TRAINING_SECTIONS = ("seed", "data", "model", "loss", "train")
 
 
-def dropout_probability(epoch: int, p: dict[str, Any]) -> float:
+def dropout_probability(epoch: int, train: TrainConfig) -> float:
     """Transform-dropout rate of TPSMM/CPABMM: ramps from startp to maxp, off after ``dropout_epoch``."""
-    if epoch >= p["dropout_epoch"]:
+    if epoch >= train.dropout_epoch:
         return 0.0
-    ramp = epoch / max(p["dropout_inc_epoch"], 1) * p["dropout_maxp"] + p["dropout_startp"]
-    return float(min(ramp, p["dropout_maxp"]))
+    ramp = epoch / max(train.dropout_inc_epoch, 1) * train.dropout_maxp + train.dropout_startp
+    return float(min(ramp, train.dropout_maxp))
 
 
-def total_steps(batches_per_epoch: int, tp: dict[str, Any]) -> int:
+def total_steps(batches_per_epoch: int, train: TrainConfig) -> int:
     """Optimiser steps of the whole run: ``num_epochs`` epochs, capped by ``max_steps`` when it is set."""
-    steps = batches_per_epoch * tp["num_epochs"]
-    return min(steps, tp["max_steps"]) if tp["max_steps"] else steps
+    steps = batches_per_epoch * train.num_epochs
+    return min(steps, train.max_steps) if train.max_steps else steps
 
 
-def changed_training_params(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Dotted names of the parameters that define training and differ between a checkpoint and now."""
-    from cpabanim.config.mappings import flatten
+def changed_training_params(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Dotted names of the parameters that define training and differ between a checkpoint's recorded params
+    and the current ones (both as the checkpoint records them: plain nested dicts)."""
+    from cpabanim.config.mappings import deep_merge, flatten
+    from cpabanim.config.schema import defaults
 
-    def relevant(params: dict[str, Any]) -> dict[str, Any]:
+    def relevant(params: Mapping[str, Any]) -> dict[str, Any]:
         flat = flatten({k: params.get(k) for k in TRAINING_SECTIONS})
         return {k: v for k, v in flat.items() if not (k.startswith("train.") and k.split(".", 1)[1] in SCHEDULE_KEYS)}
-
-    from cpabanim.config.mappings import deep_merge
-    from cpabanim.config.schema import defaults
 
     # both sides over the built-in defaults (a key added since the checkpoint was written is its default there),
     # compared on the keys training reads now (the stage's declared keys)

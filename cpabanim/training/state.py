@@ -1,8 +1,9 @@
 """Checkpoint and resume (docs/model.md, "Determinism and resume" and "Checkpoints").
 
-``{paths.checkpoints}/last.pt`` holds the model, optimisers, schedulers, step, epoch, params, RNG states and
-``complete``. A run resumes from it unless a parameter that defines training changed: then it starts again and
-keeps the old file as ``last.superseded.pt``.
+An experiment's ``last.pt`` (the path the caller gives, :class:`cpabanim.config.paths.ExperimentPaths`) holds
+the model, optimisers, schedulers, step, epoch, the recorded params, RNG states and ``complete``. A run resumes
+from it unless a parameter that defines training changed: then it starts again and keeps the old file as
+``last.superseded.pt``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,7 @@ def restore_rng(state: dict[str, Any]) -> None:
         random.setstate(tuple(state["python"]) if isinstance(state["python"], list) else state["python"])
 
 
-def resume_or_restart(path: Path, params: dict[str, Any], model: nn.Module, optimization: Optimization,
+def resume_or_restart(path: Path, params: Mapping[str, Any], model: nn.Module, optimization: Optimization,
                       device: torch.device, restart: bool, is_main: bool) -> Progress:
     """Load ``path`` into the model and optimisers and return its progress; a fresh :class:`Progress` when there is
     no checkpoint, ``restart`` is asked for, or training parameters changed (the old file is kept aside)."""
@@ -73,7 +75,7 @@ def resume_or_restart(path: Path, params: dict[str, Any], model: nn.Module, opti
 
 
 def write_checkpoint(path: Path, model: nn.Module, optimization: Optimization, progress: Progress,
-                     params: dict[str, Any], complete: bool) -> Path:
+                     params: Mapping[str, Any], complete: bool) -> Path:
     """Write ``last.pt`` atomically (``cpabanim.models.checkpoint.save_checkpoint``)."""
     from cpabanim.models.checkpoint import save_checkpoint
 

@@ -1,14 +1,16 @@
 """One optimisation step (docs/model.md, "Trainer"): the model and objective in one module (what DDP wraps),
-autocast on CUDA, backward, inf-norm clipping, the two Adam optimisers and their schedulers."""
+backward (through the runtime's GradScaler under fp16), inf-norm clipping, the two Adam optimisers and their
+schedulers. The precision policy (autocast, scaler) is :class:`cpabanim.runtime.Runtime`'s."""
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+from cpabanim.config.typed import TrainConfig
 
 
 class TrainingStep(nn.Module):
@@ -28,15 +30,6 @@ class TrainingStep(nn.Module):
         return losses, generated
 
 
-def autocast(device: torch.device, amp: str) -> tuple[contextlib.AbstractContextManager, Any]:
-    """(autocast context, GradScaler or None) for ``train.amp``: bf16 by default on CUDA, nothing on CPU."""
-    if device.type != "cuda" or amp == "off":
-        return contextlib.nullcontext(), None
-    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return torch.autocast("cuda", dtype=dtype), scaler
-
-
 @dataclass
 class Optimization:
     """Adam over keypoint detector + dense motion + inpainting ("generator"), a second Adam over the background
@@ -49,18 +42,21 @@ class Optimization:
     scaler: Any = None
 
     @classmethod
-    def build(cls, model: nn.Module, tp: dict[str, Any], scaler: Any = None) -> Optimization:
-        betas = tuple(tp["betas"])
+    def build(cls, model: nn.Module, train: TrainConfig, scaler: Any = None) -> Optimization:
+        """The optimisers of ``model`` with ``train``'s lr, betas, weight decay, milestones and clipping;
+        ``scaler``: the runtime's GradScaler (fp16) or None."""
+        betas = tuple(train.betas)
         main = [*model.kp_detector.parameters(), *model.dense_motion.parameters(), *model.generator.parameters()]
-        optimizers = {"generator": torch.optim.Adam(main, lr=tp["lr_generator"], betas=betas,
-                                                    weight_decay=tp["weight_decay"])}
+        optimizers = {"generator": torch.optim.Adam(main, lr=train.lr_generator, betas=betas,
+                                                    weight_decay=train.weight_decay)}
         if model.bg_predictor is not None:
-            optimizers["bg"] = torch.optim.Adam(model.bg_predictor.parameters(), lr=tp["lr_generator"], betas=betas,
-                                                weight_decay=tp["weight_decay"])
-        schedulers = {k: torch.optim.lr_scheduler.MultiStepLR(o, tp["epoch_milestones"], gamma=0.1)
-                      for k, o in optimizers.items()}
+            optimizers["bg"] = torch.optim.Adam(model.bg_predictor.parameters(), lr=train.lr_generator, betas=betas,
+                                                weight_decay=train.weight_decay)
+        # a list, as the schema's representation: the schedulers' state (and so the checkpoint) stays the same
+        milestones = list(train.epoch_milestones)
+        schedulers = {k: torch.optim.lr_scheduler.MultiStepLR(o, milestones, gamma=0.1) for k, o in optimizers.items()}
         clipped = [model.kp_detector, model.dense_motion] + ([model.bg_predictor] if model.bg_predictor else [])
-        return cls(optimizers, schedulers, clipped, float(tp["clip_grad_norm"]), scaler)
+        return cls(optimizers, schedulers, clipped, float(train.clip_grad_norm), scaler)
 
     def backward_and_step(self, total: torch.Tensor, use_bg: bool) -> None:
         """Backward of the summed loss, clipping, then the active optimisers (bg only when ``use_bg``)."""

@@ -34,7 +34,8 @@ def test_fetch_resumes_a_partial_download_and_checks_sha256(tmp_path):
     digest = hashlib.sha256(payload).hexdigest()
     dest = tmp_path / "local" / "file.bin"
     dest.parent.mkdir()
-    part = dest.with_name("file.bin.part")
+    part = sources.partial_path(dest)
+    assert part.parent == dest.parent and part.name.startswith(".") and part.name.endswith(".tmp")  # .dvcignore
     part.write_bytes(payload[:1_000_000])  # an interrupted earlier attempt
     sources.fetch_url(remote.as_uri(), dest, digest)
     assert dest.read_bytes() == payload and not part.exists()

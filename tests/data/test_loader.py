@@ -96,10 +96,10 @@ def test_frames_cross_as_uint8_and_become_float_on_the_device():
     assert moved["mask"].dtype == torch.int64
 
 
-def test_to_uint8_rounds_to_the_nearest_level():
-    from cpabanim.data.augmentation import to_uint8
+def test_pack_uint8_rounds_to_the_nearest_level():
+    from cpabanim.data.augmentation import pack_uint8
 
     values = torch.tensor([0.0, 0.4 / 255, 0.6 / 255, 1.0, 1.2, -0.1])
-    assert to_uint8(values).tolist() == [0, 0, 1, 255, 255, 0]
+    assert pack_uint8(values).tolist() == [0, 0, 1, 255, 255, 0]
     frames = torch.rand(2, 3, 8, 8)
-    assert (to_uint8(frames).float() / 255 - frames).abs().max() <= 0.5 / 255 + 1e-7
+    assert (pack_uint8(frames).float() / 255 - frames).abs().max() <= 0.5 / 255 + 1e-7

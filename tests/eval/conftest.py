@@ -54,11 +54,11 @@ class Project:
     def experiment_folders(self) -> tuple[Path, Path]:
         """(outputs, checkpoints) of the params' experiment, as the stages resolve them."""
         from cpabanim.config.layers import load_params
-        from cpabanim.pipeline import experiment_paths
+        from cpabanim.config.paths import ExperimentPaths
 
         params = load_params(self.params, overrides=self.base)
-        paths = experiment_paths(params, params["experiment"])
-        return Path(paths["outputs"]), Path(paths["checkpoints"])
+        paths = ExperimentPaths.of(params["paths"], params["experiment"])
+        return paths.outputs, paths.checkpoints
 
     def run(self, stage: str, *overrides: str) -> int:
         argv = [stage, "--params", str(self.params)]

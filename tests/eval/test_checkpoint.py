@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cpabanim.config.typed import ModelConfig
 from cpabanim.config.layers import load_params
 from cpabanim.data.frames import read_frames
 
@@ -16,11 +17,11 @@ checkpoint = pytest.importorskip("cpabanim.models.checkpoint", reason="the model
 
 def experiment_folders(project) -> tuple[Path, Path]:
     """(checkpoints, outputs) of the project's experiment, as the stages resolve them."""
-    from cpabanim.pipeline import experiment_paths
+    from cpabanim.config.paths import ExperimentPaths
 
     params = load_params(project.params, overrides=project.base)
-    paths = experiment_paths(params, params["experiment"])
-    return Path(paths["checkpoints"]), Path(paths["outputs"])
+    paths = ExperimentPaths.of(params["paths"], params["experiment"])
+    return paths.checkpoints, paths.outputs
 
 
 def test_stages_run_a_saved_checkpoint(fake_dataset):
@@ -30,7 +31,7 @@ def test_stages_run_a_saved_checkpoint(fake_dataset):
     params = load_params(project.params)
     checkpoints, outputs = experiment_folders(project)
     project.outputs = outputs
-    checkpoint.save_checkpoint(checkpoints / "last.pt", AnimationModel(params["model"]), params=params)
+    checkpoint.save_checkpoint(checkpoints / "last.pt", AnimationModel(ModelConfig.from_mapping(params["model"])), params=params)
     options = ("animate.num_pairs=1", "reconstruct.max_videos=2", "reconstruct.max_frames=3",
                "animate.max_frames=3", "reconstruct.gif=false", "animate.gif=false")
     for stage in ("reconstruct", "animate", "evaluate"):

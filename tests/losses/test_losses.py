@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cpabanim.config.typed import LossConfig
 from cpabanim import files
 from cpabanim.errors import MissingWeightsError
 from cpabanim.losses.perceptual import PerceptualPyramidLoss, VGG19Features
@@ -113,7 +114,7 @@ def test_missing_dino_weights_give_a_clear_error(tmp_path, isolated_hub):
     from cpabanim.losses.objective import GeneratorObjective
 
     with pytest.raises(MissingWeightsError, match="dino_vitbase8_pretrain.pth.*loss.structure=off"):
-        GeneratorObjective({"structure": "dino"}, weights_dir=tmp_path)
+        GeneratorObjective(LossConfig.from_mapping({"structure": "dino"}), weights_dir=tmp_path)
 
 
 def _two_region_mask(size=32, split=16):

@@ -8,9 +8,10 @@ import copy
 import pytest
 import torch
 
+from cpabanim.config.typed import ModelConfig, TrainConfig
 from cpabanim.errors import ConfigError
 from cpabanim.models.full import AnimationModel
-from cpabanim.training.avd import AVDSchedule, avd_scheduler, epoch_batches, train_avd
+from cpabanim.training.avd import AVDSchedule, avd_scheduler, epoch_batches, fit_avd
 
 TINY = {
     "num_cpab": 2, "backbone": "small", "motion": "tps",
@@ -41,10 +42,10 @@ def _schedule(**overrides) -> AVDSchedule:
     return AVDSchedule(**{**values, **overrides})
 
 
-def test_schedule_from_train_params():
+def test_schedule_from_the_train_section():
     tp = {"avd_epochs": 200, "avd_repeats": 300, "avd_milestones": [140, 180], "avd_lr": 1e-3,
           "avd_batch_size": 256, "avd_random_scale": 0.25, "betas": [0.5, 0.999]}
-    assert AVDSchedule.from_train_params(tp) == AVDSchedule(200, 300, (140, 180), 1e-3, 256, 0.25, (0.5, 0.999))
+    assert AVDSchedule.of(TrainConfig.from_mapping(tp)) == AVDSchedule(200, 300, (140, 180), 1e-3, 256, 0.25, (0.5, 0.999))
 
 
 def test_learning_rate_drops_one_epoch_after_each_milestone_as_tpsmm():
@@ -71,7 +72,7 @@ def test_epoch_is_repeats_passes_over_the_videos_in_full_batches():
 
 def test_train_avd_learns_only_the_avd_network_with_the_detector_in_train_mode():
     torch.manual_seed(0)
-    model = AnimationModel(TINY)
+    model = AnimationModel(ModelConfig.from_mapping(TINY))
     dataset = Clips(4)
     before = copy.deepcopy(model.state_dict())
     lrs, losses = [], []
@@ -80,7 +81,7 @@ def test_train_avd_learns_only_the_avd_network_with_the_detector_in_train_mode()
         lrs.append(metrics["lr"])
         losses.append(metrics["loss/avd"])
 
-    result = train_avd(model, dataset, _schedule(epochs=6, repeats=4, batch_size=4, lr=1e-2), torch.device("cpu"),
+    result = fit_avd(model, dataset, _schedule(epochs=6, repeats=4, batch_size=4, lr=1e-2), torch.device("cpu"),
                        seed=0, on_step=record)
     assert result["steps"] == 6 * 4 and result["epochs"] == 6
     # 4 steps per epoch; milestones (1, 2) take effect at epochs 2 and 3 (TPSMM's step(epoch) at epoch end)
@@ -97,9 +98,9 @@ def test_train_avd_learns_only_the_avd_network_with_the_detector_in_train_mode()
 
 
 def test_detector_in_eval_mode_keeps_its_statistics_and_max_steps_caps_the_run():
-    model = AnimationModel(TINY)
+    model = AnimationModel(ModelConfig.from_mapping(TINY))
     before = copy.deepcopy(model.kp_detector.state_dict())
-    result = train_avd(model, Clips(4), _schedule(), torch.device("cpu"), seed=0, max_steps=5,
+    result = fit_avd(model, Clips(4), _schedule(), torch.device("cpu"), seed=0, max_steps=5,
                        detector_train_mode=False)
     assert result["steps"] == 5 and result["epochs"] == 1
     for key, value in model.kp_detector.state_dict().items():
@@ -108,4 +109,4 @@ def test_detector_in_eval_mode_keeps_its_statistics_and_max_steps_caps_the_run()
 
 def test_too_small_an_epoch_is_a_config_error():
     with pytest.raises(ConfigError, match="cannot make a batch"):
-        train_avd(AnimationModel(TINY), Clips(2), _schedule(repeats=1, batch_size=4), torch.device("cpu"), seed=0)
+        fit_avd(AnimationModel(ModelConfig.from_mapping(TINY)), Clips(2), _schedule(repeats=1, batch_size=4), torch.device("cpu"), seed=0)

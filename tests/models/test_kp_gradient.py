@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cpabanim.config.typed import ModelConfig
 from cpabanim.models.cpab_motion import CPABMotion
 from cpabanim.models.full import AnimationModel
 
@@ -50,7 +51,7 @@ def _cpab_path_grad(kp_gradient: str) -> torch.Tensor:
     """Gradient of a reconstruction loss on the keypoint detector's final layer through the CPAB path alone: the
     heatmap path (the other way the generator reaches the keypoints) is cut by detaching its inputs."""
     torch.manual_seed(0)
-    model = AnimationModel({**TINY, "kp_gradient": kp_gradient, "integrator": "fast"})
+    model = AnimationModel(ModelConfig.from_mapping({**TINY, "kp_gradient": kp_gradient, "integrator": "fast"}))
     heatmaps = model.dense_motion.heatmaps
     model.dense_motion.heatmaps = lambda s, d, size: heatmaps(s.detach(), d.detach(), size)
     gen = torch.Generator().manual_seed(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cpabanim.config.typed import ModelConfig
 from cpabanim.models.avd import AVDNetwork
 from cpabanim.models.bg_motion import BGMotionPredictor
 from cpabanim.models.blocks import Hourglass, make_coordinate_grid
@@ -77,7 +78,7 @@ def test_identity_motion_for_identical_keypoints(motion):
     Not for ``motion: tps``: TPSMM's TPS is regularised (0.01 I on its whole system, affine block included), so
     identical keypoints do not give the identity -- far from it when an untrained detector's keypoints cluster
     (tests/models/test_tpsmm_faithful.py checks that system against TPSMM's equations instead)."""
-    model = AnimationModel({**TINY, "motion": motion}).eval()
+    model = AnimationModel(ModelConfig.from_mapping({**TINY, "motion": motion})).eval()
     frame = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         kp = model.kp_detector(frame)
@@ -103,7 +104,7 @@ def test_tps_fit_interpolates_and_random_tps_is_near_identity():
 
 @pytest.mark.parametrize("motion,fit_method", [("cpab", "lm"), ("cpab", "adam"), ("tps", "lm")])
 def test_switches_reconstruct_and_backward(motion, fit_method):
-    model = AnimationModel({**TINY, "motion": motion, "fit_method": fit_method, "adam_iters": 5})
+    model = AnimationModel(ModelConfig.from_mapping({**TINY, "motion": motion, "fit_method": fit_method, "adam_iters": 5}))
     source, driving = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
     out = model(source, driving, dropout_p=0.3, generator=torch.Generator().manual_seed(0))
     out["prediction"].mean().backward()
@@ -121,14 +122,14 @@ def test_cpab_fit_methods_agree_on_a_small_motion():
     kp_driving = kp_source + 0.03 * torch.randn(1, 10, 2)
     grids = {}
     for method in ("lm", "adam"):
-        model = AnimationModel({**TINY, "fit_method": method, "adam_iters": 100})
+        model = AnimationModel(ModelConfig.from_mapping({**TINY, "fit_method": method, "adam_iters": 100}))
         grids[method] = model.motion_grids(kp_source, kp_driving, (32, 32))
     assert (grids["lm"] - grids["adam"]).abs().mean() < 0.02
 
 
 @pytest.mark.parametrize("mode", ["relative", "standard", "avd"])
 def test_animate_modes(mode):
-    model = AnimationModel({**TINY, "motion": "tps"})
+    model = AnimationModel(ModelConfig.from_mapping({**TINY, "motion": "tps"}))
     video = model.animate(torch.rand(1, 3, 64, 64), torch.rand(5, 3, 64, 64), mode=mode, batch_size=2)
     assert video.shape == (5, 3, 64, 64)
     assert model.training  # mode restored
@@ -136,7 +137,7 @@ def test_animate_modes(mode):
 
 def test_relative_animation_of_the_source_itself_reproduces_standard():
     """Driving video starting at the source frame: relative keypoints == driving keypoints (scale 1)."""
-    model = AnimationModel({**TINY, "motion": "tps"}).eval()
+    model = AnimationModel(ModelConfig.from_mapping({**TINY, "motion": "tps"})).eval()
     source = torch.rand(1, 3, 64, 64)
     video = torch.cat([source, torch.rand(2, 3, 64, 64)])
     torch.testing.assert_close(model.animate(source, video, "relative"), model.animate(source, video, "standard"))
@@ -149,4 +150,4 @@ def test_avd_shapes():
 
 def test_bad_motion_is_rejected():
     with pytest.raises(ValueError, match="motion"):
-        AnimationModel({**TINY, "motion": "spline"})
+        AnimationModel(ModelConfig.from_mapping({**TINY, "motion": "spline"}))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cpabanim.config.typed import ModelConfig
 from cpabanim.errors import CpabanimError
 from cpabanim.models import checkpoint
 from cpabanim.models.checkpoint import LOCK_NAME, hold_checkpoint_folder, read_checkpoint, remove_stale_temp_files, save_checkpoint
@@ -22,7 +23,7 @@ from tests.conftest import PROJECT_ROOT
 def _tiny_model():
     from cpabanim.models.full import AnimationModel
 
-    return AnimationModel({"num_cpab": 1, "motion": "tps"})
+    return AnimationModel(ModelConfig(num_cpab=1, motion="tps"))
 
 
 def _python(code: str, **kwargs) -> subprocess.Popen:
@@ -46,8 +47,9 @@ def test_a_save_killed_mid_write_leaves_an_orphan_that_the_next_start_removes(tm
             print("writing", flush=True)
             sys.stdin.readline()  # killed here, mid-save
         checkpoint.torch.save = stall
+        from cpabanim.config.typed import ModelConfig
         from cpabanim.models.full import AnimationModel
-        checkpoint.save_checkpoint({str(folder / "last.pt")!r}, AnimationModel({{"num_cpab": 1, "motion": "tps"}}))
+        checkpoint.save_checkpoint({str(folder / "last.pt")!r}, AnimationModel(ModelConfig(num_cpab=1, motion="tps")))
     """)
     assert child.stdout.readline().strip() == "writing", child.stderr.read()
     child.send_signal(signal.SIGKILL)
@@ -93,7 +95,8 @@ def test_a_real_write_failure_of_the_operating_system_leaves_no_temp_file(tmp_pa
         from cpabanim.models.full import AnimationModel
         from cpabanim.models.checkpoint import save_checkpoint
         from cpabanim.errors import CpabanimError
-        model = AnimationModel({{"num_cpab": 1, "motion": "tps"}})
+        from cpabanim.config.typed import ModelConfig
+        model = AnimationModel(ModelConfig(num_cpab=1, motion="tps"))
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
         try:
             save_checkpoint({str(folder / "last.pt")!r}, model)

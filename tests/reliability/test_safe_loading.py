@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from cpabanim.config.typed import ModelConfig
 from cpabanim.errors import CpabanimError
 from cpabanim.models.checkpoint import FORMAT_VERSION, load_checkpoint, read_checkpoint, save_checkpoint
 from cpabanim.weights import safe_torch_load
@@ -20,7 +21,7 @@ from tests.reliability.helpers import legacy_rng_state, write_malicious_checkpoi
 def _tiny_model():
     from cpabanim.models.full import AnimationModel
 
-    return AnimationModel({"num_cpab": 1, "motion": "tps"})
+    return AnimationModel(ModelConfig(num_cpab=1, motion="tps"))
 
 
 @pytest.mark.parametrize(("zip_format", "protocol", "why"), [(True, 2, "io.open"), (False, 2, "io.open"),
@@ -41,13 +42,13 @@ def test_a_malicious_checkpoint_is_refused_and_never_runs(tmp_path, zip_format, 
 
 def test_a_training_resume_from_a_malicious_checkpoint_is_refused(tmp_path):
     from cpabanim.training import train
-    from tests.train.helpers import MovingBlobDataset, tiny_params
+    from tests.train.helpers import MovingBlobDataset, job_of, tiny_params
 
     params = tiny_params(tmp_path, motion="tps", max_steps=2)
     marker = tmp_path / "code-ran"
     write_malicious_checkpoint(Path(params["paths"]["checkpoints"]) / "last.pt", marker)
     with pytest.raises(CpabanimError, match="refused"):
-        train(params, dataset=MovingBlobDataset(num_items=2))
+        train(job_of(params), dataset=MovingBlobDataset(num_items=2))
     assert not marker.exists()
 
 

@@ -1,4 +1,5 @@
-"""A tiny in-memory dataset yielding FramesDataset-like items, and tiny-model params for fast tests."""
+"""A tiny in-memory dataset yielding FramesDataset-like items, tiny-model params for fast tests, and the
+training job of such params (its checkpoint: ``{paths.checkpoints}/last.pt``, as the tests name it)."""
 
 from __future__ import annotations
 
@@ -54,3 +55,13 @@ def tiny_params(tmp_path, motion: str = "tps", **train) -> dict:
     ]
     overrides += [f"train.{k}={v}" for k, v in train.items()]
     return load_params(root / "params.yaml", overrides=overrides)
+
+
+def job_of(params):
+    """The :class:`TrainingJob` of ``params``, writing ``{paths.checkpoints}/last.pt``."""
+    from pathlib import Path
+
+    from cpabanim.config.paths import CHECKPOINT_NAME
+    from cpabanim.training.job import TrainingJob
+
+    return TrainingJob.of(params, checkpoint=Path(params["paths"]["checkpoints"]) / CHECKPOINT_NAME)

@@ -14,7 +14,7 @@ import torch
 
 from cpabanim.models.checkpoint import load_checkpoint
 from tests.conftest import requires_cuda
-from tests.train.helpers import MovingBlobDataset, tiny_params
+from tests.train.helpers import MovingBlobDataset, job_of, tiny_params
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.cuda, requires_cuda]
@@ -41,7 +41,7 @@ def test_bf16_amp_training_with_workers_and_channels_last(tmp_path):
     from cpabanim.training import train
 
     params = _cuda_params(tmp_path, max_steps=3, amp="bf16", num_workers=2, channels_last=True)
-    result = train(params, dataset=MovingBlobDataset(8))
+    result = train(job_of(params), dataset=MovingBlobDataset(8))
     assert result["step"] == 3 and all(math.isfinite(v) for v in result["losses"].values())
     assert torch.backends.cudnn.benchmark
     _, extra = load_checkpoint(result["checkpoint"])
@@ -52,7 +52,7 @@ def test_compiled_networks_train_and_keep_their_parameter_names(tmp_path):
     from cpabanim.training import train
 
     params = _cuda_params(tmp_path, max_steps=2, compile=True)
-    result = train(params, dataset=MovingBlobDataset(8))
+    result = train(job_of(params), dataset=MovingBlobDataset(8))
     assert all(math.isfinite(v) for v in result["losses"].values())
     model, _ = load_checkpoint(result["checkpoint"])  # the names of an uncompiled model: loads as is
     assert not any("_orig_mod" in name for name in model.state_dict())
@@ -63,10 +63,10 @@ import os, sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
 from cpabanim.training import train
-from tests.train.helpers import MovingBlobDataset, tiny_params
+from tests.train.helpers import MovingBlobDataset, job_of, tiny_params
 params = tiny_params(Path({tmp!r}), motion="cpab", max_steps=2, num_workers=1)
 params["device"] = "cuda"
-result = train(params, dataset=MovingBlobDataset(num_items=8))
+result = train(job_of(params), dataset=MovingBlobDataset(num_items=8))
 Path({tmp!r}, "result_" + os.environ["RANK"]).write_text(str(result["step"]))
 """
 

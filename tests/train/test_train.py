@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from cpabanim.config.typed import TrainConfig
 from cpabanim.errors import ConfigError, CpabanimError
 from cpabanim.models.checkpoint import load_checkpoint, save_checkpoint
 from cpabanim.training import train
 from cpabanim.training.schedule import dropout_probability, epoch_order
-from tests.train.helpers import MovingBlobDataset, tiny_params
+from tests.train.helpers import MovingBlobDataset, job_of, tiny_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,9 +25,9 @@ def test_tiny_model_overfits_two_frames(tmp_path):
                          lr_generator=2.0e-3, dropout_epoch=0)
     params["loss"].update({"equivariance": 0.0, "warp": 0.0, "bg": 0.0})
     dataset = MovingBlobDataset(num_items=2)
-    first = train(tiny_params(tmp_path / "first", motion="tps", max_steps=1, dropout_epoch=0),
+    first = train(job_of(tiny_params(tmp_path / "first", motion="tps", max_steps=1, dropout_epoch=0)),
                   dataset=dataset)["losses"]["perceptual"]
-    last = train(params, dataset=dataset)["losses"]["perceptual"]
+    last = train(job_of(params), dataset=dataset)["losses"]["perceptual"]
     assert last < 0.5 * first, (first, last)
 
 
@@ -34,13 +35,13 @@ def test_tiny_model_overfits_two_frames(tmp_path):
 def test_resume_gives_the_uninterrupted_parameters(tmp_path, motion):
     dataset = MovingBlobDataset(num_items=4)  # 2 batches per epoch: the interruption crosses an epoch
     straight = tiny_params(tmp_path / "a", motion=motion, max_steps=5, dropout_epoch=2, num_epochs=4)
-    train(straight, dataset=dataset)
+    train(job_of(straight), dataset=dataset)
     interrupted = tiny_params(tmp_path / "b", motion=motion, max_steps=5, dropout_epoch=2, num_epochs=4)
-    partial = train(interrupted, dataset=dataset, stop_after=3)
+    partial = train(job_of(interrupted), dataset=dataset, stop_after=3)
     assert partial["step"] == 3
     _, extra = load_checkpoint(partial["checkpoint"])
     assert extra["step"] == 3 and not extra["complete"]
-    resumed = train(interrupted, dataset=dataset)
+    resumed = train(job_of(interrupted), dataset=dataset)
     assert resumed["step"] == 5
     model_a, extra_a = load_checkpoint(tmp_path / "a" / "ckpt" / "last.pt")
     model_b, extra_b = load_checkpoint(tmp_path / "b" / "ckpt" / "last.pt")
@@ -48,7 +49,7 @@ def test_resume_gives_the_uninterrupted_parameters(tmp_path, motion):
     for (name, a), (_, b) in zip(model_a.state_dict().items(), model_b.state_dict().items()):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
     # a complete checkpoint: re-running does nothing
-    assert train(interrupted, dataset=dataset)["step"] == 5
+    assert train(job_of(interrupted), dataset=dataset)["step"] == 5
 
 
 def test_corrupt_and_missing_checkpoints_are_clear_errors(tmp_path):
@@ -61,9 +62,10 @@ def test_corrupt_and_missing_checkpoints_are_clear_errors(tmp_path):
 
 
 def test_checkpoint_round_trip_is_atomic(tmp_path):
+    from cpabanim.config.typed import ModelConfig
     from cpabanim.models.full import AnimationModel
 
-    model = AnimationModel({"num_cpab": 1, "motion": "tps"})
+    model = AnimationModel(ModelConfig(num_cpab=1, motion="tps"))
     path = save_checkpoint(tmp_path / "x" / "last.pt", model, step=7, epoch=1, params={"a": 1}, complete=True)
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temporary file left
     loaded, extra = load_checkpoint(path)
@@ -73,7 +75,7 @@ def test_checkpoint_round_trip_is_atomic(tmp_path):
 
 
 def test_schedule_helpers():
-    p = {"dropout_epoch": 35, "dropout_inc_epoch": 10, "dropout_maxp": 0.3, "dropout_startp": 0.1}
+    p = TrainConfig(dropout_epoch=35, dropout_inc_epoch=10, dropout_maxp=0.3, dropout_startp=0.1)
     assert dropout_probability(0, p) == pytest.approx(0.1)
     assert dropout_probability(5, p) == pytest.approx(0.25)
     assert dropout_probability(20, p) == pytest.approx(0.3)
@@ -94,7 +96,7 @@ def test_bad_config_values_are_rejected(tmp_path):
     params = tiny_params(tmp_path)
     params["model"]["dense_motion"]["num_blocks"] = 1  # too shallow for 3 occlusion masks at scale 0.5
     with pytest.raises(ConfigError, match="hourglass levels"):
-        train(params, dataset=MovingBlobDataset(4))
+        train(job_of(params), dataset=MovingBlobDataset(4))
 
 
 def test_missing_data_is_a_clear_error(tmp_path):
@@ -103,7 +105,7 @@ def test_missing_data_is_a_clear_error(tmp_path):
     params = tiny_params(tmp_path)
     params["paths"]["processed"] = str(tmp_path / "nothing")
     with pytest.raises(DataError, match="preprocess"):
-        train(params)
+        train(job_of(params))
 
 
 DDP_SCRIPT = """
@@ -112,9 +114,9 @@ sys.path.insert(0, {root!r})
 torch.set_num_threads(1)
 from pathlib import Path
 from cpabanim.training.loop import train
-from tests.train.helpers import MovingBlobDataset, tiny_params
+from tests.train.helpers import MovingBlobDataset, job_of, tiny_params
 params = tiny_params(Path({tmp!r}), motion="tps", max_steps=2)
-result = train(params, dataset=MovingBlobDataset(num_items=8))
+result = train(job_of(params), dataset=MovingBlobDataset(num_items=8))
 # one file per rank: the two processes share stdout, and their prints can interleave
 import os
 Path({tmp!r}, "result_" + os.environ["RANK"]).write_text(str(result["step"]))
@@ -140,13 +142,13 @@ def test_avd_stage_trains_only_the_avd_network_and_runs_once_per_schedule(tmp_pa
     dataset = MovingBlobDataset(num_items=4)
     params = tiny_params(tmp_path, motion="tps", max_steps=1, avd_epochs=6, avd_repeats=4, avd_batch_size=4,
                          avd_milestones=[100])
-    train(params, dataset=dataset)
+    train(job_of(params), dataset=dataset)
     before, _ = load_checkpoint(tmp_path / "ckpt" / "last.pt")
     short = {**params, "train": {**params["train"], "avd_epochs": 1}}
-    first = train_avd(short, dataset=dataset)
+    first = train_avd(job_of(short), dataset=dataset)
     (tmp_path / "ckpt" / "last.pt").unlink()
-    train(params, dataset=dataset)
-    result = train_avd(params, dataset=dataset)
+    train(job_of(params), dataset=dataset)
+    result = train_avd(job_of(params), dataset=dataset)
     assert result["steps"] == 6 * 4 and result["loss"] < first["loss"]
     after, extra = load_checkpoint(tmp_path / "ckpt" / "last.pt")
     assert extra["avd_trained"] and extra["avd_steps"] == 24 and extra["complete"]
@@ -157,20 +159,20 @@ def test_avd_stage_trains_only_the_avd_network_and_runs_once_per_schedule(tmp_pa
     assert all(name.startswith("kp_detector.") and ("running_" in name or "num_batches" in name)
                for name in changed_outside_avd), changed_outside_avd
     assert any(not torch.equal(v, before.state_dict()[k]) for k, v in after.state_dict().items() if k.startswith("avd."))
-    assert train_avd(params, dataset=dataset)["loss"] is None  # this schedule already ran
+    assert train_avd(job_of(params), dataset=dataset)["loss"] is None  # this schedule already ran
 
 
 def test_changed_training_params_restart_and_a_longer_schedule_continues(tmp_path):
     dataset = MovingBlobDataset(num_items=4)
     params = tiny_params(tmp_path, motion="tps", max_steps=2, dropout_epoch=0, num_epochs=100)
-    assert train(params, dataset=dataset)["step"] == 2
+    assert train(job_of(params), dataset=dataset)["step"] == 2
     # a longer schedule continues the complete run instead of starting again
     longer = tiny_params(tmp_path, motion="tps", max_steps=3, dropout_epoch=0, num_epochs=100)
-    assert train(longer, dataset=dataset)["step"] == 3
+    assert train(job_of(longer), dataset=dataset)["step"] == 3
     assert not (tmp_path / "ckpt" / "last.superseded.pt").exists()
     # a parameter that changes what is learned: train from scratch, keep the old checkpoint beside
     other = tiny_params(tmp_path, motion="tps", max_steps=2, dropout_epoch=0, num_epochs=100, lr_generator=5.0e-3)
-    assert train(other, dataset=dataset)["step"] == 2
+    assert train(job_of(other), dataset=dataset)["step"] == 2
     _, superseded = load_checkpoint(tmp_path / "ckpt" / "last.superseded.pt")
     assert superseded["step"] == 3
     _, current = load_checkpoint(tmp_path / "ckpt" / "last.pt")
@@ -179,7 +181,7 @@ def test_changed_training_params_restart_and_a_longer_schedule_continues(tmp_pat
 
 def test_channels_last_switch_trains_on_cpu(tmp_path):
     params = tiny_params(tmp_path, motion="cpab", max_steps=1, channels_last=True)
-    result = train(params, dataset=MovingBlobDataset(num_items=4))
+    result = train(job_of(params), dataset=MovingBlobDataset(num_items=4))
     assert result["step"] == 1 and all(torch.isfinite(torch.tensor(v)) for v in result["losses"].values())
 
 
@@ -188,14 +190,14 @@ def test_init_from_warm_starts_a_cpab_model_from_a_tps_checkpoint(tmp_path, capl
 
     dataset = MovingBlobDataset(num_items=4)
     tps = tiny_params(tmp_path / "tps", motion="tps", max_steps=1)
-    train(tps, dataset=dataset)
+    train(job_of(tps), dataset=dataset)
     source = tmp_path / "tps" / "ckpt" / "last.pt"
     cpab = tiny_params(tmp_path / "cpab", motion="cpab", max_steps=1, init_from=str(source))
     with caplog.at_level(logging.INFO, logger="cpabanim.training.loop"):
-        assert train(cpab, dataset=dataset)["step"] == 1
+        assert train(job_of(cpab), dataset=dataset)["step"] == 1
     line = next(r.getMessage() for r in caplog.records if "warm start from" in r.getMessage())
     loaded, sliced, fresh = (int(line.split(word)[0].split()[-1]) for word in (" tensors loaded", " sliced", " fresh"))
     assert loaded > 0 and sliced > 0 and fresh == 0  # the dense-motion layers that depend on the transforms: sliced
     with pytest.raises(ConfigError, match="init_from"):
-        train(tiny_params(tmp_path / "x", motion="cpab", max_steps=1, init_from=str(tmp_path / "nope.pt")),
+        train(job_of(tiny_params(tmp_path / "x", motion="cpab", max_steps=1, init_from=str(tmp_path / "nope.pt"))),
               dataset=dataset)

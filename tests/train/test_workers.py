@@ -12,7 +12,7 @@ import torch
 from cpabanim.models.checkpoint import load_checkpoint
 from cpabanim.training import train
 from tests.data.helpers import moving_square_video, write_frame_folder
-from tests.train.helpers import tiny_params
+from tests.train.helpers import job_of, tiny_params
 
 AUGMENTATION = {"horizontal_flip": True, "time_flip": True, "resize_ratio": [0.9, 1.1],
                 "jitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1}}
@@ -32,7 +32,7 @@ def _params(tmp_path, processed, name: str, workers: int):
     params["paths"]["processed"] = str(processed)
     params["data"]["frame_size"] = 32
     params["data"]["augmentation"] = AUGMENTATION
-    return params
+    return job_of(params)
 
 
 def _state(tmp_path, name: str):

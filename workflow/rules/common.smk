@@ -1,8 +1,9 @@
 # Shared set-up of the cpabanim rules (the rules themselves are generated: `cpabanim dag --write`).
 #
 # There is no `configfile:` directive: Snakemake's `config` holds only the command line (`--config
-# 'model={motion: tps}'`, `--config set='[train.max_steps=50]'`, `--configfile FILE`), the top parameter layer. The stages resolve the same layers themselves
-# (defaults < preset < params.yaml < experiment < command line); the rules hand them the command line as `--set`.
+# 'model={motion: tps}'`, `--config set='[train.max_steps=50]'`, `--configfile FILE`), the top parameter layer.
+# The stages resolve the same layers themselves (defaults < preset < params.yaml < experiment < command line); the
+# rules hand them the command line's values in one file (`--overrides`, below) and the experiment (`--experiment`).
 import os
 import shlex
 import sys
@@ -15,7 +16,8 @@ from cpabanim.config.mappings import flatten, read_mapping
 from cpabanim.config.overrides import overrides_from_snakemake
 from cpabanim.config.layers import resolve
 from cpabanim.errors import CpabanimError
-from cpabanim.pipeline import all_stages, check_shared_stages, restrict
+from cpabanim.config.section import restrict
+from cpabanim.pipeline import all_stages, check_shared_stages
 from cpabanim.pipeline.base import expand as fill_template
 
 try:

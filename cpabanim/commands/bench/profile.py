@@ -13,8 +13,6 @@ from typing import Any
 
 from cpabanim.commands.bench.common import bench_params, write_bench_frames
 
-
-
 PHASES = ("data wait", "keypoints", "background affine", "CPAB fit", "dense warp", "dense motion network",
           "generator", "losses", "backward", "optimizer", "other")
 
@@ -96,13 +94,14 @@ def instrument(model, objective, clock: PhaseClock) -> None:
 
 def _offline_losses(params: dict[str, Any]) -> list[str]:
     """Switch losses whose pretrained weights are absent to their offline alternatives; -> what was switched."""
+    from cpabanim.config.typed import LossConfig
     from cpabanim.errors import MissingWeightsError
     from cpabanim.losses.objective import GeneratorObjective
 
     switched = []
     for key, offline in (("perceptual", "pixel"), ("structure", "off")):
         try:
-            GeneratorObjective(params["loss"], params["paths"]["weights"])
+            GeneratorObjective(LossConfig.from_mapping(params["loss"]), params["paths"]["weights"])
             break
         except MissingWeightsError:
             if params["loss"][key] != offline:
@@ -115,13 +114,11 @@ def _profile_one(motion: str, device: str, steps: int, warmup: int, overrides: l
                  data_root: str, masks_root: str, queue) -> None:
     """One configuration in its own process: the trainer's own build (loader, workers, autocast, optimisers) on
     synthetic frames, then ``warmup + steps`` instrumented steps; puts {phase: mean seconds, ...} on ``queue``."""
-    import resource
-    import statistics
-
     import torch
 
     from cpabanim.data.dataset import FramesDataset
-    from cpabanim.data.loader import step_seed, to_device
+    from cpabanim.runtime import Runtime
+    from cpabanim.training.job import TrainingJob
     from cpabanim.training.loop import build
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -130,8 +127,26 @@ def _profile_one(motion: str, device: str, steps: int, warmup: int, overrides: l
     size = int(params["data"]["frame_size"])
     dataset = FramesDataset(data_root, "train", frame_shape=(size, size, 3), augmentation=params["data"]["augmentation"],
                             num_repeats=10_000, masks_root=masks_root if params["loss"]["semantic"] == "masks" else None)
-    run = build(params, dataset)
-    dev, tp = run.ranks.device, run.tp
+    job = TrainingJob.of(params, checkpoint=Path(data_root).parent / "last.pt")  # never written: no epochs run
+    with Runtime.start(job.device, job.train.amp) as runtime:
+        run = build(job, runtime, dataset)
+        result = _profile_steps(run, steps, warmup)
+    queue.put({**result, "offline_losses": offline,
+               "config": {"frame_size": size, "batch_size": job.train.batch_size, "num_cpab": job.model.num_cpab,
+                          "fit_method": job.model.fit_method, "integrator": job.model.integrator,
+                          "num_workers": run.loader.num_workers, "amp": job.train.amp, "backbone": job.model.backbone}})
+
+
+def _profile_steps(run, steps: int, warmup: int) -> dict[str, Any]:
+    """``warmup + steps`` instrumented steps of the built ``run`` -> {phases: mean seconds, peak_mb, timer}."""
+    import resource
+    import statistics
+
+    import torch
+
+    from cpabanim.data.loader import step_seed, to_device
+
+    dev, tp = run.runtime.device, run.job.train
     step_module = run.step_module
     clock = PhaseClock(dev)
     instrument(run.model, step_module.objective, clock)
@@ -144,9 +159,9 @@ def _profile_one(motion: str, device: str, steps: int, warmup: int, overrides: l
     for index in range(warmup + steps):
         start = time.perf_counter()
         with clock.phase("data wait"):
-            batch = to_device(next(iterator), dev, tp["channels_last"])
+            batch = to_device(next(iterator), dev, tp.channels_last)
         generator = torch.Generator().manual_seed(step_seed(0, index))
-        with run.autocast:
+        with run.runtime.autocast():
             losses, _ = step_module(batch, True, 0.1, generator)
             total = sum(losses.values())
         for optimizer in run.optimization.optimizers.values():
@@ -164,11 +179,7 @@ def _profile_one(motion: str, device: str, steps: int, warmup: int, overrides: l
     result = {name: statistics.mean(p.get(name, 0.0) for p in per_step) for name in (*PHASES, "step")}
     peak_mb = (torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda"
                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    queue.put({"phases": result, "peak_mb": peak_mb, "offline_losses": offline,
-               "timer": "CUDA events" if dev.type == "cuda" else "wall clock",
-               "config": {"frame_size": size, "batch_size": tp["batch_size"], "num_cpab": params["model"]["num_cpab"],
-                          "fit_method": params["model"]["fit_method"], "integrator": params["model"]["integrator"],
-                          "num_workers": run.loader.num_workers, "amp": tp["amp"], "backbone": params["model"]["backbone"]}})
+    return {"phases": result, "peak_mb": peak_mb, "timer": "CUDA events" if dev.type == "cuda" else "wall clock"}
 
 
 def profile_main(json_path: str | None, device: str, quick: bool, preset: str | None, overrides: list[str]) -> int:

@@ -28,6 +28,7 @@ def _bench_one(motion: str, device: str, steps: int, warmup: int, overrides: lis
     import torch
 
     from cpabanim.commands.bench.common import bench_params
+    from cpabanim.config.typed import LossConfig, ModelConfig
     from cpabanim.losses.objective import GeneratorObjective
     from cpabanim.models.full import AnimationModel
     from cpabanim.training.step import TrainingStep
@@ -38,8 +39,8 @@ def _bench_one(motion: str, device: str, steps: int, warmup: int, overrides: lis
     size = int(params["data"]["frame_size"])
     batch_size = int(params["train"]["batch_size"])
     dev = torch.device(device)
-    model = AnimationModel(params["model"]).to(dev)
-    objective = GeneratorObjective(params["loss"], params["paths"]["weights"]).to(dev)
+    model = AnimationModel(ModelConfig.from_mapping(params["model"])).to(dev)
+    objective = GeneratorObjective(LossConfig.from_mapping(params["loss"]), params["paths"]["weights"]).to(dev)
     step_module = TrainingStep(model, objective)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.5, 0.999))
     batch = {"source": torch.rand(batch_size, 3, size, size, device=dev),

@@ -1,0 +1,84 @@
+"""The comparison table: one row per experiment (the parameters that differ between them, then every metric),
+the no-motion baseline row(s), as markdown and CSV.
+
+Contract: metric names are ``metrics.json``'s (``recon/l1``, ``anim/<mode>/<metric>``); baselines
+(:mod:`cpabanim.evaluation.baselines`) are rows, never columns; every number is written with 4 significant digits.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from cpabanim.evaluation.baselines import BASELINE_PREFIX, baseline_key
+
+LOWER_IS_BETTER = ("l1", "akd", "mkr", "aed", "lpips", "fid")
+ARROWS = {True: "\u2193", False: "\u2191"}  # lower / higher is better
+BASELINE_ROW = "baseline: no motion"
+TABLE_NOTE = ("\u2193 lower is better, \u2191 higher is better. *baseline: no motion* is scored on the same frames: "
+              "reconstruction = the source frame copied as every prediction, animation = the source image unchanged "
+              "(its `l1_first` and `aed_source` are 0 by construction). See docs/evaluation.md.")
+
+
+def metric_columns(metrics: dict[str, dict[str, float]]) -> list[str]:
+    """The model metrics of every experiment, reconstruction first (baselines are rows, not columns)."""
+    names = {m for values in metrics.values() for m in values if not m.startswith(BASELINE_PREFIX)}
+    return sorted(names, key=lambda m: (not m.startswith("recon/"), m.endswith("/frames"), m))
+
+
+def lower_is_better(metric: str) -> bool:
+    """``recon/l1`` and ``anim/relative/akd_driving`` are lower-is-better; PSNR and SSIM higher-is-better."""
+    return metric.split("/")[-1].split("_")[0] in LOWER_IS_BETTER
+
+
+def baseline_rows(names: list[str], metrics: dict[str, dict[str, float]], columns: list[str]
+                  ) -> list[tuple[str, dict[str, float]]]:
+    """The no-motion baseline under each metric column: one row when every experiment scored it on the same
+    frames (same values), else one row per experiment (e.g. a different ``reconstruct.max_frames``)."""
+    values = {name: {m: metrics[name][key] for m in columns
+                     if (key := baseline_key(m)) is not None and key in metrics[name]} for name in names}
+    distinct = {json.dumps(v, sort_keys=True) for v in values.values() if v}
+    if not distinct:
+        return []
+    if len(distinct) == 1:
+        return [(BASELINE_ROW, next(v for v in values.values() if v))]
+    return [(f"{BASELINE_ROW}, {name}", values[name]) for name in names if values[name]]
+
+
+def write_tables(names, differing, metrics, md_path: Path, csv_path: Path) -> str:
+    """One row per experiment (the parameters that differ between them, then every metric) and the baseline
+    row(s); returns the markdown table."""
+    from cpabanim.config.schema import defaults
+    from cpabanim.config.mappings import flatten
+
+    keys = sorted({k for d in differing.values() for k in d})
+    built_in = flatten(defaults())
+    values = {n: {k: differing[n][k] if k in differing[n] else built_in.get(k, "(default)") for k in keys}
+              for n in names}
+    varying = [k for k in keys if len({json.dumps(values[n][k]) for n in names}) > 1]
+    metric_names = metric_columns(metrics)
+    columns = ["experiment", *varying, *metric_names]
+    rows = []
+    for name in names:
+        row = {"experiment": name, **{k: _cell(values[name][k]) for k in varying}}
+        row.update({m: f"{metrics[name][m]:.4g}" for m in metric_names if m in metrics[name]})
+        rows.append(row)
+    for label, values in baseline_rows(names, metrics, metric_names):
+        rows.append({"experiment": label, **{k: "" for k in varying}, **{m: f"{v:.4g}" for m, v in values.items()}})
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    header = [c if c not in metric_names or c.endswith("/frames") else f"{c} {ARROWS[lower_is_better(c)]}"
+              for c in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row.get(c, "") for c in columns) + " |" for row in rows]
+    text = "\n".join(lines)
+    md_path.write_text("# cpabanim: experiments side by side\n\n" + text + "\n\n" + TABLE_NOTE + "\n")
+    return text
+
+
+def _cell(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
