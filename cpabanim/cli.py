@@ -32,10 +32,14 @@ log = logging.getLogger("cpabanim")
 
 # command name -> (module with add_arguments/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "params": ("cpabanim.commands.params", "show the resolved parameters (and where each value comes from), or "
-               "write them"),
-    "dag": ("cpabanim.commands.dag", "generate (or check) dvc.yaml and workflow/rules/*.smk from the stage "
-            "declarations"),
+    "params": (
+        "cpabanim.commands.params",
+        "show the resolved parameters (and where each value comes from), or write them",
+    ),
+    "dag": (
+        "cpabanim.commands.dag",
+        "generate (or check) dvc.yaml and workflow/rules/*.smk from the stage declarations",
+    ),
     "demo": ("cpabanim.commands.demo", "animate your own photo with a driving video"),
     "import-checkpoint": ("cpabanim.commands.import_checkpoint", "convert a TPSMM checkpoint into a cpabanim one"),
     "bench": ("cpabanim.commands.bench", "benchmarks that print figures side by side (cpab, train, data)"),
@@ -107,9 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     from cpabanim import __version__
     from cpabanim.pipeline import all_stages
 
-    parser = CliParser(prog="cpabanim", description="CPAB motion image animation: the pipeline's stages, which "
-                       "Snakemake and DVC run, and the tools around them.",
-                       epilog="'cpabanim <stage> --help' lists the options of a stage or command.")
+    parser = CliParser(
+        prog="cpabanim",
+        description="CPAB motion image animation: the pipeline's stages, which "
+        "Snakemake and DVC run, and the tools around them.",
+        epilog="'cpabanim <stage> --help' lists the options of a stage or command.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"cpabanim {__version__}")
     sub = parser.add_subparsers(dest="stage", metavar="<stage>", title="pipeline stages (in order), then commands")
@@ -130,8 +137,11 @@ def stage_parser(name: str) -> argparse.ArgumentParser:
     parser = CliParser(prog=f"cpabanim {name}", description=stage.help)
     add_params_arguments(parser, overrides_file=True)
     if stage.aggregate:
-        parser.add_argument("--experiments", default=None,
-                            help="comma-separated experiments to compare (default: the experiment of the params)")
+        parser.add_argument(
+            "--experiments",
+            default=None,
+            help="comma-separated experiments to compare (default: the experiment of the params)",
+        )
     module = importlib.import_module(stage.module)
     if hasattr(module, "add_arguments"):
         module.add_arguments(parser)

@@ -39,8 +39,9 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: str | Path, write: Callable[[Any], None],
-                     verify: Callable[[Path], None] | None = None) -> Path:
+def write_atomically(
+    path: str | Path, write: Callable[[Any], None], verify: Callable[[Path], None] | None = None
+) -> Path:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, ``verify(temporary path)`` (when
     given) and rename it over ``path``.
 
@@ -62,8 +63,9 @@ def write_atomically(path: str | Path, write: Callable[[Any], None],
         tmp.unlink(missing_ok=True)
         error = _os_error_of(exc)
         if error is not None:
-            raise CpabanimError(f"cannot write {path}: {describe_os_error(error, path)}; "
-                                "the previous file (if any) is unchanged") from exc
+            raise CpabanimError(
+                f"cannot write {path}: {describe_os_error(error, path)}; the previous file (if any) is unchanged"
+            ) from exc
         raise
     _fsync_folder(path.parent)
     return path
@@ -100,8 +102,10 @@ SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 def validate_id(value: str, what: str, where: str | Path) -> str:
     """``value`` when it matches :data:`SAFE_ID`; else :class:`DataError` naming ``where`` it came from."""
     if not isinstance(value, str) or not SAFE_ID.fullmatch(value):
-        raise DataError(f"{where}: {what} {value!r} is not a valid id (letters, digits, '_', '-', '.', not starting "
-                        "with '.', at most 128 characters); fix or remove that entry")
+        raise DataError(
+            f"{where}: {what} {value!r} is not a valid id (letters, digits, '_', '-', '.', not starting "
+            "with '.', at most 128 characters); fix or remove that entry"
+        )
     return value
 
 
@@ -117,8 +121,10 @@ def contained_path(root: str | Path, *parts: str | Path, allow_root: bool = Fals
     base, resolved = root.resolve(), candidate.resolve()
     if not resolved.is_relative_to(base) or (resolved == base and not allow_root):
         shown = "/".join(str(p) for p in parts)
-        raise DataError(f"{shown!r} would be written at {resolved}, outside {root}: refused (an id or archive "
-                        "member with '..', an absolute path or a link pointing elsewhere)")
+        raise DataError(
+            f"{shown!r} would be written at {resolved}, outside {root}: refused (an id or archive "
+            "member with '..', an absolute path or a link pointing elsewhere)"
+        )
     return candidate
 
 

@@ -21,8 +21,7 @@ def progress_bar(iterable: Iterable | None = None, *, stream: TextIO | None = No
 
     stream = stream or sys.stderr
     if not _is_terminal(stream):
-        options = {"mininterval": LOG_INTERVAL_S, "maxinterval": LOG_INTERVAL_S, "ascii": True, "ncols": 100,
-                   **options}
+        options = {"mininterval": LOG_INTERVAL_S, "maxinterval": LOG_INTERVAL_S, "ascii": True, "ncols": 100, **options}
         return tqdm(iterable, file=_LineWriter(stream), **options)
     return tqdm(iterable, file=stream, **options)
 

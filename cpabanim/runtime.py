@@ -106,8 +106,14 @@ class Runtime:
 
         world = int(os.environ.get("WORLD_SIZE", "1"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        runtime = cls._make(resolve_device(device, local_rank), int(os.environ.get("RANK", "0")), world, local_rank,
-                            int(os.environ.get("LOCAL_WORLD_SIZE", str(world))), amp)
+        runtime = cls._make(
+            resolve_device(device, local_rank),
+            int(os.environ.get("RANK", "0")),
+            world,
+            local_rank,
+            int(os.environ.get("LOCAL_WORLD_SIZE", str(world))),
+            amp,
+        )
         if runtime.device.type == "cuda":
             torch.cuda.set_device(runtime.device)
             torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick its fastest kernels

@@ -2,8 +2,9 @@
 PyTorch file (weights and checkpoints) is read.
 
 Each entry gives the official URL, the file name and what is known of its hash, for a download stage
-(``cpabanim weights NAME`` or ``cpabanim weights auto``) to fetch and verify. Lookup order: ``{paths.weights}/<filename>``, then the
-torch hub cache (``$TORCH_HOME/hub/checkpoints/<filename>``, where torchvision/torch.hub put them).
+(``cpabanim weights NAME`` or ``cpabanim weights auto``) to fetch and verify. Lookup order:
+``{paths.weights}/<filename>``, then the torch hub cache (``$TORCH_HOME/hub/checkpoints/<filename>``, where
+torchvision/torch.hub put them).
 
 :func:`load_weights` is the one way a weight file is read: its hash is checked first (the registry's prefix,
 SAM's full sha256, or for DINO, which publishes none, the ``<file>.sha256`` the download stage recorded),
@@ -50,12 +51,19 @@ def imagenet_normalize(images):
 
 WEIGHTS: dict[str, WeightFile] = {
     "vgg19": WeightFile(
-        "vgg19", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "vgg19-dcbb9e9d.pth", "dcbb9e9d",
-        "loss.perceptual=vgg (torchvision VGG19, ImageNet)"),
+        "vgg19",
+        "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+        "vgg19-dcbb9e9d.pth",
+        "dcbb9e9d",
+        "loss.perceptual=vgg (torchvision VGG19, ImageNet)",
+    ),
     "dino_vitb8": WeightFile(
-        "dino_vitb8", "https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth",
-        "dino_vitbase8_pretrain.pth", None,  # DINO publishes no hash; the download stage records the sha256 it gets
-        "loss.structure=dino (DINO ViT-B/8, facebookresearch/dino)"),
+        "dino_vitb8",
+        "https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth",
+        "dino_vitbase8_pretrain.pth",
+        None,  # DINO publishes no hash; the download stage records the sha256 it gets
+        "loss.structure=dino (DINO ViT-B/8, facebookresearch/dino)",
+    ),
 }
 
 
@@ -83,7 +91,8 @@ def find_weights(name: str, weights_dir: str | Path | None = None, alternative: 
     hint = f" Or choose the offline alternative: {alternative}." if alternative else ""
     raise MissingWeightsError(
         f"{entry.used_by} needs the weight file {entry.filename}, not found (looked in: {where}). "
-        f"Get it with `cpabanim weights {name}` or download {entry.url} into {candidates[0].parent}.{hint}")
+        f"Get it with `cpabanim weights {name}` or download {entry.url} into {candidates[0].parent}.{hint}"
+    )
 
 
 def expected_hash(name: str, path: Path | None = None) -> str | None:
@@ -127,8 +136,10 @@ def check_weights(path: str | Path, name: str) -> Path:
 
         actual = sha256_file(path)
         if not actual.startswith(prefix):
-            raise CpabanimError(f"weight file {path} is corrupt or not the official {name} file (sha256 "
-                                f"{actual[:16]}... does not start with {prefix[:16]}); {redownload_hint(name, path)}")
+            raise CpabanimError(
+                f"weight file {path} is corrupt or not the official {name} file (sha256 "
+                f"{actual[:16]}... does not start with {prefix[:16]}); {redownload_hint(name, path)}"
+            )
     _VERIFIED.add(key)
     return path
 
@@ -148,8 +159,13 @@ def _legacy_numpy_globals() -> list[Any]:
     from numpy._core import multiarray
 
     uint32_dtype = type(np.dtype(np.uint32))
-    return [multiarray._reconstruct, np.ndarray, np.dtype, uint32_dtype,
-            (multiarray._reconstruct, "numpy.core.multiarray._reconstruct")]  # as numpy 1.x wrote it
+    return [
+        multiarray._reconstruct,
+        np.ndarray,
+        np.dtype,
+        uint32_dtype,
+        (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+    ]  # as numpy 1.x wrote it
 
 
 def _weights_only_reason(exc: BaseException) -> tuple[str | None, str]:
@@ -165,11 +181,15 @@ def _weights_only_reason(exc: BaseException) -> tuple[str | None, str]:
     global_name = re.search(r"Unsupported global: GLOBAL (\S+)", text)
     operand = re.search(r"Unsupported operand (\S+)", text)
     if global_name:
-        unsafe = (f"loading it would call {global_name.group(1)}, i.e. run code from the file; cpabanim loads only "
-                  "plain tensors and containers. Do not use files of unknown origin")
+        unsafe = (
+            f"loading it would call {global_name.group(1)}, i.e. run code from the file; cpabanim loads only "
+            "plain tensors and containers. Do not use files of unknown origin"
+        )
     elif operand:  # random bytes land here as often as a pickle protocol torch's safe loader does not read
-        unsafe = (f"it is corrupt or not a plain PyTorch file (pickle instruction {operand.group(1)}, which safe "
-                  "loading does not execute)")
+        unsafe = (
+            f"it is corrupt or not a plain PyTorch file (pickle instruction {operand.group(1)}, which safe "
+            "loading does not execute)"
+        )
     else:
         unsafe = None
     return unsafe, f"{type(exc).__name__}: {reason}"[:300]

@@ -84,7 +84,9 @@ def test_imports_only_go_down_the_layers():
             if here is None or there is None or here == there:
                 continue
             if LAYER_OF[there] >= LAYER_OF[here]:
-                wrong.append(f"{name} imports {target} ({here}: layer {LAYER_OF[here]}, {there}: layer {LAYER_OF[there]})")
+                wrong.append(
+                    f"{name} imports {target} ({here}: layer {LAYER_OF[here]}, {there}: layer {LAYER_OF[there]})"
+                )
     assert not wrong, "imports against the layering:\n" + "\n".join(wrong)
 
 
@@ -110,7 +112,9 @@ def test_no_private_name_is_imported_from_another_module():
     for path in sorted(p for root in roots for p in root.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cpabanim"):
-                wrong += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno} imports {alias.name} from {node.module}"
-                          for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")
-                          and node.module in known]
+                wrong += [
+                    f"{path.relative_to(PACKAGE.parent)}:{node.lineno} imports {alias.name} from {node.module}"
+                    for alias in node.names
+                    if alias.name.startswith("_") and not alias.name.startswith("__") and node.module in known
+                ]
     assert not wrong, "\n".join(wrong)

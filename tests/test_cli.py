@@ -33,8 +33,9 @@ def cli_error(caplog) -> tuple[str, str]:
 
 def run_cli(*args: str, cwd=PROJECT_ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "cpabanim", *args], cwd=cwd, capture_output=True, text=True,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "cpabanim", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_version_is_the_package_metadata(capsys):
@@ -46,10 +47,13 @@ def test_version_is_the_package_metadata(capsys):
 
 
 def test_help_describes_every_stage_and_does_not_import_torch():
-    code = ("import sys; from cpabanim.cli import build_parser; text = build_parser().format_help(); "
-            "print(text); print('torch' in sys.modules, 'numpy' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "COLUMNS": "300"}).stdout
+    code = (
+        "import sys; from cpabanim.cli import build_parser; text = build_parser().format_help(); "
+        "print(text); print('torch' in sys.modules, 'numpy' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "300"}
+    ).stdout
     *lines, loaded = out.strip().splitlines()
     assert loaded == "False False", "cpabanim --help must stay light (no torch, no numpy)"
     text = "\n".join(lines)
@@ -64,8 +68,10 @@ def test_a_user_error_is_one_argparse_line_with_exit_1(tmp_path):
     (tmp_path / "params.yaml").write_text("")
     out = run_cli("params", "--params", str(tmp_path / "params.yaml"), "--set", "train.lr_generatr=1")
     assert out.returncode == 1 and out.stdout == ""
-    assert out.stderr == ("cpabanim params: error: invalid parameters: train.lr_generatr: no such parameter "
-                          "(did you mean 'train.lr_generator'?)\n")
+    assert out.stderr == (
+        "cpabanim params: error: invalid parameters: train.lr_generatr: no such parameter "
+        "(did you mean 'train.lr_generator'?)\n"
+    )
 
 
 def test_usage_errors_are_one_line_with_exit_2_and_a_suggestion():
@@ -75,8 +81,10 @@ def test_usage_errors_are_one_line_with_exit_2_and_a_suggestion():
     assert out.stderr.count("\n") == 1
     out = run_cli("train", "--paramz", "x.yaml")
     assert out.returncode == 2
-    assert out.stderr == ("cpabanim train: error: unrecognized arguments: --paramz x.yaml (did you mean '--params'?); "
-                          "see 'cpabanim train --help'\n")
+    assert out.stderr == (
+        "cpabanim train: error: unrecognized arguments: --paramz x.yaml (did you mean '--params'?); "
+        "see 'cpabanim train --help'\n"
+    )
 
 
 def test_errors_in_process_name_the_stage_and_keep_one_line(tmp_path, caplog):

@@ -9,19 +9,23 @@ from pathlib import Path
 import pytest
 
 from cpabanim.cli import COMMANDS, main
-from cpabanim.config.section import Section, restrict
-from cpabanim.config.schema import defaults, schema
-from cpabanim.config.mappings import deep_merge, flatten
 from cpabanim.config.layers import load_params
+from cpabanim.config.mappings import deep_merge, flatten
 from cpabanim.config.overrides import overrides_from_snakemake, parse_override
+from cpabanim.config.schema import defaults, schema
+from cpabanim.config.section import Section, restrict
 from cpabanim.errors import ConfigError
 from cpabanim.pipeline import STAGE_MODULES, all_stages
 
 from .conftest import PROJECT_ROOT
 
 
-def project(tmp_path: Path, params_yaml: str = "", presets: dict[str, str] | None = None,
-            experiments: dict[str, str] | None = None) -> Path:
+def project(
+    tmp_path: Path,
+    params_yaml: str = "",
+    presets: dict[str, str] | None = None,
+    experiments: dict[str, str] | None = None,
+) -> Path:
     """A folder with params.yaml, presets/ and experiments/ as given."""
     (tmp_path / "params.yaml").write_text(params_yaml)
     for folder, files in (("presets", presets or {}), ("experiments", experiments or {})):
@@ -53,10 +57,15 @@ def test_every_schema_leaf_has_one_default_and_the_defaults_validate():
 
 
 def test_command_line_beats_params_file_beats_preset(tmp_path):
-    path = project(tmp_path, "preset: big\ntrain: {batch_size: 3}\n",
-                   presets={"big": "train: {batch_size: 8, lr_generator: 1.0e-3}\nseed: 4\n"})
+    path = project(
+        tmp_path,
+        "preset: big\ntrain: {batch_size: 3}\n",
+        presets={"big": "train: {batch_size: 8, lr_generator: 1.0e-3}\nseed: 4\n"},
+    )
     assert load_params(path)["train"]["batch_size"] == 3  # params.yaml over the preset
-    assert load_params(path)["train"]["lr_generator"] == 1.0e-3 and load_params(path)["seed"] == 4  # preset over defaults
+    assert (
+        load_params(path)["train"]["lr_generator"] == 1.0e-3 and load_params(path)["seed"] == 4
+    )  # preset over defaults
     assert load_params(path, overrides=["train.batch_size=2"])["train"]["batch_size"] == 2  # --set over both
     chosen_on_the_command_line = load_params(project(tmp_path, "train: {batch_size: 3}\n"), preset="big")
     assert chosen_on_the_command_line["train"]["batch_size"] == 3 and chosen_on_the_command_line["preset"] == "big"
@@ -65,8 +74,9 @@ def test_command_line_beats_params_file_beats_preset(tmp_path):
 
 
 def test_experiment_overlay_sits_between_params_file_and_command_line(tmp_path):
-    path = project(tmp_path, "experiment: tps\nmodel: {motion: cpab, num_cpab: 3}\n",
-                   experiments={"tps": "model: {motion: tps}\n"})
+    path = project(
+        tmp_path, "experiment: tps\nmodel: {motion: cpab, num_cpab: 3}\n", experiments={"tps": "model: {motion: tps}\n"}
+    )
     params = load_params(path)
     assert params["model"]["motion"] == "tps" and params["model"]["num_cpab"] == 3
     assert load_params(path, overrides=["model.motion=cpab"])["model"]["motion"] == "cpab"
@@ -112,10 +122,14 @@ def test_overrides_parse_as_yaml_and_malformed_ones_are_one_clear_error():
 def test_snakemake_config_forms_become_the_command_line_layer():
     # Snakemake parses --config values with YAML's BaseLoader (strings everywhere) and refuses dotted keys
     config = {"model": {"motion": "tps"}, "set": ["train.max_steps=5", "data.frame_size=32"], "experiments": ["a"]}
-    assert overrides_from_snakemake(config) == {"model": {"motion": "tps"}, "train": {"max_steps": 5},
-                                                "data": {"frame_size": 32}}
+    assert overrides_from_snakemake(config) == {
+        "model": {"motion": "tps"},
+        "train": {"max_steps": 5},
+        "data": {"frame_size": 32},
+    }
     assert overrides_from_snakemake({"train": {"lr_generator": "1e-3", "betas": ["0.5", "0.9"]}}) == {
-        "train": {"lr_generator": 1e-3, "betas": [0.5, 0.9]}}
+        "train": {"lr_generator": 1e-3, "betas": [0.5, 0.9]}
+    }
 
 
 def test_stages_see_only_what_they_declare_and_cannot_change_it():
@@ -137,8 +151,9 @@ def test_every_stage_declares_keys_the_schema_has():
 
 
 def test_generated_pipeline_files_are_up_to_date():
-    out = subprocess.run([sys.executable, "-m", "cpabanim", "dag", "--check"], cwd=PROJECT_ROOT, capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "cpabanim", "dag", "--check"], cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
 
 

@@ -52,9 +52,27 @@ def demo(*args: str) -> int:
 def test_demo_writes_labelled_panels_png_frames_and_explanations(checkpoint, inputs, tmp_path):
     photo, driving = inputs
     out = tmp_path / "result.mp4"
-    assert demo("--source", str(photo), "--driving", str(driving), "--checkpoint", str(checkpoint), "--out", str(out),
-                "--crop", "none", "--frames", str(tmp_path / "frames"), "--explain", str(tmp_path / "explain"),
-                "--device", "cpu") == 0
+    assert (
+        demo(
+            "--source",
+            str(photo),
+            "--driving",
+            str(driving),
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--crop",
+            "none",
+            "--frames",
+            str(tmp_path / "frames"),
+            "--explain",
+            str(tmp_path / "explain"),
+            "--device",
+            "cpu",
+        )
+        == 0
+    )
     video = read_video(out)
     header = max(12, 2 * round(SIZE / 20))
     assert video.shape == (FRAMES, header + SIZE, 3 * SIZE, 3)  # source | driving | result under labels
@@ -63,7 +81,7 @@ def test_demo_writes_labelled_panels_png_frames_and_explanations(checkpoint, inp
     assert [p.name for p in pngs] == [f"{t:05d}.png" for t in range(FRAMES)]
     assert np.asarray(Image.open(pngs[0])).shape == (SIZE, SIZE, 3)  # lossless frames: the result only
     # the mp4's result panel is the PNG frame, up to H.264's loss
-    result_panel = video[3, header:, 2 * SIZE:].astype(float)
+    result_panel = video[3, header:, 2 * SIZE :].astype(float)
     assert np.abs(result_panel - np.asarray(Image.open(pngs[3]), dtype=float)).mean() < 20
     names = sorted(p.name for p in (tmp_path / "explain").glob("*.png"))
     assert names == ["contributions.png", "flow.png", "keypoints.png", "occlusion.png", "overview.png"]
@@ -77,8 +95,18 @@ def test_every_mode_gives_one_frame_per_driving_frame(checkpoint, inputs, tmp_pa
     from cpabanim.commands.demo.photo import animate_photo
 
     photo, driving = inputs
-    out = animate_photo(photo, driving, checkpoint, tmp_path / f"{mode}.mp4", mode=mode, crop="none",
-                        panels="result", fps=10, device="cpu", progress=False)
+    out = animate_photo(
+        photo,
+        driving,
+        checkpoint,
+        tmp_path / f"{mode}.mp4",
+        mode=mode,
+        crop="none",
+        panels="result",
+        fps=10,
+        device="cpu",
+        progress=False,
+    )
     assert read_video(out).shape == (FRAMES, SIZE, SIZE, 3)
 
 
@@ -98,7 +126,7 @@ def test_best_frame_animates_forwards_and_backwards_from_it(checkpoint, inputs):
     backward, _ = animate_frames(model, data.source, data.driving[s::-1], "relative", 0, torch.device("cpu"))
     assert both.shape == data.driving.shape
     assert np.abs(both[s:].astype(int) - forward).max() <= 1
-    assert np.abs(both[:s + 1].astype(int) - backward[::-1]).max() <= 1
+    assert np.abs(both[: s + 1].astype(int) - backward[::-1]).max() <= 1
     # relative motion: the starting frame means "no motion", whichever frame it is
     other, _ = animate_frames(model, data.source, data.driving[1:], "relative", 0, torch.device("cpu"))
     assert np.abs(forward[0].astype(int) - other[0]).max() <= 1
@@ -122,33 +150,99 @@ def one_line_error(caplog) -> str:
 
 def test_missing_checkpoint_is_a_one_line_error(inputs, tmp_path, caplog):
     photo, driving = inputs
-    assert demo("--source", str(photo), "--driving", str(driving), "--checkpoint", str(tmp_path / "none.pt"),
-                "--out", str(tmp_path / "r.mp4"), "--crop", "none") == 1
+    assert (
+        demo(
+            "--source",
+            str(photo),
+            "--driving",
+            str(driving),
+            "--checkpoint",
+            str(tmp_path / "none.pt"),
+            "--out",
+            str(tmp_path / "r.mp4"),
+            "--crop",
+            "none",
+        )
+        == 1
+    )
     assert "none.pt not found" in one_line_error(caplog)
     caplog.clear()
     # the default checkpoint is the experiment's last.pt, where `cpabanim train` writes it
-    assert demo("--source", str(photo), "--driving", str(driving), "--params", str(PROJECT_ROOT / "params.yaml"),
-                "--set", f"paths.checkpoints={tmp_path / 'ckpts'}", "--out", str(tmp_path / "r.mp4")) == 1
+    assert (
+        demo(
+            "--source",
+            str(photo),
+            "--driving",
+            str(driving),
+            "--params",
+            str(PROJECT_ROOT / "params.yaml"),
+            "--set",
+            f"paths.checkpoints={tmp_path / 'ckpts'}",
+            "--out",
+            str(tmp_path / "r.mp4"),
+        )
+        == 1
+    )
     assert str(tmp_path / "ckpts" / "default" / "last.pt") in one_line_error(caplog)
     caplog.clear()
-    assert demo("--source", str(photo), "--driving", str(driving), "--params", str(PROJECT_ROOT / "params.yaml"),
-                "--experiment", "tps", "--set", f"paths.checkpoints={tmp_path / 'ckpts'}",
-                "--out", str(tmp_path / "r.mp4")) == 1
+    assert (
+        demo(
+            "--source",
+            str(photo),
+            "--driving",
+            str(driving),
+            "--params",
+            str(PROJECT_ROOT / "params.yaml"),
+            "--experiment",
+            "tps",
+            "--set",
+            f"paths.checkpoints={tmp_path / 'ckpts'}",
+            "--out",
+            str(tmp_path / "r.mp4"),
+        )
+        == 1
+    )
     assert str(tmp_path / "ckpts" / "tps" / "last.pt") in one_line_error(caplog)
 
 
 def test_unreadable_video_is_a_one_line_error(checkpoint, inputs, tmp_path, caplog):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"this is not a video" * 100)
-    assert demo("--source", str(inputs[0]), "--driving", str(bad), "--checkpoint", str(checkpoint),
-                "--out", str(tmp_path / "r.mp4"), "--crop", "none") == 1
+    assert (
+        demo(
+            "--source",
+            str(inputs[0]),
+            "--driving",
+            str(bad),
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(tmp_path / "r.mp4"),
+            "--crop",
+            "none",
+        )
+        == 1
+    )
     assert "broken.mp4" in one_line_error(caplog)
 
 
 def test_photo_without_a_face_is_a_one_line_error_naming_it(checkpoint, inputs, tmp_path, caplog):
     photo, driving = inputs
-    assert demo("--source", str(photo), "--driving", str(driving), "--checkpoint", str(checkpoint),
-                "--out", str(tmp_path / "r.mp4"), "--crop", "face") == 1
+    assert (
+        demo(
+            "--source",
+            str(photo),
+            "--driving",
+            str(driving),
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(tmp_path / "r.mp4"),
+            "--crop",
+            "face",
+        )
+        == 1
+    )
     message = one_line_error(caplog)
     assert str(photo) in message and "no face" in message and "--crop none" in message
 
@@ -160,8 +254,24 @@ def test_face_crop_and_best_frame_on_real_faces(checkpoint, tmp_path):
     Image.fromarray(read_video(SHARED_FACES / "d11.mp4", max_frames=2)[0][40:440]).save(photo)
     driving = SHARED_FACES / "d0.mp4"
     out = tmp_path / "face.mp4"
-    assert demo("--source", str(photo), "--driving", str(driving), "--checkpoint", str(checkpoint),
-                "--out", str(out), "--crop", "face", "--find-best-frame", "--panels", "result") == 0
+    assert (
+        demo(
+            "--source",
+            str(photo),
+            "--driving",
+            str(driving),
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--crop",
+            "face",
+            "--find-best-frame",
+            "--panels",
+            "result",
+        )
+        == 0
+    )
     video = read_video(out)
     assert video.shape == (len(read_video(driving)), SIZE, SIZE, 3)
     assert movie_info(out)[0] == pytest.approx(movie_info(driving)[0])  # the driving video's frame rate

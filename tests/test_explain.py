@@ -12,11 +12,17 @@ from PIL import Image
 from cpabanim.config.typed import ModelConfig
 from cpabanim.viz.explain import write_explanation
 from cpabanim.viz.motion import (
-    explanation_from_output, flow_to_rgb, motion_vectors, to_pixels, transform_colours, transform_names,
+    explanation_from_output,
+    flow_to_rgb,
+    motion_vectors,
+    to_pixels,
+    transform_colours,
+    transform_names,
 )
 
 TINY_MODEL = {
-    "num_cpab": 2, "backbone": "small",
+    "num_cpab": 2,
+    "backbone": "small",
     "generator": {"block_expansion": 8, "max_features": 32, "num_down_blocks": 2},
     "dense_motion": {"block_expansion": 8, "max_features": 32, "num_blocks": 2, "scale_factor": 0.5},
     "avd": {"id_bottle_size": 8, "pose_bottle_size": 8},
@@ -61,8 +67,9 @@ def test_explanation_of_a_model_output_is_labelled(tmp_path, motion):
     driving = source.roll(3, dims=3)
     with torch.no_grad():
         out = model.reconstruct(source, driving)
-    explanation = explanation_from_output(out, 0, source[0], driving[0], motion, model.num_groups,
-                                          title=f"{motion} reconstruction")
+    explanation = explanation_from_output(
+        out, 0, source[0], driving[0], motion, model.num_groups, title=f"{motion} reconstruction"
+    )
     paths = write_explanation(explanation, tmp_path)
     assert sorted(paths) == ["contributions", "flow", "keypoints", "occlusion", "overview"]
     names = transform_names(motion, model.num_groups)

@@ -10,9 +10,9 @@ import torch
 
 from cpabanim.config.layers import load_params
 from cpabanim.data import synthetic
+from cpabanim.data.masks import extract_masks, masks_to_labels, sam_generator, sam_labels, slic_labels
 from cpabanim.data.video import write_frames
 from cpabanim.errors import MissingWeightsError
-from cpabanim.data.masks import extract_masks, masks_to_labels, sam_generator, sam_labels, slic_labels
 from tests.conftest import PROJECT_ROOT
 
 
@@ -32,7 +32,9 @@ def _tiny_sam():
     from segment_anything.build_sam import _build_sam
 
     torch.manual_seed(0)
-    return _build_sam(encoder_embed_dim=64, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=[1]).eval()
+    return _build_sam(
+        encoder_embed_dim=64, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=[1]
+    ).eval()
 
 
 def _load(path):
@@ -59,14 +61,19 @@ def test_masks_to_labels_paints_small_regions_over_large_ones():
     small[2:4, 2:4] = True
     tiny = np.zeros((8, 8), bool)
     tiny[7, 7] = True
-    labels = masks_to_labels([{"segmentation": small, "area": 4}, {"segmentation": big, "area": 48},
-                              {"segmentation": tiny, "area": 1}], (8, 8), min_area=2 / 64)
+    labels = masks_to_labels(
+        [{"segmentation": small, "area": 4}, {"segmentation": big, "area": 48}, {"segmentation": tiny, "area": 1}],
+        (8, 8),
+        min_area=2 / 64,
+    )
     assert labels[0, 0] == 1 and labels[2, 2] == 2 and labels[7, 7] == 0 and labels[0, 7] == 0
 
 
 def test_sam_code_path_with_random_weights_on_one_frame(params, tmp_path):
     _, video = next(synthetic.generate("train", 1, 1, 48, 0))
-    generator = sam_generator(_tiny_sam(), {"points_per_side": 3, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0})
+    generator = sam_generator(
+        _tiny_sam(), {"points_per_side": 3, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    )
     labels = sam_labels(video[:1], generator)
     assert labels.shape == (1, 48, 48) and labels.dtype == np.uint8
     assert labels.max() >= 1  # with thresholds at 0 even random weights yield regions
@@ -80,7 +87,9 @@ def test_missing_sam_weights_fail_clearly(params, tmp_path):
 
 def test_extract_masks_slic_writes_aligned_maps_and_skips_done_videos(params, tmp_path):
     meta = extract_masks(params["masks"], tmp_path / "processed", tmp_path / "masks", tmp_path / "weights")
-    assert meta["source"] == "slic" and sorted(meta["videos"]) == sorted(p.name for p in (tmp_path / "processed" / "train").iterdir())
+    assert meta["source"] == "slic" and sorted(meta["videos"]) == sorted(
+        p.name for p in (tmp_path / "processed" / "train").iterdir()
+    )
     files = sorted((tmp_path / "masks" / "train").glob("*.npz"))
     assert len(files) == 2
     assert _load(files[0]).shape == (4, 48, 48) and _load(files[0]).dtype == np.uint8
@@ -107,8 +116,9 @@ def test_extract_masks_with_sam_source_records_it(params, tmp_path):
     only = next(train.iterdir())
     for png in sorted(only.glob("*.png"))[2:]:
         png.unlink()
-    meta = extract_masks(params["masks"], tmp_path / "processed", tmp_path / "masks", tmp_path / "weights",
-                         sam_model=_tiny_sam())
+    meta = extract_masks(
+        params["masks"], tmp_path / "processed", tmp_path / "masks", tmp_path / "weights", sam_model=_tiny_sam()
+    )
     assert meta["source"] == "sam" and meta["settings"]["checkpoint"].startswith("random-init")
     assert _load(tmp_path / "masks" / "train" / f"{only.name}.npz").shape == (2, 48, 48)
 
@@ -126,6 +136,7 @@ def test_saved_labels_are_byte_stable_atomic_and_leave_no_temporary_file(tmp_pat
     assert first == second and np.array_equal(np.load(tmp_path / "a" / "clip.npz")["labels"], labels)
     assert hashlib.sha256(first).hexdigest() == hashlib.sha256(second).hexdigest()
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["clip.npz"]
+
     # through the one atomic writer: a failed write leaves the previous file as it was
     def broken(path, write, verify=None):
         raise files.CpabanimError(f"cannot write {path}")

@@ -58,8 +58,14 @@ def _experiment_files(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     write_viewing_videos(_frames(), anim / "000_clip#test000_to_other#test001" / "relative", fps=5, mp4=True, gif=True)
     (out / "metrics.json").write_text(json.dumps({"recon/l1": 0.1}))
     (out / "metrics_per_video.csv").write_text("part,video,l1\nreconstruction,clip#test000,0.1\n")
-    paths = {"metrics": out / "metrics.json", "per_video": out / "metrics_per_video.csv", "reconstruction": recon,
-             "animation": anim, "checkpoints": root / "checkpoints", "processed": root / "processed"}
+    paths = {
+        "metrics": out / "metrics.json",
+        "per_video": out / "metrics_per_video.csv",
+        "reconstruction": recon,
+        "animation": anim,
+        "checkpoints": root / "checkpoints",
+        "processed": root / "processed",
+    }
     report = {key: _write_png(root / "report" / f"{key}.png") for key in ("metrics_png", "samples_png", "loss_png")}
     report["html"] = root / "report" / "index.html"
     report["html"].write_text("<!doctype html><title>report</title>")
@@ -69,24 +75,29 @@ def _experiment_files(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
 @pytest.fixture
 def store(tmp_path, monkeypatch) -> dict:
     """A sqlite store with one experiment parent run holding the report's artifacts (logged by the report)."""
-    from cpabanim.reporting import parents
-    from cpabanim.tracking import runs
-    from cpabanim.tracking import provenance
     from cpabanim.config.layers import load_params
+    from cpabanim.reporting import parents
+    from cpabanim.tracking import provenance, runs
 
     monkeypatch.chdir(tmp_path)  # MLflow puts a sqlite store's artifacts under ./mlruns
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv(provenance.PIPELINE_RUN_ENV, raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    params = load_params(PROJECT_ROOT / "params.yaml",
-                         overrides=[f"tracking.uri={uri}", f"paths.processed={tmp_path / 'processed'}"])
+    params = load_params(
+        PROJECT_ROOT / "params.yaml", overrides=[f"tracking.uri={uri}", f"paths.processed={tmp_path / 'processed'}"]
+    )
     paths, outputs = _experiment_files(tmp_path)
     run_id = runs.experiment_parent(params, EXPERIMENT)
     parents.log_experiment(run_id, EXPERIMENT, {"recon/l1": 0.1}, paths, outputs, log_model=False)
     client = runs.mlflow_client()
     experiment_id = client.get_run(run_id).info.experiment_id
-    return {"uri": uri, "run_id": run_id, "experiment_id": experiment_id, "artifacts": _artifacts(client, run_id),
-            "root": tmp_path}
+    return {
+        "uri": uri,
+        "run_id": run_id,
+        "experiment_id": experiment_id,
+        "artifacts": _artifacts(client, run_id),
+        "root": tmp_path,
+    }
 
 
 def _artifacts(client, run_id: str, path: str | None = None) -> list[str]:
@@ -109,9 +120,23 @@ def server(store):
     mlflow = Path(sys.executable).with_name("mlflow")
     log = open(store["root"] / "server.log", "wb")  # noqa: SIM115 - closed below, after the server is gone
     process = subprocess.Popen(
-        [str(mlflow), "server", "--backend-store-uri", store["uri"], "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=store["root"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(mlflow),
+            "server",
+            "--backend-store-uri",
+            store["uri"],
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=store["root"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(base, process, store["root"] / "server.log")
@@ -173,8 +198,12 @@ def _artifact_url(base: str, run_id: str, path: str) -> str:
 
 def test_media_artifacts_are_logged_under_names_the_ui_accepts(store):
     media = [p for p in store["artifacts"] if Path(p).suffix in MAGIC]
-    assert {"reconstruction/clip_test000.gif", "reconstruction/clip_test000.mp4",
-            "animation/000_clip_test000_to_other_test001/relative.gif", "report/metrics_png.png"} <= set(media)
+    assert {
+        "reconstruction/clip_test000.gif",
+        "reconstruction/clip_test000.mp4",
+        "animation/000_clip_test000_to_other_test001/relative.gif",
+        "report/metrics_png.png",
+    } <= set(media)
     assert not [p for p in store["artifacts"] if "#" in p]
 
 
@@ -196,9 +225,21 @@ def _chromium() -> str | None:
 def _dump_dom(browser: str, url: str) -> str:
     """The page's DOM after its scripts ran (headless; --no-sandbox: the tests may run as root)."""
     result = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--virtual-time-budget=20000", "--window-size=1400,900", "--dump-dom", url],
-        capture_output=True, text=True, timeout=180)
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--virtual-time-budget=20000",
+            "--window-size=1400,900",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
@@ -206,8 +247,11 @@ def _dump_dom(browser: str, url: str) -> str:
 @pytest.mark.skipif(_chromium() is None, reason="no Chromium installed (Debian: apt-get install chromium)")
 def test_the_ui_artifact_view_renders_gif_and_png_artifacts(store, server):
     browser = _chromium()
-    for path in ("reconstruction/clip_test000.gif", "animation/000_clip_test000_to_other_test001/relative.gif",
-                 "report/samples_png.png"):
+    for path in (
+        "reconstruction/clip_test000.gif",
+        "animation/000_clip_test000_to_other_test001/relative.gif",
+        "report/samples_png.png",
+    ):
         url = f"{server}/#/experiments/{store['experiment_id']}/runs/{store['run_id']}/artifacts/{path}"
         dom = _dump_dom(browser, url)
         # the UI fetches the file through /get-artifact and shows it as an <img> of a blob URL; on an error it
@@ -222,12 +266,19 @@ def test_cpabanim_ui_serves_the_store_and_prints_the_model_training_page(store):
     GenAI layout unless the address asks), then serves the store; with Chromium, the page lists the runs."""
     port = _free_port()
     cli = Path(sys.executable).with_name("cpabanim")
-    command = [str(cli), "ui", "--params", str(PROJECT_ROOT / "params.yaml"), "--set", f"tracking.uri={store['uri']}",
-               "--port", str(port)]
+    command = [
+        str(cli),
+        "ui",
+        "--params",
+        str(PROJECT_ROOT / "params.yaml"),
+        "--set",
+        f"tracking.uri={store['uri']}",
+        "--port",
+        str(port),
+    ]
     log_path = store["root"] / "ui.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed below, after the server is gone
-    process = subprocess.Popen(command, cwd=store["root"], stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = subprocess.Popen(command, cwd=store["root"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(base, process, log_path)
@@ -245,9 +296,20 @@ def test_cpabanim_ui_serves_the_store_and_prints_the_model_training_page(store):
 
 def test_cpabanim_ui_without_a_store_says_so_in_one_line(tmp_path):
     cli = Path(sys.executable).with_name("cpabanim")
-    result = subprocess.run([str(cli), "ui", "--params", str(PROJECT_ROOT / "params.yaml"), "--set",
-                             f"tracking.uri=sqlite:///{tmp_path / 'none.db'}"], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=120, env={k: v for k, v in os.environ.items()
-                                                            if k != "MLFLOW_TRACKING_URI"})
+    result = subprocess.run(
+        [
+            str(cli),
+            "ui",
+            "--params",
+            str(PROJECT_ROOT / "params.yaml"),
+            "--set",
+            f"tracking.uri=sqlite:///{tmp_path / 'none.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
     assert result.returncode != 0 and "no MLflow store" in result.stderr and not (tmp_path / "none.db").exists()
     assert len(result.stderr.strip().splitlines()) == 1

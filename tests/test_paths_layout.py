@@ -14,13 +14,19 @@ from .conftest import PROJECT_ROOT
 
 @pytest.mark.parametrize("experiment", ["default", "tps"])
 def test_experiment_paths_agree_with_the_stage_outputs(tmp_path, experiment):
-    params = load_params(PROJECT_ROOT / "params.yaml", overrides=[f"paths.checkpoints={tmp_path / 'ckpt'}",
-                                                                  f"paths.outputs={tmp_path / 'out'}"])
+    params = load_params(
+        PROJECT_ROOT / "params.yaml",
+        overrides=[f"paths.checkpoints={tmp_path / 'ckpt'}", f"paths.outputs={tmp_path / 'out'}"],
+    )
     params["experiment"] = experiment
     folders = ExperimentPaths.of(params["paths"], experiment)
     stages = all_stages()
-    outputs = {name: path for stage in stages.values() if not stage.aggregate
-               for name, path in stage_io(stage, params).outputs.items()}
+    outputs = {
+        name: path
+        for stage in stages.values()
+        if not stage.aggregate
+        for name, path in stage_io(stage, params).outputs.items()
+    }
     assert outputs["checkpoints"] == folders.checkpoints == tmp_path / "ckpt" / experiment
     assert folders.checkpoint == folders.checkpoints / CHECKPOINT_NAME
     assert folders.complete_marker.name == COMPLETE_MARKER == stages["train"].output("checkpoints").marker

@@ -18,12 +18,24 @@ from cpabanim.reporting import figures, parents, tables
 from .conftest import PROJECT_ROOT
 
 METRICS = {
-    "cpab": {"recon/l1": 0.1148, "recon/psnr": 16.38, "recon/frames": 96.0, "anim/relative/l1_first": 0.0555,
-             "baseline/copy_source/recon/l1": 0.1064, "baseline/copy_source/recon/psnr": 18.78,
-             "baseline/source_unchanged/anim/l1_first": 0.0},
-    "tps": {"recon/l1": 0.1096, "recon/psnr": 16.44, "recon/frames": 96.0, "anim/relative/l1_first": 0.0448,
-            "baseline/copy_source/recon/l1": 0.1064, "baseline/copy_source/recon/psnr": 18.78,
-            "baseline/source_unchanged/anim/l1_first": 0.0},
+    "cpab": {
+        "recon/l1": 0.1148,
+        "recon/psnr": 16.38,
+        "recon/frames": 96.0,
+        "anim/relative/l1_first": 0.0555,
+        "baseline/copy_source/recon/l1": 0.1064,
+        "baseline/copy_source/recon/psnr": 18.78,
+        "baseline/source_unchanged/anim/l1_first": 0.0,
+    },
+    "tps": {
+        "recon/l1": 0.1096,
+        "recon/psnr": 16.44,
+        "recon/frames": 96.0,
+        "anim/relative/l1_first": 0.0448,
+        "baseline/copy_source/recon/l1": 0.1064,
+        "baseline/copy_source/recon/psnr": 18.78,
+        "baseline/source_unchanged/anim/l1_first": 0.0,
+    },
 }
 DIFFERING = {"cpab": {}, "tps": {"model.motion": "tps"}}
 
@@ -91,10 +103,21 @@ def test_samples_grid_has_reconstruction_and_animation_rows(tmp_path):
         _video(out / "animation" / pair / "relative")
         _video(out / "animation" / pair, frames=1)
         (out / "animation" / pair / "00000.png").rename(out / "animation" / pair / "source.png")
-        (out / "animation" / "pairs.json").write_text(json.dumps({"modes": ["relative"], "pairs": [
-            {"name": pair, "source": "a#test000", "source_frame": 0, "driving": "b#test001", "frames": 4}]}))
-        experiments[name] = {"processed": processed, "reconstruction": out / "reconstruction",
-                             "animation": out / "animation"}
+        (out / "animation" / "pairs.json").write_text(
+            json.dumps(
+                {
+                    "modes": ["relative"],
+                    "pairs": [
+                        {"name": pair, "source": "a#test000", "source_frame": 0, "driving": "b#test001", "frames": 4}
+                    ],
+                }
+            )
+        )
+        experiments[name] = {
+            "processed": processed,
+            "reconstruction": out / "reconstruction",
+            "animation": out / "animation",
+        }
     assert len(figures.reconstruction_rows(experiments)) == figures.SAMPLE_FRAMES
     mode, rows = figures.animation_rows(experiments)
     assert mode == "relative" and len(rows) == figures.SAMPLE_FRAMES and all(len(r[1]) == 4 for r in rows)
@@ -109,19 +132,23 @@ def test_trained_model_is_logged_once_and_reproduces_the_checkpoint(tmp_path, mo
     """tps exports with torch.export (MLflow's pt2); cpab's fit does not trace and falls back to pickle."""
     import mlflow
 
-    from cpabanim.tracking import runs
-    from cpabanim.tracking import provenance
     from cpabanim.config.layers import load_params
-    from cpabanim.reporting.mlflow_model import ReconstructionModule
     from cpabanim.models.checkpoint import load_checkpoint, save_checkpoint
     from cpabanim.models.full import AnimationModel
+    from cpabanim.reporting.mlflow_model import ReconstructionModule
+    from cpabanim.tracking import provenance, runs
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv(provenance.PIPELINE_RUN_ENV, raising=False)
-    params = load_params(PROJECT_ROOT / "params.yaml", overrides=[
-        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"paths.processed={tmp_path / 'processed'}",
-        f"model.motion={motion}"])
+    params = load_params(
+        PROJECT_ROOT / "params.yaml",
+        overrides=[
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            f"paths.processed={tmp_path / 'processed'}",
+            f"model.motion={motion}",
+        ],
+    )
     _video(tmp_path / "processed" / "test" / "v#0", frames=1, size=int(params["data"]["frame_size"]))
     checkpoint = tmp_path / "checkpoints" / "last.pt"
     save_checkpoint(checkpoint, AnimationModel(ModelConfig.from_mapping(params["model"])), params=params, step=7)

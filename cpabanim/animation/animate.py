@@ -32,8 +32,9 @@ def _eval_mode(model) -> Iterator[None]:
 
 
 @torch.no_grad()
-def animate_chunks(model, source: torch.Tensor, driving: torch.Tensor, mode: str, batch_size: int = 8
-                   ) -> Iterator[Chunk]:
+def animate_chunks(
+    model, source: torch.Tensor, driving: torch.Tensor, mode: str, batch_size: int = 8
+) -> Iterator[Chunk]:
     """Animate source (1, 3, S, S) with driving (T, 3, S, S) in [0, 1], motion relative to driving frame 0.
 
     Yields per chunk of at most ``batch_size`` frames: (driving chunk (n, 3, S, S), the generator's output dict
@@ -54,15 +55,24 @@ def animate_chunks(model, source: torch.Tensor, driving: torch.Tensor, mode: str
             yield chunk, out, kp_detected
 
 
-def animate_video(model, source: torch.Tensor, driving: torch.Tensor, mode: str = "relative",
-                  batch_size: int = 8) -> torch.Tensor:
+def animate_video(
+    model, source: torch.Tensor, driving: torch.Tensor, mode: str = "relative", batch_size: int = 8
+) -> torch.Tensor:
     """source (1, 3, S, S), driving (T, 3, S, S) in [0, 1] -> the animated frames (T, 3, S, S)."""
     return torch.cat([out["prediction"] for _, out, _ in animate_chunks(model, source, driving, mode, batch_size)])
 
 
 @torch.no_grad()
-def animate_frames(model, source: np.ndarray, driving: np.ndarray, mode: str, start: int, device: torch.device,
-                   batch_size: int = 8, on_frames: Callable[[int], Any] = lambda n: None) -> tuple[np.ndarray, Any]:
+def animate_frames(
+    model,
+    source: np.ndarray,
+    driving: np.ndarray,
+    mode: str,
+    start: int,
+    device: torch.device,
+    batch_size: int = 8,
+    on_frames: Callable[[int], Any] = lambda n: None,
+) -> tuple[np.ndarray, Any]:
     """Animate uint8 source (S, S, 3) with driving (T, S, S, 3), relative motion from frame ``start``.
 
     From ``start > 0`` the video is animated forwards from ``start`` and backwards from it down to frame 0
@@ -83,16 +93,26 @@ def animate_frames(model, source: np.ndarray, driving: np.ndarray, mode: str, st
         done = 0
         for chunk, out, kp_detected in animate_chunks(model, source_t, frames, mode, batch_size):
             n = chunk.shape[0]
-            result[indices[done:done + n]] = to_frames(out["prediction"].float())
-            most_motion, explanation = _most_moving(model, out, chunk, kp_detected, source_t, indices, done,
-                                                    most_motion, explanation)
+            result[indices[done : done + n]] = to_frames(out["prediction"].float())
+            most_motion, explanation = _most_moving(
+                model, out, chunk, kp_detected, source_t, indices, done, most_motion, explanation
+            )
             done += n
             on_frames(n)
     return result, explanation
 
 
-def _most_moving(model, out: dict[str, Any], chunk: torch.Tensor, kp_detected: torch.Tensor, source: torch.Tensor,
-                 indices: list[int], done: int, most_motion: float, explanation: Any) -> tuple[float, Any]:
+def _most_moving(
+    model,
+    out: dict[str, Any],
+    chunk: torch.Tensor,
+    kp_detected: torch.Tensor,
+    source: torch.Tensor,
+    indices: list[int],
+    done: int,
+    most_motion: float,
+    explanation: Any,
+) -> tuple[float, Any]:
     """(motion, explanation) of the frame whose keypoints moved most so far: the chunk's, when one of its frames
     moved more than ``most_motion`` (mean keypoint displacement from the source's)."""
     from cpabanim.viz.motion import explanation_from_output
@@ -102,5 +122,12 @@ def _most_moving(model, out: dict[str, Any], chunk: torch.Tensor, kp_detected: t
     if float(motion[best]) <= most_motion:
         return most_motion, explanation
     return float(motion[best]), explanation_from_output(
-        out, best, source[0], chunk[best], model.params["motion"], model.num_groups,
-        kp_detected=kp_detected[best], title=f"frame {indices[done + best]}")
+        out,
+        best,
+        source[0],
+        chunk[best],
+        model.params["motion"],
+        model.num_groups,
+        kp_detected=kp_detected[best],
+        title=f"frame {indices[done + best]}",
+    )

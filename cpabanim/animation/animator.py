@@ -70,8 +70,9 @@ def load_model(checkpoint: str | Path, device: torch.device, missing: str = "tra
     return model.to(device).eval(), extra
 
 
-def load_animator(kind: str, checkpoint: str | Path, device: torch.device, section: str = "reconstruct"
-                  ) -> tuple[Animator, dict[str, Any]]:
+def load_animator(
+    kind: str, checkpoint: str | Path, device: torch.device, section: str = "reconstruct"
+) -> tuple[Animator, dict[str, Any]]:
     """``kind`` "identity" -> :class:`IdentityAnimator`; "checkpoint" -> the trained model, in eval mode.
 
     ``section``: the params section of the stage (``reconstruct`` | ``animate``), named in the error when the
@@ -80,9 +81,14 @@ def load_animator(kind: str, checkpoint: str | Path, device: torch.device, secti
     if kind == "identity":
         return IdentityAnimator(), {"animator": "identity"}
     checkpoint = Path(checkpoint)
-    model, extra = load_model(checkpoint, device, missing=(
-        f"run `cpabanim train` first, or set {section}.checkpoint to a trained model "
-        f"({section}.animator=identity for a sanity run)"))
+    model, extra = load_model(
+        checkpoint,
+        device,
+        missing=(
+            f"run `cpabanim train` first, or set {section}.checkpoint to a trained model "
+            f"({section}.animator=identity for a sanity run)"
+        ),
+    )
     info = {"animator": "checkpoint", "checkpoint": str(checkpoint)}
     for key in ("epoch", "step"):
         if isinstance(extra, dict) and key in extra:

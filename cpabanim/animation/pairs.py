@@ -24,7 +24,14 @@ import torch
 from cpabanim.animation.animator import load_animator
 from cpabanim.animation.reconstruct import checkpoint_path
 from cpabanim.data.frames import (
-    frame_paths, read_frames, side_by_side, test_videos, to_frames, to_tensor, write_frames, write_image,
+    frame_paths,
+    read_frames,
+    side_by_side,
+    test_videos,
+    to_frames,
+    to_tensor,
+    write_frames,
+    write_image,
     write_viewing_videos,
 )
 from cpabanim.errors import CpabanimError
@@ -51,18 +58,33 @@ def choose_pairs(videos: list[Path], num_pairs: int, seed: int) -> list[dict]:
     for number, choice in enumerate(order):
         source, driving = candidates[choice]
         source_frame = int(rng.integers(0, len(frame_paths(videos[source]))))
-        pairs.append({
-            "name": f"{number:03d}_{names[source]}_to_{names[driving]}",
-            "source": names[source],
-            "source_frame": source_frame,
-            "driving": names[driving],
-        })
+        pairs.append(
+            {
+                "name": f"{number:03d}_{names[source]}_to_{names[driving]}",
+                "source": names[source],
+                "source_frame": source_frame,
+                "driving": names[driving],
+            }
+        )
     return pairs
 
 
-def animate_pairs(*, processed: Path, checkpoints: Path, out_root: Path, animator: str, checkpoint: str | None,
-                  num_pairs: int, modes: list[str], max_frames: int, fps: float, mp4: bool, gif: bool, device: str,
-                  seed: int) -> dict:
+def animate_pairs(
+    *,
+    processed: Path,
+    checkpoints: Path,
+    out_root: Path,
+    animator: str,
+    checkpoint: str | None,
+    num_pairs: int,
+    modes: list[str],
+    max_frames: int,
+    fps: float,
+    mp4: bool,
+    gif: bool,
+    device: str,
+    seed: int,
+) -> dict:
     """Animate ``num_pairs`` test pairs of ``processed``, drawn with ``seed``, in every mode of ``modes`` (the first
     ``max_frames`` driving frames, 0 = all) into ``out_root``; returns the record written to ``pairs.json``.
 
@@ -104,15 +126,13 @@ def animate_pairs(*, processed: Path, checkpoints: Path, out_root: Path, animato
             generated_uint8 = to_frames(generated.float())
             if len(generated_uint8) != len(driving_uint8):
                 raise CpabanimError(
-                    f"animate({mode!r}) returned {len(generated_uint8)} frames "
-                    f"for {len(driving_uint8)} driving frames"
+                    f"animate({mode!r}) returned {len(generated_uint8)} frames for {len(driving_uint8)} driving frames"
                 )
             write_frames(generated_uint8, folder / mode)
             strip = side_by_side(source_uint8, driving_uint8, generated_uint8)
             write_viewing_videos(strip, folder / mode, fps, mp4, gif)
             log_image(strip[len(strip) // 2], f"animation/{pair['name']}_{mode}.png")
-    record = {**info, "modes": [m for m in modes if m not in skipped], "skipped_modes": skipped,
-              "pairs": pairs}
+    record = {**info, "modes": [m for m in modes if m not in skipped], "skipped_modes": skipped, "pairs": pairs}
     (out_root / "pairs.json").write_text(json.dumps(record, indent=2))
     log_artifact(out_root / "pairs.json")
     log.info("animated %d pairs in modes %s into %s", len(pairs), record["modes"], out_root)

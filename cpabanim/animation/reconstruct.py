@@ -23,7 +23,13 @@ import torch
 from cpabanim.animation.animator import Animator, ModelAnimator, load_animator
 from cpabanim.config.paths import CHECKPOINT_NAME
 from cpabanim.data.frames import (
-    read_frames, side_by_side, test_videos, to_frames, to_tensor, write_frames, write_viewing_videos,
+    read_frames,
+    side_by_side,
+    test_videos,
+    to_frames,
+    to_tensor,
+    write_frames,
+    write_viewing_videos,
 )
 from cpabanim.evaluation import formulas
 from cpabanim.progress import progress_bar
@@ -62,17 +68,32 @@ def explain_first_video(model, video: Path, folder: Path, device: torch.device) 
 
     frames = to_tensor(read_frames(video))
     middle = len(frames) // 2
-    source, driving = frames[:1].to(device), frames[middle:middle + 1].to(device)
+    source, driving = frames[:1].to(device), frames[middle : middle + 1].to(device)
     out = model.reconstruct(source, driving)
-    explanation = explanation_from_output(out, 0, source[0], driving[0], model.params["motion"], model.num_groups,
-                                          title=f"{video.name}, frame {middle}")
+    explanation = explanation_from_output(
+        out, 0, source[0], driving[0], model.params["motion"], model.num_groups, title=f"{video.name}, frame {middle}"
+    )
     write_explanation(explanation, folder / video.name)
     log_artifact(folder, "explain")
 
 
-def reconstruct_all(*, processed: Path, checkpoints: Path, out_root: Path, animator: str, checkpoint: str | None,
-                    max_videos: int, max_frames: int, batch_size: int, fps: float, mp4: bool, gif: bool,
-                    viewing_videos: int, device: str, seed: int) -> float:
+def reconstruct_all(
+    *,
+    processed: Path,
+    checkpoints: Path,
+    out_root: Path,
+    animator: str,
+    checkpoint: str | None,
+    max_videos: int,
+    max_frames: int,
+    batch_size: int,
+    fps: float,
+    mp4: bool,
+    gif: bool,
+    viewing_videos: int,
+    device: str,
+    seed: int,
+) -> float:
     """Reconstruct every test video of ``processed`` (the first ``max_videos``, 0 = all; their first
     ``max_frames``, 0 = all) into ``out_root``; returns the L1 pooled over frames.
 

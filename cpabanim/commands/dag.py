@@ -80,9 +80,11 @@ def dvc_yaml(params: dict) -> str:
         **{name: dvc_stage(stage, params) for name, stage in all_stages().items()},
     }
     body = yaml.safe_dump({"stages": stages}, sort_keys=False, default_flow_style=False, width=120)
-    return (f"# {HEADER}.\n# Each stage tracks exactly the keys it reads, from {RESOLVED_PARAMS}; ${{experiment}} comes "
-            f"from params.yaml.\n#   dvc repro    |    dvc exp run -n tps -S experiment=tps    |    dvc exp show --only-changed\n"
-            + body)
+    return (
+        f"# {HEADER}.\n# Each stage tracks exactly the keys it reads, from {RESOLVED_PARAMS}; ${{experiment}} comes "
+        "from params.yaml.\n"
+        "#   dvc repro    |    dvc exp run -n tps -S experiment=tps    |    dvc exp show --only-changed\n" + body
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -23,8 +23,12 @@ FORMATS = ("tpsmm",)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_params_arguments(parser, experiment=False)  # the preset (and --set) give the model section; motion is tps
-    parser.add_argument("--format", choices=FORMATS, required=True,
-                        help="layout of the input: tpsmm = TPSMM's (and CPABMM's) train.py checkpoints")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        required=True,
+        help="layout of the input: tpsmm = TPSMM's (and CPABMM's) train.py checkpoints",
+    )
     parser.add_argument("--input", type=Path, required=True, help="the checkpoint to convert (e.g. vox.pth.tar)")
     parser.add_argument("--output", type=Path, required=True, help="the cpabanim checkpoint to write (e.g. model.pt)")
 
@@ -37,8 +41,13 @@ def run(args: argparse.Namespace) -> int:
     if result["overridden"]:
         log.info("model params read from the checkpoint instead of the preset: %s", ", ".join(result["overridden"]))
     if not result["avd_trained"]:
-        log.warning("%s holds no AVD network: animate mode avd needs one (train it with the train stage's AVD "
-                    "epochs, or import a checkpoint saved after TPSMM's train_avd)", args.input)
-    print(f"wrote {result['path']} (TPSMM epoch {result['epoch']}, motion tps, "
-          f"{result['model_params']['num_cpab']} x 5 keypoints)")
+        log.warning(
+            "%s holds no AVD network: animate mode avd needs one (train it with the train stage's AVD "
+            "epochs, or import a checkpoint saved after TPSMM's train_avd)",
+            args.input,
+        )
+    print(
+        f"wrote {result['path']} (TPSMM epoch {result['epoch']}, motion tps, "
+        f"{result['model_params']['num_cpab']} x 5 keypoints)"
+    )
     return 0

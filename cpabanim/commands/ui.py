@@ -55,7 +55,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"MLflow UI, runs of experiment {params['tracking']['experiment']!r}: {page}", flush=True)
     if remote or args.print_url:
         return 0
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
-               "--port", str(args.port)]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
     os.execv(sys.executable, command)  # the UI server takes over this process (Ctrl-C stops it)
     return 0  # not reached

@@ -23,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cpabanim.data.download import weight_names
 
     add_params_arguments(parser)
-    parser.add_argument("names", nargs="+", metavar="NAME",
-                        help=f"{', '.join(weight_names())}, or auto (what the params need)")
+    parser.add_argument(
+        "names", nargs="+", metavar="NAME", help=f"{', '.join(weight_names())}, or auto (what the params need)"
+    )
     parser.add_argument("--url", default=None, help="fetch a single NAME from this mirror instead of the official URL")
 
 
@@ -35,8 +36,10 @@ def run(args: argparse.Namespace) -> int:
     names = needed_weights(params) if args.names == ["auto"] else list(args.names)
     unknown = sorted(set(names) - set(weight_names()))
     if unknown:
-        raise ConfigError(f"unknown weights {', '.join(unknown)}: choose from {', '.join(weight_names())} or auto"
-                          + did_you_mean(unknown[0], [*weight_names(), "auto"]))
+        raise ConfigError(
+            f"unknown weights {', '.join(unknown)}: choose from {', '.join(weight_names())} or auto"
+            + did_you_mean(unknown[0], [*weight_names(), "auto"])
+        )
     if args.url and len(names) != 1:
         raise ConfigError("--url names the mirror of one weight file: give exactly one NAME with it")
     for name in names:

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from cpabanim.config.mappings import deep_merge, flatten, nest, read_mapping
-from cpabanim.config.paths import REPORT_FOLDER
 from cpabanim.config.overrides import parse_override
+from cpabanim.config.paths import REPORT_FOLDER
 from cpabanim.config.schema import defaults, validate
 from cpabanim.errors import ConfigError, did_you_mean
 
@@ -65,12 +65,16 @@ def _overlay(kind: str, name: str, base_dir: str | Path) -> dict[str, Any]:
     path = _overlay_path(name, base_dir, folder)
     if not path.is_file():
         names = available(folder, base_dir)
-        raise ConfigError(f"{kind} {name!r} not found at {path} (available: {', '.join(names) or 'none found'})"
-                          + did_you_mean(name, names))
+        raise ConfigError(
+            f"{kind} {name!r} not found at {path} (available: {', '.join(names) or 'none found'})"
+            + did_you_mean(name, names)
+        )
     values = read_mapping(path, kind)
     for forbidden in ("paths", "experiment", *(["preset"] if kind == "preset" else [])):
         if forbidden in values:
-            raise ConfigError(f"{kind} {path} must not set `{forbidden}` (set it in params.yaml or on the command line)")
+            raise ConfigError(
+                f"{kind} {path} must not set `{forbidden}` (set it in params.yaml or on the command line)"
+            )
     return values
 
 
@@ -96,8 +100,10 @@ def resolve(
         params = deep_merge(params, _overlay("experiment", experiment, base_dir))
     elif experiment != DEFAULT_EXPERIMENT:
         names = available("experiments", base_dir)
-        raise ConfigError(f"experiment {experiment!r} not found at {experiment_path(experiment, base_dir)} "
-                          f"(available: {', '.join(names) or 'none found'})" + did_you_mean(experiment, names))
+        raise ConfigError(
+            f"experiment {experiment!r} not found at {experiment_path(experiment, base_dir)} "
+            f"(available: {', '.join(names) or 'none found'})" + did_you_mean(experiment, names)
+        )
     params = deep_merge(params, nest(overrides or {}))
     params["preset"] = str(preset) if preset else None
     params["experiment"] = str(experiment)
@@ -144,11 +150,20 @@ def add_params_arguments(parser, *, preset: bool = True, experiment: bool = True
     if experiment:
         parser.add_argument("--experiment", default=None, help="experiment in experiments/ (cpab, tps, ...)")
     if overrides_file:
-        parser.add_argument("--overrides", dest="overrides_file", default=None, metavar="FILE",
-                            help="a YAML mapping of parameter values on the command-line layer (the Snakefile hands "
-                                 "its jobs the `--config` values this way; --set wins over it)")
+        parser.add_argument(
+            "--overrides",
+            dest="overrides_file",
+            default=None,
+            metavar="FILE",
+            help="a YAML mapping of parameter values on the command-line layer (the Snakefile hands "
+            "its jobs the `--config` values this way; --set wins over it)",
+        )
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override one parameter, e.g. --set train.num_epochs=2 (repeatable)",
     )
 
@@ -158,5 +173,6 @@ def params_from_args(args) -> dict[str, Any]:
     are absent layers)."""
     overrides_file = getattr(args, "overrides_file", None)
     values = read_mapping(Path(overrides_file), "overrides file") if overrides_file else None
-    return load_params(args.params, getattr(args, "preset", None), args.overrides, getattr(args, "experiment", None),
-                       values)
+    return load_params(
+        args.params, getattr(args, "preset", None), args.overrides, getattr(args, "experiment", None), values
+    )

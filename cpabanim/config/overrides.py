@@ -12,7 +12,8 @@ from cpabanim.errors import ConfigError
 
 
 def parse_override(assignment: str) -> dict[str, Any]:
-    """``"train.batch_size=3"`` -> ``{"train": {"batch_size": 3}}``; the value is parsed as YAML (``1e-4``, ``[1, 2]``)."""
+    """``"train.batch_size=3"`` -> ``{"train": {"batch_size": 3}}``; the value is parsed as YAML (``1e-4``,
+    ``[1, 2]``)."""
     if "=" not in assignment:
         raise ConfigError(f"override {assignment!r} is not of the form key.sub=value")
     dotted, raw = assignment.split("=", 1)

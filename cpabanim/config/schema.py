@@ -49,7 +49,9 @@ def _validator():
     import jsonschema
 
     base = jsonschema.Draft202012Validator
-    checker = base.TYPE_CHECKER.redefine("integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+    checker = base.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    )
     return jsonschema.validators.extend(base, type_checker=checker)(schema())
 
 
@@ -82,20 +84,24 @@ def consistency_problems(params: Mapping[str, Any]) -> list[str]:
     size = params["data"]["frame_size"]
     model = params["model"]
     levels = model["generator"]["num_down_blocks"]
-    if size % (2 ** levels):
-        problems.append(f"data.frame_size {size} must be divisible by 2^model.generator.num_down_blocks = {2 ** levels}")
+    if size % (2**levels):
+        problems.append(f"data.frame_size {size} must be divisible by 2^model.generator.num_down_blocks = {2**levels}")
     scale = model["dense_motion"]["scale_factor"]
     if abs(2 ** round(math.log2(scale)) - scale) > 1e-9:
         problems.append(f"model.dense_motion.scale_factor {scale} must be a power of 1/2 (0.5, 0.25, ...)")
     else:
         working = size * scale
         depth = model["dense_motion"]["num_blocks"]
-        if working != int(working) or int(working) % (2 ** depth):
-            problems.append(f"the dense-motion working size data.frame_size x scale_factor = {working:g} must be divisible "
-                            f"by 2^model.dense_motion.num_blocks = {2 ** depth}")
+        if working != int(working) or int(working) % (2**depth):
+            problems.append(
+                f"the dense-motion working size data.frame_size x scale_factor = {working:g} must be divisible "
+                f"by 2^model.dense_motion.num_blocks = {2**depth}"
+            )
     if params["data"]["source"] == "synthetic":
         train_items = params["data"]["synthetic"]["num_train"] * params["data"]["num_repeats"]
         if train_items < params["train"]["batch_size"]:
-            problems.append(f"train.batch_size {params['train']['batch_size']} is larger than the synthetic training set "
-                            f"({train_items} items = data.synthetic.num_train x data.num_repeats)")
+            problems.append(
+                f"train.batch_size {params['train']['batch_size']} is larger than the synthetic training set "
+                f"({train_items} items = data.synthetic.num_train x data.num_repeats)"
+            )
     return problems

@@ -19,8 +19,9 @@ class Section(dict):
     """
 
     def __init__(self, values: Mapping[str, Any], where: str = ""):
-        super().__init__({k: Section(v, f"{where}{k}.") if isinstance(v, Mapping) else copy.deepcopy(v)
-                          for k, v in values.items()})
+        super().__init__(
+            {k: Section(v, f"{where}{k}.") if isinstance(v, Mapping) else copy.deepcopy(v) for k, v in values.items()}
+        )
         object.__setattr__(self, "_where", where)
 
     def __getitem__(self, key: str) -> Any:

@@ -36,8 +36,19 @@ TRAIN_HOW_IT_RUNS = ("num_workers", "prefetch_factor", "channels_last", "compile
 # Keys of ``train`` that say how long to train, how often to log or save, and the AVD stage's schedule (which
 # runs after training): changing them re-runs the stage but continues its checkpoint (a larger max_steps extends
 # a complete run) instead of starting again.
-TRAIN_HOW_LONG = ("max_steps", "num_epochs", "checkpoint_every", "log_every", "image_every", "avd_epochs",
-                  "avd_repeats", "avd_milestones", "avd_lr", "avd_random_scale", "avd_batch_size")
+TRAIN_HOW_LONG = (
+    "max_steps",
+    "num_epochs",
+    "checkpoint_every",
+    "log_every",
+    "image_every",
+    "avd_epochs",
+    "avd_repeats",
+    "avd_milestones",
+    "avd_lr",
+    "avd_random_scale",
+    "avd_batch_size",
+)
 
 
 def _frozen(value: Any) -> Any:
@@ -82,8 +93,10 @@ class SectionConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"unknown parameter {', '.join(f'{cls.SECTION}.{k}' for k in unknown)} "
-                              f"(not in cpabanim/schemas/{cls.SECTION.split('.')[0]}.yaml)")
+            raise ConfigError(
+                f"unknown parameter {', '.join(f'{cls.SECTION}.{k}' for k in unknown)} "
+                f"(not in cpabanim/schemas/{cls.SECTION.split('.')[0]}.yaml)"
+            )
         kwargs = {}
         for key, value in values.items():
             nested = _config_class(hints[key])
@@ -421,13 +434,47 @@ class MasksConfig(SectionConfig):
 
 # params section -> its dataclass
 SECTIONS: dict[str, type[SectionConfig]] = {
-    "model": ModelConfig, "loss": LossConfig, "train": TrainConfig, "data": DataConfig, "paths": PathsConfig,
-    "evaluate": EvaluateConfig, "reconstruct": ReconstructConfig, "animate": AnimateConfig, "masks": MasksConfig,
+    "model": ModelConfig,
+    "loss": LossConfig,
+    "train": TrainConfig,
+    "data": DataConfig,
+    "paths": PathsConfig,
+    "evaluate": EvaluateConfig,
+    "reconstruct": ReconstructConfig,
+    "animate": AnimateConfig,
+    "masks": MasksConfig,
     "tracking": TrackingConfig,
 }
 
-__all__ = ["SECTIONS", "SectionConfig", "schema_section", "TRAIN_HOW_IT_RUNS", "TRAIN_HOW_LONG",
-           *(cls.__name__ for cls in (ModelConfig, GeneratorConfig, DenseMotionConfig, AVDConfig, LossConfig,
-                                      TrainConfig, DataConfig, AugmentationConfig, JitterConfig, SyntheticConfig,
-                                      FolderConfig, ArchiveConfig, PathsConfig, TrackingConfig, EvaluateConfig,
-                                      ReconstructConfig, AnimateConfig, MasksConfig, SAMConfig, SLICConfig))]
+__all__ = [
+    "SECTIONS",
+    "SectionConfig",
+    "schema_section",
+    "TRAIN_HOW_IT_RUNS",
+    "TRAIN_HOW_LONG",
+    *(
+        cls.__name__
+        for cls in (
+            ModelConfig,
+            GeneratorConfig,
+            DenseMotionConfig,
+            AVDConfig,
+            LossConfig,
+            TrainConfig,
+            DataConfig,
+            AugmentationConfig,
+            JitterConfig,
+            SyntheticConfig,
+            FolderConfig,
+            ArchiveConfig,
+            PathsConfig,
+            TrackingConfig,
+            EvaluateConfig,
+            ReconstructConfig,
+            AnimateConfig,
+            MasksConfig,
+            SAMConfig,
+            SLICConfig,
+        )
+    ),
+]

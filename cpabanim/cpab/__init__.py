@@ -4,7 +4,7 @@
     cpab = CPAB(tess)                              # nn.Module; .to(device, dtype)
     y = cpab.transform(points, theta)              # (T, N, 2) in [0,1]^2, libcpab's 50-step scheme
     theta = cpab.fit(p, q)                         # fast LM fit; cpab.fit(p, q, method="adam") = paper's Eq. 6
-    theta = fit_lm_implicit(cpab, p, q)            # the same fit, differentiable w.r.t. p and q (implicit function theorem)
+    theta = fit_lm_implicit(cpab, p, q)            # the same fit, differentiable w.r.t. p and q (implicit fn thm)
     grid = cpab.warp_grid(theta, (64, 64))         # (T, 64, 64, 2) for grid_sample(align_corners=True)
 
 Contract: a transformation is ``theta`` (T, d) in the tessellation's null-space basis; points are (x, y) in
@@ -34,7 +34,6 @@ from cpabanim.cpab.integrate import integrate_freifeld, integrate_rk4, integrate
 from cpabanim.cpab.tessellation import Tessellation, Tessellation1D
 from cpabanim.cpab.transformer import CPAB
 from cpabanim.cpab.warp import from_unit, identity_grid, to_unit, warp_grid
-
 
 __all__ = [
     "CPAB",

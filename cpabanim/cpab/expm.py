@@ -9,7 +9,6 @@ E_c, so that the derivative is the exact derivative of the computed E_c (not onl
 
 from __future__ import annotations
 
-
 import torch
 
 TAYLOR_DEGREE = 10

@@ -88,6 +88,7 @@ def _outside_pairs(tris: np.ndarray, nx: int, ny: int) -> list[tuple[int, int, l
     top row's top, bottom row's bottom): they must agree on the line through their shared vertex normal to the
     side, where the cell index switches between their outside regions. The line is given by the shared vertex
     and an auxiliary vertex 10 units away along it (x - 10 for the left/right sides, y - 10 for top/bottom)."""
+
     def position(c: int) -> tuple[int, int, int]:  # (column, row, triangle) of cell index c
         return (c // 4) % nx, (c // 4) // nx, c % 4
 
@@ -96,10 +97,12 @@ def _outside_pairs(tris: np.ndarray, nx: int, ny: int) -> list[tuple[int, int, l
     for i in range(len(tris)):
         for j in range(len(tris)):
             (ci, ri, ti), (cj, rj, tj) = position(i), position(j)
-            vertical = ti == tj and ci == cj and abs(ri - rj) == 1 and (
-                (ci == 0 and ti == 3) or (ci == nx - 1 and ti == 1))
-            horizontal = ti == tj and ri == rj and abs(ci - cj) == 1 and (
-                (ri == 0 and ti == 0) or (ri == ny - 1 and ti == 2))
+            vertical = (
+                ti == tj and ci == cj and abs(ri - rj) == 1 and ((ci == 0 and ti == 3) or (ci == nx - 1 and ti == 1))
+            )
+            horizontal = (
+                ti == tj and ri == rj and abs(ci - cj) == 1 and ((ri == 0 and ti == 0) or (ri == ny - 1 and ti == 2))
+            )
             if not (vertical or horizontal) or (j, i) in seen:
                 continue
             common = _shared(tris[i], tris[j])
@@ -119,8 +122,8 @@ def _equality_rows(c1: int, c2: int, vertices, n_cells: int, ndim: int = 2) -> l
     for v in vertices:
         for k in range(ndim):
             row = np.zeros(width * n_cells)
-            row[width * c1 + k * (ndim + 1): width * c1 + (k + 1) * (ndim + 1)] = v
-            row[width * c2 + k * (ndim + 1): width * c2 + (k + 1) * (ndim + 1)] = np.negative(v)
+            row[width * c1 + k * (ndim + 1) : width * c1 + (k + 1) * (ndim + 1)] = v
+            row[width * c2 + k * (ndim + 1) : width * c2 + (k + 1) * (ndim + 1)] = np.negative(v)
             rows.append(row)
     return rows
 
@@ -144,7 +147,7 @@ def _build_2d(nx: int, ny: int, zero_boundary: bool, volume_preservation: bool):
                 for r, coord in ((0, v[0]), (1, v[1])):
                     if coord == 0.0 or coord == 1.0:
                         row = np.zeros(6 * n_cells)
-                        row[6 * c + 3 * r: 6 * c + 3 * r + 3] = v
+                        row[6 * c + 3 * r : 6 * c + 3 * r + 3] = v
                         rows.append(row)
     if volume_preservation:
         for c in range(n_cells):  # (C4) tr A_c = 0

@@ -86,8 +86,9 @@ class CPAB(nn.Module):
     def sample(
         self, n: int, length_scale: float = 0.1, variance: float = 1.0, scale: float = 1.0, generator=None
     ) -> torch.Tensor:
-        """(n, d) prior samples in the buffer's dtype (float64 unless the module was cast) (squared-exponential prior over cell centroids, Sigma_theta = B^T Sigma_A B),
-        multiplied by ``scale`` (0.25 gives a mean displacement of ~0.11 of the domain on 4x4)."""
+        """(n, d) prior samples in the buffer's dtype (float64 unless the module was cast) of the squared-exponential
+        prior over cell centroids (Sigma_theta = B^T Sigma_A B), multiplied by ``scale`` (0.25 gives a mean
+        displacement of ~0.11 of the domain on 4x4)."""
         theta = self.tess.sample(n, length_scale, variance, scale, generator=generator)
         return theta.to(device=self.B.device, dtype=self.B.dtype)
 
@@ -135,7 +136,10 @@ class CPAB(nn.Module):
         return self.transform(points, theta)
 
     def warp_grid(
-        self, theta: torch.Tensor, size: Sequence[int] = (64, 64), method: Method = "faithful",
+        self,
+        theta: torch.Tensor,
+        size: Sequence[int] = (64, 64),
+        method: Method = "faithful",
         differentiable: bool = False,
     ) -> torch.Tensor:
         """Dense sampling grid (T, H, W, 2) in [-1,1] for ``F.grid_sample(..., align_corners=True)``: maps the
@@ -149,9 +153,10 @@ class CPAB(nn.Module):
         """Find theta (T, d) with T_theta(points) ~= targets (both (T, K, n) in [0,1]^n).
 
         ``method="lm"`` (default): midpoint-linearised ridge initialisation + batched Levenberg-Marquardt with the
-        exact Jacobian (see ``cpabanim.cpab.fit.fit_lm`` for ``iters``...; ``lam`` defaults to ``self.fit_lambda``). ``method="adam"``: the paper's
-        Eq. 6 (``cpabanim.cpab.fit.fit_adam``). With ``return_residual=True`` returns ``(theta, residual)``,
-        residual (T,) = per-transform RMS of the coordinate errors T(p) - q in domain ([0,1]) units.
+        exact Jacobian (see ``cpabanim.cpab.fit.fit_lm`` for ``iters``...; ``lam`` defaults to ``self.fit_lambda``).
+        ``method="adam"``: the paper's Eq. 6 (``cpabanim.cpab.fit.fit_adam``). With ``return_residual=True`` returns
+        ``(theta, residual)``, residual (T,) = per-transform RMS of the coordinate errors T(p) - q in domain
+        ([0,1]) units.
         """
         from cpabanim.cpab import fit as _fit
 

@@ -28,8 +28,9 @@ def from_unit(x: torch.Tensor) -> torch.Tensor:
     return 2 * x - 1
 
 
-def warp_grid(cpab, theta: torch.Tensor, size: Sequence[int] = (64, 64), method: str = "faithful",
-              differentiable: bool = False) -> torch.Tensor:
+def warp_grid(
+    cpab, theta: torch.Tensor, size: Sequence[int] = (64, 64), method: str = "faithful", differentiable: bool = False
+) -> torch.Tensor:
     """(T, d) theta -> (T, H, W, 2) sampling grid 2 T((u+1)/2) - 1 over the identity grid u.
 
     ``differentiable=False`` (CPABMM's detached theta): runs under no_grad, so no graph is built for a backward

@@ -56,14 +56,17 @@ def pixel_metrics(generated: torch.Tensor, reference: torch.Tensor, wanted: list
     out = {}
     for name in wanted:
         if name in functions:
-            out[name] = torch.cat([
-                functions[name](g, r) for g, r in zip(generated.split(32), reference.split(32))
-            ]).double().numpy()
+            out[name] = (
+                torch.cat([functions[name](g, r) for g, r in zip(generated.split(32), reference.split(32))])
+                .double()
+                .numpy()
+            )
     return out
 
 
-def evaluate_reconstruction(recon_root: Path, test_root: Path, wanted, extractors, networks, rows
-                            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def evaluate_reconstruction(
+    recon_root: Path, test_root: Path, wanted, extractors, networks, rows
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per-frame values of every reconstruction metric and of the copy-source baseline on the same frames,
     concatenated over videos; one CSV row per video (the baseline's values as ``baseline_<metric>`` columns)."""
     index_path = recon_root / "index.json"
@@ -88,11 +91,20 @@ def evaluate_reconstruction(recon_root: Path, test_root: Path, wanted, extractor
             per_frame[name].append(frame_values)
         for name, frame_values in copied.items():
             baseline[name].append(frame_values)
-        rows.append({"part": "reconstruction", "video": video, "mode": "", "frames": len(generated),
-                     **{name: formulas.nanmean(v) for name, v in values.items()},
-                     **{f"baseline_{name}": formulas.nanmean(v) for name, v in copied.items()}})
-    return ({name: np.concatenate(parts) for name, parts in per_frame.items()},
-            {name: np.concatenate(parts) for name, parts in baseline.items()})
+        rows.append(
+            {
+                "part": "reconstruction",
+                "video": video,
+                "mode": "",
+                "frames": len(generated),
+                **{name: formulas.nanmean(v) for name, v in values.items()},
+                **{f"baseline_{name}": formulas.nanmean(v) for name, v in copied.items()},
+            }
+        )
+    return (
+        {name: np.concatenate(parts) for name, parts in per_frame.items()},
+        {name: np.concatenate(parts) for name, parts in baseline.items()},
+    )
 
 
 def copy_source_metrics(reference: np.ndarray, wanted, extractors) -> dict[str, np.ndarray]:
@@ -143,8 +155,9 @@ def video_metrics(generated: np.ndarray, reference: np.ndarray, wanted, extracto
     return values
 
 
-def evaluate_animation(anim_root: Path, test_root: Path, wanted, extractors, rows
-                       ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+def evaluate_animation(
+    anim_root: Path, test_root: Path, wanted, extractors, rows
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
     """Per-frame values per animation mode, {mode: {metric: (frames,)}}, and of the source-unchanged baseline on
     the same pairs, {metric: (frames,)}; one CSV row per pair and mode (baseline as ``baseline_<metric>``)."""
     pairs_path = anim_root / "pairs.json"
@@ -170,19 +183,28 @@ def evaluate_animation(anim_root: Path, test_root: Path, wanted, extractors, row
                 values["l1_first"] = formulas.l1_per_frame(to_tensor(generated[:1]), to_tensor(source)).double().numpy()
             keypoints_generated = extractors.keypoints_of(generated)
             if keypoints_generated is not None:
-                values.update(keypoint_metrics(keypoints_generated, extractors.keypoints_of(driving), wanted,
-                                               "_driving"))
+                values.update(
+                    keypoint_metrics(keypoints_generated, extractors.keypoints_of(driving), wanted, "_driving")
+                )
             identity_generated = extractors.identity_of(generated)
             if identity_generated is not None:
                 values["aed_source"] = formulas.embedding_distance_per_frame(identity_generated, identity_source)
             for name, frame_values in values.items():
                 per_mode[mode][name].append(frame_values)
-            rows.append({"part": "animation", "video": pair["name"], "mode": mode, "frames": len(generated),
-                         **{name: formulas.nanmean(v) for name, v in values.items()},
-                         **{f"baseline_{name}": formulas.nanmean(v) for name, v in unchanged.items()}})
-    return ({mode: {name: np.concatenate(parts) for name, parts in metrics.items()}
-             for mode, metrics in per_mode.items()},
-            {name: np.concatenate(parts) for name, parts in baseline.items()})
+            rows.append(
+                {
+                    "part": "animation",
+                    "video": pair["name"],
+                    "mode": mode,
+                    "frames": len(generated),
+                    **{name: formulas.nanmean(v) for name, v in values.items()},
+                    **{f"baseline_{name}": formulas.nanmean(v) for name, v in unchanged.items()},
+                }
+            )
+    return (
+        {mode: {name: np.concatenate(parts) for name, parts in metrics.items()} for mode, metrics in per_mode.items()},
+        {name: np.concatenate(parts) for name, parts in baseline.items()},
+    )
 
 
 def summarise(
@@ -197,10 +219,22 @@ def summarise(
             reasons[f"{prefix}/{name}"] = "defined on no frame (no keypoints / face found in both videos)"
 
 
-def evaluate_all(*, processed: Path, reconstruction: Path, animation: Path, metrics_json: Path,
-                 unavailable_json: Path, per_video_csv: Path, metrics: list[str], keypoints: str, identity: str,
-                 extractor_options: dict[str, Any], cache: bool, cache_dir: str | None, device: str
-                 ) -> dict[str, float]:
+def evaluate_all(
+    *,
+    processed: Path,
+    reconstruction: Path,
+    animation: Path,
+    metrics_json: Path,
+    unavailable_json: Path,
+    per_video_csv: Path,
+    metrics: list[str],
+    keypoints: str,
+    identity: str,
+    extractor_options: dict[str, Any],
+    cache: bool,
+    cache_dir: str | None,
+    device: str,
+) -> dict[str, float]:
     """Score ``reconstruction`` and ``animation`` against the test videos of ``processed``; writes the metrics
     (``metrics_json``), why each other metric is missing (``unavailable_json``) and one row per video and mode
     (``per_video_csv``); returns the metrics.
@@ -242,8 +276,12 @@ def evaluate_all(*, processed: Path, reconstruction: Path, animation: Path, metr
     log_metrics(values)
     for path in (metrics_json, unavailable_json, per_video_csv):
         log_artifact(path, "evaluation")
-    log.info("metrics (%d extractor results reused from the cache, %d computed): %s", extraction_cache.hits,
-             extraction_cache.misses, ", ".join(f"{k}={v:.4g}" for k, v in sorted(values.items())))
+    log.info(
+        "metrics (%d extractor results reused from the cache, %d computed): %s",
+        extraction_cache.hits,
+        extraction_cache.misses,
+        ", ".join(f"{k}={v:.4g}" for k, v in sorted(values.items())),
+    )
     return values
 
 
@@ -256,10 +294,10 @@ def explain_missing(metrics: dict[str, float], reasons: dict[str, str], known: d
         if name in known:
             reasons[f"recon/{name}"] = known[name]
         elif name not in wanted:
-            reasons[f"recon/{name}"] = (
-                "not applicable: not selected in evaluate.metrics"
-                + (" (needs a keypoint / identity extractor for this dataset's faces or bodies)"
-                   if name in (*KEYPOINT_METRICS, "aed") else "")
+            reasons[f"recon/{name}"] = "not applicable: not selected in evaluate.metrics" + (
+                " (needs a keypoint / identity extractor for this dataset's faces or bodies)"
+                if name in (*KEYPOINT_METRICS, "aed")
+                else ""
             )
 
 

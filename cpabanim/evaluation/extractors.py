@@ -9,13 +9,14 @@ They run the same way on generated and driving frames. :func:`make_extractor` bu
 :class:`ExtractorUnavailable` with a reason (missing package or weights) that ends up in the metrics'
 ``_unavailable`` record: a metric is never replaced by a made-up proxy.
 
-| name | kind | model | weights |
-|---|---|---|---|
-| ``dlib_face68`` | keypoints (68) | dlib HOG face detector + 68-point shape predictor | face_recognition_models (iBUG 300-W: non-commercial) |
-| ``face_alignment`` | keypoints (68) | face-alignment 2D-FAN (the official protocol's detector) | downloaded by face-alignment at run time |
-| ``mediapipe_pose`` | keypoints (33) | MediaPipe Pose, model_complexity=1 | shipped in mediapipe(-numpy2) 0.10.21 wheels |
-| ``dlib_face`` | identity (128-d) | dlib ResNet face descriptor (L2-normalised) | face_recognition_models |
-| ``reid`` | identity (2048-d) | ResNet-50 ``ft_net`` of Person_reID_baseline, fc removed | supplied by the user (``evaluate.reid_weights``) |
+- ``dlib_face68``: keypoints (68), dlib HOG face detector + 68-point shape predictor; weights from
+  face_recognition_models (iBUG 300-W: non-commercial).
+- ``face_alignment``: keypoints (68), face-alignment 2D-FAN (the official protocol's detector); downloaded by
+  face-alignment at run time.
+- ``mediapipe_pose``: keypoints (33), MediaPipe Pose, model_complexity=1; shipped in mediapipe(-numpy2) 0.10.21.
+- ``dlib_face``: identity (128-d), dlib ResNet face descriptor (L2-normalised); face_recognition_models.
+- ``reid``: identity (2048-d), ResNet-50 ``ft_net`` of Person_reID_baseline, fc removed; supplied by the user
+  (``evaluate.reid_weights``).
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ class ReidIdentity:
 
         state = torch.load(weights, map_location="cpu", weights_only=True)
         backbone = {
-            k[len("model."):]: v for k, v in state.items() if k.startswith("model.") and not k.startswith("model.fc")
+            k[len("model.") :]: v for k, v in state.items() if k.startswith("model.") and not k.startswith("model.fc")
         }
         net = torchvision.models.resnet50(weights=None)
         net.fc = torch.nn.Identity()

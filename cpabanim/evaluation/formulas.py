@@ -102,8 +102,10 @@ def pose_distance_per_frame(keypoints: np.ndarray, reference: np.ndarray) -> np.
     scale (:func:`normalised_keypoints`), (T, K, 2) against one reference (K, 2) -> (T,); NaN for a frame that
     misses a keypoint."""
     target = normalised_keypoints(reference)
-    return np.array([np.nan if np.isnan(k).any() else float(((normalised_keypoints(k) - target) ** 2).sum())
-                     for k in keypoints], dtype=np.float64)
+    return np.array(
+        [np.nan if np.isnan(k).any() else float(((normalised_keypoints(k) - target) ** 2).sum()) for k in keypoints],
+        dtype=np.float64,
+    )
 
 
 def embedding_distance_per_frame(generated: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -30,8 +30,15 @@ class Extractors:
     extractors' settings (``face_upsample``, ``pose_min_visibility``, ``reid_weights``).
     """
 
-    def __init__(self, metrics: list[str], keypoints: str, identity: str, options: dict[str, Any],
-                 device: torch.device, cache: ExtractionCache) -> None:
+    def __init__(
+        self,
+        metrics: list[str],
+        keypoints: str,
+        identity: str,
+        options: dict[str, Any],
+        device: torch.device,
+        cache: ExtractionCache,
+    ) -> None:
         self.cache = cache
         self.reasons: dict[str, str] = {}
         options = {**options, "device": str(device)}
@@ -71,8 +78,9 @@ class OptionalNetworkMetrics:
         if "lpips" in wanted:
             self.lpips = self._build("lpips", "alexnet-owt-7be5be79.pth", "torchvision's AlexNet", self._new_lpips)
         if "fid" in wanted:
-            self.fid = self._build("fid", "weights-inception-2015-12-05-6726825d.pth", "torch-fidelity's Inception",
-                                  self._new_fid)
+            self.fid = self._build(
+                "fid", "weights-inception-2015-12-05-6726825d.pth", "torch-fidelity's Inception", self._new_fid
+            )
 
     def _build(self, name: str, filename: str, network: str, factory):
         """The metric from ``factory()`` when its weights are on disk; otherwise None with the reason recorded."""

@@ -24,8 +24,9 @@ class GeneratorObjective(nn.Module):
     def __init__(self, config: LossConfig | None = None, weights_dir=None):
         super().__init__()
         if isinstance(config, Mapping):  # the params dict of older callers: say what to write instead
-            raise TypeError("GeneratorObjective takes a LossConfig: "
-                            "GeneratorObjective(LossConfig.from_mapping(params))")
+            raise TypeError(
+                "GeneratorObjective takes a LossConfig: GeneratorObjective(LossConfig.from_mapping(params))"
+            )
         c = LossConfig() if config is None else config
         self.config = c
         # lists, as the schema's representation: what the perceptual loss was always given
@@ -43,19 +44,27 @@ class GeneratorObjective(nn.Module):
     def needs_masks(self) -> bool:
         return self.semantic is not None
 
-    def forward(self, model, batch: dict[str, Any], generated: dict[str, Any], use_bg: bool,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        model,
+        batch: dict[str, Any],
+        generated: dict[str, Any],
+        use_bg: bool,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
         c = self.config
         source, driving = batch["source"], batch["driving"]
         prediction = generated["prediction"]
         losses: dict[str, torch.Tensor] = {"perceptual": self.perceptual(prediction, driving)}
         if c.equivariance > 0:
-            transform = RandomTPS(driving.shape[0], c.sigma_affine, c.sigma_tps, c.points_tps,
-                                  device=driving.device, generator=generator)
+            transform = RandomTPS(
+                driving.shape[0], c.sigma_affine, c.sigma_tps, c.points_tps, device=driving.device, generator=generator
+            )
             transformed = transform.transform_frame(driving)
             kp_transformed = model.kp_detector(transformed)
-            losses["equivariance"] = c.equivariance * (
-                generated["kp_driving"] - transform.warp_points(kp_transformed)).abs().mean()
+            losses["equivariance"] = (
+                c.equivariance * (generated["kp_driving"] - transform.warp_points(kp_transformed)).abs().mean()
+            )
         if c.warp > 0:
             encoded = model.generator.get_encode(driving, generated["occlusion_map"])
             warped = generated["warped_encoder_maps"]
@@ -74,7 +83,8 @@ class GeneratorObjective(nn.Module):
 
                 raise ConfigError("loss.semantic=masks needs region masks: run `cpabanim masks` first")
             losses["semantic"] = c.semantic_weight * self.semantic(
-                generated["kp_source"], generated["kp_driving"], batch["source_mask"], batch["driving_mask"])
+                generated["kp_source"], generated["kp_driving"], batch["source_mask"], batch["driving_mask"]
+            )
         if self.structure is not None:
             losses["structure"] = c.structure_weight * self.structure(prediction, driving)
         return losses

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cpabanim.weights import imagenet_normalize
 from cpabanim.models.blocks import AntiAliasInterpolation2d
+from cpabanim.weights import imagenet_normalize
 
 VGG_SLICES = ((0, 2), (2, 7), (7, 12), (12, 21), (21, 30))  # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
 
@@ -41,7 +41,7 @@ class VGG19Features(nn.Module):
             from cpabanim.weights import load_weights
 
             state = load_weights("vgg19", weights_path)  # hash checked, weights_only, one-line errors
-            prefixed = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+            prefixed = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
             features.load_state_dict(prefixed)
         self.slices = nn.ModuleList(nn.Sequential(*[features[i] for i in range(a, b)]) for a, b in VGG_SLICES)
         self.requires_grad_(False)

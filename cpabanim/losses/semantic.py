@@ -36,10 +36,16 @@ def region_membership(labels: torch.Tensor, num_regions: int, blur_sigma: float)
         kernel = torch.exp(-(coords**2) / (2 * blur_sigma**2))
         kernel = kernel / kernel.sum()
         r = onehot.shape[1]
-        onehot = F.conv2d(F.pad(onehot, (radius, radius, 0, 0), mode="replicate"),
-                          kernel.view(1, 1, 1, -1).expand(r, 1, 1, -1), groups=r)
-        onehot = F.conv2d(F.pad(onehot, (0, 0, radius, radius), mode="replicate"),
-                          kernel.view(1, 1, -1, 1).expand(r, 1, -1, 1), groups=r)
+        onehot = F.conv2d(
+            F.pad(onehot, (radius, radius, 0, 0), mode="replicate"),
+            kernel.view(1, 1, 1, -1).expand(r, 1, 1, -1),
+            groups=r,
+        )
+        onehot = F.conv2d(
+            F.pad(onehot, (0, 0, radius, radius), mode="replicate"),
+            kernel.view(1, 1, -1, 1).expand(r, 1, -1, 1),
+            groups=r,
+        )
     return onehot
 
 
@@ -61,8 +67,9 @@ class KeypointSemanticLoss(nn.Module):
         super().__init__()
         self.blur_sigma = blur_sigma
 
-    def forward(self, kp_source: torch.Tensor, kp_driving: torch.Tensor, source_mask: torch.Tensor,
-                driving_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, kp_source: torch.Tensor, kp_driving: torch.Tensor, source_mask: torch.Tensor, driving_mask: torch.Tensor
+    ) -> torch.Tensor:
         # Compact the label ids present in this batch (uint8 maps may use any of 1..255): 0 stays "no region".
         both = torch.stack([source_mask, driving_mask]).long()
         present, compact = torch.unique(both, return_inverse=True)

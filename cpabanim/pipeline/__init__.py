@@ -9,8 +9,9 @@ the keys it reads, its inputs and outputs, its one-line ``help`` that ``cpabanim
 hold them, and the experiment's name), ``io`` the concrete input and output paths (a per-experiment stage finds
 its experiment's folders there only; :class:`cpabanim.config.paths.ExperimentPaths` spells the same folders);
 ``run`` makes one call into a library (``cpabanim.data``, ``cpabanim.training``, ``cpabanim.animation``,
-``cpabanim.evaluation``, ``cpabanim.reporting``). Stage modules import no torch at module level: the CLI and ``cpabanim dag`` read every declaration. Both
-orchestrators' files (dvc.yaml, workflow/rules/*.smk) are generated from the declarations (``cpabanim dag``).
+``cpabanim.evaluation``, ``cpabanim.reporting``). Stage modules import no torch at module level: the CLI and
+``cpabanim dag`` read every declaration. Both orchestrators' files (dvc.yaml, workflow/rules/*.smk) are generated
+from the declarations (``cpabanim dag``).
 """
 
 from __future__ import annotations
@@ -87,8 +88,10 @@ def check_shared_stages(params_by_experiment: Mapping[str, Mapping[str, Any]]) -
         for name in names[1:]:
             differing = sorted(k for k in first.keys() | views[name].keys() if first.get(k) != views[name].get(k))
             if differing:
-                raise ConfigError(f"experiments {names[0]} and {name} differ in {', '.join(differing)}, read by the shared "
-                                  f"stage {stage.name}: put such changes in params.yaml or a preset, not in an experiment")
+                raise ConfigError(
+                    f"experiments {names[0]} and {name} differ in {', '.join(differing)}, read by the shared "
+                    f"stage {stage.name}: put such changes in params.yaml or a preset, not in an experiment"
+                )
 
 
 __all__ = ["Output", "Stage", "StageIO", "all_stages", "check_inputs", "stage_config", "stage_io"]

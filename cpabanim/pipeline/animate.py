@@ -21,6 +21,18 @@ def run(cfg, io: StageIO) -> None:
     from cpabanim.animation.pairs import animate_pairs
 
     a = cfg.animate
-    animate_pairs(processed=io.inputs["processed"], checkpoints=io.inputs["checkpoints"], out_root=io.outputs["animation"],
-                  animator=a.animator, checkpoint=a.checkpoint, num_pairs=a.num_pairs, modes=list(a.modes),
-                  max_frames=a.max_frames, fps=a.fps, mp4=a.mp4, gif=a.gif, device=cfg.device, seed=cfg.seed)
+    animate_pairs(
+        processed=io.inputs["processed"],
+        checkpoints=io.inputs["checkpoints"],
+        out_root=io.outputs["animation"],
+        animator=a.animator,
+        checkpoint=a.checkpoint,
+        num_pairs=a.num_pairs,
+        modes=list(a.modes),
+        max_frames=a.max_frames,
+        fps=a.fps,
+        mp4=a.mp4,
+        gif=a.gif,
+        device=cfg.device,
+        seed=cfg.seed,
+    )

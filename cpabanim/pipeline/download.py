@@ -15,8 +15,15 @@ STAGE = Stage(
     name="download",
     help="fetch (or, for the synthetic default, record) the raw videos of data.source",
     module=__name__,
-    params=("data.source", "data.folder.dir", "data.folder.test_fraction", "data.metadata", "data.youtube_url",
-            "data.source_dir", "data.archive"),
+    params=(
+        "data.source",
+        "data.folder.dir",
+        "data.folder.test_fraction",
+        "data.metadata",
+        "data.youtube_url",
+        "data.source_dir",
+        "data.archive",
+    ),
     outputs=(Output("raw", "{paths.raw}", persist=True, marker="{data.source}/manifest.json"),),
 )
 
@@ -27,5 +34,9 @@ def run(cfg, io: StageIO) -> None:
 
     manifest = download(cfg.data, io.outputs["raw"])
     log_metrics({"fetched": len(manifest.get("fetched", [])), "failed": len(manifest.get("failed", []))})
-    log.info("download of %s done: %d item(s) fetched, %d failed", cfg.data.source, len(manifest.get("fetched", [])),
-             len(manifest.get("failed", [])))
+    log.info(
+        "download of %s done: %d item(s) fetched, %d failed",
+        cfg.data.source,
+        len(manifest.get("fetched", [])),
+        len(manifest.get("failed", [])),
+    )

@@ -26,10 +26,22 @@ def run(cfg, io: StageIO) -> None:
     from cpabanim.evaluation.evaluate import evaluate_all
 
     e = cfg.evaluate
-    evaluate_all(processed=io.inputs["processed"], reconstruction=io.inputs["reconstruction"],
-                 animation=io.inputs["animation"], metrics_json=io.outputs["metrics"],
-                 unavailable_json=io.outputs["unavailable"], per_video_csv=io.outputs["per_video"],
-                 metrics=list(e.metrics), keypoints=e.keypoints, identity=e.identity,
-                 extractor_options={"face_upsample": e.face_upsample, "pose_min_visibility": e.pose_min_visibility,
-                                    "reid_weights": e.reid_weights},
-                 cache=e.cache, cache_dir=e.cache_dir, device=cfg.device)
+    evaluate_all(
+        processed=io.inputs["processed"],
+        reconstruction=io.inputs["reconstruction"],
+        animation=io.inputs["animation"],
+        metrics_json=io.outputs["metrics"],
+        unavailable_json=io.outputs["unavailable"],
+        per_video_csv=io.outputs["per_video"],
+        metrics=list(e.metrics),
+        keypoints=e.keypoints,
+        identity=e.identity,
+        extractor_options={
+            "face_upsample": e.face_upsample,
+            "pose_min_visibility": e.pose_min_visibility,
+            "reid_weights": e.reid_weights,
+        },
+        cache=e.cache,
+        cache_dir=e.cache_dir,
+        device=cfg.device,
+    )

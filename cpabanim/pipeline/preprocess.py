@@ -12,8 +12,15 @@ STAGE = Stage(
     name="preprocess",
     help="turn raw videos into the train/test frame dataset",
     module=__name__,
-    params=("seed", "data.source", "data.frame_size", "data.synthetic", "data.folder", "data.metadata",
-            "data.source_dir"),
+    params=(
+        "seed",
+        "data.source",
+        "data.frame_size",
+        "data.synthetic",
+        "data.folder",
+        "data.metadata",
+        "data.source_dir",
+    ),
     inputs=("raw",),
     outputs=(Output("processed", "{paths.processed}"),),
 )
@@ -27,5 +34,9 @@ def run(cfg, io: StageIO) -> None:
     counts = {split: len(manifest["videos"][split]) for split in SPLITS}
     tracking.log_metrics({f"videos_{k}": v for k, v in counts.items()} | {"skipped": len(manifest["skipped"])})
     tracking.log_artifact(io.outputs["processed"] / "manifest.json")
-    log.info("preprocess done: %d train / %d test videos, %d skipped", counts["train"], counts["test"],
-             len(manifest["skipped"]))
+    log.info(
+        "preprocess done: %d train / %d test videos, %d skipped",
+        counts["train"],
+        counts["test"],
+        len(manifest["skipped"]),
+    )

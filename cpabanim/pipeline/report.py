@@ -45,9 +45,14 @@ def run(cfg, io: StageIO, params) -> None:
     from cpabanim.reporting.report import report_experiments
     from cpabanim.tracking.runs import experiment_parent
 
-    report_experiments(experiments=io.experiments, differences=experiment_differences(params, list(io.experiments)),
-                       outputs=io.outputs, tracking=params["tracking"], log_checkpoints=bool(cfg.tracking.log_checkpoints),
-                       parent_of=partial(experiment_parent, params))
+    report_experiments(
+        experiments=io.experiments,
+        differences=experiment_differences(params, list(io.experiments)),
+        outputs=io.outputs,
+        tracking=params["tracking"],
+        log_checkpoints=bool(cfg.tracking.log_checkpoints),
+        parent_of=partial(experiment_parent, params),
+    )
 
 
 def experiment_differences(params: Mapping[str, Any], names: list[str]) -> dict[str, dict[str, Any]]:
@@ -60,6 +65,7 @@ def experiment_differences(params: Mapping[str, Any], names: list[str]) -> dict[
     for name in names:
         overlay_file = experiment_path(name, ".")
         values = deep_merge(params, read_mapping(overlay_file, "experiment")) if overlay_file.is_file() else params
-        differences[name] = {k: v for k, v in changed_from_defaults(values).items()
-                             if not k.startswith(("paths.", "tracking."))}
+        differences[name] = {
+            k: v for k, v in changed_from_defaults(values).items() if not k.startswith(("paths.", "tracking."))
+        }
     return differences

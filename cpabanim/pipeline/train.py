@@ -25,11 +25,26 @@ STAGE = Stage(
     name="train",
     help="train the animation model (resumes from the last checkpoint)",
     module=__name__,
-    params=("seed", "data.source", "data.frame_size", "data.id_sampling", "data.num_repeats", "data.augmentation",
-            "model", "loss", *section_keys("train", exclude=HOW_IT_RUNS)),
+    params=(
+        "seed",
+        "data.source",
+        "data.frame_size",
+        "data.id_sampling",
+        "data.num_repeats",
+        "data.augmentation",
+        "model",
+        "loss",
+        *section_keys("train", exclude=HOW_IT_RUNS),
+    ),
     # recorded in the checkpoint for the demo's face crop; the data they make reach training as the processed input
-    settings=("device", "data.folder.faces", "data.folder.margin", "data.folder.smooth_sigma", "data.folder.detect_every",
-              *HOW_IT_RUNS),
+    settings=(
+        "device",
+        "data.folder.faces",
+        "data.folder.margin",
+        "data.folder.smooth_sigma",
+        "data.folder.detect_every",
+        *HOW_IT_RUNS,
+    ),
     inputs=("processed", "masks"),
     outputs=(Output("checkpoints", "{paths.checkpoints}/{experiment}", persist=True, marker=COMPLETE_MARKER),),
     per_experiment=True,
@@ -52,16 +67,22 @@ def run(cfg, io: StageIO, restart: bool = False) -> None:
 
     folder = io.outputs["checkpoints"]
     marker = folder / COMPLETE_MARKER
-    job = TrainingJob.of(cfg, checkpoint=folder / CHECKPOINT_NAME, processed=io.inputs["processed"],
-                         masks=io.inputs["masks"])
+    job = TrainingJob.of(
+        cfg, checkpoint=folder / CHECKPOINT_NAME, processed=io.inputs["processed"], masks=io.inputs["masks"]
+    )
     with Runtime.start(job.device, job.train.amp) as runtime:
         if runtime.is_main:
             marker.unlink(missing_ok=True)  # the marker must never outlive the run it marks
         result = train(job, restart=restart, runtime=runtime)
-        log.info("training stopped at step %d (epoch %d); checkpoint %s", result["step"], result["epoch"],
-                 result["checkpoint"])
+        log.info(
+            "training stopped at step %d (epoch %d); checkpoint %s",
+            result["step"],
+            result["epoch"],
+            result["checkpoint"],
+        )
         if runtime.is_main and result["complete"]:
             if job.train.avd_epochs > 0:
                 train_avd(job, runtime.device)
-            write_json(marker, {"step": result["step"], "epoch": result["epoch"],
-                                "checkpoint": result["checkpoint"].name})
+            write_json(
+                marker, {"step": result["step"], "epoch": result["epoch"], "checkpoint": result["checkpoint"].name}
+            )

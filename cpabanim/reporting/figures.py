@@ -62,16 +62,27 @@ def plot_metrics(metrics: dict[str, dict[str, float]], path: Path) -> None:
             ax.set_xlim(low - margin, high + margin)
         for value, y in zip(values, positions, strict=True):
             if np.isfinite(value):
-                ax.annotate(f"{value:.4g}", (value, y), xytext=(0, 5), textcoords="offset points", ha="center",
-                            fontsize=7, zorder=4, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.3})
+                ax.annotate(
+                    f"{value:.4g}",
+                    (value, y),
+                    xytext=(0, 5),
+                    textcoords="offset points",
+                    ha="center",
+                    fontsize=7,
+                    zorder=4,
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.3},
+                )
         better = "lower" if lower_is_better(name) else "higher"
         ax.set_title(f"{name}  ({ARROWS[lower_is_better(name)]} {better} is better)", fontsize=9)
         ax.tick_params(axis="x", labelsize=7)
         ax.grid(axis="x", color="0.9", zorder=0)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
-    fig.suptitle("metrics per experiment; no motion (dashed): the baseline on the same frames "
-                 "(reconstruction: the source frame copied; animation: the source image unchanged)", fontsize=8)
+    fig.suptitle(
+        "metrics per experiment; no motion (dashed): the baseline on the same frames "
+        "(reconstruction: the source frame copied; animation: the source image unchanged)",
+        fontsize=8,
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -95,8 +106,15 @@ def plot_losses(histories: dict[str, dict[int, float]], png: Path, csv_path: Pat
     if any(histories.values()):
         ax.legend(fontsize=8)
     else:
-        ax.text(0.5, 0.5, "no training curves (tracking off, or training was already complete)", ha="center",
-                va="center", transform=ax.transAxes, fontsize=8)
+        ax.text(
+            0.5,
+            0.5,
+            "no training curves (tracking off, or training was already complete)",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=8,
+        )
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)
@@ -119,8 +137,11 @@ def reconstruction_rows(experiments: dict[str, dict[str, Path]]) -> list[SampleR
     first = next(iter(experiments.values()))
     test_root = first["processed"] / "test"
     # the reconstructed test videos are the frame folders that have a test video (not e.g. the explain/ pictures)
-    videos = sorted(p.name for p in first["reconstruction"].iterdir()
-                    if p.is_dir() and (first["processed"] / "test" / p.name).is_dir())[:SAMPLE_VIDEOS]
+    videos = sorted(
+        p.name
+        for p in first["reconstruction"].iterdir()
+        if p.is_dir() and (first["processed"] / "test" / p.name).is_dir()
+    )[:SAMPLE_VIDEOS]
     rows = []
     for video in videos:
         count = len(list((test_root / video).glob("*.png")))
@@ -148,8 +169,9 @@ def animation_rows(experiments: dict[str, dict[str, Path]]) -> tuple[str, list[S
     for index in np.linspace(1, max(pair["frames"] - 1, 1), SAMPLE_FRAMES).round().astype(int):
         images = [_frame(first["animation"] / pair["name"], 0), _frame(driving, index)]
         images += [_frame(paths["animation"] / pair["name"] / mode, index) for paths in experiments.values()]
-        rows.append((f"{pair['source']} (frame {pair['source_frame']})\ndriven by {pair['driving']}\nframe {index}",
-                     images))
+        rows.append(
+            (f"{pair['source']} (frame {pair['source_frame']})\ndriven by {pair['driving']}\nframe {index}", images)
+        )
     return mode, rows
 
 
@@ -178,8 +200,11 @@ def write_samples(experiments: dict[str, dict[str, Path]], path: Path) -> None:
                 ax.set_yticks([])
                 if i == 0:  # column titles once per section: what each column shows
                     title = [*heads, *names][c]
-                    ax.set_title(f"{section}\n{title}" if c == 0 else title, fontsize=8,
-                                 fontweight="bold" if c >= 2 else "normal")
+                    ax.set_title(
+                        f"{section}\n{title}" if c == 0 else title,
+                        fontsize=8,
+                        fontweight="bold" if c >= 2 else "normal",
+                    )
             axes[r][0].set_ylabel(label, fontsize=7.5, rotation=0, ha="right", va="center", labelpad=4)
             r += 1
     fig.suptitle("samples: source | driving | each experiment's prediction (columns after the second)", fontsize=9)

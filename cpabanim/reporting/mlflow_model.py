@@ -107,21 +107,40 @@ def log_checkpoint_model(checkpoint: Path, run_id: str, frame_size: int) -> str 
         output = module(torch.from_numpy(example)).numpy()
     signature = infer_signature(example, output)
     torch_requirement = f"torch=={torch.__version__.split('+')[0]}"
-    common = {"name": ARTIFACT_NAME, "signature": signature, "input_example": example,
-              "params": checkpoint_params(extra), "run_id": run_id}
+    common = {
+        "name": ARTIFACT_NAME,
+        "signature": signature,
+        "input_example": example,
+        "params": checkpoint_params(extra),
+        "run_id": run_id,
+    }
     tags = {CHECKSUM_TAG: checkpoint_checksum(checkpoint), "cpabanim.checkpoint": str(checkpoint)}
     if extra["model_params"].get("motion") != "cpab":  # CPAB: pickle by choice (see above)
         try:
             with _quiet_export():
-                return mlflow.pytorch.log_model(module, serialization_format="pt2", pip_requirements=[torch_requirement],
-                                                tags={**tags, "serialization": "pt2"}, **common).model_uri
+                return mlflow.pytorch.log_model(
+                    module,
+                    serialization_format="pt2",
+                    pip_requirements=[torch_requirement],
+                    tags={**tags, "serialization": "pt2"},
+                    **common,
+                ).model_uri
         except Exception as err:  # noqa: BLE001 - torch.export fails in many ways; pickle always works
-            log.warning("torch.export of %s failed (%s: %s); logging it with MLflow's pickle format", checkpoint,
-                        type(err).__name__, first_line(err))
+            log.warning(
+                "torch.export of %s failed (%s: %s); logging it with MLflow's pickle format",
+                checkpoint,
+                type(err).__name__,
+                first_line(err),
+            )
             _delete_failed_models(run_id, tags[CHECKSUM_TAG])
     # unpickling needs the model's classes: the cpabanim package must be importable where it is loaded
-    info = mlflow.pytorch.log_model(module, serialization_format="pickle", tags={**tags, "serialization": "pickle"},
-                                    pip_requirements=[torch_requirement, f"cpabanim=={_version()}"], **common)
+    info = mlflow.pytorch.log_model(
+        module,
+        serialization_format="pickle",
+        tags={**tags, "serialization": "pickle"},
+        pip_requirements=[torch_requirement, f"cpabanim=={_version()}"],
+        **common,
+    )
     return info.model_uri
 
 
@@ -133,8 +152,9 @@ def _delete_failed_models(run_id: str, checksum: str) -> None:
 
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(run_id).info.experiment_id
-    models = client.search_logged_models([experiment_id],
-                                         filter_string=f"source_run_id = '{run_id}' AND name = '{ARTIFACT_NAME}'")
+    models = client.search_logged_models(
+        [experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{ARTIFACT_NAME}'"
+    )
     for model in models:
         if model.status == LoggedModelStatus.FAILED and model.tags.get(CHECKSUM_TAG) == checksum:
             client.delete_logged_model(model.model_id)

@@ -27,8 +27,14 @@ def _media(folder: Path) -> list[Path]:
     return files[: 2 * MAX_MEDIA_ARTIFACTS]
 
 
-def log_experiment(parent: str | None, name: str, metrics: dict[str, float], paths: dict[str, Path],
-                   report: dict[str, Path], log_model: bool) -> None:
+def log_experiment(
+    parent: str | None,
+    name: str,
+    metrics: dict[str, float],
+    paths: dict[str, Path],
+    report: dict[str, Path],
+    log_model: bool,
+) -> None:
     """Metrics, figures, media and (``log_model``) the trained model of experiment ``name`` onto its MLflow parent
     run ``parent`` (None: tracking is off, nothing to do). ``paths``: the experiment's inputs of the report stage,
     ``report``: the report's outputs."""
@@ -39,13 +45,14 @@ def log_experiment(parent: str | None, name: str, metrics: dict[str, float], pat
     client = runs.mlflow_client()
     entities = [mlflow.entities.Metric(k, v, 0, 0) for k, v in metrics.items()]
     for start in range(0, len(entities), 500):
-        client.log_batch(parent, metrics=entities[start:start + 500])
+        client.log_batch(parent, metrics=entities[start : start + 500])
     files = [(paths["metrics"], "evaluation"), (paths["per_video"], "evaluation")]
     files += [(report[k], "report") for k in ("metrics_png", "samples_png", "loss_png", "html")]
     for kind in ("reconstruction", "animation"):
         root = paths[kind]
-        files += [(p, tracking.safe_artifact_name(f"{kind}/{p.parent.relative_to(root)}".rstrip("/.")))
-                  for p in _media(root)]
+        files += [
+            (p, tracking.safe_artifact_name(f"{kind}/{p.parent.relative_to(root)}".rstrip("/."))) for p in _media(root)
+        ]
     with tempfile.TemporaryDirectory() as scratch:
         for path, artifact_path in files:
             if path.is_file():
@@ -55,8 +62,13 @@ def log_experiment(parent: str | None, name: str, metrics: dict[str, float], pat
         # a parent this report created (its experiment ran no other stage in this invocation) would stay RUNNING
         # with no end time; the report's own parent is closed by its stage context
         client.set_terminated(parent, "FINISHED")
-    log.info("MLflow: %d metrics, %d artifacts%s logged to the parent run of %s", len(metrics), len(files),
-             f" and the model {logged}" if logged else "", name)
+    log.info(
+        "MLflow: %d metrics, %d artifacts%s logged to the parent run of %s",
+        len(metrics),
+        len(files),
+        f" and the model {logged}" if logged else "",
+        name,
+    )
 
 
 def safe_copy(path: Path, scratch: Path) -> Path:
@@ -74,8 +86,8 @@ def log_trained_model(paths: dict[str, Path], parent: str) -> str | None:
     that already holds a model of this checkpoint (a report re-run by hand joins the newest parent) keeps it."""
     from mlflow.entities import LoggedModelStatus
 
-    from cpabanim.reporting.mlflow_model import ARTIFACT_NAME, CHECKSUM_TAG, checkpoint_checksum, log_checkpoint_model
     from cpabanim.config.paths import CHECKPOINT_NAME
+    from cpabanim.reporting.mlflow_model import ARTIFACT_NAME, CHECKSUM_TAG, checkpoint_checksum, log_checkpoint_model
 
     checkpoint = paths["checkpoints"] / CHECKPOINT_NAME
     if not checkpoint.is_file():
@@ -84,8 +96,9 @@ def log_trained_model(paths: dict[str, Path], parent: str) -> str | None:
     checksum = checkpoint_checksum(checkpoint)
     client = runs.mlflow_client()
     run = client.get_run(parent)
-    models = client.search_logged_models([run.info.experiment_id],
-                                         filter_string=f"source_run_id = '{parent}' AND name = '{ARTIFACT_NAME}'")
+    models = client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{parent}' AND name = '{ARTIFACT_NAME}'"
+    )
     if any(m.tags.get(CHECKSUM_TAG) == checksum and m.status == LoggedModelStatus.READY for m in models):
         return None
     return log_checkpoint_model(checkpoint, parent, frame_size(paths["processed"]))

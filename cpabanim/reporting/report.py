@@ -26,9 +26,15 @@ from cpabanim.tracking import provenance, runs, store
 log = logging.getLogger(__name__)
 
 
-def report_experiments(*, experiments: dict[str, dict[str, Path]], differences: dict[str, dict[str, Any]],
-                       outputs: dict[str, Path], tracking: Mapping[str, Any], log_checkpoints: bool,
-                       parent_of: Callable[[str], str | None]) -> None:
+def report_experiments(
+    *,
+    experiments: dict[str, dict[str, Path]],
+    differences: dict[str, dict[str, Any]],
+    outputs: dict[str, Path],
+    tracking: Mapping[str, Any],
+    log_checkpoints: bool,
+    parent_of: Callable[[str], str | None],
+) -> None:
     """Write every output of the report stage for ``experiments`` (name -> its input paths: ``metrics``,
     ``per_video``, ``reconstruction``, ``animation``, ``checkpoints``, ``processed``) and log each one's results
     to its MLflow parent run.
@@ -79,9 +85,13 @@ def train_history(tracking: Mapping[str, Any], experiment: str) -> dict[int, flo
     client = runs.mlflow_client()
     found = client.search_runs(
         [store.configure(settings)],
-        filter_string=(f"tags.`{provenance.TAG_STAGE}` = 'train' and tags.`{provenance.TAG_EXPERIMENT}` = '{experiment}'"
-                       " and attributes.status = 'FINISHED'"),
-        order_by=["attributes.start_time DESC"], max_results=5)
+        filter_string=(
+            f"tags.`{provenance.TAG_STAGE}` = 'train' and tags.`{provenance.TAG_EXPERIMENT}` = '{experiment}'"
+            " and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=5,
+    )
     run = next((r for r in found if "loss/total" in r.data.metrics), None)
     if run is None:
         return {}

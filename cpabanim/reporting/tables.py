@@ -17,9 +17,11 @@ from cpabanim.evaluation.baselines import BASELINE_PREFIX, baseline_key
 LOWER_IS_BETTER = ("l1", "akd", "mkr", "aed", "lpips", "fid")
 ARROWS = {True: "\u2193", False: "\u2191"}  # lower / higher is better
 BASELINE_ROW = "baseline: no motion"
-TABLE_NOTE = ("\u2193 lower is better, \u2191 higher is better. *baseline: no motion* is scored on the same frames: "
-              "reconstruction = the source frame copied as every prediction, animation = the source image unchanged "
-              "(its `l1_first` and `aed_source` are 0 by construction). See docs/evaluation.md.")
+TABLE_NOTE = (
+    "\u2193 lower is better, \u2191 higher is better. *baseline: no motion* is scored on the same frames: "
+    "reconstruction = the source frame copied as every prediction, animation = the source image unchanged "
+    "(its `l1_first` and `aed_source` are 0 by construction). See docs/evaluation.md."
+)
 
 
 def metric_columns(metrics: dict[str, dict[str, float]]) -> list[str]:
@@ -33,12 +35,15 @@ def lower_is_better(metric: str) -> bool:
     return metric.split("/")[-1].split("_")[0] in LOWER_IS_BETTER
 
 
-def baseline_rows(names: list[str], metrics: dict[str, dict[str, float]], columns: list[str]
-                  ) -> list[tuple[str, dict[str, float]]]:
+def baseline_rows(
+    names: list[str], metrics: dict[str, dict[str, float]], columns: list[str]
+) -> list[tuple[str, dict[str, float]]]:
     """The no-motion baseline under each metric column: one row when every experiment scored it on the same
     frames (same values), else one row per experiment (e.g. a different ``reconstruct.max_frames``)."""
-    values = {name: {m: metrics[name][key] for m in columns
-                     if (key := baseline_key(m)) is not None and key in metrics[name]} for name in names}
+    values = {
+        name: {m: metrics[name][key] for m in columns if (key := baseline_key(m)) is not None and key in metrics[name]}
+        for name in names
+    }
     distinct = {json.dumps(v, sort_keys=True) for v in values.values() if v}
     if not distinct:
         return []
@@ -50,13 +55,14 @@ def baseline_rows(names: list[str], metrics: dict[str, dict[str, float]], column
 def write_tables(names, differing, metrics, md_path: Path, csv_path: Path) -> str:
     """One row per experiment (the parameters that differ between them, then every metric) and the baseline
     row(s); returns the markdown table."""
-    from cpabanim.config.schema import defaults
     from cpabanim.config.mappings import flatten
+    from cpabanim.config.schema import defaults
 
     keys = sorted({k for d in differing.values() for k in d})
     built_in = flatten(defaults())
-    values = {n: {k: differing[n][k] if k in differing[n] else built_in.get(k, "(default)") for k in keys}
-              for n in names}
+    values = {
+        n: {k: differing[n][k] if k in differing[n] else built_in.get(k, "(default)") for k in keys} for n in names
+    }
     varying = [k for k in keys if len({json.dumps(values[n][k]) for n in names}) > 1]
     metric_names = metric_columns(metrics)
     columns = ["experiment", *varying, *metric_names]
@@ -71,8 +77,9 @@ def write_tables(names, differing, metrics, md_path: Path, csv_path: Path) -> st
         writer = csv.DictWriter(handle, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(rows)
-    header = [c if c not in metric_names or c.endswith("/frames") else f"{c} {ARROWS[lower_is_better(c)]}"
-              for c in columns]
+    header = [
+        c if c not in metric_names or c.endswith("/frames") else f"{c} {ARROWS[lower_is_better(c)]}" for c in columns
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row.get(c, "") for c in columns) + " |" for row in rows]
     text = "\n".join(lines)

@@ -17,14 +17,6 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-
-
-
-
-
-
-
-
 _DEGRADED = False  # set when a tracking call failed during the current stage (see _safely)
 
 
@@ -54,8 +46,9 @@ def _safely(action: str, call) -> None:
         call(mlflow)
     except Exception as err:  # noqa: BLE001 - any store failure
         _DEGRADED = True
-        log.warning("MLflow: %s failed (%s); tracking is degraded for the rest of this stage, the work goes on",
-                    action, err)
+        log.warning(
+            "MLflow: %s failed (%s); tracking is degraded for the rest of this stage, the work goes on", action, err
+        )
         with contextlib.suppress(Exception):
             mlflow.set_tag("tracking.degraded", f"{action}: {err}"[:500])
 
@@ -86,5 +79,3 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
 def safe_artifact_name(name: str) -> str:
     """MLflow's UI refuses artifact paths with ``#``, ``?``, ``%`` and the like: keep letters, digits, ``._-/``."""
     return re.sub(r"[^A-Za-z0-9._/-]", "_", name)
-
-

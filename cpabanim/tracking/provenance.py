@@ -21,7 +21,6 @@ from typing import Any
 
 from cpabanim.config.mappings import flatten
 
-
 PIPELINE_RUN_ENV = "CPABANIM_PIPELINE_RUN"
 TAG_EXPERIMENT = "cpabanim.experiment"
 TAG_PID = "cpabanim.pid"

@@ -14,8 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from cpabanim import tracking
-from cpabanim.tracking.provenance import (TAG_EXPERIMENT, TAG_HOST, TAG_PID, TAG_PIPELINE, TAG_ROLE, TAG_STAGE, flat_params,
-                                          orchestrator_of, param_value, pipeline_id, run_tags)
+from cpabanim.tracking.provenance import (
+    TAG_EXPERIMENT,
+    TAG_HOST,
+    TAG_PID,
+    TAG_PIPELINE,
+    TAG_ROLE,
+    TAG_STAGE,
+    flat_params,
+    orchestrator_of,
+    param_value,
+    pipeline_id,
+    run_tags,
+)
 from cpabanim.tracking.store import configure, creation_lock, enabled, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -33,7 +44,7 @@ def _log_params(run_id: str, params: dict[str, Any]) -> None:
     flat = flat_params(params)
     items = list(flat.items())
     for start in range(0, len(items), 100):
-        mlflow_client().log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in items[start:start + 100]])
+        mlflow_client().log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in items[start : start + 100]])
 
 
 def find_or_create_parent(params: dict[str, Any], experiment_id: str | None = None) -> str:
@@ -52,14 +63,23 @@ def find_or_create_parent(params: dict[str, Any], experiment_id: str | None = No
     if not pid.startswith("manual-"):
         where += f" and tags.`{TAG_PIPELINE}` = '{pid}'"
     with creation_lock(tracking_uri(params)):
-        found = client.search_runs([experiment_id], filter_string=where, order_by=["attributes.start_time DESC"],
-                                   max_results=1)
+        found = client.search_runs(
+            [experiment_id], filter_string=where, order_by=["attributes.start_time DESC"], max_results=1
+        )
         if found:
             return found[0].info.run_id
         orchestrator = orchestrator_of(pid)
-        tags = {TAG_ROLE: "pipeline", TAG_PIPELINE: pid, "pipeline.orchestrator": orchestrator, **run_tags(params),
-                **{f"param.{k}": param_value(v) for k, v in changed_from_defaults(params).items()
-                   if not k.startswith(("paths.", "tracking."))}}
+        tags = {
+            TAG_ROLE: "pipeline",
+            TAG_PIPELINE: pid,
+            "pipeline.orchestrator": orchestrator,
+            **run_tags(params),
+            **{
+                f"param.{k}": param_value(v)
+                for k, v in changed_from_defaults(params).items()
+                if not k.startswith(("paths.", "tracking."))
+            },
+        }
         run = client.create_run(experiment_id, run_name=name, tags=tags)
         _log_params(run.info.run_id, params)
         log.info("MLflow: parent run %s of experiment %s (%s)", run.info.run_id, name, orchestrator)
@@ -71,16 +91,22 @@ def _mark_killed(experiment_id: str, stage: str, experiment: str) -> None:
     import socket
 
     client = mlflow_client()
-    runs = client.search_runs([experiment_id], filter_string=(
-        f"tags.`{TAG_STAGE}` = '{stage}' and tags.`{TAG_EXPERIMENT}` = '{experiment}' and attributes.status = 'RUNNING'"))
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{TAG_STAGE}` = '{stage}' and tags.`{TAG_EXPERIMENT}` = '{experiment}'"
+            " and attributes.status = 'RUNNING'"
+        ),
+    )
     for run in runs:
         tags = run.data.tags
         if tags.get(TAG_HOST) != socket.gethostname() or not tags.get(TAG_PID, "").isdigit():
             continue
         if not Path(f"/proc/{tags[TAG_PID]}").exists():
             client.set_terminated(run.info.run_id, "KILLED")
-            log.info("MLflow: run %s of stage %s was left running by a killed process: marked KILLED", run.info.run_id,
-                     stage)
+            log.info(
+                "MLflow: run %s of stage %s was left running by a killed process: marked KILLED", run.info.run_id, stage
+            )
 
 
 @contextlib.contextmanager
@@ -102,8 +128,14 @@ def stage_context(stage: str, params: dict[str, Any], used: dict[str, Any]) -> I
     experiment_id = configure(params)
     parent_id = find_or_create_parent(params, experiment_id)
     _mark_killed(experiment_id, stage, str(params["experiment"]))
-    tags = {TAG_ROLE: "stage", TAG_STAGE: stage, TAG_PIPELINE: pipeline_id(), TAG_PID: str(os.getpid()),
-            TAG_HOST: socket.gethostname(), **run_tags(params)}
+    tags = {
+        TAG_ROLE: "stage",
+        TAG_STAGE: stage,
+        TAG_PIPELINE: pipeline_id(),
+        TAG_PID: str(os.getpid()),
+        TAG_HOST: socket.gethostname(),
+        **run_tags(params),
+    }
     run = mlflow.start_run(run_name=stage, parent_run_id=parent_id, tags=tags)
     client = mlflow_client()
     status = "FAILED"

@@ -35,8 +35,10 @@ def enabled(params: dict[str, Any]) -> bool:
 def check_uri(uri: str) -> None:
     """Refuse, before any work, the stores MLflow 3 would only reject after the stage ran (file stores)."""
     if uri.startswith("file:") or "://" not in uri:
-        raise ConfigError(f"tracking URI {uri!r}: MLflow's file store is not supported; use sqlite:///mlflow.db "
-                          "or an http(s):// server (set tracking.uri or MLFLOW_TRACKING_URI)")
+        raise ConfigError(
+            f"tracking URI {uri!r}: MLflow's file store is not supported; use sqlite:///mlflow.db "
+            "or an http(s):// server (set tracking.uri or MLFLOW_TRACKING_URI)"
+        )
 
 
 SQLITE_PREFIX = "sqlite:///"
@@ -44,7 +46,7 @@ SQLITE_PREFIX = "sqlite:///"
 
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` tracking URI, None for any other URI."""
-    return Path(uri[len(SQLITE_PREFIX):]) if uri.startswith(SQLITE_PREFIX) else None
+    return Path(uri[len(SQLITE_PREFIX) :]) if uri.startswith(SQLITE_PREFIX) else None
 
 
 def tracking_uri(params: dict[str, Any]) -> str:
@@ -100,5 +102,7 @@ def configure(params: dict[str, Any]) -> str:
         if EXPERIMENT_KIND_TAG not in experiment.tags:
             # labels the experiment "Machine learning" in MLflow 3's UI; the layout the UI opens is the browser's
             # choice, which the page `cpabanim ui` prints asks for
-            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
+            mlflow.MlflowClient().set_experiment_tag(
+                experiment.experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development"
+            )
     return experiment.experiment_id

@@ -53,9 +53,15 @@ class AVDSchedule:
     @classmethod
     def of(cls, train: TrainConfig) -> AVDSchedule:
         """From the ``train`` section (cpabanim/schemas/train.yaml: avd_* keys and betas)."""
-        return cls(int(train.avd_epochs), int(train.avd_repeats), tuple(int(m) for m in train.avd_milestones),
-                   float(train.avd_lr), int(train.avd_batch_size), float(train.avd_random_scale),
-                   (float(train.betas[0]), float(train.betas[1])))
+        return cls(
+            int(train.avd_epochs),
+            int(train.avd_repeats),
+            tuple(int(m) for m in train.avd_milestones),
+            float(train.avd_lr),
+            int(train.avd_batch_size),
+            float(train.avd_random_scale),
+            (float(train.betas[0]), float(train.betas[1])),
+        )
 
 
 def random_scale(kp: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
@@ -73,7 +79,7 @@ def epoch_batches(num_videos: int, schedule: AVDSchedule, seed: int, epoch: int)
     generator = torch.Generator().manual_seed(step_seed(seed, AVD_SEED_OFFSET + epoch))
     order = (torch.randperm(items, generator=generator) % num_videos).tolist()
     count = items // schedule.batch_size
-    return [order[i * schedule.batch_size:(i + 1) * schedule.batch_size] for i in range(count)]
+    return [order[i * schedule.batch_size : (i + 1) * schedule.batch_size] for i in range(count)]
 
 
 def pose_seed(seed: int, epoch: int, number: int) -> int:
@@ -96,9 +102,17 @@ def _batch(dataset, indices: list[int], seed: int, epoch: int, first: int, devic
     return to_device(collate([load_item(dataset, key) for key in keys]), device)
 
 
-def fit_avd(model: nn.Module, dataset, schedule: AVDSchedule, device: torch.device, *, seed: int,
-              max_steps: int = 0, detector_train_mode: bool = True,
-              on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+def fit_avd(
+    model: nn.Module,
+    dataset,
+    schedule: AVDSchedule,
+    device: torch.device,
+    *,
+    seed: int,
+    max_steps: int = 0,
+    detector_train_mode: bool = True,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
     """Train ``model.avd`` on keypoints of ``model.kp_detector`` with TPSMM's schedule (module docstring).
 
     Args:
@@ -118,8 +132,10 @@ def fit_avd(model: nn.Module, dataset, schedule: AVDSchedule, device: torch.devi
     """
     num_videos = len(dataset)
     if schedule.batch_size < 2 or num_videos * schedule.repeats < schedule.batch_size:
-        raise ConfigError(f"AVD training: {num_videos} videos x {schedule.repeats} repeats cannot make a batch of "
-                          f"{schedule.batch_size} (BatchNorm needs at least 2)")
+        raise ConfigError(
+            f"AVD training: {num_videos} videos x {schedule.repeats} repeats cannot make a batch of "
+            f"{schedule.batch_size} (BatchNorm needs at least 2)"
+        )
     optimizer = torch.optim.Adam(model.avd.parameters(), lr=schedule.lr, betas=schedule.betas)
     scheduler = avd_scheduler(optimizer, schedule)
     model.kp_detector.train(detector_train_mode)
@@ -151,9 +167,14 @@ def fit_avd(model: nn.Module, dataset, schedule: AVDSchedule, device: torch.devi
     finally:
         model.avd.eval()
         model.kp_detector.eval()
-    return {"steps": step, "epochs": epochs_done, "loss": float(loss.detach()),
-            "lr": optimizer.param_groups[0]["lr"], "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict()}
+    return {
+        "steps": step,
+        "epochs": epochs_done,
+        "loss": float(loss.detach()),
+        "lr": optimizer.param_groups[0]["lr"],
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+    }
 
 
 def train_avd(job: TrainingJob, device: torch.device | None = None, dataset=None) -> dict[str, Any]:
@@ -190,11 +211,21 @@ def train_avd(job: TrainingJob, device: torch.device | None = None, dataset=None
             tracking.log_metrics(values, step=step)
 
     result = fit_avd(model, dataset, schedule, device, seed=job.seed, on_step=on_step)
-    save_checkpoint(path, model, state["optimizers"], state["schedulers"], state["step"], state["epoch"],
-                    state["params"], state["rng_state"], complete=True,
-                    extra={"avd_schedule": _plain(asdict(schedule)), "avd_trained": True, "avd_steps": result["steps"]})
-    log.info("AVD network trained: %d steps, %d epochs, last loss %.4g", result["steps"], result["epochs"],
-             result["loss"])
+    save_checkpoint(
+        path,
+        model,
+        state["optimizers"],
+        state["schedulers"],
+        state["step"],
+        state["epoch"],
+        state["params"],
+        state["rng_state"],
+        complete=True,
+        extra={"avd_schedule": _plain(asdict(schedule)), "avd_trained": True, "avd_steps": result["steps"]},
+    )
+    log.info(
+        "AVD network trained: %d steps, %d epochs, last loss %.4g", result["steps"], result["epochs"], result["loss"]
+    )
     return result
 
 

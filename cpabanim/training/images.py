@@ -15,10 +15,13 @@ def image_grid(batch: dict[str, Any], generated: dict[str, Any], max_rows: int =
     """(H*rows, W*5, 3) uint8: source+kp / driving+kp / prediction / deformed / occlusion, one row per sample."""
     rows = []
     for i in range(min(max_rows, batch["source"].shape[0])):
-        cells = [draw_keypoints(batch["source"][i], generated["kp_source"][i]),
-                 draw_keypoints(batch["driving"][i], generated["kp_driving"][i]),
-                 to_image(generated["prediction"][i]), to_image(generated["deformed"][i]),
-                 to_image(generated["occlusion_map"][-1][i].expand(3, -1, -1))]
+        cells = [
+            draw_keypoints(batch["source"][i], generated["kp_source"][i]),
+            draw_keypoints(batch["driving"][i], generated["kp_driving"][i]),
+            to_image(generated["prediction"][i]),
+            to_image(generated["deformed"][i]),
+            to_image(generated["occlusion_map"][-1][i].expand(3, -1, -1)),
+        ]
         rows.append(np.concatenate(cells, axis=1))
     return np.concatenate(rows, axis=0)
 
@@ -36,5 +39,5 @@ def draw_keypoints(image: torch.Tensor, kp: torch.Tensor) -> np.ndarray:
     pts = ((kp.detach().float().cpu().numpy() + 1) / 2 * [w - 1, h - 1]).round().astype(int)
     for j, (x, y) in enumerate(pts):
         r, g, b = colorsys.hsv_to_rgb(j / max(len(pts), 1), 1.0, 1.0)
-        out[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2] = (int(r * 255), int(g * 255), int(b * 255))
+        out[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2] = (int(r * 255), int(g * 255), int(b * 255))
     return out

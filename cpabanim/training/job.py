@@ -38,8 +38,9 @@ class TrainingJob:
     recorded: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def of(cls, params: Mapping[str, Any], checkpoint: Path, processed: Path | None = None,
-           masks: Path | None = None) -> TrainingJob:
+    def of(
+        cls, params: Mapping[str, Any], checkpoint: Path, processed: Path | None = None, masks: Path | None = None
+    ) -> TrainingJob:
         """From (a stage's view of) the params: ``seed``, ``device``, ``data``, ``model``, ``loss``, ``train`` and
         ``paths.weights`` (``paths.processed`` / ``paths.masks`` unless given). ``checkpoint``: the file to write."""
         paths = params["paths"]

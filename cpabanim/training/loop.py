@@ -72,14 +72,21 @@ def build_dataset(job: TrainingJob, needs_masks: bool, num_repeats: int | None =
     if not (job.processed / "train").is_dir():
         raise DataError(f"no training frames in {job.processed / 'train'}: run `cpabanim preprocess` first")
     if needs_masks and not job.masks.is_dir():
-        raise DataError(f"loss.semantic=masks needs region masks in {job.masks}: run `cpabanim masks` "
-                        "first (or --set loss.semantic=off)")
+        raise DataError(
+            f"loss.semantic=masks needs region masks in {job.masks}: run `cpabanim masks` "
+            "first (or --set loss.semantic=off)"
+        )
     data = job.data
     augmentation = data.augmentation.to_dict() if data.augmentation is not None else None
-    return FramesDataset(str(job.processed), split="train", frame_shape=(data.frame_size, data.frame_size, 3),
-                         id_sampling=data.id_sampling, augmentation=augmentation,
-                         num_repeats=data.num_repeats if num_repeats is None else num_repeats,
-                         masks_root=str(job.masks) if needs_masks else None)
+    return FramesDataset(
+        str(job.processed),
+        split="train",
+        frame_shape=(data.frame_size, data.frame_size, 3),
+        id_sampling=data.id_sampling,
+        augmentation=augmentation,
+        num_repeats=data.num_repeats if num_repeats is None else num_repeats,
+        masks_root=str(job.masks) if needs_masks else None,
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -120,32 +127,45 @@ def warm_start_from(model, path: Path) -> None:
         raise ConfigError(f"train.init_from: {path} not found")
     report = warm_start(model, path)
     counts = {kind: len(names) for kind, names in report.items()}
-    log.info("warm start from %s: %d tensors loaded, %d sliced, %d fresh, %d unused", path, counts["loaded"],
-             counts["sliced"], counts["fresh"], counts["unused"])
+    log.info(
+        "warm start from %s: %d tensors loaded, %d sliced, %d fresh, %d unused",
+        path,
+        counts["loaded"],
+        counts["sliced"],
+        counts["fresh"],
+        counts["unused"],
+    )
     tracking.log_metrics({f"init_from/{kind}": count for kind, count in counts.items()})
 
 
 def check_dataset_size(dataset, job: TrainingJob, runtime: Runtime) -> None:
     if len(dataset) < job.train.batch_size * runtime.world:
-        raise DataError(f"the training set has {len(dataset)} items, fewer than batch_size x processes "
-                        f"({job.train.batch_size} x {runtime.world})")
+        raise DataError(
+            f"the training set has {len(dataset)} items, fewer than batch_size x processes "
+            f"({job.train.batch_size} x {runtime.world})"
+        )
 
 
-def assemble(job: TrainingJob, runtime: Runtime, model: nn.Module, objective: nn.Module,
-             optimization: Optimization, dataset) -> Run:
+def assemble(
+    job: TrainingJob, runtime: Runtime, model: nn.Module, objective: nn.Module, optimization: Optimization, dataset
+) -> Run:
     """The step module (DDP-wrapped in a multi-process job), the sampler and the DataLoader around ``model``."""
     tp = job.train
     step_module: nn.Module = TrainingStep(model, objective)
     if runtime.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        step_module = DistributedDataParallel(step_module, device_ids=[runtime.local_rank]
-                                              if runtime.device.type == "cuda" else None, find_unused_parameters=True)
+        step_module = DistributedDataParallel(
+            step_module,
+            device_ids=[runtime.local_rank] if runtime.device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
     sampler = EpochBatchSampler(len(dataset), tp.batch_size, job.seed, runtime.rank, runtime.world)
     workers = resolve_num_workers(tp.num_workers, runtime.local_world)
     loader = make_loader(dataset, sampler, workers, runtime.device, tp.prefetch_factor)
-    return Run(job, runtime, model, step_module, optimization, sampler, loader,
-               total_steps(sampler.batches_per_epoch, tp))
+    return Run(
+        job, runtime, model, step_module, optimization, sampler, loader, total_steps(sampler.batches_per_epoch, tp)
+    )
 
 
 def build(job: TrainingJob, runtime: Runtime, dataset=None) -> Run:
@@ -264,8 +284,9 @@ def checkpoint_folder_lock(folder: Path, is_main: bool):
         yield
 
 
-def train(job: TrainingJob, dataset=None, restart: bool = False, stop_after: int | None = None,
-          runtime: Runtime | None = None) -> dict[str, Any]:
+def train(
+    job: TrainingJob, dataset=None, restart: bool = False, stop_after: int | None = None, runtime: Runtime | None = None
+) -> dict[str, Any]:
     """Run (or resume) ``job``; returns {"step", "epoch", "losses": last step's losses, "checkpoint", "complete"}.
 
     ``runtime``: the process's device, ranks and precision (:meth:`Runtime.start`); None opens one for this
@@ -288,8 +309,9 @@ def train(job: TrainingJob, dataset=None, restart: bool = False, stop_after: int
 def _train(run: Run, restart: bool, stop_after: int | None) -> dict[str, Any]:
     """Resume or restart, the epochs, the final checkpoint."""
     tp, path, runtime = run.job.train, run.checkpoint_path, run.runtime
-    p = run.progress = resume_or_restart(path, run.job.recorded, run.model, run.optimization, runtime.device,
-                                         restart, runtime.is_main)
+    p = run.progress = resume_or_restart(
+        path, run.job.recorded, run.model, run.optimization, runtime.device, restart, runtime.is_main
+    )
     if p.complete and (p.step >= run.total_steps or p.epoch >= tp.num_epochs):
         log.info("%s is complete (step %d); nothing to do (use --restart to train again)", path, p.step)
         return {"step": p.step, "epoch": p.epoch, "losses": {}, "checkpoint": path, "complete": True}
@@ -297,8 +319,9 @@ def _train(run: Run, restart: bool, stop_after: int | None) -> dict[str, Any]:
         log.info("resuming from %s at step %d (epoch %d) of %d", path, p.step, p.epoch, run.total_steps)
     run.model.train()
     steps_done = 0
-    with progress_bar(total=run.total_steps, initial=p.step, desc="train", disable=not runtime.is_main,
-                      unit="step") as bar:
+    with progress_bar(
+        total=run.total_steps, initial=p.step, desc="train", disable=not runtime.is_main, unit="step"
+    ) as bar:
         while p.step < run.total_steps and p.epoch < tp.num_epochs:
             if stop_after is not None and steps_done >= stop_after:
                 break

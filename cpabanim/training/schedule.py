@@ -10,8 +10,7 @@ from typing import Any
 from cpabanim.config.typed import TRAIN_HOW_IT_RUNS, TRAIN_HOW_LONG, TrainConfig
 from cpabanim.data.loader import epoch_order, step_seed
 
-__all__ = ["dropout_probability", "epoch_order", "step_seed", "total_steps", "changed_training_params",
-           "SCHEDULE_KEYS"]
+__all__ = ["dropout_probability", "epoch_order", "step_seed", "total_steps", "changed_training_params", "SCHEDULE_KEYS"]
 
 # Keys of ``train`` a run resumes across: how long it trains and how it is fed (batches do not depend on
 # num_workers / prefetch_factor, cpabanim.data.loader), never what it learns.

@@ -49,8 +49,15 @@ def restore_rng(state: dict[str, Any]) -> None:
         random.setstate(tuple(state["python"]) if isinstance(state["python"], list) else state["python"])
 
 
-def resume_or_restart(path: Path, params: Mapping[str, Any], model: nn.Module, optimization: Optimization,
-                      device: torch.device, restart: bool, is_main: bool) -> Progress:
+def resume_or_restart(
+    path: Path,
+    params: Mapping[str, Any],
+    model: nn.Module,
+    optimization: Optimization,
+    device: torch.device,
+    restart: bool,
+    is_main: bool,
+) -> Progress:
     """Load ``path`` into the model and optimisers and return its progress; a fresh :class:`Progress` when there is
     no checkpoint, ``restart`` is asked for, or training parameters changed (the old file is kept aside)."""
     from cpabanim.models.checkpoint import read_checkpoint
@@ -65,8 +72,13 @@ def resume_or_restart(path: Path, params: Mapping[str, Any], model: nn.Module, o
         superseded = path.with_name(SUPERSEDED_NAME)
         if is_main:
             shutil.copy2(path, superseded)
-        log.warning("parameters changed since %s was written (%s): training from scratch; the previous "
-                    "checkpoint is kept as %s", path, ", ".join(changed[:8]), superseded)
+        log.warning(
+            "parameters changed since %s was written (%s): training from scratch; the previous "
+            "checkpoint is kept as %s",
+            path,
+            ", ".join(changed[:8]),
+            superseded,
+        )
         return Progress()
     model.load_state_dict(state["model"])
     optimization.load(state["optimizers"], state["schedulers"])
@@ -74,10 +86,25 @@ def resume_or_restart(path: Path, params: Mapping[str, Any], model: nn.Module, o
     return Progress(int(state["step"]), int(state["epoch"]), bool(state.get("complete")))
 
 
-def write_checkpoint(path: Path, model: nn.Module, optimization: Optimization, progress: Progress,
-                     params: Mapping[str, Any], complete: bool) -> Path:
+def write_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimization: Optimization,
+    progress: Progress,
+    params: Mapping[str, Any],
+    complete: bool,
+) -> Path:
     """Write ``last.pt`` atomically (``cpabanim.models.checkpoint.save_checkpoint``)."""
     from cpabanim.models.checkpoint import save_checkpoint
 
-    return save_checkpoint(path, model, optimization.optimizers, optimization.schedulers, progress.step,
-                           progress.epoch, params, rng_state(), complete=complete)
+    return save_checkpoint(
+        path,
+        model,
+        optimization.optimizers,
+        optimization.schedulers,
+        progress.step,
+        progress.epoch,
+        params,
+        rng_state(),
+        complete=complete,
+    )

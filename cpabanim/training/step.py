@@ -21,11 +21,13 @@ class TrainingStep(nn.Module):
         self.model = model
         self.objective = objective
 
-    def forward(self, batch: dict[str, Any], use_bg: bool, dropout_p: float,
-                generator: torch.Generator) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def forward(
+        self, batch: dict[str, Any], use_bg: bool, dropout_p: float, generator: torch.Generator
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """batch {source, driving: (B, 3, H, W), masks...} -> (losses {name: scalar}, generated outputs)."""
-        generated = self.model(batch["source"], batch["driving"], use_bg=use_bg, dropout_p=dropout_p,
-                               generator=generator)
+        generated = self.model(
+            batch["source"], batch["driving"], use_bg=use_bg, dropout_p=dropout_p, generator=generator
+        )
         losses = self.objective(self.model, batch, generated, use_bg, generator=generator)
         return losses, generated
 
@@ -47,11 +49,13 @@ class Optimization:
         ``scaler``: the runtime's GradScaler (fp16) or None."""
         betas = tuple(train.betas)
         main = [*model.kp_detector.parameters(), *model.dense_motion.parameters(), *model.generator.parameters()]
-        optimizers = {"generator": torch.optim.Adam(main, lr=train.lr_generator, betas=betas,
-                                                    weight_decay=train.weight_decay)}
+        optimizers = {
+            "generator": torch.optim.Adam(main, lr=train.lr_generator, betas=betas, weight_decay=train.weight_decay)
+        }
         if model.bg_predictor is not None:
-            optimizers["bg"] = torch.optim.Adam(model.bg_predictor.parameters(), lr=train.lr_generator, betas=betas,
-                                                weight_decay=train.weight_decay)
+            optimizers["bg"] = torch.optim.Adam(
+                model.bg_predictor.parameters(), lr=train.lr_generator, betas=betas, weight_decay=train.weight_decay
+            )
         # a list, as the schema's representation: the schedulers' state (and so the checkpoint) stays the same
         milestones = list(train.epoch_milestones)
         schedulers = {k: torch.optim.lr_scheduler.MultiStepLR(o, milestones, gamma=0.1) for k, o in optimizers.items()}
@@ -76,7 +80,9 @@ class Optimization:
     def clip_and_step(self, use_bg: bool) -> None:
         for net in self.clipped:
             torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm=self.clip, norm_type=float("inf"))
-        active = [self.optimizers["generator"]] + ([self.optimizers["bg"]] if "bg" in self.optimizers and use_bg else [])
+        active = [self.optimizers["generator"]] + (
+            [self.optimizers["bg"]] if "bg" in self.optimizers and use_bg else []
+        )
         for optimizer in active:
             if self.scaler is not None:
                 self.scaler.step(optimizer)

@@ -29,8 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from cpabanim.viz.motion import (
-    FrameExplanation, colour_wheel, flow_to_rgb, group_colours, motion_vectors, resize_map, to_pixels,
-    transform_colours, transform_names,
+    FrameExplanation,
+    colour_wheel,
+    flow_to_rgb,
+    group_colours,
+    motion_vectors,
+    resize_map,
+    to_pixels,
+    transform_colours,
+    transform_names,
 )
 
 POINTS_PER_GROUP = 5  # keypoints per partial transform (cpabanim.models.keypoint_detector)
@@ -80,12 +87,13 @@ def _draw_keypoints(ax, explanation: FrameExplanation, image: np.ndarray, kp: np
     points = to_pixels(kp, height, width)
     names = transform_names(explanation.motion, explanation.num_groups)[1:]
     for group, colour in enumerate(group_colours(explanation.num_groups)):
-        mine = points[group * POINTS_PER_GROUP:(group + 1) * POINTS_PER_GROUP]
+        mine = points[group * POINTS_PER_GROUP : (group + 1) * POINTS_PER_GROUP]
         outline = _hull_outline(mine)
         if outline is not None:
             ax.plot(*outline.T, color=colour, linewidth=0.9, alpha=0.7)
-        ax.scatter(mine[:, 0], mine[:, 1], s=28, color=colour, edgecolors="white", linewidths=0.8,
-                   label=names[group], zorder=3)
+        ax.scatter(
+            mine[:, 0], mine[:, 1], s=28, color=colour, edgecolors="white", linewidths=0.8, label=names[group], zorder=3
+        )
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
     ax.set_title(title, fontsize=9)
@@ -98,8 +106,9 @@ def _winner_map(ax, explanation: FrameExplanation, title: str) -> None:
     height, width = explanation.result.shape[:2]
     colours = transform_colours(explanation.motion, explanation.num_groups)
     # nearest-neighbour labels: a bilinear mix of labels would invent transforms at the borders
-    labels = cv2.resize(explanation.contributions.argmax(0).astype(np.uint8), (width, height),
-                        interpolation=cv2.INTER_NEAREST)
+    labels = cv2.resize(
+        explanation.contributions.argmax(0).astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST
+    )
     overlay = 0.45 * explanation.result / 255.0 + 0.55 * colours[labels]
     ax.imshow(overlay, interpolation="nearest")
     ax.set_title(title, fontsize=9)
@@ -110,8 +119,9 @@ def _legend(ax, explanation: FrameExplanation) -> None:
 
     names = transform_names(explanation.motion, explanation.num_groups)
     colours = transform_colours(explanation.motion, explanation.num_groups)
-    ax.legend(handles=[Patch(color=c, label=n) for c, n in zip(colours, names)], loc="center", fontsize=8,
-              frameon=False)
+    ax.legend(
+        handles=[Patch(color=c, label=n) for c, n in zip(colours, names)], loc="center", fontsize=8, frameon=False
+    )
     ax.axis("off")
 
 
@@ -139,8 +149,17 @@ def _arrows_panel(ax, explanation: FrameExplanation, count: int = 12) -> None:
     grid_y, grid_x = np.meshgrid(ys, xs, indexing="ij")
     moved = vectors[grid_y, grid_x]
     # tail at the source position q = p - motion, head at the result position p
-    ax.quiver(grid_x - moved[..., 0], grid_y - moved[..., 1], moved[..., 0], -moved[..., 1], color="yellow",
-              angles="xy", scale_units="xy", scale=1, width=0.006)
+    ax.quiver(
+        grid_x - moved[..., 0],
+        grid_y - moved[..., 1],
+        moved[..., 0],
+        -moved[..., 1],
+        color="yellow",
+        angles="xy",
+        scale_units="xy",
+        scale=1,
+        width=0.006,
+    )
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
     ax.set_title("motion of the source's content\n(arrow: source -> result)", fontsize=9)
@@ -154,15 +173,19 @@ def _occlusion_panel(fig, ax, explanation: FrameExplanation) -> None:
 
 def _keypoint_row(axes, e: FrameExplanation, titles: tuple[str, str, str]) -> None:
     """Source, driving and result, each with the keypoints that belong to it, on three axes."""
-    for ax, image, kp, title in zip(axes, (e.source, e.driving, e.result), (e.kp_source, e.kp_driving, e.kp_animated),
-                                    titles, strict=True):
+    for ax, image, kp, title in zip(
+        axes, (e.source, e.driving, e.result), (e.kp_source, e.kp_driving, e.kp_animated), titles, strict=True
+    ):
         _draw_keypoints(ax, e, image, kp, title)
 
 
 def keypoints_figure(explanation: FrameExplanation):
     fig, axes = _figure(1, 3, explanation.title or "keypoints (one colour per group)")
-    _keypoint_row(axes[0], explanation, ("source: detected keypoints", "driving: detected keypoints",
-                                         "result: keypoints it was driven with"))
+    _keypoint_row(
+        axes[0],
+        explanation,
+        ("source: detected keypoints", "driving: detected keypoints", "result: keypoints it was driven with"),
+    )
     axes[0, 0].legend(loc="lower left", fontsize=7, framealpha=0.6)
     return fig
 
@@ -195,11 +218,17 @@ def contributions_figure(explanation: FrameExplanation):
     height, width = explanation.result.shape[:2]
     for k, name in enumerate(names):
         share = float(explanation.contributions[k].mean())
-        image = axes[0, k].imshow(resize_map(explanation.contributions[k], height, width), cmap="viridis", vmin=0,
-                                  vmax=1, interpolation="nearest")
+        image = axes[0, k].imshow(
+            resize_map(explanation.contributions[k], height, width),
+            cmap="viridis",
+            vmin=0,
+            vmax=1,
+            interpolation="nearest",
+        )
         axes[0, k].set_title(f"{name}: weight\n({share:.0%} of the image)", fontsize=9)
-        axes[1, k].imshow(np.clip(resize_map(explanation.deformed_sources[k], height, width), 0, 1),
-                          interpolation="nearest")
+        axes[1, k].imshow(
+            np.clip(resize_map(explanation.deformed_sources[k], height, width), 0, 1), interpolation="nearest"
+        )
         axes[1, k].set_title(f"source warped by\n{name} alone", fontsize=9)
     fig.colorbar(image, ax=axes[0, t - 1], fraction=0.046, pad=0.02)
     _winner_map(axes[0, t], explanation, "which transform moves\neach pixel (largest weight)")
@@ -217,8 +246,9 @@ def overview_figure(explanation: FrameExplanation):
 
     names = transform_names(explanation.motion, explanation.num_groups)
     colours = transform_colours(explanation.motion, explanation.num_groups)
-    axes[1, 2].legend(handles=[Patch(color=c, label=n) for c, n in zip(colours, names)], loc="lower left",
-                      fontsize=6, framealpha=0.7)
+    axes[1, 2].legend(
+        handles=[Patch(color=c, label=n) for c, n in zip(colours, names)], loc="lower left", fontsize=6, framealpha=0.7
+    )
     return fig
 
 

@@ -71,9 +71,16 @@ def _image(tensor: torch.Tensor) -> np.ndarray:
     return (tensor.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
-def explanation_from_output(out: dict[str, Any], index: int, source: torch.Tensor, driving: torch.Tensor,
-                            motion: str, num_groups: int, kp_detected: torch.Tensor | None = None,
-                            title: str = "") -> FrameExplanation:
+def explanation_from_output(
+    out: dict[str, Any],
+    index: int,
+    source: torch.Tensor,
+    driving: torch.Tensor,
+    motion: str,
+    num_groups: int,
+    kp_detected: torch.Tensor | None = None,
+    title: str = "",
+) -> FrameExplanation:
     """Pick sample ``index`` of a ``generate`` / ``reconstruct`` output dict.
 
     source, driving: (3, H, W) in [0, 1]; kp_detected: (K, 2) keypoints detected on the driving frame when
@@ -84,7 +91,9 @@ def explanation_from_output(out: dict[str, Any], index: int, source: torch.Tenso
     kp_animated = out["kp_driving"][index]
     deformed = out["deformed_source"][index]  # (T, C, h, w)
     return FrameExplanation(
-        source=_image(source), driving=_image(driving), result=_image(out["prediction"][index]),
+        source=_image(source),
+        driving=_image(driving),
+        result=_image(out["prediction"][index]),
         kp_source=out["kp_source"][index].detach().float().cpu().numpy(),
         kp_driving=(kp_animated if kp_detected is None else kp_detected).detach().float().cpu().numpy(),
         kp_animated=kp_animated.detach().float().cpu().numpy(),
@@ -92,7 +101,10 @@ def explanation_from_output(out: dict[str, Any], index: int, source: torch.Tenso
         occlusion=finest[index, 0].detach().float().cpu().numpy(),
         contributions=out["contribution_maps"][index].detach().float().cpu().numpy(),
         deformed_sources=deformed.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy(),
-        motion=motion, num_groups=num_groups, title=title)
+        motion=motion,
+        num_groups=num_groups,
+        title=title,
+    )
 
 
 def resize_map(array: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -132,7 +144,7 @@ def flow_to_rgb(vectors: np.ndarray, max_length: float | None = None) -> np.ndar
 
 def colour_wheel(size: int = 101) -> np.ndarray:
     """float RGBA (size, size, 4): the legend of :func:`flow_to_rgb` (transparent outside the disc)."""
-    ys, xs = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
+    ys, xs = np.mgrid[-1 : 1 : size * 1j, -1 : 1 : size * 1j]
     rgb = flow_to_rgb(np.stack([xs, ys], axis=-1), max_length=1.0)
     alpha = (np.hypot(xs, ys) <= 1).astype(float)[..., None]
     return np.concatenate([rgb, alpha], axis=-1)

@@ -54,8 +54,9 @@ def test_gradcheck_float64(exact_regime):
     cpab, p, q, kw = exact_regime
     p, q = p.clone().requires_grad_(True), q.clone().requires_grad_(True)
     # fast_mode: a random projection of the full Jacobian (the full check costs 2 fits per input element)
-    assert torch.autograd.gradcheck(lambda a, b: fit_lm_implicit(cpab, a, b, **kw), (p, q),
-                                    eps=1e-6, atol=1e-5, rtol=1e-5, fast_mode=True)
+    assert torch.autograd.gradcheck(
+        lambda a, b: fit_lm_implicit(cpab, a, b, **kw), (p, q), eps=1e-6, atol=1e-5, rtol=1e-5, fast_mode=True
+    )
 
 
 def test_matches_finite_differences_of_the_converged_fit(exact_regime):
@@ -113,7 +114,8 @@ def test_backward_is_the_gauss_newton_formula(nc, K, lam):
 def test_gauss_newton_gap_on_an_underdetermined_partial_fit():
     """The measured price of Gauss-Newton where CPABMM uses it: 4x4 partial fit, 5 keypoints (10 equations,
     d = 58), default lam 1e-4, realisable talking-head-sized motion (prior scale 0.25), converged fit. The
-    Jacobian d theta / d q against finite differences of the actual fit: 3 to 11 % apart (measured: 0.113, 0.084, 0.027),
+    Jacobian d theta / d q against finite differences of the actual fit: 3 to 11 % apart (measured: 0.113, 0.084,
+    0.027),
     not exact, because the ridge leaves a residual whose curvature term Gauss-Newton drops (implicit.py)."""
     cpab = CPAB(Tessellation((4, 4))).double()
     p = _points_away_from_edges(3, 5, 4, seed=11, margin=0.1)
@@ -121,8 +123,7 @@ def test_gauss_newton_gap_on_an_underdetermined_partial_fit():
     kw = dict(lam=1e-4, iters=12, method="fast")  # converged: within 1e-10 of 60 iterations
     qg = q.clone().requires_grad_(True)
     theta = fit_lm_implicit(cpab, p, qg, **kw)
-    rows = [torch.autograd.grad(theta[:, j].sum(), qg, retain_graph=True)[0].reshape(3, -1)
-            for j in range(cpab.dim)]
+    rows = [torch.autograd.grad(theta[:, j].sum(), qg, retain_graph=True)[0].reshape(3, -1) for j in range(cpab.dim)]
     jac_gn = torch.stack(rows, 1)  # (T, d, 2K)
 
     def jac_fd(eps):

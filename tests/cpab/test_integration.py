@@ -68,8 +68,15 @@ def test_velocity_continuous_across_outside_extension_lines(cpab44):
 
 
 def test_expm_against_scipy():
-    cases = [[[1, 1], [0, 1]], [[0, 0], [0, 0]], [[0, -2], [2, 0]], [[1, 2], [2, 4]], [[0, 1], [0, 0]],
-             [[1e-9, 0], [0, -1e-9]], [[0.3, -0.7], [1.1, 0.2]]]
+    cases = [
+        [[1, 1], [0, 1]],
+        [[0, 0], [0, 0]],
+        [[0, -2], [2, 0]],
+        [[1, 2], [2, 4]],
+        [[0, 1], [0, 0]],
+        [[1e-9, 0], [0, -1e-9]],
+        [[0.3, -0.7], [1.1, 0.2]],
+    ]
     M = torch.tensor(cases, dtype=torch.float64)
     expected = torch.tensor(np.stack([scipy.linalg.expm(np.array(c, dtype=float)) for c in cases]))
     assert (expm_affine_closed(M) - expected).abs().max() <= 1e-11
@@ -92,7 +99,9 @@ def test_identity_group_and_time_scaling(cpab44):
     half = cpab44.transform(cpab44.transform(x, theta / 2, nsteps=25), theta / 2, nsteps=25)
     assert (full - half).abs().max() <= 1e-12
     rk = cpab44.transform(x, theta, method="rk4", nsteps=400)
-    rk_half = cpab44.transform(cpab44.transform(x, theta / 2, method="rk4", nsteps=200), theta / 2, method="rk4", nsteps=200)
+    rk_half = cpab44.transform(
+        cpab44.transform(x, theta / 2, method="rk4", nsteps=200), theta / 2, method="rk4", nsteps=200
+    )
     assert (rk - rk_half).abs().max() <= 1e-12
 
 
@@ -111,8 +120,10 @@ def test_convergence_to_reference_is_second_order(cpab44):
 def test_inverse_error_order(cpab44):
     theta = cpab44.sample(8, scale=0.25, generator=torch.Generator().manual_seed(8))
     x = torch.rand(8, 1000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
-    err = {n: (cpab44.transform(cpab44.transform(x, theta, nsteps=n), -theta, nsteps=n) - x).abs().max().item()
-           for n in (10, 20, 50)}
+    err = {
+        n: (cpab44.transform(cpab44.transform(x, theta, nsteps=n), -theta, nsteps=n) - x).abs().max().item()
+        for n in (10, 20, 50)
+    }
     assert err[50] < 1e-4
     assert 2.5 <= err[10] / err[20] <= 6.0, err
 

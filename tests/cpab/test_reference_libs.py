@@ -29,7 +29,9 @@ def libcpab_findcellidx2d_port(p: torch.Tensor, nx: int, ny: int) -> torch.Tenso
     p1 = torch.clamp(p[1], 0.0, ny * inc_y - 1e-8)
     xmod, ymod = torch.fmod(p0, inc_x), torch.fmod(p1, inc_y)
     x, y = xmod / inc_x, ymod / inc_y
-    idx = mymin((nx - 1) * torch.ones(n), (p0 - xmod) / inc_x) + mymin((ny - 1) * torch.ones(n), (p1 - ymod) / inc_y) * nx
+    idx = (
+        mymin((nx - 1) * torch.ones(n), (p0 - xmod) / inc_x) + mymin((ny - 1) * torch.ones(n), (p1 - ymod) / inc_y) * nx
+    )
     idx *= 4
     cond1 = (p[0] <= 0) & ((p[1] <= 0) & (p[1] / inc_y < p[0] / inc_x))
     cond2 = (~cond1) & (p[0] <= 0) & ((p[1] >= ny * inc_y) & (p[1] / inc_y - ny > -p[0] / inc_x))
@@ -114,8 +116,10 @@ def test_1d_against_difw_closed_form(nc):
     assert err200 < err50
 
 
-@pytest.mark.parametrize("nc, zero_boundary, volume", [((4, 4), False, False), ((6, 6), False, False),
-                                                       ((4, 4), True, False), ((3, 5), False, True)])
+@pytest.mark.parametrize(
+    "nc, zero_boundary, volume",
+    [((4, 4), False, False), ((6, 6), False, False), ((4, 4), True, False), ((3, 5), False, True)],
+)
 def test_basis_is_libcpabs(nc, zero_boundary, volume):
     """Same constraint rows in the same order, and the same basis up to column signs (here: exactly)."""
     lib = libcpab.Cpab(list(nc), device="cpu", zero_boundary=zero_boundary, volume_perservation=volume)

@@ -11,8 +11,16 @@ from cpabanim.cpab import Tessellation, Tessellation1D
 
 @pytest.mark.parametrize(
     "nc, zero_boundary, volume_preservation, d",
-    [((3, 3), False, False, 34), ((4, 4), False, False, 58), ((5, 5), False, False, 90), ((6, 6), False, False, 130),
-     ((4, 6), False, False, 86), ((4, 4), True, False, 62), ((6, 6), True, False, 142), ((4, 4), False, True, 15)],
+    [
+        ((3, 3), False, False, 34),
+        ((4, 4), False, False, 58),
+        ((5, 5), False, False, 90),
+        ((6, 6), False, False, 130),
+        ((4, 6), False, False, 86),
+        ((4, 4), True, False, 62),
+        ((6, 6), True, False, 142),
+        ((4, 4), False, True, 15),
+    ],
 )
 def test_dimension_table(nc, zero_boundary, volume_preservation, d):
     tess = Tessellation(nc, zero_boundary=zero_boundary, volume_preservation=volume_preservation)

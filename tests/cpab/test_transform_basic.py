@@ -59,7 +59,9 @@ def test_grid_sample_convention(cpab44):
     A[:, 0, 2] = 0.1
     theta = (A.reshape(1, -1) @ cpab44.B).reshape(1, -1)
     grid = cpab44.warp_grid(theta, (9, 9))
-    assert torch.allclose(grid[..., 0] - identity_grid((9, 9), dtype=torch.float64)[..., 0], torch.tensor(0.2, dtype=torch.float64))
+    assert torch.allclose(
+        grid[..., 0] - identity_grid((9, 9), dtype=torch.float64)[..., 0], torch.tensor(0.2, dtype=torch.float64)
+    )
 
 
 def test_fit_adam_runs_paper_settings(cpab44):

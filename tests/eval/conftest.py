@@ -44,8 +44,10 @@ class Project:
         shutil.copy(PROJECT_ROOT / "params.yaml", self.params)
         self.processed = root / "processed"
         self.base = [
-            f"paths.processed={self.processed}", f"paths.outputs={root / 'outputs'}",
-            f"paths.checkpoints={root / 'checkpoints'}", f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+            f"paths.processed={self.processed}",
+            f"paths.outputs={root / 'outputs'}",
+            f"paths.checkpoints={root / 'checkpoints'}",
+            f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
         ]
         self.outputs, self.checkpoints = self.experiment_folders()
         # the stages check that their inputs exist; the identity animator never reads the (empty) folder

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cpabanim.config.typed import ModelConfig
 from cpabanim.config.layers import load_params
+from cpabanim.config.typed import ModelConfig
 from cpabanim.data.frames import read_frames
 
 checkpoint = pytest.importorskip("cpabanim.models.checkpoint", reason="the model package is not available")
@@ -31,9 +31,17 @@ def test_stages_run_a_saved_checkpoint(fake_dataset):
     params = load_params(project.params)
     checkpoints, outputs = experiment_folders(project)
     project.outputs = outputs
-    checkpoint.save_checkpoint(checkpoints / "last.pt", AnimationModel(ModelConfig.from_mapping(params["model"])), params=params)
-    options = ("animate.num_pairs=1", "reconstruct.max_videos=2", "reconstruct.max_frames=3",
-               "animate.max_frames=3", "reconstruct.gif=false", "animate.gif=false")
+    checkpoint.save_checkpoint(
+        checkpoints / "last.pt", AnimationModel(ModelConfig.from_mapping(params["model"])), params=params
+    )
+    options = (
+        "animate.num_pairs=1",
+        "reconstruct.max_videos=2",
+        "reconstruct.max_frames=3",
+        "animate.max_frames=3",
+        "reconstruct.gif=false",
+        "animate.gif=false",
+    )
     for stage in ("reconstruct", "animate", "evaluate"):
         assert project.run(stage, *options) == 0, stage
     index = json.loads((project.outputs / "reconstruction" / "index.json").read_text())
@@ -42,8 +50,13 @@ def test_stages_run_a_saved_checkpoint(fake_dataset):
     assert predicted.shape == (3, 64, 64, 3)
     # the first video's motion, explained in labelled pictures
     explained = project.outputs / "reconstruction" / "explain" / "video0"
-    assert {p.name for p in explained.glob("*.png")} == {"keypoints.png", "flow.png", "occlusion.png",
-                                                         "contributions.png", "overview.png"}
+    assert {p.name for p in explained.glob("*.png")} == {
+        "keypoints.png",
+        "flow.png",
+        "occlusion.png",
+        "contributions.png",
+        "overview.png",
+    }
     metrics = json.loads((project.outputs / "metrics.json").read_text())
     # an untrained generator does not reproduce the driving frames, but its output is a valid image
     assert 0 < metrics["recon/l1"] < 1 and 0 < metrics["recon/psnr"] < 100

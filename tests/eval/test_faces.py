@@ -96,11 +96,21 @@ def test_aed_separates_people(faces, identity):
 def test_identity_model_gives_zero_face_metrics_through_the_stages(project, faces):
     for name, frames in faces.items():
         write_video(project.processed / "test" / name, frames)
-    face_metrics = ("evaluate.metrics=[l1, psnr, ssim, akd, mkr, aed]", "evaluate.keypoints=dlib_face68",
-                    "evaluate.identity=dlib_face")
-    options = ("reconstruct.animator=identity", "animate.animator=identity", "animate.modes=[standard]",
-               "reconstruct.mp4=false", "reconstruct.gif=false", "animate.mp4=false", "animate.gif=false",
-               *face_metrics)
+    face_metrics = (
+        "evaluate.metrics=[l1, psnr, ssim, akd, mkr, aed]",
+        "evaluate.keypoints=dlib_face68",
+        "evaluate.identity=dlib_face",
+    )
+    options = (
+        "reconstruct.animator=identity",
+        "animate.animator=identity",
+        "animate.modes=[standard]",
+        "reconstruct.mp4=false",
+        "reconstruct.gif=false",
+        "animate.mp4=false",
+        "animate.gif=false",
+        *face_metrics,
+    )
     for stage in ("reconstruct", "animate", "evaluate"):
         assert project.run(stage, *options) == 0, stage
     metrics = json.loads((project.outputs / "metrics.json").read_text())

@@ -44,16 +44,21 @@ def test_akd_is_a_per_coordinate_mean_not_a_euclidean_distance():
 
 
 def test_akd_and_mkr_with_missing_keypoints():
-    reference = np.array([
-        [[0, 0], [1, 1], [2, 2], [nan, nan]],  # 3 joints present in the reference
-        [[0, 0], [1, 1], [2, 2], [3, 3]],
-        [[nan, nan]] * 4,  # no reference joint: MKR undefined (NaN), AKD undefined
-    ])
-    generated = np.array([
-        [[1, 0], [nan, nan], [2, 4], [5, 5]],  # joint 1 lost; joint 3 extra (not in reference: ignored)
-        [[nan, nan]] * 4,  # everything lost (a face not detected)
-        [[0, 0]] * 4,
-    ], dtype=float)
+    reference = np.array(
+        [
+            [[0, 0], [1, 1], [2, 2], [nan, nan]],  # 3 joints present in the reference
+            [[0, 0], [1, 1], [2, 2], [3, 3]],
+            [[nan, nan]] * 4,  # no reference joint: MKR undefined (NaN), AKD undefined
+        ]
+    )
+    generated = np.array(
+        [
+            [[1, 0], [nan, nan], [2, 4], [5, 5]],  # joint 1 lost; joint 3 extra (not in reference: ignored)
+            [[nan, nan]] * 4,  # everything lost (a face not detected)
+            [[0, 0]] * 4,
+        ],
+        dtype=float,
+    )
     akd = formulas.keypoint_distance_per_frame(generated, reference)
     mkr = formulas.missing_keypoint_rate_per_frame(generated, reference)
     # frame 0: joints 0 and 2 in both, |Δ| = 1, 0, 0, 2 -> 3 / 4; frames 1, 2: nothing in both

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from cpabanim.animation.pairs import choose_pairs
-from cpabanim.evaluation.cache import ExtractionCache
 from cpabanim.data.frames import read_frames
+from cpabanim.evaluation.cache import ExtractionCache
 
 IDENTITY = ("reconstruct.animator=identity", "animate.animator=identity", "animate.num_pairs=2")
 
@@ -68,7 +68,9 @@ class SourceAnimator:
 
 def test_reconstruction_l1_matches_a_direct_computation(fake_dataset, monkeypatch):
     project = fake_dataset
-    monkeypatch.setattr("cpabanim.animation.reconstruct.load_animator", lambda *a: (SourceAnimator(), {"animator": "source"}))
+    monkeypatch.setattr(
+        "cpabanim.animation.reconstruct.load_animator", lambda *a: (SourceAnimator(), {"animator": "source"})
+    )
     monkeypatch.setattr("cpabanim.animation.pairs.load_animator", lambda *a: (SourceAnimator(), {"animator": "source"}))
     for stage in ("reconstruct", "animate", "evaluate"):
         assert project.run(stage, "animate.num_pairs=1", "animate.modes=[relative]") == 0, stage
@@ -135,8 +137,6 @@ def test_user_errors_exit_cleanly(fake_dataset, caplog):
 def test_evaluate_without_outputs_says_what_to_run(fake_dataset, caplog):
     assert fake_dataset.run("evaluate") == 1
     assert "cpabanim reconstruct" in caplog.text
-
-
 
 
 def test_metrics_without_weights_are_recorded_as_unavailable(fake_dataset, monkeypatch):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cpabanim.config.typed import LossConfig
 from cpabanim import files
+from cpabanim.config.typed import LossConfig
 from cpabanim.errors import MissingWeightsError
 from cpabanim.losses.perceptual import PerceptualPyramidLoss, VGG19Features
 from cpabanim.losses.semantic import KeypointSemanticLoss
@@ -53,8 +53,11 @@ def test_vgg_loads_from_the_hub_cache_and_is_zero_on_identical(isolated_hub, tmp
     torch.save(features, isolated_hub / "vgg19-dcbb9e9d.pth")
     # a stand-in under the official name: the registry's hash prefix is pointed at it (the real check stays on)
     prefix = files.sha256_file(isolated_hub / "vgg19-dcbb9e9d.pth")[:8]
-    monkeypatch.setitem(weights.WEIGHTS, "vgg19", weights.WeightFile(
-        "vgg19", weights.WEIGHTS["vgg19"].url, "vgg19-dcbb9e9d.pth", prefix, "test"))
+    monkeypatch.setitem(
+        weights.WEIGHTS,
+        "vgg19",
+        weights.WeightFile("vgg19", weights.WEIGHTS["vgg19"].url, "vgg19-dcbb9e9d.pth", prefix, "test"),
+    )
     assert find_weights("vgg19", tmp_path / "nowhere") == isolated_hub / "vgg19-dcbb9e9d.pth"
     loss = PerceptualPyramidLoss("vgg", [1.0, 0.5], [10.0] * 5, weights_dir=tmp_path / "nowhere")
     torch.testing.assert_close(loss.vgg.slices[0][0].weight, reference.features[0].weight)
@@ -93,7 +96,7 @@ def test_structure_loss_zero_on_identical_and_summed_over_batch():
     both = loss(other, image)
     both.backward()
     assert other.grad.abs().sum() > 0
-    single = [float(loss(other[i:i + 1].detach(), image[i:i + 1])) for i in range(2)]
+    single = [float(loss(other[i : i + 1].detach(), image[i : i + 1])) for i in range(2)]
     assert float(both) == pytest.approx(sum(single), rel=1e-4)
 
 

@@ -15,17 +15,34 @@ from ..conftest import PROJECT_ROOT
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-PIPELINE_FILES = ["Snakefile", "workflow", "dvc.yaml", ".dvcignore", "params.yaml", "params.resolved.yaml", "presets",
-                  "experiments", "cpabanim/schemas"]
+PIPELINE_FILES = [
+    "Snakefile",
+    "workflow",
+    "dvc.yaml",
+    ".dvcignore",
+    "params.yaml",
+    "params.resolved.yaml",
+    "presets",
+    "experiments",
+    "cpabanim/schemas",
+]
 
 
 def tool_env() -> dict[str, str]:
     """The environment the orchestrators run in: the venv's tools first, one thread, offline, no analytics."""
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", DVC_NO_ANALYTICS="1", PYTHONHASHSEED="0",
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@example.com", MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING="false")
+    env.update(
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        DVC_NO_ANALYTICS="1",
+        PYTHONHASHSEED="0",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+        MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING="false",
+    )
     for name in ("MLFLOW_TRACKING_URI", "CPABANIM_PIPELINE_RUN", "DVC_STAGE", "DVC_ROOT"):
         env.pop(name, None)
     return env
@@ -34,7 +51,9 @@ def tool_env() -> dict[str, str]:
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+        )
     return result
 
 

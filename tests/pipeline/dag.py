@@ -30,6 +30,7 @@ def snakemake_stages(root: Path) -> dict:
         for rule in workflow._workflow.rules:
             if rule.name == "all":
                 continue
+
             def normal(path: str) -> str:
                 path = re.sub(r"\{(\w+),[^}]*\}", r"{\1}", path)  # wildcard constraints written into the path
                 path = path.replace("default", "{experiment}")  # the report's inputs, expanded for each experiment
@@ -42,7 +43,9 @@ def snakemake_stages(root: Path) -> dict:
             stages[rule.name] = {
                 "deps": sorted({normal(str(p)) for p in rule.input}),
                 "outs": sorted(outs),
-                "persist": sorted(o for o in outs if o in {expand(f, params, keep=("experiment",)) for f in markers.values()}),
+                "persist": sorted(
+                    o for o in outs if o in {expand(f, params, keep=("experiment",)) for f in markers.values()}
+                ),
                 "shell": rule.shellcmd,
             }
     return stages
@@ -57,8 +60,9 @@ def dvc_stages(root: Path) -> dict:
         for stage in repo.index.stages:
             experiment = "{experiment}"
             stages[stage.name] = {
-                "deps": sorted(d.def_path.replace("default", experiment) for d in stage.deps
-                               if not isinstance(d, ParamsDependency)),
+                "deps": sorted(
+                    d.def_path.replace("default", experiment) for d in stage.deps if not isinstance(d, ParamsDependency)
+                ),
                 "outs": sorted(o.def_path.replace("default", experiment) for o in stage.outs),
                 "persist": sorted(o.def_path.replace("default", experiment) for o in stage.outs if o.persist),
                 "params": sorted(p for d in stage.deps if isinstance(d, ParamsDependency) for p in d.params),

@@ -26,11 +26,15 @@ def test_snakemake_and_dvc_declare_the_same_stages(project):
     assert "outputs/{experiment}/metrics.json" in dvc["evaluate"]["outs"]
     # keys, not sections: the data keys that only training reads do not reach download or preprocess
     for stage in ("download", "preprocess"):
-        assert not {"data.augmentation", "data.num_repeats", "seed" if stage == "download" else "-"} & set(dvc[stage]["params"])
+        assert not {"data.augmentation", "data.num_repeats", "seed" if stage == "download" else "-"} & set(
+            dvc[stage]["params"]
+        )
 
 
 def test_paths_in_params_reach_both_tools(project):
-    (project / "params.yaml").write_text("experiment: default\npaths: {outputs: results/run1, checkpoints: results/ckpt}\n")
+    (project / "params.yaml").write_text(
+        "experiment: default\npaths: {outputs: results/run1, checkpoints: results/ckpt}\n"
+    )
     run([str(BIN / "cpabanim"), "dag", "--write"], project)
     snakemake, dvc = stages_of("snakemake", project), stages_of("dvc", project)
     assert snakemake["evaluate"]["outs"] == dvc["evaluate"]["outs"]

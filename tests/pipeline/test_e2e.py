@@ -28,8 +28,17 @@ pytestmark = pytest.mark.slow
 # Really tiny: a handful of 32 px frames and three training steps; every stage still runs for real.
 TINY = {
     "data": {"frame_size": 32, "synthetic": {"num_train": 4, "num_test": 2, "num_frames": 6}},
-    "train": {"max_steps": 3, "batch_size": 2, "checkpoint_every": 2, "log_every": 1, "image_every": 0,
-              "avd_epochs": 1, "avd_repeats": 1, "avd_batch_size": 2, "num_workers": 0},
+    "train": {
+        "max_steps": 3,
+        "batch_size": 2,
+        "checkpoint_every": 2,
+        "log_every": 1,
+        "image_every": 0,
+        "avd_epochs": 1,
+        "avd_repeats": 1,
+        "avd_batch_size": 2,
+        "num_workers": 0,
+    },
     "reconstruct": {"max_frames": 4},
     "animate": {"num_pairs": 1, "modes": ["relative"]},
 }
@@ -167,8 +176,20 @@ def test_demo_animates_with_the_checkpoint_the_pipeline_trained(runs, tmp_path):
     for root, experiment in ((roots["dvc"], None), (roots["snakemake"], "tps")):
         video = sorted((root / "data" / "processed" / "test").iterdir())[0]
         out = tmp_path / f"{experiment or 'default'}.mp4"
-        command = [str(BIN / "cpabanim"), "demo", "--source", str(video / "00000.png"), "--driving", str(video),
-                   "--out", str(out), "--crop", "none", "--device", "cpu"]
+        command = [
+            str(BIN / "cpabanim"),
+            "demo",
+            "--source",
+            str(video / "00000.png"),
+            "--driving",
+            str(video),
+            "--out",
+            str(out),
+            "--crop",
+            "none",
+            "--device",
+            "cpu",
+        ]
         run(command + (["--experiment", experiment] if experiment else []), root)
         assert read_video(out).shape[0] == len(list(video.glob("*.png")))
 
@@ -199,8 +220,20 @@ def test_one_key_reruns_exactly_the_stages_that_read_it_and_downloads_survive(ru
     assert ran_dvc(logs["dvc"]) == READ_BY_TRAIN_ONLY | {"params"}, logs["dvc"][-3000:]
     assert keep.read_bytes() == b"a file the user put there"
     # a forced re-run of the download keeps what is there too (persistent output, never deleted first)
-    run([str(BIN / "snakemake"), "--cores", "1", "--forcerun", "download", "--until", "download",
-         "--config", "experiments=[cpab,tps]"], roots["snakemake"])
+    run(
+        [
+            str(BIN / "snakemake"),
+            "--cores",
+            "1",
+            "--forcerun",
+            "download",
+            "--until",
+            "download",
+            "--config",
+            "experiments=[cpab,tps]",
+        ],
+        roots["snakemake"],
+    )
     assert keep.is_file()
     diff = json.loads(run([str(BIN / "dvc"), "metrics", "diff", "--json"], roots["dvc"]).stdout)
     assert diff, "the retrained model changed the metrics"
@@ -218,7 +251,9 @@ def test_dvc_experiment_shares_the_data_stages_and_keeps_the_first(runs):
     root = roots["dvc"]
     out = run([str(BIN / "dvc"), "exp", "run", "-n", "tps", "-S", "experiment=tps"], root).stdout
     assert ran_dvc(out) == READ_BY_TRAIN_ONLY | {"params"}, out[-3000:]
-    assert (root / "outputs" / "default" / "metrics.json").is_file() and (root / "outputs" / "tps" / "metrics.json").is_file()
+    assert (root / "outputs" / "default" / "metrics.json").is_file() and (
+        root / "outputs" / "tps" / "metrics.json"
+    ).is_file()
     shown = run([str(BIN / "dvc"), "exp", "show", "--json"], root).stdout
     assert '"tps"' in shown
 

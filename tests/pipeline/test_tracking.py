@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cpabanim import tracking
-from cpabanim.tracking import runs
-from cpabanim.tracking import provenance
 from cpabanim.config.layers import load_params
+from cpabanim.tracking import provenance, runs
 
 from ..conftest import PROJECT_ROOT
 
@@ -108,6 +107,7 @@ def test_a_failing_store_degrades_tracking_instead_of_killing_the_stage(tmp_path
 
     params = tracked(tmp_path, monkeypatch)
     with runs.stage_context("train", params, used={}) as run:
+
         def broken(*args, **kwargs):
             raise OSError(28, "No space left on device")
 
@@ -134,14 +134,18 @@ def test_two_processes_cold_starting_one_sqlite_store_both_succeed(tmp_path):
         "with runs.stage_context('train', params, used={}):\n"
         "    tracking.log_metrics({'x': 1.0})\n"
     )
-    env = {**__import__("os").environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/shared.db",
-           "CPABANIM_PIPELINE_RUN": "race"}
+    env = {
+        **__import__("os").environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/shared.db",
+        "CPABANIM_PIPELINE_RUN": "race",
+    }
     folders = [tmp_path / "a", tmp_path / "b"]
     procs = []
     for folder in folders:
         folder.mkdir()
-        procs.append(subprocess.Popen([sys.executable, "-c", script], cwd=folder, env=env, stderr=subprocess.PIPE,
-                                      text=True))
+        procs.append(
+            subprocess.Popen([sys.executable, "-c", script], cwd=folder, env=env, stderr=subprocess.PIPE, text=True)
+        )
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
@@ -159,4 +163,6 @@ def test_tracking_disabled_logs_nothing(tmp_path, monkeypatch):
 
 
 def test_artifact_names_are_safe_for_the_mlflow_ui():
-    assert tracking.safe_artifact_name("animation/000_a#1_to_b#2/relative.gif") == "animation/000_a_1_to_b_2/relative.gif"
+    assert (
+        tracking.safe_artifact_name("animation/000_a#1_to_b#2/relative.gif") == "animation/000_a_1_to_b_2/relative.gif"
+    )

@@ -14,9 +14,15 @@ import pytest
 
 from cpabanim.config.typed import ModelConfig
 from cpabanim.errors import CpabanimError
-from cpabanim.models import checkpoint
-from cpabanim.models.checkpoint import LOCK_NAME, hold_checkpoint_folder, read_checkpoint, remove_stale_temp_files, save_checkpoint
 from cpabanim.files import temp_path_for
+from cpabanim.models import checkpoint
+from cpabanim.models.checkpoint import (
+    LOCK_NAME,
+    hold_checkpoint_folder,
+    read_checkpoint,
+    remove_stale_temp_files,
+    save_checkpoint,
+)
 from tests.conftest import PROJECT_ROOT
 
 
@@ -29,8 +35,16 @@ def _tiny_model():
 def _python(code: str, **kwargs) -> subprocess.Popen:
     """A child Python process running ``code`` from the project root (imports the package under test)."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=PROJECT_ROOT, env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def test_a_save_killed_mid_write_leaves_an_orphan_that_the_next_start_removes(tmp_path):
@@ -64,11 +78,14 @@ def test_a_save_killed_mid_write_leaves_an_orphan_that_the_next_start_removes(tm
     assert read_checkpoint(folder / "last.pt")["step"] == 1
 
 
-@pytest.mark.parametrize(("code", "explained"), [(errno.ENOSPC, "no space left"), (errno.EDQUOT, "no space left"),
-                                                (errno.EROFS, "not writable")],
-                         ids=["ENOSPC", "EDQUOT", "EROFS"])
-def test_a_full_or_read_only_disk_during_a_save_removes_the_temp_file_and_names_the_path(tmp_path, monkeypatch,
-                                                                                       code, explained):
+@pytest.mark.parametrize(
+    ("code", "explained"),
+    [(errno.ENOSPC, "no space left"), (errno.EDQUOT, "no space left"), (errno.EROFS, "not writable")],
+    ids=["ENOSPC", "EDQUOT", "EROFS"],
+)
+def test_a_full_or_read_only_disk_during_a_save_removes_the_temp_file_and_names_the_path(
+    tmp_path, monkeypatch, code, explained
+):
     folder = tmp_path / "ckpt"
     save_checkpoint(folder / "last.pt", _tiny_model(), step=1)
     before = (folder / "last.pt").read_bytes()
@@ -139,11 +156,16 @@ def test_dvc_ignores_the_temp_and_lock_files_but_not_the_checkpoint():
     dvc = Path(sys.executable).with_name("dvc")
     if not dvc.is_file():
         pytest.skip("dvc is not installed in this environment")
-    ignored = ["models/checkpoints/.last.pt.tmp4242", f"models/checkpoints/{LOCK_NAME}",
-               "data/processed/train/.clip#1.tmp", "data/processed/.manifest.json.tmp77"]
+    ignored = [
+        "models/checkpoints/.last.pt.tmp4242",
+        f"models/checkpoints/{LOCK_NAME}",
+        "data/processed/train/.clip#1.tmp",
+        "data/processed/.manifest.json.tmp77",
+    ]
     kept = ["models/checkpoints/last.pt", "data/processed/train/clip#1", "data/processed/manifest.json"]
-    result = subprocess.run([str(dvc), "check-ignore", *ignored, *kept], cwd=PROJECT_ROOT, capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [str(dvc), "check-ignore", *ignored, *kept], cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
     assert result.stdout.split() == ignored, result.stderr
 
 

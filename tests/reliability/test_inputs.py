@@ -30,8 +30,9 @@ def test_symlink_loops_and_unusable_entries_of_a_train_test_layout_are_listed_as
     (videos / "train" / "loop.mp4").symlink_to(videos / "train" / "loop.mp4")  # ELOOP
     (videos / "train" / "dangling.mp4").symlink_to(videos / "deleted.mp4")
     (videos / "test" / "cycle").symlink_to(videos / "test")  # a folder that contains itself, no frames
-    manifest = preprocess.preprocess(params["data"], params["seed"], params["paths"]["raw"],
-                                     params["paths"]["processed"])
+    manifest = preprocess.preprocess(
+        params["data"], params["seed"], params["paths"]["raw"], params["paths"]["processed"]
+    )
     assert list(manifest["videos"]["train"]) == ["clip0"] and list(manifest["videos"]["test"]) == ["clip1"]
     skipped = {(s["split"], s["video"]): s["reason"] for s in manifest["skipped"]}
     assert set(skipped) == {("train", "loop"), ("train", "dangling"), ("test", "cycle")}
@@ -47,12 +48,13 @@ def test_a_video_below_the_minimum_size_is_skipped_with_its_reason_and_grayscale
     (videos / "b-gray-frames").mkdir(parents=True)
     for i, frame in enumerate(moving_square_video(6, 48, seed=1)[..., 1]):  # single-channel (mode L) PNGs
         Image.fromarray(frame, mode="L").save(videos / "b-gray-frames" / f"{i:05d}.png")
-    tiny = (np.arange(6, dtype=np.uint8)[:, None, None, None] * 30 + np.zeros((6, 9, 17, 3), np.uint8))
+    tiny = np.arange(6, dtype=np.uint8)[:, None, None, None] * 30 + np.zeros((6, 9, 17, 3), np.uint8)
     write_gif(videos / "c-tiny.gif", tiny)  # 17x9, the example (distinct frames: GIF merges equal ones)
     write_mp4(videos / "d-colour.mp4", moving_square_video(6, 48, seed=2))
     params["data"]["folder"]["test_fraction"] = 0.25
-    manifest = preprocess.preprocess(params["data"], params["seed"], params["paths"]["raw"],
-                                     params["paths"]["processed"])
+    manifest = preprocess.preprocess(
+        params["data"], params["seed"], params["paths"]["raw"], params["paths"]["processed"]
+    )
     assert sorted(manifest["videos"]["train"]) == ["a-colour", "b-gray-frames"]
     assert list(manifest["videos"]["test"]) == ["d-colour"]
     (skip,) = manifest["skipped"]

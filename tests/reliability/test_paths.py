@@ -33,8 +33,9 @@ def params(tmp_path):
     return p
 
 
-@pytest.mark.parametrize("bad", ["../../x/evil", "a/b", "/etc/passwd", "..", ".hidden", "", "x" * 129, "id%(ext)s",
-                                 "a*b", "a b"])
+@pytest.mark.parametrize(
+    "bad", ["../../x/evil", "a/b", "/etc/passwd", "..", ".hidden", "", "x" * 129, "id%(ext)s", "a*b", "a b"]
+)
 def test_ids_outside_the_strict_pattern_are_refused(bad):
     with pytest.raises(DataError, match="not a valid id"):
         files.validate_id(bad, "video id", "meta.csv")
@@ -58,13 +59,17 @@ def test_contained_path_refuses_escapes_and_links_pointing_outside(tmp_path):
     assert files.contained_path(root, ".", allow_root=True) == root / "."
 
 
-@pytest.mark.parametrize(("column", "value"), [("video_id", "../../escape/evil"), ("video_id", "id1#../../evil"),
-                                               ("person_id", "../../evil")])
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("video_id", "../../escape/evil"), ("video_id", "id1#../../evil"), ("person_id", "../../evil")],
+)
 def test_traversal_ids_in_metadata_are_refused_and_nothing_is_written(params, tmp_path, column, value):
     row = {"video_id": "id1#AAAAAAAAAAA", "person_id": "id1"} | {column: value}
     metadata = tmp_path / "metadata.csv"
-    metadata.write_text("video_id,start,end,bbox,fps,width,height,partition,person_id\n"
-                        f"{row['video_id']},0,10,0-0-32-32,25,64,64,train,{row['person_id']}\n")
+    metadata.write_text(
+        "video_id,start,end,bbox,fps,width,height,partition,person_id\n"
+        f"{row['video_id']},0,10,0-0-32-32,25,64,64,train,{row['person_id']}\n"
+    )
     params["data"].update(source="vox", metadata=str(metadata), youtube_url=(tmp_path / "yt").as_uri() + "/{id}.mp4")
     before = _files_under(tmp_path)
     with pytest.raises(DataError, match="line 2") as info:
@@ -84,11 +89,15 @@ def test_a_youtube_download_of_a_bad_id_writes_nothing(tmp_path):
 
 def test_preprocess_skips_and_records_an_id_that_escapes_its_root(params, tmp_path, monkeypatch):
     frames = moving_square_video(3, 32)
-    items = [("train", "../../outside", lambda: frames), ("train", "ok", lambda: frames),
-             ("test", "fine", lambda: frames)]
+    items = [
+        ("train", "../../outside", lambda: frames),
+        ("train", "ok", lambda: frames),
+        ("test", "fine", lambda: frames),
+    ]
     monkeypatch.setattr(preprocess, "plan", lambda data, seed, raw_root: iter(items))
-    manifest = preprocess.preprocess(params["data"], params["seed"], params["paths"]["raw"],
-                                     params["paths"]["processed"])
+    manifest = preprocess.preprocess(
+        params["data"], params["seed"], params["paths"]["raw"], params["paths"]["processed"]
+    )
     assert list(manifest["videos"]["train"]) == ["ok"] and list(manifest["videos"]["test"]) == ["fine"]
     assert [s["video"] for s in manifest["skipped"]] == ["../../outside"]
     assert "outside" in manifest["skipped"][0]["reason"]

@@ -24,9 +24,11 @@ def _tiny_model():
     return AnimationModel(ModelConfig(num_cpab=1, motion="tps"))
 
 
-@pytest.mark.parametrize(("zip_format", "protocol", "why"), [(True, 2, "io.open"), (False, 2, "io.open"),
-                                                              (False, 4, "instruction")],
-                         ids=["torch-zip", "pickle-protocol-2", "pickle-protocol-4"])
+@pytest.mark.parametrize(
+    ("zip_format", "protocol", "why"),
+    [(True, 2, "io.open"), (False, 2, "io.open"), (False, 4, "instruction")],
+    ids=["torch-zip", "pickle-protocol-2", "pickle-protocol-4"],
+)
 def test_a_malicious_checkpoint_is_refused_and_never_runs(tmp_path, zip_format, protocol, why):
     marker = tmp_path / "code-ran"
     path = write_malicious_checkpoint(tmp_path / "ckpt" / "last.pt", marker, zip_format, protocol)
@@ -65,8 +67,7 @@ def test_checkpoints_hold_only_what_weights_only_loads_and_round_trip_the_rng_ex
     random.seed(4)
     rng = legacy_rng_state()
     extra = {"numpy_scalar": np.float32(0.25), "labels": np.array([["a", "bc"]])}
-    path = save_checkpoint(tmp_path / "last.pt", _tiny_model(), step=3, params={"seed": 1}, rng_state=rng,
-                           extra=extra)
+    path = save_checkpoint(tmp_path / "last.pt", _tiny_model(), step=3, params={"seed": 1}, rng_state=rng, extra=extra)
     assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
     state = read_checkpoint(path)
     assert state["format"] == FORMAT_VERSION
@@ -87,8 +88,18 @@ def test_an_old_format_checkpoint_still_loads(tmp_path):
     """Format 1 pickled numpy's RNG array; its few numpy globals are allowed, nothing else."""
     model = _tiny_model()
     rng = legacy_rng_state()
-    legacy = {"format": 1, "model_params": model.params, "model": model.state_dict(), "optimizers": {},
-              "schedulers": {}, "step": 5, "epoch": 1, "params": {"seed": 0}, "rng_state": rng, "complete": False}
+    legacy = {
+        "format": 1,
+        "model_params": model.params,
+        "model": model.state_dict(),
+        "optimizers": {},
+        "schedulers": {},
+        "step": 5,
+        "epoch": 1,
+        "params": {"seed": 0},
+        "rng_state": rng,
+        "complete": False,
+    }
     path = tmp_path / "last.pt"
     torch.save(legacy, path)  # exactly what the format-1 save_checkpoint wrote
     assert "numpy.ndarray" in torch.serialization.get_unsafe_globals_in_checkpoint(path)
@@ -117,8 +128,13 @@ def test_every_torch_load_in_the_package_is_weights_only():
     for source in sorted((PROJECT_ROOT / "cpabanim").rglob("*.py")):
         tree = ast.parse(source.read_text(), filename=str(source))
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load" \
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch":
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "load"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "torch"
+            ):
                 flags = {k.arg: k.value for k in node.keywords}
                 safe = isinstance(flags.get("weights_only"), ast.Constant) and flags["weights_only"].value is True
                 if not safe:
@@ -137,5 +153,7 @@ def test_a_checkpoint_of_an_older_layout_fails_in_one_line_naming_the_tensors(tm
     with pytest.raises(CpabanimError) as err:
         load_checkpoint(path)
     message = str(err.value)
-    assert "\n" not in message and f"missing 1: {dropped}" in message and "unexpected 1: avd.old_layer.weight" in message
+    assert (
+        "\n" not in message and f"missing 1: {dropped}" in message and "unexpected 1: avd.old_layer.weight" in message
+    )
     assert "train again" in message

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from cpabanim import files
+from cpabanim import files, weights
 from cpabanim.data import download
 from cpabanim.errors import CpabanimError
-from cpabanim import weights
 from tests.reliability.helpers import write_malicious_checkpoint
 
 
@@ -58,9 +57,17 @@ def test_a_vgg_file_with_the_right_hash_loads_and_a_hostile_one_is_refused(tmp_p
     marker = tmp_path / "code-ran"
     path = write_malicious_checkpoint(tmp_path / "vgg19-dcbb9e9d.pth", marker)
     # pretend the hostile file carries the registry's hash: safe loading still refuses it
-    monkeypatch.setitem(weights.WEIGHTS, "vgg19", weights.WeightFile(
-        "vgg19", "https://example.invalid/vgg19-dcbb9e9d.pth", "vgg19-dcbb9e9d.pth", files.sha256_file(path)[:8],
-        "test"))
+    monkeypatch.setitem(
+        weights.WEIGHTS,
+        "vgg19",
+        weights.WeightFile(
+            "vgg19",
+            "https://example.invalid/vgg19-dcbb9e9d.pth",
+            "vgg19-dcbb9e9d.pth",
+            files.sha256_file(path)[:8],
+            "test",
+        ),
+    )
     with pytest.raises(CpabanimError, match="refused") as info:
         weights.load_weights("vgg19", path)
     _assert_names_file_and_fix(str(info.value), path, "vgg19")
@@ -68,9 +75,17 @@ def test_a_vgg_file_with_the_right_hash_loads_and_a_hostile_one_is_refused(tmp_p
     good = tmp_path / "good" / "vgg19-dcbb9e9d.pth"
     good.parent.mkdir()
     torch.save({"features.0.weight": torch.ones(2)}, good)
-    monkeypatch.setitem(weights.WEIGHTS, "vgg19", weights.WEIGHTS["vgg19"].__class__(
-        "vgg19", "https://example.invalid/vgg19-dcbb9e9d.pth", "vgg19-dcbb9e9d.pth", files.sha256_file(good)[:8],
-        "test"))
+    monkeypatch.setitem(
+        weights.WEIGHTS,
+        "vgg19",
+        weights.WEIGHTS["vgg19"].__class__(
+            "vgg19",
+            "https://example.invalid/vgg19-dcbb9e9d.pth",
+            "vgg19-dcbb9e9d.pth",
+            files.sha256_file(good)[:8],
+            "test",
+        ),
+    )
     assert torch.equal(weights.load_weights("vgg19", good)["features.0.weight"], torch.ones(2))
 
 

@@ -35,8 +35,13 @@ class MovingBlobDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         source, source_mask = self._frame(0.3 * index)
         driving, driving_mask = self._frame(0.3 * index + 0.5)
-        return {"source": source, "driving": driving, "name": f"blob{index}", "source_mask": source_mask,
-                "driving_mask": driving_mask}
+        return {
+            "source": source,
+            "driving": driving,
+            "name": f"blob{index}",
+            "source_mask": source_mask,
+            "driving_mask": driving_mask,
+        }
 
 
 def tiny_params(tmp_path, motion: str = "tps", **train) -> dict:
@@ -45,13 +50,21 @@ def tiny_params(tmp_path, motion: str = "tps", **train) -> dict:
 
     root = Path(__file__).resolve().parents[2]
     overrides = [
-        f"model.motion={motion}", "model.num_cpab=1", "model.bg=true",
+        f"model.motion={motion}",
+        "model.num_cpab=1",
+        "model.bg=true",
         "model.generator={block_expansion: 8, max_features: 32, num_down_blocks: 2}",
         "model.dense_motion={block_expansion: 8, max_features: 32, num_blocks: 2, scale_factor: 0.5}",
         "model.avd={id_bottle_size: 8, pose_bottle_size: 8}",
-        "loss.scales=[1.0, 0.5]", "train.batch_size=2", "train.num_epochs=2",
-        "train.epoch_milestones=[1]", "train.dropout_epoch=1", "train.checkpoint_every=2", "train.num_workers=0",
-        f"paths.checkpoints={tmp_path / 'ckpt'}", f"paths.weights={tmp_path / 'weights'}",
+        "loss.scales=[1.0, 0.5]",
+        "train.batch_size=2",
+        "train.num_epochs=2",
+        "train.epoch_milestones=[1]",
+        "train.dropout_epoch=1",
+        "train.checkpoint_every=2",
+        "train.num_workers=0",
+        f"paths.checkpoints={tmp_path / 'ckpt'}",
+        f"paths.weights={tmp_path / 'weights'}",
     ]
     overrides += [f"train.{k}={v}" for k, v in train.items()]
     return load_params(root / "params.yaml", overrides=overrides)

@@ -25,15 +25,40 @@ def test_bench_data_writes_items_per_second(tmp_path, capsys):
 def test_bench_train_profile_times_every_phase(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("CPABANIM_BENCH_SET", "train.num_workers=0;model.num_cpab=1")
     out = tmp_path / "profile.json"
-    assert main(["bench", "train", "--profile", "--quick", "--device", "cpu", "--frame-size", "32",
-                 "--batch-size", "2", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "train",
+                "--profile",
+                "--quick",
+                "--device",
+                "cpu",
+                "--frame-size",
+                "32",
+                "--batch-size",
+                "2",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     figures = json.loads(out.read_text())
     for motion in ("cpab", "tps"):
         phases = figures[motion]["phases"]
         assert set(phases) == {*PHASES, "step"}
         assert math.isclose(sum(phases[p] for p in PHASES), phases["step"], rel_tol=1e-6)
-        for name in ("data wait", "keypoints", "dense warp", "dense motion network", "generator", "losses",
-                     "backward", "optimizer"):
+        for name in (
+            "data wait",
+            "keypoints",
+            "dense warp",
+            "dense motion network",
+            "generator",
+            "losses",
+            "backward",
+            "optimizer",
+        ):
             assert phases[name] > 0, (motion, name)
     assert figures["cpab"]["phases"]["CPAB fit"] > 0 and figures["tps"]["phases"]["CPAB fit"] == 0
     assert figures["cpab"]["config"]["frame_size"] == 32 and figures["biggest_phase"] in PHASES

@@ -78,7 +78,12 @@ def test_ddp_two_gpus_nccl(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
-        capture_output=True, text=True, env=env, timeout=600, cwd=str(ROOT))
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=str(ROOT),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [(tmp_path / f"result_{rank}").read_text() for rank in (0, 1)] == ["2", "2"]
     _, extra = load_checkpoint(tmp_path / "ckpt" / "last.pt")

@@ -21,12 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_tiny_model_overfits_two_frames(tmp_path):
-    params = tiny_params(tmp_path, motion="tps", max_steps=60, checkpoint_every=0, num_epochs=1000,
-                         lr_generator=2.0e-3, dropout_epoch=0)
+    params = tiny_params(
+        tmp_path, motion="tps", max_steps=60, checkpoint_every=0, num_epochs=1000, lr_generator=2.0e-3, dropout_epoch=0
+    )
     params["loss"].update({"equivariance": 0.0, "warp": 0.0, "bg": 0.0})
     dataset = MovingBlobDataset(num_items=2)
-    first = train(job_of(tiny_params(tmp_path / "first", motion="tps", max_steps=1, dropout_epoch=0)),
-                  dataset=dataset)["losses"]["perceptual"]
+    first = train(job_of(tiny_params(tmp_path / "first", motion="tps", max_steps=1, dropout_epoch=0)), dataset=dataset)[
+        "losses"
+    ]["perceptual"]
     last = train(job_of(params), dataset=dataset)["losses"]["perceptual"]
     assert last < 0.5 * first, (first, last)
 
@@ -129,7 +131,12 @@ def test_ddp_two_processes_gloo(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
-        capture_output=True, text=True, env=env, timeout=120, cwd=str(ROOT))
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=str(ROOT),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [(tmp_path / f"result_{rank}").read_text() for rank in (0, 1)] == ["2", "2"]
     model, extra = load_checkpoint(tmp_path / "ckpt" / "last.pt")
@@ -140,8 +147,9 @@ def test_avd_stage_trains_only_the_avd_network_and_runs_once_per_schedule(tmp_pa
     from cpabanim.training.avd import train_avd
 
     dataset = MovingBlobDataset(num_items=4)
-    params = tiny_params(tmp_path, motion="tps", max_steps=1, avd_epochs=6, avd_repeats=4, avd_batch_size=4,
-                         avd_milestones=[100])
+    params = tiny_params(
+        tmp_path, motion="tps", max_steps=1, avd_epochs=6, avd_repeats=4, avd_batch_size=4, avd_milestones=[100]
+    )
     train(job_of(params), dataset=dataset)
     before, _ = load_checkpoint(tmp_path / "ckpt" / "last.pt")
     short = {**params, "train": {**params["train"], "avd_epochs": 1}}
@@ -153,12 +161,19 @@ def test_avd_stage_trains_only_the_avd_network_and_runs_once_per_schedule(tmp_pa
     after, extra = load_checkpoint(tmp_path / "ckpt" / "last.pt")
     assert extra["avd_trained"] and extra["avd_steps"] == 24 and extra["complete"]
     assert extra["avd_schedule"]["epochs"] == 6
-    changed_outside_avd = [name for name, value in after.state_dict().items()
-                           if not name.startswith("avd.") and not torch.equal(value, before.state_dict()[name])]
+    changed_outside_avd = [
+        name
+        for name, value in after.state_dict().items()
+        if not name.startswith("avd.") and not torch.equal(value, before.state_dict()[name])
+    ]
     # as TPSMM: the detector runs in train mode, so only its BatchNorm running statistics may move
-    assert all(name.startswith("kp_detector.") and ("running_" in name or "num_batches" in name)
-               for name in changed_outside_avd), changed_outside_avd
-    assert any(not torch.equal(v, before.state_dict()[k]) for k, v in after.state_dict().items() if k.startswith("avd."))
+    assert all(
+        name.startswith("kp_detector.") and ("running_" in name or "num_batches" in name)
+        for name in changed_outside_avd
+    ), changed_outside_avd
+    assert any(
+        not torch.equal(v, before.state_dict()[k]) for k, v in after.state_dict().items() if k.startswith("avd.")
+    )
     assert train_avd(job_of(params), dataset=dataset)["loss"] is None  # this schedule already ran
 
 
@@ -199,5 +214,7 @@ def test_init_from_warm_starts_a_cpab_model_from_a_tps_checkpoint(tmp_path, capl
     loaded, sliced, fresh = (int(line.split(word)[0].split()[-1]) for word in (" tensors loaded", " sliced", " fresh"))
     assert loaded > 0 and sliced > 0 and fresh == 0  # the dense-motion layers that depend on the transforms: sliced
     with pytest.raises(ConfigError, match="init_from"):
-        train(job_of(tiny_params(tmp_path / "x", motion="cpab", max_steps=1, init_from=str(tmp_path / "nope.pt"))),
-              dataset=dataset)
+        train(
+            job_of(tiny_params(tmp_path / "x", motion="cpab", max_steps=1, init_from=str(tmp_path / "nope.pt"))),
+            dataset=dataset,
+        )

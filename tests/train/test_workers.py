@@ -14,8 +14,12 @@ from cpabanim.training import train
 from tests.data.helpers import moving_square_video, write_frame_folder
 from tests.train.helpers import job_of, tiny_params
 
-AUGMENTATION = {"horizontal_flip": True, "time_flip": True, "resize_ratio": [0.9, 1.1],
-                "jitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1}}
+AUGMENTATION = {
+    "horizontal_flip": True,
+    "time_flip": True,
+    "resize_ratio": [0.9, 1.1],
+    "jitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1},
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +31,15 @@ def processed(tmp_path_factory):
 
 
 def _params(tmp_path, processed, name: str, workers: int):
-    params = tiny_params(tmp_path / name, motion="cpab", max_steps=4, num_workers=workers, num_epochs=10,
-                         dropout_epoch=2, checkpoint_every=0)
+    params = tiny_params(
+        tmp_path / name,
+        motion="cpab",
+        max_steps=4,
+        num_workers=workers,
+        num_epochs=10,
+        dropout_epoch=2,
+        checkpoint_every=0,
+    )
     params["paths"]["processed"] = str(processed)
     params["data"]["frame_size"] = 32
     params["data"]["augmentation"] = AUGMENTATION

@@ -31,16 +31,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frame-size", type=int, default=None, help="train/data: frame side in pixels")
     parser.add_argument("--batch-size", type=int, default=None, help="train/data: batch size")
     parser.add_argument("--workers", type=int, default=2, help="data: compare 0 workers with this many (default 2)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="data: measure 0 and N workers in turn this many times, report the medians (default 3)")
-    parser.add_argument("--profile", action="store_true",
-                        help="train: time each phase of a step (data wait, keypoints, CPAB fit, dense warp, ...)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="data: measure 0 and N workers in turn this many times, report the medians (default 3)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="train: time each phase of a step (data wait, keypoints, CPAB fit, dense warp, ...)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.what == "cpab":
-        return importlib.import_module(BENCHMARKS["cpab"]).main(json_path=args.json_path, device=args.device,
-                                                                 quick=args.quick)
+        return importlib.import_module(BENCHMARKS["cpab"]).main(
+            json_path=args.json_path, device=args.device, quick=args.quick
+        )
     overrides = []
     if args.frame_size:
         overrides.append(f"data.frame_size={args.frame_size}")
@@ -52,7 +60,11 @@ def run(args: argparse.Namespace) -> int:
         return bench_data(args.json_path, args.preset, overrides, args.workers, args.quick, args.repeats)
     from cpabanim.commands.bench import train as train_bench
 
-    return train_bench.main(json_path=args.json_path, device=args.device, quick=args.quick, preset=args.preset,
-                            overrides=overrides, profile=args.profile)
-
-
+    return train_bench.main(
+        json_path=args.json_path,
+        device=args.device,
+        quick=args.quick,
+        preset=args.preset,
+        overrides=overrides,
+        profile=args.profile,
+    )

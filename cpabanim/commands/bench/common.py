@@ -18,7 +18,9 @@ def bench_params(preset: str | None, overrides: list[str]) -> dict[str, Any]:
     return load_params(path, preset=preset, overrides=overrides)
 
 
-def write_bench_frames(root: Path, frame_size: int, videos: int = 6, frames: int = 8, masks: Path | None = None) -> Path:
+def write_bench_frames(
+    root: Path, frame_size: int, videos: int = 6, frames: int = 8, masks: Path | None = None
+) -> Path:
     """The embedded synthetic videos as PNG frame folders under ``root/train`` (what preprocess writes), and
     with ``masks`` a region map per video (a 4x4 grid of regions: the semantic loss's input). -> ``root``."""
     import numpy as np

@@ -92,13 +92,17 @@ def main(json_path: str | None = None, device: str | None = None, quick: bool = 
         return partial.fit(pp, qp), global_.fit(p, q)
 
     def fit_adam():
-        return (partial.fit(pp, qp, method="adam", iters=ADAM_ITERS_PARTIAL),
-                global_.fit(p, q, method="adam", iters=ADAM_ITERS_GLOBAL))
+        return (
+            partial.fit(pp, qp, method="adam", iters=ADAM_ITERS_PARTIAL),
+            global_.fit(p, q, method="adam", iters=ADAM_ITERS_GLOBAL),
+        )
 
     _reset_peak(dev)
     results["fit_fast_s"], (tp, tg) = _timed(fit_fast, dev, repeats)
     results["fit_fast_peak_mib"] = _peak_mib(dev)
-    results["fit_fast_residual"], results["fit_fast_residual_partial"], results["fit_fast_residual_global"] = residual(tp, tg)
+    results["fit_fast_residual"], results["fit_fast_residual_partial"], results["fit_fast_residual_global"] = residual(
+        tp, tg
+    )
     # the same LM fit with a small ridge (lam = 1e-5): what realisable (trained-regime) motion allows
     t_small, (ts, tgs) = _timed(lambda: (partial.fit(pp, qp, lam=1e-5), global_.fit(p, q, lam=1e-5)), dev, repeats)
     results["fit_fast_lam1e-5_s"] = t_small
@@ -109,7 +113,9 @@ def main(json_path: str | None = None, device: str | None = None, quick: bool = 
     _sync(dev)
     results["fit_adam_s"] = time.perf_counter() - t0
     results["fit_adam_peak_mib"] = _peak_mib(dev)
-    results["fit_adam_residual"], results["fit_adam_residual_partial"], results["fit_adam_residual_global"] = residual(ta, tga)
+    results["fit_adam_residual"], results["fit_adam_residual_partial"], results["fit_adam_residual_global"] = residual(
+        ta, tga
+    )
     results["fit_speedup"] = results["fit_adam_s"] / results["fit_fast_s"]
     results["keypoint_motion"] = 2 * (q - p).norm(dim=-1).mean().item()
 
@@ -167,21 +173,25 @@ def _print(r: dict) -> None:
         f"{GROUPS * KP_PER_GROUP} kp; keypoint motion {r['keypoint_motion']:.3f} ([-1,1] units)",
         f"  fit  fast (LM, lam defaults 1e-4 / 3e-4) {r['fit_fast_s']:8.3f} s   residual {r['fit_fast_residual']:.2e} "
         f"(partial {r['fit_fast_residual_partial']:.2e}, global {r['fit_fast_residual_global']:.2e})",
-        f"  fit  fast (LM, lam 1e-5)                 {r['fit_fast_lam1e-5_s']:8.3f} s   residual {r['fit_fast_lam1e-5_residual']:.2e}",
+        f"  fit  fast (LM, lam 1e-5)                 {r['fit_fast_lam1e-5_s']:8.3f} s   "
+        f"residual {r['fit_fast_lam1e-5_residual']:.2e}",
         f"  fit  adam (paper, 100 / 150 steps)       {r['fit_adam_s']:8.3f} s   residual {r['fit_adam_residual']:.2e} "
         f"(partial {r['fit_adam_residual_partial']:.2e}, global {r['fit_adam_residual_global']:.2e})",
         f"  fit  speed-up (defaults vs adam)         {r['fit_speedup']:8.1f} x",
         f"  warp ours (50 steps)                     {r['warp_s']:8.3f} s",
-        f"  warp ours (20 steps)                     {r['warp_fast20_s']:8.3f} s   max diff to 50 steps {r['warp_fast20_max_diff']:.1e}",
+        f"  warp ours (20 steps)                     {r['warp_fast20_s']:8.3f} s   "
+        f"max diff to 50 steps {r['warp_fast20_max_diff']:.1e}",
     ]
     if r.get("warp_libcpab_s") is not None:
         lines += [
-            f"  warp libcpab 0.1.3                       {r['warp_libcpab_s']:8.3f} s   max diff to ours {r['warp_libcpab_max_diff']:.1e}",
+            f"  warp libcpab 0.1.3                       {r['warp_libcpab_s']:8.3f} s   "
+            f"max diff to ours {r['warp_libcpab_max_diff']:.1e}",
             f"  warp speed-up                            {r['warp_speedup']:8.1f} x",
         ]
     unit = "MiB (process peak RSS)" if r["device"] == "cpu" else "MiB (max_memory_allocated)"
     lines.append(
         f"  peak memory {unit}: fit fast {r['fit_fast_peak_mib']:.0f}, fit adam {r['fit_adam_peak_mib']:.0f}, "
-        f"warp {r['warp_peak_mib']:.0f}" + (f", warp libcpab {r['warp_libcpab_peak_mib']:.0f}" if r.get("warp_libcpab_s") else "")
+        f"warp {r['warp_peak_mib']:.0f}"
+        + (f", warp libcpab {r['warp_libcpab_peak_mib']:.0f}" if r.get("warp_libcpab_s") else "")
     )
     print("\n".join(lines))

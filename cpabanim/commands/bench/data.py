@@ -32,8 +32,9 @@ def items_per_second(dataset, workers: int, batch_size: int, batches: int) -> di
     return {"items_per_s": batches * batch_size / elapsed, "startup_s": first - start}
 
 
-def bench_data(json_path: str | None, preset: str | None, overrides: list[str], workers: int,
-               quick: bool, repeats: int = 3) -> int:
+def bench_data(
+    json_path: str | None, preset: str | None, overrides: list[str], workers: int, quick: bool, repeats: int = 3
+) -> int:
     """Items/s of the training input pipeline (decode two PNG frames + augmentation + collate + float frames) with
     0 workers and with ``workers`` workers on synthetic frames at ``data.frame_size``: the two settings measured
     in turn ``repeats`` times (a load change on the machine hits both), the median of each reported."""
@@ -50,28 +51,39 @@ def bench_data(json_path: str | None, preset: str | None, overrides: list[str], 
     serial, parallel = [], []
     with tempfile.TemporaryDirectory(prefix="cpabanim-bench-data-") as tmp:
         root = write_bench_frames(Path(tmp), size)
-        dataset = FramesDataset(root, "train", frame_shape=(size, size, 3), augmentation=params["data"]["augmentation"],
-                                num_repeats=10_000)
+        dataset = FramesDataset(
+            root, "train", frame_shape=(size, size, 3), augmentation=params["data"]["augmentation"], num_repeats=10_000
+        )
         for _ in range(repeats):
             serial.append(items_per_second(dataset, 0, batch_size, batches))
             parallel.append(items_per_second(dataset, workers, batch_size, batches))
     ratios = [p["items_per_s"] / s["items_per_s"] for s, p in zip(serial, parallel)]
-    results = {"frame_size": size, "batch_size": batch_size, "workers": workers, "items": batches * batch_size,
-               "repeats": repeats,
-               "items_per_s": statistics.median(p["items_per_s"] for p in parallel),
-               "items_per_s_0_workers": statistics.median(s["items_per_s"] for s in serial),
-               "speedup": statistics.median(ratios), "speedups": ratios,
-               "startup_s": statistics.median(p["startup_s"] for p in parallel),
-               "augmentation": params["data"]["augmentation"]}
-    print("\n".join([
-        f"training items ({size} px, batch {batch_size}, {results['items']} items after a warm-up batch, "
-        f"median of {repeats} alternating runs):",
-        f"  {'workers':<8} {'items/s':>9} {'ms/item':>8}",
-        f"  {0:<8} {results['items_per_s_0_workers']:>9.1f} {1000 / results['items_per_s_0_workers']:>8.2f}",
-        f"  {workers:<8} {results['items_per_s']:>9.1f} {1000 / results['items_per_s']:>8.2f}",
-        f"  {workers} workers / 0 workers: {results['speedup']:.2f}x (runs: "
-        f"{', '.join(f'{r:.2f}' for r in ratios)}; worker start-up {results['startup_s']:.2f} s)",
-    ]))
+    results = {
+        "frame_size": size,
+        "batch_size": batch_size,
+        "workers": workers,
+        "items": batches * batch_size,
+        "repeats": repeats,
+        "items_per_s": statistics.median(p["items_per_s"] for p in parallel),
+        "items_per_s_0_workers": statistics.median(s["items_per_s"] for s in serial),
+        "speedup": statistics.median(ratios),
+        "speedups": ratios,
+        "startup_s": statistics.median(p["startup_s"] for p in parallel),
+        "augmentation": params["data"]["augmentation"],
+    }
+    print(
+        "\n".join(
+            [
+                f"training items ({size} px, batch {batch_size}, {results['items']} items after a warm-up batch, "
+                f"median of {repeats} alternating runs):",
+                f"  {'workers':<8} {'items/s':>9} {'ms/item':>8}",
+                f"  {0:<8} {results['items_per_s_0_workers']:>9.1f} {1000 / results['items_per_s_0_workers']:>8.2f}",
+                f"  {workers:<8} {results['items_per_s']:>9.1f} {1000 / results['items_per_s']:>8.2f}",
+                f"  {workers} workers / 0 workers: {results['speedup']:.2f}x (runs: "
+                f"{', '.join(f'{r:.2f}' for r in ratios)}; worker start-up {results['startup_s']:.2f} s)",
+            ]
+        )
+    )
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(results, indent=2))

@@ -13,8 +13,19 @@ from typing import Any
 
 from cpabanim.commands.bench.common import bench_params, write_bench_frames
 
-PHASES = ("data wait", "keypoints", "background affine", "CPAB fit", "dense warp", "dense motion network",
-          "generator", "losses", "backward", "optimizer", "other")
+PHASES = (
+    "data wait",
+    "keypoints",
+    "background affine",
+    "CPAB fit",
+    "dense warp",
+    "dense motion network",
+    "generator",
+    "losses",
+    "backward",
+    "optimizer",
+    "other",
+)
 
 
 class PhaseClock:
@@ -110,8 +121,17 @@ def _offline_losses(params: dict[str, Any]) -> list[str]:
     return switched
 
 
-def _profile_one(motion: str, device: str, steps: int, warmup: int, overrides: list[str], preset: str | None,
-                 data_root: str, masks_root: str, queue) -> None:
+def _profile_one(
+    motion: str,
+    device: str,
+    steps: int,
+    warmup: int,
+    overrides: list[str],
+    preset: str | None,
+    data_root: str,
+    masks_root: str,
+    queue,
+) -> None:
     """One configuration in its own process: the trainer's own build (loader, workers, autocast, optimisers) on
     synthetic frames, then ``warmup + steps`` instrumented steps; puts {phase: mean seconds, ...} on ``queue``."""
     import torch
@@ -125,16 +145,34 @@ def _profile_one(motion: str, device: str, steps: int, warmup: int, overrides: l
     params = bench_params(preset, [f"model.motion={motion}", f"device={device}", *overrides])
     offline = _offline_losses(params)
     size = int(params["data"]["frame_size"])
-    dataset = FramesDataset(data_root, "train", frame_shape=(size, size, 3), augmentation=params["data"]["augmentation"],
-                            num_repeats=10_000, masks_root=masks_root if params["loss"]["semantic"] == "masks" else None)
+    dataset = FramesDataset(
+        data_root,
+        "train",
+        frame_shape=(size, size, 3),
+        augmentation=params["data"]["augmentation"],
+        num_repeats=10_000,
+        masks_root=masks_root if params["loss"]["semantic"] == "masks" else None,
+    )
     job = TrainingJob.of(params, checkpoint=Path(data_root).parent / "last.pt")  # never written: no epochs run
     with Runtime.start(job.device, job.train.amp) as runtime:
         run = build(job, runtime, dataset)
         result = _profile_steps(run, steps, warmup)
-    queue.put({**result, "offline_losses": offline,
-               "config": {"frame_size": size, "batch_size": job.train.batch_size, "num_cpab": job.model.num_cpab,
-                          "fit_method": job.model.fit_method, "integrator": job.model.integrator,
-                          "num_workers": run.loader.num_workers, "amp": job.train.amp, "backbone": job.model.backbone}})
+    queue.put(
+        {
+            **result,
+            "offline_losses": offline,
+            "config": {
+                "frame_size": size,
+                "batch_size": job.train.batch_size,
+                "num_cpab": job.model.num_cpab,
+                "fit_method": job.model.fit_method,
+                "integrator": job.model.integrator,
+                "num_workers": run.loader.num_workers,
+                "amp": job.train.amp,
+                "backbone": job.model.backbone,
+            },
+        }
+    )
 
 
 def _profile_steps(run, steps: int, warmup: int) -> dict[str, Any]:
@@ -177,8 +215,11 @@ def _profile_steps(run, steps: int, warmup: int) -> dict[str, Any]:
             per_step.append(phases)
     del iterator
     result = {name: statistics.mean(p.get(name, 0.0) for p in per_step) for name in (*PHASES, "step")}
-    peak_mb = (torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda"
-               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    peak_mb = (
+        torch.cuda.max_memory_allocated(dev) / 2**20
+        if dev.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
     return {"phases": result, "peak_mb": peak_mb, "timer": "CUDA events" if dev.type == "cuda" else "wall clock"}
 
 
@@ -186,7 +227,6 @@ def profile_main(json_path: str | None, device: str, quick: bool, preset: str | 
     """Profile a CPAB step and a TPS step side by side and print the per-phase table."""
     import multiprocessing
     import tempfile
-
 
     steps, warmup = (3, 1) if quick else (10, 2)
     size = int(bench_params(preset, overrides)["data"]["frame_size"])
@@ -197,8 +237,10 @@ def profile_main(json_path: str | None, device: str, quick: bool, preset: str | 
         write_bench_frames(root, size, masks=masks)
         for motion in ("cpab", "tps"):
             queue = context.Queue()
-            process = context.Process(target=_profile_one, args=(motion, device, steps, warmup, overrides, preset,
-                                                                 str(root), str(masks), queue))
+            process = context.Process(
+                target=_profile_one,
+                args=(motion, device, steps, warmup, overrides, preset, str(root), str(masks), queue),
+            )
             process.start()
             results[motion] = queue.get()
             process.join()
@@ -207,17 +249,23 @@ def profile_main(json_path: str | None, device: str, quick: bool, preset: str | 
     results["cpab_over_tps"] = cpab["step"] / tps["step"]
     results["data_wait_share"] = cpab["data wait"] / cpab["step"]
     config = results["cpab"]["config"]
-    lines = [f"training step profile ({device}, {results['cpab']['timer']}, mean of {steps} steps after {warmup}): "
-             + ", ".join(f"{k} {v}" for k, v in config.items())]
+    lines = [
+        f"training step profile ({device}, {results['cpab']['timer']}, mean of {steps} steps after {warmup}): "
+        + ", ".join(f"{k} {v}" for k, v in config.items())
+    ]
     if results["cpab"]["offline_losses"]:
         lines.append(f"  pretrained loss weights absent: profiled with {', '.join(results['cpab']['offline_losses'])}")
     lines.append(f"  {'phase':<22} {'cpab (ms)':>10} {'share':>6} {'tps (ms)':>10} {'share':>6}")
     for name in (*PHASES, "step"):
-        lines.append(f"  {name:<22} {cpab[name] * 1000:>10.1f} {cpab[name] / cpab['step']:>6.1%} "
-                     f"{tps[name] * 1000:>10.1f} {tps[name] / tps['step']:>6.1%}")
+        lines.append(
+            f"  {name:<22} {cpab[name] * 1000:>10.1f} {cpab[name] / cpab['step']:>6.1%} "
+            f"{tps[name] * 1000:>10.1f} {tps[name] / tps['step']:>6.1%}"
+        )
     biggest = max((n for n in PHASES if n != "other"), key=lambda n: cpab[n])
-    lines.append(f"  cpab / tps step: {results['cpab_over_tps']:.2f}x; data wait {results['data_wait_share']:.1%} of the "
-                 f"cpab step (goal <= 5%); biggest cpab phase: {biggest}")
+    lines.append(
+        f"  cpab / tps step: {results['cpab_over_tps']:.2f}x; data wait {results['data_wait_share']:.1%} of the "
+        f"cpab step (goal <= 5%); biggest cpab phase: {biggest}"
+    )
     results["biggest_phase"] = biggest
     print("\n".join(lines))
     if json_path:

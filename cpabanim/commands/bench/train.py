@@ -21,8 +21,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def _bench_one(motion: str, device: str, steps: int, warmup: int, overrides: list[str], queue,
-               preset: str | None = None) -> None:
+def _bench_one(
+    motion: str, device: str, steps: int, warmup: int, overrides: list[str], queue, preset: str | None = None
+) -> None:
     import resource
 
     import torch
@@ -43,8 +44,10 @@ def _bench_one(motion: str, device: str, steps: int, warmup: int, overrides: lis
     objective = GeneratorObjective(LossConfig.from_mapping(params["loss"]), params["paths"]["weights"]).to(dev)
     step_module = TrainingStep(model, objective)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.5, 0.999))
-    batch = {"source": torch.rand(batch_size, 3, size, size, device=dev),
-             "driving": torch.rand(batch_size, 3, size, size, device=dev)}
+    batch = {
+        "source": torch.rand(batch_size, 3, size, size, device=dev),
+        "driving": torch.rand(batch_size, 3, size, size, device=dev),
+    }
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     times = []
@@ -65,13 +68,21 @@ def _bench_one(motion: str, device: str, steps: int, warmup: int, overrides: lis
         peak_mb = torch.cuda.max_memory_allocated(dev) / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    queue.put({"step_s": statistics.median(times), "peak_mb": peak_mb, "batch_size": batch_size,
-               "frame_size": size, "num_cpab": params["model"]["num_cpab"],
-               "fit_method": params["model"]["fit_method"]})
+    queue.put(
+        {
+            "step_s": statistics.median(times),
+            "peak_mb": peak_mb,
+            "batch_size": batch_size,
+            "frame_size": size,
+            "num_cpab": params["model"]["num_cpab"],
+            "fit_method": params["model"]["fit_method"],
+        }
+    )
 
 
-def run_benchmark(device: str, quick: bool, overrides: list[str] | None = None,
-                  preset: str | None = None) -> dict[str, Any]:
+def run_benchmark(
+    device: str, quick: bool, overrides: list[str] | None = None, preset: str | None = None
+) -> dict[str, Any]:
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
@@ -82,8 +93,9 @@ def run_benchmark(device: str, quick: bool, overrides: list[str] | None = None,
     configs = {"cpab": ("cpab", []), "cpab_implicit": ("cpab", ["model.kp_gradient=implicit"]), "tps": ("tps", [])}
     for name, (motion, extra) in configs.items():
         queue = context.Queue()
-        process = context.Process(target=_bench_one, args=(motion, device, steps, warmup, [*(overrides or []), *extra],
-                                                           queue, preset))
+        process = context.Process(
+            target=_bench_one, args=(motion, device, steps, warmup, [*(overrides or []), *extra], queue, preset)
+        )
         process.start()
         result = queue.get()
         process.join()
@@ -95,8 +107,14 @@ def run_benchmark(device: str, quick: bool, overrides: list[str] | None = None,
     return results
 
 
-def main(json_path: str | None = None, device: str | None = None, quick: bool = False, preset: str | None = None,
-         overrides: list[str] | None = None, profile: bool = False) -> int:
+def main(
+    json_path: str | None = None,
+    device: str | None = None,
+    quick: bool = False,
+    preset: str | None = None,
+    overrides: list[str] | None = None,
+    profile: bool = False,
+) -> int:
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -124,5 +142,3 @@ def main(json_path: str | None = None, device: str | None = None, quick: bool = 
 
 
 # ------------------------------------------------------------------------------------------------ --profile
-
-

@@ -1,7 +1,8 @@
 """``cpabanim demo``: animate your own photo with a driving video (a command, not a pipeline stage).
 
     cpabanim demo --source photo.jpg --driving video.mp4 --out result.mp4 [--mode relative] [--crop face]
-    cpabanim.commands.demo.photo.animate_photo("photo.jpg", "video.mp4", "models/checkpoints/default/last.pt", "result.mp4")
+    from cpabanim.commands.demo.photo import animate_photo
+    animate_photo("photo.jpg", "video.mp4", "models/checkpoints/default/last.pt", "result.mp4")
 
 What each mode computes (as TPSMM's demo; :meth:`cpabanim.models.full.AnimationModel.animation_keypoints`):
 ``relative`` moves the source's keypoints by the driving keypoints' motion since the driving video's first
@@ -39,23 +40,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", required=True, help="the photo to animate (any size and aspect)")
     parser.add_argument("--driving", required=True, help="the driving video: a movie, a gif or a folder of frames")
     parser.add_argument("--out", default="result.mp4", help="the video to write (default: result.mp4)")
-    parser.add_argument("--checkpoint", default=None,
-                        help="a cpabanim checkpoint (default: the experiment's {paths.checkpoints}/<experiment>/last.pt)")
-    parser.add_argument("--mode", choices=ANIMATION_MODES, default=_default("mode"),
-                        help="relative: motion since the first (or best) driving frame, applied to the source; "
-                             "standard: the driving keypoints as they are; avd: via the AVD network")
-    parser.add_argument("--crop", choices=CROPS, default=_default("crop"),
-                        help="face: crop the photo's face and track the driving video's; none: centre square")
-    parser.add_argument("--find-best-frame", action="store_true",
-                        help="start relative motion at the driving frame whose face landmarks best match the "
-                             "photo's, animating forwards and backwards from it")
-    parser.add_argument("--frames", default=None, metavar="DIR", help="also write the result frames (the result only, at the model's resolution) as lossless PNGs")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="a cpabanim checkpoint (default: the experiment's {paths.checkpoints}/<experiment>/last.pt)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=ANIMATION_MODES,
+        default=_default("mode"),
+        help="relative: motion since the first (or best) driving frame, applied to the source; "
+        "standard: the driving keypoints as they are; avd: via the AVD network",
+    )
+    parser.add_argument(
+        "--crop",
+        choices=CROPS,
+        default=_default("crop"),
+        help="face: crop the photo's face and track the driving video's; none: centre square",
+    )
+    parser.add_argument(
+        "--find-best-frame",
+        action="store_true",
+        help="start relative motion at the driving frame whose face landmarks best match the "
+        "photo's, animating forwards and backwards from it",
+    )
+    parser.add_argument(
+        "--frames",
+        default=None,
+        metavar="DIR",
+        help="also write the result frames (the result only, at the model's resolution) as lossless PNGs",
+    )
     parser.add_argument("--fps", type=float, default=None, help="output frame rate (default: the driving video's)")
     parser.add_argument("--device", default=_default("device"), help="auto | cpu | cuda | cuda:N (default: auto)")
-    parser.add_argument("--panels", choices=PANELS, default=_default("panels"),
-                        help="all: labelled source | driving | result; result: the result only")
-    parser.add_argument("--explain", default=None, metavar="DIR",
-                        help="write pictures of the motion (keypoints, flow, occlusion, contribution maps)")
+    parser.add_argument(
+        "--panels",
+        choices=PANELS,
+        default=_default("panels"),
+        help="all: labelled source | driving | result; result: the result only",
+    )
+    parser.add_argument(
+        "--explain",
+        default=None,
+        metavar="DIR",
+        help="write pictures of the motion (keypoints, flow, occlusion, contribution maps)",
+    )
     add_params_arguments(parser)
 
 
@@ -71,7 +99,18 @@ def default_checkpoint(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(args)
-    animate_photo(args.source, args.driving, checkpoint, args.out, mode=args.mode, crop=args.crop,
-                  find_best_frame=args.find_best_frame, frames_dir=args.frames, fps=args.fps, device=args.device,
-                  panels=args.panels, explain_dir=args.explain)
+    animate_photo(
+        args.source,
+        args.driving,
+        checkpoint,
+        args.out,
+        mode=args.mode,
+        crop=args.crop,
+        find_best_frame=args.find_best_frame,
+        frames_dir=args.frames,
+        fps=args.fps,
+        device=args.device,
+        panels=args.panels,
+        explain_dir=args.explain,
+    )
     return 0

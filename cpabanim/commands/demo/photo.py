@@ -45,11 +45,22 @@ class Inputs:
     fps: float
 
 
-def animate_photo(source: str | Path, driving: str | Path, checkpoint: str | Path, out: str | Path,
-                  mode: str = "relative", crop: str = "face", find_best_frame: bool = False,
-                  frames_dir: str | Path | None = None, fps: float | None = None, device: str = "auto",
-                  panels: str = "all", explain_dir: str | Path | None = None, batch_size: int = 8,
-                  progress: bool = True) -> Path:
+def animate_photo(
+    source: str | Path,
+    driving: str | Path,
+    checkpoint: str | Path,
+    out: str | Path,
+    mode: str = "relative",
+    crop: str = "face",
+    find_best_frame: bool = False,
+    frames_dir: str | Path | None = None,
+    fps: float | None = None,
+    device: str = "auto",
+    panels: str = "all",
+    explain_dir: str | Path | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> Path:
     """Animate the photo ``source`` with the video ``driving`` and write the video ``out``; returns its path.
 
     Args:
@@ -75,8 +86,9 @@ def animate_photo(source: str | Path, driving: str | Path, checkpoint: str | Pat
     if out.suffix.lower() not in VIDEO_SUFFIXES + (".gif",):
         raise CpabanimError(f"{out}: unsupported output format (use {', '.join(VIDEO_SUFFIXES)} or .gif)")
     torch_device = demo_device(device)
-    model, extra = load_model(checkpoint, torch_device,
-                              missing="pass --checkpoint PATH, or train one with `cpabanim train`")
+    model, extra = load_model(
+        checkpoint, torch_device, missing="pass --checkpoint PATH, or train one with `cpabanim train`"
+    )
     size = training_resolution(extra, checkpoint)
     inputs = prepare_inputs(Path(source), Path(driving), size, crop, _face_crop_options(extra))
     start = 0
@@ -85,8 +97,9 @@ def animate_photo(source: str | Path, driving: str | Path, checkpoint: str | Pat
         log.info("best driving frame: %d (relative motion starts there)", start)
     frames = len(inputs.driving)
     with progress_bar(total=frames + (1 if start else 0), desc="demo", unit="frame", disable=not progress) as bar:
-        result, explanation = animate_frames(model, inputs.source, inputs.driving, mode, start, torch_device,
-                                             batch_size, bar.update)
+        result, explanation = animate_frames(
+            model, inputs.source, inputs.driving, mode, start, torch_device, batch_size, bar.update
+        )
     write_video(compose_panels(inputs.source, inputs.driving, result, panels), out, fps or inputs.fps)
     if frames_dir is not None:
         from cpabanim.data.frames import write_frames
@@ -122,8 +135,11 @@ def training_resolution(extra: dict[str, Any], checkpoint: str | Path) -> int:
     size = ((extra.get("params") or {}).get("data") or {}).get("frame_size")
     if size:
         return int(size)
-    log.warning("checkpoint %s does not record its training resolution: using %d px (FOMM/TPSMM's)", checkpoint,
-                FALLBACK_FRAME_SIZE)
+    log.warning(
+        "checkpoint %s does not record its training resolution: using %d px (FOMM/TPSMM's)",
+        checkpoint,
+        FALLBACK_FRAME_SIZE,
+    )
     return FALLBACK_FRAME_SIZE
 
 
