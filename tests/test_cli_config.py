@@ -18,6 +18,7 @@ from cpabanim.errors import ConfigError
 from cpabanim.pipeline import STAGE_MODULES, all_stages
 
 from .conftest import PROJECT_ROOT
+from .test_cli import cli_error
 
 
 def project(
@@ -165,11 +166,27 @@ def test_cli_lists_every_stage_and_command():
 
 def test_cli_errors_are_one_line(tmp_path, caplog):
     assert main(["train", "--params", str(tmp_path / "nope.yaml")]) == 1
-    assert "not found" in caplog.text
+    assert cli_error(caplog) == (
+        "cpabanim train",
+        f"parameter file {tmp_path / 'nope.yaml'} not found (run from the project root or pass --params)",
+    )
     caplog.clear()
     path = project(tmp_path, "")
     assert main(["train", "--params", str(path), "--set", "train.betas=[0.5"]) == 1
-    assert "not valid YAML" in caplog.text and "Traceback" not in caplog.text
+    assert "not valid YAML" in cli_error(caplog)[1] and "Traceback" not in caplog.text
+    caplog.clear()
+    assert main(["train", "--params", str(path), "--set", "train.lr_generatr=1"]) == 1
+    assert cli_error(caplog)[1].endswith("train.lr_generatr: no such parameter (did you mean 'train.lr_generator'?)")
+
+
+def test_a_misspelt_key_in_params_yaml_names_the_closest_key(tmp_path):
+    with pytest.raises(
+        ConfigError,
+        match=r"^invalid parameters: model.dense_motion.scale_factr: no such parameter "
+        r"\(did you mean 'model.dense_motion.scale_factor'\?\); trian: no such "
+        r"parameter \(did you mean 'train'\?\)$",
+    ):
+        load_params(project(tmp_path, "model: {dense_motion: {scale_factr: 0.5}}\ntrian: {}\n"))
 
 
 def test_file_tracking_stores_are_refused_before_any_work(tmp_path, caplog, monkeypatch):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cpabanim.animation.animate import animate_video
 from cpabanim.config.typed import ModelConfig
 from cpabanim.errors import CpabanimError
 from cpabanim.models.checkpoint import load_checkpoint
@@ -210,7 +211,7 @@ def test_import_maps_every_tpsmm_tensor_and_the_model_runs(tpsmm_file, tmp_path)
     assert mapped == len(ours)  # every tensor of ours came from the TPSMM checkpoint
     out = model.reconstruct(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
     assert out["prediction"].shape == (2, 3, 64, 64) and torch.isfinite(out["prediction"]).all()
-    assert model.animate(torch.rand(1, 3, 64, 64), torch.rand(3, 3, 64, 64), mode="avd").shape == (3, 3, 64, 64)
+    assert animate_video(model, torch.rand(1, 3, 64, 64), torch.rand(3, 3, 64, 64), mode="avd").shape == (3, 3, 64, 64)
 
 
 def test_import_without_avd_or_background(tmp_path):

@@ -59,7 +59,7 @@ def validate(params: Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` listing every schema violation and cross-field inconsistency, in one line; a
     misspelt key (the schema allows no other) names the closest one the schema has."""
     errors = sorted(_validator().iter_errors(params), key=lambda e: list(e.absolute_path))
-    problems = [problem for error in errors for problem in _describe(error)]
+    problems = sorted(problem for error in errors for problem in _describe(error))
     if not problems:
         problems = consistency_problems(params)
     if problems:

@@ -62,8 +62,9 @@ def _jitter_range(key: str, value: Any) -> tuple[float, float] | None:
     return (-value, value) if key == "hue" else (max(0.0, 1.0 - value), 1.0 + value)
 
 
-def sample_augmentation(params: dict[str, Any] | None, size: tuple[int, int],
-                        generator: torch.Generator | None = None) -> PairAugmentation:
+def sample_augmentation(
+    params: dict[str, Any] | None, size: tuple[int, int], generator: torch.Generator | None = None
+) -> PairAugmentation:
     """Draw the augmentation of one pair of (H, W) = ``size`` frames.
 
     Args:
@@ -95,8 +96,9 @@ def sample_augmentation(params: dict[str, Any] | None, size: tuple[int, int],
     return PairAugmentation(**drawn)
 
 
-def apply_augmentation(frames: torch.Tensor, masks: torch.Tensor | None,
-                       aug: PairAugmentation) -> tuple[torch.Tensor, torch.Tensor | None]:
+def apply_augmentation(
+    frames: torch.Tensor, masks: torch.Tensor | None, aug: PairAugmentation
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Apply drawn parameters to a pair.
 
     Args:
@@ -120,8 +122,12 @@ def apply_augmentation(frames: torch.Tensor, masks: torch.Tensor | None,
     return frames, masks
 
 
-def augment_pair(frames: torch.Tensor, masks: torch.Tensor | None, params: dict[str, Any] | None,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def augment_pair(
+    frames: torch.Tensor,
+    masks: torch.Tensor | None,
+    params: dict[str, Any] | None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sample then apply: frames (2, 3, H, W), masks (2, H, W) or None -> the same, augmented identically."""
     aug = sample_augmentation(params, tuple(frames.shape[-2:]), generator)
     return apply_augmentation(frames, masks, aug)
@@ -155,8 +161,10 @@ def _colour_jitter(frames: torch.Tensor, aug: PairAugmentation) -> torch.Tensor:
     pair on one core, this hue shift ~3 ms (docs/model.md, "Training step profile").
     """
     operations = (
-        (_adjust_brightness, aug.brightness), (_adjust_contrast, aug.contrast),
-        (_adjust_saturation, aug.saturation), (_shift_hue, aug.hue),
+        (_adjust_brightness, aug.brightness),
+        (_adjust_contrast, aug.contrast),
+        (_adjust_saturation, aug.saturation),
+        (_shift_hue, aug.hue),
     )
     for index in aug.jitter_order:
         function, factor = operations[index]
@@ -199,20 +207,21 @@ def _shift_hue(frames: torch.Tensor, shift: float) -> torch.Tensor:
     value, low = frames.amax(-3), frames.amin(-3)
     chroma = value - low
     safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
-    hue = torch.where(value == r, ((g - b) / safe) % 6,
-                      torch.where(value == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    hue = torch.where(value == r, ((g - b) / safe) % 6, torch.where(value == g, (b - r) / safe + 2, (r - g) / safe + 4))
     hue = (hue + shift * 6) % 6
     k = torch.stack([(5 + hue) % 6, (3 + hue) % 6, (1 + hue) % 6], dim=-3)
     return value.unsqueeze(-3) - chroma.unsqueeze(-3) * torch.minimum(k, 4 - k).clamp_(0, 1)
 
 
-def _resize_crop(frames: torch.Tensor, masks: torch.Tensor | None, resized: tuple[int, int],
-                 crop: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _resize_crop(
+    frames: torch.Tensor, masks: torch.Tensor | None, resized: tuple[int, int], crop: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Resize float (2, 3, H, W) to ``resized``, zero-pad to at least (H, W), cut the (H, W) window at ``crop``."""
     height, width = frames.shape[-2:]
     new_h, new_w = resized
-    frames = F.interpolate(frames, size=resized, mode="bilinear", align_corners=False,
-                           antialias=new_h < height or new_w < width)
+    frames = F.interpolate(
+        frames, size=resized, mode="bilinear", align_corners=False, antialias=new_h < height or new_w < width
+    )
     if masks is not None:
         masks = F.interpolate(masks[:, None].float(), size=resized, mode="nearest")[:, 0].long()
     pad_h, pad_w = max(0, height - new_h), max(0, width - new_w)
@@ -220,6 +229,6 @@ def _resize_crop(frames: torch.Tensor, masks: torch.Tensor | None, resized: tupl
         frames = F.pad(frames, (0, pad_w, 0, pad_h))
         masks = F.pad(masks, (0, pad_w, 0, pad_h)) if masks is not None else None
     top, left = crop
-    frames = frames[..., top:top + height, left:left + width].contiguous()
-    masks = masks[..., top:top + height, left:left + width].contiguous() if masks is not None else None
+    frames = frames[..., top : top + height, left : left + width].contiguous()
+    masks = masks[..., top : top + height, left : left + width].contiguous() if masks is not None else None
     return frames, masks

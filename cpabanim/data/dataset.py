@@ -150,8 +150,10 @@ class FramesDataset(Dataset):
             picks = sorted(torch.randint(len(files), (2,), generator=generator).tolist())
             frames = [read_frame(files[i]) for i in picks]
             if frames[0].shape != frames[1].shape:
-                raise DataError(f"{video}: frames of different sizes ({tuple(frames[0].shape[1:])} and "
-                                f"{tuple(frames[1].shape[1:])})")
+                raise DataError(
+                    f"{video}: frames of different sizes ({tuple(frames[0].shape[1:])} and "
+                    f"{tuple(frames[1].shape[1:])})"
+                )
             pair = torch.stack(frames)
         else:
             all_frames = read_video(video, self.frame_shape)
@@ -163,7 +165,8 @@ class FramesDataset(Dataset):
             labels = load_masks(self.masks_root, self.split, name)
             if labels.shape[1:] != tuple(pair.shape[-2:]) or max(picks) >= len(labels):
                 raise DataError(
-                    f"masks of {name!r} have shape {labels.shape}, frames are {tuple(pair.shape[-2:])} x >{max(picks)}: "
+                    f"masks of {name!r} have shape {labels.shape}, frames are {tuple(pair.shape[-2:])} "
+                    f"x >{max(picks)}: "
                     "re-run `cpabanim masks` after preprocessing"
                 )
             masks = torch.from_numpy(labels[picks].astype(np.int64))
@@ -195,7 +198,11 @@ def dataset_from_params(params: dict[str, Any], split: str = "train", with_masks
     data = params["data"]
     size = int(data["frame_size"])
     return FramesDataset(
-        params["paths"]["processed"], split=split, frame_shape=(size, size, 3),
-        id_sampling=data["id_sampling"], augmentation=data["augmentation"],
-        num_repeats=data["num_repeats"], masks_root=params["paths"]["masks"] if with_masks else None,
+        params["paths"]["processed"],
+        split=split,
+        frame_shape=(size, size, 3),
+        id_sampling=data["id_sampling"],
+        augmentation=data["augmentation"],
+        num_repeats=data["num_repeats"],
+        masks_root=params["paths"]["masks"] if with_masks else None,
     )

@@ -82,8 +82,10 @@ def download_weights(name: str, weights_dir: Path, url: str | None = None) -> Pa
     elif not verify_hash(path, name):
         bad = path.with_name(path.name + ".bad")
         path.replace(bad)
-        raise DataError(f"{path}: sha256 does not start with {entry.sha256_prefix} (kept as {bad}); "
-                        f"the download from {url or entry.url} is not the official file")
+        raise DataError(
+            f"{path}: sha256 does not start with {entry.sha256_prefix} (kept as {bad}); "
+            f"the download from {url or entry.url} is not the official file"
+        )
     return path
 
 
@@ -123,8 +125,12 @@ def download(data: Mapping[str, Any], raw_root: str | Path) -> dict[str, Any]:
         metadata = sources.metadata_path(source, data["metadata"], out, fetch=True)
         chunks = sources.read_metadata(metadata)
         ids = sorted({c.youtube_id for c in chunks})
-        manifest["metadata"] = {"path": str(metadata), "sha256": files.sha256_file(metadata),
-                                "chunks": len(chunks), "videos": len(ids)}
+        manifest["metadata"] = {
+            "path": str(metadata),
+            "sha256": files.sha256_file(metadata),
+            "chunks": len(chunks),
+            "videos": len(ids),
+        }
         for youtube_id in progress_bar(ids, desc=f"download {source}", unit="video"):
             try:
                 path = sources.download_youtube(youtube_id, out / "videos", data["youtube_url"])
@@ -135,7 +141,9 @@ def download(data: Mapping[str, Any], raw_root: str | Path) -> dict[str, Any]:
     elif source == "mgif":
         url, sha256 = data["archive"]["url"], data["archive"]["sha256"] or None
         if not url:
-            raise ConfigError("data.archive.url is empty: give the MGif archive URL (or data.source_dir for your own copy)")
+            raise ConfigError(
+                "data.archive.url is empty: give the MGif archive URL (or data.source_dir for your own copy)"
+            )
         name = Path(urllib.parse.urlparse(url).path).name or "mgif-archive"
         try:
             archive = sources.fetch_url(url, files.contained_path(out, name), sha256)  # a URL ending in '..'

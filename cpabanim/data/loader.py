@@ -61,7 +61,7 @@ def epoch_order(num_items: int, seed: int, epoch: int, rank: int, world: int, ba
     ranks like DistributedSampler (rank r takes items r, r + world, ...), cut into full batches (drop_last)."""
     per_rank = epoch_permutation(num_items, seed, epoch)[rank::world][: num_items // world]
     count = len(per_rank) // batch_size
-    return [per_rank[i * batch_size:(i + 1) * batch_size] for i in range(count)]
+    return [per_rank[i * batch_size : (i + 1) * batch_size] for i in range(count)]
 
 
 class EpochBatchSampler(Sampler[list[ItemKey]]):
@@ -91,7 +91,7 @@ class EpochBatchSampler(Sampler[list[ItemKey]]):
 
     def __iter__(self) -> Iterator[list[ItemKey]]:
         batches = epoch_order(self.num_items, self.seed, self.epoch, self.rank, self.world, self.batch_size)
-        for batch in batches[self.start:]:
+        for batch in batches[self.start :]:
             yield [ItemKey(index, item_seed(self.seed, self.epoch, index)) for index in batch]
 
 
@@ -159,13 +159,18 @@ def resolve_num_workers(value: int | str, local_world: int = 1) -> int:
     return value
 
 
-def make_loader(dataset: Dataset, sampler: EpochBatchSampler, num_workers: int, device: torch.device,
-                prefetch_factor: int = 2) -> DataLoader:
+def make_loader(
+    dataset: Dataset, sampler: EpochBatchSampler, num_workers: int, device: torch.device, prefetch_factor: int = 2
+) -> DataLoader:
     """The training DataLoader: keyed items from ``num_workers`` persistent workers (0 = the main process),
     each prefetching ``prefetch_factor`` batches, in pinned memory when the model is on CUDA."""
     workers = num_workers > 0
     return DataLoader(
-        KeyedDataset(dataset), batch_sampler=sampler, num_workers=num_workers, collate_fn=collate,
-        pin_memory=device.type == "cuda", persistent_workers=workers,
+        KeyedDataset(dataset),
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers,
         prefetch_factor=prefetch_factor if workers else None,
     )

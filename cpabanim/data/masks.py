@@ -45,8 +45,9 @@ def slic_labels(frames: np.ndarray, n_segments: int = 24, compactness: float = 1
 
     out = np.zeros(frames.shape[:3], dtype=np.uint8)
     for t, frame in enumerate(frames):
-        labels = slic(frame, n_segments=n_segments, compactness=compactness, sigma=sigma, start_label=1,
-                      channel_axis=-1)
+        labels = slic(
+            frame, n_segments=n_segments, compactness=compactness, sigma=sigma, start_label=1, channel_axis=-1
+        )
         out[t] = np.minimum(labels, 255)
     return out
 
@@ -75,8 +76,11 @@ def sam_generator(model, cfg: dict[str, Any]):
     from segment_anything import SamAutomaticMaskGenerator
 
     return SamAutomaticMaskGenerator(
-        model, points_per_side=cfg["points_per_side"], pred_iou_thresh=cfg["pred_iou_thresh"],
-        stability_score_thresh=cfg["stability_score_thresh"], points_per_batch=64,
+        model,
+        points_per_side=cfg["points_per_side"],
+        pred_iou_thresh=cfg["pred_iou_thresh"],
+        stability_score_thresh=cfg["stability_score_thresh"],
+        points_per_batch=64,
     )
 
 
@@ -122,8 +126,10 @@ def load_sam(sam: Mapping[str, Any], weights_dir: str | Path, device: str = "cpu
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
-        raise CpabanimError(f"SAM checkpoint {path} does not fit SAM {sam['model_type']} ({first_line(exc)}); check masks.sam."
-                            f"model_type, or delete it and run `cpabanim weights {name}`") from None
+        raise CpabanimError(
+            f"SAM checkpoint {path} does not fit SAM {sam['model_type']} ({first_line(exc)}); check masks.sam."
+            f"model_type, or delete it and run `cpabanim weights {name}`"
+        ) from None
     from cpabanim.runtime import resolve_device
 
     return model.to(resolve_device(device)).eval()
@@ -133,13 +139,15 @@ def read_sam_state(path: Path, name: str) -> dict[str, Any]:
     """The state dict of a SAM checkpoint, read with ``weights_only=True``. A file under the official name is
     first checked against the official sha256 (a corrupt download is named with its fix); a file of the
     user's own (``masks.sam.checkpoint``, e.g. fine-tuned) has no known hash and is only loaded safely."""
-    from cpabanim.weights import load_weights
-    from cpabanim.weights import safe_torch_load
+    from cpabanim.weights import load_weights, safe_torch_load
 
     if path.name == Path(weights_registry.SAM_WEIGHTS[name]["url"]).name:
         return load_weights(name, path)
-    return safe_torch_load(path, "SAM checkpoint (masks.sam.checkpoint)",
-                           f"use a segment-anything checkpoint, e.g. `cpabanim weights {name}`")
+    return safe_torch_load(
+        path,
+        "SAM checkpoint (masks.sam.checkpoint)",
+        f"use a segment-anything checkpoint, e.g. `cpabanim weights {name}`",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -161,8 +169,14 @@ def save_labels(path: str | Path, labels: np.ndarray) -> None:
     files.write_atomically(path, write)
 
 
-def extract_masks(masks_cfg: Mapping[str, Any], processed_root: str | Path, masks_root: str | Path,
-                  weights_dir: str | Path, device: str = "cpu", sam_model=None) -> dict[str, Any]:
+def extract_masks(
+    masks_cfg: Mapping[str, Any],
+    processed_root: str | Path,
+    masks_root: str | Path,
+    weights_dir: str | Path,
+    device: str = "cpu",
+    sam_model=None,
+) -> dict[str, Any]:
     """Label maps for every training video of ``processed_root`` (``{paths.processed}``) into ``masks_root``
     (``{paths.masks}``), as ``masks_cfg`` (the ``masks`` params) says; videos already done are skipped. Returns (and
     writes) ``meta.json``.
@@ -178,8 +192,9 @@ def extract_masks(masks_cfg: Mapping[str, Any], processed_root: str | Path, mask
         raise DataError(f"{train}: no training frames (run `cpabanim preprocess` first)")
     settings = {"source": source, **({"sam": masks_cfg["sam"]} if source == "sam" else {"slic": masks_cfg["slic"]})}
     if source == "sam":
-        settings["checkpoint"] = ("random-init (test)" if sam_model is not None
-                                  else str(sam_checkpoint(masks_cfg["sam"], weights_dir)))
+        settings["checkpoint"] = (
+            "random-init (test)" if sam_model is not None else str(sam_checkpoint(masks_cfg["sam"], weights_dir))
+        )
     previous = files.read_json(out / "meta.json")
     if previous.get("settings") != settings:  # other source or settings: nothing done before counts
         previous = {}

@@ -53,8 +53,11 @@ def test_count(num_videos: int, test_fraction: float) -> int:
 
 def _candidate_videos(folder: Path) -> list[Path]:
     """The entries of ``folder`` that may be videos, sorted: all but hidden files and notes (.md/.txt/.json/.csv)."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() not in (".md", ".txt", ".json", ".csv")
-                  and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() not in (".md", ".txt", ".json", ".csv") and not p.name.startswith(".")
+    )
 
 
 def _name(path: Path) -> str:
@@ -75,15 +78,18 @@ def plan(data: Mapping[str, Any], seed: int, raw_root: str | Path) -> Iterator[t
         cfg = data["synthetic"]
         for split, count in (("train", cfg["num_train"]), ("test", cfg["num_test"])):
             for index, (video_id, obj, background) in enumerate(synthetic.video_plan(split, count, seed)):
+
                 def make(split=split, index=index, obj=obj, background=background):
                     rng = np.random.default_rng([seed, synthetic._SPLIT_CODE[split], 1, index])
                     return synthetic.render_video(obj, background, cfg["num_frames"], size, rng)
+
                 yield split, video_id, make
     elif source == "folder":
         cfg = data["folder"]
         if not cfg["dir"] or not Path(cfg["dir"]).is_dir():
             raise ConfigError(f"data.folder.dir={cfg['dir']!r} is not a folder of videos")
         for split, video in folder_videos(Path(cfg["dir"]), cfg["test_fraction"]):
+
             def make(video=video):
                 frames = read_video(video, max_frames=cfg["max_frames"], stride=cfg["stride"])
                 if cfg["faces"]:
@@ -94,13 +100,16 @@ def plan(data: Mapping[str, Any], seed: int, raw_root: str | Path) -> Iterator[t
                     except DataError as err:
                         raise DataError(f"{video}: {err}") from err
                 return resize_frames(centre_square(frames), size, source=video)
+
             yield split, _name(video), make
     elif data.get("source_dir") or source == "mgif":
         root = sources.find_split_root(data.get("source_dir") or raw_root / "mgif" / "unpacked")
         for split in SPLITS:
             for video in sorted((root / split).iterdir()):
+
                 def make(video=video):
                     return resize_frames(centre_square(read_video(video)), size, source=video)
+
                 yield split, _name(video), make
     else:  # vox / taichi / ted from the published metadata and the videos `download` fetched
         videos_dir = raw_root / source / "videos"
@@ -113,6 +122,7 @@ def plan(data: Mapping[str, Any], seed: int, raw_root: str | Path) -> Iterator[t
                 if not video.is_file():
                     raise DataError(f"{chunk.youtube_id}: video not downloaded (see the download manifest)")
                 return sources.crop_chunk(video, chunk, size)
+
             yield split, chunk.name, make
 
 
@@ -146,12 +156,19 @@ def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, process
     and its manifest into ``processed_root`` (``{paths.processed}``); reuse videos already written with the
     same config. Returns the manifest."""
     out = Path(processed_root)
-    config = {"data": {k: v for k, v in data.items() if k not in ("augmentation", "id_sampling", "num_repeats")},
-              "seed": seed}
+    config = {
+        "data": {k: v for k, v in data.items() if k not in ("augmentation", "id_sampling", "num_repeats")},
+        "seed": seed,
+    }
     previous = files.read_json(out / "manifest.json")
     reuse = previous.get("config") == config
-    manifest: dict[str, Any] = {"source": data["source"], "frame_size": data["frame_size"],
-                                "config": config, "videos": {s: {} for s in SPLITS}, "skipped": []}
+    manifest: dict[str, Any] = {
+        "source": data["source"],
+        "frame_size": data["frame_size"],
+        "config": config,
+        "videos": {s: {} for s in SPLITS},
+        "skipped": [],
+    }
     items = list(plan(data, seed, raw_root))
     auto_split = data["source"] == "folder" and not has_own_split(Path(data["folder"]["dir"]))
     for split, video_id, make in progress_bar(items, desc="preprocess", unit="video"):
@@ -187,7 +204,9 @@ def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, process
                     shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     if not manifest["videos"]["train"] or not manifest["videos"]["test"]:
         files.write_json(out / "manifest.json", manifest)
-        raise DataError(f"preprocess produced no {'train' if not manifest['videos']['train'] else 'test'} videos "
-                        f"(see {out / 'manifest.json'} for what was skipped and why)")
+        raise DataError(
+            f"preprocess produced no {'train' if not manifest['videos']['train'] else 'test'} videos "
+            f"(see {out / 'manifest.json'} for what was skipped and why)"
+        )
     files.write_json(out / "manifest.json", manifest)
     return manifest

@@ -129,8 +129,9 @@ def unpack_archive(archive: str | Path, dest: str | Path) -> Path:
         raise DataError(f"{archive}: member {err.tarinfo.name!r} refused ({err}); nothing was unpacked") from None
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as err:
         shutil.rmtree(staging, ignore_errors=True)
-        raise DataError(f"{archive}: cannot unpack into {dest} ({type(err).__name__}: {err}); "
-                        "the partial extraction was removed") from None
+        raise DataError(
+            f"{archive}: cannot unpack into {dest} ({type(err).__name__}: {err}); the partial extraction was removed"
+        ) from None
     if dest.is_dir() and not dest.is_symlink():
         shutil.rmtree(dest)
     elif dest.exists() or dest.is_symlink():
@@ -151,13 +152,19 @@ def find_split_root(folder: str | Path) -> Path:
 # ---------------------------------------------------------------------------------------------------------
 # Published metadata of VoxCeleb / TaiChiHD / TED-talks (AliaksandrSiarohin/video-preprocessing format)
 
-_VIDEO_PREPROCESSING = "https://raw.githubusercontent.com/AliaksandrSiarohin/video-preprocessing/ac40aac58657a3d8db85421cd4afcf465e86ead1"
+_VIDEO_PREPROCESSING = (
+    "https://raw.githubusercontent.com/AliaksandrSiarohin/video-preprocessing/ac40aac58657a3d8db85421cd4afcf465e86ead1"
+)
 # used when data.metadata is empty; fetched by `download` (never shipped: the repository has no licence file)
 PUBLISHED_METADATA: dict[str, dict[str, str]] = {
-    "vox": {"url": f"{_VIDEO_PREPROCESSING}/vox-metadata.csv",
-            "sha256": "dfbaf55a6edaaf84add29f93692f8bb7289aff1102631bcdf1b1aaf52f3953f7"},
-    "taichi": {"url": f"{_VIDEO_PREPROCESSING}/taichi-metadata.csv",
-               "sha256": "1f9dcf5af96c1eb7aceb9afdf796f81668a0f8d8fc58c910369dedaab04fe12f"},
+    "vox": {
+        "url": f"{_VIDEO_PREPROCESSING}/vox-metadata.csv",
+        "sha256": "dfbaf55a6edaaf84add29f93692f8bb7289aff1102631bcdf1b1aaf52f3953f7",
+    },
+    "taichi": {
+        "url": f"{_VIDEO_PREPROCESSING}/taichi-metadata.csv",
+        "sha256": "1f9dcf5af96c1eb7aceb9afdf796f81668a0f8d8fc58c910369dedaab04fe12f",
+    },
 }
 
 
@@ -218,11 +225,19 @@ def read_metadata(path: str | Path) -> list[Chunk]:
                 # both become file and folder names (download, preprocess): a strict pattern, no paths
                 validate_id(youtube_id, "video id", f"{path} line {reader.line_num}")
                 validate_id(person, "person id", f"{path} line {reader.line_num}")
-                chunks.append(Chunk(
-                    youtube_id=youtube_id, person=person, start=int(row["start"]), end=int(row["end"]),
-                    bbox=tuple(int(float(v)) for v in row["bbox"].split("-")), ref_width=int(row["width"]),
-                    ref_height=int(row["height"]), fps=float(row["fps"]), partition=row["partition"],
-                ))
+                chunks.append(
+                    Chunk(
+                        youtube_id=youtube_id,
+                        person=person,
+                        start=int(row["start"]),
+                        end=int(row["end"]),
+                        bbox=tuple(int(float(v)) for v in row["bbox"].split("-")),
+                        ref_width=int(row["width"]),
+                        ref_height=int(row["height"]),
+                        fps=float(row["fps"]),
+                        partition=row["partition"],
+                    )
+                )
             except (KeyError, ValueError, AttributeError) as err:  # AttributeError: a short row (None field)
                 raise DataError(f"{path}: bad metadata row {row} ({err})") from err
     return chunks
@@ -239,15 +254,24 @@ def download_youtube(youtube_id: str, out_dir: Path, url_template: str, options:
         return target
     url = url_template.format(id=youtube_id)
     opts = {
-        "format": "best[ext=mp4]/best", "outtmpl": str(out_dir / f"{youtube_id}.%(ext)s"), "quiet": True,
-        "no_warnings": True, "noprogress": True, "continuedl": True, "retries": 2,
-        "skip_unavailable_fragments": True, "enable_file_urls": url.startswith("file:"), **(options or {}),
+        "format": "best[ext=mp4]/best",
+        "outtmpl": str(out_dir / f"{youtube_id}.%(ext)s"),
+        "quiet": True,
+        "no_warnings": True,
+        "noprogress": True,
+        "continuedl": True,
+        "retries": 2,
+        "skip_unavailable_fragments": True,
+        "enable_file_urls": url.startswith("file:"),
+        **(options or {}),
     }
     try:
         with yt_dlp.YoutubeDL(opts) as ydl:
             ydl.download([url])
     except Exception as err:  # yt_dlp.utils.DownloadError and friends: dead, private, region-locked, bot check
-        raise DataError(f"{youtube_id}: {str(err).strip().splitlines()[-1] if str(err) else type(err).__name__}") from err
+        raise DataError(
+            f"{youtube_id}: {str(err).strip().splitlines()[-1] if str(err) else type(err).__name__}"
+        ) from err
     produced = sorted(out_dir.glob(f"{youtube_id}.*"))
     produced = [p for p in produced if p.suffix not in (".part", ".ytdl")]
     if not produced:
@@ -279,7 +303,8 @@ def crop_chunk(video_path: Path, chunk: Chunk, size: int) -> np.ndarray:
     top, bottom = max(0, int(top * sy)), min(height, int(bottom * sy))
     if right - left < 2 or bottom - top < 2:
         raise DataError(f"{chunk.name}: empty crop box {chunk.bbox} for a {width}x{height} video")
-    return resize_frames(np.ascontiguousarray(frames[:, top:bottom, left:right]), size,
-                         source=f"{chunk.name} (crop of {video_path.name})")
-
-
+    return resize_frames(
+        np.ascontiguousarray(frames[:, top:bottom, left:right]),
+        size,
+        source=f"{chunk.name} (crop of {video_path.name})",
+    )

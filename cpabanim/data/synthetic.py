@@ -126,27 +126,38 @@ def render_video(
             joint = centre + scale * (_rotation(angle) @ joint_body)
             limb_angle = angle + base + motion.at(wave, t)
             v = np.stack([xs - joint[0], ys - joint[1]], axis=-1) @ _rotation(-limb_angle).T / scale
-            inside = np.maximum(
-                np.maximum(-v[..., 0], v[..., 0] - limb_length), np.abs(v[..., 1]) - limb_width / 2
-            )
+            inside = np.maximum(np.maximum(-v[..., 0], v[..., 0] - limb_length), np.abs(v[..., 1]) - limb_width / 2)
             alpha = _smooth_step(inside, _SUPERSAMPLE)[..., None]
             # the limb carries a strip of the photo next to where it is attached
             anchor = big / 2 + joint_body * 1.1
             direction = np.array([math.cos(base), math.sin(base)])
             normal = np.array([-direction[1], direction[0]])
             tex = anchor + v[..., :1] * direction + v[..., 1:] * normal
-            layer = cv2.remap(texture, tex[..., 0].astype(np.float32), tex[..., 1].astype(np.float32),
-                              cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            layer = cv2.remap(
+                texture,
+                tex[..., 0].astype(np.float32),
+                tex[..., 1].astype(np.float32),
+                cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REFLECT,
+            )
             canvas = canvas * (1 - alpha) + layer * alpha
 
         # body: the photo's centre, bent by a smooth invertible displacement field
-        bend = np.stack([
-            motion.at(motion.bend_x, t) * np.sin(math.pi * u[..., 1] + motion.bend_phase[0]),
-            motion.at(motion.bend_y, t) * np.sin(math.pi * u[..., 0] + motion.bend_phase[1]),
-        ], axis=-1)
+        bend = np.stack(
+            [
+                motion.at(motion.bend_x, t) * np.sin(math.pi * u[..., 1] + motion.bend_phase[0]),
+                motion.at(motion.bend_y, t) * np.sin(math.pi * u[..., 0] + motion.bend_phase[1]),
+            ],
+            axis=-1,
+        )
         tex = big / 2 + (u + bend) * axes * 1.2
-        layer = cv2.remap(texture, tex[..., 0].astype(np.float32), tex[..., 1].astype(np.float32),
-                          cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        layer = cv2.remap(
+            texture,
+            tex[..., 0].astype(np.float32),
+            tex[..., 1].astype(np.float32),
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT,
+        )
         radius = np.linalg.norm(u, axis=-1)
         alpha = _smooth_step((radius - 1.0) * axes.min(), _SUPERSAMPLE)[..., None]
         canvas = canvas * (1 - alpha) + layer * alpha
@@ -168,9 +179,7 @@ def video_plan(split: str, count: int, seed: int) -> list[tuple[str, str, str]]:
     return plan
 
 
-def generate(
-    split: str, count: int, num_frames: int, size: int, seed: int
-) -> Iterator[tuple[str, np.ndarray]]:
+def generate(split: str, count: int, num_frames: int, size: int, seed: int) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(video_id, uint8 (num_frames, size, size, 3))`` for each synthetic video of ``split``."""
     for index, (video_id, obj, background) in enumerate(video_plan(split, count, seed)):
         rng = np.random.default_rng([seed, _SPLIT_CODE[split], 1, index])

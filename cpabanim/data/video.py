@@ -162,7 +162,9 @@ def _read_movie(path: Path, max_frames: int | None, stride: int, start: int = 0,
                         if max_frames and len(frames) >= max_frames:
                             break
         except Exception as err:
-            raise DataError(f"{path}: cannot decode video ({first_line(decord_error)}; ffmpeg: {first_line(err)})") from err
+            raise DataError(
+                f"{path}: cannot decode video ({first_line(decord_error)}; ffmpeg: {first_line(err)})"
+            ) from err
         if not frames:
             raise DataError(f"{path}: the video has no frames")
         return np.stack(frames)
@@ -252,8 +254,10 @@ def check_source_size(frames: np.ndarray, source: str | Path) -> None:
     their short side: such a video has too little detail to be upscaled into a training clip."""
     height, width = frames.shape[1:3]
     if min(height, width) < MIN_SOURCE_SIDE:
-        raise DataError(f"{source}: frames of {width}x{height} pixels are below the {MIN_SOURCE_SIDE} px minimum "
-                        "(short side) for a source video; use a larger video or crop")
+        raise DataError(
+            f"{source}: frames of {width}x{height} pixels are below the {MIN_SOURCE_SIDE} px minimum "
+            "(short side) for a source video; use a larger video or crop"
+        )
 
 
 def resize_frames(frames: np.ndarray, size: int, source: str | Path = "video") -> np.ndarray:

@@ -98,10 +98,18 @@ def _from_plain(value: Any) -> Any:
 # writing
 
 
-def save_checkpoint(path: str | Path, model, optimizers: dict[str, Any] | None = None,
-                    schedulers: dict[str, Any] | None = None, step: int = 0, epoch: int = 0,
-                    params: dict[str, Any] | None = None, rng_state: dict[str, Any] | None = None,
-                    complete: bool = False, extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    model,
+    optimizers: dict[str, Any] | None = None,
+    schedulers: dict[str, Any] | None = None,
+    step: int = 0,
+    epoch: int = 0,
+    params: dict[str, Any] | None = None,
+    rng_state: dict[str, Any] | None = None,
+    complete: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write the checkpoint to ``path`` atomically and return the path (``extra``: more top-level entries).
 
     Everything is stored as plain containers and tensors (numpy RNG arrays as tensors), so that
@@ -122,8 +130,9 @@ def save_checkpoint(path: str | Path, model, optimizers: dict[str, Any] | None =
         "complete": bool(complete),
         **(extra or {}),
     }
-    return write_atomically(path, lambda handle: torch.save(_to_plain(state), handle),
-                            lambda tmp: _check_loadable(tmp, path))
+    return write_atomically(
+        path, lambda handle: torch.save(_to_plain(state), handle), lambda tmp: _check_loadable(tmp, path)
+    )
 
 
 def _check_loadable(written: Path, path: Path) -> None:
@@ -131,8 +140,10 @@ def _check_loadable(written: Path, path: Path) -> None:
     container or tensor slipped into params / extra): better a clear error now than an unloadable file later."""
     unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(written)
     if unsafe:
-        raise CpabanimError(f"checkpoint {path} would need {', '.join(sorted(unsafe))} to load; only plain "
-                            "containers, numbers, strings and tensors may be stored (convert them before saving)")
+        raise CpabanimError(
+            f"checkpoint {path} would need {', '.join(sorted(unsafe))} to load; only plain "
+            "containers, numbers, strings and tensors may be stored (convert them before saving)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -164,8 +175,10 @@ def load_checkpoint(path: str | Path, map_location="cpu"):
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
-        raise CpabanimError(f"checkpoint {path} does not match the model it describes ({_state_mismatch(model, state['model'])}); "
-                            "it was probably written by an older cpabanim: train again") from exc
+        raise CpabanimError(
+            f"checkpoint {path} does not match the model it describes ({_state_mismatch(model, state['model'])}); "
+            "it was probably written by an older cpabanim: train again"
+        ) from exc
     model.to(map_location if not callable(map_location) else "cpu").eval()
     extra = {k: v for k, v in state.items() if k != "model"}
     return model, extra
@@ -177,8 +190,11 @@ def _state_mismatch(model, state: dict[str, Any], shown: int = 3) -> str:
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     reshaped = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    parts = [f"{label} {len(names)}: {', '.join(names[:shown])}{', ...' if len(names) > shown else ''}"
-             for label, names in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped)) if names]
+    parts = [
+        f"{label} {len(names)}: {', '.join(names[:shown])}{', ...' if len(names) > shown else ''}"
+        for label, names in (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped))
+        if names
+    ]
     return "; ".join(parts) or "values that do not load"
 
 
@@ -236,7 +252,8 @@ def hold_checkpoint_folder(folder: str | Path) -> Iterator[Path]:
             holder = _lock_holder(lock_path)
             raise CpabanimError(
                 f"checkpoint folder {folder} is in use by another trainer (pid {holder}, lock {lock_path}); "
-                f"wait for it to finish or stop it (kill {holder}) before training again") from None
+                f"wait for it to finish or stop it (kill {holder}) before training again"
+            ) from None
         # the pid is for the message of a second holder only; the lock itself is the flock
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())

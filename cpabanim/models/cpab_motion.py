@@ -35,8 +35,16 @@ FIT_METHODS = ("lm", "adam")
 KP_GRADIENTS = ("detach", "implicit")
 
 
-def fit_adam_grouped(cpab, points: torch.Tensor, targets: torch.Tensor, group_size: int, iters: int,
-                     method: str = "faithful", lr: float = 1e-2, theta0: float = 1e-6) -> torch.Tensor:
+def fit_adam_grouped(
+    cpab,
+    points: torch.Tensor,
+    targets: torch.Tensor,
+    group_size: int,
+    iters: int,
+    method: str = "faithful",
+    lr: float = 1e-2,
+    theta0: float = 1e-6,
+) -> torch.Tensor:
     """The paper's Adam fit (Eq. 6) run independently on consecutive groups of ``group_size`` transforms.
 
     points, targets (T, K, 2) in [0, 1], T a multiple of ``group_size`` -> theta (T, d), detached.
@@ -66,9 +74,16 @@ def fit_adam_grouped(cpab, points: torch.Tensor, targets: torch.Tensor, group_si
 class CPABMotion(nn.Module):
     """CPAB motion model; ``forward`` gives (B, N+1, H, W, 2): N partial grids then the global grid."""
 
-    def __init__(self, partial_tessellation=(4, 4), global_tessellation=(6, 6), fit_method: str = "lm",
-                 adam_iters: int = 100, use_global: bool = True, integrator: str = "faithful",
-                 kp_gradient: str = "detach"):
+    def __init__(
+        self,
+        partial_tessellation=(4, 4),
+        global_tessellation=(6, 6),
+        fit_method: str = "lm",
+        adam_iters: int = 100,
+        use_global: bool = True,
+        integrator: str = "faithful",
+        kp_gradient: str = "detach",
+    ):
         super().__init__()
         from cpabanim.cpab import CPAB, Tessellation
 
@@ -79,8 +94,10 @@ class CPABMotion(nn.Module):
         if kp_gradient == "implicit" and fit_method != "lm":
             # the implicit gradient is that of the ridge least-squares optimum the LM fit solves; the paper's Adam
             # fit minimises another objective (one unsquared norm over coupled transforms) and stops early
-            raise ValueError("model.kp_gradient=implicit needs model.fit_method=lm (it differentiates the LM fit's "
-                             f"optimum), got fit_method={fit_method!r}")
+            raise ValueError(
+                "model.kp_gradient=implicit needs model.fit_method=lm (it differentiates the LM fit's "
+                f"optimum), got fit_method={fit_method!r}"
+            )
         self.fit_method = fit_method
         self.kp_gradient = kp_gradient
         self.adam_iters = int(adam_iters)
@@ -89,8 +106,9 @@ class CPABMotion(nn.Module):
         self.partial = CPAB(Tessellation(tuple(partial_tessellation)))
         self.global_ = CPAB(Tessellation(tuple(global_tessellation))) if use_global else None
 
-    def _fit(self, cpab, points: torch.Tensor, targets: torch.Tensor, iters: int, lam: float,
-             per_frame: int) -> torch.Tensor:
+    def _fit(
+        self, cpab, points: torch.Tensor, targets: torch.Tensor, iters: int, lam: float, per_frame: int
+    ) -> torch.Tensor:
         """points, targets (T, K, 2) in [0, 1] -> theta (T, d), detached unless ``kp_gradient="implicit"``.
 
         ``per_frame``: transforms per frame (N partial, 1 global); Adam couples them per frame in eval mode and
@@ -112,27 +130,40 @@ class CPABMotion(nn.Module):
                 theta = fit_lm(cpab, points, targets, lam=lam, method=self.integrator)
         return theta.detach()
 
-    def forward(self, kp_source: torch.Tensor, kp_driving: torch.Tensor, num_groups: int,
-                size: tuple[int, int]) -> torch.Tensor:
+    def forward(
+        self, kp_source: torch.Tensor, kp_driving: torch.Tensor, num_groups: int, size: tuple[int, int]
+    ) -> torch.Tensor:
         """kp (B, G*5, 2) in [-1, 1] -> grids (B, G + use_global, H, W, 2) in [-1, 1]."""
         b, k, _ = kp_source.shape
         if self.kp_gradient == "detach":  # the released code's detach (module docstring)
             kp_source, kp_driving = kp_source.detach(), kp_driving.detach()
         points = (kp_driving + 1) / 2
         targets = (kp_source + 1) / 2
-        theta = self._fit(self.partial, points.reshape(b * num_groups, k // num_groups, 2),
-                          targets.reshape(b * num_groups, k // num_groups, 2), self.adam_iters, DEFAULT_LAMBDA_PARTIAL,
-                          per_frame=num_groups)
+        theta = self._fit(
+            self.partial,
+            points.reshape(b * num_groups, k // num_groups, 2),
+            targets.reshape(b * num_groups, k // num_groups, 2),
+            self.adam_iters,
+            DEFAULT_LAMBDA_PARTIAL,
+            per_frame=num_groups,
+        )
         with torch.autocast(kp_source.device.type, enabled=False):
             return self._grids(theta, points, targets, b, num_groups, size)  # float32 even under AMP
 
     def _grids(self, theta, points, targets, b, num_groups, size):
         differentiable = self.kp_gradient == "implicit"
-        grids = [self.partial.warp_grid(theta, size=size, method=self.integrator, differentiable=differentiable)
-                 .view(b, num_groups, size[0], size[1], 2)]
+        grids = [
+            self.partial.warp_grid(theta, size=size, method=self.integrator, differentiable=differentiable).view(
+                b, num_groups, size[0], size[1], 2
+            )
+        ]
         if self.global_ is not None:
-            theta_g = self._fit(self.global_, points, targets, int(round(1.5 * self.adam_iters)), DEFAULT_LAMBDA_GLOBAL,
-                                per_frame=1)
-            grids.append(self.global_.warp_grid(theta_g, size=size, method=self.integrator, differentiable=differentiable)
-                         .view(b, 1, size[0], size[1], 2))
+            theta_g = self._fit(
+                self.global_, points, targets, int(round(1.5 * self.adam_iters)), DEFAULT_LAMBDA_GLOBAL, per_frame=1
+            )
+            grids.append(
+                self.global_.warp_grid(theta_g, size=size, method=self.integrator, differentiable=differentiable).view(
+                    b, 1, size[0], size[1], 2
+                )
+            )
         return torch.cat(grids, dim=1)

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cpabanim.models.blocks import AntiAliasInterpolation2d, Hourglass, UpBlock2d, kp2gaussian, make_coordinate_grid
 from cpabanim.models.bg_motion import affine_grid
+from cpabanim.models.blocks import AntiAliasInterpolation2d, Hourglass, UpBlock2d, kp2gaussian, make_coordinate_grid
 
 
 def dropout_softmax(logits: torch.Tensor, drop_p: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -36,8 +36,18 @@ class DenseMotionNetwork(nn.Module):
     Occlusion masks come from the last hourglass levels and extra up-blocks up to full resolution.
     """
 
-    def __init__(self, num_kp: int, num_transforms: int, block_expansion: int, max_features: int, num_blocks: int,
-                 scale_factor: float, num_occlusions: int = 4, kp_variance: float = 0.01, num_channels: int = 3):
+    def __init__(
+        self,
+        num_kp: int,
+        num_transforms: int,
+        block_expansion: int,
+        max_features: int,
+        num_blocks: int,
+        scale_factor: float,
+        num_occlusions: int = 4,
+        kp_variance: float = 0.01,
+        num_channels: int = 3,
+    ):
         super().__init__()
         self.num_kp = num_kp
         self.num_transforms = num_transforms
@@ -53,12 +63,14 @@ class DenseMotionNetwork(nn.Module):
         if from_hourglass < 1 or from_hourglass > num_blocks:
             raise ValueError(
                 f"dense motion: {num_occlusions} occlusion masks at scale {scale_factor} need "
-                f"{from_hourglass} hourglass levels (1..num_blocks={num_blocks})")
+                f"{from_hourglass} hourglass levels (1..num_blocks={num_blocks})"
+            )
         channels = [last // 2**i for i in range(self.up_nums)]
         self.up = nn.ModuleList(UpBlock2d(c, c // 2) for c in channels)
         self.occlusion = nn.ModuleList(
             [nn.Conv2d(self.hourglass.out_channels[i - from_hourglass], 1, 7, padding=3) for i in range(from_hourglass)]
-            + [nn.Conv2d(c // 2, 1, 7, padding=3) for c in channels])
+            + [nn.Conv2d(c // 2, 1, 7, padding=3) for c in channels]
+        )
         self.from_hourglass = from_hourglass
 
     def heatmaps(self, kp_source: torch.Tensor, kp_driving: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -69,9 +81,16 @@ class DenseMotionNetwork(nn.Module):
         heat = kp2gaussian(kp_driving, size, self.kp_variance) - kp2gaussian(kp_source, size, self.kp_variance)
         return torch.cat([torch.zeros_like(heat[:, :1]), heat], dim=1)
 
-    def forward(self, source: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor,
-                motion_grids: torch.Tensor, bg_param: torch.Tensor | None = None, dropout_p: float = 0.0,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        source: torch.Tensor,
+        kp_source: torch.Tensor,
+        kp_driving: torch.Tensor,
+        motion_grids: torch.Tensor,
+        bg_param: torch.Tensor | None = None,
+        dropout_p: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
         """source (B, C, H, W); kp (B, K, 2); motion_grids (B, T-1, h, w, 2); bg_param (B, 3, 3) or None.
 
         Returns deformation (B, h, w, 2), contribution_maps (B, T, h, w), deformed_source (B, T, C, h, w),
@@ -96,11 +115,16 @@ class DenseMotionNetwork(nn.Module):
         else:
             maps = F.softmax(logits, dim=1)
         deformation = (maps[..., None] * grids.permute(0, 1, 2, 3, 4)).sum(dim=1)  # Eq. 7: (B, h, w, 2)
-        occlusion = [torch.sigmoid(self.occlusion[i](levels[i - self.from_hourglass]))
-                     for i in range(self.from_hourglass)]
+        occlusion = [
+            torch.sigmoid(self.occlusion[i](levels[i - self.from_hourglass])) for i in range(self.from_hourglass)
+        ]
         feature = levels[-1]
         for i, block in enumerate(self.up):
             feature = block(feature)
             occlusion.append(torch.sigmoid(self.occlusion[self.from_hourglass + i](feature)))
-        return {"deformation": deformation, "contribution_maps": maps, "deformed_source": deformed,
-                "occlusion_map": occlusion}
+        return {
+            "deformation": deformation,
+            "contribution_maps": maps,
+            "deformed_source": deformed,
+            "occlusion_map": occlusion,
+        }

@@ -1,8 +1,11 @@
 """AnimationModel: every network of CPABMM (or its TPS ablation) behind ``reconstruct`` and ``animate``.
 
-    model = AnimationModel(ModelConfig(motion="tps", num_cpab=1))   # or ModelConfig.from_mapping(params["model"])
-    out = model.reconstruct(source, driving)           # source, driving (B, 3, H, W) in [0, 1]
-    video = model.animate(source, driving_video, mode="relative")   # (1, 3, H, W), (T, 3, H, W) -> (T, 3, H, W)
+model = AnimationModel(ModelConfig(motion="tps", num_cpab=1))   # or ModelConfig.from_mapping(params["model"])
+out = model.reconstruct(source, driving)           # source, driving (B, 3, H, W) in [0, 1]
+
+Animating a photo with a video (one loop for the pipeline and the demo) is
+:func:`cpabanim.animation.animate.animate_video`; :meth:`AnimationModel.animation_keypoints` is what each mode drives
+the generator with.
 """
 
 from __future__ import annotations
@@ -30,8 +33,14 @@ def motion_model(config: ModelConfig, num_groups: int) -> tuple[nn.Module, int]:
     if config.motion == "cpab":
         from cpabanim.models.cpab_motion import CPABMotion
 
-        motion = CPABMotion(config.partial_tessellation, config.global_tessellation, config.fit_method,
-                            config.adam_iters, integrator=config.integrator, kp_gradient=config.kp_gradient)
+        motion = CPABMotion(
+            config.partial_tessellation,
+            config.global_tessellation,
+            config.fit_method,
+            config.adam_iters,
+            integrator=config.integrator,
+            kp_gradient=config.kp_gradient,
+        )
         return motion, num_groups + 2  # background + N partial + 1 global
     if config.motion == "tps":
         return TPSMotion(), num_groups + 1  # background + K TPS, as TPSMM
@@ -60,9 +69,16 @@ class AnimationModel(nn.Module):
         self.motion, num_transforms = motion_model(c, self.num_groups)
         gen, dm = c.generator, c.dense_motion
         self.dense_motion = DenseMotionNetwork(
-            self.num_kp, num_transforms, dm.block_expansion, dm.max_features, dm.num_blocks,
-            dm.scale_factor, num_occlusions=gen.num_down_blocks + 1, kp_variance=c.kp_variance,
-            num_channels=channels)
+            self.num_kp,
+            num_transforms,
+            dm.block_expansion,
+            dm.max_features,
+            dm.num_blocks,
+            dm.scale_factor,
+            num_occlusions=gen.num_down_blocks + 1,
+            kp_variance=c.kp_variance,
+            num_channels=channels,
+        )
         self.generator = InpaintingNetwork(channels, gen.block_expansion, gen.max_features, gen.num_down_blocks)
         self.avd = AVDNetwork(self.num_kp, c.avd.id_bottle_size, c.avd.pose_bottle_size)
 
@@ -70,22 +86,42 @@ class AnimationModel(nn.Module):
         """(B, K, 2) x 2 -> (B, T-1, h, w, 2): the partial (+ global) grids of the motion model."""
         return self.motion(kp_source, kp_driving, self.num_groups, size)
 
-    def generate(self, source: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor,
-                 bg_param: torch.Tensor | None = None, dropout_p: float = 0.0,
-                 generator: torch.Generator | None = None) -> dict[str, Any]:
+    def generate(
+        self,
+        source: torch.Tensor,
+        kp_source: torch.Tensor,
+        kp_driving: torch.Tensor,
+        bg_param: torch.Tensor | None = None,
+        dropout_p: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Any]:
         """Dense motion + inpainting from given keypoints; everything the losses and visualisation need."""
         scale = self.dense_motion.scale_factor
         size = (int(round(source.shape[2] * scale)), int(round(source.shape[3] * scale)))
         grids = self.motion_grids(kp_source, kp_driving, size)
         dense = self.dense_motion(source, kp_source, kp_driving, grids, bg_param, dropout_p, generator)
         out = self.generator(source, dense)
-        out.update({"kp_source": kp_source, "kp_driving": kp_driving, "bg_param": bg_param,
-                    "occlusion_map": dense["occlusion_map"], "contribution_maps": dense["contribution_maps"],
-                    "deformation": dense["deformation"], "deformed_source": dense["deformed_source"]})
+        out.update(
+            {
+                "kp_source": kp_source,
+                "kp_driving": kp_driving,
+                "bg_param": bg_param,
+                "occlusion_map": dense["occlusion_map"],
+                "contribution_maps": dense["contribution_maps"],
+                "deformation": dense["deformation"],
+                "deformed_source": dense["deformed_source"],
+            }
+        )
         return out
 
-    def forward(self, source: torch.Tensor, driving: torch.Tensor, use_bg: bool = True, dropout_p: float = 0.0,
-                generator: torch.Generator | None = None) -> dict[str, Any]:
+    def forward(
+        self,
+        source: torch.Tensor,
+        driving: torch.Tensor,
+        use_bg: bool = True,
+        dropout_p: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Any]:
         """Training forward: keypoints of both frames, background affine when enabled, generation."""
         kp_source = self.kp_detector(source)
         kp_driving = self.kp_detector(driving)
@@ -106,34 +142,9 @@ class AnimationModel(nn.Module):
         out["occlusion_map"] = out["occlusion_map"][-1]
         return out
 
-    @torch.no_grad()
-    def animate(self, source: torch.Tensor, driving_video: torch.Tensor, mode: str = "relative",
-                batch_size: int = 8) -> torch.Tensor:
-        """source (1, 3, H, W), driving_video (T, 3, H, W) in [0, 1] -> (T, 3, H, W).
-
-        relative: kp = kp_S + (kp_D,t - kp_D,0) * sqrt(area(hull kp_S) / area(hull kp_D,0)) (docs/model.md);
-        standard: the driving keypoints as they are; avd: the AVD network's keypoints. No background affine.
-        """
-        if mode not in ANIMATION_MODES:
-            raise ValueError(f"animation mode must be one of {ANIMATION_MODES}, got {mode!r}")
-        was_training = self.training
-        self.eval()
-        try:
-            kp_source = self.kp_detector(source)
-            kp_first = self.kp_detector(driving_video[:1])
-            frames = []
-            for start in range(0, driving_video.shape[0], batch_size):
-                chunk = driving_video[start:start + batch_size]
-                n = chunk.shape[0]
-                kp_driving = self.animation_keypoints(kp_source, self.kp_detector(chunk), kp_first, mode)
-                out = self.generate(source.expand(n, -1, -1, -1), kp_source.expand(n, -1, -1), kp_driving, None)
-                frames.append(out["prediction"])
-            return torch.cat(frames, dim=0)
-        finally:
-            self.train(was_training)
-
-    def animation_keypoints(self, kp_source: torch.Tensor, kp_driving: torch.Tensor, kp_first: torch.Tensor,
-                            mode: str) -> torch.Tensor:
+    def animation_keypoints(
+        self, kp_source: torch.Tensor, kp_driving: torch.Tensor, kp_first: torch.Tensor, mode: str
+    ) -> torch.Tensor:
         """The keypoints the generator is driven with in ``mode`` (TPSMM's demo computes the same).
 
         kp_source (1, K, 2), kp_driving (n, K, 2), kp_first (1, K, 2) = the first (or best) driving frame's ->

@@ -14,8 +14,9 @@ def warp(features: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor:
     """Backward-warp features (B, C, H, W) with a flow (B, h, w, 2), resized bilinearly to (H, W) if needed."""
     h, w = features.shape[2:]
     if deformation.shape[1:3] != (h, w):
-        deformation = F.interpolate(deformation.permute(0, 3, 1, 2), size=(h, w), mode="bilinear",
-                                    align_corners=True).permute(0, 2, 3, 1)
+        deformation = F.interpolate(
+            deformation.permute(0, 3, 1, 2), size=(h, w), mode="bilinear", align_corners=True
+        ).permute(0, 2, 3, 1)
     return F.grid_sample(features, deformation.to(features.dtype), align_corners=True)
 
 
@@ -29,8 +30,9 @@ def occlude(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class InpaintingNetwork(nn.Module):
     """source (B, C, H, W) + dense motion -> prediction (B, C, H, W) in [0, 1] and the warped encoder maps."""
 
-    def __init__(self, num_channels: int = 3, block_expansion: int = 64, max_features: int = 512,
-                 num_down_blocks: int = 3):
+    def __init__(
+        self, num_channels: int = 3, block_expansion: int = 64, max_features: int = 512, num_down_blocks: int = 3
+    ):
         super().__init__()
         ch = [min(max_features, block_expansion * 2**i) for i in range(num_down_blocks + 1)]
         self.num_down_blocks = num_down_blocks

@@ -17,7 +17,9 @@ def _radial(points: torch.Tensor, controls: torch.Tensor) -> torch.Tensor:
     return dist2 * torch.log(dist2 + 1e-9)
 
 
-def tps_apply(points: torch.Tensor, controls: torch.Tensor, affine: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def tps_apply(
+    points: torch.Tensor, controls: torch.Tensor, affine: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
     """Evaluate a TPS. points (T, P, 2), controls (T, C, 2), affine (T, 2, 3), weights (T, C, 2) -> (T, P, 2)."""
     linear = points @ affine[:, :, :2].transpose(1, 2) + affine[:, None, :, 2]
     return linear + _radial(points, controls) @ weights
@@ -42,8 +44,9 @@ def tps_system(control_points: torch.Tensor, regularisation: float = TPSMM_REGUL
     return system + regularisation * torch.eye(c + 3, dtype=p.dtype, device=p.device)
 
 
-def tps_fit(source_points: torch.Tensor, target_points: torch.Tensor,
-            regularisation: float = TPSMM_REGULARISATION) -> tuple[torch.Tensor, torch.Tensor]:
+def tps_fit(
+    source_points: torch.Tensor, target_points: torch.Tensor, regularisation: float = TPSMM_REGULARISATION
+) -> tuple[torch.Tensor, torch.Tensor]:
     """TPSMM's keypoint TPS: solve (system + reg I) [w; a] = [target; 0] (TPSMM inverts; we solve: grids within 4e-6).
 
     source_points, target_points (T, C, 2) -> affine (T, 2, 3), weights (T, C, 2). Differentiable in both.
@@ -63,8 +66,9 @@ class TPSMotion(torch.nn.Module):
     Unlike CPAB, TPS is closed-form and differentiable w.r.t. the keypoints (TPSMM trains through it).
     """
 
-    def forward(self, kp_source: torch.Tensor, kp_driving: torch.Tensor, num_groups: int,
-                size: tuple[int, int]) -> torch.Tensor:
+    def forward(
+        self, kp_source: torch.Tensor, kp_driving: torch.Tensor, num_groups: int, size: tuple[int, int]
+    ) -> torch.Tensor:
         """kp (B, G*5, 2) -> grids (B, G, H, W, 2) in [-1, 1] mapping driving coordinates to source ones."""
         from cpabanim.models.blocks import make_coordinate_grid
 
@@ -86,8 +90,15 @@ class RandomTPS:
     twice): the radial part moves points along the diagonal only.
     """
 
-    def __init__(self, batch: int, sigma_affine: float, sigma_tps: float, points_tps: int,
-                 device=None, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        batch: int,
+        sigma_affine: float,
+        sigma_tps: float,
+        points_tps: int,
+        device=None,
+        generator: torch.Generator | None = None,
+    ):
         from cpabanim.models.blocks import make_coordinate_grid
 
         noise = torch.randn(batch, 2, 3, generator=generator) * sigma_affine
@@ -98,8 +109,9 @@ class RandomTPS:
 
     def warp_points(self, points: torch.Tensor) -> torch.Tensor:
         """(B, P, 2) -> (B, P, 2)."""
-        return tps_apply(points, self.controls.to(points.dtype), self.affine.to(points.dtype),
-                         self.weights.to(points.dtype))
+        return tps_apply(
+            points, self.controls.to(points.dtype), self.affine.to(points.dtype), self.weights.to(points.dtype)
+        )
 
     def transform_frame(self, frame: torch.Tensor) -> torch.Tensor:
         """Sample frame (B, C, H, W) at T(grid) with reflection padding."""

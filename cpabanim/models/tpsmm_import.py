@@ -47,8 +47,10 @@ NETWORKS: dict[str, str] = {
 RENAMES: dict[str, tuple[tuple[str, str], ...]] = {
     "kp_detector": (("fg_encoder.", "backbone."),),
     "bg_predictor": (("bg_encoder.", "backbone."),),
-    "dense_motion_network": (("hourglass.encoder.down_blocks.", "hourglass.down."),
-                             ("hourglass.decoder.up_blocks.", "hourglass.up.")),
+    "dense_motion_network": (
+        ("hourglass.encoder.down_blocks.", "hourglass.down."),
+        ("hourglass.decoder.up_blocks.", "hourglass.up."),
+    ),
     "inpainting_network": (("resblock.", "resblocks."),),
     "avd_network": (),
 }
@@ -71,14 +73,16 @@ def is_tpsmm_checkpoint(state: Mapping[str, Any]) -> bool:
 
 def _strip_module(key: str) -> str:
     """Drop the ``module.`` prefix a (Distributed)DataParallel wrapper adds."""
-    return key[len("module."):] if key.startswith("module.") else key
+    return key[len("module.") :] if key.startswith("module.") else key
 
 
 def tpsmm_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """TPSMM checkpoint dict -> one state dict with our names (``kp_detector.backbone.conv1.weight``, ...)."""
     if not is_tpsmm_checkpoint(checkpoint):
-        raise CpabanimError(f"not a TPSMM checkpoint: no kp_detector / dense_motion_network state dicts "
-                            f"(top-level keys: {sorted(checkpoint)[:8]}); {FIX}")
+        raise CpabanimError(
+            f"not a TPSMM checkpoint: no kp_detector / dense_motion_network state dicts "
+            f"(top-level keys: {sorted(checkpoint)[:8]}); {FIX}"
+        )
     out: dict[str, torch.Tensor] = {}
     for network, ours in NETWORKS.items():
         for key, value in (checkpoint.get(network) or {}).items():
@@ -87,7 +91,7 @@ def tpsmm_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
                 continue
             for old, new in RENAMES[network]:
                 if key.startswith(old):
-                    key = new + key[len(old):]
+                    key = new + key[len(old) :]
                     break
             out[f"{ours}.{key}"] = value
     return out
@@ -104,24 +108,33 @@ def infer_model_params(checkpoint: Mapping[str, Any], base: Mapping[str, Any]) -
     dense_up = sorted({int(k.split(".")[1]) for k in dense if k.startswith("up.")})
     dense_out = [dense[f"hourglass.encoder.down_blocks.{i}.conv.weight"].shape[0] for i in dense_down]
     params = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in base.items()}
-    params.update({
-        "motion": "tps", "backbone": "resnet18", "num_cpab": num_kp_coords // 10,
-        "num_channels": gen["first.conv.weight"].shape[1], "bg": "bg_predictor" in checkpoint,
-    })
+    params.update(
+        {
+            "motion": "tps",
+            "backbone": "resnet18",
+            "num_cpab": num_kp_coords // 10,
+            "num_channels": gen["first.conv.weight"].shape[1],
+            "bg": "bg_predictor" in checkpoint,
+        }
+    )
     params["generator"] = {
         "block_expansion": gen["first.conv.weight"].shape[0],
         "max_features": max(gen[f"down_blocks.{i}.conv.weight"].shape[0] for i in gen_down),
         "num_down_blocks": len(gen_down),
     }
     params["dense_motion"] = {
-        "block_expansion": dense_out[0] // 2, "max_features": max(dense_out), "num_blocks": len(dense_down),
+        "block_expansion": dense_out[0] // 2,
+        "max_features": max(dense_out),
+        "num_blocks": len(dense_down),
         "scale_factor": 2.0 ** -len(dense_up) if dense_up else 1.0,
     }
     avd = checkpoint.get("avd_network")
     if isinstance(avd, Mapping):
         avd = {_strip_module(k): v for k, v in avd.items()}
-        params["avd"] = {"id_bottle_size": avd["id_encoder.9.weight"].shape[0],
-                         "pose_bottle_size": avd["pose_encoder.9.weight"].shape[0]}
+        params["avd"] = {
+            "id_bottle_size": avd["id_encoder.9.weight"].shape[0],
+            "pose_bottle_size": avd["pose_encoder.9.weight"].shape[0],
+        }
     return params
 
 
@@ -159,16 +172,35 @@ def convert_tpsmm_checkpoint(src: Path, dst: Path, preset_model_params: dict) ->
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise CpabanimError(f"{src} does not load into the model it describes ({params['num_cpab']} x 5 keypoints, "
-                            f"generator {params['generator']}, dense motion {params['dense_motion']}): {exc}") from exc
+        raise CpabanimError(
+            f"{src} does not load into the model it describes ({params['num_cpab']} x 5 keypoints, "
+            f"generator {params['generator']}, dense motion {params['dense_motion']}): {exc}"
+        ) from exc
     epoch = int(checkpoint.get("epoch", 0))
-    save_checkpoint(dst, model, step=0, epoch=epoch, params={"model": params}, complete=True,
-                    extra={"imported_from": {"format": "tpsmm", "path": str(src), "epoch": epoch},
-                           "avd_trained": avd_trained})
-    log.info("imported %s (TPSMM, epoch %d, %d x 5 keypoints%s) -> %s", src, epoch, params["num_cpab"],
-             ", with AVD" if avd_trained else ", no AVD network", dst)
-    return {"model_params": params, "overridden": overridden, "avd_trained": avd_trained, "epoch": epoch,
-            "path": str(dst)}
+    save_checkpoint(
+        dst,
+        model,
+        step=0,
+        epoch=epoch,
+        params={"model": params},
+        complete=True,
+        extra={"imported_from": {"format": "tpsmm", "path": str(src), "epoch": epoch}, "avd_trained": avd_trained},
+    )
+    log.info(
+        "imported %s (TPSMM, epoch %d, %d x 5 keypoints%s) -> %s",
+        src,
+        epoch,
+        params["num_cpab"],
+        ", with AVD" if avd_trained else ", no AVD network",
+        dst,
+    )
+    return {
+        "model_params": params,
+        "overridden": overridden,
+        "avd_trained": avd_trained,
+        "epoch": epoch,
+        "path": str(dst),
+    }
 
 
 def _as_state_dict(source: Any) -> dict[str, torch.Tensor]:
@@ -176,8 +208,9 @@ def _as_state_dict(source: Any) -> dict[str, torch.Tensor]:
     if isinstance(source, (str, Path)):
         from cpabanim.weights import safe_torch_load
 
-        source = safe_torch_load(Path(source), "checkpoint to start from",
-                                 "give a cpabanim checkpoint (last.pt) or a TPSMM .pth.tar")
+        source = safe_torch_load(
+            Path(source), "checkpoint to start from", "give a cpabanim checkpoint (last.pt) or a TPSMM .pth.tar"
+        )
     if not isinstance(source, Mapping):
         raise CpabanimError(f"cannot warm-start from a {type(source).__name__}: expected a checkpoint dict")
     if is_tpsmm_checkpoint(source):
@@ -206,8 +239,12 @@ def warm_start(model: nn.Module, state_dict_or_checkpoint: Any) -> dict[str, lis
     """
     source = _as_state_dict(state_dict_or_checkpoint)
     target = model.state_dict()
-    report: dict[str, list[str]] = {"loaded": [], "sliced": [], "fresh": [],
-                                    "unused": sorted(k for k in set(source) - set(target) if not k.startswith(DERIVED_PREFIX))}
+    report: dict[str, list[str]] = {
+        "loaded": [],
+        "sliced": [],
+        "fresh": [],
+        "unused": sorted(k for k in set(source) - set(target) if not k.startswith(DERIVED_PREFIX)),
+    }
     for name, tensor in target.items():
         value = source.get(name)
         if value is None:
@@ -220,13 +257,28 @@ def warm_start(model: nn.Module, state_dict_or_checkpoint: Any) -> dict[str, lis
             tensor[block].copy_(value[block].to(tensor.dtype))
             report["sliced"].append(name)
         else:
-            log.warning("warm start: %s has shape %s in the checkpoint and %s in the model: left fresh", name,
-                        tuple(value.shape), tuple(tensor.shape))
+            log.warning(
+                "warm start: %s has shape %s in the checkpoint and %s in the model: left fresh",
+                name,
+                tuple(value.shape),
+                tuple(tensor.shape),
+            )
             report["fresh"].append(name)
-    log.info("warm start: %d tensors loaded, %d sliced, %d fresh, %d unused", len(report["loaded"]),
-             len(report["sliced"]), len(report["fresh"]), len(report["unused"]))
+    log.info(
+        "warm start: %d tensors loaded, %d sliced, %d fresh, %d unused",
+        len(report["loaded"]),
+        len(report["sliced"]),
+        len(report["fresh"]),
+        len(report["unused"]),
+    )
     return report
 
 
-__all__ = ["convert_tpsmm_checkpoint", "warm_start", "tpsmm_state_dict", "infer_model_params",
-           "is_tpsmm_checkpoint", "read_tpsmm_checkpoint"]
+__all__ = [
+    "convert_tpsmm_checkpoint",
+    "warm_start",
+    "tpsmm_state_dict",
+    "infer_model_params",
+    "is_tpsmm_checkpoint",
+    "read_tpsmm_checkpoint",
+]

@@ -92,6 +92,3 @@ def check_shared_stages(params_by_experiment: Mapping[str, Mapping[str, Any]]) -
                     f"experiments {names[0]} and {name} differ in {', '.join(differing)}, read by the shared "
                     f"stage {stage.name}: put such changes in params.yaml or a preset, not in an experiment"
                 )
-
-
-__all__ = ["Output", "Stage", "StageIO", "all_stages", "check_inputs", "stage_config", "stage_io"]

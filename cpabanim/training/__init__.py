@@ -6,9 +6,3 @@ clipping, Adam); ``state`` the checkpoint and resume logic; ``schedule`` the per
 AVD stage run after training; ``images`` the logged image grid. The device, ranks and precision are
 ``cpabanim.runtime.Runtime``'s; the input pipeline is ``cpabanim.data.loader``.
 """
-
-from __future__ import annotations
-
-from cpabanim.training.loop import train
-
-__all__ = ["train"]

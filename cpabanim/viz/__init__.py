@@ -3,8 +3,3 @@
 See :mod:`cpabanim.viz.explain` (the pictures; used by ``cpabanim demo --explain DIR``) and
 :mod:`cpabanim.viz.motion` (what they show, as data).
 """
-
-from cpabanim.viz.explain import write_explanation
-from cpabanim.viz.motion import FrameExplanation, explanation_from_output, transform_names
-
-__all__ = ["FrameExplanation", "explanation_from_output", "transform_names", "write_explanation"]

@@ -137,7 +137,9 @@ def test_gauss_newton_gap_on_an_underdetermined_partial_fit():
 
     fd6, fd5 = jac_fd(1e-6), jac_fd(1e-5)
     norm = fd6.norm(dim=(1, 2))
-    assert ((fd6 - fd5).norm(dim=(1, 2)) / norm).max() < 1e-3  # the finite differences are trustworthy here
+    # the finite differences are trustworthy here: two step sizes agree to well below the GN gap measured below
+    # (1.4e-3 on an AMD EPYC, under 1e-3 on the Intel machines of earlier rounds; the gap is >= 2.7e-2)
+    assert ((fd6 - fd5).norm(dim=(1, 2)) / norm).max() < 5e-3
     rel = (jac_gn - fd6).norm(dim=(1, 2)) / norm
     assert rel.max() < 0.15, rel
     assert rel.min() > 1e-3  # and honestly not exact

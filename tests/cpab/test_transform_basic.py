@@ -83,3 +83,13 @@ def test_basis_is_rebuilt_not_saved_and_an_old_saved_basis_is_ignored():
     older = {"partial.B": built @ rotation}  # what checkpoints written before this change carry
     holder.load_state_dict(older, strict=True)  # loads: the stale basis is neither used nor refused
     assert torch.equal(holder.partial.B, built)
+
+
+def test_the_integrate_submodule_is_not_shadowed():
+    import types
+
+    import cpabanim.cpab
+    from cpabanim.cpab import integrate, integrate_steps
+
+    assert isinstance(integrate, types.ModuleType) and integrate.__name__ == "cpabanim.cpab.integrate"
+    assert cpabanim.cpab.integrate is integrate and integrate.integrate_steps is integrate_steps

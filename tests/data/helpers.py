@@ -26,8 +26,9 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
     import imageio.v2 as imageio
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = imageio.get_writer(str(path), fps=fps, codec="libx264", quality=9, macro_block_size=1,
-                                ffmpeg_log_level="error")
+    writer = imageio.get_writer(
+        str(path), fps=fps, codec="libx264", quality=9, macro_block_size=1, ffmpeg_log_level="error"
+    )
     for frame in frames:
         writer.append_data(frame)
     writer.close()

@@ -9,8 +9,8 @@ from PIL import Image
 
 from cpabanim.data.augmentation import augment_pair
 from cpabanim.data.dataset import FramesDataset, iter_videos
-from cpabanim.errors import DataError
 from cpabanim.data.masks import save_labels
+from cpabanim.errors import DataError
 from tests.data.helpers import moving_square_video, write_frame_folder, write_mp4
 
 
@@ -56,8 +56,11 @@ def test_frames_are_drawn_from_the_video_and_sorted(root):
 
 
 def test_deterministic_given_the_seed(root):
-    data = FramesDataset(root, "train", augmentation={"horizontal_flip": True, "time_flip": True,
-                                                      "jitter": {"brightness": 0.2, "hue": 0.1}})
+    data = FramesDataset(
+        root,
+        "train",
+        augmentation={"horizontal_flip": True, "time_flip": True, "jitter": {"brightness": 0.2, "hue": 0.1}},
+    )
     torch.manual_seed(3)
     first = [data[i] for i in range(4)]
     torch.manual_seed(3)
@@ -120,9 +123,17 @@ def test_missing_split_and_wrong_size_are_clear(root, tmp_path):
 def test_keyed_items_depend_only_on_their_key(root):
     from cpabanim.data.loader import ItemKey
 
-    data = FramesDataset(root, "train", id_sampling=True, augmentation={
-        "horizontal_flip": True, "time_flip": True, "resize_ratio": [0.9, 1.1],
-        "jitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1}})
+    data = FramesDataset(
+        root,
+        "train",
+        id_sampling=True,
+        augmentation={
+            "horizontal_flip": True,
+            "time_flip": True,
+            "resize_ratio": [0.9, 1.1],
+            "jitter": {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.1},
+        },
+    )
     first = data[ItemKey(0, 123)]
     torch.rand(5)  # the global generator plays no part
     again = data[ItemKey(0, 123)]
@@ -137,8 +148,12 @@ def test_keyed_items_depend_only_on_their_key(root):
 def test_augmentation_is_sampled_then_applied():
     from cpabanim.data.augmentation import apply_augmentation, sample_augmentation
 
-    params = {"horizontal_flip": True, "time_flip": True, "resize_ratio": [0.8, 1.2],
-              "jitter": {"brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.2}}
+    params = {
+        "horizontal_flip": True,
+        "time_flip": True,
+        "resize_ratio": [0.8, 1.2],
+        "jitter": {"brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.2},
+    }
     drawn = [sample_augmentation(params, (16, 16), torch.Generator().manual_seed(s)) for s in range(20)]
     assert drawn[3] == sample_augmentation(params, (16, 16), torch.Generator().manual_seed(3))
     assert len(set(drawn)) == 20 and {d.time_flip for d in drawn} == {True, False}
@@ -161,7 +176,7 @@ def test_colour_jitter_equals_torchvision(operation):
     frames = torch.rand(2, 3, 24, 24)
     frames[0, :, :4] = 0.5  # grey pixels: no hue
     frames[1, 0, :4] = frames[1, 1, :4]  # ties between the max channels
-    for factor in ((0.7, 1.3) if operation != "hue" else (-0.4, 0.15, 0.5)):
+    for factor in (0.7, 1.3) if operation != "hue" else (-0.4, 0.15, 0.5):
         aug = PairAugmentation(jitter_order=(0, 1, 2, 3), **{operation: factor})
         expected = getattr(TF, f"adjust_{operation}")(frames, factor).clamp(0, 1)
         torch.testing.assert_close(apply_augmentation(frames, None, aug)[0], expected, atol=1e-5, rtol=0)

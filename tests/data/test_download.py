@@ -116,16 +116,20 @@ def test_sam_weights_download_checks_the_official_sha256(tmp_path, monkeypatch):
     fake.write_bytes(b"not the real checkpoint")
     with pytest.raises(DataError, match="does not match"):
         download.download_weights("sam_vit_b", tmp_path / "weights", url=fake.as_uri())
-    monkeypatch.setitem(weights_registry.SAM_WEIGHTS, "sam_vit_b", {**weights_registry.SAM_WEIGHTS["sam_vit_b"],
-                                                            "sha256": files.sha256_file(fake)})
+    monkeypatch.setitem(
+        weights_registry.SAM_WEIGHTS,
+        "sam_vit_b",
+        {**weights_registry.SAM_WEIGHTS["sam_vit_b"], "sha256": files.sha256_file(fake)},
+    )
     path = download.download_weights("sam_vit_b", tmp_path / "weights", url=fake.as_uri())
     assert path == tmp_path / "weights" / "sam_vit_b_01ec64.pth" and path.read_bytes() == fake.read_bytes()
 
 
 def test_metadata_without_person_names_chunks_by_video(tmp_path):
     metadata = tmp_path / "taichi-metadata.csv"
-    metadata.write_text("video_id,start,end,bbox,fps,width,height,partition\n"
-                        "u6rJiF-gPx8,80,300,118-82-508-472,29.97,640,480,train\n")
+    metadata.write_text(
+        "video_id,start,end,bbox,fps,width,height,partition\nu6rJiF-gPx8,80,300,118-82-508-472,29.97,640,480,train\n"
+    )
     (chunk,) = sources.read_metadata(metadata)
     assert chunk.name == "u6rJiF-gPx8#000080#000300" and chunk.bbox == (118, 82, 508, 472)
     with pytest.raises(DataError, match="TED"):
@@ -141,8 +145,9 @@ def test_loss_weights_download_checks_the_hash_prefix_and_auto_picks_what_params
     with pytest.raises(DataError, match="does not start with dcbb9e9d"):
         download.download_weights("vgg19", tmp_path / "weights", url=fake.as_uri())
     prefix = files.sha256_file(fake)[:8]
-    monkeypatch.setitem(weights.WEIGHTS, "vgg19", weights.WeightFile(
-        "vgg19", fake.as_uri(), "vgg19-dcbb9e9d.pth", prefix, "test"))
+    monkeypatch.setitem(
+        weights.WEIGHTS, "vgg19", weights.WeightFile("vgg19", fake.as_uri(), "vgg19-dcbb9e9d.pth", prefix, "test")
+    )
     path = download.download_weights("vgg19", tmp_path / "weights")
     assert weights.find_weights("vgg19", tmp_path / "weights") == path
     params = load_params(PROJECT_ROOT / "params.yaml")

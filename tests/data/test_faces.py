@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from cpabanim.data.faces import detect_faces, face_crop_video, stable_crop_boxes
 from cpabanim.data.video import read_video
 from cpabanim.errors import DataError
 from tests.conftest import SHARED_FACES, requires_faces
-import pytest
 
 
 def test_stable_crop_boxes_smooth_jitter_and_fill_gaps():

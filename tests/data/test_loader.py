@@ -7,8 +7,16 @@ import pytest
 import torch
 
 from cpabanim.data.dataset import FramesDataset
-from cpabanim.data.loader import (EpochBatchSampler, ItemKey, collate, epoch_order, item_seed, make_loader,
-                                  resolve_num_workers, to_device)
+from cpabanim.data.loader import (
+    EpochBatchSampler,
+    ItemKey,
+    collate,
+    epoch_order,
+    item_seed,
+    make_loader,
+    resolve_num_workers,
+    to_device,
+)
 from cpabanim.errors import ConfigError
 from tests.data.helpers import moving_square_video, write_frame_folder
 
@@ -59,8 +67,12 @@ def test_num_workers_auto_and_errors(monkeypatch):
 def test_loader_batches_do_not_depend_on_the_workers(tmp_path):
     for i in range(5):
         write_frame_folder(tmp_path / "train" / f"clip{i}", moving_square_video(4, 24, seed=i))
-    dataset = FramesDataset(tmp_path, "train", num_repeats=2, augmentation={
-        "horizontal_flip": True, "time_flip": True, "jitter": {"brightness": 0.3, "hue": 0.2}})
+    dataset = FramesDataset(
+        tmp_path,
+        "train",
+        num_repeats=2,
+        augmentation={"horizontal_flip": True, "time_flip": True, "jitter": {"brightness": 0.3, "hue": 0.2}},
+    )
     runs = []
     for workers in (0, 2):
         sampler = EpochBatchSampler(len(dataset), batch_size=3, seed=7)
@@ -79,8 +91,9 @@ def test_loader_batches_do_not_depend_on_the_workers(tmp_path):
 
 
 def test_collate_and_to_device():
-    items = [{"source": torch.rand(3, 4, 4), "mask": torch.zeros(4, 4, dtype=torch.int64), "name": f"v{i}"}
-             for i in range(2)]
+    items = [
+        {"source": torch.rand(3, 4, 4), "mask": torch.zeros(4, 4, dtype=torch.int64), "name": f"v{i}"} for i in range(2)
+    ]
     batch = collate(items)
     assert batch["source"].shape == (2, 3, 4, 4) and batch["name"] == ["v0", "v1"]
     moved = to_device(batch, torch.device("cpu"), channels_last=True)

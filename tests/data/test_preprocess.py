@@ -19,8 +19,14 @@ def mlflow_uri(tmp_path, monkeypatch):
 
 def _stage(stage, tmp_path, *overrides):
     sets = [f"paths.{k}={tmp_path / k}" for k in ("raw", "processed", "masks", "weights")]
-    sets += ["data.synthetic.num_train=3", "data.synthetic.num_test=1", "data.synthetic.num_frames=6",
-             "data.frame_size=32", "train.batch_size=2", *overrides]  # a batch must fit the 3 training videos
+    sets += [
+        "data.synthetic.num_train=3",
+        "data.synthetic.num_test=1",
+        "data.synthetic.num_frames=6",
+        "data.frame_size=32",
+        "train.batch_size=2",
+        *overrides,
+    ]  # a batch must fit the 3 training videos
     argv = [stage, "--params", str(PROJECT_ROOT / "params.yaml")]
     for item in sets:
         argv += ["--set", item]
@@ -58,9 +64,12 @@ def _folder_of_videos(folder, names, frames):
     (folder / f"{names[3]}.mp4").write_bytes(b"this is not a video")
     write_gif(folder / f"{names[4]}.gif", moving_square_video(1, 64))
     params = load_params(PROJECT_ROOT / "params.yaml")
-    data = {**params["data"], "source": "folder", "frame_size": 32,
-            "folder": {**params["data"]["folder"], "dir": str(folder), "faces": False, "test_fraction": 0.4,
-                       "stride": 1}}
+    data = {
+        **params["data"],
+        "source": "folder",
+        "frame_size": 32,
+        "folder": {**params["data"]["folder"], "dir": str(folder), "faces": False, "test_fraction": 0.4, "stride": 1},
+    }
     return data, params["seed"]
 
 

@@ -36,8 +36,21 @@ def test_mp4_gif_and_strip_read_as_rgb_uint8(tmp_path):
     assert read_video(tmp_path / "v.mp4", max_frames=3, stride=2).shape[0] == 3
 
 
-@pytest.mark.parametrize("case", ["empty_mp4", "corrupt_mp4", "one_frame", "mixed_sizes", "empty_folder",
-                                  "bad_strip", "missing", "unsupported", "symlink_loop", "dangling_symlink"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "empty_mp4",
+        "corrupt_mp4",
+        "one_frame",
+        "mixed_sizes",
+        "empty_folder",
+        "bad_strip",
+        "missing",
+        "unsupported",
+        "symlink_loop",
+        "dangling_symlink",
+    ],
+)
 def test_bad_inputs_raise_data_error_naming_the_file(tmp_path, case):
     frames = moving_square_video(4, 16)
     if case == "empty_mp4":

@@ -14,7 +14,9 @@ from cpabanim.models.full import AnimationModel
 from cpabanim.training.avd import AVDSchedule, avd_scheduler, epoch_batches, fit_avd
 
 TINY = {
-    "num_cpab": 2, "backbone": "small", "motion": "tps",
+    "num_cpab": 2,
+    "backbone": "small",
+    "motion": "tps",
     "generator": {"block_expansion": 8, "max_features": 32, "num_down_blocks": 3},
     "dense_motion": {"block_expansion": 8, "max_features": 32, "num_blocks": 3, "scale_factor": 0.5},
     "avd": {"id_bottle_size": 8, "pose_bottle_size": 8},
@@ -26,8 +28,10 @@ class Clips:
 
     def __init__(self, n: int, size: int = 32):
         gen = torch.Generator().manual_seed(0)
-        self.items = [{"source": torch.rand(3, size, size, generator=gen),
-                       "driving": torch.rand(3, size, size, generator=gen)} for _ in range(n)]
+        self.items = [
+            {"source": torch.rand(3, size, size, generator=gen), "driving": torch.rand(3, size, size, generator=gen)}
+            for _ in range(n)
+        ]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -37,15 +41,31 @@ class Clips:
 
 
 def _schedule(**overrides) -> AVDSchedule:
-    values = {"epochs": 4, "repeats": 3, "milestones": (1, 2), "lr": 1e-3, "batch_size": 4, "random_scale": 0.25,
-              "betas": (0.5, 0.999)}
+    values = {
+        "epochs": 4,
+        "repeats": 3,
+        "milestones": (1, 2),
+        "lr": 1e-3,
+        "batch_size": 4,
+        "random_scale": 0.25,
+        "betas": (0.5, 0.999),
+    }
     return AVDSchedule(**{**values, **overrides})
 
 
 def test_schedule_from_the_train_section():
-    tp = {"avd_epochs": 200, "avd_repeats": 300, "avd_milestones": [140, 180], "avd_lr": 1e-3,
-          "avd_batch_size": 256, "avd_random_scale": 0.25, "betas": [0.5, 0.999]}
-    assert AVDSchedule.of(TrainConfig.from_mapping(tp)) == AVDSchedule(200, 300, (140, 180), 1e-3, 256, 0.25, (0.5, 0.999))
+    tp = {
+        "avd_epochs": 200,
+        "avd_repeats": 300,
+        "avd_milestones": [140, 180],
+        "avd_lr": 1e-3,
+        "avd_batch_size": 256,
+        "avd_random_scale": 0.25,
+        "betas": [0.5, 0.999],
+    }
+    assert AVDSchedule.of(TrainConfig.from_mapping(tp)) == AVDSchedule(
+        200, 300, (140, 180), 1e-3, 256, 0.25, (0.5, 0.999)
+    )
 
 
 def test_learning_rate_drops_one_epoch_after_each_milestone_as_tpsmm():
@@ -81,8 +101,14 @@ def test_train_avd_learns_only_the_avd_network_with_the_detector_in_train_mode()
         lrs.append(metrics["lr"])
         losses.append(metrics["loss/avd"])
 
-    result = fit_avd(model, dataset, _schedule(epochs=6, repeats=4, batch_size=4, lr=1e-2), torch.device("cpu"),
-                       seed=0, on_step=record)
+    result = fit_avd(
+        model,
+        dataset,
+        _schedule(epochs=6, repeats=4, batch_size=4, lr=1e-2),
+        torch.device("cpu"),
+        seed=0,
+        on_step=record,
+    )
     assert result["steps"] == 6 * 4 and result["epochs"] == 6
     # 4 steps per epoch; milestones (1, 2) take effect at epochs 2 and 3 (TPSMM's step(epoch) at epoch end)
     assert lrs[:8] == pytest.approx([1e-2] * 8)  # epochs 0 and 1 (a plain per-epoch MultiStepLR drops at 1)
@@ -100,8 +126,7 @@ def test_train_avd_learns_only_the_avd_network_with_the_detector_in_train_mode()
 def test_detector_in_eval_mode_keeps_its_statistics_and_max_steps_caps_the_run():
     model = AnimationModel(ModelConfig.from_mapping(TINY))
     before = copy.deepcopy(model.kp_detector.state_dict())
-    result = fit_avd(model, Clips(4), _schedule(), torch.device("cpu"), seed=0, max_steps=5,
-                       detector_train_mode=False)
+    result = fit_avd(model, Clips(4), _schedule(), torch.device("cpu"), seed=0, max_steps=5, detector_train_mode=False)
     assert result["steps"] == 5 and result["epochs"] == 1
     for key, value in model.kp_detector.state_dict().items():
         assert torch.equal(value, before[key]), key
@@ -109,4 +134,10 @@ def test_detector_in_eval_mode_keeps_its_statistics_and_max_steps_caps_the_run()
 
 def test_too_small_an_epoch_is_a_config_error():
     with pytest.raises(ConfigError, match="cannot make a batch"):
-        fit_avd(AnimationModel(ModelConfig.from_mapping(TINY)), Clips(2), _schedule(repeats=1, batch_size=4), torch.device("cpu"), seed=0)
+        fit_avd(
+            AnimationModel(ModelConfig.from_mapping(TINY)),
+            Clips(2),
+            _schedule(repeats=1, batch_size=4),
+            torch.device("cpu"),
+            seed=0,
+        )

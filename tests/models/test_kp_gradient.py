@@ -12,7 +12,8 @@ from cpabanim.models.cpab_motion import CPABMotion
 from cpabanim.models.full import AnimationModel
 
 TINY = {
-    "num_cpab": 2, "backbone": "small",
+    "num_cpab": 2,
+    "backbone": "small",
     "generator": {"block_expansion": 8, "max_features": 32, "num_down_blocks": 3},
     "dense_motion": {"block_expansion": 8, "max_features": 32, "num_blocks": 3, "scale_factor": 0.5},
     "avd": {"id_bottle_size": 8, "pose_bottle_size": 8},

@@ -23,8 +23,9 @@ def tpsmm_grid(kp_driving: torch.Tensor, kp_source: torch.Tensor, size: tuple[in
     r2 = ((kp_d[:, :, :, None] - kp_d[:, :, None, :]) ** 2).sum(-1)
     k = r2 * torch.log(r2 + 1e-9)
     p = torch.cat([kp_d, torch.ones(b, g, n, 1, dtype=torch.float64)], -1)
-    system = torch.cat([torch.cat([k, p], -1), torch.cat([p.transpose(2, 3), torch.zeros(b, g, 3, 3,
-                                                                                         dtype=torch.float64)], -1)], 2)
+    system = torch.cat(
+        [torch.cat([k, p], -1), torch.cat([p.transpose(2, 3), torch.zeros(b, g, 3, 3, dtype=torch.float64)], -1)], 2
+    )
     system = system + 0.01 * torch.eye(n + 3, dtype=torch.float64)
     rhs = torch.cat([kp_s, torch.zeros(b, g, 3, 2, dtype=torch.float64)], 2)
     param = torch.inverse(system) @ rhs  # (B, G, n+3, 2)
@@ -84,14 +85,14 @@ def test_random_tps_shares_one_radial_weight_between_x_and_y():
 
 
 def test_random_tps_draws_affine_noise_of_the_given_scale():
-    warp = RandomTPS(4000, sigma_affine=0.05, sigma_tps=0.005, points_tps=5,
-                     generator=torch.Generator().manual_seed(1))
+    warp = RandomTPS(4000, sigma_affine=0.05, sigma_tps=0.005, points_tps=5, generator=torch.Generator().manual_seed(1))
     assert abs(float((warp.affine - torch.eye(2, 3)).std()) - 0.05) < 2e-3
     assert abs(float(warp.weights[..., 0].std()) - 0.005) < 2e-4
 
 
 def _tpsmm_avd_layers(num_kp: int, id_size: int, pose_size: int) -> nn.Module:
     """TPSMM's AVD layer list, written from its published structure, with its module names."""
+
     def mlp(sizes):
         layers = []
         for i in range(3):

@@ -43,7 +43,7 @@ def test_a_malicious_checkpoint_is_refused_and_never_runs(tmp_path, zip_format, 
 
 
 def test_a_training_resume_from_a_malicious_checkpoint_is_refused(tmp_path):
-    from cpabanim.training import train
+    from cpabanim.training.loop import train
     from tests.train.helpers import MovingBlobDataset, job_of, tiny_params
 
     params = tiny_params(tmp_path, motion="tps", max_steps=2)

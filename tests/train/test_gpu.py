@@ -38,7 +38,7 @@ def test_loader_pins_memory_and_copies_without_blocking(tmp_path):
 
 
 def test_bf16_amp_training_with_workers_and_channels_last(tmp_path):
-    from cpabanim.training import train
+    from cpabanim.training.loop import train
 
     params = _cuda_params(tmp_path, max_steps=3, amp="bf16", num_workers=2, channels_last=True)
     result = train(job_of(params), dataset=MovingBlobDataset(8))
@@ -49,7 +49,7 @@ def test_bf16_amp_training_with_workers_and_channels_last(tmp_path):
 
 
 def test_compiled_networks_train_and_keep_their_parameter_names(tmp_path):
-    from cpabanim.training import train
+    from cpabanim.training.loop import train
 
     params = _cuda_params(tmp_path, max_steps=2, compile=True)
     result = train(job_of(params), dataset=MovingBlobDataset(8))
@@ -62,7 +62,7 @@ DDP_SCRIPT = """
 import os, sys
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from cpabanim.training import train
+from cpabanim.training.loop import train
 from tests.train.helpers import MovingBlobDataset, job_of, tiny_params
 params = tiny_params(Path({tmp!r}), motion="cpab", max_steps=2, num_workers=1)
 params["device"] = "cuda"

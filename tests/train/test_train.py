@@ -13,7 +13,7 @@ import torch
 from cpabanim.config.typed import TrainConfig
 from cpabanim.errors import ConfigError, CpabanimError
 from cpabanim.models.checkpoint import load_checkpoint, save_checkpoint
-from cpabanim.training import train
+from cpabanim.training.loop import train
 from cpabanim.training.schedule import dropout_probability, epoch_order
 from tests.train.helpers import MovingBlobDataset, job_of, tiny_params
 

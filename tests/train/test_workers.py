@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cpabanim.models.checkpoint import load_checkpoint
-from cpabanim.training import train
+from cpabanim.training.loop import train
 from tests.data.helpers import moving_square_video, write_frame_folder
 from tests.train.helpers import job_of, tiny_params
 
