@@ -129,7 +129,8 @@ def test_two_processes_cold_starting_one_sqlite_store_both_succeed(tmp_path):
     script = (
         "import os, sys\n"
         "from cpabanim import tracking\n"
-        "from cpabanim.config import load_params\n"
+        "from cpabanim.config.layers import load_params\n"
+        "from cpabanim.tracking import runs\n"
         f"params = load_params({str(PROJECT_ROOT / 'params.yaml')!r})\n"
         "with runs.stage_context('train', params, used={}):\n"
         "    tracking.log_metrics({'x': 1.0})\n"
