@@ -58,7 +58,10 @@ def imported_modules(path: Path, known: dict[str, Path]) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         names = []
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cpabanim"):
-            names = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
+            # `from pkg import submodule` imports the submodule; `from module import name`, the module
+            names = [
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module for a in node.names
+            ]
         elif isinstance(node, ast.Import):
             names = [alias.name for alias in node.names if alias.name.startswith("cpabanim")]
         for name in names:
@@ -118,3 +121,26 @@ def test_no_private_name_is_imported_from_another_module():
                     if alias.name.startswith("_") and not alias.name.startswith("__") and node.module in known
                 ]
     assert not wrong, "\n".join(wrong)
+
+
+def test_no_import_cycle_between_modules():
+    """Inside a package too: no module reaches itself through its imports (a module may use its own package's
+    ``__init__``, which then must not import it back)."""
+    known = modules()
+    graph = {name: imported_modules(path, known) - {name} for name, path in known.items()}
+    done: set[str] = set()
+
+    def cycle_from(start: str, path: list[str]) -> list[str] | None:
+        for target in sorted(graph[start]):
+            if target in path:
+                return path[path.index(target) :] + [target]
+            if target not in done:
+                found = cycle_from(target, path + [target])
+                if found:
+                    return found
+        done.add(start)
+        return None
+
+    for name in sorted(graph):
+        found = cycle_from(name, [name])
+        assert found is None, " -> ".join(found)
