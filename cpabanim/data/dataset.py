@@ -191,18 +191,3 @@ def iter_videos(root: str | Path, split: str = "test") -> Iterator[tuple[str, np
     """Yield ``(name, uint8 (T, H, W, 3))`` for every video of a split, in sorted order (reconstruction)."""
     for video in list_videos(root, split):
         yield video_name(video), read_video(video)
-
-
-def dataset_from_params(params: dict[str, Any], split: str = "train", with_masks: bool = False) -> FramesDataset:
-    """The dataset the pipeline trains/evaluates on, as configured in params.yaml."""
-    data = params["data"]
-    size = int(data["frame_size"])
-    return FramesDataset(
-        params["paths"]["processed"],
-        split=split,
-        frame_shape=(size, size, 3),
-        id_sampling=data["id_sampling"],
-        augmentation=data["augmentation"],
-        num_repeats=data["num_repeats"],
-        masks_root=params["paths"]["masks"] if with_masks else None,
-    )
