@@ -50,7 +50,7 @@ def resolve_precision(amp: str, device) -> Precision:
 
 @dataclass(frozen=True)
 class Runtime:
-    """This process's device, place in the job and precision. Build it with :meth:`start` (or :meth:`local`)."""
+    """This process's device, place in the job and precision. Build it with :meth:`start`."""
 
     device: Any  # torch.device
     rank: int = 0
@@ -85,19 +85,6 @@ class Runtime:
             dist.barrier()
 
     @classmethod
-    def local(cls, device: str = "auto", amp: str = "off") -> Runtime:
-        """This process alone (rank 0 of 1) on ``device``: no environment read, no process group."""
-        return cls._make(resolve_device(device, 0), 0, 1, 0, 1, amp)
-
-    @classmethod
-    def _make(cls, device, rank: int, world: int, local_rank: int, local_world: int, amp: str) -> Runtime:
-        import torch
-
-        precision = resolve_precision(amp, device)
-        scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-        return cls(device, rank, world, local_rank, local_world, precision, scaler)
-
-    @classmethod
     @contextlib.contextmanager
     def start(cls, device: str = "auto", amp: str = "off") -> Iterator[Runtime]:
         """Set up this process from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE;
@@ -106,13 +93,16 @@ class Runtime:
 
         world = int(os.environ.get("WORLD_SIZE", "1"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        runtime = cls._make(
-            resolve_device(device, local_rank),
-            int(os.environ.get("RANK", "0")),
-            world,
-            local_rank,
-            int(os.environ.get("LOCAL_WORLD_SIZE", str(world))),
-            amp,
+        torch_device = resolve_device(device, local_rank)
+        precision = resolve_precision(amp, torch_device)
+        runtime = cls(
+            torch_device,
+            rank=int(os.environ.get("RANK", "0")),
+            world=world,
+            local_rank=local_rank,
+            local_world=int(os.environ.get("LOCAL_WORLD_SIZE", str(world))),
+            precision=precision,
+            scaler=torch.amp.GradScaler("cuda") if precision == "fp16" else None,
         )
         if runtime.device.type == "cuda":
             torch.cuda.set_device(runtime.device)

@@ -55,10 +55,6 @@ class Run:
     last_losses: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None  # of the last step, not yet read
     timings: dict[str, float] = field(default_factory=lambda: {"data_s": 0.0, "step_s": 0.0, "steps": 0})
 
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.job.checkpoint
-
 
 # ------------------------------------------------------------------------------------------------ build
 
@@ -250,7 +246,7 @@ def after_step(run: Run, batch, generated, losses, total, dropout_p: float, bar)
         tracking.log_image(image_grid(batch, generated), f"grids/step_{p.step:06d}.png")
     if is_main and tp.checkpoint_every and p.step % tp.checkpoint_every == 0:
         loss_values(losses, total, p.step)  # never save a diverged model
-        write_checkpoint(run.checkpoint_path, run.model, run.optimization, p, run.job.recorded, complete=False)
+        write_checkpoint(run.job.checkpoint, run.model, run.optimization, p, run.job.recorded, complete=False)
 
 
 def step_metrics(run: Run, values: dict[str, float], dropout_p: float) -> dict[str, float]:
@@ -308,7 +304,7 @@ def train(
 
 def _train(run: Run, restart: bool, stop_after: int | None) -> dict[str, Any]:
     """Resume or restart, the epochs, the final checkpoint."""
-    tp, path, runtime = run.job.train, run.checkpoint_path, run.runtime
+    tp, path, runtime = run.job.train, run.job.checkpoint, run.runtime
     p = run.progress = resume_or_restart(
         path, run.job.recorded, run.model, run.optimization, runtime.device, restart, runtime.is_main
     )
