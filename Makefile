@@ -20,9 +20,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip check
 	touch $@
 
+# Snakemake records what ran in dvc.lock (`cpabanim record`): `dvc status` is clean after it.
 run: venv
 	$(BIN)/snakemake --cores all
 	$(BIN)/dvc metrics show
+	$(BIN)/dvc status
 
 # The same pipeline through DVC (stage commands find `cpabanim` on PATH).
 run-dvc: venv

@@ -11,11 +11,11 @@ import pytest
 from cpabanim.cli import COMMANDS, main
 from cpabanim.config.layers import load_params
 from cpabanim.config.mappings import deep_merge, flatten
-from cpabanim.config.overrides import overrides_from_snakemake, parse_override
+from cpabanim.config.overrides import overrides_from_snakemake, parse_override, split_assignments
 from cpabanim.config.schema import defaults, schema
 from cpabanim.config.section import Section, restrict
 from cpabanim.errors import ConfigError
-from cpabanim.pipeline import STAGE_MODULES, all_stages
+from cpabanim.pipeline import STAGE_MODULES, all_stages, distinct_experiments
 
 from .conftest import PROJECT_ROOT
 from .test_cli import cli_error
@@ -241,3 +241,25 @@ def test_a_read_only_or_full_disk_is_one_line_naming_the_path(tmp_path, caplog, 
     assert main(["masks"]) == 1
     assert "cannot write data/masks/meta.json: Read-only file system" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+def test_snakemake_set_lists_may_nest_brackets():
+    # Snakemake hands `set='[a=[1,2], b=3]'` over as one string (its YAML reading of the list fails)
+    assert split_assignments("[train.epoch_milestones=[18,22], train.max_steps=7]") == [
+        "train.epoch_milestones=[18,22]",
+        "train.max_steps=7",
+    ]
+    assert split_assignments("model={motion: tps, fit_method: lm}") == ["model={motion: tps, fit_method: lm}"]
+    values = overrides_from_snakemake({"set": "[train.epoch_milestones=[18,22], train.betas=[0.5, 0.9]]"})
+    assert values == {"train": {"epoch_milestones": [18, 22], "betas": [0.5, 0.9]}}
+    with pytest.raises(ConfigError, match="unbalanced"):
+        split_assignments("[train.epoch_milestones=[18,22]")
+
+
+def test_an_experiment_with_the_parameters_of_another_is_that_experiment():
+    base = load_params(PROJECT_ROOT / "params.yaml")
+    resolved = {name: load_params(PROJECT_ROOT / "params.yaml", experiment=name) for name in ("default", "cpab", "tps")}
+    assert base == resolved["default"]
+    unique, aliases = distinct_experiments(resolved, ["cpab", "tps", "default"])
+    assert unique == ["default", "tps"] and aliases == {"cpab": "default"}
+    assert distinct_experiments(resolved, ["tps"]) == (["tps"], {})

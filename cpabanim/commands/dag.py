@@ -52,8 +52,8 @@ def _dvc_out(out: Output, params: dict) -> str | dict:
 def dvc_stage(stage: Stage, params: dict) -> dict:
     outputs = producers()
     entry: dict = {"desc": stage.help, "cmd": f"cpabanim {stage.name}"}
-    if stage.inputs:
-        entry["deps"] = [_dvc_path(outputs[name][1].path, params) for name in stage.inputs]
+    # the data it reads, then the code it runs (a code edit re-runs the stage: docs/pipeline.md)
+    entry["deps"] = [_dvc_path(outputs[name][1].path, params) for name in stage.inputs] + list(stage.code)
     if stage.params:
         entry["params"] = [{RESOLVED_PARAMS: list(stage.params)}]
     outs = [_dvc_out(o, params) for o in stage.outputs if not o.metric and o.plot is None]
@@ -119,6 +119,7 @@ def smk_rule(stage: Stage) -> str:
     lines += [
         "    params:",
         f'        values=lambda wildcards: stage_values("{stage.name}", {wildcard}),',
+        f'        code=code_digest("{stage.name}"),',
         f'        cli=lambda wildcards: stage_cli("{stage.name}", {wildcard}),',
         "    log:",
         f'        "logs/{stage.name}' + ('/{experiment}.log",' if stage.per_experiment else '.log",'),

@@ -33,6 +33,13 @@ def dump(params: dict) -> str:
     return yaml.safe_dump(params, sort_keys=False, default_flow_style=None, width=120)
 
 
+def write_resolved(params: dict, path: Path) -> None:
+    """The resolved parameters as DVC's ``params`` stage records them (also ``cpabanim record``'s first step)."""
+    text = GENERATED_HEADER + dump(params)
+    if not path.is_file() or path.read_text() != text:  # unchanged bytes: DVC sees no change
+        write_atomically(path, lambda handle: handle.write(text.encode()))
+
+
 def origins(args: argparse.Namespace, params: dict) -> dict[str, str]:
     """For each key that differs from the defaults: which layer set it (preset, params file, experiment, command
     line)."""
@@ -65,10 +72,7 @@ def origins(args: argparse.Namespace, params: dict) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     params = params_from_args(args)
     if args.write:
-        path = Path(args.write)
-        text = GENERATED_HEADER + dump(params)
-        if not path.is_file() or path.read_text() != text:  # unchanged bytes: DVC sees no change
-            write_atomically(path, lambda handle: handle.write(text.encode()))
+        write_resolved(params, Path(args.write))
         return 0
     if args.all:
         sys.stdout.write(dump(params))

@@ -28,6 +28,27 @@ def parse_override(assignment: str) -> dict[str, Any]:
     return nest({dotted: value})
 
 
+def split_assignments(text: str) -> list[str]:
+    """``"[a.b=[1, 2], c={d: 3}]"`` -> ``["a.b=[1, 2]", "c={d: 3}"]``: the ``set=[...]`` list Snakemake hands over
+    as one string when a value nests brackets (its YAML reading of the list fails). Commas split at the top level
+    only; one assignment without brackets is a list of one."""
+    body = text.strip()
+    if body.startswith("[") and body.endswith("]"):
+        body = body[1:-1]
+    parts, depth, current = [], 0, []
+    for char in body:
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    if depth != 0:
+        raise ConfigError(f"set={text!r}: unbalanced brackets")
+    return [part.strip() for part in parts if part.strip()]
+
+
 def _typed(value: Any) -> Any:
     """Snakemake parses ``--config k='{a: 1}'`` with YAML's BaseLoader (every leaf a string): read leaves again."""
     if isinstance(value, Mapping):
@@ -51,7 +72,7 @@ def overrides_from_snakemake(config: Mapping[str, Any], reserved: Iterable[str] 
         if key in reserved:
             continue
         if key == "set":
-            for assignment in value if isinstance(value, list) else [value]:
+            for assignment in value if isinstance(value, list) else split_assignments(str(value)):
                 out = deep_merge(out, parse_override(str(assignment)))
         else:
             out = deep_merge(out, nest({key: _typed(value)}))

@@ -92,3 +92,20 @@ def check_shared_stages(params_by_experiment: Mapping[str, Mapping[str, Any]]) -
                     f"experiments {names[0]} and {name} differ in {', '.join(differing)}, read by the shared "
                     f"stage {stage.name}: put such changes in params.yaml or a preset, not in an experiment"
                 )
+
+
+def distinct_experiments(
+    params_by_experiment: Mapping[str, Mapping[str, Any]], wanted: list[str]
+) -> tuple[list[str], dict[str, str]]:
+    """The experiments of ``wanted`` that differ, in order, and the aliases: an experiment whose resolved
+    parameters equal those of an earlier one in ``params_by_experiment`` (the base experiment comes first) *is*
+    that experiment (``cpab`` sets the defaults' ``model.motion: cpab``: it is ``default``), so it is trained and
+    evaluated once, under the earlier name."""
+
+    def values(name: str) -> dict[str, Any]:
+        return {k: v for k, v in params_by_experiment[name].items() if k != "experiment"}
+
+    order = list(params_by_experiment)
+    canonical = {name: next(e for e in order if values(e) == values(name)) for name in wanted}
+    aliases = {name: same for name, same in canonical.items() if same != name}
+    return list(dict.fromkeys(canonical[name] for name in wanted)), aliases

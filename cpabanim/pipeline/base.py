@@ -93,6 +93,14 @@ class Stage:
     aggregate: bool = False
     gpu: bool = False
 
+    @property
+    def code(self) -> tuple[str, ...]:
+        """The code paths this stage runs (found from its imports: :mod:`cpabanim.pipeline.code`); editing one
+        of them re-runs the stage, in both tools."""
+        from cpabanim.pipeline.code import stage_code
+
+        return stage_code(self.module)
+
     def output(self, name: str) -> Output:
         for out in self.outputs:
             if out.name == name:

@@ -16,7 +16,7 @@ from ..conftest import PROJECT_ROOT
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 PIPELINE_FILES = [
-    "Snakefile",
+    "cpabanim",  # the code is a dependency of the stages: each copy runs (and hashes) its own package
     "workflow",
     "dvc.yaml",
     ".dvcignore",
@@ -24,14 +24,16 @@ PIPELINE_FILES = [
     "params.resolved.yaml",
     "presets",
     "experiments",
-    "cpabanim/schemas",
 ]
 
 
-def tool_env() -> dict[str, str]:
-    """The environment the orchestrators run in: the venv's tools first, one thread, offline, no analytics."""
+def tool_env(root: Path | None = None) -> dict[str, str]:
+    """The environment the orchestrators run in: the venv's tools first, one thread, offline, no analytics; in a
+    copied project, its own copy of the package first (an edit there is what runs)."""
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    if root is not None and (root / "cpabanim").is_dir():
+        env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [env.get("PYTHONPATH")])])
     env.update(
         OMP_NUM_THREADS="1",
         MKL_NUM_THREADS="1",
@@ -49,7 +51,7 @@ def tool_env() -> dict[str, str]:
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(cmd, cwd=cwd, env=tool_env(cwd), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"

@@ -26,7 +26,9 @@ def snakemake_stages(root: Path) -> dict:
     markers = {o.tracked_path: o.path for s in all_stages().values() for o in s.outputs if o.persist}
     stages = {}
     with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
-        workflow = api.workflow(resource_settings=ResourceSettings(), snakefile=root / "Snakefile", workdir=root)
+        workflow = api.workflow(
+            resource_settings=ResourceSettings(), snakefile=root / "workflow" / "Snakefile", workdir=root
+        )
         for rule in workflow._workflow.rules:
             if rule.name == "all":
                 continue
@@ -47,6 +49,7 @@ def snakemake_stages(root: Path) -> dict:
                     o for o in outs if o in {expand(f, params, keep=("experiment",)) for f in markers.values()}
                 ),
                 "shell": rule.shellcmd,
+                "code": str(rule.params.code),
             }
     return stages
 
@@ -61,8 +64,11 @@ def dvc_stages(root: Path) -> dict:
             experiment = "{experiment}"
             stages[stage.name] = {
                 "deps": sorted(
-                    d.def_path.replace("default", experiment) for d in stage.deps if not isinstance(d, ParamsDependency)
+                    d.def_path.replace("default", experiment)
+                    for d in stage.deps
+                    if not isinstance(d, ParamsDependency) and not d.def_path.startswith("cpabanim/")
                 ),
+                "code": sorted(d.def_path for d in stage.deps if d.def_path.startswith("cpabanim/")),
                 "outs": sorted(o.def_path.replace("default", experiment) for o in stage.outs),
                 "persist": sorted(o.def_path.replace("default", experiment) for o in stage.outs if o.persist),
                 "params": sorted(p for d in stage.deps if isinstance(d, ParamsDependency) for p in d.params),

@@ -7,6 +7,7 @@ parameter keys (DVC tracks exactly the keys a stage declares; Snakemake re-runs 
 from __future__ import annotations
 
 from cpabanim.pipeline import all_stages
+from cpabanim.pipeline.code import code_digest
 
 from .conftest import BIN, run, stages_of
 
@@ -20,6 +21,10 @@ def test_snakemake_and_dvc_declare_the_same_stages(project):
             assert snakemake[name][field] == dvc[name][field], f"stage {name!r}: {field} differs"
         assert dvc[name]["params"] == sorted(stage.params) and dvc[name]["cmd"] == f"cpabanim {name}"
         assert snakemake[name]["shell"].startswith(f"cpabanim {name} ")
+        # the code it runs: DVC hashes the paths, Snakemake re-runs on the digest of the same files
+        assert dvc[name]["code"] == list(stage.code) and snakemake[name]["code"] == code_digest(stage.module)
+    assert "cpabanim/models" in dvc["train"]["code"] and "cpabanim/reporting" not in dvc["train"]["code"]
+    assert "cpabanim/reporting" in dvc["report"]["code"] and "cpabanim/models" not in dvc["preprocess"]["code"]
     # downloads and checkpoints survive re-runs in both tools; experiments get their own folders
     assert dvc["download"]["persist"] == ["data/raw"]
     assert dvc["train"]["persist"] == ["models/checkpoints/{experiment}"]
@@ -50,6 +55,8 @@ def test_snakemake_command_line_values_reach_the_stages(project):
         out = run([str(BIN / "snakemake"), "-n", "-p", "--cores", "1", *switch], project)
         # through one file, so that a job's command line (a re-run trigger) never carries keys it does not read
         assert "cpabanim train --overrides=.snakemake/cpabanim/overrides.yaml --experiment=default" in out.stdout
+        # a shared stage's command line names no experiment: the experiment list never re-runs it
+        assert "cpabanim preprocess --overrides=.snakemake/cpabanim/overrides.yaml > " in out.stdout
         assert yaml.safe_load(written.read_text()) == {"train": {"max_steps": 5}}
     run([str(BIN / "snakemake"), "-n", "--cores", "1", "--config", "preset=vox-256"], project)
     assert yaml.safe_load(written.read_text()) == {"preset": "vox-256"}

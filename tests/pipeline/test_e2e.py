@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from cpabanim.config.mappings import deep_merge
+from cpabanim.pipeline import all_stages
 
 from .conftest import BIN, copy_project, run, tool_env
 
@@ -58,7 +59,9 @@ def commit(root: Path, message: str) -> None:
 
 
 def start(cmd: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, cwd=cwd, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=tool_env(cwd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def finish(proc: subprocess.Popen, what: str, timeout: float = 900) -> str:
@@ -103,6 +106,7 @@ def mlflow_runs(root: Path) -> list:
         "mlflow.set_tracking_uri('sqlite:///mlflow.db')\n"
         "runs = mlflow.search_runs(experiment_names=['cpabanim'], output_format='list')\n"
         "print(json.dumps([dict(name=r.info.run_name, id=r.info.run_id, status=r.info.status,\n"
+        "    start=r.info.start_time, end=r.info.end_time,\n"
         "    params=r.data.params, metrics=r.data.metrics, tags=r.data.tags) for r in runs]))\n"
     )
     return json.loads(run([sys.executable, "-c", script], root).stdout)
@@ -139,17 +143,53 @@ def check_experiment(root: Path, experiment: str, orchestrator: str, first: bool
 def test_snakemake_runs_two_experiments_side_by_side(runs):
     roots, logs = runs
     root = roots["snakemake"]
-    parents = {name: check_experiment(root, name, "snakemake", first=name == "cpab") for name in ("cpab", "tps")}
-    assert parents["tps"]["params"]["model.motion"] == "tps" and parents["cpab"]["params"]["model.motion"] == "cpab"
+    # cpab sets what the defaults already say: it is the default experiment, trained once, under that name
+    assert "experiment cpab has exactly the parameters of default" in logs["snakemake"]
+    assert not (root / "models" / "checkpoints" / "cpab").exists()
+    parents = {name: check_experiment(root, name, "snakemake", first=name == "default") for name in ("default", "tps")}
+    assert parents["tps"]["params"]["model.motion"] == "tps" and parents["default"]["params"]["model.motion"] == "cpab"
     stages = [r["tags"].get("cpabanim.stage") for r in mlflow_runs(root)]
     assert all(stages.count(stage) == 1 for stage in SHARED), "data stages run once for both experiments"
     assert stages.count("train") == 2
     report = root / "outputs" / "report"
     table = (report / "experiments.md").read_text()
-    assert "| cpab |" in table and "| tps |" in table and "model.motion" in table
+    assert "| default |" in table and "| tps |" in table and "model.motion" in table
     for name in ("metrics.png", "samples.png", "train_loss.png", "index.html"):
         assert (report / name).stat().st_size > 1000, name
     assert "data:image/png;base64," in (report / "index.html").read_text()
+
+
+def test_the_workflow_profile_applies_and_gpu_jobs_never_overlap(runs):
+    """`snakemake --cores all` finds workflow/profiles/default by itself: its `gpu: 1` lets one GPU stage run at a
+    time, so the two experiments' trainings (2 cores, 2 jobs that could run together) follow each other."""
+    roots, logs = runs
+    assert "Using workflow specific profile workflow/profiles/default" in logs["snakemake"]
+    gpu = {name for name, stage in all_stages().items() if stage.gpu}
+    spans = sorted(
+        (r["start"], r["end"], r["name"])
+        for r in mlflow_runs(roots["snakemake"])
+        if r["tags"].get("cpabanim.stage") in gpu
+    )
+    assert len(spans) >= 9, spans  # masks, and train, reconstruct, animate, evaluate of each experiment
+    for (_, end, first), (start, _, then) in zip(spans, spans[1:]):
+        assert end <= start, f"{first} and {then} ran at the same time"
+
+
+def test_a_snakemake_run_is_recorded_in_dvc_lock(runs, tmp_path):
+    """One version record for both runners: after Snakemake, dvc.lock holds what ran (`cpabanim record`)."""
+    roots, logs = runs
+    root = roots["snakemake"]
+    assert "recorded in dvc.lock: params, download, preprocess, masks, train" in logs["snakemake"]
+    assert run([str(BIN / "dvc"), "status"], root).stdout.strip().endswith("up to date.")
+    repro = run([str(BIN / "dvc"), "repro"], root).stdout
+    assert not ran_dvc(repro), repro[-2000:]
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    assert lock["stages"]["train"]["params"]["params.resolved.yaml"]["train.max_steps"] == 3
+    assert any(dep["path"] == "cpabanim/models" for dep in lock["stages"]["train"]["deps"])
+    run([str(BIN / "dvc"), "remote", "add", "-d", "local", str(tmp_path / "remote")], root)
+    pushed = run([str(BIN / "dvc"), "push"], root).stdout
+    assert re.search(r"\d+ files? pushed", pushed), pushed
+    run(["git", "checkout", "--", ".dvc/config"], root)
 
 
 def test_dvc_runs_the_whole_pipeline(runs):
@@ -196,9 +236,9 @@ def test_demo_animates_with_the_checkpoint_the_pipeline_trained(runs, tmp_path):
 
 def test_same_params_same_data_same_code_same_metrics(runs):
     roots, _ = runs
-    cpab = json.loads((roots["snakemake"] / "outputs" / "cpab" / "metrics.json").read_text())
-    default = json.loads((roots["dvc"] / "outputs" / "default" / "metrics.json").read_text())
-    assert cpab == default  # the cpab experiment is the default model: same numbers from both tools
+    snakemake = json.loads((roots["snakemake"] / "outputs" / "default" / "metrics.json").read_text())
+    dvc = json.loads((roots["dvc"] / "outputs" / "default" / "metrics.json").read_text())
+    assert snakemake == dvc  # same parameters, data and code on one machine and thread count: the same numbers
 
 
 def test_nothing_changed_is_a_no_op(runs):
@@ -206,6 +246,55 @@ def test_nothing_changed_is_a_no_op(runs):
     out = run(SNAKEMAKE, roots["snakemake"])
     assert "Nothing to be done" in out.stdout + out.stderr
     assert run([str(BIN / "dvc"), "status"], roots["dvc"]).stdout.strip().endswith("up to date.")
+    # and across the runners: what `dvc repro` made, Snakemake takes as done
+    out = run([str(BIN / "snakemake"), "-n", "--cores", "1"], roots["dvc"])
+    assert "Nothing to be done" in out.stdout + out.stderr, out.stdout[-3000:]
+
+
+def planned(root: Path, *config: str) -> set[str]:
+    """The rules a dry run of Snakemake would run."""
+    out = run([str(BIN / "snakemake"), "-n", "--cores", "1", *(["--config", *config] if config else [])], root)
+    return set(re.findall(r"^\s*(?:local)?rule (\w+):", out.stdout + out.stderr, re.M)) - {"all"}
+
+
+def test_the_experiment_list_changes_without_rerunning_shared_stages(runs):
+    root = runs[0]["snakemake"]
+    # fewer or reordered experiments: nothing is trained again; the report compares a different list
+    assert planned(root, "experiments=[tps]") == {"report"}
+    assert planned(root, "experiments=[tps,cpab]") == {"report"}
+    # a new experiment: its own stages and the report, never the data stages
+    assert planned(root, "experiments=[cpab,tps,implicit]") == PER_EXPERIMENT | {"report"}
+
+
+def edited(path: Path):
+    """Append a comment to a source file (a real edit of its bytes); returns the function that undoes it."""
+    text = path.read_text()
+    path.write_text(text + "\n# an edit\n")
+    return lambda: path.write_text(text)
+
+
+def test_a_code_edit_reruns_exactly_the_stages_that_run_that_code(runs):
+    """Snakemake plans the stages that run the edited file and what follows them; DVC's dry run lists the stages
+    whose own code changed (it re-runs the rest only when their inputs do change)."""
+    roots, _ = runs
+    smk, dvc = roots["snakemake"], roots["dvc"]
+    everything = SHARED | READ_BY_TRAIN_ONLY
+    for relative, direct, with_followers in (
+        ("cpabanim/models/dense_motion.py", {"train", "reconstruct", "animate", "report"}, READ_BY_TRAIN_ONLY),
+        ("cpabanim/reporting/report.py", {"report"}, {"report"}),
+        ("cpabanim/data/preprocess.py", everything - {"report"}, everything),
+    ):
+        assert {n for n, stage in all_stages().items() if any(relative.startswith(c) for c in stage.code)} == direct
+        undo = [edited(smk / relative), edited(dvc / relative)]
+        try:
+            assert planned(smk, "experiments=[cpab,tps]") == with_followers, relative
+            dry = run([str(BIN / "dvc"), "repro", "--dry"], dvc).stdout
+            assert ran_dvc(dry) == direct, f"{relative}: {dry[-2000:]}"
+        finally:
+            for undo_one in undo:
+                undo_one()
+    assert planned(smk, "experiments=[cpab,tps]") == set()
+    assert run([str(BIN / "dvc"), "status"], dvc).stdout.strip().endswith("up to date.")
 
 
 def test_one_key_reruns_exactly_the_stages_that_read_it_and_downloads_survive(runs):

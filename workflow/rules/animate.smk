@@ -8,6 +8,7 @@ rule animate:
         animation=directory(path("{paths.outputs}/{experiment}/animation")),
     params:
         values=lambda wildcards: stage_values("animate", wildcards.experiment),
+        code=code_digest("animate"),
         cli=lambda wildcards: stage_cli("animate", wildcards.experiment),
     log:
         "logs/animate/{experiment}.log",

@@ -3,7 +3,8 @@
 # There is no `configfile:` directive: Snakemake's `config` holds only the command line (`--config
 # 'model={motion: tps}'`, `--config set='[train.max_steps=50]'`, `--configfile FILE`), the top parameter layer.
 # The stages resolve the same layers themselves (defaults < preset < params.yaml < experiment < command line); the
-# rules hand them the command line's values in one file (`--overrides`, below) and the experiment (`--experiment`).
+# rules hand them the command line's values in one file (`--overrides`, below) and, to per-experiment stages only,
+# the experiment (`--experiment`): the shared stages (download, preprocess, masks) never see the experiment list.
 import os
 import shlex
 import sys
@@ -17,17 +18,24 @@ from cpabanim.config.overrides import overrides_from_snakemake
 from cpabanim.config.layers import resolve
 from cpabanim.errors import CpabanimError
 from cpabanim.config.section import restrict
-from cpabanim.pipeline import all_stages, check_shared_stages
+from cpabanim.pipeline import all_stages, check_shared_stages, distinct_experiments
+from cpabanim.pipeline.code import code_digest as _digest_of_module
 from cpabanim.pipeline.base import expand as fill_template
 
 try:
     _OVERRIDES = overrides_from_snakemake(config)
     _FILE = read_mapping(Path("params.yaml"), "parameter file")
-    BASE = resolve(_FILE, _OVERRIDES)
-    _wanted = config.get("experiments") or [BASE["experiment"]]
-    EXPERIMENTS = [str(e) for e in ([_wanted] if isinstance(_wanted, str) else _wanted)]
-    PARAMS = {e: resolve(_FILE, {**_OVERRIDES, "experiment": e}) for e in EXPERIMENTS}
-    check_shared_stages(PARAMS)
+    _OVERRIDES, _experiment = {k: v for k, v in _OVERRIDES.items() if k != "experiment"}, _OVERRIDES.get("experiment")
+    BASE = resolve(_FILE, _OVERRIDES)  # what the shared stages run with (their jobs name no experiment)
+    _wanted = config.get("experiments") or [_experiment or BASE["experiment"]]
+    _wanted = [str(e).strip() for e in (_wanted.split(",") if isinstance(_wanted, str) else _wanted)]
+    # the base experiment (params.yaml's) first: an experiment with its parameters is the base, trained once
+    _resolved = {e: resolve(_FILE, {**_OVERRIDES, "experiment": e}) for e in dict.fromkeys([BASE["experiment"], *_wanted])}
+    EXPERIMENTS, _aliases = distinct_experiments(_resolved, _wanted)
+    for _alias, _same in _aliases.items():
+        sys.stderr.write(f"cpabanim: experiment {_alias} has exactly the parameters of {_same}: one experiment, {_same}\n")
+    PARAMS = {e: _resolved[e] for e in EXPERIMENTS}
+    check_shared_stages(_resolved)
 except CpabanimError as err:
     raise ValueError(f"cpabanim: {err}") from None
 STAGES = all_stages()
@@ -43,13 +51,13 @@ def path(template):
 
 def stage_values(stage, experiment):
     """The values of exactly the keys the stage declares: a change re-runs the job (Snakemake's params trigger)."""
-    return flatten(restrict(PARAMS[experiment or EXPERIMENTS[0]], STAGES[stage].params))
+    return flatten(restrict(PARAMS[experiment] if experiment else BASE, STAGES[stage].params))
 
 
 # The command line's values reach the jobs through one file, not their command lines: a rule's params are its
 # re-run trigger, and only the values of the keys it declares (stage_values) may re-run it.
 OVERRIDES_FILE = ".snakemake/cpabanim/overrides.yaml"
-_text = yaml.safe_dump({k: v for k, v in _OVERRIDES.items() if k != "experiment"}, sort_keys=True)
+_text = yaml.safe_dump(_OVERRIDES, sort_keys=True)
 if not Path(OVERRIDES_FILE).is_file() or Path(OVERRIDES_FILE).read_text() != _text:
     Path(OVERRIDES_FILE).parent.mkdir(parents=True, exist_ok=True)
     Path(OVERRIDES_FILE + ".tmp").write_text(_text)
@@ -57,12 +65,19 @@ if not Path(OVERRIDES_FILE).is_file() or Path(OVERRIDES_FILE).read_text() != _te
 
 
 def stage_cli(stage, experiment):
-    """The command line's values (a file) and the experiment (or the list, for the report)."""
+    """The command line's values (a file), and the experiment of a per-experiment stage (the list, for the
+    report). A shared stage's command line names no experiment: changing the list never re-runs it."""
     args = [f"--overrides={OVERRIDES_FILE}"]
     if STAGES[stage].aggregate:
         args.append("--experiments=" + ",".join(EXPERIMENTS))
-    args.append(f"--experiment={experiment or EXPERIMENTS[0]}")
+    elif STAGES[stage].per_experiment:
+        args.append(f"--experiment={experiment}")
     return " ".join(shlex.quote(a) for a in args)
+
+
+def code_digest(stage):
+    """A hash of the code the stage runs (cpabanim/pipeline/code.py): a code edit re-runs the stages that run it."""
+    return _digest_of_module(STAGES[stage].module)
 
 
 # The rules call `cpabanim`: find it next to the Python running Snakemake even when its venv is not activated.
@@ -81,3 +96,10 @@ def persistent_markers():
             if out.persist:
                 markers += expand(path(out.tracked_path), experiment=EXPERIMENTS)
     return markers
+
+
+def record_in_dvc_lock():
+    """After a successful run: what ran goes into dvc.lock (`cpabanim record`), so that `dvc status` is clean,
+    `dvc repro` runs nothing and `dvc push` has the outputs. Without a DVC repository it says so and does nothing."""
+    args = [f"--overrides={OVERRIDES_FILE}", "--experiments=" + ",".join(EXPERIMENTS)]
+    shell("cpabanim record " + " ".join(shlex.quote(a) for a in args))

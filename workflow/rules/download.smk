@@ -5,6 +5,7 @@ rule download:
         raw=path("{paths.raw}/{data.source}/manifest.json"),
     params:
         values=lambda wildcards: stage_values("download", None),
+        code=code_digest("download"),
         cli=lambda wildcards: stage_cli("download", None),
     log:
         "logs/download.log",

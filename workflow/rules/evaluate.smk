@@ -11,6 +11,7 @@ rule evaluate:
         per_video=path("{paths.outputs}/{experiment}/metrics_per_video.csv"),
     params:
         values=lambda wildcards: stage_values("evaluate", wildcards.experiment),
+        code=code_digest("evaluate"),
         cli=lambda wildcards: stage_cli("evaluate", wildcards.experiment),
     log:
         "logs/evaluate/{experiment}.log",

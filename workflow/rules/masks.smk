@@ -7,6 +7,7 @@ rule masks:
         masks=directory(path("{paths.masks}")),
     params:
         values=lambda wildcards: stage_values("masks", None),
+        code=code_digest("masks"),
         cli=lambda wildcards: stage_cli("masks", None),
     log:
         "logs/masks.log",

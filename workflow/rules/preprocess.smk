@@ -7,6 +7,7 @@ rule preprocess:
         processed=directory(path("{paths.processed}")),
     params:
         values=lambda wildcards: stage_values("preprocess", None),
+        code=code_digest("preprocess"),
         cli=lambda wildcards: stage_cli("preprocess", None),
     log:
         "logs/preprocess.log",

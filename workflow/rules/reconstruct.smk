@@ -8,6 +8,7 @@ rule reconstruct:
         reconstruction=directory(path("{paths.outputs}/{experiment}/reconstruction")),
     params:
         values=lambda wildcards: stage_values("reconstruct", wildcards.experiment),
+        code=code_digest("reconstruct"),
         cli=lambda wildcards: stage_cli("reconstruct", wildcards.experiment),
     log:
         "logs/reconstruct/{experiment}.log",

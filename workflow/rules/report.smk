@@ -18,6 +18,7 @@ rule report:
         html=path("{paths.outputs}/report/index.html"),
     params:
         values=lambda wildcards: stage_values("report", None),
+        code=code_digest("report"),
         cli=lambda wildcards: stage_cli("report", None),
     log:
         "logs/report.log",

@@ -8,6 +8,7 @@ rule train:
         checkpoints=path("{paths.checkpoints}/{experiment}/complete.json"),
     params:
         values=lambda wildcards: stage_values("train", wildcards.experiment),
+        code=code_digest("train"),
         cli=lambda wildcards: stage_cli("train", wildcards.experiment),
     log:
         "logs/train/{experiment}.log",
