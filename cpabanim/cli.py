@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("cpabanim.commands.bench", "benchmarks that print figures side by side (cpab, train, data)"),
     "weights": ("cpabanim.commands.weights", "fetch official pretrained weights (SAM, VGG19, DINO) into paths.weights"),
     "ui": ("cpabanim.commands.ui", "open the runs in the MLflow UI (model-training layout)"),
+    "record": ("cpabanim.commands.record", "write what a Snakemake run made into dvc.lock (dvc commit)"),
 }
 
 
@@ -166,7 +167,7 @@ def run_pipeline_stage(name: str, rest: list[str]) -> None:
     options = {k: v for k, v in vars(args).items() if k not in common}
     module = importlib.import_module(stage.module)
     with runs.stage_context(name, params, used=cfg.to_dict()):
-        if stage.aggregate:
+        if stage.aggregate:  # the report, for its experiments' MLflow parent runs only (pipeline/report.py: run)
             module.run(cfg, io, params=params, **options)
         else:
             module.run(cfg, io, **options)

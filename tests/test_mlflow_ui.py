@@ -1,19 +1,30 @@
-"""The MLflow UI opens every GIF/MP4/PNG artifact the report logs (issue 11, docs/pipeline.md "MLflow").
+"""The MLflow UI opens every artifact of a run (issues 11 and 20, docs/pipeline.md "MLflow", docs/data.md "Names").
 
-Reconstruction and animation files are named after test videos, whose names contain ``#`` (``astronaut#test003``);
-MLflow's artifact endpoint answers 400 "Invalid path" for such names. The report logs them under safe names
-(:func:`cpabanim.tracking.safe_artifact_name`). These tests log a small store through the report's own logging,
-start a real ``mlflow server`` on it and fetch every artifact the way the UI does (``/get-artifact``); with a
-Chromium installed (Debian: ``apt-get install chromium``) they also open the UI's artifact view headless and check
-that the image is rendered. MLflow's server forks workers that survive SIGTERM to the parent: the whole process
-group is stopped at the end.
+MLflow's artifact endpoint answers 400 "Invalid path" for a path with ``#``, the field's (FOMM / TPSMM) part
+separator in video names (``id10001#7w0IBEWc9Qw#000993#001143``). Videos, pairs and folders are named by
+:func:`cpabanim.data.names.safe_name` (``astronaut.test003``) and every upload goes through
+:func:`cpabanim.tracking.safe_artifact_name` (a folder file by file), so no artifact path can carry one.
+
+- A small store logged through the report's own code (``store``): its media are served by ``/get-artifact``.
+- A real tiny pipeline run (``pipeline_run``: ``snakemake --cores 1`` on a copy of the project with the e2e test's
+  tiny parameters, marked slow): every artifact of every run, listed recursively through the REST API
+  (``/api/2.0/mlflow/artifacts/list``), ``explain/`` included, has a safe path, is fetched (HTTP 200, its size,
+  the right magic bytes), and with a Chromium installed (Debian: ``apt-get install chromium``; ``.ci/run``
+  installs it) every image among them is opened in the UI's artifact view by one headless browser, driven over
+  its DevTools pipe, which must show it decoded.
+
+MLflow's server forks workers that survive SIGTERM to the parent: the whole process group is stopped at the end.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import fcntl
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -33,7 +44,9 @@ from .conftest import PROJECT_ROOT
 
 EXPERIMENT = "ui-check"
 MAGIC = {".gif": (b"GIF87a", b"GIF89a"), ".png": (b"\x89PNG\r\n\x1a\n",), ".mp4": (b"ftyp",)}
+IMAGES = (".png", ".gif")  # what the UI's artifact view shows as an <img>
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
+SAFE_PATH = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
 
 
 def _frames(count: int = 3, size: int = 32) -> np.ndarray:
@@ -48,16 +61,18 @@ def _write_png(path: Path) -> Path:
 
 
 def _experiment_files(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
-    """The per-experiment paths and report outputs ``parents.log_experiment`` logs, with video names like the
-    embedded default's (``#`` in them)."""
+    """The per-experiment paths and report outputs ``parents.log_experiment`` logs, with video names as the data
+    stages make them (``clip.test000``) and one from a dataset preprocessed before the safe names
+    (``legacy#test009``), which the upload must still make safe."""
     from cpabanim.data.frames import write_viewing_videos
 
     out = root / "outputs" / EXPERIMENT
     recon, anim = out / "reconstruction", out / "animation"
-    write_viewing_videos(_frames(), recon / "clip#test000", fps=5, mp4=True, gif=True)
-    write_viewing_videos(_frames(), anim / "000_clip#test000_to_other#test001" / "relative", fps=5, mp4=True, gif=True)
+    write_viewing_videos(_frames(), recon / "clip.test000", fps=5, mp4=True, gif=True)
+    write_viewing_videos(_frames(), recon / "legacy#test009", fps=5, mp4=False, gif=True)
+    write_viewing_videos(_frames(), anim / "000_clip.test000_to_other.test001" / "relative", fps=5, mp4=True, gif=True)
     (out / "metrics.json").write_text(json.dumps({"recon/l1": 0.1}))
-    (out / "metrics_per_video.csv").write_text("part,video,l1\nreconstruction,clip#test000,0.1\n")
+    (out / "metrics_per_video.csv").write_text("part,video,l1\nreconstruction,clip.test000,0.1\n")
     paths = {
         "metrics": out / "metrics.json",
         "per_video": out / "metrics_per_video.csv",
@@ -113,37 +128,30 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def server(store):
-    """``mlflow server`` on a free port over the store; yields its base URL; stops its whole process group."""
+@contextlib.contextmanager
+def _mlflow_server(uri: str, root: Path):
+    """``mlflow server`` on a free port over the store ``uri`` (artifact paths relative to ``root``); yields its base
+    URL; stops its whole process group."""
     port = _free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
-    log = open(store["root"] / "server.log", "wb")  # noqa: SIM115 - closed below, after the server is gone
+    log = open(root / "server.log", "wb")  # noqa: SIM115 - closed below, after the server is gone
+    command = [str(mlflow), "server", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(
-        [
-            str(mlflow),
-            "server",
-            "--backend-store-uri",
-            store["uri"],
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=store["root"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        [*command, "--workers", "1"], cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(base, process, store["root"] / "server.log")
+        _wait_until_up(base, process, root / "server.log")
         yield base
     finally:
         _stop_group(process)
         log.close()
+
+
+@pytest.fixture
+def server(store):
+    with _mlflow_server(store["uri"], store["root"]) as base:
+        yield base
 
 
 def _wait_until_up(base: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
@@ -192,6 +200,15 @@ def _get(url: str) -> tuple[int, bytes]:
         return err.code, err.read()
 
 
+def _api(base: str, endpoint: str, query: dict | None = None, body: dict | None = None) -> dict:
+    """One call of MLflow's REST API (``/api/2.0/mlflow/<endpoint>``): GET with ``query``, or POST of ``body``."""
+    url = f"{base}/api/2.0/mlflow/{endpoint}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"{}")
+
+
 def _artifact_url(base: str, run_id: str, path: str) -> str:
     return f"{base}/get-artifact?" + urllib.parse.urlencode({"path": path, "run_uuid": run_id})
 
@@ -199,12 +216,13 @@ def _artifact_url(base: str, run_id: str, path: str) -> str:
 def test_media_artifacts_are_logged_under_names_the_ui_accepts(store):
     media = [p for p in store["artifacts"] if Path(p).suffix in MAGIC]
     assert {
-        "reconstruction/clip_test000.gif",
-        "reconstruction/clip_test000.mp4",
-        "animation/000_clip_test000_to_other_test001/relative.gif",
+        "reconstruction/clip.test000.gif",
+        "reconstruction/clip.test000.mp4",
+        "reconstruction/legacy_test009.gif",  # a name from before the safe names is made safe on upload
+        "animation/000_clip.test000_to_other.test001/relative.gif",
         "report/metrics_png.png",
     } <= set(media)
-    assert not [p for p in store["artifacts"] if "#" in p]
+    assert all(SAFE_PATH.fullmatch(p) for p in store["artifacts"]), store["artifacts"]
 
 
 def test_every_media_artifact_is_served_by_the_ui_endpoint(store, server):
@@ -213,29 +231,48 @@ def test_every_media_artifact_is_served_by_the_ui_endpoint(store, server):
         status, body = _get(_artifact_url(server, store["run_id"], path))
         assert status == 200, (path, body[:300])
         assert any(magic in body[:12] for magic in MAGIC[Path(path).suffix]), path
-    # why the names are rewritten: the same endpoint refuses a '#' in the path
-    status, _ = _get(_artifact_url(server, store["run_id"], "reconstruction/clip#test000.gif"))
+    # why the names are made safe: the same endpoint refuses a '#' in the path
+    status, _ = _get(_artifact_url(server, store["run_id"], "reconstruction/legacy#test009.gif"))
     assert status == 400
+
+
+def test_a_logged_folder_is_uploaded_under_safe_names(tmp_path, monkeypatch):
+    """``tracking.log_artifact`` of a folder (reconstruct's ``explain/``) puts each file under its safe path, also
+    for names made before the safe names; a single file too."""
+    from cpabanim import tracking
+    from cpabanim.config.layers import load_params
+    from cpabanim.tracking import provenance, runs
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv(provenance.PIPELINE_RUN_ENV, raising=False)
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    folder = tmp_path / "explain"
+    for relative in ("astronaut.test003/overview.png", "old#name/flow.png", "old#name/a b?.png"):
+        _write_png(folder / relative)
+    with runs.stage_context("reconstruct", params, used={}) as run:
+        tracking.log_artifact(folder, "explain")
+        tracking.log_artifact(folder / "old#name" / "a b?.png")
+    logged = _artifacts(runs.mlflow_client(), run.info.run_id)
+    assert sorted(logged) == [
+        "a_b_.png",
+        "explain/astronaut.test003/overview.png",
+        "explain/old_name/a_b_.png",
+        "explain/old_name/flow.png",
+    ]
 
 
 def _chromium() -> str | None:
     return next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
 
 
+BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900"]
+
+
 def _dump_dom(browser: str, url: str) -> str:
     """The page's DOM after its scripts ran (headless; --no-sandbox: the tests may run as root)."""
     result = subprocess.run(
-        [
-            browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--virtual-time-budget=20000",
-            "--window-size=1400,900",
-            "--dump-dom",
-            url,
-        ],
+        [browser, *BROWSER_FLAGS, "--virtual-time-budget=20000", "--dump-dom", url],
         capture_output=True,
         text=True,
         timeout=180,
@@ -244,16 +281,19 @@ def _dump_dom(browser: str, url: str) -> str:
     return result.stdout
 
 
+def _ui_artifact_view(base: str, experiment_id: str, run_id: str, path: str) -> str:
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}"
+
+
 @pytest.mark.skipif(_chromium() is None, reason="no Chromium installed (Debian: apt-get install chromium)")
 def test_the_ui_artifact_view_renders_gif_and_png_artifacts(store, server):
     browser = _chromium()
     for path in (
-        "reconstruction/clip_test000.gif",
-        "animation/000_clip_test000_to_other_test001/relative.gif",
+        "reconstruction/clip.test000.gif",
+        "animation/000_clip.test000_to_other.test001/relative.gif",
         "report/samples_png.png",
     ):
-        url = f"{server}/#/experiments/{store['experiment_id']}/runs/{store['run_id']}/artifacts/{path}"
-        dom = _dump_dom(browser, url)
+        dom = _dump_dom(browser, _ui_artifact_view(server, store["experiment_id"], store["run_id"], path))
         # the UI fetches the file through /get-artifact and shows it as an <img> of a blob URL; on an error it
         # shows a message instead
         images = re.findall(r"<img[^>]*>", dom)
@@ -313,3 +353,194 @@ def test_cpabanim_ui_without_a_store_says_so_in_one_line(tmp_path):
     )
     assert result.returncode != 0 and "no MLflow store" in result.stderr and not (tmp_path / "none.db").exists()
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A real pipeline run: every artifact of every run
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory) -> dict:
+    """The default experiment run by ``snakemake --cores 1`` on a copy of the project with the e2e test's tiny
+    parameters (tests/pipeline/test_e2e.py: TINY), served by ``mlflow server``; yields the base URL, the project
+    root and every run of the store with its artifacts (REST API, recursively)."""
+    from .pipeline.conftest import BIN, copy_project, run
+    from .pipeline.test_e2e import TINY, commit, set_params
+
+    root = copy_project(tmp_path_factory.mktemp("ui-run") / "project")
+    set_params(root, TINY)
+    run([str(BIN / "cpabanim"), "params", "--write", "params.resolved.yaml"], root)
+    commit(root, "tiny parameters")
+    run([str(BIN / "snakemake"), "--cores", "1"], root, timeout=1200)
+    with _mlflow_server(f"sqlite:///{root / 'mlflow.db'}", root) as base:
+        experiments = _api(base, "experiments/search", body={"max_results": 1000})["experiments"]
+        ids = [e["experiment_id"] for e in experiments]
+        found = _api(base, "runs/search", body={"experiment_ids": ids, "max_results": 1000}).get("runs", [])
+        runs = [
+            {
+                "id": r["info"]["run_id"],
+                "experiment_id": r["info"]["experiment_id"],
+                "name": r["info"].get("run_name", ""),
+                "artifacts": _listed_artifacts(base, r["info"]["run_id"]),
+            }
+            for r in found
+        ]
+        yield {"base": base, "root": root, "runs": runs}
+
+
+def _listed_artifacts(base: str, run_id: str, path: str = "") -> list[dict]:
+    """``{"path", "file_size"}`` of every file under ``path`` of a run, as the UI lists them
+    (``/api/2.0/mlflow/artifacts/list``, one folder at a time)."""
+    answer = _api(base, "artifacts/list", query={"run_id": run_id, **({"path": path} if path else {})})
+    files = []
+    for entry in answer.get("files", []):
+        if entry.get("is_dir"):
+            files += _listed_artifacts(base, run_id, entry["path"])
+        else:
+            files.append({"path": entry["path"], "file_size": int(entry.get("file_size", -1))})
+    return files
+
+
+def _all_paths(pipeline_run: dict) -> list[tuple[dict, str]]:
+    return [(r, a["path"]) for r in pipeline_run["runs"] for a in r["artifacts"]]
+
+
+@pytest.mark.slow
+def test_every_artifact_of_a_pipeline_run_has_a_safe_path_and_is_served(pipeline_run):
+    base, runs = pipeline_run["base"], pipeline_run["runs"]
+    assert len(runs) >= 9, [r["name"] for r in runs]  # the experiment's parent and its eight stages
+    paths = [path for _, path in _all_paths(pipeline_run)]
+    assert not [p for p in paths if "#" in p]
+    assert not [p for p in paths if not SAFE_PATH.fullmatch(p)]
+    # the explanation of the first test video, the reconstruction and animation previews and the report's media
+    reconstruct = next(r for r in runs if r["name"] == "reconstruct")
+    explained = [a["path"] for a in reconstruct["artifacts"] if a["path"].startswith("explain/")]
+    assert {Path(p).name for p in explained} >= {"overview.png", "flow.png", "keypoints.png"}, explained
+    assert any("." in Path(p).parent.name for p in explained), "a video name with its parts joined by '.'"
+    assert any(p.startswith("animation/") and p.endswith(".gif") for p in paths)
+    for run, artifact in ((r, a) for r in runs for a in r["artifacts"]):
+        status, body = _get(_artifact_url(base, run["id"], artifact["path"]))
+        assert status == 200, (run["name"], artifact["path"], body[:300])
+        assert artifact["file_size"] in (-1, len(body)), artifact
+        suffix = Path(artifact["path"]).suffix.lower()
+        if suffix in MAGIC:
+            assert any(magic in body[:12] for magic in MAGIC[suffix]), artifact["path"]
+        elif suffix == ".json":
+            json.loads(body)
+
+
+class _DevTools:
+    """One headless Chromium driven over its DevTools pipe (``--remote-debugging-pipe``: JSON messages ended by a
+    NUL byte, read by the browser on its fd 3, written on its fd 4), so that the UI's scripts load once and each
+    artifact view is a navigation inside the page."""
+
+    def __init__(self, executable: str, log: Path):
+        to_browser, self._to_browser = os.pipe()
+        self._from_browser, from_browser = os.pipe()
+        # the shell puts the browser's two pipe ends on its fds 3 and 4: first moved above them, so that no end
+        # is itself fd 3 or 4 (closed by the redirections otherwise)
+        to_browser, from_browser = (self._above_the_browser_fds(fd) for fd in (to_browser, from_browser))
+        script = f'exec "$@" 3<&{to_browser} 4>&{from_browser} {to_browser}<&- {from_browser}>&-'
+        self._log = open(log, "wb")  # noqa: SIM115 - closed in close()
+        self.process = subprocess.Popen(
+            ["bash", "-c", script, "bash", executable, *BROWSER_FLAGS, "--remote-debugging-pipe", "about:blank"],
+            pass_fds=(to_browser, from_browser),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        os.close(to_browser)
+        os.close(from_browser)
+        self._buffer, self._next_id, self._session = b"", 0, None
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self._session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+
+    @staticmethod
+    def _above_the_browser_fds(fd: int) -> int:
+        moved = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+        os.close(fd)
+        return moved
+
+    def call(self, method: str, timeout: float = 60, **params) -> dict:
+        """Send one command (to the page once attached) and return its result."""
+        self._next_id += 1
+        message = {"id": self._next_id, "method": method, "params": params}
+        if self._session and not method.startswith("Target."):
+            message["sessionId"] = self._session
+        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self._read(deadline)
+            if answer.get("id") == self._next_id:
+                assert "error" not in answer, (method, answer["error"])
+                return answer.get("result", {})
+
+    def _read(self, deadline: float) -> dict:
+        while b"\0" not in self._buffer:
+            ready, _, _ = select.select([self._from_browser], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(self._from_browser, 1 << 16) if ready else b""
+            if not chunk:
+                pytest.fail(f"Chromium did not answer (exit code {self.process.poll()})")
+            self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.call("Browser.close", timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+        os.close(self._to_browser)
+        os.close(self._from_browser)
+        self._log.close()
+
+
+# the UI's artifact view shows an image as an <img alt="<path>" src="blob:..."> (fetched through /get-artifact)
+SHOWN_IMAGES = (
+    "JSON.stringify({images: [...document.images].map(i => [i.alt, i.src.slice(0, 5), i.complete && i.naturalWidth]),"
+    " refused: document.body.innerText.includes('Invalid path'), hash: location.hash})"
+)
+
+
+def _shown(browser: _DevTools, run_page: str, path: str, timeout: float = 60) -> dict:
+    """Open the artifact view of ``path`` of the run at ``run_page`` and wait until its image is decoded; returns
+    what the page showed (its images, whether it refused the path). The run's page comes first: the artifact view
+    keeps its selected file when only the file in the address changes."""
+    browser.call("Page.navigate", url=run_page)
+    time.sleep(0.5)
+    browser.call("Page.navigate", url=f"{run_page}/artifacts/{path}")
+    deadline = time.monotonic() + timeout
+    while True:
+        state = json.loads(browser.evaluate(SHOWN_IMAGES) or "{}")
+        decoded = any(alt == path and src == "blob:" and width for alt, src, width in state.get("images", []))
+        if decoded or state.get("refused") or time.monotonic() > deadline:
+            return {**state, "decoded": decoded}
+        time.sleep(0.25)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium installed (Debian: apt-get install chromium)")
+def test_the_ui_shows_every_image_of_a_pipeline_run(pipeline_run, tmp_path):
+    """Every PNG/GIF artifact of every run, ``explain/`` included, opened in the UI's artifact view and decoded;
+    a screenshot of the explanation's overview is kept (``overview-in-the-ui.png``)."""
+    base = pipeline_run["base"]
+    images = [(run, path) for run, path in _all_paths(pipeline_run) if Path(path).suffix.lower() in IMAGES]
+    assert len(images) >= 8, images
+    browser = _DevTools(_chromium(), tmp_path / "chromium.log")
+    try:
+        failed = {}
+        for run, path in images:
+            shown = _shown(browser, f"{base}/#/experiments/{run['experiment_id']}/runs/{run['id']}", path)
+            if not shown["decoded"]:
+                failed[f"{run['name']}: {path}"] = shown
+            if path.endswith("/overview.png") and path.startswith("explain/"):
+                screenshot = base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"])
+                (tmp_path / "overview-in-the-ui.png").write_bytes(screenshot)
+        assert not failed, failed
+    finally:
+        browser.close()
+    assert (tmp_path / "overview-in-the-ui.png").stat().st_size > 10_000

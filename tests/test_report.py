@@ -14,6 +14,7 @@ from PIL import Image
 from cpabanim.config.typed import ModelConfig
 from cpabanim.evaluation.baselines import baseline_key
 from cpabanim.reporting import figures, parents, tables
+from cpabanim.reporting.recorded import Recorded
 
 from .conftest import PROJECT_ROOT
 
@@ -37,7 +38,11 @@ METRICS = {
         "baseline/source_unchanged/anim/l1_first": 0.0,
     },
 }
-DIFFERING = {"cpab": {}, "tps": {"model.motion": "tps"}}
+SOURCES = {"train": "last.pt", "evaluate": "MLflow"}
+RECORDS = {
+    "cpab": Recorded({"model.motion": "cpab", "seed": "0"}, SOURCES),
+    "tps": Recorded({"model.motion": "tps", "seed": "0"}, SOURCES),
+}
 
 
 def test_baseline_keys():
@@ -47,15 +52,18 @@ def test_baseline_keys():
 
 
 def test_table_has_one_row_per_experiment_the_differing_parameter_and_one_baseline_row(tmp_path):
-    text = tables.write_tables(["cpab", "tps"], DIFFERING, METRICS, tmp_path / "t.md", tmp_path / "t.csv")
+    text = tables.write_tables(["cpab", "tps"], RECORDS, METRICS, tmp_path / "t.md", tmp_path / "t.csv")
     with open(tmp_path / "t.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["experiment"] for r in rows] == ["cpab", "tps", tables.BASELINE_ROW]
-    assert [r["model.motion"] for r in rows] == ["cpab", "tps", ""]  # the built-in default is named, not "(default)"
+    assert [r["model.motion"] for r in rows] == ["cpab", "tps", ""]  # the recorded value, also the default's
+    assert "seed" not in rows[0]  # recorded alike by both: not a difference
+    assert rows[0][tables.SOURCE_COLUMN] == "train: last.pt; evaluate: MLflow"
     assert not any(c.startswith("baseline/") for c in rows[0])  # baselines are a row, not columns
     assert rows[2]["recon/l1"] == "0.1064" and rows[2]["anim/relative/l1_first"] == "0"
     assert rows[2]["recon/frames"] == ""
-    assert list(rows[0])[:4] == ["experiment", "model.motion", "recon/l1", "recon/psnr"]  # reconstruction first
+    columns = ["experiment", "model.motion", tables.SOURCE_COLUMN, "recon/l1", "recon/psnr"]
+    assert list(rows[0])[:5] == columns  # reconstruction first
     assert "recon/l1 \u2193" in text and "recon/psnr \u2191" in text and "| cpab |" in text
     assert "no motion" in (tmp_path / "t.md").read_text()
 
@@ -155,12 +163,16 @@ def test_trained_model_is_logged_once_and_reproduces_the_checkpoint(tmp_path, mo
     paths = {"checkpoints": checkpoint.parent, "processed": tmp_path / "processed"}
     parent = runs.experiment_parent(params, motion)
 
-    uri = parents.log_trained_model(paths, parent)
-    assert uri is not None and parents.log_trained_model(paths, parent) is None  # once per checkpoint
+    info = parents.log_trained_model(paths, parent, motion, {"recon/l1": 0.5})
+    assert info is not None and parents.log_trained_model(paths, parent, motion) is None  # once per checkpoint
+    uri = info.model_uri
     client = runs.mlflow_client()
     models = client.search_logged_models([client.get_run(parent).info.experiment_id])
     assert [m.status.name for m in models] == ["READY"]  # no FAILED leftover from a pt2 attempt
     model = models[0]
+    assert model.name == f"cpabanim-{motion}"
+    versions = client.search_model_versions(f"name = 'cpabanim-{motion}'")
+    assert [v.source for v in versions] == [uri] and "recon/l1 = 0.5" in versions[0].description
     assert model.tags["serialization"] == ("pt2" if motion == "tps" else "pickle")
     assert model.params["model.motion"] == motion and model.params["checkpoint.step"] == "7"
     info = mlflow.models.get_model_info(uri)
@@ -173,3 +185,16 @@ def test_trained_model_is_logged_once_and_reproduces_the_checkpoint(tmp_path, mo
         expected = original.reconstruct(frames[:, :3], frames[:, 3:])["prediction"]
         assert torch.allclose(loaded(frames), expected, atol=1e-5)
         assert torch.equal(ReconstructionModule(original)(frames), expected)
+
+
+def test_media_left_out_of_mlflow_are_named_in_a_note(tmp_path):
+    root = tmp_path / "animation"
+    for pair in range(parents.MAX_MEDIA_FOLDERS + 2):
+        for mode in ("relative", "standard"):
+            (root / f"{pair:03d}_a_to_b" / mode).mkdir(parents=True)
+            (root / f"{pair:03d}_a_to_b" / mode / "video.gif").write_bytes(b"GIF89a")
+    logged, left_out = parents.select_media(root)
+    assert len(logged) == 2 * parents.MAX_MEDIA_FOLDERS and len(left_out) == 4  # whole pairs, every mode
+    note = parents.left_out_note("animation", root, logged, left_out)
+    assert note.startswith(f"4 of {len(logged) + 4} GIF/MP4 files of animation/ were not logged")
+    assert all(str(p.relative_to(root)) in note for p in left_out)

@@ -34,6 +34,7 @@ from cpabanim.data.frames import (
     write_image,
     write_viewing_videos,
 )
+from cpabanim.data.names import safe_name
 from cpabanim.errors import CpabanimError
 from cpabanim.progress import progress_bar
 from cpabanim.runtime import resolve_device
@@ -44,8 +45,10 @@ log = logging.getLogger(__name__)
 def choose_pairs(videos: list[Path], num_pairs: int, seed: int) -> list[dict]:
     """A seeded list of ``{"name", "source", "source_frame", "driving"}``, source and driving from different videos.
 
-    Drawn without replacement from all ordered pairs of distinct videos (so fewer pairs when there are few
-    videos); with a single test video, it drives itself (logged: not cross-identity).
+    ``name`` (``000_astronaut.test003_to_chelsea.test001``) is the pair's folder and artifact name, safe in URLs
+    and shells whatever the video names (:func:`cpabanim.data.names.safe_name`). Drawn without replacement from
+    all ordered pairs of distinct videos (so fewer pairs when there are few videos); with a single test video, it
+    drives itself (logged: not cross-identity).
     """
     rng = np.random.default_rng(seed)
     names = [v.name for v in videos]
@@ -60,7 +63,7 @@ def choose_pairs(videos: list[Path], num_pairs: int, seed: int) -> list[dict]:
         source_frame = int(rng.integers(0, len(frame_paths(videos[source]))))
         pairs.append(
             {
-                "name": f"{number:03d}_{names[source]}_to_{names[driving]}",
+                "name": safe_name(f"{number:03d}_{names[source]}_to_{names[driving]}"),
                 "source": names[source],
                 "source_frame": source_frame,
                 "driving": names[driving],

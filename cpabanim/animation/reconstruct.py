@@ -31,6 +31,7 @@ from cpabanim.data.frames import (
     write_frames,
     write_viewing_videos,
 )
+from cpabanim.data.names import safe_name
 from cpabanim.evaluation import formulas
 from cpabanim.progress import progress_bar
 from cpabanim.runtime import resolve_device
@@ -61,7 +62,8 @@ def reconstruct_video(animator: Animator, frames: torch.Tensor, batch_size: int,
 @torch.no_grad()
 def explain_first_video(model, video: Path, folder: Path, device: torch.device) -> None:
     """Labelled pictures of how the middle frame of ``video`` was made (keypoints per CPAB group, dense flow,
-    occlusion, which transform moves which region) into ``folder``, and into the stage's MLflow run."""
+    occlusion, which transform moves which region) into ``folder/<video>/``, and into the stage's MLflow run as
+    ``explain/<video>/<figure>.png``, under the video's safe name (:func:`cpabanim.data.names.safe_name`)."""
     from cpabanim.tracking import log_artifact
     from cpabanim.viz.explain import write_explanation
     from cpabanim.viz.motion import explanation_from_output
@@ -73,7 +75,7 @@ def explain_first_video(model, video: Path, folder: Path, device: torch.device) 
     explanation = explanation_from_output(
         out, 0, source[0], driving[0], model.params["motion"], model.num_groups, title=f"{video.name}, frame {middle}"
     )
-    write_explanation(explanation, folder / video.name)
+    write_explanation(explanation, folder / safe_name(video.name))
     log_artifact(folder, "explain")
 
 
@@ -135,6 +137,13 @@ def reconstruct_all(
                 write_viewing_videos(strip, out_root / video.name, fps, mp4, gif)
             if len(index["videos"]) <= MLFLOW_IMAGES:  # the middle frame, to browse runs in the MLflow UI
                 log_image(strip[len(strip) // 2], f"reconstruction/{video.name}.png")
+    if len(videos) > MLFLOW_IMAGES:  # not a silent cap: the run says what it holds and where the rest is
+        set_tags(
+            {
+                "reconstruction.previews": f"the first {MLFLOW_IMAGES} of {len(videos)} videos (MLFLOW_IMAGES in "
+                f"cpabanim/animation/reconstruct.py); every video is in index.json and in {out_root}"
+            }
+        )
     if videos and isinstance(runner, ModelAnimator):
         explain_first_video(runner.model, videos[0], out_root / EXPLAIN_DIR, torch_device)
     pooled = float(np.concatenate(all_l1).mean())

@@ -4,6 +4,7 @@
     sources       resumable sha256-checked downloads, safe archive extraction, YouTube clips from published metadata
     download      ``data.source`` -> ``{paths.raw}/<source>/`` + manifest; official pretrained weights
     preprocess    raw videos -> ``{paths.processed}/{train,test}/<video>/<00000>.png`` + manifest (deterministic)
+    names         safe names of videos and pairs (no ``#``: URLs, shells, MLflow) and the record of the originals
     faces         face crops for the ``folder`` source (detect, track, smooth, crop)
     masks         region label maps of the training frames (SAM or SLIC) for the keypoint semantic loss
     video         reading any video (frame folder, mp4, gif, strip) as uint8 (T, H, W, 3); writing frame folders

@@ -2,8 +2,9 @@
 
 A ``<video>`` is a folder of frames (what ``cpabanim preprocess`` writes), an .mp4/.gif, or a wide PNG strip.
 Training items draw two frames of one video uniformly with replacement and sort them (source first).
-With ``id_sampling`` an item is an *identity* (the part of the video name before ``#``) and the video is
-drawn among that identity's clips, so identities with many clips do not dominate an epoch.
+With ``id_sampling`` an item is an *identity* (the part of the video name before the first ``.``,
+:func:`cpabanim.data.names.identity`) and the video is drawn among that identity's clips, so identities with many
+clips do not dominate an epoch.
 
 Every random draw of an item (clip, frames, augmentation parameters) comes from one ``torch.Generator``:
 :meth:`FramesDataset.sample` takes it explicitly, and indexing with an :class:`~cpabanim.data.loader.ItemKey`
@@ -25,12 +26,14 @@ from torch.utils.data import Dataset
 
 from cpabanim.data.augmentation import apply_augmentation, pack_uint8, sample_augmentation
 from cpabanim.data.loader import ItemKey, item_generator
+from cpabanim.data.names import identity
 from cpabanim.data.video import is_video, list_frame_files, read_image, read_video
 from cpabanim.errors import DataError
 
 
 def video_name(path: Path) -> str:
-    """A video's name: the folder or file name without a movie/image suffix."""
+    """A video's name: the folder's name (dots and all: ``id10001.7w0IBEWc9Qw.000993.001143``), or the file name
+    without its movie/image suffix (``clip.v2.mp4`` -> ``clip.v2``)."""
     path = Path(path)
     return path.name if path.is_dir() else path.stem
 
@@ -113,7 +116,7 @@ class FramesDataset(Dataset):
         if self.id_sampling:
             groups: dict[str, list[Path]] = {}
             for video in self.videos:
-                groups.setdefault(video_name(video).split("#")[0], []).append(video)
+                groups.setdefault(identity(video_name(video)), []).append(video)
             self.groups = [groups[key] for key in sorted(groups)]
         else:
             self.groups = [[video] for video in self.videos]

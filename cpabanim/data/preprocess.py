@@ -3,7 +3,9 @@ stage, :mod:`cpabanim.pipeline.preprocess`).
 
 Frames are square ``data.frame_size`` RGB PNGs, written deterministically (same params -> same bytes),
 with ``<processed_root>/manifest.json`` listing every video (frame count, pixel sha256) and every skipped
-input with its reason. A video that cannot be used is skipped and recorded, never fatal.
+input with its reason. A video that cannot be used is skipped and recorded, never fatal. Every video is
+written under the safe form of the dataset's name (:mod:`cpabanim.data.names`); ``<processed_root>/names.json``
+records the dataset's name of each one that changed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cpabanim import files
-from cpabanim.data import sources
+from cpabanim.data import names, sources
 from cpabanim.data.video import frames_digest, read_video, resize_frames, write_frames
 from cpabanim.errors import ConfigError, DataError
 from cpabanim.progress import progress_bar
@@ -65,7 +67,8 @@ def _name(path: Path) -> str:
 
 
 def plan(data: Mapping[str, Any], seed: int, raw_root: str | Path) -> Iterator[tuple[str, str, Any]]:
-    """Yield ``(split, video_id, make)`` where ``make()`` returns ``uint8 (T, S, S, 3)`` or raises DataError.
+    """Yield ``(split, name, make)`` where ``make()`` returns ``uint8 (T, S, S, 3)`` or raises DataError; ``name``
+    is the dataset's own name of the video (a file name, the field's ``#`` name), :func:`preprocess` makes it safe.
 
     ``data``: the ``data`` params; ``seed``: the synthetic source's seed; ``raw_root``: ``{paths.raw}``, where
     ``download`` put the mgif archive and the YouTube videos."""
@@ -123,7 +126,7 @@ def plan(data: Mapping[str, Any], seed: int, raw_root: str | Path) -> Iterator[t
                     raise DataError(f"{chunk.youtube_id}: video not downloaded (see the download manifest)")
                 return sources.crop_chunk(video, chunk, size)
 
-            yield split, chunk.name, make
+            yield split, chunk.field_name, make
 
 
 def resplit_usable(manifest: dict[str, Any], out: Path, order: list[str], test_fraction: float) -> None:
@@ -154,7 +157,8 @@ def centre_square(frames: np.ndarray) -> np.ndarray:
 def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, processed_root: str | Path) -> dict[str, Any]:
     """Write the processed dataset of ``data`` (the ``data`` params; ``seed`` and ``raw_root`` as :func:`plan`)
     and its manifest into ``processed_root`` (``{paths.processed}``); reuse videos already written with the
-    same config. Returns the manifest."""
+    same config. Videos are named by :func:`cpabanim.data.names.safe_name` and ``names.json`` records the
+    dataset's name of each renamed one. Returns the manifest."""
     out = Path(processed_root)
     config = {
         "data": {k: v for k, v in data.items() if k not in ("augmentation", "id_sampling", "num_repeats")},
@@ -170,16 +174,23 @@ def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, process
         "skipped": [],
     }
     items = list(plan(data, seed, raw_root))
+    originals: dict[str, str] = {}  # safe name -> the dataset's name, over both splits
+    seen: set[tuple[str, str]] = set()  # (split, safe name) of the videos planned so far
+    order: list[str] = []  # the safe names, in the plan's order (resplit_usable)
     auto_split = data["source"] == "folder" and not has_own_split(Path(data["folder"]["dir"]))
-    for split, video_id, make in progress_bar(items, desc="preprocess", unit="video"):
-        if auto_split:  # an earlier run may have put this video in the other split (see resplit_usable)
-            split = next((s for s in SPLITS if video_id in previous.get("videos", {}).get(s, {})), split)
-        try:  # ids come from metadata and file names: never write outside paths.processed
+    for split, original, make in progress_bar(items, desc="preprocess", unit="video"):
+        try:  # names come from metadata and file names: one safe folder name, never a path outside paths.processed
+            video_id = names.safe_name(original)
+            check_unique(video_id, original, originals.get(video_id, original), (split, video_id) in seen)
+            seen.add((split, video_id))
+            if auto_split:  # an earlier run may have put this video in the other split (see resplit_usable)
+                split = next((s for s in SPLITS if video_id in previous.get("videos", {}).get(s, {})), split)
             folder = files.contained_path(out, split, video_id)
         except DataError as err:
-            log.warning("skipping %s", err)
-            manifest["skipped"].append({"split": split, "video": video_id, "reason": str(err)})
+            _skip(manifest, split, original, err)
             continue
+        originals[video_id] = original
+        order.append(video_id)
         done = previous.get("videos", {}).get(split, {}).get(video_id)
         if reuse and done and folder.is_dir() and len(list(folder.glob("*.png"))) == done["frames"]:
             manifest["videos"][split][video_id] = done
@@ -187,21 +198,22 @@ def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, process
         try:
             frames = make()
             if len(frames) < 2:
-                raise DataError(f"{video_id}: fewer than two frames")
+                raise DataError(f"{original}: fewer than two frames")
         except DataError as err:
-            log.warning("skipping %s", err)
-            manifest["skipped"].append({"split": split, "video": video_id, "reason": str(err)})
+            _skip(manifest, split, original, err)
             continue
         write_frames(frames, folder)
         manifest["videos"][split][video_id] = {"frames": int(len(frames)), "sha256": frames_digest(frames)}
     if auto_split:
-        resplit_usable(manifest, out, [video_id for _, video_id, _ in items], data["folder"]["test_fraction"])
+        resplit_usable(manifest, out, order, data["folder"]["test_fraction"])
     # videos of an earlier configuration that this one no longer produces would silently join the dataset
     for split in SPLITS:
         if (out / split).is_dir():
             for stale in (out / split).iterdir():
                 if stale.name not in manifest["videos"][split]:
                     shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    kept = {video_id for split in SPLITS for video_id in manifest["videos"][split]}
+    names.write_record(out, {video_id: originals[video_id] for video_id in kept})
     if not manifest["videos"]["train"] or not manifest["videos"]["test"]:
         files.write_json(out / "manifest.json", manifest)
         raise DataError(
@@ -210,3 +222,21 @@ def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, process
         )
     files.write_json(out / "manifest.json", manifest)
     return manifest
+
+
+def check_unique(video_id: str, original: str, holder: str, in_split: bool) -> None:
+    """A :class:`DataError` unless ``video_id``, the safe name of ``original``, leads back to that one video: not
+    when ``holder``, the dataset's name of the video already named ``video_id`` (``original`` if none), is another
+    name, nor when ``in_split`` (its split has a video of that name already: ``a.mp4`` and ``a.gif``)."""
+    if holder != original:
+        raise DataError(
+            f"{original!r} and {holder!r} have the same safe name {video_id!r} (docs/data.md, Names): rename one"
+        )
+    if in_split:
+        raise DataError(f"{original!r}: its split has another video named {video_id!r}: rename one")
+
+
+def _skip(manifest: dict[str, Any], split: str, original: str, err: DataError) -> None:
+    """Record a video that cannot be used under the dataset's own name (the file or id the user must fix)."""
+    log.warning("skipping %s", err)
+    manifest["skipped"].append({"split": split, "video": original, "reason": str(err)})

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from cpabanim.data.names import safe_name
 from cpabanim.errors import DataError
 from cpabanim.files import CHUNK, contained_path, sha256_file, validate_id
 
@@ -201,11 +202,17 @@ class Chunk:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def name(self) -> str:
-        """``person#youtube_id#start#end`` (``youtube_id#start#end`` without a person): the field's chunk name,
-        identity first for id_sampling."""
+    def field_name(self) -> str:
+        """``person#youtube_id#start#end`` (``youtube_id#start#end`` without a person): the chunk's name in the
+        field's published metadata and results (FOMM / TPSMM), identity first."""
         prefix = self.youtube_id if self.person == self.youtube_id else f"{self.person}#{self.youtube_id}"
         return f"{prefix}#{self.start:06d}#{self.end:06d}"
+
+    @property
+    def name(self) -> str:
+        """The chunk's video name here: :attr:`field_name` in the safe form, ``person.youtube_id.start.end``
+        (:mod:`cpabanim.data.names`; preprocess records the field's name in ``names.json``)."""
+        return safe_name(self.field_name)
 
 
 def read_metadata(path: str | Path) -> list[Chunk]:

@@ -11,7 +11,8 @@ The amplitudes (``MOTION``) are moderate so that the embedded default learns vis
 few CPU minutes (docs/model.md, "Does it learn?"). Consecutive frames are warped
 versions of the same photo, so a source/driving pair is a genuine image-animation task.
 
-Identities are the photographs: a video is named ``<photo>#<split><index>`` so that ``id_sampling`` works.
+Identities are the photographs: a video is named ``<photo>.<split><index>`` (``astronaut.test003``: the photo
+is the part before the separator, :mod:`cpabanim.data.names`) so that ``id_sampling`` works.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import math
 from collections.abc import Iterator
 
 import numpy as np
+
+from cpabanim.data.names import join_parts
 
 # colour photographs bundled in the scikit-image wheel (no pooch, no network)
 OBJECT_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "retina")
@@ -175,7 +178,7 @@ def video_plan(split: str, count: int, seed: int) -> list[tuple[str, str, str]]:
         obj = OBJECT_PHOTOS[(index + (0 if split == "train" else 3)) % len(OBJECT_PHOTOS)]
         choices = [b for b in BACKGROUND_PHOTOS if b != obj]
         background = choices[int(rng.integers(len(choices)))]
-        plan.append((f"{obj}#{split}{index:03d}", obj, background))
+        plan.append((join_parts(obj, f"{split}{index:03d}"), obj, background))
     return plan
 
 

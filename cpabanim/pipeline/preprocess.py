@@ -34,6 +34,7 @@ def run(cfg, io: StageIO) -> None:
     counts = {split: len(manifest["videos"][split]) for split in SPLITS}
     tracking.log_metrics({f"videos_{k}": v for k, v in counts.items()} | {"skipped": len(manifest["skipped"])})
     tracking.log_artifact(io.outputs["processed"] / "manifest.json")
+    tracking.log_artifact(io.outputs["processed"] / "names.json")  # the original of every name made safe (docs/data.md)
     log.info(
         "preprocess done: %d train / %d test videos, %d skipped",
         counts["train"],

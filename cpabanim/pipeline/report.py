@@ -9,12 +9,12 @@ stage run by hand: the experiment of the params, or ``--experiments a,b``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from cpabanim.pipeline.base import Output, Stage, StageIO
 
 REPORT = "{paths.outputs}/report"
+# the per-experiment stages whose recorded params the table compares, in pipeline order (a test checks them against
+# the declarations: importing cpabanim.pipeline here would make every declaration a code dependency of the report)
+RECORDED_STAGES = ("train", "reconstruct", "animate", "evaluate")
 IMAGE = {}  # a DVC plot that is an image: `dvc plots show` embeds it as <img> and it renders offline
 
 STAGE = Stage(
@@ -37,9 +37,11 @@ STAGE = Stage(
 
 
 def run(cfg, io: StageIO, params) -> None:
-    """``params``: the invocation's whole params, which this aggregate stage alone receives: each experiment's
-    differences are resolved from them here, and an experiment's MLflow parent run, when it has none yet, is
-    created with them (:func:`cpabanim.tracking.runs.experiment_parent`); the library gets explicit values."""
+    """``params``: the invocation's whole params, which this aggregate stage alone receives, only for the MLflow
+    parent run of each experiment (:func:`cpabanim.tracking.runs.experiment_parent`): its store (the tracking
+    section) and, when an experiment has no parent yet, the provenance tags of the one created (device, preset,
+    data). The table's parameters are what each experiment's runs recorded (:mod:`cpabanim.reporting.recorded`),
+    never these params, which are today's and another experiment's."""
     from functools import partial
 
     from cpabanim.reporting.report import report_experiments
@@ -47,25 +49,9 @@ def run(cfg, io: StageIO, params) -> None:
 
     report_experiments(
         experiments=io.experiments,
-        differences=experiment_differences(params, list(io.experiments)),
+        stages=RECORDED_STAGES,
         outputs=io.outputs,
         tracking=params["tracking"],
         log_checkpoints=bool(cfg.tracking.log_checkpoints),
         parent_of=partial(experiment_parent, params),
     )
-
-
-def experiment_differences(params: Mapping[str, Any], names: list[str]) -> dict[str, dict[str, Any]]:
-    """Experiment name -> its parameters that differ from the built-in defaults (paths and tracking aside): the
-    params with the experiment's overlay (``experiments/<name>.yaml``) merged over them."""
-    from cpabanim.config.layers import changed_from_defaults, experiment_path
-    from cpabanim.config.mappings import deep_merge, read_mapping
-
-    differences = {}
-    for name in names:
-        overlay_file = experiment_path(name, ".")
-        values = deep_merge(params, read_mapping(overlay_file, "experiment")) if overlay_file.is_file() else params
-        differences[name] = {
-            k: v for k, v in changed_from_defaults(values).items() if not k.startswith(("paths.", "tracking."))
-        }
-    return differences

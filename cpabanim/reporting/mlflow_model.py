@@ -7,7 +7,10 @@ output the predicted driving frame ``(B, 3, H, W)`` in [0, 1] (the reconstructio
 
 The model is exported with ``torch.export`` (MLflow's ``pt2`` format: a traced graph, loading runs no pickled
 code) when the motion model traces; otherwise it falls back to MLflow's pickle format and says so in a tag.
-Load it with ``mlflow.pytorch.load_model("models:/<model id>")`` or ``runs:/<parent run>/model``.
+Each experiment's model is named ``cpabanim-<experiment>`` (:func:`model_name`), as a logged model and as a
+registered model whose versions are its checkpoints, described with the experiment's recorded parameters and
+metrics (:func:`register_model`). Load it with ``mlflow.pytorch.load_model("models:/cpabanim-tps/latest")``, the
+``models:/<model id>`` URI the report logs, or ``runs:/<parent run>/cpabanim-tps``.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from cpabanim.errors import first_line
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_NAME = "model"  # the logged model's name on the experiment's parent run
+MODEL_PREFIX = "cpabanim-"  # the logged and registered model of experiment tps: cpabanim-tps
 CHECKSUM_TAG = "cpabanim.checkpoint_sha256"  # which checkpoint a logged model is (logged once per checkpoint)
+DESCRIPTION_LIMIT = 5000  # characters of a registered model's (or version's) description MLflow's stores keep
 EXAMPLE_BATCH = 2  # > 1, so that MLflow's exporter keeps the batch dimension dynamic
 
 
@@ -43,6 +47,11 @@ class ReconstructionModule(nn.Module):
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         source, driving = frames[:, :3], frames[:, 3:]
         return self.model(source, driving, use_bg=True)["prediction"]
+
+
+def model_name(experiment: str) -> str:
+    """The name of ``experiment``'s logged model and registered model: ``cpabanim-<experiment>``."""
+    return f"{MODEL_PREFIX}{experiment}"
 
 
 def example_input(model_params: dict[str, Any], frame_size: int, batch: int = EXAMPLE_BATCH) -> np.ndarray:
@@ -87,8 +96,9 @@ def checkpoint_checksum(path: Path) -> str:
     return digest.hexdigest()
 
 
-def log_checkpoint_model(checkpoint: Path, run_id: str, frame_size: int) -> str | None:
-    """Log the checkpoint's model as an MLflow PyTorch model on run ``run_id``; returns its model URI.
+def log_checkpoint_model(checkpoint: Path, run_id: str, frame_size: int, name: str):
+    """Log the checkpoint's model as an MLflow PyTorch model ``name`` on run ``run_id``; returns its
+    ``mlflow.models.model.ModelInfo`` (``model_uri``, ``model_id``).
 
     ``pt2`` (torch.export) first; a model that does not export is logged with MLflow's pickle format instead,
     tagged ``serialization=pickle``. CPAB models go straight to pickle: their unrolled keypoint fit makes a
@@ -108,7 +118,7 @@ def log_checkpoint_model(checkpoint: Path, run_id: str, frame_size: int) -> str 
     signature = infer_signature(example, output)
     torch_requirement = f"torch=={torch.__version__.split('+')[0]}"
     common = {
-        "name": ARTIFACT_NAME,
+        "name": name,
         "signature": signature,
         "input_example": example,
         "params": checkpoint_params(extra),
@@ -124,7 +134,7 @@ def log_checkpoint_model(checkpoint: Path, run_id: str, frame_size: int) -> str 
                     pip_requirements=[torch_requirement],
                     tags={**tags, "serialization": "pt2"},
                     **common,
-                ).model_uri
+                )
         except Exception as err:  # noqa: BLE001 - torch.export fails in many ways; pickle always works
             log.warning(
                 "torch.export of %s failed (%s: %s); logging it with MLflow's pickle format",
@@ -132,19 +142,31 @@ def log_checkpoint_model(checkpoint: Path, run_id: str, frame_size: int) -> str 
                 type(err).__name__,
                 first_line(err),
             )
-            _delete_failed_models(run_id, tags[CHECKSUM_TAG])
+            _delete_failed_models(run_id, name, tags[CHECKSUM_TAG])
     # unpickling needs the model's classes: the cpabanim package must be importable where it is loaded
-    info = mlflow.pytorch.log_model(
+    return mlflow.pytorch.log_model(
         module,
         serialization_format="pickle",
         tags={**tags, "serialization": "pickle"},
         pip_requirements=[torch_requirement, f"cpabanim=={_version()}"],
         **common,
     )
-    return info.model_uri
 
 
-def _delete_failed_models(run_id: str, checksum: str) -> None:
+def register_model(info, experiment: str, description: str, version_description: str):
+    """Register the logged model ``info`` as the newest version of ``experiment``'s registered model
+    (:func:`model_name`, created with its first version), both described; returns the model version."""
+    import mlflow
+
+    name = model_name(experiment)
+    version = mlflow.register_model(info.model_uri, name, tags={"cpabanim.experiment": experiment})
+    client = mlflow.MlflowClient()
+    client.update_registered_model(name, description=description[:DESCRIPTION_LIMIT])
+    client.set_registered_model_tag(name, "cpabanim.experiment", experiment)
+    return client.update_model_version(name, version.version, description=version_description[:DESCRIPTION_LIMIT])
+
+
+def _delete_failed_models(run_id: str, name: str, checksum: str) -> None:
     """MLflow registers the model before exporting it: a failed export leaves a FAILED model on the run, which
     the UI would list beside the real one. Delete this checkpoint's FAILED models of ``run_id``."""
     import mlflow
@@ -153,7 +175,7 @@ def _delete_failed_models(run_id: str, checksum: str) -> None:
     client = mlflow.MlflowClient()
     experiment_id = client.get_run(run_id).info.experiment_id
     models = client.search_logged_models(
-        [experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{ARTIFACT_NAME}'"
+        [experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{name}'"
     )
     for model in models:
         if model.status == LoggedModelStatus.FAILED and model.tags.get(CHECKSUM_TAG) == checksum:

@@ -1,9 +1,10 @@
 """What each experiment's MLflow parent run receives from the report: its metrics, evaluation files, the
-report's figures, a few viewing videos (under names the MLflow UI can open) and, once per checkpoint, the
-trained model.
+report's figures, the viewing videos of a few test videos and pairs (under names the MLflow UI can open, with a
+note naming every one left out) and, once per checkpoint, the trained model, registered per experiment.
 
 Contract: the caller resolves the parent run (None: tracking is off, nothing is logged); a parent this report
-created is closed FINISHED; a checkpoint already logged to a parent is not logged again.
+created is closed FINISHED; a parent of an earlier invocation is never re-opened or ended (its duration stays
+that invocation's); a checkpoint already logged to a parent is not logged again.
 """
 
 from __future__ import annotations
@@ -11,20 +12,39 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from cpabanim import tracking
 from cpabanim.errors import CpabanimError
+from cpabanim.reporting.recorded import Recorded
 from cpabanim.tracking import runs
 
 log = logging.getLogger(__name__)
 
-MAX_MEDIA_ARTIFACTS = 8  # GIF/MP4 files per folder logged to MLflow: enough to look at, small enough to keep
+MAX_MEDIA_FOLDERS = 8  # videos (reconstruction/) or pairs (animation/, all modes) whose GIF/MP4 files are logged
+LEFT_OUT_NOTE = "left_out.txt"  # <kind>/left_out.txt on the parent: the media files that were not logged
 
 
-def _media(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".gif", ".mp4"))
-    return files[: 2 * MAX_MEDIA_ARTIFACTS]
+def select_media(root: Path) -> tuple[list[Path], list[Path]]:
+    """(logged, left out): the GIF/MP4 files of the first :data:`MAX_MEDIA_FOLDERS` top-level folders of
+    ``root`` (a whole video, or a pair with all its modes), and every other one: enough to look at in the UI,
+    small enough to keep; the outputs folder holds them all."""
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".gif", ".mp4"))
+    kept = set(sorted({p.relative_to(root).parts[0] for p in files})[:MAX_MEDIA_FOLDERS])
+    logged = [p for p in files if p.relative_to(root).parts[0] in kept]
+    return logged, [p for p in files if p.relative_to(root).parts[0] not in kept]
+
+
+def left_out_note(kind: str, root: Path, logged: list[Path], left_out: list[Path]) -> str:
+    """The text of ``<kind>/left_out.txt``: how many media files were not logged, why, where they are, and each
+    one's path."""
+    head = (
+        f"{len(left_out)} of {len(logged) + len(left_out)} GIF/MP4 files of {kind}/ were not logged to MLflow: "
+        f"only those of the first {MAX_MEDIA_FOLDERS} folders are (MAX_MEDIA_FOLDERS in cpabanim/reporting/"
+        f"parents.py). All of them are in {root}. Not logged:"
+    )
+    return "\n".join([head, *(str(p.relative_to(root)) for p in left_out)]) + "\n"
 
 
 def log_experiment(
@@ -34,41 +54,55 @@ def log_experiment(
     paths: dict[str, Path],
     report: dict[str, Path],
     log_model: bool,
+    recorded: Recorded | None = None,
 ) -> None:
     """Metrics, figures, media and (``log_model``) the trained model of experiment ``name`` onto its MLflow parent
     run ``parent`` (None: tracking is off, nothing to do). ``paths``: the experiment's inputs of the report stage,
-    ``report``: the report's outputs."""
+    ``report``: the report's outputs; ``recorded``: the experiment's recorded params (the registered model's
+    description)."""
     if parent is None:
         return
     import mlflow
 
     client = runs.mlflow_client()
-    entities = [mlflow.entities.Metric(k, v, 0, 0) for k, v in metrics.items()]
+    info = log_trained_model(paths, parent, name, metrics, recorded) if log_model else None
+    now = int(time.time() * 1000)
+    model_id = info.model_id if info is not None else None  # the model's page shows the metrics of its checkpoint
+    entities = [mlflow.entities.Metric(k, v, now, 0, model_id=model_id) for k, v in metrics.items()]
     for start in range(0, len(entities), 500):
         client.log_batch(parent, metrics=entities[start : start + 500])
     files = [(paths["metrics"], "evaluation"), (paths["per_video"], "evaluation")]
     files += [(report[k], "report") for k in ("metrics_png", "samples_png", "loss_png", "html")]
-    for kind in ("reconstruction", "animation"):
-        root = paths[kind]
-        files += [
-            (p, tracking.safe_artifact_name(f"{kind}/{p.parent.relative_to(root)}".rstrip("/."))) for p in _media(root)
-        ]
     with tempfile.TemporaryDirectory() as scratch:
+        for kind in ("reconstruction", "animation"):
+            files += media_files(parent, kind, paths[kind], Path(scratch))
         for path, artifact_path in files:
             if path.is_file():
                 client.log_artifact(parent, str(safe_copy(path, Path(scratch))), artifact_path=artifact_path)
-    logged = log_trained_model(paths, parent) if log_model else None
-    if parent != runs.parent_run_id() and client.get_run(parent).info.status == "RUNNING":
-        # a parent this report created (its experiment ran no other stage in this invocation) would stay RUNNING
-        # with no end time; the report's own parent is closed by its stage context
-        client.set_terminated(parent, "FINISHED")
+    runs.end_parent_created_by_report(parent)
     log.info(
         "MLflow: %d metrics, %d artifacts%s logged to the parent run of %s",
         len(metrics),
         len(files),
-        f" and the model {logged}" if logged else "",
+        f" and the model {info.model_uri}" if info is not None else "",
         name,
     )
+
+
+def media_files(parent: str, kind: str, root: Path, scratch: Path) -> list[tuple[Path, str]]:
+    """(file, artifact folder) of the media of ``kind`` to log; when some are left out, the note saying which
+    (``<kind>/left_out.txt``), a ``report.<kind>.left_out`` tag on ``parent`` and a log line."""
+    logged, left_out = select_media(root)
+    files = [(p, tracking.safe_artifact_name(f"{kind}/{p.parent.relative_to(root)}".rstrip("/."))) for p in logged]
+    if left_out:
+        note = scratch / kind / LEFT_OUT_NOTE
+        note.parent.mkdir(parents=True, exist_ok=True)
+        note.write_text(left_out_note(kind, root, logged, left_out))
+        files.append((note, kind))
+        summary = f"{len(left_out)} of {len(logged) + len(left_out)} files (see {kind}/{LEFT_OUT_NOTE})"
+        runs.mlflow_client().set_tag(parent, f"report.{kind}.left_out", summary)
+        log.info("MLflow: %s of %s not logged: %s", kind, parent, summary)
+    return files
 
 
 def safe_copy(path: Path, scratch: Path) -> Path:
@@ -81,13 +115,27 @@ def safe_copy(path: Path, scratch: Path) -> Path:
     return Path(shutil.copy2(path, folder / safe))
 
 
-def log_trained_model(paths: dict[str, Path], parent: str) -> str | None:
-    """The experiment's checkpoint as an MLflow PyTorch model on its parent run, once per checkpoint: a parent
-    that already holds a model of this checkpoint (a report re-run by hand joins the newest parent) keeps it."""
+def log_trained_model(
+    paths: dict[str, Path],
+    parent: str,
+    experiment: str,
+    metrics: dict[str, float] | None = None,
+    recorded: Recorded | None = None,
+):
+    """The experiment's checkpoint as an MLflow PyTorch model ``cpabanim-<experiment>`` on its parent run, registered
+    as the newest version of the experiment's registered model; once per checkpoint: a parent that already holds
+    a model of this checkpoint (a report re-run by hand joins the newest parent) keeps it. Returns the logged
+    model's ``ModelInfo`` (None: nothing logged)."""
     from mlflow.entities import LoggedModelStatus
 
     from cpabanim.config.paths import CHECKPOINT_NAME
-    from cpabanim.reporting.mlflow_model import ARTIFACT_NAME, CHECKSUM_TAG, checkpoint_checksum, log_checkpoint_model
+    from cpabanim.reporting.mlflow_model import (
+        CHECKSUM_TAG,
+        checkpoint_checksum,
+        log_checkpoint_model,
+        model_name,
+        register_model,
+    )
 
     checkpoint = paths["checkpoints"] / CHECKPOINT_NAME
     if not checkpoint.is_file():
@@ -96,12 +144,50 @@ def log_trained_model(paths: dict[str, Path], parent: str) -> str | None:
     checksum = checkpoint_checksum(checkpoint)
     client = runs.mlflow_client()
     run = client.get_run(parent)
+    name = model_name(experiment)
     models = client.search_logged_models(
-        [run.info.experiment_id], filter_string=f"source_run_id = '{parent}' AND name = '{ARTIFACT_NAME}'"
+        [run.info.experiment_id], filter_string=f"source_run_id = '{parent}' AND name = '{name}'"
     )
     if any(m.tags.get(CHECKSUM_TAG) == checksum and m.status == LoggedModelStatus.READY for m in models):
         return None
-    return log_checkpoint_model(checkpoint, parent, frame_size(paths["processed"]))
+    info = log_checkpoint_model(checkpoint, parent, frame_size(paths["processed"]), name)
+    register_model(
+        info,
+        experiment,
+        model_description(experiment, recorded),
+        version_description(info, parent, checkpoint, metrics or {}),
+    )
+    return info
+
+
+def model_description(experiment: str, recorded: Recorded | None) -> str:
+    """The registered model's description: what the model is, and the experiment's recorded parameters that
+    differ from the built-in defaults."""
+    from cpabanim.config.schema import defaults
+    from cpabanim.tracking.provenance import flat_params
+
+    base = flat_params(defaults())
+    changed = {k: v for k, v in (recorded.values if recorded else {}).items() if base.get(k) != v}
+    lines = [
+        f"cpabanim experiment `{experiment}`: the animation model of its checkpoint (one version per checkpoint "
+        "the report logged). Input (B, 6, H, W) float32 = source and driving frames stacked on channels, output "
+        "the predicted driving frame (B, 3, H, W); see docs/pipeline.md.",
+        "",
+        "Recorded parameters that differ from the defaults"
+        + (f" ({recorded.describe()}):" if recorded else ": unknown (no record)."),
+        *(f"- {k} = {v}" for k, v in sorted(changed.items())),
+    ]
+    if recorded and not changed:
+        lines.append("- none: the built-in defaults")
+    return "\n".join(lines)
+
+
+def version_description(info, parent: str, checkpoint: Path, metrics: dict[str, float]) -> str:
+    """A model version's description: its checkpoint, the parent run it was logged to, its metrics."""
+    shown = {k: v for k, v in metrics.items() if not k.startswith("baseline/")}
+    lines = [f"checkpoint {checkpoint}, logged to parent run {parent} as {info.model_uri}.", "", "Metrics:"]
+    lines += [f"- {k} = {v:.4g}" for k, v in sorted(shown.items())] or ["- none"]
+    return "\n".join(lines)
 
 
 def frame_size(processed: Path) -> int:

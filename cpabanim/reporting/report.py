@@ -1,10 +1,10 @@
 """The comparison of experiments: a table, one plot per metric, loss curves, a labelled sample grid, an HTML page.
 
 Library of the ``report`` stage (:mod:`cpabanim.pipeline.report`): :func:`report_experiments` reads each
-experiment's metrics and training curve and writes every output; the parts live beside it: the table
-(:mod:`~cpabanim.reporting.tables`), the figures (:mod:`~cpabanim.reporting.figures`), the HTML page
-(:mod:`~cpabanim.reporting.page`) and what each experiment's MLflow parent run receives
-(:mod:`~cpabanim.reporting.parents`: metrics and media, artifact names safe for the UI).
+experiment's metrics, recorded parameters (:mod:`~cpabanim.reporting.recorded`) and training curve and writes every
+output; the parts live beside it: the table (:mod:`~cpabanim.reporting.tables`), the figures
+(:mod:`~cpabanim.reporting.figures`), the HTML page (:mod:`~cpabanim.reporting.page`) and what each experiment's
+MLflow parent run receives (:mod:`~cpabanim.reporting.parents`: metrics, media, the registered model).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from cpabanim.errors import CpabanimError
 from cpabanim.reporting.figures import plot_losses, plot_metrics, write_samples
 from cpabanim.reporting.page import write_html
 from cpabanim.reporting.parents import log_experiment
+from cpabanim.reporting.recorded import recorded_params
 from cpabanim.reporting.tables import write_tables
 from cpabanim.tracking import provenance, runs, store
 
@@ -29,31 +30,34 @@ log = logging.getLogger(__name__)
 def report_experiments(
     *,
     experiments: dict[str, dict[str, Path]],
-    differences: dict[str, dict[str, Any]],
+    stages: Sequence[str],
     outputs: dict[str, Path],
     tracking: Mapping[str, Any],
     log_checkpoints: bool,
-    parent_of: Callable[[str], str | None],
+    parent_of: Callable[[str, dict[str, str]], str | None],
 ) -> None:
     """Write every output of the report stage for ``experiments`` (name -> its input paths: ``metrics``,
     ``per_video``, ``reconstruction``, ``animation``, ``checkpoints``, ``processed``) and log each one's results
     to its MLflow parent run.
 
-    ``differences``: name -> the parameters that differ from the built-in defaults (the table's columns);
-    ``outputs``: the report's files; ``tracking``: the tracking section of the params (training curves);
-    ``log_checkpoints``: also log each trained model; ``parent_of(name)``: the parent run id (None: not tracked).
+    ``stages``: the per-experiment stages whose recorded params the table compares
+    (:mod:`~cpabanim.reporting.recorded`); ``outputs``: the report's files; ``tracking``: the tracking section of
+    the params (training curves, recorded runs); ``log_checkpoints``: also log and register each trained model;
+    ``parent_of(name, recorded values)``: the parent run id (None: not tracked).
     """
     names = list(experiments)
     metrics = {name: read_metrics(experiments[name]["metrics"])[0] for name in names}
+    records = {name: recorded_params(name, experiments[name]["checkpoints"], stages, tracking) for name in names}
     histories = {name: train_history(tracking, name) for name in names}
     outputs["table_md"].parent.mkdir(parents=True, exist_ok=True)
-    table = write_tables(names, differences, metrics, outputs["table_md"], outputs["table_csv"])
+    table = write_tables(names, records, metrics, outputs["table_md"], outputs["table_csv"])
     plot_metrics(metrics, outputs["metrics_png"])
     plot_losses(histories, outputs["loss_png"], outputs["loss_csv"])
     write_samples(experiments, outputs["samples_png"])
     write_html(table, outputs, outputs["html"])
     for name in names:
-        log_experiment(parent_of(name), name, metrics[name], experiments[name], outputs, log_checkpoints)
+        parent = parent_of(name, records[name].values)
+        log_experiment(parent, name, metrics[name], experiments[name], outputs, log_checkpoints, records[name])
     print(table)
     log.info("report: %s; the runs side by side in the MLflow UI: `cpabanim ui`", outputs["html"])
 

@@ -1,5 +1,5 @@
-"""The comparison table: one row per experiment (the parameters that differ between them, then every metric),
-the no-motion baseline row(s), as markdown and CSV.
+"""The comparison table: one row per experiment (the recorded parameters that differ between them, where they were
+recorded, then every metric), the no-motion baseline row(s), as markdown and CSV.
 
 Contract: metric names are ``metrics.json``'s (``recon/l1``, ``anim/<mode>/<metric>``); baselines
 (:mod:`cpabanim.evaluation.baselines`) are rows, never columns; every number is written with 4 significant digits.
@@ -10,17 +10,20 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
 
 from cpabanim.evaluation.baselines import BASELINE_PREFIX, baseline_key
+from cpabanim.reporting.recorded import UNKNOWN, Recorded
 
 LOWER_IS_BETTER = ("l1", "akd", "mkr", "aed", "lpips", "fid")
 ARROWS = {True: "\u2193", False: "\u2191"}  # lower / higher is better
 BASELINE_ROW = "baseline: no motion"
+SOURCE_COLUMN = "params recorded by"  # where each row's parameter values come from (cpabanim.reporting.recorded)
 TABLE_NOTE = (
     "\u2193 lower is better, \u2191 higher is better. *baseline: no motion* is scored on the same frames: "
     "reconstruction = the source frame copied as every prediction, animation = the source image unchanged "
-    "(its `l1_first` and `aed_source` are 0 by construction). See docs/evaluation.md."
+    "(its `l1_first` and `aed_source` are 0 by construction). See docs/evaluation.md. The parameters are what "
+    "each experiment's runs recorded (*params recorded by*: the checkpoint `last.pt` or the stage's MLflow run); "
+    "`unknown`: no record. See docs/pipeline.md."
 )
 
 
@@ -52,27 +55,29 @@ def baseline_rows(
     return [(f"{BASELINE_ROW}, {name}", values[name]) for name in names if values[name]]
 
 
-def write_tables(names, differing, metrics, md_path: Path, csv_path: Path) -> str:
-    """One row per experiment (the parameters that differ between them, then every metric) and the baseline
-    row(s); returns the markdown table."""
-    from cpabanim.config.mappings import flatten
-    from cpabanim.config.schema import defaults
+def parameter_columns(records: dict[str, Recorded]) -> list[str]:
+    """The recorded parameters whose known values differ between the experiments (an ``unknown`` value is no
+    difference: nothing says what it was)."""
+    keys = sorted({k for record in records.values() for k in record.values})
+    return [k for k in keys if len({r.values[k] for r in records.values() if k in r.values}) > 1]
 
-    keys = sorted({k for d in differing.values() for k in d})
-    built_in = flatten(defaults())
-    values = {
-        n: {k: differing[n][k] if k in differing[n] else built_in.get(k, "(default)") for k in keys} for n in names
-    }
-    varying = [k for k in keys if len({json.dumps(values[n][k]) for n in names}) > 1]
+
+def write_tables(
+    names: list[str], records: dict[str, Recorded], metrics: dict[str, dict[str, float]], md_path: Path, csv_path: Path
+) -> str:
+    """One row per experiment (the recorded parameters that differ between them, where each row's values come
+    from, then every metric) and the baseline row(s); returns the markdown table."""
+    varying = parameter_columns({n: records[n] for n in names})
     metric_names = metric_columns(metrics)
-    columns = ["experiment", *varying, *metric_names]
+    columns = ["experiment", *varying, SOURCE_COLUMN, *metric_names]
     rows = []
     for name in names:
-        row = {"experiment": name, **{k: _cell(values[name][k]) for k in varying}}
+        row = {"experiment": name, **{k: records[name].values.get(k, UNKNOWN) for k in varying}}
+        row[SOURCE_COLUMN] = records[name].describe()
         row.update({m: f"{metrics[name][m]:.4g}" for m in metric_names if m in metrics[name]})
         rows.append(row)
     for label, values in baseline_rows(names, metrics, metric_names):
-        rows.append({"experiment": label, **{k: "" for k in varying}, **{m: f"{v:.4g}" for m, v in values.items()}})
+        rows.append({"experiment": label, **{m: f"{v:.4g}" for m, v in values.items()}})
     with open(csv_path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, restval="")
         writer.writeheader()
@@ -85,7 +90,3 @@ def write_tables(names, differing, metrics, md_path: Path, csv_path: Path) -> st
     text = "\n".join(lines)
     md_path.write_text("# cpabanim: experiments side by side\n\n" + text + "\n\n" + TABLE_NOTE + "\n")
     return text
-
-
-def _cell(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, list | dict) else str(value)

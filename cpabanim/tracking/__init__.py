@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -68,14 +70,37 @@ def log_image(image, name: str) -> None:
 
 
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
-    """Log a file (or every file of a folder) as artifacts of the stage's run."""
+    """Log a file, or every file of a folder (at its relative place), as artifacts of the stage's run, under
+    :func:`safe_artifact_name` paths: each file of a folder goes through the same rule as a single file, so no
+    artifact of a run has a path the MLflow UI refuses."""
     path = Path(path)
     if path.is_dir():
-        _safely("log_artifacts", lambda mlflow: mlflow.log_artifacts(str(path), artifact_path=artifact_path))
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            place = file.parent.relative_to(path).as_posix()
+            _log_file(file, "/".join(part for part in (artifact_path, place) if part and part != ".") or None)
     elif path.is_file():
-        _safely("log_artifact", lambda mlflow: mlflow.log_artifact(str(path), artifact_path=artifact_path))
+        _log_file(path, artifact_path)
+
+
+def _log_file(file: Path, artifact_path: str | None) -> None:
+    """One file as ``<safe artifact_path>/<safe file name>``; a file whose name is not safe is uploaded from a
+    copy under its safe name (MLflow names an artifact after the file it uploads)."""
+    folder = safe_artifact_name(artifact_path) if artifact_path else None
+    name = safe_artifact_name(file.name)
+
+    def upload(mlflow) -> None:
+        if name == file.name:
+            mlflow.log_artifact(str(file), artifact_path=folder)
+            return
+        with tempfile.TemporaryDirectory() as scratch:
+            mlflow.log_artifact(shutil.copy2(file, Path(scratch) / name), artifact_path=folder)
+
+    _safely("log_artifact", upload)
 
 
 def safe_artifact_name(name: str) -> str:
-    """MLflow's UI refuses artifact paths with ``#``, ``?``, ``%`` and the like: keep letters, digits, ``._-/``."""
+    """MLflow's UI refuses artifact paths with ``#``, ``?``, ``%`` and the like: keep letters, digits, ``._-/``.
+
+    The guard at the MLflow boundary for any path; names made by :mod:`cpabanim.data.names` (videos, pairs) are
+    already safe and pass unchanged."""
     return re.sub(r"[^A-Za-z0-9._/-]", "_", name)

@@ -12,9 +12,11 @@ Which invocation a stage belongs to is found in this order:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,9 @@ TAG_HOST = "cpabanim.host"
 TAG_ROLE = "cpabanim.role"  # "pipeline" on parents, "stage" on children
 TAG_PIPELINE = "cpabanim.pipeline_id"
 TAG_STAGE = "cpabanim.stage"
+TAG_PROCESSED_SHA256 = "data.processed.sha256"  # the processed data's hash (of its manifest.json)
+MANIFEST_NAME = "manifest.json"  # written by preprocess: every video with its pixel sha256 (docs/data.md)
+DIGEST_LENGTH = 32  # MLflow stores a dataset digest in 36 characters at most: the hash's first 32 hex digits
 
 
 _ORCHESTRATORS = ("snakemake", "dvc")
@@ -99,6 +104,52 @@ def git_tags(cwd: str | Path = ".") -> dict[str, str]:
     return {"git.commit": commit, "git.dirty": str(dirty).lower()}
 
 
+def source_tags(pipeline: str) -> dict[str, str]:
+    """MLflow's own source, user and git tags (``mlflow.source.*``, ``mlflow.user``) for a run created with the
+    client, which sets none of them (``mlflow.start_run`` does): the UI's Source and User columns read them. The
+    source is the orchestrator of ``pipeline``, or the command line of a stage run by hand."""
+    import getpass
+
+    orchestrator = orchestrator_of(pipeline)
+    command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:2]]) if sys.argv and sys.argv[0] else "cpabanim"
+    tags = {
+        "mlflow.source.name": orchestrator if orchestrator in _ORCHESTRATORS else command,
+        "mlflow.source.type": "LOCAL",
+    }
+    try:
+        tags["mlflow.user"] = getpass.getuser()
+    except (OSError, KeyError):  # no user name in the environment nor the password database
+        pass
+    git = git_tags()
+    if "git.commit" in git:
+        tags["mlflow.source.git.commit"] = git["git.commit"]
+    tags.update({f"mlflow.source.git.{key}": value for key, value in _git_origin().items()})
+    return tags
+
+
+def _git_origin(cwd: str | Path = ".") -> dict[str, str]:
+    """``branch`` and ``repoURL`` (the ``origin`` remote) of the work tree, where git knows them."""
+    found = {}
+    for key, args in (("branch", ["rev-parse", "--abbrev-ref", "HEAD"]), ("repoURL", ["remote", "get-url", "origin"])):
+        try:
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if out.stdout.strip() and out.stdout.strip() != "HEAD":
+            found[key] = out.stdout.strip()
+    return found
+
+
+def processed_sha256(processed: str | Path) -> str | None:
+    """The processed data's hash: the sha256 of its ``manifest.json``, which lists every video with the sha256
+    of its pixels, so the hash changes exactly when a frame does (reading the manifest, not gigabytes of frames).
+    None before preprocess has written it."""
+    manifest = Path(processed) / MANIFEST_NAME
+    if not manifest.is_file():
+        return None
+    return hashlib.sha256(manifest.read_bytes()).hexdigest()
+
+
 def dvc_lock_tags(lock_path: str | Path = "dvc.lock") -> dict[str, str]:
     """``dvc.<stage>.<out>`` = md5 of each output recorded in dvc.lock (data and model versions)."""
     from cpabanim.config.mappings import yaml_load
@@ -130,6 +181,9 @@ def dataset_tags(params: dict[str, Any]) -> dict[str, str]:
     source = params["data"]["source"]
     if source:
         tags["data.source"] = str(source)
+    digest = processed_sha256(root)
+    if digest:
+        tags[TAG_PROCESSED_SHA256] = digest
     return tags
 
 

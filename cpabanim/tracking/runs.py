@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from cpabanim import tracking
 from cpabanim.tracking.provenance import (
+    DIGEST_LENGTH,
     TAG_EXPERIMENT,
     TAG_HOST,
     TAG_PID,
@@ -23,9 +24,10 @@ from cpabanim.tracking.provenance import (
     TAG_STAGE,
     flat_params,
     orchestrator_of,
-    param_value,
     pipeline_id,
+    processed_sha256,
     run_tags,
+    source_tags,
 )
 from cpabanim.tracking.store import configure, creation_lock, enabled, tracking_uri
 
@@ -47,43 +49,111 @@ def _log_params(run_id: str, params: dict[str, Any]) -> None:
         mlflow_client().log_batch(run_id, params=[mlflow.entities.Param(k, v) for k, v in items[start : start + 100]])
 
 
+def _param_tags(values: Mapping[str, Any]) -> dict[str, str]:
+    """``param.<key>`` for each value that differs from the built-in defaults (paths, tracking and the experiment's
+    name aside): what makes the experiment what it is, searchable in the UI. ``values``: nested or dotted."""
+    from cpabanim.config.schema import defaults
+
+    base = flat_params(defaults())
+    return {
+        f"param.{k}": v
+        for k, v in flat_params(values).items()
+        if base.get(k) != v and k != "experiment" and not k.startswith(("paths.", "tracking."))
+    }
+
+
+def find_parent(experiment_id: str, experiment: str, pipeline: str | None) -> str | None:
+    """The newest parent run of ``experiment``: of the invocation ``pipeline``, or of any invocation (None)."""
+    where = f"tags.`{TAG_ROLE}` = 'pipeline' and tags.`{TAG_EXPERIMENT}` = '{experiment}'"
+    if pipeline is not None:
+        where += f" and tags.`{TAG_PIPELINE}` = '{pipeline}'"
+    found = mlflow_client().search_runs(
+        [experiment_id], filter_string=where, order_by=["attributes.start_time DESC"], max_results=1
+    )
+    return found[0].info.run_id if found else None
+
+
+def create_parent(experiment_id: str, params: dict[str, Any], logged: Mapping[str, Any]) -> str:
+    """A new parent run of ``params['experiment']`` in this invocation: provenance and source tags from ``params``
+    (the invocation's environment), ``logged`` as its params and ``param.*`` tags (what the experiment ran with)."""
+    name = str(params["experiment"])
+    pid = pipeline_id()
+    tags = {
+        TAG_ROLE: "pipeline",
+        TAG_PIPELINE: pid,
+        "pipeline.orchestrator": orchestrator_of(pid),
+        **source_tags(pid),
+        **run_tags(params),
+        **_param_tags(logged),
+    }
+    client = mlflow_client()
+    run = client.create_run(experiment_id, run_name=name, tags=tags)
+    _log_params(run.info.run_id, dict(logged))
+    log_processed_dataset(run.info.run_id, params)
+    log.info("MLflow: parent run %s of experiment %s (%s)", run.info.run_id, name, orchestrator_of(pid))
+    return run.info.run_id
+
+
 def find_or_create_parent(params: dict[str, Any], experiment_id: str | None = None) -> str:
     """This invocation's parent run of ``params['experiment']``, created by the first stage that asks.
 
     A stage run by hand (no orchestrator, no ``CPABANIM_PIPELINE_RUN``) joins the newest parent of its
-    experiment instead of starting a new one.
+    experiment instead of starting a new one (it never changes that parent's end time: :func:`update_parent`).
     """
-    from cpabanim.config.layers import changed_from_defaults
-
     experiment_id = experiment_id or configure(params)
-    name = str(params["experiment"])
     pid = pipeline_id()
-    client = mlflow_client()
-    where = f"tags.`{TAG_ROLE}` = 'pipeline' and tags.`{TAG_EXPERIMENT}` = '{name}'"
-    if not pid.startswith("manual-"):
-        where += f" and tags.`{TAG_PIPELINE}` = '{pid}'"
     with creation_lock(tracking_uri(params)):
-        found = client.search_runs(
-            [experiment_id], filter_string=where, order_by=["attributes.start_time DESC"], max_results=1
-        )
-        if found:
-            return found[0].info.run_id
-        orchestrator = orchestrator_of(pid)
-        tags = {
-            TAG_ROLE: "pipeline",
-            TAG_PIPELINE: pid,
-            "pipeline.orchestrator": orchestrator,
-            **run_tags(params),
-            **{
-                f"param.{k}": param_value(v)
-                for k, v in changed_from_defaults(params).items()
-                if not k.startswith(("paths.", "tracking."))
-            },
-        }
-        run = client.create_run(experiment_id, run_name=name, tags=tags)
-        _log_params(run.info.run_id, params)
-        log.info("MLflow: parent run %s of experiment %s (%s)", run.info.run_id, name, orchestrator)
-        return run.info.run_id
+        found = find_parent(experiment_id, str(params["experiment"]), None if pid.startswith("manual-") else pid)
+        return found or create_parent(experiment_id, params, params)
+
+
+def log_processed_dataset(run_id: str, params: dict[str, Any], only_if_none: bool = False) -> None:
+    """The processed data as the run's dataset input (context ``training``), its digest the data's hash
+    (:func:`cpabanim.tracking.provenance.processed_sha256`, cut to MLflow's digest length), once per digest;
+    nothing before preprocess has run. ``only_if_none``: only when the run has no dataset input yet."""
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    processed = Path(params["paths"]["processed"]).resolve()
+    digest = processed_sha256(processed)
+    if digest is None:
+        return
+    client = mlflow_client()
+    logged = [d.dataset.digest for d in client.get_run(run_id).inputs.dataset_inputs]
+    if digest[:DIGEST_LENGTH] in logged or (only_if_none and logged):
+        return
+    with warnings.catch_warnings():  # MLflow registers the local-file source twice and warns that it picked one
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(processed))
+    name = f"{params['data']['source'] or 'frames'}-processed"
+    dataset = MetaDataset(source, name=name, digest=digest[:DIGEST_LENGTH])
+    context = InputTag(key=MLFLOW_DATASET_CONTEXT, value="training")
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[context])])
+
+
+def of_this_invocation(run_id: str) -> bool:
+    """Whether run ``run_id`` was created by this pipeline invocation (its ``cpabanim.pipeline_id`` tag)."""
+    return mlflow_client().get_run(run_id).data.tags.get(TAG_PIPELINE) == pipeline_id()
+
+
+def update_parent(parent_id: str, params: dict[str, Any], status: str) -> None:
+    """After a stage: a parent of this invocation gets the provenance of data that now exists (it did not when
+    the parent was made), the processed dataset and ``status`` with its end time. A parent of an earlier
+    invocation, joined by a stage run by hand, keeps its status, end time and tags (the invocation it records
+    ended then): it only receives the tags and the dataset it lacks."""
+    client = mlflow_client()
+    ours = of_this_invocation(parent_id)
+    recorded = client.get_run(parent_id).data.tags
+    for key, value in run_tags(params).items():
+        if ours or key not in recorded:
+            client.set_tag(parent_id, key, value)
+    log_processed_dataset(parent_id, params, only_if_none=not ours)
+    if ours:
+        client.set_terminated(parent_id, status)
 
 
 def _mark_killed(experiment_id: str, stage: str, experiment: str) -> None:
@@ -151,10 +221,8 @@ def stage_context(stage: str, params: dict[str, Any], used: dict[str, Any]) -> I
     finally:
         with contextlib.suppress(Exception):  # tracking must never turn a finished stage into a failure
             mlflow.end_run(status)
-            for key, value in run_tags(params).items():  # data now exists that did not when the parent was made
-                client.set_tag(parent_id, key, value)
             client.set_tag(parent_id, f"stage.{stage}", status.lower())
-            client.set_terminated(parent_id, "FAILED" if status != "FINISHED" else "FINISHED")
+            update_parent(parent_id, params, "FAILED" if status != "FINISHED" else "FINISHED")
 
 
 def parent_run_id() -> str | None:
@@ -167,8 +235,30 @@ def parent_run_id() -> str | None:
     return mlflow.get_run(run.info.run_id).data.tags.get("mlflow.parentRunId")
 
 
-def experiment_parent(params: dict[str, Any], experiment: str) -> str | None:
-    """The parent run of ``experiment`` in this invocation (the report logs each experiment's results there)."""
+def experiment_parent(params: dict[str, Any], experiment: str, recorded: Mapping[str, Any] | None = None) -> str | None:
+    """The parent run that receives ``experiment``'s results from the report (None: tracking is off).
+
+    ``params``' own experiment: the report's own parent. Another experiment: its parent in this invocation; else
+    its newest parent (the earlier invocation that made the results being reported: joined, never re-opened or
+    ended); else a new parent of this invocation whose params are ``recorded`` (what the experiment's runs
+    recorded), never ``params``' values, which are another experiment's.
+    """
     if not enabled(params):
         return None
-    return find_or_create_parent({**params, "experiment": experiment})
+    if experiment == params["experiment"]:
+        return find_or_create_parent(params)
+    experiment_id = configure(params)
+    with creation_lock(tracking_uri(params)):
+        found = find_parent(experiment_id, experiment, pipeline_id()) or find_parent(experiment_id, experiment, None)
+        return found or create_parent(experiment_id, {**params, "experiment": experiment}, recorded or {})
+
+
+def end_parent_created_by_report(parent_id: str) -> None:
+    """A parent the report created (its experiment ran no stage in this invocation) would stay RUNNING with no
+    end time: end it. The report's own parent is ended by its stage context; another invocation's is never
+    touched (ending it again would stretch its duration to now)."""
+    client = mlflow_client()
+    if parent_id == parent_run_id() or client.get_run(parent_id).info.status != "RUNNING":
+        return
+    if of_this_invocation(parent_id):
+        client.set_terminated(parent_id, "FINISHED")

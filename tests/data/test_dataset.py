@@ -17,10 +17,12 @@ from tests.data.helpers import moving_square_video, write_frame_folder, write_mp
 @pytest.fixture()
 def root(tmp_path):
     root = tmp_path / "processed"
-    for i, name in enumerate(["alice#clip1", "alice#clip2", "alice#clip3", "bob#clip1"]):
+    # safe names (docs/data.md, "Names"): the parts are joined by '.', so a folder has a "suffix" (.clip1) and a
+    # file two (.a.mp4): the names must survive that
+    for i, name in enumerate(["alice.clip1", "alice.clip2", "alice.clip3", "bob.clip1"]):
         write_frame_folder(root / "train" / name, moving_square_video(6, 32, seed=i))
-    write_mp4(root / "test" / "carol#a.mp4", moving_square_video(5, 32, seed=9))
-    Image.fromarray(np.concatenate(list(moving_square_video(4, 32, seed=8)), axis=1)).save(root / "test" / "dan#b.png")
+    write_mp4(root / "test" / "carol.a.mp4", moving_square_video(5, 32, seed=9))
+    Image.fromarray(np.concatenate(list(moving_square_video(4, 32, seed=8)), axis=1)).save(root / "test" / "dan.b.png")
     return root
 
 
@@ -42,7 +44,7 @@ def test_train_items(root):
     assert set(item) == {"source", "driving", "name"}
     for key in ("source", "driving"):
         assert item[key].shape == (3, 32, 32) and item[key].dtype == torch.uint8  # float on the device
-    assert item["name"] == "alice#clip2"
+    assert item["name"] == "alice.clip2"
 
 
 def test_frames_are_drawn_from_the_video_and_sorted(root):
@@ -73,8 +75,20 @@ def test_id_sampling_groups_identities(root):
     data = FramesDataset(root, "train", id_sampling=True)
     assert len(data) == 2  # alice, bob
     seen = {data[0]["name"] for _ in range(30)}
-    assert seen <= {"alice#clip1", "alice#clip2", "alice#clip3"} and len(seen) > 1
-    assert data[1]["name"] == "bob#clip1"
+    assert seen <= {"alice.clip1", "alice.clip2", "alice.clip3"} and len(seen) > 1
+    assert data[1]["name"] == "bob.clip1"
+
+
+def test_id_sampling_groups_the_fields_hash_names_the_same_way(tmp_path):
+    """A copy in the field's naming (``id#video#start#end``, read as it is) has the same identities."""
+    root = tmp_path / "fomm"
+    for i, name in enumerate(["id1#v1#000000#000006", "id1#v2#000000#000006", "id2#v1#000000#000006"]):
+        write_frame_folder(root / "train" / name, moving_square_video(6, 32, seed=i))
+    data = FramesDataset(root, "train", id_sampling=True)
+    assert [[video.name for video in group] for group in data.groups] == [
+        ["id1#v1#000000#000006", "id1#v2#000000#000006"],
+        ["id2#v1#000000#000006"],
+    ]
 
 
 def test_masks_follow_frames_and_flips(root, tmp_path):
@@ -106,9 +120,9 @@ def test_augment_pair_colour_jitter_is_shared_by_both_frames():
 def test_test_split_returns_whole_videos_and_iterator(root):
     data = FramesDataset(root, "test", frame_shape=(32, 32, 3))
     names = sorted(data[i]["name"] for i in range(len(data)))
-    assert names == ["carol#a", "dan#b"]
+    assert names == ["carol.a", "dan.b"]  # only the movie / image suffix goes
     videos = dict(iter_videos(root, "test"))
-    assert videos["carol#a"].shape == (5, 32, 32, 3) and videos["dan#b"].shape == (4, 32, 32, 3)
+    assert videos["carol.a"].shape == (5, 32, 32, 3) and videos["dan.b"].shape == (4, 32, 32, 3)
     item = data[0]
     assert item["video"].shape[1:] == (3, 32, 32)
 

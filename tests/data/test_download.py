@@ -13,7 +13,7 @@ import pytest
 from cpabanim import files
 from cpabanim import weights as weights_registry
 from cpabanim.config.layers import load_params
-from cpabanim.data import download, preprocess, sources
+from cpabanim.data import download, names, preprocess, sources
 from cpabanim.errors import DataError
 from tests.conftest import PROJECT_ROOT
 from tests.data.helpers import moving_square_video, write_gif, write_mp4
@@ -93,11 +93,16 @@ def test_youtube_sources_with_dead_ids_recorded_not_fatal(params, tmp_path):
     assert [f["id"] for f in manifest["failed"]] == ["DEADDEADDEA"] and manifest["failed"][0]["reason"]
     assert manifest["metadata"]["chunks"] == 3
     result = preprocess.preprocess(params["data"], params["seed"], params["paths"]["raw"], params["paths"]["processed"])
-    assert list(result["videos"]["train"]) == ["id001#AAAAAAAAAAA#000000#000010"]
-    assert list(result["videos"]["test"]) == ["id001#AAAAAAAAAAA#000010#000020"]
+    # safe names (docs/data.md, "Names"); the field's names are in names.json, a skipped one is listed as such
+    assert list(result["videos"]["train"]) == ["id001.AAAAAAAAAAA.000000.000010"]
+    assert list(result["videos"]["test"]) == ["id001.AAAAAAAAAAA.000010.000020"]
     assert [s["video"] for s in result["skipped"]] == ["id002#DEADDEADDEA#000000#000010"]
-    clip = tmp_path / "processed" / "train" / "id001#AAAAAAAAAAA#000000#000010"
+    clip = tmp_path / "processed" / "train" / "id001.AAAAAAAAAAA.000000.000010"
     assert len(list(clip.glob("*.png"))) == 10
+    assert names.read_record(tmp_path / "processed") == {
+        "id001.AAAAAAAAAAA.000000.000010": "id001#AAAAAAAAAAA#000000#000010",
+        "id001.AAAAAAAAAAA.000010.000020": "id001#AAAAAAAAAAA#000010#000020",
+    }
 
 
 def test_bring_your_own_copy(params, tmp_path):
@@ -108,7 +113,8 @@ def test_bring_your_own_copy(params, tmp_path):
     manifest = download.download(params["data"], params["paths"]["raw"])
     assert manifest["source_dir"] == str(copy_root) and len(manifest["fetched"]) == 2
     result = preprocess.preprocess(params["data"], params["seed"], params["paths"]["raw"], params["paths"]["processed"])
-    assert list(result["videos"]["train"]) == ["p#train"] and list(result["videos"]["test"]) == ["p#test"]
+    assert list(result["videos"]["train"]) == ["p.train"] and list(result["videos"]["test"]) == ["p.test"]
+    assert names.original_name("p.test", params["paths"]["processed"]) == "p#test"
 
 
 def test_sam_weights_download_checks_the_official_sha256(tmp_path, monkeypatch):
@@ -131,7 +137,8 @@ def test_metadata_without_person_names_chunks_by_video(tmp_path):
         "video_id,start,end,bbox,fps,width,height,partition\nu6rJiF-gPx8,80,300,118-82-508-472,29.97,640,480,train\n"
     )
     (chunk,) = sources.read_metadata(metadata)
-    assert chunk.name == "u6rJiF-gPx8#000080#000300" and chunk.bbox == (118, 82, 508, 472)
+    assert chunk.field_name == "u6rJiF-gPx8#000080#000300" and chunk.bbox == (118, 82, 508, 472)
+    assert chunk.name == "u6rJiF-gPx8.000080.000300"  # the safe name (docs/data.md, "Names")
     with pytest.raises(DataError, match="TED"):
         sources.metadata_path("ted", "", tmp_path, fetch=False)
     assert sources.PUBLISHED_METADATA["vox"]["url"].endswith("vox-metadata.csv")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cpabanim.data import synthetic
+from cpabanim.data import names, synthetic
 
 
 def _videos(split="train", count=3, frames=8, size=48, seed=0):
@@ -23,9 +23,10 @@ def test_generation_is_deterministic_and_seed_dependent():
 def test_names_carry_identity_and_splits_differ():
     train = [n for n, _ in _videos("train", 6)]
     test = [n for n, _ in _videos("test", 2)]
-    assert all(n.split("#")[0] in synthetic.OBJECT_PHOTOS for n in train + test)
-    assert len({n.split("#")[0] for n in train}) == 6  # every photo is an identity
+    assert all(names.identity(n) in synthetic.OBJECT_PHOTOS for n in train + test)
+    assert len({names.identity(n) for n in train}) == 6  # every photo is an identity
     assert not set(train) & set(test)
+    assert train[0] == "astronaut.train000" and all(names.is_safe(n) for n in train + test)
 
 
 def test_consecutive_frames_are_related_motion_not_noise():
@@ -42,7 +43,7 @@ def test_consecutive_frames_are_related_motion_not_noise():
 
 def test_object_shows_the_photograph():
     name, video = _videos(count=1, frames=2, size=64)[0]
-    photo = synthetic.photo(name.split("#")[0], 64).astype(np.float64)
+    photo = synthetic.photo(names.identity(name), 64).astype(np.float64)
     centre = video[0, 24:40, 24:40].astype(np.float64).reshape(-1, 3).mean(0)
     background_colour = video[0, :4, :4].astype(np.float64).reshape(-1, 3).mean(0)
     # the object's colours come from the photo's centre, not from the background

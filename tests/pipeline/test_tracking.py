@@ -167,3 +167,32 @@ def test_artifact_names_are_safe_for_the_mlflow_ui():
     assert (
         tracking.safe_artifact_name("animation/000_a#1_to_b#2/relative.gif") == "animation/000_a_1_to_b_2/relative.gif"
     )
+
+
+def test_parents_carry_source_user_and_git_commit(tmp_path, monkeypatch):
+    import subprocess
+
+    params = tracked(tmp_path, monkeypatch)
+    monkeypatch.chdir(PROJECT_ROOT)  # a git work tree
+    tags = provenance.source_tags("snakemake-1-2")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert tags["mlflow.source.git.commit"] == commit and tags["mlflow.source.name"] == "snakemake"
+    assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.user"]
+    monkeypatch.chdir(tmp_path)
+    with runs.stage_context("train", params, used={}):
+        parent = runs.mlflow_client().get_run(runs.parent_run_id())
+    assert parent.data.tags["mlflow.source.type"] == "LOCAL" and "mlflow.user" in parent.data.tags
+
+
+def test_a_stage_run_by_hand_keeps_an_earlier_parents_end_time(tmp_path, monkeypatch):
+    params = tracked(tmp_path, monkeypatch, pipeline="snakemake-1-2")
+    with runs.stage_context("train", params, used={}):
+        parent = runs.parent_run_id()
+    client = runs.mlflow_client()
+    ended = client.get_run(parent).info
+    monkeypatch.delenv(provenance.PIPELINE_RUN_ENV)  # later, by hand: joins that parent
+    with runs.stage_context("evaluate", params, used={}):
+        assert runs.parent_run_id() == parent
+    later = client.get_run(parent)
+    assert (later.info.end_time, later.info.status) == (ended.end_time, ended.status)
+    assert later.data.tags["stage.evaluate"] == "finished"
