@@ -6,8 +6,9 @@ separator in video names (``id10001#7w0IBEWc9Qw#000993#001143``). Videos, pairs 
 :func:`cpabanim.tracking.safe_artifact_name` (a folder file by file), so no artifact path can carry one.
 
 - A small store logged through the report's own code (``store``): its media are served by ``/get-artifact``.
-- A real tiny pipeline run (``pipeline_run``: ``snakemake --cores 1`` on a copy of the project with the e2e test's
-  tiny parameters, marked slow): every artifact of every run, listed recursively through the REST API
+- A real tiny pipeline run (the Snakemake run of tests/pipeline/test_e2e.py, whose
+  ``test_every_artifact_of_the_run_opens_in_the_mlflow_ui`` calls the ``check_*`` functions here, so that one
+  pipeline run serves both): every artifact of every run, listed recursively through the REST API
   (``/api/2.0/mlflow/artifacts/list``), ``explain/`` included, has a safe path, is fetched (HTTP 200, its size,
   the right magic bytes), and with a Chromium installed (Debian: ``apt-get install chromium``; ``.ci/run``
   installs it) every image among them is opened in the UI's artifact view by one headless browser, driven over
@@ -262,7 +263,7 @@ def test_a_logged_folder_is_uploaded_under_safe_names(tmp_path, monkeypatch):
     ]
 
 
-def _chromium() -> str | None:
+def chromium() -> str | None:
     return next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
 
 
@@ -285,9 +286,9 @@ def _ui_artifact_view(base: str, experiment_id: str, run_id: str, path: str) -> 
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}"
 
 
-@pytest.mark.skipif(_chromium() is None, reason="no Chromium installed (Debian: apt-get install chromium)")
+@pytest.mark.skipif(chromium() is None, reason="no Chromium installed (Debian: apt-get install chromium)")
 def test_the_ui_artifact_view_renders_gif_and_png_artifacts(store, server):
-    browser = _chromium()
+    browser = chromium()
     for path in (
         "reconstruction/clip.test000.gif",
         "animation/000_clip.test000_to_other.test001/relative.gif",
@@ -324,7 +325,7 @@ def test_cpabanim_ui_serves_the_store_and_prints_the_model_training_page(store):
         _wait_until_up(base, process, log_path)
         page = f"{base}/#/experiments/{store['experiment_id']}/runs?workflowType=machine_learning"
         assert page in log_path.read_text()
-        browser = _chromium()
+        browser = chromium()
         if browser is not None:
             dom = _dump_dom(browser, page)
             # the runs table with the experiment's parent run; the GenAI layout opens on a traces overview instead
@@ -359,19 +360,11 @@ def test_cpabanim_ui_without_a_store_says_so_in_one_line(tmp_path):
 # A real pipeline run: every artifact of every run
 
 
-@pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory) -> dict:
-    """The default experiment run by ``snakemake --cores 1`` on a copy of the project with the e2e test's tiny
-    parameters (tests/pipeline/test_e2e.py: TINY), served by ``mlflow server``; yields the base URL, the project
-    root and every run of the store with its artifacts (REST API, recursively)."""
-    from .pipeline.conftest import BIN, copy_project, run
-    from .pipeline.test_e2e import TINY, commit, set_params
-
-    root = copy_project(tmp_path_factory.mktemp("ui-run") / "project")
-    set_params(root, TINY)
-    run([str(BIN / "cpabanim"), "params", "--write", "params.resolved.yaml"], root)
-    commit(root, "tiny parameters")
-    run([str(BIN / "snakemake"), "--cores", "1"], root, timeout=1200)
+@contextlib.contextmanager
+def served_pipeline_runs(root: Path):
+    """The MLflow store of a finished pipeline run in ``root`` (tests/pipeline/test_e2e.py's Snakemake run), served
+    by ``mlflow server``; yields the base URL, the project root and every run of the store with its artifacts
+    (REST API, recursively)."""
     with _mlflow_server(f"sqlite:///{root / 'mlflow.db'}", root) as base:
         experiments = _api(base, "experiments/search", body={"max_results": 1000})["experiments"]
         ids = [e["experiment_id"] for e in experiments]
@@ -405,8 +398,8 @@ def _all_paths(pipeline_run: dict) -> list[tuple[dict, str]]:
     return [(r, a["path"]) for r in pipeline_run["runs"] for a in r["artifacts"]]
 
 
-@pytest.mark.slow
-def test_every_artifact_of_a_pipeline_run_has_a_safe_path_and_is_served(pipeline_run):
+def check_every_artifact_has_a_safe_path_and_is_served(pipeline_run: dict) -> None:
+    """Called by tests/pipeline/test_e2e.py on its Snakemake run's store (one pipeline run for both checks)."""
     base, runs = pipeline_run["base"], pipeline_run["runs"]
     assert len(runs) >= 9, [r["name"] for r in runs]  # the experiment's parent and its eight stages
     paths = [path for _, path in _all_paths(pipeline_run)]
@@ -522,15 +515,13 @@ def _shown(browser: _DevTools, run_page: str, path: str, timeout: float = 60) ->
         time.sleep(0.25)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(_chromium() is None, reason="no Chromium installed (Debian: apt-get install chromium)")
-def test_the_ui_shows_every_image_of_a_pipeline_run(pipeline_run, tmp_path):
+def check_the_ui_shows_every_image(pipeline_run: dict, tmp_path: Path) -> None:
     """Every PNG/GIF artifact of every run, ``explain/`` included, opened in the UI's artifact view and decoded;
     a screenshot of the explanation's overview is kept (``overview-in-the-ui.png``)."""
     base = pipeline_run["base"]
     images = [(run, path) for run, path in _all_paths(pipeline_run) if Path(path).suffix.lower() in IMAGES]
     assert len(images) >= 8, images
-    browser = _DevTools(_chromium(), tmp_path / "chromium.log")
+    browser = _DevTools(chromium(), tmp_path / "chromium.log")
     try:
         failed = {}
         for run, path in images:

@@ -159,6 +159,23 @@ def test_snakemake_runs_two_experiments_side_by_side(runs):
     assert "data:image/png;base64," in (report / "index.html").read_text()
 
 
+def test_every_artifact_of_the_run_opens_in_the_mlflow_ui(runs, tmp_path):
+    """Every artifact of every run of the Snakemake run, ``explain/`` included, has a safe path and is served by
+    ``mlflow server``; every image opens in the UI's artifact view in headless Chromium (tests/test_mlflow_ui.py)."""
+    from ..test_mlflow_ui import (
+        check_every_artifact_has_a_safe_path_and_is_served,
+        check_the_ui_shows_every_image,
+        chromium,
+        served_pipeline_runs,
+    )
+
+    with served_pipeline_runs(runs[0]["snakemake"]) as served:
+        check_every_artifact_has_a_safe_path_and_is_served(served)
+        if chromium() is None:
+            pytest.skip("no Chromium installed (Debian: apt-get install chromium): the images were not opened")
+        check_the_ui_shows_every_image(served, tmp_path)
+
+
 def test_the_workflow_profile_applies_and_gpu_jobs_never_overlap(runs):
     """`snakemake --cores all` finds workflow/profiles/default by itself: its `gpu: 1` lets one GPU stage run at a
     time, so the two experiments' trainings (2 cores, 2 jobs that could run together) follow each other."""
