@@ -131,6 +131,7 @@ def test_layer_options_only_where_they_are_read():
         "ui": {"--params", "--set"},  # tracking.* only
         "dag": {"--params"},  # the paths of the generated files
         "bench": {"--preset"},
+        "record": {"--params", "--overrides", "--set"},  # the values a Snakemake run used, for dvc.lock
     }
     assert set(expected) == set(COMMANDS)
     for name, wanted in expected.items():
