@@ -10,7 +10,6 @@ that invocation's); a checkpoint already logged to a parent is not logged again.
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -78,7 +77,7 @@ def log_experiment(
             files += media_files(parent, kind, paths[kind], Path(scratch))
         for path, artifact_path in files:
             if path.is_file():
-                client.log_artifact(parent, str(safe_copy(path, Path(scratch))), artifact_path=artifact_path)
+                client.log_artifact(parent, str(tracking.safe_copy(path, Path(scratch))), artifact_path=artifact_path)
     runs.end_parent_created_by_report(parent)
     log.info(
         "MLflow: %d metrics, %d artifacts%s logged to the parent run of %s",
@@ -103,16 +102,6 @@ def media_files(parent: str, kind: str, root: Path, scratch: Path) -> list[tuple
         runs.mlflow_client().set_tag(parent, f"report.{kind}.left_out", summary)
         log.info("MLflow: %s of %s not logged: %s", kind, parent, summary)
     return files
-
-
-def safe_copy(path: Path, scratch: Path) -> Path:
-    """``path``, or a copy of it in ``scratch`` under a name the MLflow UI can open (no '#', '?', '%': its artifact
-    endpoint answers 400 "Invalid path" for them, docs/pipeline.md)."""
-    safe = tracking.safe_artifact_name(path.name)
-    if safe == path.name:
-        return path
-    folder = Path(tempfile.mkdtemp(dir=scratch))  # one folder per file: two names may map to the same safe name
-    return Path(shutil.copy2(path, folder / safe))
 
 
 def log_trained_model(

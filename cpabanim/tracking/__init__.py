@@ -83,19 +83,24 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
 
 
 def _log_file(file: Path, artifact_path: str | None) -> None:
-    """One file as ``<safe artifact_path>/<safe file name>``; a file whose name is not safe is uploaded from a
-    copy under its safe name (MLflow names an artifact after the file it uploads)."""
+    """One file as ``<safe artifact_path>/<safe file name>`` (:func:`safe_copy`)."""
     folder = safe_artifact_name(artifact_path) if artifact_path else None
-    name = safe_artifact_name(file.name)
 
     def upload(mlflow) -> None:
-        if name == file.name:
-            mlflow.log_artifact(str(file), artifact_path=folder)
-            return
         with tempfile.TemporaryDirectory() as scratch:
-            mlflow.log_artifact(shutil.copy2(file, Path(scratch) / name), artifact_path=folder)
+            mlflow.log_artifact(str(safe_copy(file, Path(scratch))), artifact_path=folder)
 
     _safely("log_artifact", upload)
+
+
+def safe_copy(path: Path, scratch: Path) -> Path:
+    """``path``, or a copy of it in ``scratch`` under its :func:`safe_artifact_name` (MLflow names an artifact after
+    the file it uploads, and its artifact endpoint answers 400 "Invalid path" for '#', '?', '%': docs/pipeline.md)."""
+    safe = safe_artifact_name(path.name)
+    if safe == path.name:
+        return path
+    folder = Path(tempfile.mkdtemp(dir=scratch))  # one folder per file: two names may map to the same safe name
+    return Path(shutil.copy2(path, folder / safe))
 
 
 def safe_artifact_name(name: str) -> str:

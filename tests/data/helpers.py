@@ -48,3 +48,20 @@ def write_frame_folder(folder: Path, frames: np.ndarray) -> Path:
     from cpabanim.data.video import write_frames
 
     return write_frames(frames, folder)
+
+
+def folder_source_params(folder: Path, test_fraction: float) -> tuple[dict, int]:
+    """The folder source's data params over ``folder`` (32 px frames, no face crop, every frame) and the seed."""
+    from cpabanim.config.layers import load_params
+
+    from ..conftest import PROJECT_ROOT
+
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    folder_params = {**params["data"]["folder"], "dir": str(folder), "faces": False, "stride": 1}
+    data = {
+        **params["data"],
+        "source": "folder",
+        "frame_size": 32,
+        "folder": {**folder_params, "test_fraction": test_fraction},
+    }
+    return data, params["seed"]

@@ -3,16 +3,12 @@ that make names (preprocess of the user's files, the field's VoxCeleb ids, anima
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from cpabanim.config.layers import load_params
 from cpabanim.data import names, preprocess
 from cpabanim.data.frames import write_viewing_videos
 from cpabanim.errors import DataError
-from tests.conftest import PROJECT_ROOT
-from tests.data.helpers import moving_square_video, write_frame_folder, write_mp4
+from tests.data.helpers import folder_source_params, moving_square_video, write_frame_folder, write_mp4
 
 URL_OR_SHELL_SPECIAL = set("#?%&=+ /\\:;*'\"$`!<>|()[]{}~^")
 
@@ -72,23 +68,12 @@ def test_a_broken_record_is_one_clear_line(tmp_path):
         names.original_name("a", tmp_path)
 
 
-def _folder_params(folder: Path) -> tuple[dict, int]:
-    params = load_params(PROJECT_ROOT / "params.yaml")
-    data = {
-        **params["data"],
-        "source": "folder",
-        "frame_size": 32,
-        "folder": {**params["data"]["folder"], "dir": str(folder), "faces": False, "test_fraction": 0.3, "stride": 1},
-    }
-    return data, params["seed"]
-
-
 def test_preprocess_of_the_users_files_writes_safe_names_and_records_the_originals(tmp_path):
     videos = tmp_path / "my videos"
     files = ["anna#take 1.mp4", "anna#take2.mp4", "bob?.mp4", "bob_.mp4", "dora.v2.mp4"]
     for seed, file in enumerate(files):
         write_mp4(videos / file, moving_square_video(4, 32, seed=seed))
-    data, seed = _folder_params(videos)
+    data, seed = folder_source_params(videos, test_fraction=0.3)
     out = tmp_path / "processed"
     manifest = preprocess.preprocess(data, seed, tmp_path / "raw", out)
     written = sorted(p.name for split in ("train", "test") for p in (out / split).iterdir())

@@ -9,7 +9,7 @@ import pytest
 from cpabanim.cli import main
 from cpabanim.data import preprocess
 from tests.conftest import PROJECT_ROOT
-from tests.data.helpers import moving_square_video, write_gif, write_mp4
+from tests.data.helpers import folder_source_params, moving_square_video, write_gif, write_mp4
 
 
 @pytest.fixture()
@@ -57,20 +57,11 @@ def test_synthetic_download_preprocess_masks_via_cli_are_deterministic(tmp_path,
 def _folder_of_videos(folder, names, frames):
     """Clips ``names[0:3]``, a broken file ``names[3]``.mp4 and a one-frame GIF ``names[4]``.gif in ``folder``;
     returns the folder source's data params over it (no face crop) and the seed."""
-    from cpabanim.config.layers import load_params
-
     for i, name in enumerate(names[:3]):
         write_mp4(folder / f"{name}.mp4", moving_square_video(frames, 64, seed=i))
     (folder / f"{names[3]}.mp4").write_bytes(b"this is not a video")
     write_gif(folder / f"{names[4]}.gif", moving_square_video(1, 64))
-    params = load_params(PROJECT_ROOT / "params.yaml")
-    data = {
-        **params["data"],
-        "source": "folder",
-        "frame_size": 32,
-        "folder": {**params["data"]["folder"], "dir": str(folder), "faces": False, "test_fraction": 0.4, "stride": 1},
-    }
-    return data, params["seed"]
+    return folder_source_params(folder, test_fraction=0.4)
 
 
 def test_folder_source_records_bad_videos_and_keeps_the_rest(tmp_path):
