@@ -166,7 +166,7 @@ def run_pipeline_stage(name: str, rest: list[str]) -> None:
     common = {"params", "preset", "experiment", "overrides", "overrides_file", "experiments"}
     options = {k: v for k, v in vars(args).items() if k not in common}
     module = importlib.import_module(stage.module)
-    with runs.stage_context(name, params, used=cfg.to_dict()):
+    with runs.stage_context(name, params, used=cfg.to_dict(), seeded=stage.per_experiment):
         if stage.aggregate:  # the report, for its experiments' MLflow parent runs only (pipeline/report.py: run)
             module.run(cfg, io, params=params, **options)
         else:

@@ -38,7 +38,8 @@ def project(
 
 def test_the_project_params_are_the_embedded_default():
     params = load_params(PROJECT_ROOT / "params.yaml")
-    assert params == {**defaults(), "preset": None, "experiment": "default"}
+    # seeds: [0] is what null means with seed 0, written out for dvc.yaml to loop over
+    assert params == {**defaults(), "preset": None, "experiment": "default", "seeds": [0]}
     assert params["tracking"]["uri"].startswith("sqlite:///") and params["data"]["source"] == "synthetic"
 
 

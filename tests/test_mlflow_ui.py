@@ -104,7 +104,9 @@ def store(tmp_path, monkeypatch) -> dict:
     )
     paths, outputs = _experiment_files(tmp_path)
     run_id = runs.experiment_parent(params, EXPERIMENT)
-    parents.log_experiment(run_id, EXPERIMENT, {"recon/l1": 0.1}, paths, outputs, log_model=False)
+    seed_run = runs.experiment_seed_run(params, run_id, EXPERIMENT, 0)
+    parents.log_seed_run(seed_run, EXPERIMENT, 0, {"recon/l1": 0.1}, paths, log_model=False)
+    parents.log_experiment(run_id, EXPERIMENT, {"recon/l1": 0.1, "recon/l1/n": 1.0}, paths, outputs)
     client = runs.mlflow_client()
     experiment_id = client.get_run(run_id).info.experiment_id
     return {

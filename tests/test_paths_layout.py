@@ -12,14 +12,14 @@ from cpabanim.pipeline import all_stages, stage_config, stage_io
 from .conftest import PROJECT_ROOT
 
 
-@pytest.mark.parametrize("experiment", ["default", "tps"])
-def test_experiment_paths_agree_with_the_stage_outputs(tmp_path, experiment):
+@pytest.mark.parametrize(("experiment", "seed"), [("default", 0), ("tps", 2)])
+def test_experiment_paths_agree_with_the_stage_outputs(tmp_path, experiment, seed):
     params = load_params(
         PROJECT_ROOT / "params.yaml",
         overrides=[f"paths.checkpoints={tmp_path / 'ckpt'}", f"paths.outputs={tmp_path / 'out'}"],
     )
-    params["experiment"] = experiment
-    folders = ExperimentPaths.of(params["paths"], experiment)
+    params["experiment"], params["seed"], params["seeds"] = experiment, seed, [seed, seed + 1]
+    folders = ExperimentPaths.of(params["paths"], experiment, seed)
     stages = all_stages()
     outputs = {
         name: path
@@ -27,7 +27,7 @@ def test_experiment_paths_agree_with_the_stage_outputs(tmp_path, experiment):
         if not stage.aggregate
         for name, path in stage_io(stage, params).outputs.items()
     }
-    assert outputs["checkpoints"] == folders.checkpoints == tmp_path / "ckpt" / experiment
+    assert outputs["checkpoints"] == folders.checkpoints == tmp_path / "ckpt" / experiment / f"seed{seed}"
     assert folders.checkpoint == folders.checkpoints / CHECKPOINT_NAME
     assert folders.complete_marker.name == COMPLETE_MARKER == stages["train"].output("checkpoints").marker
     assert folders.superseded == folders.checkpoints / SUPERSEDED_NAME
@@ -37,7 +37,9 @@ def test_experiment_paths_agree_with_the_stage_outputs(tmp_path, experiment):
         assert outputs[name].parent == folders.outputs
     report = stage_io(stages["report"], params, [experiment])
     assert all(path.is_relative_to(folders.report) for path in report.outputs.values())
-    assert report.experiments[experiment]["checkpoints"] == folders.checkpoints
+    assert report.experiments[experiment][seed]["checkpoints"] == folders.checkpoints
+    other = ExperimentPaths.of(params["paths"], experiment, seed + 1)
+    assert report.experiments[experiment][seed + 1]["metrics"].parent == other.outputs  # every seed of the params
 
 
 def test_a_stage_config_holds_the_params_paths_unchanged():

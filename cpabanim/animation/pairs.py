@@ -1,6 +1,6 @@
 """Stage ``cpabanim animate``: cross-identity image animation on a deterministic list of test pairs (paper §4.2).
 
-Pairs (source image, driving video) come from different test videos, drawn with the global seed: the same
+Pairs (source image, driving video) come from different test videos, drawn with `data.seed`: the same
 params and data always give the same list. Each pair is animated in every mode of ``animate.modes``
 ("standard" = absolute keypoints, "relative" = FOMM's relative motion, "avd" = animation via disentanglement).
 Writes under ``{paths.outputs}/animation/``:
@@ -87,9 +87,12 @@ def animate_pairs(
     gif: bool,
     device: str,
     seed: int,
+    pairs_seed: int,
 ) -> dict:
-    """Animate ``num_pairs`` test pairs of ``processed``, drawn with ``seed``, in every mode of ``modes`` (the first
-    ``max_frames`` driving frames, 0 = all) into ``out_root``; returns the record written to ``pairs.json``.
+    """Animate ``num_pairs`` test pairs of ``processed``, drawn with ``pairs_seed`` (``data.seed``: every run of
+    every experiment animates the same pairs, so they can be compared pair by pair; ``seed``: the run's own), in
+    every mode of ``modes`` (the first ``max_frames`` driving frames, 0 = all) into ``out_root``; returns the record
+    written to ``pairs.json``.
 
     ``animator``: ``checkpoint`` (the model at ``checkpoint``, else ``checkpoints/last.pt``) | ``identity``;
     ``fps``, ``mp4``, ``gif``: the viewing videos; ``device``: ``auto`` | ``cpu`` | ``cuda[:N]``.
@@ -99,7 +102,7 @@ def animate_pairs(
     runner, info = load_animator(animator, checkpoint_path(checkpoint, checkpoints), torch_device, "animate")
     videos = test_videos(processed)
     by_name = {v.name: v for v in videos}
-    pairs = choose_pairs(videos, num_pairs, seed)
+    pairs = choose_pairs(videos, num_pairs, pairs_seed)
     if out_root.exists():
         shutil.rmtree(out_root)
     out_root.mkdir(parents=True)

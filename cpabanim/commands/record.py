@@ -21,6 +21,7 @@ from pathlib import Path
 from cpabanim.commands.dag import RESOLVED_PARAMS
 from cpabanim.commands.params import write_resolved
 from cpabanim.config.layers import add_params_arguments, params_from_args
+from cpabanim.config.mappings import read_mapping
 from cpabanim.errors import CpabanimError
 
 log = logging.getLogger(__name__)
@@ -31,22 +32,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiments", default="", help="the experiments the run made (comma-separated)")
 
 
-def stages_to_record(params: dict, experiments: list[str]) -> list[str]:
-    """The dvc.yaml stages whose outputs this run made and which are all on disk, in pipeline order."""
-    from cpabanim.pipeline import all_stages, stage_io
+def stages_to_record(params: dict, experiments: list[str], file_seeds: list[int]) -> list[str]:
+    """The dvc.yaml stages whose outputs this run made and which are all on disk, in pipeline order.
+
+    ``file_seeds``: the seeds of params.yaml, over which dvc.yaml's per-experiment stages loop (``train@0``); a
+    seed the run made beyond them has no stage in dvc.yaml. The report is recorded when the run's seeds are the
+    file's: otherwise it compared other runs than dvc.yaml's."""
+    from cpabanim.pipeline import all_stages, run_seeds, stage_io
 
     wanted = ["params"]
     for name, stage in all_stages().items():
         if (stage.per_experiment or stage.aggregate) and params["experiment"] not in experiments:
             continue
-        io = stage_io(stage, params, [params["experiment"]] if stage.aggregate else None)
-        paths = [
-            *io.inputs.values(),
-            *io.outputs.values(),
-            *(p for per in io.experiments.values() for p in per.values()),
-        ]
-        if all(path.exists() for path in paths):
-            wanted.append(name)
+        if stage.aggregate and run_seeds(params) != file_seeds:
+            continue
+        seeds = [s for s in file_seeds if s in run_seeds(params)] if stage.per_experiment else [None]
+        for seed in seeds:
+            run = params if seed is None else {**params, "seed": seed}
+            io = stage_io(stage, run, [params["experiment"]] if stage.aggregate else None)
+            paths = [*io.inputs.values(), *io.outputs.values()]
+            paths += [p for by_seed in io.experiments.values() for per in by_seed.values() for p in per.values()]
+            if all(path.exists() for path in paths):
+                wanted.append(name if seed is None else f"{name}@{seed}")
     return wanted
 
 
@@ -58,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     params = params_from_args(args)
     write_resolved(params, root / RESOLVED_PARAMS)
-    stages = stages_to_record(params, [e for e in args.experiments.split(",") if e])
+    file_seeds = read_mapping(Path(args.params), "parameter file").get("seeds") or [params["seed"]]
+    stages = stages_to_record(params, [e for e in args.experiments.split(",") if e], [int(s) for s in file_seeds])
     done = subprocess.run([dvc, "commit", "--force", "--quiet", *stages], cwd=root, capture_output=True, text=True)
     if done.returncode != 0:
         last = (done.stderr or done.stdout).strip().splitlines()

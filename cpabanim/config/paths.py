@@ -1,9 +1,9 @@
-"""Where one experiment's files live: the one place that joins ``paths`` and an experiment name.
+"""Where one run's files live: the one place that joins ``paths``, an experiment name and a seed.
 
-    paths = ExperimentPaths.of(params["paths"], "tps")
-    paths.checkpoint        # models/checkpoints/tps/last.pt  (what train writes, what reconstruct and demo read)
-    paths.outputs           # outputs/tps                     (reconstruction/, animation/, metrics.json)
-    paths.report            # outputs/report                  (the comparison of experiments, shared)
+    paths = ExperimentPaths.of(params["paths"], "tps", seed=1)
+    paths.checkpoint        # models/checkpoints/tps/seed1/last.pt  (what train writes, reconstruct and demo read)
+    paths.outputs           # outputs/tps/seed1                     (reconstruction/, animation/, metrics.json)
+    paths.report            # outputs/report                        (the comparison of experiments, shared)
 
 The stage declarations (:mod:`cpabanim.pipeline`) spell the same folders as path templates for the orchestrators;
 a test asserts that both agree.
@@ -22,20 +22,27 @@ SUPERSEDED_NAME = "last.superseded.pt"  # the previous model, kept when a traini
 REPORT_FOLDER = "report"  # {paths.outputs}/report: the comparison, so no experiment may be called "report"
 
 
+def seed_folder(seed: int) -> str:
+    """``seed3``: one run's folder inside its experiment's."""
+    return f"seed{int(seed)}"
+
+
 @dataclass(frozen=True)
 class ExperimentPaths:
-    """The folders of experiment ``name`` under the project's ``paths`` section."""
+    """The folders of the run of experiment ``name`` with training seed ``seed`` under the ``paths`` section."""
 
     name: str
+    seed: int
     checkpoints: Path
     outputs: Path
     report: Path
 
     @classmethod
-    def of(cls, paths: Mapping[str, Any], name: str) -> ExperimentPaths:
-        """From the ``paths`` params section (``checkpoints``, ``outputs``) and the experiment's name."""
+    def of(cls, paths: Mapping[str, Any], name: str, seed: int) -> ExperimentPaths:
+        """From the ``paths`` params section (``checkpoints``, ``outputs``), the experiment's name and the seed."""
         outputs = Path(str(paths["outputs"]))
-        return cls(name, Path(str(paths["checkpoints"])) / name, outputs / name, outputs / REPORT_FOLDER)
+        run = Path(name) / seed_folder(seed)
+        return cls(name, seed, Path(str(paths["checkpoints"])) / run, outputs / run, outputs / REPORT_FOLDER)
 
     @property
     def checkpoint(self) -> Path:

@@ -316,6 +316,7 @@ class DataConfig(SectionConfig):
     """Which dataset, how it is prepared and sampled (cpabanim/schemas/data.yaml)."""
 
     source: Literal["synthetic", "folder", "vox", "taichi", "ted", "mgif"]
+    seed: int
     frame_size: int
     id_sampling: bool
     num_repeats: int
@@ -352,6 +353,13 @@ class TrackingConfig(SectionConfig):
     enabled: bool
     log_checkpoints: bool
     compare_runs: int
+
+
+@schema_section("report")
+class ReportConfig(SectionConfig):
+    """The comparison of experiments (cpabanim/schemas/report.yaml)."""
+
+    reference: str | None
 
 
 # ------------------------------------------------------------------------------------------------- later stages
@@ -444,6 +452,7 @@ SECTIONS: dict[str, type[SectionConfig]] = {
     "animate": AnimateConfig,
     "masks": MasksConfig,
     "tracking": TrackingConfig,
+    "report": ReportConfig,
 }
 
 __all__ = [
@@ -469,6 +478,7 @@ __all__ = [
             ArchiveConfig,
             PathsConfig,
             TrackingConfig,
+            ReportConfig,
             EvaluateConfig,
             ReconstructConfig,
             AnimateConfig,

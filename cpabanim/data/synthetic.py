@@ -72,7 +72,7 @@ def _smooth_step(distance: np.ndarray, width: float) -> np.ndarray:
     return np.clip(0.5 - distance / width, 0.0, 1.0)
 
 
-class _Motion:
+class Motion:
     """Smooth periodic trajectories of one video: every parameter is ``a * sin(w t + p)``."""
 
     def __init__(self, rng: np.random.Generator, num_frames: int):
@@ -96,6 +96,29 @@ class _Motion:
         return amplitude * math.sin(omega * t + phase)
 
 
+def background_layer(photo_name: str, big: int) -> np.ndarray:
+    """The background photo of a video rendered at ``big`` px (the supersampled size): 1.3x larger, dimmed,
+    float32 (1.3 big, 1.3 big, 3); a frame shows the crop :func:`background_crop` takes."""
+    return (photo(photo_name, int(big * 1.3)).astype(np.float32) * 0.55 + 20.0).astype(np.float32)
+
+
+def background_crop(layer: np.ndarray, big: int, pan: float) -> np.ndarray:
+    """The ``big`` x ``big`` part of ``layer`` a frame shows at pan position ``pan`` (``MOTION["pan"]``'s wave
+    value; 0 when the background stands still)."""
+    offset = (pan + 0.5) * (layer.shape[0] - big) * 0.9
+    return layer[int(offset) : int(offset) + big, int(offset * 0.6) : int(offset * 0.6) + big]
+
+
+def still_background(photo_name: str, size: int) -> np.ndarray:
+    """What a frame of ``size`` px shows of background ``photo_name`` where no object covers it, while
+    ``MOTION["pan"]`` is 0: uint8 (size, size, 3) (the evaluation's synthetic keypoints find the object with it)."""
+    import cv2
+
+    big = size * _SUPERSAMPLE
+    frame = np.clip(np.rint(background_crop(background_layer(photo_name, big), big, 0.0)), 0, 255).astype(np.uint8)
+    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+
+
 def render_video(
     object_photo: str, background_photo: str, num_frames: int, size: int, rng: np.random.Generator
 ) -> np.ndarray:
@@ -104,16 +127,15 @@ def render_video(
 
     big = size * _SUPERSAMPLE
     texture = photo(object_photo, big).astype(np.float32)
-    background = (photo(background_photo, int(big * 1.3)).astype(np.float32) * 0.55 + 20.0).astype(np.float32)
-    motion = _Motion(rng, num_frames)
+    background = background_layer(background_photo, big)
+    motion = Motion(rng, num_frames)
     ys, xs = np.mgrid[0:big, 0:big].astype(np.float64) + 0.5
     axes = np.array([0.26, 0.32]) * big  # body ellipse half-axes (x, y)
     limb_length, limb_width = 0.30 * big, 0.10 * big
     frames = []
     for t in range(num_frames):
         # background: a slow pan over a larger photo
-        pan = (motion.at(motion.pan, t) + 0.5) * (background.shape[0] - big) * 0.9
-        canvas = background[int(pan) : int(pan) + big, int(pan * 0.6) : int(pan * 0.6) + big].copy()
+        canvas = background_crop(background, big, motion.at(motion.pan, t)).copy()
 
         centre = big * (0.5 + np.array([motion.at(motion.shift_x, t), motion.at(motion.shift_y, t)]))
         angle = motion.at(motion.rotation, t)

@@ -4,21 +4,26 @@ Reconstruction (generated frame t vs driving frame t of the same test video), po
 videos as the pose-evaluation scripts do: ``recon/l1``, ``recon/psnr``, ``recon/ssim``, ``recon/akd``,
 ``recon/mkr``, ``recon/aed`` (+ ``recon/lpips``, ``recon/fid`` where their weights exist).
 
-Animation (no ground truth exists for a cross-identity animation), per mode: ``anim/<mode>/akd_driving`` and
-``anim/<mode>/mkr_driving`` (keypoints of the animation vs the driving frames: how well the motion is
-transferred), ``anim/<mode>/aed_source`` (identity of the animation vs the source image: how well the identity
-is kept) and ``anim/<mode>/l1_first`` (first animated frame vs the source image; in relative and avd modes the
-first driving frame means "no motion", so this is the model's self-consistency).
+Animation (no ground truth exists for a cross-identity animation), per mode
+(:mod:`cpabanim.evaluation.animation_metrics`): motion transfer relative to the source left unchanged,
+``anim/<mode>/transfer_akd`` and ``anim/<mode>/transfer_motion`` (0 = no better than no motion, 1 = the driving
+keypoints reproduced), from ``anim/<mode>/akd_driving`` (keypoints of the animation vs the driving frames) and
+``anim/<mode>/akd_motion`` (their motion since frame 0 vs the driving video's); ``anim/<mode>/mkr_driving``
+(driving keypoints the animation lost); ``anim/<mode>/aed_source`` (identity of the animation vs the source
+image: how well the identity is kept) and ``anim/<mode>/l1_first`` (first animated frame vs the source image:
+identity kept, 0 = the source unchanged, which the no-motion baseline wins by construction).
 
 Baselines, on the same frames, so every number can be read against "no motion at all":
 ``baseline/copy_source/recon/<metric>`` (the prediction of frame t is the source frame 0) and
 ``baseline/source_unchanged/anim/<metric>`` (every animated frame is the source image; one value for all modes,
-as the pairs and frames are the same). :func:`cpabanim.evaluation.baselines.baseline_key` maps a model metric
-to its baseline.
+as the pairs and frames are the same; its transfer scores are 0 by definition).
+:func:`cpabanim.evaluation.baselines.baseline_key` maps a model metric to its baseline.
 
 Writes ``{paths.outputs}/metrics.json`` (flat numbers, for DVC and MLflow), ``metrics_unavailable.json``
 (for every metric not computed: why) and ``metrics_per_video.csv``. Extractor results are cached per video by
 content hash (``evaluate.cache_dir``), so re-evaluating after a new checkpoint only extracts the new frames.
+``evaluate.keypoints: auto`` is resolved from the processed dataset's source
+(:func:`cpabanim.evaluation.extractors.resolve_keypoints`).
 """
 
 from __future__ import annotations
@@ -34,11 +39,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from cpabanim.data.frames import read_frames, read_still, to_tensor
+from cpabanim.data.frames import read_frames, to_tensor
 from cpabanim.errors import DataError
 from cpabanim.evaluation import formulas
+from cpabanim.evaluation.animation_metrics import evaluate_animation, summarise_transfer
 from cpabanim.evaluation.baselines import BASELINE_PREFIX, COPY_SOURCE, SOURCE_UNCHANGED
 from cpabanim.evaluation.cache import ExtractionCache
+from cpabanim.evaluation.extractors import resolve_keypoints
 from cpabanim.evaluation.formulas import KEYPOINT_METRICS, keypoint_metrics
 from cpabanim.evaluation.metric_networks import Extractors, OptionalNetworkMetrics
 from cpabanim.progress import progress_bar
@@ -122,25 +129,6 @@ def copy_source_metrics(reference: np.ndarray, wanted, extractors) -> dict[str, 
     return values
 
 
-def source_unchanged_metrics(source: np.ndarray, driving: np.ndarray, wanted, extractors) -> dict[str, np.ndarray]:
-    """Per-frame animation metrics of the no-motion baseline: every animated frame is ``source`` (1, H, W, 3).
-
-    ``l1_first`` and ``aed_source`` are 0 by construction (the bound a model can approach while keeping the
-    source); ``akd_driving`` / ``mkr_driving`` say how far the driving motion is from no motion at all."""
-    frames = len(driving)
-    values: dict[str, np.ndarray] = {}
-    if "l1" in wanted:
-        values["l1_first"] = np.zeros(1)
-    keypoints_source = extractors.keypoints_of(source)
-    if keypoints_source is not None:
-        still = np.repeat(keypoints_source, frames, axis=0)
-        values.update(keypoint_metrics(still, extractors.keypoints_of(driving), wanted, "_driving"))
-    identity_source = extractors.identity_of(source)
-    if identity_source is not None:
-        values["aed_source"] = formulas.embedding_distance_per_frame(identity_source, identity_source)
-    return values
-
-
 def video_metrics(generated: np.ndarray, reference: np.ndarray, wanted, extractors, networks) -> dict[str, np.ndarray]:
     """Per-frame metrics of generated vs reference uint8 (T, H, W, 3) videos."""
     generated_t, reference_t = to_tensor(generated), to_tensor(reference)
@@ -153,58 +141,6 @@ def video_metrics(generated: np.ndarray, reference: np.ndarray, wanted, extracto
     if identity_generated is not None:
         values["aed"] = formulas.embedding_distance_per_frame(identity_generated, extractors.identity_of(reference))
     return values
-
-
-def evaluate_animation(
-    anim_root: Path, test_root: Path, wanted, extractors, rows
-) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
-    """Per-frame values per animation mode, {mode: {metric: (frames,)}}, and of the source-unchanged baseline on
-    the same pairs, {metric: (frames,)}; one CSV row per pair and mode (baseline as ``baseline_<metric>``)."""
-    pairs_path = anim_root / "pairs.json"
-    if not pairs_path.is_file():
-        raise DataError(f"{pairs_path} not found: run `cpabanim animate` first")
-    record = json.loads(pairs_path.read_text())
-    per_mode: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
-    baseline: dict[str, list[np.ndarray]] = defaultdict(list)
-    for pair in progress_bar(record["pairs"], desc="evaluate animation", unit="pair"):
-        folder = anim_root / pair["name"]
-        source = read_still(folder / "source.png")
-        driving = read_frames(test_root / pair["driving"])[: pair["frames"]]
-        identity_source = extractors.identity_of(source)
-        unchanged = source_unchanged_metrics(source, driving, wanted, extractors)
-        for name, frame_values in unchanged.items():
-            baseline[name].append(frame_values)
-        for mode in record["modes"]:
-            generated = read_frames(folder / mode)
-            if generated.shape != driving.shape:
-                raise DataError(f"animation {pair['name']}/{mode}: {generated.shape} vs driving {driving.shape}")
-            values: dict[str, np.ndarray] = {}
-            if "l1" in wanted:
-                values["l1_first"] = formulas.l1_per_frame(to_tensor(generated[:1]), to_tensor(source)).double().numpy()
-            keypoints_generated = extractors.keypoints_of(generated)
-            if keypoints_generated is not None:
-                values.update(
-                    keypoint_metrics(keypoints_generated, extractors.keypoints_of(driving), wanted, "_driving")
-                )
-            identity_generated = extractors.identity_of(generated)
-            if identity_generated is not None:
-                values["aed_source"] = formulas.embedding_distance_per_frame(identity_generated, identity_source)
-            for name, frame_values in values.items():
-                per_mode[mode][name].append(frame_values)
-            rows.append(
-                {
-                    "part": "animation",
-                    "video": pair["name"],
-                    "mode": mode,
-                    "frames": len(generated),
-                    **{name: formulas.nanmean(v) for name, v in values.items()},
-                    **{f"baseline_{name}": formulas.nanmean(v) for name, v in unchanged.items()},
-                }
-            )
-    return (
-        {mode: {name: np.concatenate(parts) for name, parts in metrics.items()} for mode, metrics in per_mode.items()},
-        {name: np.concatenate(parts) for name, parts in baseline.items()},
-    )
 
 
 def summarise(
@@ -240,13 +176,17 @@ def evaluate_all(
     (``per_video_csv``); returns the metrics.
 
     ``metrics``: the metrics to compute (``l1``, ``psnr``, ``ssim``, ``akd``, ``mkr``, ``aed``, ``lpips``, ``fid``);
-    ``keypoints``, ``identity``: the extractors' names, ``extractor_options`` their settings; ``cache``: reuse
-    extractor results by content hash, in ``cache_dir`` (None: ``.eval_cache`` beside ``metrics_json``).
+    ``keypoints``, ``identity``: the extractors' names (``keypoints`` may be ``auto``: chosen from the processed
+    dataset's source, AKD/MKR not applicable where it has none), ``extractor_options`` their settings; ``cache``:
+    reuse extractor results by content hash, in ``cache_dir`` (None: ``.eval_cache`` beside ``metrics_json``).
     """
     torch_device = resolve_device(device)
     cache_folder = cache_dir or metrics_json.parent / ".eval_cache"
     extraction_cache = ExtractionCache(cache_folder if cache else None)
-    extractors = Extractors(metrics, keypoints, identity, extractor_options, torch_device, extraction_cache)
+    keypoints, not_applicable = resolve_keypoints(keypoints, processed)
+    known = {name: not_applicable for name in KEYPOINT_METRICS if not_applicable and name in metrics}
+    extractor_metrics = [name for name in metrics if name not in known]
+    extractors = Extractors(extractor_metrics, keypoints, identity, extractor_options, torch_device, extraction_cache)
     networks = OptionalNetworkMetrics(metrics)
 
     rows: list[dict[str, Any]] = []
@@ -264,7 +204,8 @@ def evaluate_all(
     for mode, mode_values in per_mode.items():
         summarise(mode_values, f"anim/{mode}", values, reasons)
     summarise(unchanged, f"{BASELINE_PREFIX}{SOURCE_UNCHANGED}/anim", values, reasons)
-    explain_missing(values, reasons, {**extractors.reasons, **networks.reasons}, metrics)
+    summarise_transfer(per_mode, unchanged, values, reasons)
+    explain_missing(values, reasons, {**known, **extractors.reasons, **networks.reasons}, metrics)
 
     metrics_json.parent.mkdir(parents=True, exist_ok=True)
     metrics_json.write_text(json.dumps(dict(sorted(values.items())), indent=2) + "\n")

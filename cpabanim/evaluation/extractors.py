@@ -14,9 +14,15 @@ They run the same way on generated and driving frames. :func:`make_extractor` bu
 - ``face_alignment``: keypoints (68), face-alignment 2D-FAN (the official protocol's detector); downloaded by
   face-alignment at run time.
 - ``mediapipe_pose``: keypoints (33), MediaPipe Pose, model_complexity=1; shipped in mediapipe(-numpy2) 0.10.21.
+- ``synthetic_moments``: keypoints (5), the embedded synthetic videos' object body from image moments, no weights
+  (:mod:`cpabanim.evaluation.synthetic_keypoints`); honest only on that source.
 - ``dlib_face``: identity (128-d), dlib ResNet face descriptor (L2-normalised); face_recognition_models.
 - ``reid``: identity (2048-d), ResNet-50 ``ft_net`` of Person_reID_baseline, fc removed; supplied by the user
   (``evaluate.reid_weights``).
+
+``evaluate.keypoints: auto`` (:func:`resolve_keypoints`) picks the extractor from the processed dataset's source
+(its ``manifest.json``): ``synthetic_moments`` for the synthetic source, and none for any other, so faces or bodies
+are never scored with the synthetic extractor; a preset names its own.
 """
 
 from __future__ import annotations
@@ -28,9 +34,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from cpabanim.files import read_json
+
 log = logging.getLogger(__name__)
 
-KEYPOINT_EXTRACTORS = ("dlib_face68", "face_alignment", "mediapipe_pose")
+KEYPOINT_EXTRACTORS = ("dlib_face68", "face_alignment", "mediapipe_pose", "synthetic_moments")
+# ``evaluate.keypoints: auto``: the extractor of each data source that has one (manifest.json's "source")
+AUTO_KEYPOINTS = {"synthetic": "synthetic_moments"}
 IDENTITY_EXTRACTORS = ("dlib_face", "reid")
 
 
@@ -243,6 +253,33 @@ def make_extractor(name: str, options: dict[str, Any] | None = None) -> Extracto
         return FaceAlignmentLandmarks(device=options.get("device", "cpu"))
     if name == "mediapipe_pose":
         return MediapipePose(min_visibility=options.get("pose_min_visibility", 0.5))
+    if name == "synthetic_moments":
+        from cpabanim.evaluation.synthetic_keypoints import SyntheticMoments, unavailable_reason
+
+        if (problem := unavailable_reason()) is not None:
+            raise ExtractorUnavailable(problem)
+        return SyntheticMoments()
     if name == "reid":
         return ReidIdentity(options.get("reid_weights"), device=options.get("device", "cpu"))
     raise ExtractorUnavailable(f"unknown extractor {name!r}")
+
+
+def resolve_keypoints(name: str, processed: str | Path) -> tuple[str, str | None]:
+    """``evaluate.keypoints`` as it applies to the dataset in ``processed``: ``(extractor name, None)``, or
+    ``("none", why)`` when ``auto`` finds no extractor for the dataset's source (AKD/MKR are then recorded as not
+    applicable with ``why``, not an error). A name other than ``auto`` is returned as it is."""
+    if name != "auto":
+        return name, None
+    manifest = Path(processed) / "manifest.json"
+    source = read_json(manifest).get("source")
+    chosen = AUTO_KEYPOINTS.get(source)
+    if chosen is not None:
+        log.info("evaluate.keypoints: auto -> %s (data source %r, %s)", chosen, source, manifest)
+        return chosen, None
+    why = (
+        f"not applicable: evaluate.keypoints is auto and the data source is {source or 'unknown'!r} "
+        f"({manifest}{'' if source else ' has none'}), which has no extractor of its own; set evaluate.keypoints "
+        "(dlib_face68 or face_alignment for faces, mediapipe_pose for bodies; the presets do)"
+    )
+    log.warning("evaluate.keypoints: auto -> none: %s", why)
+    return "none", why

@@ -8,7 +8,8 @@ Conventions shared by every function here:
 
 Per-frame functions return one value per frame; the pooled means over all frames of all videos (what the
 pose-evaluation scripts print) are computed by the caller from the per-frame values. Every comparison of two
-sets of keypoints lives here: AKD, MKR, and the pose distance of ``cpabanim demo --find-best-frame``.
+sets of keypoints lives here: AKD, MKR, the motion AKD and transfer score of the animations, and the pose
+distance of ``cpabanim demo --find-best-frame``.
 """
 
 from __future__ import annotations
@@ -87,6 +88,34 @@ def keypoint_metrics(keypoints: np.ndarray, reference: np.ndarray, wanted, suffi
     if "mkr" in wanted:
         values[f"mkr{suffix}"] = missing_keypoint_rate_per_frame(keypoints, reference)
     return values
+
+
+def motion_distance_per_frame(generated: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """AKD of the motion since frame 0: :func:`keypoint_distance_per_frame` of ``k_t - k_0`` of both (T, K, 2) -> (T,).
+
+    Where each keypoint is, relative to where it started: 0 for an animation that moves every keypoint as the
+    driving video moves its own, wherever it started (what relative mode asks for; standard mode too). A keypoint
+    missing on frame 0 of either is missing on every frame. Frame 0 itself is 0 by construction.
+    """
+    generated, reference = _keypoint_pair(generated, reference)
+    return keypoint_distance_per_frame(generated - generated[:1], reference - reference[:1])
+
+
+def transfer_score(model: np.ndarray, baseline: np.ndarray) -> float:
+    """Motion transfer relative to a no-motion baseline: ``1 - sum(model) / sum(baseline)`` of per-frame distances
+    (e.g. AKD) over the frames where both are defined, i.e. one minus the ratio of their pooled means.
+
+    1: the model's keypoints are the reference's; 0: no better than the baseline (the source left still);
+    negative: worse. NaN when no frame has both, or the baseline's distance is 0 there (nothing to transfer).
+    A ratio of sums, not a mean of per-frame ratios: frames where the driving motion is near 0 would dominate.
+    """
+    model = np.asarray(model, dtype=np.float64).reshape(-1)
+    baseline = np.asarray(baseline, dtype=np.float64).reshape(-1)
+    if model.shape != baseline.shape:
+        raise ValueError(f"per-frame values must match frame for frame, got {model.shape} and {baseline.shape}")
+    both = np.isfinite(model) & np.isfinite(baseline)
+    total = float(baseline[both].sum())
+    return 1.0 - float(model[both].sum()) / total if total > 0 else float("nan")
 
 
 def normalised_keypoints(points: np.ndarray) -> np.ndarray:

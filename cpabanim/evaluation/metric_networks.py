@@ -52,7 +52,8 @@ class Extractors:
         if name == "none":
             raise ConfigError(
                 f"evaluate.metrics asks for {sorted(metrics)} but evaluate.{role} is none: choose an extractor "
-                "(dlib_face68 / dlib_face for faces) or remove them from evaluate.metrics"
+                f"({'auto, or dlib_face68' if role == 'keypoints' else 'dlib_face'} for faces) or remove them "
+                "from evaluate.metrics"
             )
         try:
             return make_extractor(name, options)

@@ -47,21 +47,29 @@ def stage_config(stage: Stage, params: Mapping[str, Any]) -> Section:
     return Section(values)
 
 
+def run_seeds(params: Mapping[str, Any]) -> list[int]:
+    """The seeds every experiment runs with: ``seeds``, or the one ``seed`` when it is null."""
+    return [int(s) for s in (params["seeds"] or [params["seed"]])]
+
+
 def stage_io(stage: Stage, params: Mapping[str, Any], experiments: list[str] | None = None) -> StageIO:
-    """The concrete paths of ``stage`` for the experiment in ``params`` (aggregate stages: every experiment)."""
+    """The concrete paths of ``stage`` for the experiment and seed in ``params`` (aggregate stages: every
+    experiment of ``experiments``, every seed of :func:`run_seeds`)."""
     outputs = producers()
 
-    def path_of(out: Output, experiment: str) -> Path:
-        return Path(expand(out.path, {**params, "experiment": experiment}))
+    def path_of(out: Output, experiment: str, seed: int) -> Path:
+        return Path(expand(out.path, {**params, "experiment": experiment, "seed": seed}))
 
-    experiment = params["experiment"]
+    experiment, seed = params["experiment"], int(params["seed"])
     io = StageIO(
-        # an aggregate stage reads its inputs per experiment (io.experiments), not the base experiment's
-        inputs={} if stage.aggregate else {name: path_of(outputs[name][1], experiment) for name in stage.inputs},
-        outputs={out.name: path_of(out, experiment) for out in stage.outputs},
+        # an aggregate stage reads its inputs per run (io.experiments), not the base experiment's
+        inputs={} if stage.aggregate else {name: path_of(outputs[name][1], experiment, seed) for name in stage.inputs},
+        outputs={out.name: path_of(out, experiment, seed) for out in stage.outputs},
     )
     for name in experiments or []:
-        io.experiments[name] = {key: path_of(outputs[key][1], name) for key in stage.inputs}
+        io.experiments[name] = {
+            s: {key: path_of(outputs[key][1], name, s) for key in stage.inputs} for s in run_seeds(params)
+        }
     return io
 
 
@@ -69,7 +77,7 @@ def check_inputs(stage: Stage, io: StageIO) -> None:
     """Every input exists (a clear error naming the stage that makes it, before any work)."""
     owners = producers()
     paths = [(name, path) for name, path in io.inputs.items()]
-    paths += [(name, path) for per in io.experiments.values() for name, path in per.items()]
+    paths += [(name, path) for seeds in io.experiments.values() for per in seeds.values() for name, path in per.items()]
     for name, path in paths:
         if not path.exists():
             raise DataError(f"{stage.name} needs {path} ({name}): run `cpabanim {owners[name][0].name}` first")

@@ -8,10 +8,10 @@ STAGE = Stage(
     name="animate",
     help="cross-identity animation on a deterministic list of test pairs",
     module=__name__,
-    params=("seed", "animate"),
+    params=("seed", "data.seed", "animate"),
     settings=("device",),
     inputs=("processed", "checkpoints"),
-    outputs=(Output("animation", "{paths.outputs}/{experiment}/animation"),),
+    outputs=(Output("animation", "{paths.outputs}/{experiment}/seed{seed}/animation"),),
     per_experiment=True,
     gpu=True,
 )
@@ -35,4 +35,5 @@ def run(cfg, io: StageIO) -> None:
         gif=a.gif,
         device=cfg.device,
         seed=cfg.seed,
+        pairs_seed=cfg.data.seed,
     )

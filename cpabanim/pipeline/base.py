@@ -4,8 +4,9 @@ Both orchestrators' files (``workflow/rules/*.smk``, ``dvc.yaml``) are generated
 (``cpabanim dag --write``), and the CLI hands each stage only the parameters it declares, so the files cannot
 drift from what the code reads (docs/pipeline.md, "Stages").
 
-Path templates name parameters in braces: ``{paths.processed}``, ``{data.source}``; ``{experiment}`` marks a
-per-experiment path (a Snakemake wildcard, a DVC ``${experiment}`` interpolation).
+Path templates name parameters in braces: ``{paths.processed}``, ``{data.source}``; ``{experiment}`` and ``{seed}`` mark
+a per-experiment path, one per (experiment, seed) run (Snakemake wildcards; in DVC ``${experiment}`` and the
+``foreach`` item over ``seeds``).
 """
 
 from __future__ import annotations
@@ -114,4 +115,5 @@ class StageIO:
 
     inputs: dict[str, Path] = field(default_factory=dict)
     outputs: dict[str, Path] = field(default_factory=dict)
-    experiments: dict[str, dict[str, Path]] = field(default_factory=dict)  # aggregate stages: per experiment
+    # aggregate stages: experiment -> seed -> input name -> path
+    experiments: dict[str, dict[int, dict[str, Path]]] = field(default_factory=dict)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from cpabanim.pipeline.base import Output, Stage, StageIO
 
+RUN = "{paths.outputs}/{experiment}/seed{seed}"  # one (experiment, seed) run's outputs
+
 STAGE = Stage(
     name="evaluate",
     help="metrics (L1, PSNR, SSIM, AKD, MKR, AED) of reconstructions and animations",
@@ -12,10 +14,10 @@ STAGE = Stage(
     settings=("device",),
     inputs=("processed", "reconstruction", "animation"),
     outputs=(
-        Output("metrics", "{paths.outputs}/{experiment}/metrics.json", kind="file", cache=False, metric=True),
-        Output("unavailable", "{paths.outputs}/{experiment}/metrics_unavailable.json", kind="file", cache=False),
+        Output("metrics", f"{RUN}/metrics.json", kind="file", cache=False, metric=True),
+        Output("unavailable", f"{RUN}/metrics_unavailable.json", kind="file", cache=False),
         # not a DVC data plot: those need Vega from a CDN to render; the report's PNGs are DVC's plots instead
-        Output("per_video", "{paths.outputs}/{experiment}/metrics_per_video.csv", kind="file", cache=False),
+        Output("per_video", f"{RUN}/metrics_per_video.csv", kind="file", cache=False),
     ),
     per_experiment=True,
     gpu=True,

@@ -13,7 +13,7 @@ STAGE = Stage(
     help="turn raw videos into the train/test frame dataset",
     module=__name__,
     params=(
-        "seed",
+        "data.seed",
         "data.source",
         "data.frame_size",
         "data.synthetic",
@@ -30,7 +30,7 @@ def run(cfg, io: StageIO) -> None:
     from cpabanim import tracking
     from cpabanim.data.preprocess import SPLITS, preprocess
 
-    manifest = preprocess(cfg.data, cfg.seed, io.inputs["raw"], io.outputs["processed"])
+    manifest = preprocess(cfg.data, cfg.data.seed, io.inputs["raw"], io.outputs["processed"])
     counts = {split: len(manifest["videos"][split]) for split in SPLITS}
     tracking.log_metrics({f"videos_{k}": v for k, v in counts.items()} | {"skipped": len(manifest["skipped"])})
     tracking.log_artifact(io.outputs["processed"] / "manifest.json")

@@ -11,7 +11,7 @@ STAGE = Stage(
     params=("seed", "reconstruct"),
     settings=("device",),
     inputs=("processed", "checkpoints"),
-    outputs=(Output("reconstruction", "{paths.outputs}/{experiment}/reconstruction"),),
+    outputs=(Output("reconstruction", "{paths.outputs}/{experiment}/seed{seed}/reconstruction"),),
     per_experiment=True,
     gpu=True,
 )

@@ -46,7 +46,9 @@ STAGE = Stage(
         *HOW_IT_RUNS,
     ),
     inputs=("processed", "masks"),
-    outputs=(Output("checkpoints", "{paths.checkpoints}/{experiment}", persist=True, marker=COMPLETE_MARKER),),
+    outputs=(
+        Output("checkpoints", "{paths.checkpoints}/{experiment}/seed{seed}", persist=True, marker=COMPLETE_MARKER),
+    ),
     per_experiment=True,
     gpu=True,
 )

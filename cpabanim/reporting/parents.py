@@ -1,6 +1,8 @@
-"""What each experiment's MLflow parent run receives from the report: its metrics, evaluation files, the
-report's figures, the viewing videos of a few test videos and pairs (under names the MLflow UI can open, with a
-note naming every one left out) and, once per checkpoint, the trained model, registered per experiment.
+"""What each experiment's MLflow runs receive from the report: each seed's run its metrics, evaluation files and,
+once per checkpoint, the trained model (registered per experiment, one version per checkpoint); the parent the
+aggregates over its seeds (each metric's mean under its own name, ``<metric>/sd`` and ``<metric>/n``), the
+report's figures and tables and the viewing videos of a few test videos and pairs of its shown seed (under names
+the MLflow UI can open, with a note naming every one left out).
 
 Contract: the caller resolves the parent run (None: tracking is off, nothing is logged); a parent this report
 created is closed FINISHED; a parent of an earlier invocation is never re-opened or ended (its duration stays
@@ -46,46 +48,70 @@ def left_out_note(kind: str, root: Path, logged: list[Path], left_out: list[Path
     return "\n".join([head, *(str(p.relative_to(root)) for p in left_out)]) + "\n"
 
 
-def log_experiment(
-    parent: str | None,
+def log_metrics_to(run_id: str, metrics: dict[str, float], model_id: str | None = None) -> None:
+    """``metrics`` onto run ``run_id`` in batches (``model_id``: the logged model they describe)."""
+    import mlflow
+
+    now = int(time.time() * 1000)
+    entities = [mlflow.entities.Metric(k, v, now, 0, model_id=model_id) for k, v in metrics.items()]
+    for start in range(0, len(entities), 500):
+        runs.mlflow_client().log_batch(run_id, metrics=entities[start : start + 500])
+
+
+def log_files(run_id: str, files: list[tuple[Path, str]], scratch: Path) -> int:
+    """Each existing (file, artifact folder) onto ``run_id`` under a name the UI opens; returns how many."""
+    client = runs.mlflow_client()
+    existing = [(path, folder) for path, folder in files if path.is_file()]
+    for path, folder in existing:
+        client.log_artifact(run_id, str(tracking.safe_copy(path, scratch)), artifact_path=folder)
+    return len(existing)
+
+
+def log_seed_run(
+    run_id: str | None,
     name: str,
+    seed: int,
     metrics: dict[str, float],
     paths: dict[str, Path],
-    report: dict[str, Path],
     log_model: bool,
     recorded: Recorded | None = None,
 ) -> None:
-    """Metrics, figures, media and (``log_model``) the trained model of experiment ``name`` onto its MLflow parent
-    run ``parent`` (None: tracking is off, nothing to do). ``paths``: the experiment's inputs of the report stage,
-    ``report``: the report's outputs; ``recorded``: the experiment's recorded params (the registered model's
-    description)."""
+    """One seed's metrics, evaluation files and (``log_model``) trained model onto its run ``run_id`` (None:
+    tracking is off). ``paths``: the seed's inputs of the report stage."""
+    if run_id is None:
+        return
+    info = log_trained_model(paths, run_id, name, metrics, recorded, seed) if log_model else None
+    # the model's page shows the metrics of its checkpoint
+    log_metrics_to(run_id, metrics, info.model_id if info is not None else None)
+    with tempfile.TemporaryDirectory() as scratch:
+        count = log_files(run_id, [(paths["metrics"], "evaluation"), (paths["per_video"], "evaluation")], Path(scratch))
+    runs.end_parent_created_by_report(run_id)
+    shown = f" and the model {info.model_uri}" if info is not None else ""
+    log.info(
+        "MLflow: %d metrics, %d artifacts%s logged to the run of %s seed %d", len(metrics), count, shown, name, seed
+    )
+
+
+def log_experiment(
+    parent: str | None,
+    name: str,
+    aggregates: dict[str, float],
+    shown: dict[str, Path],
+    report: dict[str, Path],
+) -> None:
+    """The aggregates over the seeds (``<metric>`` = mean, ``<metric>/sd``, ``<metric>/n``), the report's figures
+    and tables and the media of the shown seed (``shown``: its inputs of the report stage) onto experiment
+    ``name``'s MLflow parent run ``parent`` (None: tracking is off, nothing to do)."""
     if parent is None:
         return
-    import mlflow
-
-    client = runs.mlflow_client()
-    info = log_trained_model(paths, parent, name, metrics, recorded) if log_model else None
-    now = int(time.time() * 1000)
-    model_id = info.model_id if info is not None else None  # the model's page shows the metrics of its checkpoint
-    entities = [mlflow.entities.Metric(k, v, now, 0, model_id=model_id) for k, v in metrics.items()]
-    for start in range(0, len(entities), 500):
-        client.log_batch(parent, metrics=entities[start : start + 500])
-    files = [(paths["metrics"], "evaluation"), (paths["per_video"], "evaluation")]
-    files += [(report[k], "report") for k in ("metrics_png", "samples_png", "loss_png", "html")]
+    log_metrics_to(parent, aggregates)
+    files = [(path, "report") for key, path in report.items() if key != "videos_dir"]
     with tempfile.TemporaryDirectory() as scratch:
         for kind in ("reconstruction", "animation"):
-            files += media_files(parent, kind, paths[kind], Path(scratch))
-        for path, artifact_path in files:
-            if path.is_file():
-                client.log_artifact(parent, str(tracking.safe_copy(path, Path(scratch))), artifact_path=artifact_path)
+            files += media_files(parent, kind, shown[kind], Path(scratch))
+        count = log_files(parent, files, Path(scratch))
     runs.end_parent_created_by_report(parent)
-    log.info(
-        "MLflow: %d metrics, %d artifacts%s logged to the parent run of %s",
-        len(metrics),
-        len(files),
-        f" and the model {info.model_uri}" if info is not None else "",
-        name,
-    )
+    log.info("MLflow: %d aggregate metrics, %d artifacts logged to the parent run of %s", len(aggregates), count, name)
 
 
 def media_files(parent: str, kind: str, root: Path, scratch: Path) -> list[tuple[Path, str]]:
@@ -110,11 +136,12 @@ def log_trained_model(
     experiment: str,
     metrics: dict[str, float] | None = None,
     recorded: Recorded | None = None,
+    seed: int | None = None,
 ):
-    """The experiment's checkpoint as an MLflow PyTorch model ``cpabanim-<experiment>`` on its parent run, registered
-    as the newest version of the experiment's registered model; once per checkpoint: a parent that already holds
-    a model of this checkpoint (a report re-run by hand joins the newest parent) keeps it. Returns the logged
-    model's ``ModelInfo`` (None: nothing logged)."""
+    """A seed's checkpoint as an MLflow PyTorch model ``cpabanim-<experiment>`` on that seed's run ``parent``,
+    registered as the newest version of the experiment's registered model; once per checkpoint: a run that
+    already holds a model of this checkpoint (a report re-run by hand joins the newest parent) keeps it. Returns
+    the logged model's ``ModelInfo`` (None: nothing logged)."""
     from mlflow.entities import LoggedModelStatus
 
     from cpabanim.config.paths import CHECKPOINT_NAME
@@ -144,7 +171,7 @@ def log_trained_model(
         info,
         experiment,
         model_description(experiment, recorded),
-        version_description(info, parent, checkpoint, metrics or {}),
+        version_description(info, parent, checkpoint, metrics or {}, seed),
     )
     return info
 
@@ -171,10 +198,11 @@ def model_description(experiment: str, recorded: Recorded | None) -> str:
     return "\n".join(lines)
 
 
-def version_description(info, parent: str, checkpoint: Path, metrics: dict[str, float]) -> str:
-    """A model version's description: its checkpoint, the parent run it was logged to, its metrics."""
+def version_description(info, run_id: str, checkpoint: Path, metrics: dict[str, float], seed: int | None = None) -> str:
+    """A model version's description: its checkpoint and seed, the run it was logged to, its metrics."""
     shown = {k: v for k, v in metrics.items() if not k.startswith("baseline/")}
-    lines = [f"checkpoint {checkpoint}, logged to parent run {parent} as {info.model_uri}.", "", "Metrics:"]
+    trained = f" (seed {seed})" if seed is not None else ""
+    lines = [f"checkpoint {checkpoint}{trained}, logged to run {run_id} as {info.model_uri}.", "", "Metrics:"]
     lines += [f"- {k} = {v:.4g}" for k, v in sorted(shown.items())] or ["- none"]
     return "\n".join(lines)
 

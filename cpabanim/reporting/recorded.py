@@ -10,7 +10,8 @@ have changed since the experiment ran (docs/pipeline.md, "Experiments side by si
 - neither: ``unknown``; its values are shown as ``unknown``, never guessed.
 
 Values are strings as MLflow logs them (:func:`cpabanim.tracking.provenance.flat_params`), so that both sources
-compare; paths, tracking and the experiment's name are left out (they differ without changing a result).
+compare; paths, tracking, the experiment's name and its seed are left out (they differ without changing what the
+experiment is: its runs differ only in the seed).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ UNKNOWN = "unknown"
 CHECKPOINT_SOURCE = "last.pt"
 MLFLOW_SOURCE = "MLflow"
 LEFT_OUT = ("paths.", "tracking.")
+LEFT_OUT_KEYS = ("experiment", "seed", "seeds")
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class Recorded:
 def comparable(values: Mapping[str, Any]) -> dict[str, str]:
     """The flattened values as MLflow logs them, without the keys that never change a result."""
     flat = provenance.flat_params(dict(values))
-    return {k: v for k, v in flat.items() if k != "experiment" and not k.startswith(LEFT_OUT)}
+    return {k: v for k, v in flat.items() if k not in LEFT_OUT_KEYS and not k.startswith(LEFT_OUT)}
 
 
 def checkpoint_record(checkpoints: Path) -> dict[str, str] | None:
@@ -69,8 +71,9 @@ def checkpoint_record(checkpoints: Path) -> dict[str, str] | None:
     return comparable(recorded) or None
 
 
-def mlflow_record(experiment: str, stage: str, tracking: Mapping[str, Any]) -> dict[str, str] | None:
-    """The params of the newest finished ``stage`` run of ``experiment`` (None: tracking off, or no such run)."""
+def mlflow_record(experiment: str, seed: int, stage: str, tracking: Mapping[str, Any]) -> dict[str, str] | None:
+    """The params of the newest finished ``stage`` run of ``experiment``'s ``seed`` (None: tracking off, or no
+    such run)."""
     settings = {"tracking": tracking}  # the store reads its settings from params' tracking section
     if not store.enabled(settings):
         return None
@@ -78,6 +81,7 @@ def mlflow_record(experiment: str, stage: str, tracking: Mapping[str, Any]) -> d
         [store.configure(settings)],
         filter_string=(
             f"tags.`{provenance.TAG_STAGE}` = '{stage}' and tags.`{provenance.TAG_EXPERIMENT}` = '{experiment}'"
+            f" and tags.`{provenance.TAG_SEED}` = '{seed}'"
             f" and tags.`{provenance.TAG_ROLE}` = 'stage' and attributes.status = 'FINISHED'"
         ),
         order_by=["attributes.start_time DESC"],
@@ -86,15 +90,17 @@ def mlflow_record(experiment: str, stage: str, tracking: Mapping[str, Any]) -> d
     return comparable(found[0].data.params) if found and found[0].data.params else None
 
 
-def recorded_params(experiment: str, checkpoints: Path, stages: Sequence[str], tracking: Mapping[str, Any]) -> Recorded:
-    """What ``experiment``'s ``stages`` recorded (see the module docstring); ``checkpoints``: its checkpoint
-    folder; ``tracking``: the tracking section of the params (where its MLflow runs are)."""
+def recorded_params(
+    experiment: str, seed: int, checkpoints: Path, stages: Sequence[str], tracking: Mapping[str, Any]
+) -> Recorded:
+    """What the run of ``experiment`` with ``seed`` recorded in its ``stages`` (see the module docstring);
+    ``checkpoints``: its checkpoint folder; ``tracking``: the tracking section of the params (its MLflow runs)."""
     values: dict[str, str] = {}
     sources: dict[str, str] = {}
     for stage in stages:
         record, source = (checkpoint_record(checkpoints), CHECKPOINT_SOURCE) if stage == "train" else (None, "")
         if record is None:
-            record, source = mlflow_record(experiment, stage, tracking), MLFLOW_SOURCE
+            record, source = mlflow_record(experiment, seed, stage, tracking), MLFLOW_SOURCE
         sources[stage] = source if record is not None else UNKNOWN
         for key, value in (record or {}).items():
             if values.setdefault(key, value) != value:

@@ -1,14 +1,17 @@
-"""The comparison of experiments: a table, one plot per metric, loss curves, a labelled sample grid, an HTML page.
+"""The comparison of experiments over their seeds: tables with uncertainty, figures, a videos page, an HTML page.
 
-Library of the ``report`` stage (:mod:`cpabanim.pipeline.report`): :func:`report_experiments` reads each
-experiment's metrics, recorded parameters (:mod:`~cpabanim.reporting.recorded`) and training curve and writes every
-output; the parts live beside it: the table (:mod:`~cpabanim.reporting.tables`), the figures
-(:mod:`~cpabanim.reporting.figures`), the HTML page (:mod:`~cpabanim.reporting.page`) and what each experiment's
-MLflow parent run receives (:mod:`~cpabanim.reporting.parents`: metrics, media, the registered model).
+Library of the ``report`` stage (:mod:`cpabanim.pipeline.report`): :func:`report_experiments` reads each run's
+(experiment, seed) metrics, per-video rows, recorded parameters (:mod:`~cpabanim.reporting.recorded`) and training
+curves and writes every output; the parts live beside it: the parameter table (:mod:`~cpabanim.reporting.tables`),
+the tables over seeds with the paired comparison (:mod:`~cpabanim.reporting.comparison`,
+:mod:`~cpabanim.reporting.stats`), the figures (:mod:`~cpabanim.reporting.figures`,
+:mod:`~cpabanim.reporting.curves`), the synchronised videos (:mod:`~cpabanim.reporting.videos`), the HTML page
+(:mod:`~cpabanim.reporting.page`) and what the MLflow runs receive (:mod:`~cpabanim.reporting.parents`).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -17,49 +20,120 @@ from pathlib import Path
 from typing import Any
 
 from cpabanim.errors import CpabanimError
-from cpabanim.reporting.figures import plot_losses, plot_metrics, write_samples
+from cpabanim.reporting.comparison import comparison_tables, to_markdown, write_csv
+from cpabanim.reporting.curves import plot_loss_curves, train_histories
+from cpabanim.reporting.figures import plot_metrics, write_samples
 from cpabanim.reporting.page import write_html
-from cpabanim.reporting.parents import log_experiment
-from cpabanim.reporting.recorded import recorded_params
+from cpabanim.reporting.parents import log_experiment, log_seed_run
+from cpabanim.reporting.recorded import Recorded, recorded_params
+from cpabanim.reporting.stats import summarize
 from cpabanim.reporting.tables import write_tables
-from cpabanim.tracking import provenance, runs, store
+from cpabanim.reporting.videos import write_videos_page
 
 log = logging.getLogger(__name__)
+
+RunPaths = dict[str, dict[int, dict[str, Path]]]  # experiment -> seed -> input name -> path
 
 
 def report_experiments(
     *,
-    experiments: dict[str, dict[str, Path]],
+    experiments: RunPaths,
     stages: Sequence[str],
     outputs: dict[str, Path],
     tracking: Mapping[str, Any],
     log_checkpoints: bool,
+    reference: str | None,
     parent_of: Callable[[str, dict[str, str]], str | None],
+    seed_run_of: Callable[[str | None, str, int], str | None],
 ) -> None:
-    """Write every output of the report stage for ``experiments`` (name -> its input paths: ``metrics``,
-    ``per_video``, ``reconstruction``, ``animation``, ``checkpoints``, ``processed``) and log each one's results
-    to its MLflow parent run.
+    """Write every output of the report stage for ``experiments`` (experiment -> seed -> its input paths:
+    ``metrics``, ``per_video``, ``reconstruction``, ``animation``, ``checkpoints``, ``processed``) and log each
+    run's results to MLflow.
 
-    ``stages``: the per-experiment stages whose recorded params the table compares
-    (:mod:`~cpabanim.reporting.recorded`); ``outputs``: the report's files; ``tracking``: the tracking section of
-    the params (training curves, recorded runs); ``log_checkpoints``: also log and register each trained model;
-    ``parent_of(name, recorded values)``: the parent run id (None: not tracked).
+    ``stages``: the per-experiment stages whose recorded params the parameter table compares; ``outputs``: the
+    report's files; ``tracking``: the tracking section of the params (training curves, recorded runs);
+    ``log_checkpoints``: also log and register each trained model; ``reference``: the experiment the others are
+    compared with (None: the first); ``parent_of(name, recorded values)``: the experiment's parent run id (None:
+    not tracked); ``seed_run_of(parent, name, seed)``: the seed's run below it.
     """
     names = list(experiments)
-    metrics = {name: read_metrics(experiments[name]["metrics"])[0] for name in names}
-    records = {name: recorded_params(name, experiments[name]["checkpoints"], stages, tracking) for name in names}
-    histories = {name: train_history(tracking, name) for name in names}
+    metrics = {e: {s: read_metrics(p["metrics"])[0] for s, p in seeds.items()} for e, seeds in experiments.items()}
+    rows = {e: {s: read_rows(p["per_video"]) for s, p in seeds.items()} for e, seeds in experiments.items()}
+    records = {e: experiment_record(e, seeds, stages, tracking) for e, seeds in experiments.items()}
+    means = {e: aggregate(by_seed, only_means=True) for e, by_seed in metrics.items()}
+    shown = {e: seeds[min(seeds)] for e, seeds in experiments.items()}  # the lowest seed's pictures and videos
     outputs["table_md"].parent.mkdir(parents=True, exist_ok=True)
-    table = write_tables(names, records, metrics, outputs["table_md"], outputs["table_csv"])
-    plot_metrics(metrics, outputs["metrics_png"])
-    plot_losses(histories, outputs["loss_png"], outputs["loss_csv"])
-    write_samples(experiments, outputs["samples_png"])
-    write_html(table, outputs, outputs["html"])
+    table = write_tables(
+        names, {e: r for e, (r, _) in records.items()}, means, outputs["table_md"], outputs["table_csv"]
+    )
+    tables = comparison_tables(metrics, rows, reference or names[0])
+    with open(outputs["table_md"], "a") as handle:
+        handle.write("\n" + "\n\n".join(to_markdown(t) for t in tables.all()) + "\n")
+    write_csv(tables.all(), outputs["tables_csv"])
+    plot_metrics(means, outputs["metrics_png"])
+    plot_loss_curves(train_histories(tracking, {e: list(s) for e, s in experiments.items()}), *loss_files(outputs))
+    write_samples(shown, outputs["samples_png"])
+    processed = next(iter(shown.values()))["processed"]
+    media = {
+        e: {s: {k: p[k] for k in ("reconstruction", "animation")} for s, p in seeds.items()}
+        for e, seeds in experiments.items()
+    }
+    write_videos_page(media, outputs["videos_html"], processed=processed)
+    write_html(table, tables, outputs, outputs["html"])
     for name in names:
-        parent = parent_of(name, records[name].values)
-        log_experiment(parent, name, metrics[name], experiments[name], outputs, log_checkpoints, records[name])
+        record, by_seed = records[name]
+        parent = parent_of(name, record.values)
+        for seed, paths in experiments[name].items():
+            log_seed_run(
+                seed_run_of(parent, name, seed), name, seed, metrics[name][seed], paths, log_checkpoints, by_seed[seed]
+            )
+        log_experiment(parent, name, aggregate(metrics[name]), shown[name], outputs)
     print(table)
-    log.info("report: %s; the runs side by side in the MLflow UI: `cpabanim ui`", outputs["html"])
+    log.info(
+        "report: %s (videos: %s); the runs side by side in the MLflow UI: `cpabanim ui`",
+        outputs["html"],
+        outputs["videos_html"],
+    )
+
+
+def loss_files(outputs: dict[str, Path]) -> tuple[Path, Path]:
+    return outputs["loss_png"], outputs["loss_csv"]
+
+
+def experiment_record(
+    name: str, seeds: Mapping[int, Mapping[str, Path]], stages: Sequence[str], tracking: Mapping[str, Any]
+) -> tuple[Recorded, dict[int, Recorded]]:
+    """The experiment's recorded parameters (its lowest seed's; the seeds' differ only in the seed, which the
+    records leave out: a warning says when they do not) and each seed's own."""
+    by_seed = {s: recorded_params(name, s, paths["checkpoints"], stages, tracking) for s, paths in seeds.items()}
+    first = by_seed[min(by_seed)]
+    for seed, record in by_seed.items():
+        differing = sorted(k for k in first.values.keys() & record.values.keys() if first.values[k] != record.values[k])
+        if differing:
+            log.warning("%s: seed %d recorded other values than seed %d for %s", name, seed, min(by_seed), differing)
+    return first, by_seed
+
+
+def aggregate(by_seed: Mapping[int, Mapping[str, float]], only_means: bool = False) -> dict[str, float]:
+    """Each metric's mean over the seeds (under its own name) and, unless ``only_means``, ``<metric>/sd`` (when
+    there are 2 seeds or more) and ``<metric>/n``: what an experiment's MLflow parent holds."""
+    out: dict[str, float] = {}
+    for key in sorted({k for values in by_seed.values() for k in values}):
+        summary = summarize(values[key] for values in by_seed.values() if key in values)
+        out[key] = summary.mean
+        if not only_means:
+            out[f"{key}/n"] = float(summary.n)
+            if math.isfinite(summary.sd):
+                out[f"{key}/sd"] = summary.sd
+    return out
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a run's per-video CSV (``cpabanim evaluate``)."""
+    if not path.is_file():
+        raise CpabanimError(f"{path} not found: run `cpabanim evaluate` first")
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def read_metrics(path: Path) -> tuple[dict[str, float], dict[str, str]]:
@@ -78,25 +152,3 @@ def read_metrics(path: Path) -> tuple[dict[str, float], dict[str, str]]:
         else:
             metrics[key] = float(value)
     return metrics, notes
-
-
-def train_history(tracking: Mapping[str, Any], experiment: str) -> dict[int, float]:
-    """``step -> loss/total`` of the newest train run of ``experiment`` that logged losses (empty without MLflow).
-    ``tracking``: the tracking section of the params (``enabled``, ``uri``, ``experiment``)."""
-    settings = {"tracking": tracking}  # the store reads its settings from params' tracking section
-    if not store.enabled(settings):
-        return {}
-    client = runs.mlflow_client()
-    found = client.search_runs(
-        [store.configure(settings)],
-        filter_string=(
-            f"tags.`{provenance.TAG_STAGE}` = 'train' and tags.`{provenance.TAG_EXPERIMENT}` = '{experiment}'"
-            " and attributes.status = 'FINISHED'"
-        ),
-        order_by=["attributes.start_time DESC"],
-        max_results=5,
-    )
-    run = next((r for r in found if "loss/total" in r.data.metrics), None)
-    if run is None:
-        return {}
-    return {p.step: p.value for p in client.get_metric_history(run.info.run_id, "loss/total")}

@@ -15,13 +15,17 @@ from cpabanim.evaluation.baselines import BASELINE_PREFIX, baseline_key
 from cpabanim.reporting.recorded import UNKNOWN, Recorded
 
 LOWER_IS_BETTER = ("l1", "akd", "mkr", "aed", "lpips", "fid")
+RECON_ORDER = ("l1", "psnr", "ssim", "lpips", "fid", "akd", "mkr", "aed")
+# animation: motion transfer first (transfer_* relative to the still source, then akd/mkr), others, identity last
+ANIM_RANK = {"transfer": 0, "akd": 1, "mkr": 1, "aed": 3, "l1": 4}
 ARROWS = {True: "\u2193", False: "\u2191"}  # lower / higher is better
 BASELINE_ROW = "baseline: no motion"
 SOURCE_COLUMN = "params recorded by"  # where each row's parameter values come from (cpabanim.reporting.recorded)
 TABLE_NOTE = (
     "\u2193 lower is better, \u2191 higher is better. *baseline: no motion* is scored on the same frames: "
     "reconstruction = the source frame copied as every prediction, animation = the source image unchanged "
-    "(its `l1_first` and `aed_source` are 0 by construction). See docs/evaluation.md. The parameters are what "
+    "(its `l1_first` and `aed_source` are 0 by construction, its `transfer_*` 0 by definition: they measure the "
+    "motion transferred beyond it). See docs/evaluation.md. The parameters are what "
     "each experiment's runs recorded (*params recorded by*: the checkpoint `last.pt` or the stage's MLflow run); "
     "`unknown`: no record. See docs/pipeline.md."
 )
@@ -30,7 +34,16 @@ TABLE_NOTE = (
 def metric_columns(metrics: dict[str, dict[str, float]]) -> list[str]:
     """The model metrics of every experiment, reconstruction first (baselines are rows, not columns)."""
     names = {m for values in metrics.values() for m in values if not m.startswith(BASELINE_PREFIX)}
-    return sorted(names, key=lambda m: (not m.startswith("recon/"), m.endswith("/frames"), m))
+    return sorted(names, key=metric_rank)
+
+
+def metric_rank(metric: str) -> tuple[int, int, str, str]:
+    """Sort key: reconstruction in :data:`RECON_ORDER`, then animation by :data:`ANIM_RANK`, mode, name."""
+    parts = metric.split("/")
+    head = parts[-1].split("_")[0]
+    if parts[0] == "recon":
+        return 0, RECON_ORDER.index(head) if head in RECON_ORDER else len(RECON_ORDER), "", metric
+    return 1, ANIM_RANK.get(head, 2), parts[1] if len(parts) > 2 else "", metric
 
 
 def lower_is_better(metric: str) -> bool:

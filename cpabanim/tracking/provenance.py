@@ -25,6 +25,7 @@ from cpabanim.config.mappings import flatten
 
 PIPELINE_RUN_ENV = "CPABANIM_PIPELINE_RUN"
 TAG_EXPERIMENT = "cpabanim.experiment"
+TAG_SEED = "cpabanim.seed"  # the training seed of a run: runs of one experiment differ only in it
 TAG_PID = "cpabanim.pid"
 TAG_HOST = "cpabanim.host"
 TAG_ROLE = "cpabanim.role"  # "pipeline" on parents, "stage" on children

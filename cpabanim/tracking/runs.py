@@ -1,4 +1,6 @@
-"""MLflow runs: one parent per experiment per pipeline invocation, one child per stage (docs/pipeline.md).
+"""MLflow runs: one parent per experiment per pipeline invocation, below it one run per seed, and one run per stage
+(docs/pipeline.md): a per-experiment stage's run is a child of its seed's run; the shared stages' and the
+report's are children of the experiment's parent.
 
 The CLI opens a stage's child run with :func:`stage_context` before the work starts; the stage logs into it with
 the functions of :mod:`cpabanim.tracking`.
@@ -21,6 +23,7 @@ from cpabanim.tracking.provenance import (
     TAG_PID,
     TAG_PIPELINE,
     TAG_ROLE,
+    TAG_SEED,
     TAG_STAGE,
     flat_params,
     orchestrator_of,
@@ -78,6 +81,7 @@ def create_parent(experiment_id: str, params: dict[str, Any], logged: Mapping[st
     (the invocation's environment), ``logged`` as its params and ``param.*`` tags (what the experiment ran with)."""
     name = str(params["experiment"])
     pid = pipeline_id()
+    logged = {k: v for k, v in logged.items() if k != "seed"}  # its seeds' runs have one each (`seeds`: all)
     tags = {
         TAG_ROLE: "pipeline",
         TAG_PIPELINE: pid,
@@ -105,6 +109,28 @@ def find_or_create_parent(params: dict[str, Any], experiment_id: str | None = No
     with creation_lock(tracking_uri(params)):
         found = find_parent(experiment_id, str(params["experiment"]), None if pid.startswith("manual-") else pid)
         return found or create_parent(experiment_id, params, params)
+
+
+def find_or_create_seed_run(parent_id: str, params: dict[str, Any], experiment_id: str) -> str:
+    """The run of ``params['seed']`` below the experiment's parent ``parent_id``, created by the first
+    per-experiment stage of that seed: the seed's stage runs are its children, the report logs its metrics."""
+    seed = str(params["seed"])
+    where = f"tags.`{TAG_ROLE}` = 'seed' and tags.`{TAG_SEED}` = '{seed}' and tags.`mlflow.parentRunId` = '{parent_id}'"
+    client = mlflow_client()
+    with creation_lock(tracking_uri(params)):
+        found = client.search_runs([experiment_id], filter_string=where, max_results=1)
+        if found:
+            return found[0].info.run_id
+        tags = {
+            TAG_ROLE: "seed",
+            TAG_SEED: seed,
+            TAG_EXPERIMENT: str(params["experiment"]),
+            TAG_PIPELINE: pipeline_id(),
+            "mlflow.parentRunId": parent_id,
+        }
+        run = client.create_run(experiment_id, run_name=f"{params['experiment']} seed {seed}", tags=tags)
+        client.log_param(run.info.run_id, "seed", seed)
+        return run.info.run_id
 
 
 def log_processed_dataset(run_id: str, params: dict[str, Any], only_if_none: bool = False) -> None:
@@ -180,8 +206,9 @@ def _mark_killed(experiment_id: str, stage: str, experiment: str) -> None:
 
 
 @contextlib.contextmanager
-def stage_context(stage: str, params: dict[str, Any], used: dict[str, Any]) -> Iterator[Any]:
-    """The MLflow run of one stage, opened before the work by the CLI, as a child of its experiment's parent.
+def stage_context(stage: str, params: dict[str, Any], used: dict[str, Any], seeded: bool = False) -> Iterator[Any]:
+    """The MLflow run of one stage, opened before the work by the CLI, as a child of its experiment's parent or,
+    ``seeded`` (a per-experiment stage), of the run of its seed below that parent.
 
     ``used``: exactly the parameters the stage runs with (logged as the child's params). A stage that raises is
     recorded FAILED with the error as the ``error`` tag; the parent gets ``stage.<name>`` = finished/failed.
@@ -197,6 +224,7 @@ def stage_context(stage: str, params: dict[str, Any], used: dict[str, Any]) -> I
         return
     experiment_id = configure(params)
     parent_id = find_or_create_parent(params, experiment_id)
+    seed_run = find_or_create_seed_run(parent_id, params, experiment_id) if seeded else None
     _mark_killed(experiment_id, stage, str(params["experiment"]))
     tags = {
         TAG_ROLE: "stage",
@@ -205,8 +233,9 @@ def stage_context(stage: str, params: dict[str, Any], used: dict[str, Any]) -> I
         TAG_PID: str(os.getpid()),
         TAG_HOST: socket.gethostname(),
         **run_tags(params),
+        **({TAG_SEED: str(params["seed"])} if seeded else {}),
     }
-    run = mlflow.start_run(run_name=stage, parent_run_id=parent_id, tags=tags)
+    run = mlflow.start_run(run_name=stage, parent_run_id=seed_run or parent_id, tags=tags)
     client = mlflow_client()
     status = "FAILED"
     try:
@@ -222,7 +251,10 @@ def stage_context(stage: str, params: dict[str, Any], used: dict[str, Any]) -> I
         with contextlib.suppress(Exception):  # tracking must never turn a finished stage into a failure
             mlflow.end_run(status)
             client.set_tag(parent_id, f"stage.{stage}", status.lower())
-            update_parent(parent_id, params, "FAILED" if status != "FINISHED" else "FINISHED")
+            ended = "FAILED" if status != "FINISHED" else "FINISHED"
+            if seed_run is not None and of_this_invocation(seed_run):
+                client.set_terminated(seed_run, ended)
+            update_parent(parent_id, params, ended)
 
 
 def parent_run_id() -> str | None:
@@ -251,6 +283,14 @@ def experiment_parent(params: dict[str, Any], experiment: str, recorded: Mapping
     with creation_lock(tracking_uri(params)):
         found = find_parent(experiment_id, experiment, pipeline_id()) or find_parent(experiment_id, experiment, None)
         return found or create_parent(experiment_id, {**params, "experiment": experiment}, recorded or {})
+
+
+def experiment_seed_run(params: dict[str, Any], parent_id: str | None, experiment: str, seed: int) -> str | None:
+    """The run of ``experiment``'s ``seed`` below its parent ``parent_id`` that receives the seed's results from
+    the report (None: tracking is off); created when none is there (its stages ran in another invocation)."""
+    if parent_id is None or not enabled(params):
+        return None
+    return find_or_create_seed_run(parent_id, {**params, "experiment": experiment, "seed": seed}, configure(params))
 
 
 def end_parent_created_by_report(parent_id: str) -> None:

@@ -59,7 +59,7 @@ class Project:
         from cpabanim.config.paths import ExperimentPaths
 
         params = load_params(self.params, overrides=self.base)
-        paths = ExperimentPaths.of(params["paths"], params["experiment"])
+        paths = ExperimentPaths.of(params["paths"], params["experiment"], params["seed"])
         return paths.outputs, paths.checkpoints
 
     def run(self, stage: str, *overrides: str) -> int:
@@ -79,4 +79,19 @@ def fake_dataset(project) -> Project:
     """Three tiny test videos (5 frames, 64 px) in ``{processed}/test/``."""
     for number in range(3):
         write_video(project.processed / "test" / f"video{number}", moving_blob_video(number))
+    return project
+
+
+SYNTHETIC = ("data.synthetic.num_train=2", "data.synthetic.num_test=3", "data.synthetic.num_frames=6")
+
+
+@pytest.fixture
+def synthetic_dataset(project) -> Project:
+    """The embedded default's synthetic source, tiny (3 test videos of 6 frames, 64 px), written by the real
+    preprocess (so ``{processed}/manifest.json`` names the source, as ``evaluate.keypoints: auto`` reads it)."""
+    from cpabanim.config.layers import load_params
+    from cpabanim.data.preprocess import preprocess
+
+    params = load_params(project.params, overrides=[*project.base, *SYNTHETIC])
+    preprocess(params["data"], params["data"]["seed"], project.root / "raw", project.processed)
     return project

@@ -20,7 +20,7 @@ def experiment_folders(project) -> tuple[Path, Path]:
     from cpabanim.config.paths import ExperimentPaths
 
     params = load_params(project.params, overrides=project.base)
-    paths = ExperimentPaths.of(params["paths"], params["experiment"])
+    paths = ExperimentPaths.of(params["paths"], params["experiment"], params["seed"])
     return paths.checkpoints, paths.outputs
 
 

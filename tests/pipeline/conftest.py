@@ -69,7 +69,8 @@ def copy_project(dest: Path) -> Path:
         elif src.exists():
             shutil.copy2(src, dest / name)
     (dest / ".gitignore").write_text(
-        "/data/\n/models/\n/outputs/*\n!/outputs/*/\n/outputs/*/*\n!/outputs/*/metrics.json\n/logs/\n/mlflow.db*\n/mlruns/\n"
+        "/data/\n/models/\n/outputs/*\n!/outputs/*/\n/outputs/*/*\n!/outputs/*/seed*/\n/outputs/*/seed*/*\n"
+        "!/outputs/*/seed*/metrics.json\n/logs/\n/mlflow.db*\n/mlruns/\n"
         "/.snakemake/\n/.cpabanim/\n/dvc_plots/\n"
     )
     run(["git", "init", "-q", "-b", "main"], dest)

@@ -1,8 +1,9 @@
 """The stages as each orchestrator sees them, normalised for comparison.
 
 ``python dag.py snakemake|dvc ROOT`` prints a JSON mapping ``stage -> {deps, outs, persist, params}`` read through
-each tool's own API (the Snakemake workflow as parsed by ``snakemake.api`` with ``{experiment}`` left as a
-wildcard, the dvc.yaml stages as resolved by ``dvc.repo.Repo``). Persistent folders are compared as folders:
+each tool's own API (the Snakemake workflow as parsed by ``snakemake.api`` with ``{experiment}`` and ``{seed}``
+left as wildcards, the dvc.yaml stages as resolved by ``dvc.repo.Repo``, whose ``train@0`` is ``train`` with the
+seed ``{seed}``). Persistent folders are compared as folders:
 Snakemake tracks a marker file inside them. Run in a subprocess so that each tool parses a fresh interpreter.
 """
 
@@ -12,6 +13,12 @@ import json
 import re
 import sys
 from pathlib import Path
+
+KEEP = ("experiment", "seed")
+
+
+def _dvc_normal(path: str) -> str:
+    return re.sub(r"seed\d+", "seed{seed}", path.replace("default", "{experiment}"))
 
 
 def snakemake_stages(root: Path) -> dict:
@@ -35,19 +42,18 @@ def snakemake_stages(root: Path) -> dict:
 
             def normal(path: str) -> str:
                 path = re.sub(r"\{(\w+),[^}]*\}", r"{\1}", path)  # wildcard constraints written into the path
-                path = path.replace("default", "{experiment}")  # the report's inputs, expanded for each experiment
+                # the report's inputs, expanded for each experiment and seed
+                path = re.sub(r"seed\d+", "seed{seed}", path.replace("default", "{experiment}"))
                 for marker, folder in markers.items():
-                    if path == expand(marker, params, keep=("experiment",)):
-                        return expand(folder, params, keep=("experiment",))
+                    if path == expand(marker, params, keep=KEEP):
+                        return expand(folder, params, keep=KEEP)
                 return path
 
             outs = [normal(str(p)) for p in rule.output]
             stages[rule.name] = {
                 "deps": sorted({normal(str(p)) for p in rule.input}),
                 "outs": sorted(outs),
-                "persist": sorted(
-                    o for o in outs if o in {expand(f, params, keep=("experiment",)) for f in markers.values()}
-                ),
+                "persist": sorted(o for o in outs if o in {expand(f, params, keep=KEEP) for f in markers.values()}),
                 "shell": rule.shellcmd,
                 "code": str(rule.params.code),
             }
@@ -61,18 +67,19 @@ def dvc_stages(root: Path) -> dict:
     stages = {}
     with Repo(str(root)) as repo:
         for stage in repo.index.stages:
-            experiment = "{experiment}"
-            stages[stage.name] = {
+            name, _, seed = stage.name.partition("@")  # train@0: the run of seed 0 (params.yaml's seeds)
+            stages[name] = {
                 "deps": sorted(
-                    d.def_path.replace("default", experiment)
+                    _dvc_normal(d.def_path)
                     for d in stage.deps
                     if not isinstance(d, ParamsDependency) and not d.def_path.startswith("cpabanim/")
                 ),
                 "code": sorted(d.def_path for d in stage.deps if d.def_path.startswith("cpabanim/")),
-                "outs": sorted(o.def_path.replace("default", experiment) for o in stage.outs),
-                "persist": sorted(o.def_path.replace("default", experiment) for o in stage.outs if o.persist),
+                "outs": sorted(_dvc_normal(o.def_path) for o in stage.outs),
+                "persist": sorted(_dvc_normal(o.def_path) for o in stage.outs if o.persist),
+                "seeds": sorted([*stages.get(name, {}).get("seeds", []), *([int(seed)] if seed else [])]),
                 "params": sorted(p for d in stage.deps if isinstance(d, ParamsDependency) for p in d.params),
-                "cmd": stage.cmd,
+                "cmd": stage.cmd.replace(f"seed={seed}", "seed={seed}") if seed else stage.cmd,
             }
     return stages
 

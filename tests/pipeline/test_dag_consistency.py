@@ -18,8 +18,15 @@ def test_snakemake_and_dvc_declare_the_same_stages(project):
     assert sorted(snakemake) == sorted(declared) and sorted(dvc) == sorted([*declared, "params"])
     for name, stage in declared.items():
         for field in ("deps", "outs", "persist"):
+            if stage.aggregate and field == "deps":  # DVC: each experiment's folder, which holds every seed's
+                assert dvc[name][field] == sorted({p.split("/seed{seed}")[0] for p in snakemake[name][field]})
+                continue
             assert snakemake[name][field] == dvc[name][field], f"stage {name!r}: {field} differs"
-        assert dvc[name]["params"] == sorted(stage.params) and dvc[name]["cmd"] == f"cpabanim {name}"
+        # DVC: a per-experiment stage is one stage per seed of params.yaml, the seed on its command line
+        seeded = stage.per_experiment
+        assert dvc[name]["params"] == sorted(k for k in stage.params if not (seeded and k == "seed"))
+        assert dvc[name]["cmd"] == f"cpabanim {name}" + (" --set seed={seed}" if seeded else "")
+        assert dvc[name]["seeds"] == ([0] if seeded else [])
         assert snakemake[name]["shell"].startswith(f"cpabanim {name} ")
         # the code it runs: DVC hashes the paths, Snakemake re-runs on the digest of the same files
         assert dvc[name]["code"] == list(stage.code) and snakemake[name]["code"] == code_digest(stage.module)
@@ -27,8 +34,8 @@ def test_snakemake_and_dvc_declare_the_same_stages(project):
     assert "cpabanim/reporting" in dvc["report"]["code"] and "cpabanim/models" not in dvc["preprocess"]["code"]
     # downloads and checkpoints survive re-runs in both tools; experiments get their own folders
     assert dvc["download"]["persist"] == ["data/raw"]
-    assert dvc["train"]["persist"] == ["models/checkpoints/{experiment}"]
-    assert "outputs/{experiment}/metrics.json" in dvc["evaluate"]["outs"]
+    assert dvc["train"]["persist"] == ["models/checkpoints/{experiment}/seed{seed}"]
+    assert "outputs/{experiment}/seed{seed}/metrics.json" in dvc["evaluate"]["outs"]
     # keys, not sections: the data keys that only training reads do not reach download or preprocess
     for stage in ("download", "preprocess"):
         assert not {"data.augmentation", "data.num_repeats", "seed" if stage == "download" else "-"} & set(
@@ -38,13 +45,13 @@ def test_snakemake_and_dvc_declare_the_same_stages(project):
 
 def test_paths_in_params_reach_both_tools(project):
     (project / "params.yaml").write_text(
-        "experiment: default\npaths: {outputs: results/run1, checkpoints: results/ckpt}\n"
+        "experiment: default\nseeds: [0]\npaths: {outputs: results/run1, checkpoints: results/ckpt}\n"
     )
     run([str(BIN / "cpabanim"), "dag", "--write"], project)
     snakemake, dvc = stages_of("snakemake", project), stages_of("dvc", project)
     assert snakemake["evaluate"]["outs"] == dvc["evaluate"]["outs"]
-    assert "results/run1/{experiment}/metrics.json" in dvc["evaluate"]["outs"]
-    assert dvc["train"]["persist"] == ["results/ckpt/{experiment}"] == snakemake["train"]["persist"]
+    assert "results/run1/{experiment}/seed{seed}/metrics.json" in dvc["evaluate"]["outs"]
+    assert dvc["train"]["persist"] == ["results/ckpt/{experiment}/seed{seed}"] == snakemake["train"]["persist"]
 
 
 def test_snakemake_command_line_values_reach_the_stages(project):
@@ -54,7 +61,9 @@ def test_snakemake_command_line_values_reach_the_stages(project):
     for switch in (["--config", "set=[train.max_steps=5]"], ["--config", "train={max_steps: 5}"]):
         out = run([str(BIN / "snakemake"), "-n", "-p", "--cores", "1", *switch], project)
         # through one file, so that a job's command line (a re-run trigger) never carries keys it does not read
-        assert "cpabanim train --overrides=.snakemake/cpabanim/overrides.yaml --experiment=default" in out.stdout
+        assert "cpabanim train --overrides=.snakemake/cpabanim/overrides.yaml --experiment=default --set=seed=0" in (
+            out.stdout
+        )
         # a shared stage's command line names no experiment: the experiment list never re-runs it
         assert "cpabanim preprocess --overrides=.snakemake/cpabanim/overrides.yaml > " in out.stdout
         assert yaml.safe_load(written.read_text()) == {"train": {"max_steps": 5}}

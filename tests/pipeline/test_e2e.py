@@ -1,14 +1,16 @@
 """The whole pipeline on a tiny configuration, through `snakemake --cores all` AND `dvc repro`.
 
 Each tool runs in its own throw-away git repository (the project's pipeline files, with the installed package).
-Snakemake runs two experiments side by side (cpab, tps) in one invocation; DVC runs the default, then `tps` as a
-DVC experiment. The full runs start together, then each test checks one property: outputs and MLflow runs, same
+Both run two seeds of every experiment (params.yaml: `seeds: [0, 1]`). Snakemake runs two experiments side by side
+(cpab, tps) in one invocation; DVC runs the default (its `train@0`, `train@1`, ...), then `tps` as a DVC
+experiment. The full runs start together, then each test checks one property: outputs and MLflow runs, same
 metrics from both tools (deterministic seeds), no-op re-runs, a one-key change that re-runs exactly the stages
 that read it (downloads untouched), and a second experiment that shares the data stages.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import subprocess
@@ -27,7 +29,9 @@ from .conftest import BIN, copy_project, run, tool_env
 pytestmark = pytest.mark.slow
 
 # Really tiny: a handful of 32 px frames and three training steps; every stage still runs for real.
+SEEDS = [0, 1]
 TINY = {
+    "seeds": SEEDS,
     "data": {"frame_size": 32, "synthetic": {"num_train": 4, "num_test": 2, "num_frames": 6}},
     "train": {
         "max_steps": 3,
@@ -79,7 +83,8 @@ def ran_snakemake(log: str) -> set[str]:
 
 
 def ran_dvc(log: str) -> set[str]:
-    return set(re.findall(r"Running stage '(\w+)'", log))
+    """The stages DVC ran, a per-seed stage (``train@1``) by its name."""
+    return {name.split("@")[0] for name in re.findall(r"Running stage '([\w@]+)'", log)}
 
 
 @pytest.fixture(scope="module")
@@ -112,28 +117,45 @@ def mlflow_runs(root: Path) -> list:
     return json.loads(run([sys.executable, "-c", script], root).stdout)
 
 
+def run_metrics(root: Path, experiment: str, seed: int) -> dict:
+    return json.loads((root / "outputs" / experiment / f"seed{seed}" / "metrics.json").read_text())
+
+
 def check_experiment(root: Path, experiment: str, orchestrator: str, first: bool = True) -> dict:
-    """One experiment's outputs and its MLflow parent (named after it) with a finished child per stage."""
-    metrics = json.loads((root / "outputs" / experiment / "metrics.json").read_text())
-    assert {"recon/l1", "recon/psnr", "recon/ssim"} <= set(metrics)
-    assert (root / "models" / "checkpoints" / experiment / "last.pt").is_file()
+    """One experiment's outputs per seed and its MLflow parent (named after it): a finished child per seed, the
+    seed's stages below it; the shared stages and the report below the first experiment's parent; the parent
+    holds each metric's mean over the seeds, its sd and n."""
+    by_seed = {seed: run_metrics(root, experiment, seed) for seed in SEEDS}
+    assert all({"recon/l1", "recon/psnr", "recon/ssim"} <= set(metrics) for metrics in by_seed.values())
+    assert by_seed[0]["recon/l1"] != by_seed[1]["recon/l1"], "two seeds, two models"
+    for seed in SEEDS:
+        assert (root / "models" / "checkpoints" / experiment / f"seed{seed}" / "last.pt").is_file()
     runs = mlflow_runs(root)
     parents = [r for r in runs if r["tags"].get("cpabanim.role") == "pipeline" and r["name"] == experiment]
     assert len(parents) == 1, "one parent run per experiment per invocation"
     parent = parents[0]
     children = [r for r in runs if r["tags"].get("mlflow.parentRunId") == parent["id"]]
-    # the shared stages and the report run once, in the first experiment's parent
-    expected = PER_EXPERIMENT | (SHARED | {"report"} if first else set())
-    assert {r["tags"]["cpabanim.stage"] for r in children} == expected
+    seed_runs = {int(r["tags"]["cpabanim.seed"]): r for r in children if r["tags"]["cpabanim.role"] == "seed"}
+    assert sorted(seed_runs) == SEEDS
+    stages = [r for r in children if r["tags"]["cpabanim.role"] == "stage"]
+    assert {r["tags"]["cpabanim.stage"] for r in stages} == (SHARED | {"report"} if first else set())
+    for seed, seed_run in seed_runs.items():
+        below = [r for r in runs if r["tags"].get("mlflow.parentRunId") == seed_run["id"]]
+        assert {r["tags"]["cpabanim.stage"] for r in below} == PER_EXPERIMENT
+        assert all(r["tags"]["cpabanim.seed"] == str(seed) for r in below)
+        assert seed_run["metrics"]["recon/l1"] == pytest.approx(by_seed[seed]["recon/l1"])
+        children += below
     assert all(r["status"] == "FINISHED" for r in [parent, *children])
+    values = [m["recon/l1"] for m in by_seed.values()]
+    assert parent["metrics"]["recon/l1"] == pytest.approx(sum(values) / len(values))
+    assert parent["metrics"]["recon/l1/n"] == len(SEEDS) and parent["metrics"]["recon/l1/sd"] > 0
     tags = parent["tags"]
     assert tags["pipeline.orchestrator"] == orchestrator and tags["cpabanim.experiment"] == experiment
     assert tags["git.commit"] == run(["git", "rev-parse", "HEAD"], root).stdout.strip()
     assert tags["device"] == "cpu" and tags["data.clips.train"] == "4" and tags["data.clips.test"] == "2"
     assert parent["params"]["train.max_steps"] == "3" and parent["params"]["data.source"] == "synthetic"
-    for key, value in metrics.items():
-        assert parent["metrics"][key] == pytest.approx(value), key
-    train = next(r for r in children if r["tags"]["cpabanim.stage"] == "train")
+    assert "seed" not in parent["params"] and parent["params"]["seeds"] == "[0, 1]"
+    train = next(r for r in children if r["tags"].get("cpabanim.stage") == "train")
     assert "loss/total" in train["metrics"]
     # the train run records exactly the parameters it read: its declared keys, no others
     assert "reconstruct.batch_size" not in train["params"] and train["params"]["train.batch_size"] == "2"
@@ -150,13 +172,26 @@ def test_snakemake_runs_two_experiments_side_by_side(runs):
     assert parents["tps"]["params"]["model.motion"] == "tps" and parents["default"]["params"]["model.motion"] == "cpab"
     stages = [r["tags"].get("cpabanim.stage") for r in mlflow_runs(root)]
     assert all(stages.count(stage) == 1 for stage in SHARED), "data stages run once for both experiments"
-    assert stages.count("train") == 2
+    assert stages.count("train") == 2 * len(SEEDS)
     report = root / "outputs" / "report"
     table = (report / "experiments.md").read_text()
     assert "| default |" in table and "| tps |" in table and "model.motion" in table
-    for name in ("metrics.png", "samples.png", "train_loss.png", "index.html"):
+    for name in ("metrics.png", "samples.png", "train_loss.png", "index.html", "videos.html", "tables.csv"):
         assert (report / name).stat().st_size > 1000, name
-    assert "data:image/png;base64," in (report / "index.html").read_text()
+    page = (report / "index.html").read_text()
+    assert "data:image/png;base64," in page and "videos.html" in page
+    # over the seeds: mean ± sd, the paired difference against the reference (default) with a verdict, per video
+    tidy = list(csv.DictReader((report / "tables.csv").open()))
+    summary = {(r["experiment"], r["column"], r["quantity"]): r["value"] for r in tidy if r["table"] == "summary"}
+    assert float(summary[("tps", "recon/l1", "n")]) == len(SEEDS) and float(summary[("tps", "recon/l1", "sd")]) > 0
+    verdicts = [r["value"] for r in tidy if r["table"] == "comparison" and r["column"] == "verdict"]
+    # 2 test videos and 1 pair: too few for a verdict, and it says so with the numbers behind it
+    assert verdicts and all(v.startswith("no difference detectable with ") and "× 2 seeds" in v for v in verdicts)
+    assert "±" in page and "no difference detectable with 2 videos × 2 seeds" in page
+    per_video = {r["video"] for r in tidy if r["table"].startswith("per_video") and r.get("video")}
+    assert len(per_video) >= 2, per_video  # both test videos have their rows
+    videos = (report / "videos.html").read_text()
+    assert "<video" in videos and "tps, seed 0" in videos and "default, seed 0" in videos
 
 
 def test_every_artifact_of_the_run_opens_in_the_mlflow_ui(runs, tmp_path):
@@ -187,7 +222,7 @@ def test_the_workflow_profile_applies_and_gpu_jobs_never_overlap(runs):
         for r in mlflow_runs(roots["snakemake"])
         if r["tags"].get("cpabanim.stage") in gpu
     )
-    assert len(spans) >= 9, spans  # masks, and train, reconstruct, animate, evaluate of each experiment
+    assert len(spans) >= 1 + 8 * len(SEEDS), spans  # masks, and train, reconstruct, animate, evaluate of each run
     for (_, end, first), (start, _, then) in zip(spans, spans[1:]):
         assert end <= start, f"{first} and {then} ran at the same time"
 
@@ -196,13 +231,14 @@ def test_a_snakemake_run_is_recorded_in_dvc_lock(runs, tmp_path):
     """One version record for both runners: after Snakemake, dvc.lock holds what ran (`cpabanim record`)."""
     roots, logs = runs
     root = roots["snakemake"]
-    assert "recorded in dvc.lock: params, download, preprocess, masks, train" in logs["snakemake"]
+    assert "recorded in dvc.lock: params, download, preprocess, masks, train@0, train@1" in logs["snakemake"]
     assert run([str(BIN / "dvc"), "status"], root).stdout.strip().endswith("up to date.")
     repro = run([str(BIN / "dvc"), "repro"], root).stdout
     assert not ran_dvc(repro), repro[-2000:]
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    assert lock["stages"]["train"]["params"]["params.resolved.yaml"]["train.max_steps"] == 3
-    assert any(dep["path"] == "cpabanim/models" for dep in lock["stages"]["train"]["deps"])
+    assert lock["stages"]["train@1"]["params"]["params.resolved.yaml"]["train.max_steps"] == 3
+    assert any(dep["path"] == "cpabanim/models" for dep in lock["stages"]["train@1"]["deps"])
+    assert lock["stages"]["train@1"]["cmd"] == "cpabanim train --set seed=1"
     run([str(BIN / "dvc"), "remote", "add", "-d", "local", str(tmp_path / "remote")], root)
     pushed = run([str(BIN / "dvc"), "push"], root).stdout
     assert re.search(r"\d+ files? pushed", pushed), pushed
@@ -218,7 +254,7 @@ def test_dvc_runs_the_whole_pipeline(runs):
     assert "recon/l1" in json.dumps(shown)
     # what dvc.lock records for train is what the stage used (its MLflow params)
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    recorded = lock["stages"]["train"]["params"]["params.resolved.yaml"]
+    recorded = lock["stages"]["train@0"]["params"]["params.resolved.yaml"]
     train = next(r for r in mlflow_runs(root) if r["tags"].get("cpabanim.stage") == "train")
     assert str(recorded["train.batch_size"]) == train["params"]["train.batch_size"] == "2"
     commit(root, "tiny run")
@@ -253,9 +289,8 @@ def test_demo_animates_with_the_checkpoint_the_pipeline_trained(runs, tmp_path):
 
 def test_same_params_same_data_same_code_same_metrics(runs):
     roots, _ = runs
-    snakemake = json.loads((roots["snakemake"] / "outputs" / "default" / "metrics.json").read_text())
-    dvc = json.loads((roots["dvc"] / "outputs" / "default" / "metrics.json").read_text())
-    assert snakemake == dvc  # same parameters, data and code on one machine and thread count: the same numbers
+    for seed in SEEDS:  # same parameters, data, seed and code on one machine and thread count: the same numbers
+        assert run_metrics(roots["snakemake"], "default", seed) == run_metrics(roots["dvc"], "default", seed)
 
 
 def test_nothing_changed_is_a_no_op(runs):
@@ -281,6 +316,9 @@ def test_the_experiment_list_changes_without_rerunning_shared_stages(runs):
     assert planned(root, "experiments=[tps,cpab]") == {"report"}
     # a new experiment: its own stages and the report, never the data stages
     assert planned(root, "experiments=[cpab,tps,implicit]") == PER_EXPERIMENT | {"report"}
+    # another seed: that seed's runs and the report; the data and the test pairs do not depend on the seed
+    assert planned(root, "experiments=[cpab,tps]", "seeds=[0,1,5]") == PER_EXPERIMENT | {"report"}
+    assert planned(root, "experiments=[cpab,tps]", "seeds=[1]") == {"report"}
 
 
 def edited(path: Path):
@@ -299,7 +337,7 @@ def test_a_code_edit_reruns_exactly_the_stages_that_run_that_code(runs):
     for relative, direct, with_followers in (
         ("cpabanim/models/dense_motion.py", {"train", "reconstruct", "animate", "report"}, READ_BY_TRAIN_ONLY),
         ("cpabanim/reporting/report.py", {"report"}, {"report"}),
-        ("cpabanim/data/preprocess.py", everything - {"report"}, everything),
+        ("cpabanim/data/preprocess.py", everything, everything),  # the report imports cpabanim.data (names)
     ):
         assert {n for n, stage in all_stages().items() if any(relative.startswith(c) for c in stage.code)} == direct
         undo = [edited(smk / relative), edited(dvc / relative)]
@@ -314,17 +352,29 @@ def test_a_code_edit_reruns_exactly_the_stages_that_run_that_code(runs):
     assert run([str(BIN / "dvc"), "status"], dvc).stdout.strip().endswith("up to date.")
 
 
+def dvc_changed(root: Path) -> set[str]:
+    """The stages `dvc status` says changed, after the params stage has resolved params.yaml again."""
+    run([str(BIN / "dvc"), "repro", "--single-item", "params"], root)
+    status = json.loads(run([str(BIN / "dvc"), "status", "--json"], root).stdout)
+    return {name.split("@")[0] for name in status} - {"params"}
+
+
 def test_one_key_reruns_exactly_the_stages_that_read_it_and_downloads_survive(runs):
+    """A training key in params.yaml: both tools plan exactly the stages that read it (planned, not run: the
+    re-runs themselves are those of a config value, below); a forced download keeps what the user put there."""
     roots, _ = runs
     keep = roots["snakemake"] / "data" / "raw" / "mine.mp4"
     keep.write_bytes(b"a file the user put there")
     for root in roots.values():
         set_params(root, {"data": {"augmentation": {"horizontal_flip": False}}})
-    procs = {"snakemake": start(SNAKEMAKE, roots["snakemake"]), "dvc": start(DVC_REPRO, roots["dvc"])}
-    logs = {tool: finish(proc, tool) for tool, proc in procs.items()}
-    assert ran_snakemake(logs["snakemake"]) == READ_BY_TRAIN_ONLY, logs["snakemake"][-3000:]
-    assert ran_dvc(logs["dvc"]) == READ_BY_TRAIN_ONLY | {"params"}, logs["dvc"][-3000:]
-    assert keep.read_bytes() == b"a file the user put there"
+    try:
+        assert planned(roots["snakemake"], "experiments=[cpab,tps]") == READ_BY_TRAIN_ONLY
+        assert dvc_changed(roots["dvc"]) == {"train"}  # DVC's status: the stages whose own inputs changed
+    finally:
+        for root in roots.values():
+            run(["git", "checkout", "--", "params.yaml"], root)
+        run([str(BIN / "dvc"), "repro", "--single-item", "params"], roots["dvc"])
+    assert dvc_changed(roots["dvc"]) == set()
     # a forced re-run of the download keeps what is there too (persistent output, never deleted first)
     run(
         [
@@ -340,16 +390,14 @@ def test_one_key_reruns_exactly_the_stages_that_read_it_and_downloads_survive(ru
         ],
         roots["snakemake"],
     )
-    assert keep.is_file()
-    diff = json.loads(run([str(BIN / "dvc"), "metrics", "diff", "--json"], roots["dvc"]).stdout)
-    assert diff, "the retrained model changed the metrics"
-    commit(roots["dvc"], "no flip")
+    assert keep.read_bytes() == b"a file the user put there"
 
 
 def test_a_snakemake_config_value_reruns_only_the_stages_that_read_it(runs):
     roots, _ = runs
     log = run([*SNAKEMAKE, "set=[animate.num_pairs=2]"], roots["snakemake"])
     assert ran_snakemake(log.stdout + log.stderr) == {"animate", "evaluate", "report"}, log.stdout[-3000:]
+    assert planned(roots["snakemake"], "experiments=[cpab,tps]", "set=[animate.num_pairs=2]") == set()
 
 
 def test_dvc_experiment_shares_the_data_stages_and_keeps_the_first(runs):
@@ -357,11 +405,12 @@ def test_dvc_experiment_shares_the_data_stages_and_keeps_the_first(runs):
     root = roots["dvc"]
     out = run([str(BIN / "dvc"), "exp", "run", "-n", "tps", "-S", "experiment=tps"], root).stdout
     assert ran_dvc(out) == READ_BY_TRAIN_ONLY | {"params"}, out[-3000:]
-    assert (root / "outputs" / "default" / "metrics.json").is_file() and (
-        root / "outputs" / "tps" / "metrics.json"
-    ).is_file()
+    for experiment in ("default", "tps"):
+        assert all((root / "outputs" / experiment / f"seed{seed}" / "metrics.json").is_file() for seed in SEEDS)
     shown = run([str(BIN / "dvc"), "exp", "show", "--json"], root).stdout
     assert '"tps"' in shown
+    # `dvc exp show` lists every seed's metrics of the DVC experiment, and its seeds
+    assert all(f"outputs/tps/seed{seed}/metrics.json" in shown for seed in SEEDS) and '"seeds"' in shown
 
 
 def test_removing_a_checkpoint_folder_makes_training_due_again(runs):

@@ -64,7 +64,7 @@ def _evaluated(root, arguments: list[str]) -> None:
 
     params = load_params(PROJECT_ROOT / "params.yaml", overrides=arguments[3::2])
     io = stage_io(all_stages()["report"], params, list(EXPERIMENTS))
-    for number, paths in enumerate(io.experiments.values()):
+    for number, paths in enumerate(seeds[0] for seeds in io.experiments.values()):
         paths["metrics"].parent.mkdir(parents=True, exist_ok=True)
         paths["metrics"].write_text(json.dumps({"recon/l1": 0.1 + number, "baseline/copy_source/recon/l1": 0.3}))
         paths["per_video"].write_text("part,video,l1\nreconstruction,v0,0.1\n")
@@ -128,10 +128,10 @@ def test_the_table_shows_what_each_experiment_trained_with(reported):
 
 def test_a_missing_record_is_unknown_and_mlflow_fills_in_a_missing_checkpoint_record(reported, tmp_path):
     tracking = {"enabled": True, "uri": f"sqlite:///{reported['root'] / 'mlflow.db'}", "experiment": "cpabanim"}
-    from_mlflow = recorded.recorded_params("tps", tmp_path, ["train", "evaluate"], tracking)
+    from_mlflow = recorded.recorded_params("tps", 0, tmp_path, ["train", "evaluate"], tracking)
     assert from_mlflow.sources == {"train": recorded.MLFLOW_SOURCE, "evaluate": recorded.UNKNOWN}
     assert from_mlflow.values["train.max_steps"] == "2" and "paths.processed" not in from_mlflow.values
-    nothing = recorded.recorded_params("tps", tmp_path, ["train"], {**tracking, "enabled": False})
+    nothing = recorded.recorded_params("tps", 0, tmp_path, ["train"], {**tracking, "enabled": False})
     assert nothing.values == {} and nothing.describe() == "train: unknown"
     with_unknown = {"a": from_mlflow, "b": nothing}
     assert "train.max_steps" not in tables.parameter_columns(with_unknown)  # one known value differs from nothing

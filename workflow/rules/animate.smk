@@ -3,15 +3,15 @@ rule animate:
     """cross-identity animation on a deterministic list of test pairs."""
     input:
         processed=path("{paths.processed}"),
-        checkpoints=path("{paths.checkpoints}/{experiment}/complete.json"),
+        checkpoints=path("{paths.checkpoints}/{experiment}/seed{seed}/complete.json"),
     output:
-        animation=directory(path("{paths.outputs}/{experiment}/animation")),
+        animation=directory(path("{paths.outputs}/{experiment}/seed{seed}/animation")),
     params:
-        values=lambda wildcards: stage_values("animate", wildcards.experiment),
+        values=lambda wildcards: stage_values("animate", wildcards.experiment, int(wildcards.seed)),
         code=code_digest("animate"),
-        cli=lambda wildcards: stage_cli("animate", wildcards.experiment),
+        cli=lambda wildcards: stage_cli("animate", wildcards.experiment, int(wildcards.seed)),
     log:
-        "logs/animate/{experiment}.log",
+        "logs/animate/{experiment}/seed{seed}.log",
     resources:
         gpu=1,
     shell:

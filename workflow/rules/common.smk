@@ -35,6 +35,8 @@ try:
     for _alias, _same in _aliases.items():
         sys.stderr.write(f"cpabanim: experiment {_alias} has exactly the parameters of {_same}: one experiment, {_same}\n")
     PARAMS = {e: _resolved[e] for e in EXPERIMENTS}
+    # every experiment runs once per seed (params `seeds`; null: the one `seed`); the data stages once in all
+    SEEDS = [int(s) for s in (BASE["seeds"] or [BASE["seed"]])]
     check_shared_stages(_resolved)
 except CpabanimError as err:
     raise ValueError(f"cpabanim: {err}") from None
@@ -42,16 +44,18 @@ STAGES = all_stages()
 
 wildcard_constraints:
     experiment="[A-Za-z0-9][A-Za-z0-9_.-]*",
+    seed="[0-9]+",
 
 
 def path(template):
-    """A declared path with the parameters filled in; `{experiment}` stays a wildcard."""
-    return fill_template(template, BASE, keep=("experiment",))
+    """A declared path with the parameters filled in; `{experiment}` and `{seed}` stay wildcards."""
+    return fill_template(template, BASE, keep=("experiment", "seed"))
 
 
-def stage_values(stage, experiment):
+def stage_values(stage, experiment, seed):
     """The values of exactly the keys the stage declares: a change re-runs the job (Snakemake's params trigger)."""
-    return flatten(restrict(PARAMS[experiment] if experiment else BASE, STAGES[stage].params))
+    params = {**PARAMS[experiment], "seed": seed} if experiment else BASE
+    return flatten(restrict(params, STAGES[stage].params))
 
 
 # The command line's values reach the jobs through one file, not their command lines: a rule's params are its
@@ -64,14 +68,15 @@ if not Path(OVERRIDES_FILE).is_file() or Path(OVERRIDES_FILE).read_text() != _te
     os.replace(OVERRIDES_FILE + ".tmp", OVERRIDES_FILE)
 
 
-def stage_cli(stage, experiment):
-    """The command line's values (a file), and the experiment of a per-experiment stage (the list, for the
-    report). A shared stage's command line names no experiment: changing the list never re-runs it."""
+def stage_cli(stage, experiment, seed):
+    """The command line's values (a file), and the experiment and seed of a per-experiment stage (the list, for
+    the report; its seeds are the params'). A shared stage's command line names no experiment: changing the list
+    never re-runs it."""
     args = [f"--overrides={OVERRIDES_FILE}"]
     if STAGES[stage].aggregate:
         args.append("--experiments=" + ",".join(EXPERIMENTS))
     elif STAGES[stage].per_experiment:
-        args.append(f"--experiment={experiment}")
+        args += [f"--experiment={experiment}", f"--set=seed={seed}"]
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -94,7 +99,7 @@ def persistent_markers():
     for stage in STAGES.values():
         for out in stage.outputs:
             if out.persist:
-                markers += expand(path(out.tracked_path), experiment=EXPERIMENTS)
+                markers += expand(path(out.tracked_path), experiment=EXPERIMENTS, seed=SEEDS)
     return markers
 
 

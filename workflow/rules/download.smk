@@ -4,9 +4,9 @@ rule download:
     output:
         raw=path("{paths.raw}/{data.source}/manifest.json"),
     params:
-        values=lambda wildcards: stage_values("download", None),
+        values=lambda wildcards: stage_values("download", None, None),
         code=code_digest("download"),
-        cli=lambda wildcards: stage_cli("download", None),
+        cli=lambda wildcards: stage_cli("download", None, None),
     log:
         "logs/download.log",
     shell:

@@ -3,18 +3,18 @@ rule evaluate:
     """metrics (L1, PSNR, SSIM, AKD, MKR, AED) of reconstructions and animations."""
     input:
         processed=path("{paths.processed}"),
-        reconstruction=path("{paths.outputs}/{experiment}/reconstruction"),
-        animation=path("{paths.outputs}/{experiment}/animation"),
+        reconstruction=path("{paths.outputs}/{experiment}/seed{seed}/reconstruction"),
+        animation=path("{paths.outputs}/{experiment}/seed{seed}/animation"),
     output:
-        metrics=path("{paths.outputs}/{experiment}/metrics.json"),
-        unavailable=path("{paths.outputs}/{experiment}/metrics_unavailable.json"),
-        per_video=path("{paths.outputs}/{experiment}/metrics_per_video.csv"),
+        metrics=path("{paths.outputs}/{experiment}/seed{seed}/metrics.json"),
+        unavailable=path("{paths.outputs}/{experiment}/seed{seed}/metrics_unavailable.json"),
+        per_video=path("{paths.outputs}/{experiment}/seed{seed}/metrics_per_video.csv"),
     params:
-        values=lambda wildcards: stage_values("evaluate", wildcards.experiment),
+        values=lambda wildcards: stage_values("evaluate", wildcards.experiment, int(wildcards.seed)),
         code=code_digest("evaluate"),
-        cli=lambda wildcards: stage_cli("evaluate", wildcards.experiment),
+        cli=lambda wildcards: stage_cli("evaluate", wildcards.experiment, int(wildcards.seed)),
     log:
-        "logs/evaluate/{experiment}.log",
+        "logs/evaluate/{experiment}/seed{seed}.log",
     resources:
         gpu=1,
     shell:

@@ -6,9 +6,9 @@ rule masks:
     output:
         masks=directory(path("{paths.masks}")),
     params:
-        values=lambda wildcards: stage_values("masks", None),
+        values=lambda wildcards: stage_values("masks", None, None),
         code=code_digest("masks"),
-        cli=lambda wildcards: stage_cli("masks", None),
+        cli=lambda wildcards: stage_cli("masks", None, None),
     log:
         "logs/masks.log",
     resources:

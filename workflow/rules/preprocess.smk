@@ -6,9 +6,9 @@ rule preprocess:
     output:
         processed=directory(path("{paths.processed}")),
     params:
-        values=lambda wildcards: stage_values("preprocess", None),
+        values=lambda wildcards: stage_values("preprocess", None, None),
         code=code_digest("preprocess"),
-        cli=lambda wildcards: stage_cli("preprocess", None),
+        cli=lambda wildcards: stage_cli("preprocess", None, None),
     log:
         "logs/preprocess.log",
     shell:

@@ -3,15 +3,15 @@ rule reconstruct:
     """video reconstruction: source = frame 0, driving = every frame."""
     input:
         processed=path("{paths.processed}"),
-        checkpoints=path("{paths.checkpoints}/{experiment}/complete.json"),
+        checkpoints=path("{paths.checkpoints}/{experiment}/seed{seed}/complete.json"),
     output:
-        reconstruction=directory(path("{paths.outputs}/{experiment}/reconstruction")),
+        reconstruction=directory(path("{paths.outputs}/{experiment}/seed{seed}/reconstruction")),
     params:
-        values=lambda wildcards: stage_values("reconstruct", wildcards.experiment),
+        values=lambda wildcards: stage_values("reconstruct", wildcards.experiment, int(wildcards.seed)),
         code=code_digest("reconstruct"),
-        cli=lambda wildcards: stage_cli("reconstruct", wildcards.experiment),
+        cli=lambda wildcards: stage_cli("reconstruct", wildcards.experiment, int(wildcards.seed)),
     log:
-        "logs/reconstruct/{experiment}.log",
+        "logs/reconstruct/{experiment}/seed{seed}.log",
     resources:
         gpu=1,
     shell:

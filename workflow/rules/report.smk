@@ -3,23 +3,26 @@ rule report:
     """log every experiment's metrics to MLflow and write the comparison of experiments."""
     input:
         processed=path("{paths.processed}"),
-        metrics=expand(path("{paths.outputs}/{experiment}/metrics.json"), experiment=EXPERIMENTS),
-        per_video=expand(path("{paths.outputs}/{experiment}/metrics_per_video.csv"), experiment=EXPERIMENTS),
-        reconstruction=expand(path("{paths.outputs}/{experiment}/reconstruction"), experiment=EXPERIMENTS),
-        animation=expand(path("{paths.outputs}/{experiment}/animation"), experiment=EXPERIMENTS),
-        checkpoints=expand(path("{paths.checkpoints}/{experiment}/complete.json"), experiment=EXPERIMENTS),
+        metrics=expand(path("{paths.outputs}/{experiment}/seed{seed}/metrics.json"), experiment=EXPERIMENTS, seed=SEEDS),
+        per_video=expand(path("{paths.outputs}/{experiment}/seed{seed}/metrics_per_video.csv"), experiment=EXPERIMENTS, seed=SEEDS),
+        reconstruction=expand(path("{paths.outputs}/{experiment}/seed{seed}/reconstruction"), experiment=EXPERIMENTS, seed=SEEDS),
+        animation=expand(path("{paths.outputs}/{experiment}/seed{seed}/animation"), experiment=EXPERIMENTS, seed=SEEDS),
+        checkpoints=expand(path("{paths.checkpoints}/{experiment}/seed{seed}/complete.json"), experiment=EXPERIMENTS, seed=SEEDS),
     output:
         table_md=path("{paths.outputs}/report/experiments.md"),
         table_csv=report(path("{paths.outputs}/report/experiments.csv"), caption="../report/table_csv.rst", category="Comparison"),
+        tables_csv=path("{paths.outputs}/report/tables.csv"),
         metrics_png=report(path("{paths.outputs}/report/metrics.png"), caption="../report/metrics_png.rst", category="Comparison"),
         samples_png=report(path("{paths.outputs}/report/samples.png"), caption="../report/samples_png.rst", category="Comparison"),
         loss_png=report(path("{paths.outputs}/report/train_loss.png"), caption="../report/loss_png.rst", category="Training"),
         loss_csv=path("{paths.outputs}/report/train_loss.csv"),
         html=path("{paths.outputs}/report/index.html"),
+        videos_html=path("{paths.outputs}/report/videos.html"),
+        videos=directory(path("{paths.outputs}/report/videos")),
     params:
-        values=lambda wildcards: stage_values("report", None),
+        values=lambda wildcards: stage_values("report", None, None),
         code=code_digest("report"),
-        cli=lambda wildcards: stage_cli("report", None),
+        cli=lambda wildcards: stage_cli("report", None, None),
     log:
         "logs/report.log",
     shell:

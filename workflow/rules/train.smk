@@ -5,13 +5,13 @@ rule train:
         processed=path("{paths.processed}"),
         masks=path("{paths.masks}"),
     output:
-        checkpoints=path("{paths.checkpoints}/{experiment}/complete.json"),
+        checkpoints=path("{paths.checkpoints}/{experiment}/seed{seed}/complete.json"),
     params:
-        values=lambda wildcards: stage_values("train", wildcards.experiment),
+        values=lambda wildcards: stage_values("train", wildcards.experiment, int(wildcards.seed)),
         code=code_digest("train"),
-        cli=lambda wildcards: stage_cli("train", wildcards.experiment),
+        cli=lambda wildcards: stage_cli("train", wildcards.experiment, int(wildcards.seed)),
     log:
-        "logs/train/{experiment}.log",
+        "logs/train/{experiment}/seed{seed}.log",
     resources:
         gpu=1,
     shell:

@@ -2,7 +2,7 @@
 
     cpabanim demo --source photo.jpg --driving video.mp4 --out result.mp4 [--mode relative] [--crop face]
     from cpabanim.commands.demo.photo import animate_photo
-    animate_photo("photo.jpg", "video.mp4", "models/checkpoints/default/last.pt", "result.mp4")
+    animate_photo("photo.jpg", "video.mp4", "models/checkpoints/default/seed0/last.pt", "result.mp4")
 
 What each mode computes (as TPSMM's demo; :meth:`cpabanim.models.full.AnimationModel.animation_keypoints`):
 ``relative`` moves the source's keypoints by the driving keypoints' motion since the driving video's first
@@ -88,13 +88,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_checkpoint(args: argparse.Namespace) -> Path:
-    """The experiment's ``last.pt`` (``{paths.checkpoints}/<experiment>/last.pt``) of the resolved params
-    (--params, --preset, --experiment, --set): what ``cpabanim train`` wrote."""
+    """The run's ``last.pt`` (``{paths.checkpoints}/<experiment>/seed<seed>/last.pt``) of the resolved params
+    (--params, --preset, --experiment, --set seed=N): what ``cpabanim train`` wrote."""
     from cpabanim.config.layers import params_from_args
     from cpabanim.config.paths import ExperimentPaths
 
     params = params_from_args(args)
-    return ExperimentPaths.of(params["paths"], params["experiment"]).checkpoint
+    return ExperimentPaths.of(params["paths"], params["experiment"], params["seed"]).checkpoint
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,154 @@
+"""The animation part of ``cpabanim evaluate``: per-frame metrics of every animated pair and mode, the
+source-unchanged baseline on the same pairs, and the motion-transfer scores relative to that baseline.
+
+Contract: per-frame values are ``{metric: (frames,)}`` with NaN where a metric is undefined; the model's and the
+baseline's arrays of a pair cover the same driving frames in the same order, so they can be compared frame by
+frame after concatenation over pairs. Names are those of docs/evaluation.md:
+
+- ``l1_first``, ``akd_driving``, ``mkr_driving``, ``aed_source`` (as before), ``akd_motion`` (AKD of the motion
+  since frame 0, :func:`~cpabanim.evaluation.formulas.motion_distance_per_frame`);
+- ``transfer_akd`` / ``transfer_motion``: ``1 - akd_driving / baseline akd_driving`` and the same for
+  ``akd_motion`` (:func:`~cpabanim.evaluation.formulas.transfer_score`): 0 = no better than the source left
+  still, 1 = the driving keypoints reproduced. MKR has no transfer score: the still source loses no keypoint,
+  so its MKR is 0 (or near) and a ratio to it means nothing; read ``mkr_driving`` beside the transfer scores.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cpabanim.data.frames import read_frames, read_still, to_tensor
+from cpabanim.errors import DataError
+from cpabanim.evaluation import formulas
+from cpabanim.evaluation.baselines import BASELINE_PREFIX, SOURCE_UNCHANGED
+from cpabanim.evaluation.formulas import keypoint_metrics
+from cpabanim.progress import progress_bar
+
+# transfer score -> the per-frame distance it is computed from
+TRANSFER_METRICS = {"transfer_akd": "akd_driving", "transfer_motion": "akd_motion"}
+
+
+def driving_keypoint_metrics(keypoints: np.ndarray, driving: np.ndarray, wanted) -> dict[str, np.ndarray]:
+    """``akd_driving`` / ``mkr_driving`` (those in ``wanted``) and, with AKD, ``akd_motion`` of an animation's
+    keypoints (T, K, 2) against the driving video's (T, K, 2)."""
+    values = keypoint_metrics(keypoints, driving, wanted, "_driving")
+    if "akd" in wanted:
+        values["akd_motion"] = formulas.motion_distance_per_frame(keypoints, driving)
+    return values
+
+
+def source_unchanged_metrics(source: np.ndarray, driving: np.ndarray, wanted, extractors) -> dict[str, np.ndarray]:
+    """Per-frame animation metrics of the no-motion baseline: every animated frame is ``source`` (1, H, W, 3).
+
+    ``l1_first`` and ``aed_source`` are 0 by construction (the bound a model can approach while keeping the
+    source); ``akd_driving`` / ``mkr_driving`` say how far the driving pose is from the source's, ``akd_motion``
+    how far the driving video moves from its first frame."""
+    frames = len(driving)
+    values: dict[str, np.ndarray] = {}
+    if "l1" in wanted:
+        values["l1_first"] = np.zeros(1)
+    keypoints_source = extractors.keypoints_of(source)
+    if keypoints_source is not None:
+        still = np.repeat(keypoints_source, frames, axis=0)
+        values.update(driving_keypoint_metrics(still, extractors.keypoints_of(driving), wanted))
+    identity_source = extractors.identity_of(source)
+    if identity_source is not None:
+        values["aed_source"] = formulas.embedding_distance_per_frame(identity_source, identity_source)
+    return values
+
+
+def animated_metrics(
+    generated: np.ndarray, source: np.ndarray, driving: np.ndarray, wanted, extractors
+) -> dict[str, np.ndarray]:
+    """Per-frame metrics of one animation ``generated`` (T, H, W, 3) of ``source`` (1, H, W, 3) by ``driving``."""
+    values: dict[str, np.ndarray] = {}
+    if "l1" in wanted:
+        values["l1_first"] = formulas.l1_per_frame(to_tensor(generated[:1]), to_tensor(source)).double().numpy()
+    keypoints_generated = extractors.keypoints_of(generated)
+    if keypoints_generated is not None:
+        values.update(driving_keypoint_metrics(keypoints_generated, extractors.keypoints_of(driving), wanted))
+    identity_generated = extractors.identity_of(generated)
+    if identity_generated is not None:
+        values["aed_source"] = formulas.embedding_distance_per_frame(identity_generated, extractors.identity_of(source))
+    return values
+
+
+def transfer_scores(values: dict[str, np.ndarray], baseline: dict[str, np.ndarray]) -> dict[str, float]:
+    """The transfer scores that ``values`` and the source-unchanged ``baseline`` (same frames) both allow."""
+    return {
+        name: formulas.transfer_score(values[distance], baseline[distance])
+        for name, distance in TRANSFER_METRICS.items()
+        if distance in values and distance in baseline
+    }
+
+
+def evaluate_animation(
+    anim_root: Path, test_root: Path, wanted, extractors, rows: list[dict[str, Any]]
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Per-frame values per animation mode, {mode: {metric: (frames,)}}, and of the source-unchanged baseline on
+    the same pairs, {metric: (frames,)}; one row per pair and mode into ``rows`` (the pair's means, its transfer
+    scores, and the baseline's means as ``baseline_<metric>``)."""
+    pairs_path = anim_root / "pairs.json"
+    if not pairs_path.is_file():
+        raise DataError(f"{pairs_path} not found: run `cpabanim animate` first")
+    record = json.loads(pairs_path.read_text())
+    per_mode: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    baseline: dict[str, list[np.ndarray]] = defaultdict(list)
+    for pair in progress_bar(record["pairs"], desc="evaluate animation", unit="pair"):
+        folder = anim_root / pair["name"]
+        source = read_still(folder / "source.png")
+        driving = read_frames(test_root / pair["driving"])[: pair["frames"]]
+        unchanged = source_unchanged_metrics(source, driving, wanted, extractors)
+        for name, frame_values in unchanged.items():
+            baseline[name].append(frame_values)
+        for mode in record["modes"]:
+            generated = read_frames(folder / mode)
+            if generated.shape != driving.shape:
+                raise DataError(f"animation {pair['name']}/{mode}: {generated.shape} vs driving {driving.shape}")
+            values = animated_metrics(generated, source, driving, wanted, extractors)
+            for name, frame_values in values.items():
+                per_mode[mode][name].append(frame_values)
+            rows.append(
+                {
+                    "part": "animation",
+                    "video": pair["name"],
+                    "mode": mode,
+                    "frames": len(generated),
+                    **{name: formulas.nanmean(v) for name, v in values.items()},
+                    **transfer_scores(values, unchanged),
+                    **{f"baseline_{name}": formulas.nanmean(v) for name, v in unchanged.items()},
+                }
+            )
+    return (
+        {mode: {name: np.concatenate(parts) for name, parts in metrics.items()} for mode, metrics in per_mode.items()},
+        {name: np.concatenate(parts) for name, parts in baseline.items()},
+    )
+
+
+def summarise_transfer(
+    per_mode: dict[str, dict[str, np.ndarray]],
+    baseline: dict[str, np.ndarray],
+    metrics: dict[str, float],
+    reasons: dict[str, str],
+) -> None:
+    """Pooled transfer scores ``anim/<mode>/transfer_*`` over all frames of all pairs into ``metrics`` (an
+    undefined one gets a reason instead), and the baseline's own, 0 by definition, beside them."""
+    scored = set()
+    for mode, values in per_mode.items():
+        for name, value in transfer_scores(values, baseline).items():
+            key = f"anim/{mode}/{name}"
+            if np.isfinite(value):
+                metrics[key] = value
+                scored.add(name)
+            else:
+                reasons[key] = (
+                    f"undefined: the source-unchanged baseline's {TRANSFER_METRICS[name]} is 0 (or undefined) on "
+                    "every frame where both are defined, so there was no motion to transfer"
+                )
+    for name in sorted(scored):
+        metrics[f"{BASELINE_PREFIX}{SOURCE_UNCHANGED}/anim/{name}"] = 0.0
