@@ -183,7 +183,7 @@ def test_missing_checkpoint_is_a_one_line_error(inputs, tmp_path, caplog):
         )
         == 1
     )
-    assert str(tmp_path / "ckpts" / "default" / "last.pt") in one_line_error(caplog)
+    assert str(tmp_path / "ckpts" / "default" / "seed0" / "last.pt") in one_line_error(caplog)
     caplog.clear()
     assert (
         demo(
@@ -202,7 +202,7 @@ def test_missing_checkpoint_is_a_one_line_error(inputs, tmp_path, caplog):
         )
         == 1
     )
-    assert str(tmp_path / "ckpts" / "tps" / "last.pt") in one_line_error(caplog)
+    assert str(tmp_path / "ckpts" / "tps" / "seed0" / "last.pt") in one_line_error(caplog)
 
 
 def test_unreadable_video_is_a_one_line_error(checkpoint, inputs, tmp_path, caplog):

@@ -518,10 +518,13 @@ def _shown(browser: _DevTools, run_page: str, path: str, timeout: float = 60) ->
 
 
 def check_the_ui_shows_every_image(pipeline_run: dict, tmp_path: Path) -> None:
-    """Every PNG/GIF artifact of every run, ``explain/`` included, opened in the UI's artifact view and decoded;
-    a screenshot of the explanation's overview is kept (``overview-in-the-ui.png``)."""
+    """Every PNG/GIF artifact path of every kind of run, ``explain/`` included, opened in the UI's artifact view
+    and decoded; a screenshot of the explanation's overview is kept (``overview-in-the-ui.png``). A stage's runs
+    of other experiments and seeds hold the same paths (every one is served:
+    :func:`check_every_artifact_has_a_safe_path_and_is_served`): each (run name, path) is opened once."""
     base = pipeline_run["base"]
-    images = [(run, path) for run, path in _all_paths(pipeline_run) if Path(path).suffix.lower() in IMAGES]
+    kinds = {(run["name"], path): (run, path) for run, path in _all_paths(pipeline_run)}
+    images = [(run, path) for run, path in kinds.values() if Path(path).suffix.lower() in IMAGES]
     assert len(images) >= 8, images
     browser = _DevTools(chromium(), tmp_path / "chromium.log")
     try:

@@ -1,12 +1,12 @@
-"""The report's figures: one dot plot per metric, the training loss curves, a labelled grid of sample frames.
+"""The report's figures: one dot plot per metric and a labelled grid of sample frames (the training curves are
+:mod:`cpabanim.reporting.curves`').
 
 Contract: each function writes one PNG (matplotlib, Agg backend) from values already read; a missing sample
-frame is drawn as "missing", never an error. The loss curves are also written as a long CSV.
+frame is drawn as "missing", never an error.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -85,38 +85,6 @@ def plot_metrics(metrics: dict[str, dict[str, float]], path: Path) -> None:
     )
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
-
-
-def plot_losses(histories: dict[str, dict[int, float]], png: Path, csv_path: Path) -> None:
-    """The training loss of every experiment on one plot (and as a long CSV: experiment, step, loss)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
-    with open(csv_path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["experiment", "step", "loss/total"])
-        for name, history in histories.items():
-            steps = sorted(history)
-            writer.writerows([name, s, f"{history[s]:.6g}"] for s in steps)
-            if steps:
-                ax.plot(steps, [history[s] for s in steps], label=name, marker="o", markersize=3)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss/total (lower is better)")
-    ax.set_title("training loss")
-    if any(histories.values()):
-        ax.legend(fontsize=8)
-    else:
-        ax.text(
-            0.5,
-            0.5,
-            "no training curves (tracking off, or training was already complete)",
-            ha="center",
-            va="center",
-            transform=ax.transAxes,
-            fontsize=8,
-        )
-    fig.tight_layout()
-    fig.savefig(png)
     plt.close(fig)
 
 

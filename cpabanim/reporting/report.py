@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cpabanim.errors import CpabanimError
-from cpabanim.reporting.comparison import comparison_tables, to_markdown, write_csv
+from cpabanim.reporting.comparison import ComparisonTables, comparison_tables, to_markdown, write_csv
 from cpabanim.reporting.curves import plot_loss_curves, train_histories
 from cpabanim.reporting.figures import plot_metrics, write_samples
 from cpabanim.reporting.page import write_html
@@ -60,35 +60,17 @@ def report_experiments(
     metrics = {e: {s: read_metrics(p["metrics"])[0] for s, p in seeds.items()} for e, seeds in experiments.items()}
     rows = {e: {s: read_rows(p["per_video"]) for s, p in seeds.items()} for e, seeds in experiments.items()}
     records = {e: experiment_record(e, seeds, stages, tracking) for e, seeds in experiments.items()}
-    means = {e: aggregate(by_seed, only_means=True) for e, by_seed in metrics.items()}
     shown = {e: seeds[min(seeds)] for e, seeds in experiments.items()}  # the lowest seed's pictures and videos
-    outputs["table_md"].parent.mkdir(parents=True, exist_ok=True)
-    table = write_tables(
-        names, {e: r for e, (r, _) in records.items()}, means, outputs["table_md"], outputs["table_csv"]
-    )
     tables = comparison_tables(metrics, rows, reference or names[0])
-    with open(outputs["table_md"], "a") as handle:
-        handle.write("\n" + "\n\n".join(to_markdown(t) for t in tables.all()) + "\n")
-    write_csv(tables.all(), outputs["tables_csv"])
-    plot_metrics(means, outputs["metrics_png"])
-    plot_loss_curves(train_histories(tracking, {e: list(s) for e, s in experiments.items()}), *loss_files(outputs))
-    write_samples(shown, outputs["samples_png"])
-    processed = next(iter(shown.values()))["processed"]
-    media = {
-        e: {s: {k: p[k] for k in ("reconstruction", "animation")} for s, p in seeds.items()}
-        for e, seeds in experiments.items()
-    }
-    write_videos_page(media, outputs["videos_html"], processed=processed)
-    write_html(table, tables, outputs, outputs["html"])
+    table = write_outputs(experiments, metrics, {e: r for e, (r, _) in records.items()}, tables, outputs, tracking)
     for name in names:
         record, by_seed = records[name]
         parent = parent_of(name, record.values)
         for seed, paths in experiments[name].items():
-            log_seed_run(
-                seed_run_of(parent, name, seed), name, seed, metrics[name][seed], paths, log_checkpoints, by_seed[seed]
-            )
+            run_id = seed_run_of(parent, name, seed)
+            log_seed_run(run_id, name, seed, metrics[name][seed], paths, log_checkpoints, by_seed[seed])
         log_experiment(parent, name, aggregate(metrics[name]), shown[name], outputs)
-    print(table)
+    print("\n\n".join([table, *(to_markdown(t) for t in tables.all()[:2])]))
     log.info(
         "report: %s (videos: %s); the runs side by side in the MLflow UI: `cpabanim ui`",
         outputs["html"],
@@ -96,8 +78,35 @@ def report_experiments(
     )
 
 
-def loss_files(outputs: dict[str, Path]) -> tuple[Path, Path]:
-    return outputs["loss_png"], outputs["loss_csv"]
+def write_outputs(
+    experiments: RunPaths,
+    metrics: Mapping[str, Mapping[int, dict[str, float]]],
+    records: dict[str, Recorded],
+    tables: ComparisonTables,
+    outputs: dict[str, Path],
+    tracking: Mapping[str, Any],
+) -> str:
+    """Every file of the report (``outputs``) from the runs' ``metrics`` (experiment -> seed -> metrics.json),
+    the experiments' recorded parameters and the tables over seeds; returns the parameter table (markdown)."""
+    names = list(experiments)
+    means = {e: aggregate(by_seed, only_means=True) for e, by_seed in metrics.items()}
+    outputs["table_md"].parent.mkdir(parents=True, exist_ok=True)
+    table = write_tables(names, records, means, outputs["table_md"], outputs["table_csv"])
+    with open(outputs["table_md"], "a") as handle:
+        handle.write("\n" + "\n\n".join(to_markdown(t) for t in tables.all()) + "\n")
+    write_csv(tables.all(), outputs["tables_csv"])
+    plot_metrics(means, outputs["metrics_png"])
+    histories = train_histories(tracking, {e: list(seeds) for e, seeds in experiments.items()})
+    plot_loss_curves(histories, outputs["loss_png"], outputs["loss_csv"])
+    write_samples({e: seeds[min(seeds)] for e, seeds in experiments.items()}, outputs["samples_png"])
+    media = {
+        e: {s: {k: p[k] for k in ("reconstruction", "animation")} for s, p in seeds.items()}
+        for e, seeds in experiments.items()
+    }
+    processed = next(iter(next(iter(experiments.values())).values()))["processed"]
+    write_videos_page(media, outputs["videos_html"], processed=processed)
+    write_html(table, tables, outputs, outputs["html"])
+    return table
 
 
 def experiment_record(
