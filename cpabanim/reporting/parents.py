@@ -105,7 +105,7 @@ def log_experiment(
     if parent is None:
         return
     log_metrics_to(parent, aggregates)
-    files = [(path, "report") for key, path in report.items() if key != "videos_dir"]
+    files = [(path, "report") for path in report.values()]  # files only: log_files skips the videos/ folder
     with tempfile.TemporaryDirectory() as scratch:
         for kind in ("reconstruction", "animation"):
             files += media_files(parent, kind, shown[kind], Path(scratch))

@@ -62,7 +62,8 @@ def report_experiments(
     records = {e: experiment_record(e, seeds, stages, tracking) for e, seeds in experiments.items()}
     shown = {e: seeds[min(seeds)] for e, seeds in experiments.items()}  # the lowest seed's pictures and videos
     tables = comparison_tables(metrics, rows, reference or names[0])
-    table = write_outputs(experiments, metrics, {e: r for e, (r, _) in records.items()}, tables, outputs, tracking)
+    recorded = {e: r for e, (r, _) in records.items()}
+    table = write_outputs(experiments, shown, metrics, recorded, tables, outputs, tracking)
     for name in names:
         record, by_seed = records[name]
         parent = parent_of(name, record.values)
@@ -80,6 +81,7 @@ def report_experiments(
 
 def write_outputs(
     experiments: RunPaths,
+    shown: Mapping[str, Mapping[str, Path]],
     metrics: Mapping[str, Mapping[int, dict[str, float]]],
     records: dict[str, Recorded],
     tables: ComparisonTables,
@@ -87,7 +89,8 @@ def write_outputs(
     tracking: Mapping[str, Any],
 ) -> str:
     """Every file of the report (``outputs``) from the runs' ``metrics`` (experiment -> seed -> metrics.json),
-    the experiments' recorded parameters and the tables over seeds; returns the parameter table (markdown)."""
+    the experiments' recorded parameters and the tables over seeds; ``shown``: each experiment's paths of the seed
+    its sample pictures show. Returns the parameter table (markdown)."""
     names = list(experiments)
     means = {e: aggregate(by_seed, only_means=True) for e, by_seed in metrics.items()}
     outputs["table_md"].parent.mkdir(parents=True, exist_ok=True)
@@ -98,13 +101,12 @@ def write_outputs(
     plot_metrics(means, outputs["metrics_png"])
     histories = train_histories(tracking, {e: list(seeds) for e, seeds in experiments.items()})
     plot_loss_curves(histories, outputs["loss_png"], outputs["loss_csv"])
-    write_samples({e: seeds[min(seeds)] for e, seeds in experiments.items()}, outputs["samples_png"])
+    write_samples(dict(shown), outputs["samples_png"])
     media = {
         e: {s: {k: p[k] for k in ("reconstruction", "animation")} for s, p in seeds.items()}
         for e, seeds in experiments.items()
     }
-    processed = next(iter(next(iter(experiments.values())).values()))["processed"]
-    write_videos_page(media, outputs["videos_html"], processed=processed)
+    write_videos_page(media, outputs["videos_html"], processed=next(iter(shown.values()))["processed"])
     write_html(table, tables, outputs, outputs["html"])
     return table
 
