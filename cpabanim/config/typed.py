@@ -297,6 +297,7 @@ class FolderConfig(SectionConfig):
     test_fraction: float
     max_frames: int
     stride: int
+    segments: int
     faces: bool
     margin: float
     smooth_sigma: float

@@ -20,7 +20,7 @@ import numpy as np
 
 from cpabanim import files
 from cpabanim.data import names, sources
-from cpabanim.data.video import frames_digest, read_video, resize_frames, write_frames
+from cpabanim.data.video import frame_count, frames_digest, read_video, resize_frames, write_frames
 from cpabanim.errors import ConfigError, DataError
 from cpabanim.progress import progress_bar
 
@@ -66,6 +66,22 @@ def _name(path: Path) -> str:
     return path.name if path.is_dir() else path.stem
 
 
+def segment_starts(video: Path, segments: int, max_frames: int, stride: int) -> list[tuple[str, int]]:
+    """``(name, first frame)`` of each video that ``video`` gives (``data.folder.segments``): itself from frame 0
+    when ``segments`` is 1, else up to ``segments`` consecutive pieces of ``max_frames`` frames after ``stride``
+    (at least two frames each), named in the field's form ``<name>#000``, ``<name>#001``... An unreadable video
+    gives one item, whose reading fails and is recorded as skipped."""
+    if segments == 1:
+        return [(_name(video), 0)]
+    try:
+        count = frame_count(video)
+    except DataError:
+        count = 0
+    span = max_frames * stride  # raw frames per segment
+    starts = [start for start in range(0, count, span) if count - start > stride][:segments] or [0]
+    return [(names.FIELD_SEPARATOR.join([_name(video), f"{index:03d}"]), start) for index, start in enumerate(starts)]
+
+
 def plan(data: Mapping[str, Any], seed: int, raw_root: str | Path) -> Iterator[tuple[str, str, Any]]:
     """Yield ``(split, name, make)`` where ``make()`` returns ``uint8 (T, S, S, 3)`` or raises DataError; ``name``
     is the dataset's own name of the video (a file name, the field's ``#`` name), :func:`preprocess` makes it safe.
@@ -92,19 +108,23 @@ def plan(data: Mapping[str, Any], seed: int, raw_root: str | Path) -> Iterator[t
         if not cfg["dir"] or not Path(cfg["dir"]).is_dir():
             raise ConfigError(f"data.folder.dir={cfg['dir']!r} is not a folder of videos")
         for split, video in folder_videos(Path(cfg["dir"]), cfg["test_fraction"]):
+            for name, start in segment_starts(video, cfg["segments"], cfg["max_frames"], cfg["stride"]):
 
-            def make(video=video):
-                frames = read_video(video, max_frames=cfg["max_frames"], stride=cfg["stride"])
-                if cfg["faces"]:
-                    from cpabanim.data.faces import face_crop_video
+                def make(video=video, start=start):
+                    frames = read_video(video, max_frames=cfg["max_frames"], stride=cfg["stride"], start=start)
+                    if cfg["faces"]:
+                        from cpabanim.data.faces import face_crop_video
 
-                    try:
-                        return face_crop_video(frames, size, cfg["margin"], cfg["smooth_sigma"], cfg["detect_every"])[0]
-                    except DataError as err:
-                        raise DataError(f"{video}: {err}") from err
-                return resize_frames(centre_square(frames), size, source=video)
+                        try:
+                            crop = face_crop_video(
+                                frames, size, cfg["margin"], cfg["smooth_sigma"], cfg["detect_every"]
+                            )
+                        except DataError as err:
+                            raise DataError(f"{video}: {err}") from err
+                        return crop[0]
+                    return resize_frames(centre_square(frames), size, source=video)
 
-            yield split, _name(video), make
+                yield split, name, make
     elif data.get("source_dir") or source == "mgif":
         root = sources.find_split_root(data.get("source_dir") or raw_root / "mgif" / "unpacked")
         for split in SPLITS:
@@ -129,15 +149,21 @@ def plan(data: Mapping[str, Any], seed: int, raw_root: str | Path) -> Iterator[t
             yield split, chunk.field_name, make
 
 
-def resplit_usable(manifest: dict[str, Any], out: Path, order: list[str], test_fraction: float) -> None:
-    """Split a folder of the user's videos among those that could be used: the last ``test_fraction`` of them (in
-    ``order``, the sorted file names) become the test split, moved there on disk and in ``manifest``. Decided after
-    decoding, so an unreadable, too short or faceless video at the end of the list does not leave test empty."""
+def resplit_usable(
+    manifest: dict[str, Any], out: Path, order: list[str], test_fraction: float, clip_of: Mapping[str, str]
+) -> None:
+    """Split a folder of the user's videos among those that could be used: the last ``test_fraction`` of its
+    clips (in ``order``, the sorted file names; ``clip_of``: video name -> the clip it was cut from, itself
+    unless ``data.folder.segments`` cut it) become the test split, moved there on disk and in ``manifest``; the
+    segments of one clip stay in one split. Decided after decoding, so an unreadable, too short or faceless video
+    at the end of the list does not leave test empty."""
     usable = [name for name in order if any(name in manifest["videos"][s] for s in SPLITS)]
-    if len(usable) < 2:
+    clips = list(dict.fromkeys(clip_of[name] for name in usable))
+    if len(clips) < 2:
         return
-    num_test = test_count(len(usable), test_fraction)
-    wanted = {name: "test" if index >= len(usable) - num_test else "train" for index, name in enumerate(usable)}
+    num_test = test_count(len(clips), test_fraction)
+    test_clips = set(clips[len(clips) - num_test :])
+    wanted = {name: "test" if clip_of[name] in test_clips else "train" for name in usable}
     for split in SPLITS:
         for name in [n for n in manifest["videos"][split] if wanted[n] != split]:
             target = files.contained_path(out, wanted[name], name)
@@ -177,6 +203,8 @@ def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, process
     originals: dict[str, str] = {}  # safe name -> the dataset's name, over both splits
     seen: set[tuple[str, str]] = set()  # (split, safe name) of the videos planned so far
     order: list[str] = []  # the safe names, in the plan's order (resplit_usable)
+    clip_of: dict[str, str] = {}  # safe name -> the clip it comes from (a segment's clip, else itself)
+    segmented = data["source"] == "folder" and data["folder"]["segments"] > 1
     auto_split = data["source"] == "folder" and not has_own_split(Path(data["folder"]["dir"]))
     for split, original, make in progress_bar(items, desc="preprocess", unit="video"):
         try:  # names come from metadata and file names: one safe folder name, never a path outside paths.processed
@@ -191,6 +219,7 @@ def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, process
             continue
         originals[video_id] = original
         order.append(video_id)
+        clip_of[video_id] = original.rsplit(names.FIELD_SEPARATOR, 1)[0] if segmented else original
         done = previous.get("videos", {}).get(split, {}).get(video_id)
         if reuse and done and folder.is_dir() and len(list(folder.glob("*.png"))) == done["frames"]:
             manifest["videos"][split][video_id] = done
@@ -205,7 +234,7 @@ def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, process
         write_frames(frames, folder)
         manifest["videos"][split][video_id] = {"frames": int(len(frames)), "sha256": frames_digest(frames)}
     if auto_split:
-        resplit_usable(manifest, out, order, data["folder"]["test_fraction"])
+        resplit_usable(manifest, out, order, data["folder"]["test_fraction"], clip_of)
     # videos of an earlier configuration that this one no longer produces would silently join the dataset
     for split in SPLITS:
         if (out / split).is_dir():

@@ -86,6 +86,7 @@ def read_video(
     frame_shape: Sequence[int] | None = None,
     max_frames: int | None = None,
     stride: int = 1,
+    start: int = 0,
 ) -> np.ndarray:
     """Read a video as ``uint8 (T, H, W, 3)``.
 
@@ -95,6 +96,8 @@ def read_video(
         frame_shape: (H, W[, 3]) of one frame of a strip; by default frames of a strip are taken square (W = H).
         max_frames: keep at most this many frames (after ``stride``); long clips are not decoded in full.
         stride: keep every ``stride``-th frame.
+        start: the first frame read (an index into the whole video, before ``stride``); a movie is not decoded
+            before it.
     """
     path = Path(path)
     if not path.exists():
@@ -105,15 +108,17 @@ def read_video(
         files = list_frame_files(path)
         if not files:
             raise DataError(f"{path}: frame folder holds no images ({', '.join(FRAME_SUFFIXES)})")
-        images = [read_image(files[i]) for i in _pick(len(files), max_frames, stride)]
+        images = [read_image(files[start + i]) for i in _pick(max(0, len(files) - start), max_frames, stride)]
+        if not images:
+            raise DataError(f"{path}: the frame folder has no frames from frame {start} on")
         shapes = {im.shape for im in images}
         if len(shapes) > 1:
             raise DataError(f"{path}: frames of different sizes {sorted(shapes)}")
         frames = np.stack(images)
     elif path.suffix.lower() in MOVIE_SUFFIXES:
-        frames = _read_movie(path, max_frames, stride)
+        frames = _read_movie(path, max_frames, stride, start)
     elif path.suffix.lower() == ".gif":
-        frames = _read_gif(path, max_frames, stride)
+        frames = _read_gif(path, max_frames, stride, start)
     elif path.suffix.lower() in FRAME_SUFFIXES:
         strip = read_image(path)
         height = int(frame_shape[0]) if frame_shape else strip.shape[0]
@@ -123,7 +128,7 @@ def read_video(
                 f"{path}: a strip of {strip.shape[1]}x{strip.shape[0]} pixels is not a row of {width}x{height} frames"
             )
         frames = strip.reshape(height, -1, width, 3).transpose(1, 0, 2, 3)
-        frames = frames[_pick(len(frames), max_frames, stride)]
+        frames = frames[start:][_pick(max(0, len(frames) - start), max_frames, stride)]
     else:
         raise DataError(f"{path}: unsupported video format (use a frame folder, {', '.join(VIDEO_SUFFIXES)})")
     frames = _to_rgb(np.asarray(frames), path)
@@ -191,13 +196,24 @@ def movie_info(path: str | Path) -> tuple[float, int, int, int]:
             raise DataError(f"{path}: cannot decode video ({first_line(err)})") from err
 
 
+def frame_count(path: str | Path) -> int:
+    """How many frames the video ``path`` has (any :func:`read_video` format); a movie's from its index, without
+    decoding it; :class:`DataError` when it cannot be read."""
+    path = Path(path)
+    if path.is_dir():
+        return len(list_frame_files(path))
+    if path.suffix.lower() in MOVIE_SUFFIXES and path.is_file():
+        return movie_info(path)[1]
+    return len(read_video(path))
+
+
 def read_movie_range(path: str | Path, start: int, stop: int) -> np.ndarray:
     """Frames [start, stop) of a movie as ``uint8 (T, H, W, 3)`` (without decoding the rest where possible)."""
     path = Path(path)
     return _to_rgb(_read_movie(path, None, 1, start, stop), path)
 
 
-def _read_gif(path: Path, max_frames: int | None, stride: int) -> np.ndarray:
+def _read_gif(path: Path, max_frames: int | None, stride: int, start: int = 0) -> np.ndarray:
     from PIL import Image, ImageSequence
 
     try:
@@ -207,7 +223,10 @@ def _read_gif(path: Path, max_frames: int | None, stride: int) -> np.ndarray:
         raise DataError(f"{path}: cannot read gif ({err})") from err
     if not frames:
         raise DataError(f"{path}: the gif has no frames")
-    return np.stack([frames[i] for i in _pick(len(frames), max_frames, stride)])
+    picked = [frames[start + i] for i in _pick(max(0, len(frames) - start), max_frames, stride)]
+    if not picked:
+        raise DataError(f"{path}: the gif has no frames from frame {start} on")
+    return np.stack(picked)
 
 
 def write_frames(frames: np.ndarray, folder: str | Path, compress_level: int = 6) -> Path:

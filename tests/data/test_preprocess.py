@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from cpabanim.cli import main
@@ -92,3 +93,28 @@ def test_folder_split_is_taken_among_usable_videos_and_kept_on_a_rerun(tmp_path)
     written = frame.stat().st_mtime_ns
     again = preprocess.preprocess(data, seed, tmp_path / "raw", out)
     assert again["videos"] == manifest["videos"] and frame.stat().st_mtime_ns == written  # reused where it is
+
+
+def test_segments_cut_long_videos_and_keep_each_clip_in_one_split(tmp_path):
+    """data.folder.segments: a 20-frame clip with max_frames 6 gives segments of frames 0-5, 6-11, 12-17 and 18-19;
+    a 5-frame clip one short segment; the split is by clip, so no clip has segments in both splits."""
+    from cpabanim.data.video import read_video
+
+    folder = tmp_path / "videos"
+    clips = {"long": moving_square_video(20, 64, seed=0), "mid": moving_square_video(13, 64, seed=1)}
+    clips["short"] = moving_square_video(5, 64, seed=2)
+    for name, frames in clips.items():
+        write_mp4(folder / f"{name}.mp4", frames)
+    data, seed = folder_source_params(folder, test_fraction=0.34)
+    data["folder"].update(segments=3, max_frames=6)
+    manifest = preprocess.preprocess(data, seed, tmp_path / "raw", tmp_path / "processed")
+    # sorted clips long, mid | short: three segments of long (a fourth is over `segments`), three of mid
+    # (frames 12-12 would be one frame: not a segment, so two), one of short
+    assert sorted(manifest["videos"]["train"]) == ["long.000", "long.001", "long.002", "mid.000", "mid.001"]
+    assert list(manifest["videos"]["test"]) == ["short.000"]
+    assert [manifest["videos"]["train"][f"long.00{k}"]["frames"] for k in range(3)] == [6, 6, 6]
+    second = read_video(tmp_path / "processed" / "train" / "long.001")
+    whole = read_video(folder / "long.mp4")
+    first_of_second = preprocess.resize_frames(preprocess.centre_square(whole[6:7]), 32)
+    assert np.array_equal(second[:1], first_of_second)  # the second segment starts at frame 6
+    assert json.loads((tmp_path / "processed" / "names.json").read_text())["long.001"] == "long#001"
