@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from cpabanim import cli
-from cpabanim.data.video import movie_info, read_video
+from cpabanim.data.movie import movie_info
+from cpabanim.data.video import read_video
 from tests.conftest import PROJECT_ROOT, SHARED_FACES, requires_faces
 from tests.eval.conftest import moving_blob_video, write_video
 

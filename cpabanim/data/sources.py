@@ -294,9 +294,10 @@ def crop_chunk(video_path: Path, chunk: Chunk, size: int) -> np.ndarray:
     As video-preprocessing's ``load_videos.py``: the frame range and box are given at the reference fps
     and resolution and are rescaled to those of the downloaded file.
     """
-    from cpabanim.data.video import movie_info, read_movie_range, resize_frames
+    from cpabanim.data.movie import movie_info
+    from cpabanim.data.video import read_movie_range, resize_frames
 
-    fps, count, height, width = movie_info(video_path)
+    fps, count = movie_info(video_path)[:2]
     fps = fps or chunk.fps
     # frame i belongs to the chunk iff start <= i * ref_fps / fps < end (load_videos.py's test)
     first = math.ceil(chunk.start * fps / chunk.fps - 1e-9)
@@ -304,6 +305,7 @@ def crop_chunk(video_path: Path, chunk: Chunk, size: int) -> np.ndarray:
     if last - first < 2:
         raise DataError(f"{chunk.name}: fewer than two frames in [{chunk.start}, {chunk.end}) of {video_path.name}")
     frames = read_movie_range(video_path, first, last)
+    height, width = frames.shape[1:3]  # a frame over the pixel budget is decoded downscaled (data.video)
     sx, sy = width / chunk.ref_width, height / chunk.ref_height
     left, top, right, bottom = chunk.bbox
     left, right = max(0, int(left * sx)), min(width, int(right * sx))

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cpabanim.errors import CpabanimError, DataError, first_line
+from cpabanim.data.movie import check_regular_file, movie_info, pick_indices, read_movie, within_budget
+from cpabanim.errors import CpabanimError, DataError
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 MOVIE_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
@@ -64,6 +65,7 @@ def read_image(path: Path) -> np.ndarray:
     to 8 bits (PIL's own conversion would clip it), other grayscale modes repeated into three channels."""
     from PIL import Image
 
+    check_regular_file(Path(path))
     try:
         with Image.open(path) as img:
             if img.mode in _SIXTEEN_BIT_MODES:
@@ -74,11 +76,6 @@ def read_image(path: Path) -> np.ndarray:
         raise
     except Exception as err:  # PIL raises many types for corrupt files
         raise DataError(f"{path}: cannot read image ({err})") from err
-
-
-def _pick(count: int, max_frames: int | None, stride: int) -> list[int]:
-    indices = list(range(0, count, max(1, stride)))
-    return indices[:max_frames] if max_frames else indices
 
 
 def read_video(
@@ -108,15 +105,18 @@ def read_video(
         files = list_frame_files(path)
         if not files:
             raise DataError(f"{path}: frame folder holds no images ({', '.join(FRAME_SUFFIXES)})")
-        images = [read_image(files[start + i]) for i in _pick(max(0, len(files) - start), max_frames, stride)]
+        picked = pick_indices(max(0, len(files) - start), max_frames, stride)
+        images = [within_budget(read_image(files[start + i])) for i in picked]
         if not images:
             raise DataError(f"{path}: the frame folder has no frames from frame {start} on")
         shapes = {im.shape for im in images}
         if len(shapes) > 1:
             raise DataError(f"{path}: frames of different sizes {sorted(shapes)}")
         frames = np.stack(images)
+    elif not path.is_file():
+        check_regular_file(path)
     elif path.suffix.lower() in MOVIE_SUFFIXES:
-        frames = _read_movie(path, max_frames, stride, start)
+        frames = read_movie(path, max_frames, stride, start)
     elif path.suffix.lower() == ".gif":
         frames = _read_gif(path, max_frames, stride, start)
     elif path.suffix.lower() in FRAME_SUFFIXES:
@@ -128,72 +128,13 @@ def read_video(
                 f"{path}: a strip of {strip.shape[1]}x{strip.shape[0]} pixels is not a row of {width}x{height} frames"
             )
         frames = strip.reshape(height, -1, width, 3).transpose(1, 0, 2, 3)
-        frames = frames[start:][_pick(max(0, len(frames) - start), max_frames, stride)]
+        frames = frames[start:][pick_indices(max(0, len(frames) - start), max_frames, stride)]
     else:
         raise DataError(f"{path}: unsupported video format (use a frame folder, {', '.join(VIDEO_SUFFIXES)})")
     frames = _to_rgb(np.asarray(frames), path)
     if frames.shape[0] < 2:
         raise DataError(f"{path}: {frames.shape[0]} frame(s); a video needs at least two")
     return frames
-
-
-def _read_movie(path: Path, max_frames: int | None, stride: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """Frames ``start, start + stride, ... < stop`` of a movie: decord, or imageio's ffmpeg where decord fails
-    (decord refuses some frame widths, e.g. 48 px, with a buffer-size check)."""
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: empty file")
-    try:
-        import decord
-
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-        count = len(reader) if stop is None else min(stop, len(reader))
-        if count <= start:
-            raise DataError(f"{path}: the video has no frames in [{start}, {stop})")
-        indices = [start + i for i in _pick(count - start, max_frames, stride)]
-        return reader.get_batch(indices).asnumpy()
-    except DataError:
-        raise
-    except Exception as decord_error:  # DECORDError / RuntimeError: try the bundled ffmpeg before giving up
-        try:
-            import imageio.v2 as imageio
-
-            frames = []
-            with imageio.get_reader(str(path), "ffmpeg") as reader:
-                for index, frame in enumerate(reader):
-                    if stop is not None and index >= stop:
-                        break
-                    if index >= start and (index - start) % max(1, stride) == 0:
-                        frames.append(np.asarray(frame))
-                        if max_frames and len(frames) >= max_frames:
-                            break
-        except Exception as err:
-            raise DataError(
-                f"{path}: cannot decode video ({first_line(decord_error)}; ffmpeg: {first_line(err)})"
-            ) from err
-        if not frames:
-            raise DataError(f"{path}: the video has no frames")
-        return np.stack(frames)
-
-
-def movie_info(path: str | Path) -> tuple[float, int, int, int]:
-    """``(fps, frame_count, height, width)`` of a movie file."""
-    path = Path(path)
-    try:
-        import decord
-
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-        height, width = reader[0].shape[:2]
-        return float(reader.get_avg_fps()), len(reader), height, width
-    except Exception:
-        try:
-            import imageio.v2 as imageio
-
-            with imageio.get_reader(str(path), "ffmpeg") as reader:
-                meta = reader.get_meta_data()
-                width, height = meta["size"]
-                return float(meta["fps"]), int(reader.count_frames()), int(height), int(width)
-        except Exception as err:
-            raise DataError(f"{path}: cannot decode video ({first_line(err)})") from err
 
 
 def frame_count(path: str | Path) -> int:
@@ -210,7 +151,7 @@ def frame_count(path: str | Path) -> int:
 def read_movie_range(path: str | Path, start: int, stop: int) -> np.ndarray:
     """Frames [start, stop) of a movie as ``uint8 (T, H, W, 3)`` (without decoding the rest where possible)."""
     path = Path(path)
-    return _to_rgb(_read_movie(path, None, 1, start, stop), path)
+    return _to_rgb(read_movie(path, None, 1, start, stop), path)
 
 
 def _read_gif(path: Path, max_frames: int | None, stride: int, start: int = 0) -> np.ndarray:
@@ -218,12 +159,12 @@ def _read_gif(path: Path, max_frames: int | None, stride: int, start: int = 0) -
 
     try:
         with Image.open(path) as img:
-            frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(img)]
+            frames = [within_budget(np.asarray(f.convert("RGB"))) for f in ImageSequence.Iterator(img)]
     except Exception as err:
         raise DataError(f"{path}: cannot read gif ({err})") from err
     if not frames:
         raise DataError(f"{path}: the gif has no frames")
-    picked = [frames[start + i] for i in _pick(max(0, len(frames) - start), max_frames, stride)]
+    picked = [frames[start + i] for i in pick_indices(max(0, len(frames) - start), max_frames, stride)]
     if not picked:
         raise DataError(f"{path}: the gif has no frames from frame {start} on")
     return np.stack(picked)

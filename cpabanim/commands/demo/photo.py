@@ -166,7 +166,8 @@ def read_photo(path: Path) -> np.ndarray:
 
 def driving_fps(path: Path) -> float:
     """The frame rate of a movie file; :data:`FALLBACK_FPS` for frame folders, gifs and strips."""
-    from cpabanim.data.video import MOVIE_SUFFIXES, movie_info
+    from cpabanim.data.movie import movie_info
+    from cpabanim.data.video import MOVIE_SUFFIXES
 
     if path.is_file() and path.suffix.lower() in MOVIE_SUFFIXES:
         rate = movie_info(path)[0]
