@@ -6,13 +6,16 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cpabanim.errors import CpabanimError, DataError
+from cpabanim.errors import CpabanimError, DataError, first_line
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 TEMP_INFIX = ".tmp"  # temporary name: ".<name>.tmp<pid>" (the pattern .dvcignore lists: .*.tmp[0-9]*)
@@ -143,6 +146,25 @@ def write_json(path: str | Path, data: dict[str, Any]) -> None:
     write_atomically(path, lambda handle: handle.write(text))
 
 
-def read_json(path: str | Path) -> dict[str, Any]:
+def read_json(
+    path: str | Path, fix: str = "delete it and re-run the stage that writes it", corrupt_ok: bool = False
+) -> dict[str, Any]:
+    """The JSON object in ``path``; ``{}`` when there is no such file. A file cut short or not JSON is one
+    :class:`DataError` line naming it and ``fix``, or with ``corrupt_ok`` (a record the caller rewrites
+    anyway, such as the previous run's manifest) a warning and ``{}``."""
     path = Path(path)
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, OSError) as err:  # JSONDecodeError, UnicodeDecodeError, an unreadable file
+        message = f"{path}: not readable as JSON ({first_line(err)})"
+        if corrupt_ok:
+            log.warning("%s; ignored, it will be rewritten", message)
+            return {}
+        raise DataError(f"{message}; {fix}") from None
+    if not isinstance(data, dict):
+        if corrupt_ok:
+            return {}
+        raise DataError(f"{path}: holds a JSON {type(data).__name__}, not an object; {fix}")
+    return data

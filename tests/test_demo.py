@@ -276,3 +276,41 @@ def test_face_crop_and_best_frame_on_real_faces(checkpoint, tmp_path):
     video = read_video(out)
     assert video.shape == (len(read_video(driving)), SIZE, SIZE, 3)
     assert movie_info(out)[0] == pytest.approx(movie_info(driving)[0])  # the driving video's frame rate
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("frames holds the user's files", "holds files cpabanim did not write ('note.txt', 'photo.png')"),
+        ("explain is a file", "--explain"),
+        ("negative fps", "--fps -5: the frame rate must be a positive number"),
+        ("tiny photo", "tiny.png: frames of 1x1 pixels"),
+        ("huge photo", "huge.png: refused, too many pixels"),
+    ],
+)
+def test_bad_outputs_and_photos_are_refused_before_any_work(checkpoint, inputs, tmp_path, caplog, case, expected):
+    """Each mistake is one line naming the flag or the file, and nothing of the user's is changed (issue 24)."""
+    photo, driving = inputs
+    args = ["--driving", str(driving), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "r.mp4")]
+    args += ["--crop", "none"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "note.txt").write_text("keep me")
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(mine / "photo.png")
+    if case == "frames holds the user's files":
+        args += ["--frames", str(mine)]
+    elif case == "explain is a file":
+        args += ["--explain", str(mine / "note.txt")]
+    elif case == "negative fps":
+        args += ["--fps", "-5"]
+    elif case == "tiny photo":
+        Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tmp_path / "tiny.png")
+        photo = tmp_path / "tiny.png"
+    elif case == "huge photo":  # a 20000x20000 PNG of one colour is 1.2 MB on disk, 1.2 GB decoded
+        Image.new("L", (20000, 20000)).save(tmp_path / "huge.png")
+        photo = tmp_path / "huge.png"
+    assert demo("--source", str(photo), *args) == 1
+    assert expected in one_line_error(caplog)
+    assert not (tmp_path / "r.mp4").exists()
+    assert sorted(p.name for p in mine.iterdir()) == ["note.txt", "photo.png"]
+    assert (mine / "note.txt").read_text() == "keep me"

@@ -195,7 +195,7 @@ def extract_masks(
         settings["checkpoint"] = (
             "random-init (test)" if sam_model is not None else str(sam_checkpoint(masks_cfg["sam"], weights_dir))
         )
-    previous = files.read_json(out / "meta.json")
+    previous = files.read_json(out / "meta.json", corrupt_ok=True)
     if previous.get("settings") != settings:  # other source or settings: nothing done before counts
         previous = {}
     meta = {"source": source, "settings": settings, "videos": {}}

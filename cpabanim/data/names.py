@@ -81,11 +81,8 @@ def write_record(processed_root: str | Path, originals: dict[str, str]) -> Path:
 def read_record(processed_root: str | Path) -> dict[str, str]:
     """The ``{safe name: original}`` record of a processed dataset (empty without one: nothing was renamed)."""
     path = Path(processed_root) / NAMES_FILE
-    try:
-        record = files.read_json(path)
-    except ValueError as err:  # json.JSONDecodeError, UnicodeDecodeError
-        raise DataError(f"{path}: not readable as JSON ({err}); re-run `cpabanim preprocess`") from None
-    if not isinstance(record, dict) or not all(isinstance(v, str) for v in record.values()):
+    record = files.read_json(path, fix="re-run `cpabanim preprocess`")
+    if not all(isinstance(v, str) for v in record.values()):  # {"a": 1}
         raise DataError(f"{path}: not a mapping of safe names to original names; re-run `cpabanim preprocess`")
     return record
 

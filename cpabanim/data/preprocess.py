@@ -190,7 +190,7 @@ def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, process
         "data": {k: v for k, v in data.items() if k not in ("augmentation", "id_sampling", "num_repeats")},
         "seed": seed,
     }
-    previous = files.read_json(out / "manifest.json")
+    previous = files.read_json(out / "manifest.json", corrupt_ok=True)
     reuse = previous.get("config") == config
     manifest: dict[str, Any] = {
         "source": data["source"],

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -184,6 +185,7 @@ def write_frames(frames: np.ndarray, folder: str | Path, compress_level: int = 6
     from PIL import Image
 
     folder = Path(folder)
+    check_frame_folder(folder)
     tmp = folder.with_name(f".{folder.name}.tmp")
     try:
         if tmp.exists():
@@ -200,6 +202,25 @@ def write_frames(frames: np.ndarray, folder: str | Path, compress_level: int = 6
         shutil.rmtree(tmp, ignore_errors=True)
         raise CpabanimError(f"cannot write {folder}: {err.strerror or err} (a full or read-only disk?)") from err
     return folder
+
+
+FRAME_FILE = re.compile(r"^\d{5}\.png$")  # what write_frames writes into a folder, and nothing else
+
+
+def check_frame_folder(folder: Path) -> None:
+    """:class:`CpabanimError` unless ``folder`` is absent or a folder of frames :func:`write_frames` could have
+    written (``00000.png``...): replacing it must never delete a user's files (``--frames ~/Pictures``)."""
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if not folder.is_dir():
+        raise CpabanimError(f"{folder} exists and is not a folder: choose a new or empty folder for the frames")
+    foreign = sorted(p.name for p in folder.iterdir() if not FRAME_FILE.match(p.name))
+    if foreign:
+        shown = ", ".join(repr(name) for name in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise CpabanimError(
+            f"{folder} holds files cpabanim did not write ({shown}): nothing was changed there; "
+            "choose a new or empty folder for the frames"
+        )
 
 
 def frames_digest(frames: np.ndarray) -> str:

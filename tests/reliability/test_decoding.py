@@ -61,3 +61,41 @@ def test_a_movie_cut_short_is_kept_with_a_warning_naming_what_was_read(tmp_path,
         frames = read_video(cut)
     assert 2 <= len(frames) < 60
     assert any(f"read {len(frames)} of the 60 frames" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_a_corrupt_record_is_one_line_or_rebuilt(tmp_path):
+    """A manifest cut short: whoever reads it names the file; preprocess, which writes it, rebuilds it."""
+    from cpabanim import files
+    from cpabanim.errors import DataError
+
+    folder = tmp_path / "videos"
+    for i in range(2):
+        write_mp4(folder / f"clip{i}.mp4", moving_square_video(4, 64, seed=i))
+    data, seed = folder_source_params(folder, test_fraction=0.5)
+    out = tmp_path / "processed"
+    manifest = preprocess.preprocess(data, seed, tmp_path / "raw", out)
+    text = (out / "manifest.json").read_text()
+    (out / "manifest.json").write_text(text[: len(text) // 2])
+    with pytest.raises(DataError, match=r"manifest.json: not readable as JSON .*; delete it"):
+        files.read_json(out / "manifest.json")
+    assert preprocess.preprocess(data, seed, tmp_path / "raw", out)["videos"] == manifest["videos"]
+
+
+def test_a_frame_folder_holding_the_users_files_is_never_replaced(tmp_path):
+    from cpabanim.data.video import write_frames
+    from cpabanim.errors import CpabanimError
+
+    mine = tmp_path / "holiday"
+    mine.mkdir()
+    (mine / "photo.jpg").write_bytes(b"my photo")
+    (mine / "note.txt").write_text("keep me")
+    with pytest.raises(CpabanimError, match="holds files cpabanim did not write .'note.txt', 'photo.jpg'."):
+        write_frames(moving_square_video(2, 32), mine)
+    assert sorted(p.name for p in mine.iterdir()) == ["note.txt", "photo.jpg"]
+    frames = tmp_path / "frames"
+    write_frames(moving_square_video(3, 32), frames)
+    write_frames(moving_square_video(2, 32), frames)  # its own frames are replaced, as before
+    assert sorted(p.name for p in frames.iterdir()) == ["00000.png", "00001.png"]
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(CpabanimError, match="is not a folder"):
+        write_frames(moving_square_video(2, 32), tmp_path / "a-file")

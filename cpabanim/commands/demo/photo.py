@@ -19,7 +19,7 @@ import torch
 from cpabanim.animation.animate import animate_frames
 from cpabanim.animation.animator import load_model
 from cpabanim.commands.demo.panels import PANELS, compose_panels, write_video
-from cpabanim.errors import CpabanimError, DataError, MissingWeightsError
+from cpabanim.errors import CpabanimError, DataError, MissingWeightsError, first_line
 from cpabanim.evaluation.formulas import pose_distance_per_frame
 from cpabanim.models.full import ANIMATION_MODES
 from cpabanim.progress import progress_bar
@@ -83,8 +83,7 @@ def animate_photo(
     _check_choice("crop", crop, CROPS)
     _check_choice("panels", panels, PANELS)
     out = Path(out)
-    if out.suffix.lower() not in VIDEO_SUFFIXES + (".gif",):
-        raise CpabanimError(f"{out}: unsupported output format (use {', '.join(VIDEO_SUFFIXES)} or .gif)")
+    check_outputs(out, frames_dir, explain_dir, fps)
     torch_device = demo_device(device)
     model, extra = load_model(
         checkpoint, torch_device, missing="pass --checkpoint PATH, or train one with `cpabanim train`"
@@ -113,6 +112,24 @@ def animate_photo(
         log.info("explanation pictures: %s", ", ".join(str(p) for p in paths.values()))
     log.info("wrote %s (%d frames, %dx%d px, %s mode)", out, frames, size, size, mode)
     return out
+
+
+def check_outputs(out: Path, frames_dir: str | Path | None, explain_dir: str | Path | None, fps: float | None) -> None:
+    """One line, before any work, for an output the demo cannot write or must not replace: an unknown video
+    format, a frame rate that is not positive, a ``--frames`` folder holding files cpabanim did not write, an
+    ``--explain`` path that is a file."""
+    from cpabanim.data.video import check_frame_folder
+
+    if out.suffix.lower() not in VIDEO_SUFFIXES + (".gif",):
+        raise CpabanimError(f"{out}: unsupported output format (use {', '.join(VIDEO_SUFFIXES)} or .gif)")
+    if out.is_dir():
+        raise CpabanimError(f"--out {out} is a folder: give the video's file name")
+    if fps is not None and not (fps > 0 and np.isfinite(fps)):
+        raise CpabanimError(f"--fps {fps:g}: the frame rate must be a positive number")
+    if frames_dir is not None:
+        check_frame_folder(Path(frames_dir))
+    if explain_dir is not None and Path(explain_dir).exists() and not Path(explain_dir).is_dir():
+        raise CpabanimError(f"--explain {explain_dir} is a file: give a folder for the pictures")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -162,6 +179,8 @@ def read_photo(path: Path) -> np.ndarray:
             return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     except (UnidentifiedImageError, OSError) as err:
         raise DataError(f"{path}: cannot read image ({err})") from err
+    except Image.DecompressionBombError as err:  # PIL refuses images over twice its pixel limit before decoding
+        raise DataError(f"{path}: refused, too many pixels to decode safely ({first_line(err)})") from None
 
 
 def driving_fps(path: Path) -> float:
@@ -194,8 +213,8 @@ def prepare_inputs(source: Path, driving: Path, size: int, crop: str, face_optio
     else:
         from cpabanim.data.preprocess import centre_square  # the folder source's crop without faces
 
-        photo = resize_frames(centre_square(photo[None]), size)[0]
-        video = resize_frames(centre_square(video), size)
+        photo = resize_frames(centre_square(photo[None]), size, source=source)[0]
+        video = resize_frames(centre_square(video), size, source=driving)
     return Inputs(source=photo, driving=video, fps=driving_fps(driving))
 
 
