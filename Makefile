@@ -6,6 +6,9 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The tested pair. pyproject.toml allows a range, so that `pip install cpabanim` keeps a cluster image's own torch
+# (tests/test_install.py); this venv gets exactly the pair the project is tested with.
+TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
 export OMP_NUM_THREADS ?= 1
 
 .PHONY: venv run run-dvc test lint bench test-gpu bench-gpu gpu-wheels clean-outputs
@@ -14,8 +17,9 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch first, pinned: no other package may pull a different torch build.
-	$(BIN)/pip install torch==2.14.1 torchvision==0.29.1
+	# torch first, the tested pair: the range in pyproject.toml then keeps it, and no other package may pull a
+	# different torch build.
+	$(BIN)/pip install $(TORCH_PAIR)
 	$(BIN)/pip install -e '.[test]'
 	$(BIN)/pip check
 	touch $@

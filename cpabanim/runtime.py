@@ -5,7 +5,9 @@
   of ``train.amp`` (the autocast context, the GradScaler). :meth:`Runtime.start` sets it up and tears it
   down in one place: it reads torchrun's environment, sets the CUDA device and cuDNN autotuning, joins the
   process group when the world has more than one process (nccl on CUDA, gloo on CPU), and leaves the group it
-  joined on exit. The training entry point opens it once; everything below receives it.
+  joined on exit. The training entry point opens it once; everything below receives it;
+- :meth:`Runtime.agree` is how the ranks decide together, e.g. to stop at the same step after a signal reached
+  some of them (docs/model.md, "Preemption"): one tiny all_reduce on the CPU.
 
     with Runtime.start(cfg.device, cfg.train.amp) as runtime:
         train(job, runtime=runtime)
@@ -16,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from cpabanim.errors import ConfigError
@@ -59,6 +61,7 @@ class Runtime:
     local_world: int = 1
     precision: Precision = "off"
     scaler: Any = None  # torch.amp.GradScaler under fp16 (its state lives as long as the runtime), else None
+    cpu_group: Any = None  # under nccl: a gloo group of the same ranks, for :meth:`agree`; None = the default group
 
     @property
     def is_main(self) -> bool:
@@ -83,6 +86,19 @@ class Runtime:
             import torch.distributed as dist
 
             dist.barrier()
+
+    def agree(self, value: int) -> int:
+        """The largest of every rank's ``value`` (``value`` itself in a one-process job); every rank must call it
+        at the same point. Cheap enough for every step: one int64 all_reduce over gloo, on the CPU even under
+        nccl (a side group), so it never waits for the GPU's queue of work."""
+        if not self.distributed:
+            return int(value)
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([int(value)], dtype=torch.int64)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.cpu_group)
+        return int(flag.item())
 
     @classmethod
     @contextlib.contextmanager
@@ -114,6 +130,8 @@ class Runtime:
             if not dist.is_initialized():
                 dist.init_process_group("nccl" if runtime.device.type == "cuda" else "gloo")
                 joined = True
+            if dist.get_backend() != "gloo":  # every rank creates it, in the same order
+                runtime = replace(runtime, cpu_group=dist.new_group(backend="gloo"))
         try:
             yield runtime
         finally:

@@ -255,6 +255,13 @@ class TrainConfig(SectionConfig):
     compile: bool
     amp: Literal["auto", "off", "bf16", "fp16"]
     init_from: str | None
+    processes: int | Literal["auto"]
+    requeue: bool
+
+    # Keys that say how training is launched and stopped, not what it learns (not annotated: not fields). Like
+    # TRAIN_HOW_IT_RUNS, changing them never re-runs the stage and a run resumes across them (the world size does
+    # change the batches: a resume with another one warns, cpabanim/training/state.py).
+    HOW_IT_LAUNCHES = ("processes", "requeue")
 
 
 # ---------------------------------------------------------------------------------------------------------- data

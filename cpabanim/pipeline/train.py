@@ -1,25 +1,41 @@
 """Stage ``train``: train one experiment's animation model; resumes from its last checkpoint (docs/model.md).
 
     cpabanim train [--experiment tps] [--set train.max_steps=200] [--restart]
-    torchrun --nproc_per_node=2 -m cpabanim train ...        # multi-GPU (or multi-process CPU with gloo)
+    cpabanim train --set train.processes=2                   # starts 2 processes through torchrun (gloo on CPU)
+    torchrun --nproc_per_node=2 -m cpabanim train ...        # the same, by hand
 
 The checkpoint folder persists across re-runs (training resumes); Snakemake tracks the ``complete.json`` marker
 that training writes last, inside that folder, so removing the folder makes training due again.
+
+With ``train.processes`` above 1 (auto: one per visible GPU), or on several nodes of a SLURM allocation, this
+process launches the training processes and waits for them (cpabanim/training/launch.py; docs/model.md,
+"Several processes"); they log into its MLflow run. On SIGTERM or the time-limit warning (SIGUSR1, SIGURG)
+training stops after its step, writes the checkpoint and the stage exits with code 3
+(cpabanim/training/preemption.py; docs/model.md, "Preemption"), after requeueing the SLURM job after a warning.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cpabanim.config.paths import CHECKPOINT_NAME, COMPLETE_MARKER
-from cpabanim.config.typed import TRAIN_HOW_IT_RUNS
+from cpabanim.config.typed import TRAIN_HOW_IT_RUNS, TrainConfig
 from cpabanim.pipeline.base import Output, Stage, StageIO, section_keys
+
+if TYPE_CHECKING:
+    from cpabanim.runtime import Runtime
+    from cpabanim.training.job import TrainingJob
+    from cpabanim.training.preemption import StopRequest
 
 log = logging.getLogger(__name__)
 
 # how training is fed and compiled, not what it learns: changing them never re-runs training (their one home is
 # cpabanim.config.typed, which the resume check reads too)
-HOW_IT_RUNS = tuple(f"train.{key}" for key in TRAIN_HOW_IT_RUNS)
+HOW_IT_RUNS = tuple(f"train.{key}" for key in (*TRAIN_HOW_IT_RUNS, *TrainConfig.HOW_IT_LAUNCHES))
 
 STAGE = Stage(
     name="train",
@@ -60,31 +76,97 @@ def add_arguments(parser) -> None:
 
 def run(cfg, io: StageIO, restart: bool = False) -> None:
     """Train (or resume) into ``io.outputs["checkpoints"]``, then the AVD network; the completion marker is
-    written last, by rank 0 only. The runtime (device, ranks, process group, precision) lives for both."""
-    from cpabanim.files import write_json
+    written last, by rank 0 only. The runtime (device, ranks, process group, precision) lives for both; so does
+    the handling of the stop signals, from before the set-up (a signal then stops training before its first step).
+    With several processes to run and no torchrun around this process, it launches them instead."""
     from cpabanim.runtime import Runtime
-    from cpabanim.training.avd import train_avd
     from cpabanim.training.job import TrainingJob
-    from cpabanim.training.loop import train
+    from cpabanim.training.launch import resolve_processes, slurm_nodes, under_torchrun, visible_gpus
+    from cpabanim.training.preemption import stop_on_signals
 
     folder = io.outputs["checkpoints"]
-    marker = folder / COMPLETE_MARKER
     job = TrainingJob.of(
         cfg, checkpoint=folder / CHECKPOINT_NAME, processed=io.inputs["processed"], masks=io.inputs["masks"]
     )
-    with Runtime.start(job.device, job.train.amp) as runtime:
-        if runtime.is_main:
-            marker.unlink(missing_ok=True)  # the marker must never outlive the run it marks
-        result = train(job, restart=restart, runtime=runtime)
-        log.info(
-            "training stopped at step %d (epoch %d); checkpoint %s",
-            result["step"],
-            result["epoch"],
-            result["checkpoint"],
-        )
-        if runtime.is_main and result["complete"]:
-            if job.train.avd_epochs > 0:
-                train_avd(job, runtime.device)
-            write_json(
-                marker, {"step": result["step"], "epoch": result["epoch"], "checkpoint": result["checkpoint"].name}
+    if not under_torchrun(os.environ):
+        gpus = visible_gpus() if job.train.processes == "auto" or job.device != "cpu" else 0
+        processes = resolve_processes(job.train.processes, job.device, gpus)
+        if processes > 1 or slurm_nodes(os.environ) > 1:
+            launch(job, folder, processes)
+            return
+    with stop_on_signals() as stop, Runtime.start(job.device, job.train.amp) as runtime:
+        train_here(job, folder, runtime, stop, restart)
+
+
+def train_here(job: TrainingJob, folder: Path, runtime: Runtime, stop: StopRequest, restart: bool) -> None:
+    """This process's part of the training (all of it in a one-process job), the AVD network and the marker."""
+    from cpabanim.files import write_json
+    from cpabanim.training.avd import train_avd
+    from cpabanim.training.launch import LAUNCHED_ENV
+    from cpabanim.training.loop import train
+    from cpabanim.training.preemption import clear_interrupted
+
+    marker = folder / COMPLETE_MARKER
+    if runtime.is_main:
+        marker.unlink(missing_ok=True)  # the marker must never outlive the run it marks
+        clear_interrupted(folder)
+        if runtime.distributed:
+            log.info(
+                "training in %d processes (%s)", runtime.world, "nccl" if runtime.device.type == "cuda" else "gloo"
             )
+    result = train(job, restart=restart, runtime=runtime, stop=stop)
+    path = result["checkpoint"]
+    if runtime.is_main:
+        log.info("training stopped at step %d (epoch %d); checkpoint %s", result["step"], result["epoch"], path)
+    if result["interrupted"] and LAUNCHED_ENV in os.environ:
+        return  # the launcher reads the record and exits 3; a worker's exit code 3 would only make torchrun cry failure
+    if result["interrupted"]:
+        stopped(job, result["interrupted"], result["step"], requeue=runtime.is_main)
+    if runtime.is_main and result["complete"]:
+        if job.train.avd_epochs > 0:
+            train_avd(job, runtime.device)
+        write_json(marker, {"step": result["step"], "epoch": result["epoch"], "checkpoint": result["checkpoint"].name})
+
+
+def stopped(job: TrainingJob, by: str, step: int, requeue: bool) -> None:
+    """Training stopped on signal ``by`` with its checkpoint written: requeue the SLURM job when that is asked for
+    and this process is the one to do it (the outermost), then exit with code 3 (preemption.TrainingInterrupted)."""
+    from cpabanim.training.preemption import TrainingInterrupted, ignore_stop_signals, requeue_command, requeue_job
+
+    ignore_stop_signals()  # the process is ending: the rest of the job's SIGTERMs must not cut its exit short
+    command = requeue_command(by, job.train.requeue, os.environ) if requeue else None
+    if command:
+        requeue_job(command)
+    raise TrainingInterrupted(by, step)
+
+
+def launch(job: TrainingJob, folder: Path, processes: int) -> None:
+    """Start the training processes (torchrun; srun across nodes), wait for them and end as they did: return when
+    they completed, exit 3 when they stopped on a signal, a one-line error when one failed."""
+    from cpabanim.errors import CpabanimError
+    from cpabanim.training.launch import LAUNCHED_ENV, launch_command, run_processes, train_argv
+    from cpabanim.training.preemption import clear_interrupted, read_interrupted
+
+    command = launch_command(processes, train_argv(sys.argv[1:]), os.environ)
+    log.info("starting the training processes: %s", " ".join(command))
+    clear_interrupted(folder)  # only a record these processes write counts
+    code = run_processes(command, {**os.environ, **tracking_env(), LAUNCHED_ENV: "1"})
+    record = read_interrupted(folder)
+    if record:
+        stopped(job, str(record.get("signal")), int(record.get("step", 0)), requeue=True)
+    if code != 0:
+        raise CpabanimError(
+            f"training failed in one of its processes (exit code {code} from {command[0]}); the log above has the error"
+        )
+
+
+def tracking_env() -> dict[str, str]:
+    """What lets the launched processes log into this stage's MLflow run (one run, not one per process): its id
+    (``MLFLOW_RUN_ID``: their stage run resumes it) and this pipeline invocation's id (their parent run is ours)."""
+    mlflow = sys.modules.get("mlflow")
+    run = mlflow.active_run() if mlflow is not None else None
+    if run is None:
+        return {}
+    from cpabanim.tracking.provenance import PIPELINE_RUN_ENV, pipeline_id
+
+    return {"MLFLOW_RUN_ID": run.info.run_id, PIPELINE_RUN_ENV: pipeline_id()}

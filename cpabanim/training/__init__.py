@@ -3,6 +3,7 @@
 ``loop.train(job, runtime=...)`` runs or resumes a ``job.TrainingJob`` (the typed data / model / loss / train
 sections and the explicit checkpoint path); ``step`` holds one optimisation step (model + objective, backward,
 clipping, Adam); ``state`` the checkpoint and resume logic; ``schedule`` the per-epoch schedule; ``avd`` the
-AVD stage run after training; ``images`` the logged image grid. The device, ranks and precision are
-``cpabanim.runtime.Runtime``'s; the input pipeline is ``cpabanim.data.loader``.
+AVD stage run after training; ``images`` the logged image grid; ``preemption`` stopping on SLURM's signals (exit
+code 3, requeue); ``launch`` and ``torchrun`` the several processes that ``train.processes`` asks for. The
+device, ranks and precision are ``cpabanim.runtime.Runtime``'s; the input pipeline is ``cpabanim.data.loader``.
 """

@@ -221,7 +221,12 @@ def train_avd(job: TrainingJob, device: torch.device | None = None, dataset=None
         state["params"],
         state["rng_state"],
         complete=True,
-        extra={"avd_schedule": _plain(asdict(schedule)), "avd_trained": True, "avd_steps": result["steps"]},
+        extra={
+            "avd_schedule": _plain(asdict(schedule)),
+            "avd_trained": True,
+            "avd_steps": result["steps"],
+            "world": int(state.get("world", 1)),  # of the main training (cpabanim/training/state.py)
+        },
     )
     log.info(
         "AVD network trained: %d steps, %d epochs, last loss %.4g", result["steps"], result["epochs"], result["loss"]

@@ -7,8 +7,11 @@ CLI runs every stage inside one, and ``cpabanim.tracking.log_*`` do nothing when
 
 Determinism: batches come from ``cpabanim.data.loader`` (a (seed, epoch) permutation, each item drawn from its
 own generator seeded by (seed, epoch, index)), and every step re-seeds the model-side randomness (transform
-dropout, equivariance TPS) from (seed, step). Any worker count, process count and a resume therefore give the
-same parameters as one uninterrupted run (bit-exact on CPU).
+dropout, equivariance TPS) from (seed, step). Any worker count and a resume therefore give the same parameters
+as one uninterrupted run (bit-exact on CPU); each process takes its own batch, so the process count does not.
+
+Stopping on a signal (docs/model.md, "Preemption"): given a ``stop`` request, ``train`` stops after the step in
+which a stop signal arrived (every rank after the same one), writes the checkpoint, reports the signal.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from cpabanim.errors import ConfigError, CpabanimError, DataError
 from cpabanim.progress import progress_bar
 from cpabanim.runtime import Runtime
 from cpabanim.training.job import TrainingJob
+from cpabanim.training.preemption import StopRequest, agreed_stop, ignore_stop_signals, report_interrupted
 from cpabanim.training.schedule import dropout_probability, total_steps
-from cpabanim.training.state import Progress, resume_or_restart, write_checkpoint
+from cpabanim.training.state import Progress, checkpoint_folder_lock, resume_or_restart, write_checkpoint
 from cpabanim.training.step import Optimization, TrainingStep
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,8 @@ class Run:
     loader: torch.utils.data.DataLoader
     total_steps: int
     progress: Progress = field(default_factory=Progress)
+    stop: StopRequest | None = None  # the stop signals this process received (None: library use, never stops)
+    stopped_by: int = 0  # the agreed stop signal's level (preemption.STOP_SIGNALS), once the ranks agreed to stop
     last_losses: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None  # of the last step, not yet read
     timings: dict[str, float] = field(default_factory=lambda: {"data_s": 0.0, "step_s": 0.0, "steps": 0})
 
@@ -159,6 +165,7 @@ def assemble(
     sampler = EpochBatchSampler(len(dataset), tp.batch_size, job.seed, runtime.rank, runtime.world)
     workers = resolve_num_workers(tp.num_workers, runtime.local_world)
     loader = make_loader(dataset, sampler, workers, runtime.device, tp.prefetch_factor)
+    loader.worker_init_fn = ignore_stop_signals  # batch workers never die of the job's SIGTERM (preemption.py)
     return Run(
         job, runtime, model, step_module, optimization, sampler, loader, total_steps(sampler.batches_per_epoch, tp)
     )
@@ -222,6 +229,9 @@ def run_epoch(run: Run, stop_after: int | None, steps_done: int, bar) -> int:
         run.timings["steps"] += 1
         run.last_losses = losses, total
         after_step(run, batch, generated, losses, total, dropout_p, bar)
+        run.stopped_by = agreed_stop(run.stop, run.runtime)
+        if run.stopped_by:
+            return steps_done
         clock = time.perf_counter()  # logging and checkpoints count neither as data wait nor as step
     run.optimization.end_epoch()
     p.epoch += 1
@@ -246,7 +256,15 @@ def after_step(run: Run, batch, generated, losses, total, dropout_p: float, bar)
         tracking.log_image(image_grid(batch, generated), f"grids/step_{p.step:06d}.png")
     if is_main and tp.checkpoint_every and p.step % tp.checkpoint_every == 0:
         loss_values(losses, total, p.step)  # never save a diverged model
-        write_checkpoint(run.job.checkpoint, run.model, run.optimization, p, run.job.recorded, complete=False)
+        write_checkpoint(
+            run.job.checkpoint,
+            run.model,
+            run.optimization,
+            p,
+            run.job.recorded,
+            complete=False,
+            world=run.runtime.world,
+        )
 
 
 def step_metrics(run: Run, values: dict[str, float], dropout_p: float) -> dict[str, float]:
@@ -265,36 +283,28 @@ def step_metrics(run: Run, values: dict[str, float], dropout_p: float) -> dict[s
 # ------------------------------------------------------------------------------------------------ train
 
 
-@contextlib.contextmanager
-def checkpoint_folder_lock(folder: Path, is_main: bool):
-    """Hold the checkpoint folder's exclusive lock for the whole run and clear stale temporary files under it
-    (the main process only: the other ranks never write there)."""
-    from cpabanim.models.checkpoint import hold_checkpoint_folder, remove_stale_temp_files
-
-    if not is_main:
-        yield
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    with hold_checkpoint_folder(folder):
-        remove_stale_temp_files(folder)
-        yield
-
-
 def train(
-    job: TrainingJob, dataset=None, restart: bool = False, stop_after: int | None = None, runtime: Runtime | None = None
+    job: TrainingJob,
+    dataset=None,
+    restart: bool = False,
+    stop_after: int | None = None,
+    runtime: Runtime | None = None,
+    stop: StopRequest | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) ``job``; returns {"step", "epoch", "losses": last step's losses, "checkpoint", "complete"}.
+    """Run (or resume) ``job``; returns {"step", "epoch", "losses": last step's losses, "checkpoint", "complete",
+    "interrupted": the name of the signal it stopped on, or None}.
 
     ``runtime``: the process's device, ranks and precision (:meth:`Runtime.start`); None opens one for this
     call from ``job.device`` and ``train.amp``. ``dataset`` overrides the FramesDataset (tests): any map-style
     dataset of FramesDataset-like items, with a ``sample(index, generator)`` method when its items are random.
     ``stop_after`` ends this call after that many steps without marking the checkpoint complete (simulates an
-    interruption).
+    interruption). ``stop``: the process's :func:`~cpabanim.training.preemption.stop_on_signals` request.
     """
     with contextlib.ExitStack() as stack:
         if runtime is None:
             runtime = stack.enter_context(Runtime.start(job.device, job.train.amp))
         run = build(job, runtime, dataset)
+        run.stop = stop
         with checkpoint_folder_lock(job.checkpoint.parent, runtime.is_main):
             try:
                 return _train(run, restart, stop_after)
@@ -306,25 +316,35 @@ def _train(run: Run, restart: bool, stop_after: int | None) -> dict[str, Any]:
     """Resume or restart, the epochs, the final checkpoint."""
     tp, path, runtime = run.job.train, run.job.checkpoint, run.runtime
     p = run.progress = resume_or_restart(
-        path, run.job.recorded, run.model, run.optimization, runtime.device, restart, runtime.is_main
+        path, run.job.recorded, run.model, run.optimization, runtime.device, restart, runtime.is_main, runtime.world
     )
     if p.complete and (p.step >= run.total_steps or p.epoch >= tp.num_epochs):
         log.info("%s is complete (step %d); nothing to do (use --restart to train again)", path, p.step)
-        return {"step": p.step, "epoch": p.epoch, "losses": {}, "checkpoint": path, "complete": True}
+        return outcome(p, path, complete=True)
     if p.step:
         log.info("resuming from %s at step %d (epoch %d) of %d", path, p.step, p.epoch, run.total_steps)
     run.model.train()
     steps_done = 0
+    run.stopped_by = agreed_stop(run.stop, runtime)  # a signal during the set-up: stop before the first step
     with progress_bar(
         total=run.total_steps, initial=p.step, desc="train", disable=not runtime.is_main, unit="step"
     ) as bar:
-        while p.step < run.total_steps and p.epoch < tp.num_epochs:
+        while p.step < run.total_steps and p.epoch < tp.num_epochs and not run.stopped_by:
             if stop_after is not None and steps_done >= stop_after:
                 break
             steps_done = run_epoch(run, stop_after, steps_done, bar)
     losses = loss_values(*run.last_losses, p.step) if run.last_losses else {}
     complete = p.step >= run.total_steps or p.epoch >= tp.num_epochs
     if runtime.is_main:
-        write_checkpoint(path, run.model, run.optimization, p, run.job.recorded, complete=complete)
+        write_checkpoint(path, run.model, run.optimization, p, run.job.recorded, complete=complete, world=runtime.world)
         # the trained model is logged once, as an MLflow model, by the report (cpabanim/reporting/mlflow_model.py)
-    return {"step": p.step, "epoch": p.epoch, "losses": losses, "checkpoint": path, "complete": complete}
+    stopped = run.stopped_by and report_interrupted(path.parent, run.stopped_by, p.step, p.epoch, runtime.is_main)
+    return outcome(p, path, complete, losses, interrupted=stopped or None)
+
+
+def outcome(
+    p: Progress, path: Path, complete: bool, losses: dict | None = None, interrupted: str | None = None
+) -> dict:
+    """What :func:`train` returns (see there)."""
+    result = {"step": p.step, "epoch": p.epoch, "losses": losses or {}, "checkpoint": path, "complete": complete}
+    return {**result, "interrupted": interrupted}

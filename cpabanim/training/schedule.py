@@ -1,6 +1,6 @@
 """The paper's schedule (docs/model.md, "Trainer"): transform-dropout ramp, epoch length, and which parameters
 a run resumes across (those that do not define what is learned: ``cpabanim.config.typed.TRAIN_HOW_LONG`` and
-``TRAIN_HOW_IT_RUNS``, their one home)."""
+``TRAIN_HOW_IT_RUNS``, their one home, and ``TrainConfig.HOW_IT_LAUNCHES``)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from cpabanim.data.loader import epoch_order, step_seed
 
 __all__ = ["dropout_probability", "epoch_order", "step_seed", "total_steps", "changed_training_params", "SCHEDULE_KEYS"]
 
-# Keys of ``train`` a run resumes across: how long it trains and how it is fed (batches do not depend on
-# num_workers / prefetch_factor, cpabanim.data.loader), never what it learns.
-SCHEDULE_KEYS = frozenset((*TRAIN_HOW_LONG, *TRAIN_HOW_IT_RUNS))
+# Keys of ``train`` a run resumes across: how long it trains, how it is fed (batches do not depend on
+# num_workers / prefetch_factor, cpabanim.data.loader) and launched, never what it learns.
+SCHEDULE_KEYS = frozenset((*TRAIN_HOW_LONG, *TRAIN_HOW_IT_RUNS, *TrainConfig.HOW_IT_LAUNCHES))
 # Sections whose values define what is learned (paths, tracking and the later stages do not).
 TRAINING_SECTIONS = ("seed", "data", "model", "loss", "train")
 

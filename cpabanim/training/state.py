@@ -8,6 +8,7 @@ from it unless a parameter that defines training changed: then it starts again a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import shutil
@@ -57,9 +58,14 @@ def resume_or_restart(
     device: torch.device,
     restart: bool,
     is_main: bool,
+    world: int = 1,
 ) -> Progress:
     """Load ``path`` into the model and optimisers and return its progress; a fresh :class:`Progress` when there is
-    no checkpoint, ``restart`` is asked for, or training parameters changed (the old file is kept aside)."""
+    no checkpoint, ``restart`` is asked for, or training parameters changed (the old file is kept aside).
+
+    ``world``: this run's number of processes. A run resumes across another one (moving to a node with more GPUs
+    must not throw the training away), with a warning: each process takes ``batch_size`` items a step, so the
+    parameters are then those of neither run."""
     from cpabanim.models.checkpoint import read_checkpoint
 
     if restart or not path.is_file():
@@ -80,6 +86,15 @@ def resume_or_restart(
             superseded,
         )
         return Progress()
+    saved_world = int(state.get("world", 1))
+    if saved_world != world and is_main:
+        log.warning(
+            "%s was written by %d training process(es), this run has %d: it resumes, but each process takes "
+            "train.batch_size items a step, so the batches from here on differ from either run's",
+            path,
+            saved_world,
+            world,
+        )
     model.load_state_dict(state["model"])
     optimization.load(state["optimizers"], state["schedulers"])
     restore_rng(state.get("rng_state", {}))
@@ -93,8 +108,10 @@ def write_checkpoint(
     progress: Progress,
     params: Mapping[str, Any],
     complete: bool,
+    world: int = 1,
 ) -> Path:
-    """Write ``last.pt`` atomically (``cpabanim.models.checkpoint.save_checkpoint``)."""
+    """Write ``last.pt`` atomically (``cpabanim.models.checkpoint.save_checkpoint``), with the number of processes
+    that trained it (``world``: a resume with another number warns)."""
     from cpabanim.models.checkpoint import save_checkpoint
 
     return save_checkpoint(
@@ -107,4 +124,20 @@ def write_checkpoint(
         params,
         rng_state(),
         complete=complete,
+        extra={"world": int(world)},
     )
+
+
+@contextlib.contextmanager
+def checkpoint_folder_lock(folder: Path, is_main: bool):
+    """Hold the checkpoint folder's exclusive lock for the whole run and clear stale temporary files under it
+    (the main process only: the other ranks never write there)."""
+    from cpabanim.models.checkpoint import hold_checkpoint_folder, remove_stale_temp_files
+
+    if not is_main:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with hold_checkpoint_folder(folder):
+        remove_stale_temp_files(folder)
+        yield

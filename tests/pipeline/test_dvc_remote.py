@@ -1,0 +1,154 @@
+"""A DVC remote round trip: what one checkout ran and pushed, a fresh clone pulls and takes as done.
+
+The tiny pipeline (one experiment, one seed) runs through `dvc repro` in a throw-away git repository; `dvc.lock` and
+the `cache: false` outputs (DVC leaves those to git) are committed, the cached ones pushed to a local-folder remote.
+A fresh `git clone` with the same remote pulls them: `dvc status` is clean; Snakemake, which has no metadata in a
+fresh clone and decides by the mtimes the checkout happened to give, plans nothing once `snakemake --touch` has set
+them in the DAG's order (it touches, never runs: the checkpoint's bytes stay those that were pushed); `cpabanim
+demo` animates with the pulled checkpoint. A remote that refuses the push fails with one line naming its folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from .conftest import BIN, copy_project, run
+from .test_e2e import TINY, commit, set_params
+
+REMOTE = "store"
+CHECKPOINT = Path("models/checkpoints/default/seed0/last.pt")
+UP_TO_DATE = "Data and pipelines are up to date."
+# the reasons Snakemake gives when only the mtimes of a checkout are out of order: nothing missing, nothing changed
+MTIME_REASONS = ("Updated input files", "Input files updated by another job")
+
+
+def dvc(*args: str) -> list[str]:
+    return [str(BIN / "dvc"), *args]
+
+
+def snakemake(*args: str) -> list[str]:
+    return [str(BIN / "snakemake"), "--cores", "1", *args]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def uncached_outputs(root: Path) -> list[str]:
+    """The outputs dvc.yaml marks ``cache: false``: DVC neither caches nor pushes them, so a clone has them only when
+    git holds them (the project's .gitignore leaves most of them out: a clone then finds them deleted)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return sorted(str(out.def_path) for out in repo.index.outs if not out.use_cache)
+
+
+def trained_project(base: Path) -> Path:
+    """The tiny pipeline, one experiment and one seed, run by `dvc repro` and committed as a user would share it."""
+    root = copy_project(base / "project")
+    set_params(root, {**TINY, "seeds": [0]})
+    run([str(BIN / "cpabanim"), "params", "--write", "params.resolved.yaml"], root)
+    commit(root, "tiny parameters, one seed")
+    run(dvc("repro"), root, timeout=900)
+    run(["git", "add", "dvc.lock"], root)
+    run(["git", "add", "-f", *uncached_outputs(root)], root)
+    run(["git", "commit", "-q", "-m", "results"], root)
+    return root
+
+
+def add_remote(root: Path, url: Path, name: str = REMOTE) -> None:
+    """The remote as each checkout's own default (``--local``: .dvc/config.local, not committed)."""
+    run(dvc("remote", "add", "--local", "-d", name, str(url)), root)
+
+
+def plan(root: Path) -> str:
+    out = run(snakemake("-n"), root)
+    return out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_pulls_the_results_and_reruns_nothing(tmp_path: Path):
+    root = trained_project(tmp_path)
+    remote = tmp_path / "remote"
+    add_remote(root, remote)
+    pushed = run(dvc("push"), root).stdout
+    assert re.search(r"\d+ files? pushed", pushed), pushed
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(root), str(clone)], tmp_path)
+    add_remote(clone, remote)
+    pulled = run(dvc("pull"), clone).stdout
+    assert re.search(r"\d+ files? fetched", pulled), pulled
+    assert sha256(clone / CHECKPOINT) == sha256(root / CHECKPOINT), "the checkpoint is pushed and pulled"
+    status = run(dvc("status"), clone).stdout.strip()
+    assert status == UP_TO_DATE, f"after `dvc pull` in a fresh clone:\n{status}"
+
+    # Snakemake's view of the pulled files: only their mtimes can be out of order (the checkout's), never a missing
+    # output or a changed parameter or code (a fresh clone has no metadata to compare)
+    reasons = re.findall(r"^\s*reason: (.*)$", plan(clone), re.M)
+    assert all(part.startswith(MTIME_REASONS) for reason in reasons for part in reason.split("; ")), reasons
+    run(snakemake("--touch"), clone)
+    after = plan(clone)
+    assert "Nothing to be done" in after, after[-3000:]
+    # the touch's `cpabanim record` (the Snakefile's onsuccess) recorded the same hashes: nothing to commit
+    changed = run(["git", "status", "--porcelain"], clone).stdout.strip()
+    assert not changed, f"`snakemake --touch` changed the checkout:\n{changed}\n{run(['git', 'diff'], clone).stdout}"
+    assert run(dvc("status"), clone).stdout.strip() == UP_TO_DATE
+    assert sha256(clone / CHECKPOINT) == sha256(root / CHECKPOINT), "nothing was trained again"
+    # every stage opens an MLflow run in the project's store and writes its log; --touch only leaves empty logs
+    assert not (clone / "mlflow.db").exists(), "a stage ran"
+    assert not [log for log in (clone / "logs").rglob("*.log") if log.stat().st_size], "a stage ran"
+
+    from cpabanim.data.video import read_video
+
+    video = sorted((clone / "data" / "processed" / "test").iterdir())[0]
+    out = tmp_path / "demo.mp4"
+    demo = ["demo", "--source", str(video / "00000.png"), "--driving", str(video), "--out", str(out)]
+    run([str(BIN / "cpabanim"), *demo, "--crop", "none", "--device", "cpu"], clone)
+    assert read_video(out).shape[0] == len(list(video.glob("*.png")))
+
+
+@contextmanager
+def read_only_folder(path: Path) -> Iterator[None]:
+    """A folder no one may write to. Root ignores the mode bits, so as root the folder is made immutable
+    (``chattr +i``); where that is not allowed either (a container without CAP_LINUX_IMMUTABLE), the test skips."""
+    path.mkdir()
+    path.chmod(0o555)
+    immutable = False
+    if os.access(path, os.W_OK) and shutil.which("chattr"):
+        immutable = subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
+    try:
+        if os.access(path, os.W_OK):
+            pytest.skip("running as root without `chattr +i`: no folder is read-only to this process")
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        path.chmod(0o755)
+
+
+def test_a_remote_that_refuses_the_push_fails_naming_its_folder(tmp_path: Path):
+    root = tmp_path / "project"
+    root.mkdir()
+    run(["git", "init", "-q", "-b", "main"], root)
+    run(dvc("init", "-q"), root)
+    (root / "data.txt").write_text("what the pipeline made\n")
+    run(dvc("add", "-q", "data.txt"), root)
+    remote = tmp_path / "read-only"
+    with read_only_folder(remote):
+        add_remote(root, remote, name="shared")
+        refused = run(dvc("push"), root, check=False)
+    assert refused.returncode != 0, refused.stdout
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("ERROR:")]
+    # DVC names the folder it could not write (Errno 13 as a user, Errno 1 for an immutable folder as root)
+    assert len(errors) == 1, refused.stderr
+    assert re.search(rf"(Permission denied|Operation not permitted): '{re.escape(str(remote))}", errors[0]), errors

@@ -1,0 +1,165 @@
+"""The pipeline on a real SLURM cluster (issue 22): `snakemake --profile workflow/profiles/slurm-local`, every job
+through `sbatch` by the official executor plugin (snakemake-executor-plugin-slurm), on the one-node cluster of
+tests/services/slurm.py.
+
+One tiny run (the e2e test's TINY settings, one experiment, one seed) of the first three stages: download and
+preprocess, and masks, a GPU stage (`gpu=1` in its rule) that the profile runs without a GPU. Then: each stage's
+job is in the accounting (`sacct -c`, the job completion log) under the run's name, completed on the profile's
+partition, with the plugin's comment naming its rule; the outputs are there; a dry run has nothing to do; a
+partition the cluster lacks fails at submission with sbatch's message naming it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cpabanim.pipeline import all_stages
+
+from ..conftest import PROJECT_ROOT
+from ..services.slurm import PARTITION, SlurmCluster, slurm_cluster_fixture  # noqa: F401 (fixture slurm_cluster)
+from .conftest import BIN, copy_project, run, tool_env
+from .test_e2e import TINY, commit, set_params
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("snakemake_executor_plugin_slurm") is None,
+        reason="snakemake-executor-plugin-slurm not installed (pip install 'cpabanim[slurm]')",
+    ),
+]
+
+PROFILE = Path("workflow") / "profiles" / "slurm-local"
+# the cheapest chain of stages that still has a GPU stage in it (the shared data stages; no training)
+STAGES = ("download", "preprocess", "masks")
+OUTPUTS = ("data/raw/synthetic/manifest.json", "data/processed", "data/masks")
+TARGET = ["--until", STAGES[-1]]
+
+
+@dataclass(frozen=True)
+class SlurmRun:
+    """One finished `snakemake --profile workflow/profiles/slurm-local` run: where, its output, how long."""
+
+    root: Path
+    log: str
+    seconds: float
+
+
+def snakemake(root: Path, cluster: SlurmCluster, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Snakemake in ``root`` with the tools' environment and the cluster's (the jobs inherit both: sbatch
+    exports the environment, so they find the venv's `cpabanim` and this cluster's slurm.conf)."""
+    return subprocess.run(
+        [str(BIN / "snakemake"), *args],
+        cwd=root,
+        env=cluster.environ(tool_env(root)),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def tiny_project(root: Path) -> Path:
+    """A copied project on the e2e test's tiny settings, with one experiment and one seed."""
+    copy_project(root)
+    set_params(root, {**TINY, "seeds": [0]})
+    run([str(BIN / "cpabanim"), "params", "--write", "params.resolved.yaml"], root)
+    commit(root, "tiny parameters")
+    return root
+
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> SlurmRun:
+    """The one SLURM run the tests below check (a run costs about a minute: shared, not repeated)."""
+    root = tiny_project(tmp_path_factory.mktemp("slurm-run") / "project")
+    started = time.monotonic()
+    result = snakemake(root, slurm_cluster, "--profile", str(PROFILE), *TARGET)
+    seconds = time.monotonic() - started
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, f"snakemake on SLURM failed ({result.returncode}):\n{log[-8000:]}"
+    sys.stderr.write(f"snakemake on the local SLURM cluster: {seconds:.0f} s\n")
+    return SlurmRun(root, log, seconds)
+
+
+def submitted(log: str) -> dict[str, str]:
+    """The SLURM job id of each rule's job, from the plugin's lines ``Job 3 has been submitted with SLURM jobid
+    12 (log: .../slurm_logs/rule_download/12.log)``."""
+    found = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/", log)
+    rules = [rule for _, rule in found]
+    assert len(rules) == len(set(rules)), f"one job per rule: {found}"
+    return {rule: job for job, rule in found}
+
+
+def test_the_local_profile_targets_the_local_cluster() -> None:
+    """The profile and tests/services/slurm.py agree on the partition; every GPU stage is given no GPU."""
+    profile = yaml.safe_load((PROJECT_ROOT / PROFILE / "config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    assert profile["default-resources"]["slurm_partition"] == PARTITION
+    gpu_stages = {name for name, stage in all_stages().items() if stage.gpu}
+    assert {name for name, resources in profile["set-resources"].items() if resources.get("gpu") == 0} == gpu_stages
+
+
+def test_every_job_goes_through_sbatch_and_is_accounted(slurm_run: SlurmRun, slurm_cluster: SlurmCluster) -> None:
+    run_id = re.search(r"SLURM run ID: (\S+)", slurm_run.log).group(1)
+    jobs = submitted(slurm_run.log)
+    assert set(jobs) == set(STAGES), slurm_run.log[-4000:]
+    assert not re.findall(r"^\s*localrule (\w+):", slurm_run.log, re.M), "every job on the cluster"
+    # the accounting: the job completion log lists each job under the run's name, done on the profile's partition
+    accounted = {row["JobIDRaw"]: row for row in slurm_cluster.completed_jobs() if row["JobName"] == run_id}
+    assert set(accounted) == set(jobs.values()), accounted
+    sys.stderr.write("sacct -c:\n" + "".join("|".join(row.values()) + "\n" for row in accounted.values()))
+    for row in accounted.values():
+        assert (row["State"], row["ExitCode"], row["Partition"]) == ("COMPLETED", "0:0", slurm_cluster.partition)
+    # slurmctld still holds the finished jobs (MinJobAge) with the plugin's comment: which rule each job ran
+    comments = {job["id"]: job["comment"] for job in slurm_cluster.queue()}
+    assert {rule: comments[job] for rule, job in jobs.items()} == {rule: f"rule_{rule}" for rule in STAGES}
+
+
+def test_the_outputs_are_there_and_a_dry_run_has_nothing_to_do(
+    slurm_run: SlurmRun,
+    slurm_cluster: SlurmCluster,
+) -> None:
+    root = slurm_run.root
+    for output in OUTPUTS:
+        path = root / output
+        assert path.is_file() or any(path.iterdir()), output
+    for stage in STAGES:
+        assert (root / "logs" / f"{stage}.log").is_file(), stage
+    dry = snakemake(root, slurm_cluster, "-n", "--profile", str(PROFILE), *TARGET)
+    out = dry.stdout + dry.stderr
+    assert dry.returncode == 0, out[-4000:]
+    assert not re.findall(r"^\s*(?:local)?rule (\w+):", out, re.M), out[-4000:]
+    assert re.search(r"^total\s+0$", out, re.M), out[-4000:]
+
+
+def test_a_partition_the_cluster_lacks_is_named_in_the_error(
+    slurm_cluster: SlurmCluster,
+    tmp_path: Path,
+) -> None:
+    """sbatch refuses the job; the plugin reports sbatch's message, which names the partition."""
+    profile = yaml.safe_load((PROJECT_ROOT / PROFILE / "config.yaml").read_text())
+    profile["default-resources"]["slurm_partition"] = "no-such-partition"
+    (tmp_path / "bad-profile").mkdir()
+    (tmp_path / "bad-profile" / "config.yaml").write_text(yaml.safe_dump(profile))
+    root = copy_project(tmp_path / "project")
+    result = snakemake(root, slurm_cluster, "--profile", str(tmp_path / "bad-profile"), "--until", "download")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out[-4000:]
+    assert "SLURM sbatch failed" in out, out[-4000:]
+    assert "invalid partition specified: no-such-partition" in out, out[-4000:]
+
+
+def test_the_cluster_example_profile_is_accepted(slurm_run: SlurmRun, slurm_cluster: SlurmCluster) -> None:
+    """workflow/profiles/slurm (the example for a real cluster: its partitions and account exist only there) is
+    read by Snakemake and the plugin, and plans the GPU stages on its GPU partition."""
+    dry = snakemake(slurm_run.root, slurm_cluster, "-n", "--profile", "workflow/profiles/slurm", "--forceall")
+    out = dry.stdout + dry.stderr
+    assert dry.returncode == 0, out[-4000:]
+    assert re.search(r"rule masks:(?:\n\s+.*)*?\n\s+resources:.*slurm_partition=gpu", out), out[-4000:]

@@ -1,0 +1,1 @@
+"""Real services the tests start for themselves (a one-node SLURM cluster, ...), each under a temporary folder."""
