@@ -152,7 +152,8 @@ def slurm_conf(root: Path, munge_socket: Path, hardware: Mapping[str, str], user
         "SlurmdUser": user,
         "AuthType": "auth/munge",
         "CredType": "cred/munge",
-        "AuthInfo": f"socket={munge_socket}",
+        # cred_expire also holds a requeued job this long before it may start again (120 s by default)
+        "AuthInfo": f"socket={munge_socket},cred_expire=10",
         "StateSaveLocation": root / "state",
         "SlurmdSpoolDir": root / "spool",
         "SlurmctldPidFile": root / "run" / "slurmctld.pid",

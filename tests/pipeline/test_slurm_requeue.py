@@ -1,0 +1,135 @@
+"""Training across SLURM allocations (issue 22): a time limit, its warning, a checkpoint, a requeue, a resume.
+
+The train stage runs through `snakemake --profile workflow/profiles/slurm-local` on the one-node cluster of
+tests/services/slurm.py with a one-minute time limit and the warning the cluster profile asks for
+(``--signal=URG@<s> --requeue``, docs/model.md "Preemption"), and more steps than one allocation has time for.
+Each warning makes training write its checkpoint, requeue its own job (``scontrol requeue``: the same job id,
+``SLURM_RESTART_COUNT`` + 1) and exit; the next allocation resumes. The test asks that training completes, that
+it took at least two allocations, and that the final weights equal those of the same training run uninterrupted,
+outside SLURM, at the same time (resume is bit-exact: docs/model.md, "Trainer").
+
+The data stages run first without SLURM (they are what tests/pipeline/test_slurm.py checks); the reference
+training runs beside the SLURM job on the other core.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ..conftest import PROJECT_ROOT
+from ..services.slurm import SlurmCluster, slurm_cluster_fixture  # noqa: F401 (fixture slurm_cluster)
+from .conftest import BIN, copy_project, run, tool_env
+from .test_e2e import TINY, commit, set_params
+from .test_slurm import PROFILE, snakemake
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("snakemake_executor_plugin_slurm") is None,
+        reason="snakemake-executor-plugin-slurm not installed (pip install 'cpabanim[slurm]')",
+    ),
+]
+
+# About 8 steps/s here: 200 steps are about 25 s of training, more than one allocation leaves for it (a one-minute
+# limit, the warning 50 s before it, which slurmctld's checks every 30 s send about 30 s in, and a start-up of about
+# 10 s): two or three allocations.
+STEPS = 200
+TIME_LIMIT_MIN = 1
+WARNING_S = 50
+CHECKPOINT = Path("models/checkpoints/default/seed0")
+
+
+def requeue_profile(folder: Path) -> Path:
+    """workflow/profiles/slurm-local with the train job under a one-minute limit, warned and requeueable, as
+    workflow/profiles/slurm asks for on a real cluster; ``retries`` resubmit a job that timed out regardless."""
+    profile = yaml.safe_load((PROJECT_ROOT / PROFILE / "config.yaml").read_text())
+    train = profile["set-resources"]["train"]
+    train.update(runtime=TIME_LIMIT_MIN, slurm_extra=f"'--signal=URG@{WARNING_S} --requeue'")
+    profile["retries"] = 2
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile))
+    return folder
+
+
+def weights(root: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(root / CHECKPOINT / "last.pt", map_location="cpu", weights_only=True)
+    assert state["complete"] and state["step"] == STEPS, (state["complete"], state["step"])
+    return dict(state["model"])
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny project, one experiment and one seed, whose data stages have run (locally)."""
+    root = copy_project(tmp_path_factory.mktemp("requeue") / "slurm")
+    values = {**TINY, "seeds": [0]}
+    values["train"] = {**TINY["train"], "max_steps": STEPS, "checkpoint_every": 10 * STEPS}
+    set_params(root, values)
+    run([str(BIN / "cpabanim"), "params", "--write", "params.resolved.yaml"], root)
+    commit(root, "tiny parameters, more steps than one allocation has time for")
+    run([str(BIN / "snakemake"), "--cores", "1", "--until", "masks"], root)
+    return root
+
+
+def test_training_completes_across_allocations_with_the_weights_of_an_uninterrupted_run(
+    project: Path, slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    reference = tmp_path / "reference"
+    shutil.copytree(project, reference, symlinks=True)
+    uninterrupted = subprocess.Popen(
+        [str(BIN / "snakemake"), "--cores", "1", "--until", "train"],
+        cwd=reference,
+        env=tool_env(reference),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    started = time.monotonic()
+    result = snakemake(
+        project, slurm_cluster, "--profile", str(requeue_profile(tmp_path / "profile")), "--until", "train", timeout=900
+    )
+    seconds = time.monotonic() - started
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, f"snakemake on SLURM failed ({result.returncode}):\n{log[-6000:]}"
+    reference_log = uninterrupted.communicate(timeout=600)[0]
+    assert uninterrupted.returncode == 0, reference_log[-4000:]
+
+    jobs = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: \S*/rule_train/", log)
+    # the job completion log has a line per allocation: requeued ones (back to PENDING), then the one that completed
+    allocations = [row for row in slurm_cluster.completed_jobs() if row["JobIDRaw"] in jobs]
+    sys.stderr.write(
+        f"train on SLURM: {seconds:.0f} s, jobs {jobs}\n"
+        + "".join("|".join(row.values()) + "\n" for row in allocations)
+    )
+    assert jobs and len(allocations) >= 2, f"training ended within one allocation: {allocations}\n{log[-4000:]}"
+    assert allocations[-1]["State"] == "COMPLETED", allocations
+    assert {row["State"] for row in allocations[:-1]} <= {"PENDING", "REQUEUED", "TIMEOUT"}, allocations
+    restarts = slurm_cluster.run("scontrol", "show", "job", jobs[-1]).stdout
+    assert re.search(r"\bRestarts=[1-9]", restarts) or len(jobs) > 1, restarts
+    # the last allocation resumed (the stage's log is that allocation's) and finished the steps
+    train_log = (project / "logs" / "train" / "default" / "seed0.log").read_text()
+    assert re.search(r"resuming from \S+ at step \d+", train_log), train_log[-3000:]
+    assert f"training stopped at step {STEPS}" in train_log, train_log[-3000:]
+    assert (project / CHECKPOINT / "complete.json").is_file()
+
+    got, want = weights(project), weights(reference)
+    assert got.keys() == want.keys()
+    different = [key for key in want if not torch.equal(got[key], want[key])]
+    assert not different, f"{len(different)} of {len(want)} tensors differ from the uninterrupted run: {different[:5]}"
+
+
+def test_the_cluster_profile_asks_for_the_same_warning_and_requeue() -> None:
+    """workflow/profiles/slurm's train job gets what the test above gives it: the URG warning and --requeue."""
+    profile = yaml.safe_load((PROJECT_ROOT / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
+    extra = profile["set-resources"]["train"]["slurm_extra"]
+    assert re.fullmatch(r"'--signal=URG@\d+ --requeue'", extra), extra
+    assert profile["retries"] >= 1
