@@ -6,8 +6,8 @@ Pipeline stages (each declared once in :mod:`cpabanim.pipeline`, whose declarati
 KEY=VALUE`` and ``--overrides FILE`` (how the Snakefile hands its jobs the ``--config`` values); the CLI resolves
 the layers once, checks them and the stage's inputs, opens the stage's MLflow run, and hands the stage only what it
 declared. Commands (:mod:`cpabanim.commands`: ``params``, ``dag``, ``bench``, ``demo``, ``import-checkpoint``,
-``weights``, ``ui``) are tools around the pipeline, each a module with ``add_arguments`` and ``run``; each takes
-only the layer options it reads.
+``weights``, ``ui``, ``tracking-server``) are tools around the pipeline, each a module with ``add_arguments`` and
+``run``; each takes only the layer options it reads.
 
 Every error is one line on stderr in argparse's form, ``<prog>: error: <message>``, where ``<prog>`` is
 ``cpabanim`` or ``cpabanim <stage>``; a misspelt stage, option or parameter key ends with ``(did you mean
@@ -45,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("cpabanim.commands.bench", "benchmarks that print figures side by side (cpab, train, data)"),
     "weights": ("cpabanim.commands.weights", "fetch official pretrained weights (SAM, VGG19, DINO) into paths.weights"),
     "ui": ("cpabanim.commands.ui", "open the runs in the MLflow UI (model-training layout)"),
+    "tracking-server": (
+        "cpabanim.commands.tracking_server",
+        "serve one MLflow tracking server (PostgreSQL store) that jobs on several machines log to",
+    ),
     "record": ("cpabanim.commands.record", "write what a Snakemake run made into dvc.lock (dvc commit)"),
 }
 

@@ -129,6 +129,7 @@ def test_layer_options_only_where_they_are_read():
         "weights": LAYERS - {"--overrides"},  # `auto` reads the losses an overlay may change
         "import-checkpoint": {"--params", "--preset", "--set"},  # the preset gives the model section
         "ui": {"--params", "--set"},  # tracking.* only
+        "tracking-server": set(),  # its own options only: the store and where the artifacts go
         "dag": {"--params"},  # the paths of the generated files
         "bench": {"--preset"},
         "record": {"--params", "--overrides", "--set"},  # the values a Snakemake run used, for dvc.lock

@@ -7,6 +7,7 @@
     bench              benchmarks printed side by side (``bench/``: cpab, train, profile, data)
     weights            fetch the official pretrained weights into ``{paths.weights}``
     ui                 the MLflow UI on the project's runs, in its model-training layout
+    tracking_server    one MLflow server on PostgreSQL that the jobs of several machines log to (``tracking-server``)
 
 Contract: a command module has ``add_arguments(parser)`` and ``run(args) -> int`` (the exit code), and is
 registered in :data:`cpabanim.cli.COMMANDS` with its one-line help; the CLI imports it only when it runs. A command

@@ -12,8 +12,6 @@ prints the address that asks for it (docs/pipeline.md, "MLflow").
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 from cpabanim.config.layers import add_params_arguments, params_from_args
 from cpabanim.errors import CpabanimError
@@ -41,11 +39,12 @@ def experiment_id(uri: str, name: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpabanim.tracking.store import check_uri, sqlite_path, tracking_uri
+    from cpabanim.tracking.store import check_store, check_uri, sqlite_path, tracking_uri
 
     params = params_from_args(args)
     uri = tracking_uri(params)
     check_uri(uri)
+    check_store(uri)  # a server that does not answer, a corrupt sqlite file: one line, before MLflow's retries
     remote = uri.startswith(("http://", "https://"))
     database = sqlite_path(uri)
     if database is not None and not database.is_file():
@@ -55,17 +54,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"MLflow UI, runs of experiment {params['tracking']['experiment']!r}: {page}", flush=True)
     if remote or args.print_url:
         return 0
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
-    os.execv(sys.executable, command)  # the UI server takes over this process (Ctrl-C stops it)
+    from cpabanim.commands.tracking_server import exec_mlflow
+
+    exec_mlflow("ui", uri, args.host, args.port)
     return 0  # not reached

@@ -32,7 +32,7 @@ from cpabanim.tracking.provenance import (
     run_tags,
     source_tags,
 )
-from cpabanim.tracking.store import configure, creation_lock, enabled, tracking_uri
+from cpabanim.tracking.store import configure, creation_lock, enabled, find_or_create_run, find_run, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -66,36 +66,56 @@ def _param_tags(values: Mapping[str, Any]) -> dict[str, str]:
 
 
 def find_parent(experiment_id: str, experiment: str, pipeline: str | None) -> str | None:
-    """The newest parent run of ``experiment``: of the invocation ``pipeline``, or of any invocation (None)."""
-    where = f"tags.`{TAG_ROLE}` = 'pipeline' and tags.`{TAG_EXPERIMENT}` = '{experiment}'"
+    """The parent run of ``experiment`` in the invocation ``pipeline`` (the earliest of twins: :func:`find_run`),
+    or the newest of any invocation (None)."""
     if pipeline is not None:
-        where += f" and tags.`{TAG_PIPELINE}` = '{pipeline}'"
+        return find_run(tracking_uri_now(), experiment_id, parent_identity(experiment, pipeline))
+    where = f"tags.`{TAG_ROLE}` = 'pipeline' and tags.`{TAG_EXPERIMENT}` = '{experiment}'"
     found = mlflow_client().search_runs(
         [experiment_id], filter_string=where, order_by=["attributes.start_time DESC"], max_results=1
     )
     return found[0].info.run_id if found else None
 
 
+def tracking_uri_now() -> str:
+    """The store MLflow logs to in this process (set by :func:`~cpabanim.tracking.store.configure`)."""
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def parent_identity(experiment: str, pipeline: str) -> dict[str, str]:
+    """The tags that make a run the parent of ``experiment`` in the invocation ``pipeline``: one such run."""
+    return {TAG_ROLE: "pipeline", TAG_EXPERIMENT: experiment, TAG_PIPELINE: pipeline}
+
+
 def create_parent(experiment_id: str, params: dict[str, Any], logged: Mapping[str, Any]) -> str:
-    """A new parent run of ``params['experiment']`` in this invocation: provenance and source tags from ``params``
-    (the invocation's environment), ``logged`` as its params and ``param.*`` tags (what the experiment ran with)."""
+    """This invocation's parent run of ``params['experiment']``, created when it has none (race-safe across
+    machines: :func:`~cpabanim.tracking.store.find_or_create_run`): provenance and source tags from ``params``
+    (the invocation's environment); its creator logs ``logged`` as its params and ``param.*`` tags (what the
+    experiment ran with)."""
     name = str(params["experiment"])
     pid = pipeline_id()
     logged = {k: v for k, v in logged.items() if k != "seed"}  # its seeds' runs have one each (`seeds`: all)
-    tags = {
-        TAG_ROLE: "pipeline",
-        TAG_PIPELINE: pid,
-        "pipeline.orchestrator": orchestrator_of(pid),
-        **source_tags(pid),
-        **run_tags(params),
-        **_param_tags(logged),
-    }
     client = mlflow_client()
-    run = client.create_run(experiment_id, run_name=name, tags=tags)
-    _log_params(run.info.run_id, dict(logged))
-    log_processed_dataset(run.info.run_id, params)
-    log.info("MLflow: parent run %s of experiment %s (%s)", run.info.run_id, name, orchestrator_of(pid))
-    return run.info.run_id
+
+    def create() -> str:  # the tags (git, device) are worked out only when the parent is made
+        tags = {
+            TAG_ROLE: "pipeline",
+            TAG_PIPELINE: pid,
+            "pipeline.orchestrator": orchestrator_of(pid),
+            **source_tags(pid),
+            **run_tags(params),
+            **_param_tags(logged),
+        }
+        return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+
+    run_id, created = find_or_create_run(tracking_uri_now(), experiment_id, parent_identity(name, pid), create)
+    if created:
+        _log_params(run_id, dict(logged))
+        log_processed_dataset(run_id, params)
+        log.info("MLflow: parent run %s of experiment %s (%s)", run_id, name, orchestrator_of(pid))
+    return run_id
 
 
 def find_or_create_parent(params: dict[str, Any], experiment_id: str | None = None) -> str:
@@ -107,30 +127,27 @@ def find_or_create_parent(params: dict[str, Any], experiment_id: str | None = No
     experiment_id = experiment_id or configure(params)
     pid = pipeline_id()
     with creation_lock(tracking_uri(params)):
-        found = find_parent(experiment_id, str(params["experiment"]), None if pid.startswith("manual-") else pid)
+        found = find_parent(experiment_id, str(params["experiment"]), None) if pid.startswith("manual-") else None
         return found or create_parent(experiment_id, params, params)
 
 
 def find_or_create_seed_run(parent_id: str, params: dict[str, Any], experiment_id: str) -> str:
     """The run of ``params['seed']`` below the experiment's parent ``parent_id``, created by the first
-    per-experiment stage of that seed: the seed's stage runs are its children, the report logs its metrics."""
+    per-experiment stage of that seed (race-safe: :func:`~cpabanim.tracking.store.find_or_create_run`): the
+    seed's stage runs are its children, the report logs its metrics."""
     seed = str(params["seed"])
-    where = f"tags.`{TAG_ROLE}` = 'seed' and tags.`{TAG_SEED}` = '{seed}' and tags.`mlflow.parentRunId` = '{parent_id}'"
+    identity = {TAG_ROLE: "seed", TAG_SEED: seed, "mlflow.parentRunId": parent_id}
+    tags = {**identity, TAG_EXPERIMENT: str(params["experiment"]), TAG_PIPELINE: pipeline_id()}
     client = mlflow_client()
+
+    def create() -> str:
+        return client.create_run(experiment_id, run_name=f"{params['experiment']} seed {seed}", tags=tags).info.run_id
+
     with creation_lock(tracking_uri(params)):
-        found = client.search_runs([experiment_id], filter_string=where, max_results=1)
-        if found:
-            return found[0].info.run_id
-        tags = {
-            TAG_ROLE: "seed",
-            TAG_SEED: seed,
-            TAG_EXPERIMENT: str(params["experiment"]),
-            TAG_PIPELINE: pipeline_id(),
-            "mlflow.parentRunId": parent_id,
-        }
-        run = client.create_run(experiment_id, run_name=f"{params['experiment']} seed {seed}", tags=tags)
-        client.log_param(run.info.run_id, "seed", seed)
-        return run.info.run_id
+        run_id, created = find_or_create_run(tracking_uri_now(), experiment_id, identity, create)
+    if created:
+        client.log_param(run_id, "seed", seed)
+    return run_id
 
 
 def log_processed_dataset(run_id: str, params: dict[str, Any], only_if_none: bool = False) -> None:
