@@ -35,8 +35,11 @@ run-dvc: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	$(BIN)/dvc metrics show
 
+# Two test processes (pytest-xdist), one file per process at a time (module fixtures such as the e2e runs are
+# built once): most tests use one core, and the service tests (SLURM, PostgreSQL, Chromium) mostly wait.
+TEST_WORKERS ?= 2
 test: venv lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Style and imports (ruff) before the tests: unused names, import order, formatting (docs/architecture.md).
 lint: venv

@@ -35,3 +35,16 @@ requires_cuda = pytest.mark.skipif("not __import__('torch').cuda.is_available()"
 requires_faces = pytest.mark.skipif(
     not SHARED_FACES.is_dir(), reason=f"real face clips not found at {SHARED_FACES} (../shared/data/faces)"
 )
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri_stays_in_its_test():
+    """``mlflow.set_tracking_uri`` writes MLFLOW_TRACKING_URI into os.environ: without this, a test that sets it
+    sends every later test's subprocesses (which inherit the environment) to its store, in whatever order the
+    tests run (pytest-xdist's workers run files in another order than a serial run)."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
