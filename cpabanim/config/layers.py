@@ -45,6 +45,9 @@ def experiment_path(name: str, base_dir: str | Path = ".") -> Path:
     return _overlay_path(name, base_dir, "experiments")
 
 
+_MISSING = object()
+
+
 def _overlay_path(name: str | Path, base_dir: str | Path, folder: str) -> Path:
     candidate = Path(name)
     if candidate.suffix in (".yaml", ".yml"):
@@ -93,11 +96,17 @@ def resolve(
     if experiment in RESERVED_EXPERIMENT_NAMES:
         raise ConfigError(f"experiment {experiment!r}: the name is taken by the comparison report's folder")
     params = defaults()
+    layers = [("the command line", nest(overrides or {}))]
     if preset:
-        params = deep_merge(params, _overlay("preset", str(preset), base_dir))
+        preset_values = _overlay("preset", str(preset), base_dir)
+        params = deep_merge(params, preset_values)
+        layers.append((f"preset {preset}", preset_values))
     params = deep_merge(params, nest(file_values or {}))
+    layers.insert(1, ("params.yaml", nest(file_values or {})))
     if experiment_path(experiment, base_dir).is_file():
-        params = deep_merge(params, _overlay("experiment", experiment, base_dir))
+        experiment_values = _overlay("experiment", experiment, base_dir)
+        params = deep_merge(params, experiment_values)
+        layers.insert(1, (f"experiments/{experiment}.yaml", experiment_values))
     elif experiment != DEFAULT_EXPERIMENT:
         names = available("experiments", base_dir)
         raise ConfigError(
@@ -107,8 +116,37 @@ def resolve(
     params = deep_merge(params, nest(overrides or {}))
     params["preset"] = str(preset) if preset else None
     params["experiment"] = str(experiment)
-    validate(params)
+    try:
+        validate(params)
+    except ConfigError as err:
+        raise ConfigError(f"{err}{origin_note(str(err), layers)}") from None
     return params
+
+
+def set_by(dotted: str, layers: list[tuple[str, Mapping[str, Any]]]) -> str | None:
+    """The first of ``layers`` (highest first) that sets the key ``dotted``; None: a default."""
+    for name, values in layers:
+        node: Any = values
+        for part in dotted.split("."):
+            node = node.get(part, _MISSING) if isinstance(node, Mapping) else _MISSING
+        if node is not _MISSING:
+            return name
+    return None
+
+
+def origin_note(message: str, layers: list[tuple[str, Mapping[str, Any]]]) -> str:
+    """Where each refused key of a validation ``message`` was set, so that the fix is found where it must be made:
+    a value ``dvc exp run -S`` wrote into params.yaml stays there after DVC reports the failure."""
+    problems = message.removeprefix("invalid parameters: ").split("; ")
+    # a misspelt key has no value anywhere worth pointing at: its message ends with the closest key
+    keys = [m.group(1) for p in problems if "no such parameter" not in p and (m := re.match(r"([A-Za-z0-9_.]+):", p))]
+    origins = {key: layer for key in keys if (layer := set_by(key, layers))}
+    if not origins:
+        return ""
+    note = "; ".join(f"{key} from {layer}" for key, layer in origins.items())
+    if "params.yaml" in origins.values():
+        note += ": fix it there; a value that `dvc exp run -S` wrote stays until `git checkout params.yaml`"
+    return f" ({note})"
 
 
 def load_params(

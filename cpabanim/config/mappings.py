@@ -16,9 +16,50 @@ import yaml
 
 from cpabanim.errors import ConfigError
 
+# A parameter file has a few hundred values; aliases may repeat a node, but never expand a document past this.
+MAX_EXPANDED_NODES = 100_000
+
+
+class YamlTooLarge(yaml.YAMLError):
+    """A document whose aliases expand beyond :data:`MAX_EXPANDED_NODES` (a "billion laughs"), or refer to
+    themselves: refused before anything walks it (merging or validating would expand it in memory)."""
+
+
+def expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many nodes ``node`` holds with every alias expanded: linear in the distinct nodes (``sizes`` remembers
+    each one's), so a bomb is measured without being expanded. A node inside itself counts as too large."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        mark = node.start_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        raise YamlTooLarge(f"an alias at {where} refers to the node that contains it")
+    open_nodes.add(key)
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    total = 1
+    for child in children:
+        total += expanded_size(child, sizes, open_nodes)
+        if total > MAX_EXPANDED_NODES:
+            raise YamlTooLarge(f"its aliases expand to more than {MAX_EXPANDED_NODES} values (a YAML alias bomb?)")
+    open_nodes.discard(key)
+    sizes[key] = total
+    return total
+
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads ``1e-4`` as a float (YAML 1.2, as DVC's ruamel does), not as a string."""
+    """SafeLoader that reads ``1e-4`` as a float (YAML 1.2, as DVC's ruamel does), not as a string, and refuses
+    documents whose aliases expand too far (:class:`YamlTooLarge`)."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        if node is not None:
+            expanded_size(node, {}, set())
+        return node
 
 
 _Loader.add_implicit_resolver(
@@ -40,14 +81,23 @@ def yaml_load(text: str):
     return yaml.load(text, Loader=_Loader)
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (PyYAML's message spans several, with a caret)."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
+
+
 def read_mapping(path: Path, what: str) -> dict[str, Any]:
     """A YAML file that must hold a mapping (an empty file is an empty mapping); clear errors otherwise."""
     try:
         values = yaml_load(path.read_text())
     except OSError as err:
         raise ConfigError(f"{what} {path} cannot be read: {err.strerror}") from None
+    except YamlTooLarge as err:
+        raise ConfigError(f"{what} {path} refused: {err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{what} {path} is not valid YAML: {err}") from None
+        raise ConfigError(f"{what} {path} is not valid YAML: {yaml_problem(err)}") from None
     values = {} if values is None else values
     if not isinstance(values, dict):
         raise ConfigError(f"{what} {path} must be a mapping of sections, not {type(values).__name__}")

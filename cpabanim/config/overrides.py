@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from cpabanim.config.mappings import deep_merge, nest, yaml_load
+from cpabanim.config.mappings import deep_merge, nest, yaml_load, yaml_problem
 from cpabanim.errors import ConfigError
 
 
@@ -23,8 +23,7 @@ def parse_override(assignment: str) -> dict[str, Any]:
     try:
         value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"override {assignment!r}: the value is not valid YAML ({problem})") from None
+        raise ConfigError(f"override {assignment!r}: the value is not valid YAML ({yaml_problem(err)})") from None
     return nest({dotted: value})
 
 
@@ -58,7 +57,9 @@ def _typed(value: Any) -> Any:
     if isinstance(value, str):
         try:
             return yaml_load(value) if value.strip() else value
-        except yaml.YAMLError:
+        except yaml.YAMLError as err:
+            if value.lstrip().startswith(("{", "[")):  # meant as a mapping or list: say why it is not one
+                raise ConfigError(f"value {value!r} is not valid YAML ({yaml_problem(err)})") from None
             return value
     return value
 
@@ -75,5 +76,9 @@ def overrides_from_snakemake(config: Mapping[str, Any], reserved: Iterable[str] 
             for assignment in value if isinstance(value, list) else split_assignments(str(value)):
                 out = deep_merge(out, parse_override(str(assignment)))
         else:
-            out = deep_merge(out, nest({key: _typed(value)}))
+            try:
+                typed = _typed(value)
+            except ConfigError as err:
+                raise ConfigError(f"--config {key}=...: {err}") from None
+            out = deep_merge(out, nest({key: typed}))
     return out

@@ -39,7 +39,9 @@ try:
     SEEDS = [int(s) for s in (BASE["seeds"] or [BASE["seed"]])]
     check_shared_stages(_resolved)
 except CpabanimError as err:
-    raise ValueError(f"cpabanim: {err}") from None
+    # one line, as the CLI says it (a ValueError would come wrapped in Snakemake's traceback of this file)
+    sys.stderr.write(f"cpabanim: error: {err}\n")
+    sys.exit(1)
 STAGES = all_stages()
 
 wildcard_constraints:
