@@ -250,7 +250,8 @@ def test_photo_without_a_face_is_a_one_line_error_naming_it(checkpoint, inputs, 
 
 @requires_faces
 def test_face_crop_and_best_frame_on_real_faces(checkpoint, tmp_path):
-    """A 512x400 photo of one person, a talking-face mp4 of another: faces cropped, every frame animated."""
+    """A 512x400 photo of one person, a talking-face mp4 of another: faces cropped, every frame animated and
+    pasted back into the whole photo (the default with --crop face)."""
     photo = tmp_path / "person.jpg"
     Image.fromarray(read_video(SHARED_FACES / "d11.mp4", max_frames=2)[0][40:440]).save(photo)
     driving = SHARED_FACES / "d0.mp4"
@@ -274,7 +275,7 @@ def test_face_crop_and_best_frame_on_real_faces(checkpoint, tmp_path):
         == 0
     )
     video = read_video(out)
-    assert video.shape == (len(read_video(driving)), SIZE, SIZE, 3)
+    assert video.shape == (len(read_video(driving)), 400, 512, 3)  # the photo's size
     assert movie_info(out)[0] == pytest.approx(movie_info(driving)[0])  # the driving video's frame rate
 
 

@@ -6,6 +6,8 @@
                                                             --profile: where a step's time goes, per phase
     cpabanim bench data  [--json FILE] [--frame-size S] [--workers N] [--batch-size B] [--repeats R]
                                                             training items/s of the input pipeline, 0 vs N workers
+    cpabanim bench demo  [--json FILE] [--frame-size S] [--clip VIDEO] [--quick]
+                                                            the demo's peak memory on a 10 s and a 60 s driving video
 
 Figures are never asserted in tests (docs/model.md, "Training step profile").
 """
@@ -19,6 +21,7 @@ BENCHMARKS = {
     "cpab": "cpabanim.commands.bench.cpab",
     "train": "cpabanim.commands.bench.train",
     "data": "cpabanim.commands.bench.data",
+    "demo": "cpabanim.commands.bench.demo",
 }
 
 
@@ -38,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="data: measure 0 and N workers in turn this many times, report the medians (default 3)",
     )
     parser.add_argument(
+        "--clip",
+        default=None,
+        metavar="VIDEO",
+        help="demo: a real talking-face clip, repeated to length (default: a synthetic video, --crop none)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="train: time each phase of a step (data wait, keypoints, CPAB fit, dense warp, ...)",
@@ -54,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"data.frame_size={args.frame_size}")
     if args.batch_size:
         overrides.append(f"train.batch_size={args.batch_size}")
+    if args.what == "demo":
+        from cpabanim.commands.bench.demo import bench_demo
+
+        return bench_demo(args.json_path, args.preset, overrides, args.quick, args.device, args.clip)
     if args.what == "data":
         from cpabanim.commands.bench.data import bench_data
 

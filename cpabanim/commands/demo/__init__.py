@@ -14,7 +14,12 @@ the source and the driving video are different scenes (docs/model.md, "Behaviour
 Inputs of any size are brought to the checkpoint's training resolution: ``--crop face`` crops the photo's
 face and tracks and crops the driving video's face with the detector and stable crop of the ``folder``
 source (docs/data.md, "Sources"); ``--crop none`` takes the centre square of each, as that source does with
-``faces: false``.
+``faces: false``. The photo's face is found at any size from ~30 px (the largest, or ``--face N``: 0 = the
+largest, 1 = the next...), and with ``--paste-back`` (the default with ``--crop face``) the animated crop is
+blended back into the whole photo at its own resolution, so the result is the photo with its face moving.
+
+The driving video is streamed (read, cropped, animated and written a chunk at a time): memory does not grow
+with its length (``cpabanim bench demo`` measures it).
 """
 
 from __future__ import annotations
@@ -59,6 +64,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="face: crop the photo's face and track the driving video's; none: centre square",
     )
     parser.add_argument(
+        "--face",
+        type=int,
+        default=_default("face_index"),
+        metavar="N",
+        help="with --crop face, which face of the photo to animate: 0 = the largest (default), 1 = the next, ...",
+    )
+    parser.add_argument(
+        "--paste-back",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="blend the animated face back into the whole photo at its own size (default: on with --crop face; "
+        "--no-paste-back writes the model's crop)",
+    )
+    parser.add_argument(
         "--find-best-frame",
         action="store_true",
         help="start relative motion at the driving frame whose face landmarks best match the "
@@ -68,7 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--frames",
         default=None,
         metavar="DIR",
-        help="also write the result frames (the result only, at the model's resolution) as lossless PNGs",
+        help="also write the result frames (the result only: the whole photo with --paste-back, else the "
+        "model's crop) as lossless PNGs",
     )
     parser.add_argument("--fps", type=float, default=None, help="output frame rate (default: the driving video's)")
     parser.add_argument("--device", default=_default("device"), help="auto | cpu | cuda | cuda:N (default: auto)")
@@ -112,5 +132,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         panels=args.panels,
         explain_dir=args.explain,
+        paste_back=args.paste_back,
+        face_index=args.face,
     )
     return 0

@@ -1,13 +1,18 @@
 """The demo's work: one photo animated by one driving video (:func:`animate_photo`), its inputs brought to the
-checkpoint's resolution (face crop or centre square) and the driving frame that best matches the photo.
+checkpoint's resolution (face crop or centre square), the driving frame that best matches the photo, and the
+animated crop pasted back into the whole photo.
 
 Contract: every user error (a missing or unreadable file, no face found, an unknown choice) is one
-:class:`~cpabanim.errors.CpabanimError` line naming the file or the flag; the animation itself is
-:func:`cpabanim.animation.animate.animate_frames`, the panels and the video :mod:`cpabanim.commands.demo.panels`.
+:class:`~cpabanim.errors.CpabanimError` line naming the file or the flag. The driving video is streamed
+(:mod:`cpabanim.commands.demo.stream`: read, cropped, animated and written a chunk at a time, so memory does not
+grow with its length); the animation itself is :func:`cpabanim.animation.animate.animate_frames`, the crops
+:mod:`cpabanim.commands.demo.crop`, the paste-back :mod:`cpabanim.commands.demo.paste`, the panels and the
+video :mod:`cpabanim.commands.demo.panels`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from cpabanim.animation.animate import animate_frames
 from cpabanim.animation.animator import load_model
-from cpabanim.commands.demo.panels import PANELS, compose_panels, write_video
-from cpabanim.errors import CpabanimError, DataError, MissingWeightsError, first_line
-from cpabanim.evaluation.formulas import pose_distance_per_frame
+from cpabanim.commands.demo.crop import Prepare, driving_crop_boxes, face_prepare, photo_crop_box, square_prepare
+from cpabanim.commands.demo.loop import animate_stream, best_frame, more_moving
+from cpabanim.commands.demo.panels import PANELS, VideoWriter, compose_panels
+from cpabanim.commands.demo.paste import paste_back as paste_into
+from cpabanim.commands.demo.stream import CHUNK, DrivingVideo, FrameFolderWriter, open_driving
+from cpabanim.errors import CpabanimError, DataError, first_line
 from cpabanim.models.full import ANIMATION_MODES
 from cpabanim.progress import progress_bar
 
@@ -31,18 +38,28 @@ CROPS = ("face", "none")
 FALLBACK_FPS = 25.0
 # Checkpoints that do not record their training resolution (data.frame_size) were trained as FOMM/TPSMM's.
 FALLBACK_FRAME_SIZE = 256
-# dlib's HOG detector misses faces below ~80 px: landmarks for --find-best-frame are taken on upscaled frames.
-LANDMARK_MIN_SIDE = 256
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi")
 
 
 @dataclass
 class Inputs:
-    """The photo and the driving video at the model's resolution."""
+    """The photo and the driving video at the model's resolution (the whole video: for short clips and tests;
+    the demo itself streams :class:`DemoInputs`)."""
 
     source: np.ndarray  # uint8 (S, S, 3)
     driving: np.ndarray  # uint8 (T, S, S, 3)
     fps: float
+
+
+@dataclass
+class DemoInputs:
+    """The photo, where its crop is, and the driving video with the crop of its chunks."""
+
+    photo: np.ndarray  # uint8 (H, W, 3), as read
+    box: np.ndarray  # float (4,) square (x0, y0, x1, y1) in photo pixels: the crop the model animates
+    source: np.ndarray  # uint8 (S, S, 3): the photo's crop at the model's resolution
+    driving: DrivingVideo
+    prepare: Prepare  # (first frame index, driving chunk uint8 (n, H', W', 3)) -> (n, S, S, 3)
 
 
 def animate_photo(
@@ -60,6 +77,9 @@ def animate_photo(
     explain_dir: str | Path | None = None,
     batch_size: int = 8,
     progress: bool = True,
+    paste_back: bool | None = None,
+    face_index: int = 0,
+    chunk_frames: int = CHUNK,
 ) -> Path:
     """Animate the photo ``source`` with the video ``driving`` and write the video ``out``; returns its path.
 
@@ -71,17 +91,26 @@ def animate_photo(
         mode: ``relative`` | ``standard`` | ``avd`` (see :mod:`cpabanim.commands.demo`).
         crop: ``face`` (detect and crop the faces) | ``none`` (centre square).
         find_best_frame: relative motion from the driving frame whose face landmarks best match the source's.
-        frames_dir: also write the result frames there as lossless PNGs (``00000.png``, ...).
+        frames_dir: also write the result frames there as lossless PNGs (``00000.png``, ...): the frames of
+            the video's result panel (the whole photo with ``paste_back``, else the model's crop).
         fps: frame rate of ``out``; default: the driving video's (25 for frame folders and gifs).
         device: ``auto`` (CUDA when available) | ``cpu`` | ``cuda`` | ``cuda:N``.
         panels: ``all`` = labelled ``source | driving | result`` side by side; ``result`` = the result only.
         explain_dir: write the pictures of :mod:`cpabanim.viz.explain` there, for the frame that moves most.
         batch_size: driving frames per forward pass.
         progress: show a progress bar.
+        paste_back: blend the animated crop back into the photo at its own resolution (feathered border), so
+            the result is the whole photo; default (None): on with ``crop="face"``, off with ``crop="none"``.
+        face_index: which face of the photo to animate with ``crop="face"``: 0 = the largest, 1 = the next, ...
+        chunk_frames: driving frames read, animated and written at a time (memory grows with it, not with
+            the video's length).
     """
     _check_choice("mode", mode, ANIMATION_MODES)
     _check_choice("crop", crop, CROPS)
     _check_choice("panels", panels, PANELS)
+    if face_index < 0:
+        raise CpabanimError(f"--face {face_index}: give 0 for the largest face, 1 for the next, ...")
+    paste_back = crop == "face" if paste_back is None else paste_back
     out = Path(out)
     check_outputs(out, frames_dir, explain_dir, fps)
     torch_device = demo_device(device)
@@ -89,28 +118,34 @@ def animate_photo(
         checkpoint, torch_device, missing="pass --checkpoint PATH, or train one with `cpabanim train`"
     )
     size = training_resolution(extra, checkpoint)
-    inputs = prepare_inputs(Path(source), Path(driving), size, crop, _face_crop_options(extra))
+    inputs = plan_inputs(Path(source), Path(driving), size, crop, _face_crop_options(extra), face_index, chunk_frames)
     start = 0
     if find_best_frame:
-        start = best_frame(inputs.source, inputs.driving, Path(source))
+        start = best_frame(inputs, Path(source))
         log.info("best driving frame: %d (relative motion starts there)", start)
-    frames = len(inputs.driving)
-    with progress_bar(total=frames + (1 if start else 0), desc="demo", unit="frame", disable=not progress) as bar:
-        result, explanation = animate_frames(
-            model, inputs.source, inputs.driving, mode, start, torch_device, batch_size, bar.update
-        )
-    write_video(compose_panels(inputs.source, inputs.driving, result, panels), out, fps or inputs.fps)
-    if frames_dir is not None:
-        from cpabanim.data.frames import write_frames
-
-        write_frames(result, Path(frames_dir))
+    frames = inputs.driving.count
+    paste = (lambda crops: paste_into(inputs.photo, crops, inputs.box)) if paste_back else (lambda crops: crops)
+    source_panel = inputs.photo if paste_back else inputs.source
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(progress_bar(total=frames, desc="demo", unit="frame", disable=not progress))
+        writer = stack.enter_context(VideoWriter(out, fps or inputs.driving.fps))
+        pngs = stack.enter_context(FrameFolderWriter(Path(frames_dir))) if frames_dir is not None else None
+        explanation = None
+        for crops, result, chunk_explanation in animate_stream(model, inputs, mode, start, torch_device, batch_size):
+            result = paste(result)
+            writer.write(compose_panels(source_panel, crops, result, panels))
+            if pngs is not None:
+                pngs.write(result)
+            explanation = more_moving(explanation, chunk_explanation)
+            bar.update(len(crops))
     if explain_dir is not None:
         from cpabanim.viz.explain import write_explanation
 
         explanation = _titled(explanation, f"{Path(source).name} driven by {Path(driving).name} ({mode} mode)")
         paths = write_explanation(explanation, explain_dir)
         log.info("explanation pictures: %s", ", ".join(str(p) for p in paths.values()))
-    log.info("wrote %s (%d frames, %dx%d px, %s mode)", out, frames, size, size, mode)
+    height, width = (inputs.photo.shape[:2]) if paste_back else (size, size)
+    log.info("wrote %s (%d frames, %dx%d px, %s mode)", out, frames, width, height, mode)
     return out
 
 
@@ -195,63 +230,52 @@ def driving_fps(path: Path) -> float:
     return FALLBACK_FPS
 
 
-def prepare_inputs(source: Path, driving: Path, size: int, crop: str, face_options: dict[str, Any]) -> Inputs:
-    """Read both inputs and bring them to ``size`` x ``size`` (face crop, or centre square), uint8."""
-    from cpabanim.data.video import read_video, resize_frames
+def plan_inputs(
+    source: Path,
+    driving: Path,
+    size: int,
+    crop: str,
+    face_options: dict[str, Any],
+    face_index: int = 0,
+    chunk_frames: int = CHUNK,
+) -> DemoInputs:
+    """Read the photo and crop it, check the driving video and (``crop="face"``) track its face in one
+    streaming pass: what :func:`animate_photo` animates, chunk by chunk."""
+    from cpabanim.data.faces import DEFAULT_MARGIN, crop_frames
 
     photo = read_photo(source)
-    try:
-        video = read_video(driving)
-    except DataError as err:
-        # decoders append their whole stderr (ffmpeg: its banner, ~20 lines); the first line says what failed
-        lines = str(err).strip().splitlines()
-        raise DataError(lines[0] + (" ...)" if len(lines) > 1 else "")) from err
+    video = open_driving(driving, driving_fps(driving), chunk_frames)
     if crop == "face":
-        log.info("finding the faces in %s and in the %d frames of %s", source.name, len(video), driving.name)
-        photo = _face_crop(photo[None], size, face_options, source)[0]
-        video = _face_crop(video, size, face_options, driving)
-    else:
-        from cpabanim.data.preprocess import centre_square  # the folder source's crop without faces
-
-        photo = resize_frames(centre_square(photo[None]), size, source=source)[0]
-        video = resize_frames(centre_square(video), size, source=driving)
-    return Inputs(source=photo, driving=video, fps=driving_fps(driving))
-
-
-def _face_crop(frames: np.ndarray, size: int, options: dict[str, Any], path: Path) -> np.ndarray:
-    """uint8 (T, H, W, 3) -> (T, size, size, 3) face crops, or a :class:`DataError` naming ``path``."""
-    from cpabanim.data.faces import face_crop_video
-
-    try:
-        return face_crop_video(frames, size, **options)[0]
-    except DataError as err:
-        raise DataError(f"{path}: {err} (use --crop none to animate it uncropped)") from err
-
-
-def _landmarks(frames: np.ndarray) -> np.ndarray:
-    """dlib's 68 face landmarks of uint8 (T, S, S, 3) frames -> (T, 68, 2), NaN where no face is found."""
+        log.info("finding the faces in %s and in the %d frames of %s", source.name, video.count, driving.name)
+        box = photo_crop_box(photo, face_index, face_options.get("margin", DEFAULT_MARGIN), source)
+        return DemoInputs(
+            photo,
+            box,
+            crop_frames(photo[None], box[None], size)[0],
+            video,
+            face_prepare(driving_crop_boxes(video, face_options), size),
+        )
+    from cpabanim.data.preprocess import centre_square  # the folder source's crop without faces
     from cpabanim.data.video import resize_frames
-    from cpabanim.evaluation.extractors import DlibFaceLandmarks, ExtractorUnavailable
 
-    try:
-        extractor = DlibFaceLandmarks()
-    except ExtractorUnavailable as err:
-        raise MissingWeightsError(f"--find-best-frame needs face landmarks: {err}") from err
-    return extractor(resize_frames(frames, max(frames.shape[1], LANDMARK_MIN_SIDE)))
+    height, width = photo.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    box = np.array([left, top, left + side, top + side], dtype=np.float64)
+    return DemoInputs(
+        photo,
+        box,
+        resize_frames(centre_square(photo[None]), size, source=source)[0],
+        video,
+        square_prepare(size, driving),
+    )
 
 
-def best_frame(source: np.ndarray, driving: np.ndarray, source_path: Path) -> int:
-    """The driving frame whose normalised landmarks are closest (squared distance) to the source's (FOMM's
-    ``find_best_frame``); frames without a face are skipped, frame 0 when no frame has one."""
-    marks = _landmarks(np.concatenate([source[None], driving]))
-    if np.isnan(marks[0]).any():
-        raise DataError(f"{source_path}: no face landmarks found in the photo (needed by --find-best-frame)")
-    distances = pose_distance_per_frame(marks[1:], marks[0])
-    distances = np.where(np.isnan(distances), np.inf, distances)  # a frame without a face is never the best
-    if not np.isfinite(distances).any():
-        log.warning("no face landmarks in the driving video: --find-best-frame starts at frame 0")
-        return 0
-    return int(np.argmin(distances))
+def prepare_inputs(source: Path, driving: Path, size: int, crop: str, face_options: dict[str, Any]) -> Inputs:
+    """Both inputs at ``size`` x ``size`` (face crop, or centre square), uint8, the whole driving video held."""
+    inputs = plan_inputs(source, driving, size, crop, face_options)
+    frames = np.concatenate([inputs.prepare(start, chunk) for start, chunk in inputs.driving.chunks()])
+    return Inputs(source=inputs.source, driving=frames, fps=inputs.driving.fps)
 
 
 def _titled(explanation, title: str):
