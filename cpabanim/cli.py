@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "generate (or check) dvc.yaml and workflow/rules/*.smk from the stage declarations",
     ),
     "demo": ("cpabanim.commands.demo", "animate your own photo with a driving video"),
+    "app": ("cpabanim.commands.app", "the demo as a web page on 127.0.0.1 (Gradio: pip install 'cpabanim[app]')"),
     "import-checkpoint": ("cpabanim.commands.import_checkpoint", "convert a TPSMM checkpoint into a cpabanim one"),
     "bench": ("cpabanim.commands.bench", "benchmarks that print figures side by side (cpab, train, data)"),
     "weights": ("cpabanim.commands.weights", "fetch official pretrained weights (SAM, VGG19, DINO) into paths.weights"),
@@ -50,6 +51,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "serve one MLflow tracking server (PostgreSQL store) that jobs on several machines log to",
     ),
     "record": ("cpabanim.commands.record", "write what a Snakemake run made into dvc.lock (dvc commit)"),
+    "checkpoints": ("cpabanim.commands.checkpoints", "list the trained models, with every one a restart kept aside"),
 }
 
 

@@ -129,10 +129,12 @@ def test_layer_options_only_where_they_are_read():
         "weights": LAYERS - {"--overrides"},  # `auto` reads the losses an overlay may change
         "import-checkpoint": {"--params", "--preset", "--set"},  # the preset gives the model section
         "ui": {"--params", "--set"},  # tracking.* only
+        "app": set(),  # its own options only: host, port, checkpoints, device
         "tracking-server": set(),  # its own options only: the store and where the artifacts go
         "dag": {"--params"},  # the paths of the generated files
         "bench": {"--preset"},
         "record": {"--params", "--overrides", "--set"},  # the values a Snakemake run used, for dvc.lock
+        "checkpoints": {"--params", "--experiment", "--set"},  # paths.checkpoints; the experiment's folder
     }
     assert set(expected) == set(COMMANDS)
     for name, wanted in expected.items():

@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import json
 import os
 import re
-import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -42,11 +39,11 @@ import pytest
 from PIL import Image
 
 from .conftest import PROJECT_ROOT
+from .services.chromium import BROWSER_FLAGS, DevTools, chromium
 
 EXPERIMENT = "ui-check"
 MAGIC = {".gif": (b"GIF87a", b"GIF89a"), ".png": (b"\x89PNG\r\n\x1a\n",), ".mp4": (b"ftyp",)}
 IMAGES = (".png", ".gif")  # what the UI's artifact view shows as an <img>
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 SAFE_PATH = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
 
 
@@ -265,13 +262,6 @@ def test_a_logged_folder_is_uploaded_under_safe_names(tmp_path, monkeypatch):
     ]
 
 
-def chromium() -> str | None:
-    return next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
-
-
-BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900"]
-
-
 def _dump_dom(browser: str, url: str) -> str:
     """The page's DOM after its scripts ran (headless; --no-sandbox: the tests may run as root)."""
     result = subprocess.run(
@@ -424,76 +414,6 @@ def check_every_artifact_has_a_safe_path_and_is_served(pipeline_run: dict) -> No
             json.loads(body)
 
 
-class _DevTools:
-    """One headless Chromium driven over its DevTools pipe (``--remote-debugging-pipe``: JSON messages ended by a
-    NUL byte, read by the browser on its fd 3, written on its fd 4), so that the UI's scripts load once and each
-    artifact view is a navigation inside the page."""
-
-    def __init__(self, executable: str, log: Path):
-        to_browser, self._to_browser = os.pipe()
-        self._from_browser, from_browser = os.pipe()
-        # the shell puts the browser's two pipe ends on its fds 3 and 4: first moved above them, so that no end
-        # is itself fd 3 or 4 (closed by the redirections otherwise)
-        to_browser, from_browser = (self._above_the_browser_fds(fd) for fd in (to_browser, from_browser))
-        script = f'exec "$@" 3<&{to_browser} 4>&{from_browser} {to_browser}<&- {from_browser}>&-'
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in close()
-        self.process = subprocess.Popen(
-            ["bash", "-c", script, "bash", executable, *BROWSER_FLAGS, "--remote-debugging-pipe", "about:blank"],
-            pass_fds=(to_browser, from_browser),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        os.close(to_browser)
-        os.close(from_browser)
-        self._buffer, self._next_id, self._session = b"", 0, None
-        target = self.call("Target.createTarget", url="about:blank")["targetId"]
-        self._session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-
-    @staticmethod
-    def _above_the_browser_fds(fd: int) -> int:
-        moved = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
-        os.close(fd)
-        return moved
-
-    def call(self, method: str, timeout: float = 60, **params) -> dict:
-        """Send one command (to the page once attached) and return its result."""
-        self._next_id += 1
-        message = {"id": self._next_id, "method": method, "params": params}
-        if self._session and not method.startswith("Target."):
-            message["sessionId"] = self._session
-        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while True:
-            answer = self._read(deadline)
-            if answer.get("id") == self._next_id:
-                assert "error" not in answer, (method, answer["error"])
-                return answer.get("result", {})
-
-    def _read(self, deadline: float) -> dict:
-        while b"\0" not in self._buffer:
-            ready, _, _ = select.select([self._from_browser], [], [], max(0.0, deadline - time.monotonic()))
-            chunk = os.read(self._from_browser, 1 << 16) if ready else b""
-            if not chunk:
-                pytest.fail(f"Chromium did not answer (exit code {self.process.poll()})")
-            self._buffer += chunk
-        message, self._buffer = self._buffer.split(b"\0", 1)
-        return json.loads(message)
-
-    def evaluate(self, expression: str):
-        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.call("Browser.close", timeout=10)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-        os.close(self._to_browser)
-        os.close(self._from_browser)
-        self._log.close()
-
-
 # the UI's artifact view shows an image as an <img alt="<path>" src="blob:..."> (fetched through /get-artifact)
 SHOWN_IMAGES = (
     "JSON.stringify({images: [...document.images].map(i => [i.alt, i.src.slice(0, 5), i.complete && i.naturalWidth]),"
@@ -501,7 +421,7 @@ SHOWN_IMAGES = (
 )
 
 
-def _shown(browser: _DevTools, run_page: str, path: str, timeout: float = 60) -> dict:
+def _shown(browser: DevTools, run_page: str, path: str, timeout: float = 60) -> dict:
     """Open the artifact view of ``path`` of the run at ``run_page`` and wait until its image is decoded; returns
     what the page showed (its images, whether it refused the path). The run's page comes first: the artifact view
     keeps its selected file when only the file in the address changes."""
@@ -526,7 +446,7 @@ def check_the_ui_shows_every_image(pipeline_run: dict, tmp_path: Path) -> None:
     kinds = {(run["name"], path): (run, path) for run, path in _all_paths(pipeline_run)}
     images = [(run, path) for run, path in kinds.values() if Path(path).suffix.lower() in IMAGES]
     assert len(images) >= 8, images
-    browser = _DevTools(chromium(), tmp_path / "chromium.log")
+    browser = DevTools(chromium(), tmp_path / "chromium.log")
     try:
         failed = {}
         for run, path in images:
