@@ -19,6 +19,7 @@ from cpabanim.cli import main
     [
         ("cpab", ["fit_fast_s", "fit_adam_s", "fit_fast_residual", "fit_adam_residual", "warp_s", "warp_libcpab_s"]),
         ("train", ["cpab_step_s", "tps_step_s", "cpab_peak_mb", "tps_peak_mb"]),
+        ("preprocess", ["peak_rss_mb_12", "peak_rss_mb_48", "frames_12", "frames_48", "rss_ratio"]),
     ],
 )
 def test_bench_writes_its_figures(tmp_path, capsys, what, keys):

@@ -64,6 +64,29 @@ def within_budget(frame: np.ndarray) -> np.ndarray:
     return cv2.resize(frame, (target[1], target[0]), interpolation=cv2.INTER_AREA)
 
 
+def header_size(path: Path) -> tuple[int, int] | None:
+    """``(height, width)`` of a movie's video stream from its header (``ffmpeg -i``, which decodes nothing), or
+    None where ffmpeg does not say. Asking decord means decoding a frame at full size: 580 MB of peak memory for
+    one 8000x8000 frame, before the pixel budget could apply (``cpabanim bench preprocess``)."""
+    import re
+    import subprocess
+
+    import imageio_ffmpeg
+
+    try:
+        probe = subprocess.run(
+            [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r"Stream #[^\n]*?Video: [^\n]*?(\d{2,5})x(\d{2,5})", probe.stderr)
+    return (int(found.group(2)), int(found.group(1))) if found else None
+
+
 def read_movie(path: Path, max_frames: int | None, stride: int, start: int = 0, stop: int | None = None) -> np.ndarray:
     """Frames ``start, start + stride, ... < stop`` of a movie, each within the pixel budget (:func:`decode_size`):
     decord, or imageio's ffmpeg where decord fails (decord refuses some frame widths, e.g. 48 px, with a
@@ -78,7 +101,7 @@ def read_movie(path: Path, max_frames: int | None, stride: int, start: int = 0, 
         count = len(reader) if stop is None else min(stop, len(reader))
         if count <= start:
             raise DataError(f"{path}: the video has no frames in [{start}, {stop})")
-        height, width = reader[0].shape[:2]
+        height, width = header_size(path) or reader[0].shape[:2]
         target = decode_size(height, width)
         if target != (height, width):  # decoded small by ffmpeg's scaler: the full-size clip is never held
             log.info("%s: %dx%d frames decoded at %dx%d (pixel budget)", path, width, height, target[1], target[0])

@@ -29,7 +29,7 @@ def test_a_fifo_named_like_a_video_is_skipped_not_waited_on(tmp_path):
 
 def test_frames_over_the_pixel_budget_are_decoded_downscaled(tmp_path, monkeypatch):
     """The budget (1920x1088 by default) shrinks a larger frame while decoding, aspect kept; shown here with a
-    small budget so that the test stays cheap (an 8000x8000 clip is the benchmark's, `cpabanim bench data`)."""
+    small budget so that the test stays cheap (an 8000x8000 clip is the benchmark's, `cpabanim bench preprocess`)."""
     write_mp4(tmp_path / "wide.mp4", np.repeat(moving_square_video(4, 96, seed=0), 2, axis=2))  # 96 x 192
     frames = tmp_path / "frames"
     frames.mkdir()

@@ -8,6 +8,8 @@
                                                             training items/s of the input pipeline, 0 vs N workers
     cpabanim bench demo  [--json FILE] [--frame-size S] [--clip VIDEO] [--quick]
                                                             the demo's peak memory on a 10 s and a 60 s driving video
+    cpabanim bench preprocess [--json FILE] [--quick]       preprocess's peak memory on an 8000x8000 clip,
+                                                            data.folder.max_frames 12 vs 48
 
 Figures are never asserted in tests (docs/model.md, "Training step profile").
 """
@@ -22,6 +24,7 @@ BENCHMARKS = {
     "train": "cpabanim.commands.bench.train",
     "data": "cpabanim.commands.bench.data",
     "demo": "cpabanim.commands.bench.demo",
+    "preprocess": "cpabanim.commands.bench.preprocess",
 }
 
 
@@ -67,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
         from cpabanim.commands.bench.demo import bench_demo
 
         return bench_demo(args.json_path, args.preset, overrides, args.quick, args.device, args.clip)
+    if args.what == "preprocess":
+        from cpabanim.commands.bench.preprocess import bench_preprocess
+
+        return bench_preprocess(args.json_path, args.preset, overrides, args.quick)
     if args.what == "data":
         from cpabanim.commands.bench.data import bench_data
 

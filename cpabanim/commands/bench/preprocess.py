@@ -1,0 +1,95 @@
+"""``cpabanim bench preprocess``: the peak memory of preprocessing one huge clip (8000x8000 frames), with
+``data.folder.max_frames`` 12 and 48, each run in its own process.
+
+A decoded 8000x8000 frame is 192 MB; holding a clip at that resolution would need ``max_frames`` times that. Frames
+over the pixel budget are decoded downscaled (:mod:`cpabanim.data.movie`), so the peak should not depend on
+``max_frames`` and stay under 1 GB (issue 24's goal). The clip is ffmpeg's ``testsrc2`` pattern, written by the
+ffmpeg that imageio-ffmpeg ships (H.264); a second, small clip is there because a folder needs two videos (train
+and test).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SIZE = 8000
+QUICK_SIZE = 2400
+FRAMES = 60
+MAX_FRAMES = (12, 48)
+# Run in the child: preprocess the folder, then its own peak RSS in KiB.
+CHILD = (
+    "import json, resource, sys\n"
+    "from cpabanim.data.preprocess import preprocess\n"
+    "data = json.loads(sys.argv[1])\n"
+    "manifest = preprocess(data, 0, sys.argv[2], sys.argv[3])\n"
+    "usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+    "frames = sum(v['frames'] for split in manifest['videos'].values() for v in split.values())\n"
+    "print('BENCH_RSS ' + json.dumps({'self_kb': usage, 'frames': frames, 'skipped': len(manifest['skipped'])}))\n"
+)
+
+
+def write_clip(path: Path, size: int, frames: int) -> Path:
+    """An H.264 clip of ``frames`` frames of ``size`` x ``size`` (ffmpeg's moving test pattern)."""
+    import imageio_ffmpeg
+
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi"]
+    command += ["-i", f"testsrc2=size={size}x{size}:rate=24", "-frames:v", str(frames)]
+    command += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)]
+    subprocess.run(command, check=True, capture_output=True, timeout=900)
+    return path
+
+
+def run_preprocess(data: dict, raw: Path, out: Path) -> dict[str, float]:
+    """:func:`cpabanim.data.preprocess.preprocess` in a fresh Python process -> peak RSS (MB), frames, time."""
+    start = time.perf_counter()
+    args = [sys.executable, "-c", CHILD, json.dumps(data), str(raw), str(out)]
+    done = subprocess.run(args, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("BENCH_RSS ")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"preprocess failed: {' | '.join(done.stderr.strip().splitlines()[-3:])}")
+    usage = json.loads(lines[-1][10:])
+    return {
+        "peak_rss_mb": usage["self_kb"] / 1024,
+        "frames": usage["frames"],
+        "skipped": usage["skipped"],
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def bench_preprocess(json_path: str | None, preset: str | None, overrides: list[str], quick: bool) -> int:
+    """Peak RSS of preprocessing a folder holding one huge clip, at each of :data:`MAX_FRAMES`, printed."""
+    from cpabanim.commands.bench.common import bench_params
+
+    params = bench_params(preset, overrides)
+    size = QUICK_SIZE if quick else SIZE
+    results: dict[str, float] = {"clip_px": size, "frame_size": int(params["data"]["frame_size"])}
+    with tempfile.TemporaryDirectory(prefix="cpabanim-bench-preprocess-") as tmp:
+        root = Path(tmp)
+        videos = root / "videos"
+        videos.mkdir()
+        write_clip(videos / "huge.mp4", size, FRAMES)
+        write_clip(videos / "small.mp4", 128, 8)
+        for max_frames in MAX_FRAMES:
+            folder = {**params["data"]["folder"], "dir": str(videos), "max_frames": max_frames, "faces": False}
+            data = {**params["data"], "source": "folder", "folder": folder}
+            measured = run_preprocess(data, root / "raw", root / f"processed_{max_frames}")
+            for key, value in measured.items():
+                results[f"{key}_{max_frames}"] = value
+    low, high = MAX_FRAMES
+    results["rss_ratio"] = results[f"peak_rss_mb_{high}"] / results[f"peak_rss_mb_{low}"]
+    print(f"preprocess peak memory, one {size}x{size} clip ({FRAMES} frames) -> {results['frame_size']} px:")
+    print(f"  {'max_frames':<11} {'frames':>7} {'peak RSS MB':>12} {'seconds':>8}")
+    for max_frames in MAX_FRAMES:
+        print(
+            f"  {max_frames:<11} {results[f'frames_{max_frames}']:>7.0f} {results[f'peak_rss_mb_{max_frames}']:>12.1f}"
+            f" {results[f'seconds_{max_frames}']:>8.1f}"
+        )
+    print(f"  ratio {high} / {low}: {results['rss_ratio']:.3f} (goal: independent of max_frames, under 1 GB)")
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
