@@ -6,8 +6,8 @@ Pipeline stages (each declared once in :mod:`cpabanim.pipeline`, whose declarati
 KEY=VALUE`` and ``--overrides FILE`` (how the Snakefile hands its jobs the ``--config`` values); the CLI resolves
 the layers once, checks them and the stage's inputs, opens the stage's MLflow run, and hands the stage only what it
 declared. Commands (:mod:`cpabanim.commands`: ``params``, ``dag``, ``bench``, ``demo``, ``import-checkpoint``,
-``weights``, ``ui``, ``tracking-server``) are tools around the pipeline, each a module with ``add_arguments`` and
-``run``; each takes only the layer options it reads.
+``weights``, ``ui``, ``tracking-server``, ``app``, ``checkpoints``) are tools around the pipeline, each a module with
+``add_arguments`` and ``run``; each takes only the layer options it reads.
 
 Every error is one line on stderr in argparse's form, ``<prog>: error: <message>``, where ``<prog>`` is
 ``cpabanim`` or ``cpabanim <stage>``; a misspelt stage, option or parameter key ends with ``(did you mean

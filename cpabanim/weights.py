@@ -10,12 +10,17 @@ torchvision/torch.hub put them).
 SAM's full sha256, or for DINO, which publishes none, the ``<file>.sha256`` the download stage recorded),
 then it is loaded with ``torch.load(weights_only=True)``. A corrupt file is one error line naming the file and
 the fix (delete it, ``cpabanim weights NAME``), never a suggestion to load it unsafely.
+
+:func:`safe_torch_load` is the one ``torch.load`` of the package (checkpoints, imports, weight files, re-id
+weights): the zip directory is checked for decompression bombs first (:func:`check_archive`), and a refusal is one
+line that tells a pickle that would run code from a file that is not PyTorch weights (:func:`pickle_runs_code`).
 """
 
 from __future__ import annotations
 
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,9 +173,74 @@ def _legacy_numpy_globals() -> list[Any]:
     ]  # as numpy 1.x wrote it
 
 
-def _weights_only_reason(exc: BaseException) -> tuple[str | None, str]:
-    """(why the file is unsafe, or None when it is merely unreadable; a one-line reason) from torch's error,
-    without torch's advice to retry with the unsafe loader (never an option here)."""
+# A zip record that inflates more than this is refused as a decompression bomb: torch.save stores its records
+# uncompressed, so a real checkpoint or weight file is near 1:1. Records under RATIO_CHECKED_ABOVE inflate to
+# nothing dangerous whatever their ratio; nothing may inflate past the larger of MAX_UNPACKED_BYTES and the
+# file's own size (a stored file holds what it inflates to).
+MAX_COMPRESSION_RATIO = 100
+RATIO_CHECKED_ABOVE = 1 << 20
+MAX_UNPACKED_BYTES = 8 << 30
+_PICKLE_READ_LIMIT = 64 << 20  # bytes of a pickle scanned to tell a code-running pickle from random bytes
+# pickle instructions that import or call something: a pickle holding one of them builds objects, i.e. runs code
+_CODE_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"})
+UNSAFE_ADVICE = "never load it with weights_only=False unless you trust where it came from"
+
+
+def check_archive(path: Path, what: str, fix: str) -> None:
+    """Refuse a zip (torch's file format) whose records would inflate past the bounds above, from its directory
+    alone and before torch reads a byte of it: torch would inflate a 4 GiB record of a 4 MB file into memory.
+    Anything else (a bare pickle, random bytes, a broken zip) is left to torch's reader, which names it."""
+    path = Path(path)
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+        size = path.stat().st_size
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return
+    for record in records:
+        if record.file_size > RATIO_CHECKED_ABOVE and record.file_size > MAX_COMPRESSION_RATIO * record.compress_size:
+            raise CpabanimError(
+                f"{what} {path} refused: its record {record.filename} inflates {record.compress_size} bytes to "
+                f"{record.file_size} (over {MAX_COMPRESSION_RATIO}:1, a decompression bomb; torch never compresses "
+                f"its files); {fix}"
+            )
+    total = sum(record.file_size for record in records)
+    if total > max(MAX_UNPACKED_BYTES, size):
+        raise CpabanimError(
+            f"{what} {path} refused: its records inflate to {total} bytes, more than the "
+            f"{MAX_UNPACKED_BYTES >> 30} GiB a file of {size} bytes may hold here; {fix}"
+        )
+
+
+def _pickle_bytes(path: Path) -> bytes:
+    """The pickle torch would unpickle: a zip's ``data.pkl`` record (its size already bounded by
+    :func:`check_archive`) or the head of a bare file."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+            return archive.read(names[0])[:_PICKLE_READ_LIMIT] if names else b""
+    with open(path, "rb") as handle:
+        return handle.read(_PICKLE_READ_LIMIT)
+
+
+def pickle_runs_code(path: str | Path) -> bool:
+    """True when ``path`` holds a well-formed pickle that imports or calls something (a pickle of objects, not of
+    tensors), read with :mod:`pickletools`, which parses the instructions without executing any. Random bytes
+    and truncated files are not well-formed: False. Tells the two refusals of :func:`safe_torch_load` apart."""
+    import io
+    import pickletools
+
+    try:
+        operations = {op.name for op, _, _ in pickletools.genops(io.BytesIO(_pickle_bytes(Path(path))))}
+    except Exception:  # any malformed stream: genops raises ValueError, EOFError, struct errors, ...
+        return False
+    return bool(operations & _CODE_OPCODES)
+
+
+def _torch_reason(exc: BaseException) -> str:
+    """Torch's error in one line without its advice to retry with the unsafe loader (never an option here)."""
     text = str(exc)
     detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
     if detail:
@@ -178,48 +248,57 @@ def _weights_only_reason(exc: BaseException) -> tuple[str | None, str]:
     else:
         lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
         reason = lines[0] if lines else type(exc).__name__
-    global_name = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-    operand = re.search(r"Unsupported operand (\S+)", text)
-    if global_name:
-        unsafe = (
-            f"loading it would call {global_name.group(1)}, i.e. run code from the file; cpabanim loads only "
-            "plain tensors and containers. Do not use files of unknown origin"
+    return f"{type(exc).__name__}: {reason}"[:300]
+
+
+def _load_failure(path: Path, exc: BaseException, what: str, fix: str) -> CpabanimError:
+    """The one line for a file torch's safe loader refused: a pickle that would run code (named, with the warning
+    never to load it unsafely), else a file that is not PyTorch weights (corrupt, truncated, another format)."""
+    called = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    if called or (isinstance(exc, pickle.UnpicklingError) and pickle_runs_code(path)):
+        calls = f": it calls {called.group(1)}" if called else ""
+        return CpabanimError(
+            f"{what} {path}: refused: loading it would run code (a pickle with objects other than tensors{calls}); "
+            f"{UNSAFE_ADVICE} — {fix}"
         )
-    elif operand:  # random bytes land here as often as a pickle protocol torch's safe loader does not read
-        unsafe = (
-            f"it is corrupt or not a plain PyTorch file (pickle instruction {operand.group(1)}, which safe "
-            "loading does not execute)"
-        )
-    else:
-        unsafe = None
-    return unsafe, f"{type(exc).__name__}: {reason}"[:300]
+    return CpabanimError(
+        f"{what} {path} is not a PyTorch weights file (corrupt, truncated or another format: "
+        f"{_torch_reason(exc)}); {fix}"
+    )
 
 
 def safe_torch_load(path: str | Path, what: str, fix: str, map_location: Any = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)``; any failure is one :class:`CpabanimError` line.
+    """``torch.load(path, weights_only=True)`` after :func:`check_archive`; any failure is one
+    :class:`CpabanimError` line (:func:`_load_failure`), never torch's pages of advice.
 
     Args:
         path: the file.
-        what: what the file should be, for the message ("checkpoint", "weight file vgg19 (...)").
-        fix: the sentence that tells the user what to do (delete and re-download / retrain).
+        what: what the file should be, for the message ("checkpoint", "weight file (vgg19)").
+        fix: the sentence that tells the user what to do (delete and re-download / retrain / where to get it).
     A file whose pickle asks for code (any global outside torch's allow-list and the numpy arrays of
     format-1 checkpoints) is refused as unsafe: it is never loaded with the unsafe loader.
     """
+    import warnings
+
     import torch
 
     path = Path(path)
+    check_archive(path, what, fix)
     try:
-        with torch.serialization.safe_globals(_legacy_numpy_globals()):
+        with torch.serialization.safe_globals(_legacy_numpy_globals()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # the refusal below says it all
             return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        unsafe, reason = _weights_only_reason(exc)
-        if unsafe:
-            raise CpabanimError(f"{what} {path} refused: {unsafe}; {fix}") from None
-        raise CpabanimError(f"{what} {path} is corrupt or not a PyTorch file ({reason}); {fix}") from None
-    except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError, TypeError) as exc:
-        # truncated zip, random bytes, unreadable file: torch raises all of these
-        _, reason = _weights_only_reason(exc)
-        raise CpabanimError(f"{what} {path} is corrupt or not a PyTorch file ({reason}); {fix}") from None
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        OSError,
+        KeyError,
+        AttributeError,
+        TypeError,
+    ) as exc:  # truncated zip, random bytes, unreadable file, a refused pickle: torch raises all of these
+        raise _load_failure(path, exc, what, fix) from None
 
 
 # Official segment-anything checkpoints (facebookresearch/segment-anything README) and their sha256.

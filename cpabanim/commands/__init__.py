@@ -7,6 +7,8 @@
     bench              benchmarks printed side by side (``bench/``: cpab, train, profile, data)
     weights            fetch the official pretrained weights into ``{paths.weights}``
     ui                 the MLflow UI on the project's runs, in its model-training layout
+    app                the demo as a web page (Gradio) on 127.0.0.1
+    checkpoints        each run's ``last.pt`` and every model a restart kept (``superseded/``)
     tracking_server    one MLflow server on PostgreSQL that the jobs of several machines log to (``tracking-server``)
 
 Contract: a command module has ``add_arguments(parser)`` and ``run(args) -> int`` (the exit code), and is

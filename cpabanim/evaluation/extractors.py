@@ -192,6 +192,13 @@ class MediapipePose:
         return out
 
 
+# where ft_net's weights come from, for every message about a bad evaluate.reid_weights file
+REID_SOURCE = (
+    "get the weights from Person_reID_baseline_pytorch (ft_net's net_last.pth, "
+    "https://github.com/layumi/Person_reID_baseline_pytorch)"
+)
+
+
 class ReidIdentity:
     """Person re-id feature of ``ft_net`` (Person_reID_baseline_pytorch): ResNet-50, fc and classifier removed.
 
@@ -212,7 +219,11 @@ class ReidIdentity:
         import torch
         import torchvision
 
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        from cpabanim.weights import safe_torch_load  # the one safe loader: one line for a pickle or random bytes
+
+        state = safe_torch_load(weights, "re-id weights (evaluate.reid_weights)", REID_SOURCE)
+        if not isinstance(state, dict):
+            raise ExtractorUnavailable(f"re-id weights {weights} hold no state dict; {REID_SOURCE}")
         backbone = {
             k[len("model.") :]: v for k, v in state.items() if k.startswith("model.") and not k.startswith("model.fc")
         }

@@ -6,9 +6,12 @@ Promises (docs/reliability.md lists the test behind each):
   ``last.pt``: an interrupted or failed save leaves either the previous checkpoint or the new one, never a
   truncated file. A failed write (full disk, read-only folder) removes its temporary file and raises one
   :class:`CpabanimError` line naming the path.
-- **Safe to load**: every file is read with ``torch.load(..., weights_only=True)``; a checkpoint stores only
-  plain containers, numbers, strings and tensors (numpy RNG arrays are stored as tensors). A file that needs
-  anything else to load (a pickle that would run code) is refused, never retried unsafely.
+- **Safe to load**: every file is read with ``torch.load(..., weights_only=True)`` after its zip directory is
+  checked (``cpabanim.weights.safe_torch_load``: no decompression bomb); a checkpoint stores only plain
+  containers, numbers, strings and tensors (numpy RNG arrays are stored as tensors). A file that needs anything
+  else to load (a pickle that would run code) is refused, never retried unsafely. Its recorded ``model_params``
+  are checked against the schema's ranges before a model is built from them, and its tensors against the
+  model's shapes before they are loaded (one line naming the first that differs).
 - **One trainer per folder**: :func:`hold_checkpoint_folder` takes an exclusive lock for as long as training runs.
 - **No orphans**: :func:`remove_stale_temp_files` clears what a killed save left behind; the temporary files
   and the lock file match ``.dvcignore`` so DVC never hashes them.
@@ -19,7 +22,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -151,37 +154,107 @@ def _check_loadable(written: Path, path: Path) -> None:
 
 
 def read_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
-    """The checkpoint dict (numpy RNG arrays restored); a missing, corrupt or unsafe file raises
-    :class:`CpabanimError`. Reads format 1 (numpy arrays pickled) and format 2 alike."""
+    """The checkpoint dict (numpy RNG arrays restored); a missing, corrupt or unsafe file, or one whose recorded
+    ``model_params`` the schema refuses (:func:`model_params_problem`), raises :class:`CpabanimError`. Reads
+    format 1 (numpy arrays pickled) and format 2 alike."""
     path = Path(path)
     if not path.is_file():
         raise CpabanimError(f"checkpoint {path} not found (train first: `cpabanim train`)")
     state = safe_torch_load(path, "checkpoint", "delete it and train again (`cpabanim train`)", map_location)
     if not isinstance(state, dict) or "model" not in state or "model_params" not in state:
         raise CpabanimError(f"checkpoint {path} is not a cpabanim checkpoint (no model state)")
+    problem = model_params_problem(state["model_params"])
+    if problem:
+        raise CpabanimError(f"checkpoint {path} is not a cpabanim checkpoint ({problem})")
     return _from_plain(state)
+
+
+def _strict_model_validator():
+    """A validator of cpabanim/schemas/model.yaml where ``4.0`` is not an integer (as the params' own validation:
+    a float channel count would fail deep inside torch)."""
+    import jsonschema
+
+    from cpabanim.config.schema import schema
+
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return jsonschema.validators.extend(base, type_checker=checker)(schema()["properties"]["model"])
+
+
+def _describe_model_error(error) -> str:
+    """One schema violation of recorded model params in words: ``model.motion 'lstm' is not one of cpab, tps``."""
+    where = ".".join(["model", *(str(p) for p in error.absolute_path)])
+    value, bound = error.instance, error.validator_value
+    if error.validator == "enum":
+        return f"{where} {value!r} is not one of {', '.join(str(v) for v in bound)}"
+    if error.validator in ("maximum", "exclusiveMaximum"):
+        return f"{where} {value!r} is above the schema's maximum {bound}"
+    if error.validator in ("minimum", "exclusiveMinimum"):
+        return f"{where} {value!r} is below the schema's minimum {bound}"
+    if error.validator == "additionalProperties" and isinstance(value, Mapping):
+        known = error.schema.get("properties", {})
+        return "; ".join(f"{where}.{key}: no such parameter" for key in sorted(map(str, value)) if key not in known)
+    if error.validator == "type":
+        return f"{where} {value!r} is not of type {bound}"
+    return f"{where}: {error.message}"[:200]
+
+
+def model_params_problem(model_params: Any) -> str | None:
+    """Why a checkpoint's recorded ``model_params`` cannot be built, checked against the schema's types, enums and
+    ranges (cpabanim/schemas/model.yaml) BEFORE any model is: a file asking for a 16384-channel generator would
+    otherwise allocate memory without bound, and an unknown motion would be a traceback. None when they fit;
+    the first problem (in key order) otherwise."""
+    if not isinstance(model_params, Mapping):
+        return f"model_params is a {type(model_params).__name__}, not a mapping"
+    errors = sorted(
+        _strict_model_validator().iter_errors(model_params), key=lambda e: [str(p) for p in e.absolute_path]
+    )
+    return _describe_model_error(errors[0]) if errors else None
 
 
 def load_checkpoint(path: str | Path, map_location="cpu"):
     """-> (AnimationModel in eval mode on ``map_location``, extra dict: step, epoch, params, complete, ...).
 
-    The model is built from the recorded ``model_params``; a key added to the schema since the file was
-    written takes its default (``ModelConfig.from_mapping``)."""
+    The model is built from the recorded ``model_params`` (checked first, :func:`read_checkpoint`); a key added
+    to the schema since the file was written takes its default (``ModelConfig.from_mapping``)."""
     from cpabanim.config.typed import ModelConfig
     from cpabanim.models.full import AnimationModel
 
     state = read_checkpoint(path, map_location)
     model = AnimationModel(ModelConfig.from_mapping(state["model_params"]))
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise CpabanimError(
-            f"checkpoint {path} does not match the model it describes ({_state_mismatch(model, state['model'])}); "
-            "it was probably written by an older cpabanim: train again"
-        ) from exc
+    load_model_state(model, state["model"], Path(path))
     model.to(map_location if not callable(map_location) else "cpu").eval()
     extra = {k: v for k, v in state.items() if k != "model"}
     return model, extra
+
+
+def load_model_state(model, saved: Mapping[str, Any], path: Path) -> None:
+    """``model.load_state_dict(saved)``, the tensors of checkpoint ``path``, with every mismatch one line: the first
+    tensor whose shape differs from what the params give (named, both shapes: torch's error is a page), or the
+    missing / unexpected names. Every loader of a checkpoint's model goes through here (load, resume, AVD)."""
+    expected = model.state_dict()
+    reshaped = [
+        key
+        for key, tensor in expected.items()
+        if key in saved and hasattr(saved[key], "shape") and tuple(saved[key].shape) != tuple(tensor.shape)
+    ]
+    if reshaped:
+        key = reshaped[0]
+        raise CpabanimError(
+            f"checkpoint {path} does not fit the model its params describe: {key} has shape "
+            f"{list(saved[key].shape)} in the file, {list(expected[key].shape)} from the params "
+            f"({len(reshaped)} tensor(s) differ); the file was altered or mixed with another run's params: "
+            "move it away and train again (`cpabanim train --restart`), or restore the checkpoint that belongs here"
+        )
+    try:
+        model.load_state_dict(saved)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise CpabanimError(
+            f"checkpoint {path} does not match the model it describes ({_state_mismatch(model, saved)}); "
+            "it was probably written by an older cpabanim: train again"
+        ) from exc
 
 
 def _state_mismatch(model, state: dict[str, Any], shown: int = 3) -> str:

@@ -157,13 +157,16 @@ def convert_tpsmm_checkpoint(src: Path, dst: Path, preset_model_params: dict) ->
     checkpoint does not load strictly into the model it describes.
     """
     from cpabanim.config.typed import ModelConfig
-    from cpabanim.models.checkpoint import save_checkpoint
+    from cpabanim.models.checkpoint import model_params_problem, save_checkpoint
     from cpabanim.models.full import AnimationModel
 
     src, dst = Path(src), Path(dst)
     checkpoint = read_tpsmm_checkpoint(src)
     params = infer_model_params(checkpoint, preset_model_params)
     overridden = sorted(k for k in params if k in preset_model_params and preset_model_params[k] != params[k])
+    problem = model_params_problem(params)  # sizes read from the tensors: bounded before anything is built
+    if problem:
+        raise CpabanimError(f"{src} describes a model cpabanim does not build ({problem}); {FIX}")
     model = AnimationModel(ModelConfig.from_mapping(params))
     state = tpsmm_state_dict(checkpoint)
     avd_trained = isinstance(checkpoint.get("avd_network"), Mapping)

@@ -99,7 +99,33 @@ def run(cfg, io: StageIO, restart: bool = False) -> None:
 
 
 def train_here(job: TrainingJob, folder: Path, runtime: Runtime, stop: StopRequest, restart: bool) -> None:
-    """This process's part of the training (all of it in a one-process job), the AVD network and the marker."""
+    """This process's part of the training (all of it in a one-process job), the AVD network and the marker.
+
+    The checkpoint folder's lock is held from before training to after the marker (rank 0), so that a second
+    ``cpabanim train`` started while this one trains its AVD network is refused too, not a second AVD trainer
+    on the same files. The AVD schedule is checked against the training videos before anything trains."""
+    from cpabanim.training.state import checkpoint_folder_lock
+
+    check_avd_inputs(job)
+    with checkpoint_folder_lock(folder, runtime.is_main):
+        _train_then_avd(job, folder, runtime, stop, restart)
+
+
+def check_avd_inputs(job: TrainingJob, dataset=None) -> None:
+    """Refuse, before training, an AVD batch the training videos cannot fill (``train.avd_batch_size`` above
+    videos x ``train.avd_repeats``): found after training, it would throw the whole run's time away.
+    ``dataset``: the AVD stage's one pass over the videos (None: built from ``job.processed`` as it will be)."""
+    if job.train.avd_epochs <= 0:
+        return
+    from cpabanim.training.avd import AVDSchedule, check_avd_batch
+    from cpabanim.training.loop import build_dataset
+
+    videos = dataset if dataset is not None else build_dataset(job, needs_masks=False, num_repeats=1)
+    check_avd_batch(len(videos), AVDSchedule.of(job.train))
+
+
+def _train_then_avd(job: TrainingJob, folder: Path, runtime: Runtime, stop: StopRequest, restart: bool) -> None:
+    """Train (or resume), then the AVD network, then the marker: :func:`train_here` under the folder's lock."""
     from cpabanim.files import write_json
     from cpabanim.training.avd import train_avd
     from cpabanim.training.launch import LAUNCHED_ENV

@@ -102,6 +102,20 @@ def _batch(dataset, indices: list[int], seed: int, epoch: int, first: int, devic
     return to_device(collate([load_item(dataset, key) for key in keys]), device)
 
 
+def check_avd_batch(num_videos: int, schedule: AVDSchedule) -> None:
+    """Refuse a schedule whose epoch holds no full batch (``train.avd_batch_size`` above the training videos x
+    ``train.avd_repeats``, or below 2: BatchNorm). The train stage calls it before training, so that the mistake
+    is not found only after the whole training ran; :func:`fit_avd` again, for library use."""
+    fix = "lower train.avd_batch_size, raise train.avd_repeats, or skip the AVD stage with train.avd_epochs=0"
+    if schedule.batch_size < 2:
+        raise ConfigError(f"train.avd_batch_size {schedule.batch_size} cannot make a batch: BatchNorm needs 2 or more")
+    if num_videos * schedule.repeats < schedule.batch_size:
+        raise ConfigError(
+            f"train.avd_batch_size {schedule.batch_size} is larger than the {num_videos} training videos x "
+            f"train.avd_repeats {schedule.repeats} of an AVD epoch, which cannot make a batch: {fix}"
+        )
+
+
 def fit_avd(
     model: nn.Module,
     dataset,
@@ -131,11 +145,7 @@ def fit_avd(
         ConfigError: when an epoch holds no full batch.
     """
     num_videos = len(dataset)
-    if schedule.batch_size < 2 or num_videos * schedule.repeats < schedule.batch_size:
-        raise ConfigError(
-            f"AVD training: {num_videos} videos x {schedule.repeats} repeats cannot make a batch of "
-            f"{schedule.batch_size} (BatchNorm needs at least 2)"
-        )
+    check_avd_batch(num_videos, schedule)
     optimizer = torch.optim.Adam(model.avd.parameters(), lr=schedule.lr, betas=schedule.betas)
     scheduler = avd_scheduler(optimizer, schedule)
     model.kp_detector.train(detector_train_mode)
@@ -182,11 +192,19 @@ def train_avd(job: TrainingJob, device: torch.device | None = None, dataset=None
     written back with the schedule it ran (``avd_schedule``); skipped when that schedule already ran.
     ``train.avd_epochs: 0`` skips it. ``device``: the runtime's (None: ``job.device``, this process alone).
     """
+    from cpabanim.training.state import checkpoint_folder_lock
+
+    with checkpoint_folder_lock(job.checkpoint.parent, is_main=True):  # one AVD trainer per folder too
+        return _train_avd(job, device, dataset)
+
+
+def _train_avd(job: TrainingJob, device: torch.device | None, dataset) -> dict[str, Any]:
+    """:func:`train_avd` under the checkpoint folder's lock."""
     from dataclasses import asdict
 
     from cpabanim import tracking
     from cpabanim.config.typed import ModelConfig
-    from cpabanim.models.checkpoint import read_checkpoint, save_checkpoint
+    from cpabanim.models.checkpoint import load_model_state, read_checkpoint, save_checkpoint
     from cpabanim.models.full import AnimationModel
     from cpabanim.runtime import resolve_device
     from cpabanim.training.loop import build_dataset
@@ -201,7 +219,7 @@ def train_avd(job: TrainingJob, device: torch.device | None = None, dataset=None
         return {"steps": 0, "loss": None}
     device = resolve_device(job.device, 0) if device is None else device
     model = AnimationModel(ModelConfig.from_mapping(state["model_params"])).to(device)
-    model.load_state_dict(state["model"])
+    load_model_state(model, state["model"], path)
     if dataset is None:  # the AVD stage makes its own repeats: one pass over the training videos
         dataset = build_dataset(job, needs_masks=False, num_repeats=1)
     log_every = job.train.log_every

@@ -1,4 +1,5 @@
-"""Hostile files the reliability tests write: a pickle that would run code, a legacy (format-1) checkpoint."""
+"""Hostile files the reliability tests write (a pickle that would run code, a legacy (format-1) checkpoint) and
+the check that a refusal never advises the unsafe loader."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from cpabanim.weights import UNSAFE_ADVICE
 
 
 class CreatesMarkerFile:
@@ -37,3 +40,11 @@ def write_malicious_checkpoint(path: Path, marker: Path, zip_format: bool = True
 def legacy_rng_state() -> dict:
     """The trainer's RNG state as format 1 stored it: numpy's state is a tuple holding a uint32 array."""
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def assert_no_unsafe_advice(message: str) -> None:
+    """One line, and ``weights_only`` only in the warning never to load the file unsafely (not torch's advice to
+    retry with ``weights_only=False``, which docs/reliability.md promises is never given)."""
+    assert "\n" not in message
+    assert "weights_only" not in message.replace(UNSAFE_ADVICE, ""), message
+    assert "Please" not in message and "re-running" not in message, message

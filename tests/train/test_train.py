@@ -184,11 +184,11 @@ def test_changed_training_params_restart_and_a_longer_schedule_continues(tmp_pat
     # a longer schedule continues the complete run instead of starting again
     longer = tiny_params(tmp_path, motion="tps", max_steps=3, dropout_epoch=0, num_epochs=100)
     assert train(job_of(longer), dataset=dataset)["step"] == 3
-    assert not (tmp_path / "ckpt" / "last.superseded.pt").exists()
+    assert not (tmp_path / "ckpt" / "superseded").exists()
     # a parameter that changes what is learned: train from scratch, keep the old checkpoint beside
     other = tiny_params(tmp_path, motion="tps", max_steps=2, dropout_epoch=0, num_epochs=100, lr_generator=5.0e-3)
     assert train(job_of(other), dataset=dataset)["step"] == 2
-    _, superseded = load_checkpoint(tmp_path / "ckpt" / "last.superseded.pt")
+    _, superseded = load_checkpoint(tmp_path / "ckpt" / "superseded" / "001.pt")  # every one kept, numbered
     assert superseded["step"] == 3
     _, current = load_checkpoint(tmp_path / "ckpt" / "last.pt")
     assert current["step"] == 2 and current["params"]["train"]["lr_generator"] == 5.0e-3
