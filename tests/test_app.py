@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import zlib
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from PIL import Image
 from cpabanim import cli
 from tests.eval.conftest import moving_blob_video
 from tests.services.chromium import DevTools, chromium
+from tests.services.http import wait_until_answering
 
 SIZE = 32  # the tiny model's resolution
 CHECKPOINT = Path("models/checkpoints/tiny/seed0/last.pt")
@@ -81,20 +81,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_until_up(base: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"cpabanim app exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(base, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"cpabanim app did not answer in {timeout} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def app(folder):
     """``cpabanim app`` on a free port of 127.0.0.1 in ``folder`` (its temporary files, Gradio's uploads included,
@@ -109,7 +95,7 @@ def app(folder):
         )
         base = f"http://127.0.0.1:{port}/"
         try:
-            _wait_until_up(base, process, log_path)
+            wait_until_answering(base, process, log_path, "cpabanim app", timeout=90)
             yield base
         finally:
             process.send_signal(signal.SIGTERM)

@@ -40,6 +40,7 @@ from PIL import Image
 
 from .conftest import PROJECT_ROOT
 from .services.chromium import BROWSER_FLAGS, DevTools, chromium
+from .services.http import wait_until_answering
 
 EXPERIMENT = "ui-check"
 MAGIC = {".gif": (b"GIF87a", b"GIF89a"), ".png": (b"\x89PNG\r\n\x1a\n",), ".mp4": (b"ftyp",)}
@@ -141,7 +142,7 @@ def _mlflow_server(uri: str, root: Path):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(base, process, root / "server.log")
+        wait_until_answering(f"{base}/health", process, root / "server.log", "mlflow server", timeout=90)
         yield base
     finally:
         _stop_group(process)
@@ -152,20 +153,6 @@ def _mlflow_server(uri: str, root: Path):
 def server(store):
     with _mlflow_server(store["uri"], store["root"]) as base:
         yield base
-
-
-def _wait_until_up(base: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"mlflow server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"mlflow server did not answer /health in {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 def _stop_group(process: subprocess.Popen) -> None:
@@ -314,7 +301,7 @@ def test_cpabanim_ui_serves_the_store_and_prints_the_model_training_page(store):
     process = subprocess.Popen(command, cwd=store["root"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(base, process, log_path)
+        wait_until_answering(f"{base}/health", process, log_path, "mlflow server", timeout=90)
         page = f"{base}/#/experiments/{store['experiment_id']}/runs?workflowType=machine_learning"
         assert page in log_path.read_text()
         browser = chromium()

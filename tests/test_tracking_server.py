@@ -15,8 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import pytest
 from cpabanim.tracking.provenance import TAG_EXPERIMENT, TAG_ROLE, TAG_SEED
 
 from .conftest import PROJECT_ROOT
+from .services.http import wait_until_answering
 from .services.postgres import PostgresServer, free_port, postgres_server_fixture  # noqa: F401 (postgres_server)
 
 CLI = Path(sys.executable).with_name("cpabanim")
@@ -69,20 +68,6 @@ with runs.stage_context("train", params, used={"seed": int(seed), "job": me}, se
 )
 
 
-def wait_until_up(base: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"cpabanim tracking-server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    pytest.fail(f"cpabanim tracking-server did not answer /health in {timeout} s:\n{log.read_text()[-3000:]}")
-
-
 def stop_group(process: subprocess.Popen) -> None:
     """SIGTERM to the server's process group (mlflow server and its workers), SIGKILL to what is left after 3 s
     (its workers' graceful shutdown would wait for idle connections)."""
@@ -112,7 +97,7 @@ def tracking_server(postgres_server: PostgresServer, tmp_path_factory):
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(base, process, log_path)
+        wait_until_answering(f"{base}/health", process, log_path, "cpabanim tracking-server", timeout=120)
         yield base, database, root / "art", log_path
     finally:
         stop_group(process)

@@ -3,37 +3,18 @@ loss, MLflow logging (losses, lr, image grid, checkpoint artifact) and re-runnin
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
-from PIL import Image
 
 from cpabanim import cli
-from tests.train.helpers import MovingBlobDataset
+from tests.train.test_preemption import write_frames
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
-
-
-def _write_dataset(processed, masks, videos=2, frames=4, size=32):
-    blob = MovingBlobDataset(num_items=frames, size=size)
-    for v in range(videos):
-        folder = processed / "train" / f"blob{v}"
-        folder.mkdir(parents=True)
-        labels = []
-        for t in range(frames):
-            image, mask = blob._frame(0.4 * t + v)
-            Image.fromarray((image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(folder / f"{t:05d}.png")
-            labels.append(mask.numpy().astype(np.uint8))
-        (masks / "train").mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(masks / "train" / f"blob{v}.npz", labels=np.stack(labels))
-    (masks / "meta.json").write_text(json.dumps({"source": "test"}))
 
 
 def test_cli_train_with_masks_and_tracking(tmp_path):
     pytest.importorskip("cpabanim.data.dataset")
     processed, masks = tmp_path / "processed", tmp_path / "masks"
-    _write_dataset(processed, masks)
+    write_frames(processed, masks)
     db = tmp_path / "mlflow.db"
     args = [
         "train",
