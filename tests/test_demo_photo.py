@@ -182,6 +182,17 @@ def test_photo_without_a_face_is_one_line(checkpoint, blob_driving, tmp_path, ca
     )
 
 
+def test_a_photo_too_small_is_one_line_naming_the_photo(checkpoint, blob_driving, tmp_path, caplog):  # noqa: F811
+    path = tmp_path / "tiny.png"
+    Image.new("RGB", (1, 1), (9, 9, 9)).save(path)
+    args = ["--source", str(path), "--driving", str(blob_driving), "--checkpoint", str(checkpoint), "--crop", "none"]
+    assert demo(*args, "--out", str(tmp_path / "r.mp4")) == 1
+    assert one_line_error(caplog) == (
+        f"the photo {path} is 1x1 pixels: below the 32 px minimum of its short side; use a larger photo"
+    )
+    assert not (tmp_path / "r.mp4").exists()
+
+
 def test_bench_demo_runs_on_tiny_inputs(tmp_path, capsys):
     """`cpabanim bench demo --quick`: two short driving videos, a peak RSS each and their ratio (never asserted
     against the goal: a smoke run)."""

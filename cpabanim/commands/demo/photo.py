@@ -27,6 +27,7 @@ from cpabanim.commands.demo.loop import animate_stream, best_frame, more_moving
 from cpabanim.commands.demo.panels import PANELS, VideoWriter, compose_panels
 from cpabanim.commands.demo.paste import paste_back as paste_into
 from cpabanim.commands.demo.stream import CHUNK, DrivingVideo, FrameFolderWriter, open_driving
+from cpabanim.data.video import MIN_SOURCE_SIDE
 from cpabanim.errors import CpabanimError, DataError, first_line
 from cpabanim.models.full import ANIMATION_MODES
 from cpabanim.progress import progress_bar
@@ -210,6 +211,12 @@ def read_photo(path: Path) -> np.ndarray:
         raise DataError(f"{path}: no such image")
     try:
         with Image.open(path) as image:
+            if min(image.size) < MIN_SOURCE_SIDE:  # said of the photo here, not of a "source video" in preprocess
+                width, height = image.size
+                raise DataError(
+                    f"the photo {path} is {width}x{height} pixels: below the {MIN_SOURCE_SIDE} px minimum of its "
+                    "short side; use a larger photo"
+                )
             # phone photos store their rotation in EXIF: show the photo the way its owner sees it
             return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     except (UnidentifiedImageError, OSError) as err:
