@@ -1,4 +1,5 @@
-"""What the benchmarks share: their parameters and a small set of training frames written for them."""
+"""What the benchmarks share: their parameters, a small set of training frames written for them, the table of a
+peak-memory benchmark and its JSON."""
 
 from __future__ import annotations
 
@@ -36,3 +37,20 @@ def write_bench_frames(
             (masks / "train").mkdir(parents=True, exist_ok=True)
             np.savez_compressed(masks / "train" / f"{name}.npz", labels=labels)
     return root
+
+
+def print_peaks(title: str, label: str, rows: list[tuple[str, float, float, float]], ratio: str) -> None:
+    """The table of a peak-memory benchmark: ``rows`` of (case, frames, peak RSS MB, seconds), then ``ratio``."""
+    print(title)
+    print(f"  {label:<11} {'frames':>7} {'peak RSS MB':>12} {'seconds':>8}")
+    for case, frames, peak, seconds in rows:
+        print(f"  {case:<11} {frames:>7.0f} {peak:>12.1f} {seconds:>8.1f}")
+    print(f"  {ratio}")
+
+
+def write_figures(json_path: str | None, results: dict) -> None:
+    """``--json FILE``: the benchmark's figures as JSON."""
+    if json_path:
+        import json
+
+        Path(json_path).write_text(json.dumps(results, indent=2) + "\n")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cpabanim.commands.bench.common import bench_params
+from cpabanim.commands.bench.common import bench_params, print_peaks, write_figures
 
 FPS = 25.0
 SECONDS = (10, 60)
@@ -138,14 +138,11 @@ def bench_demo(
                 results[f"{key}_{length}s"] = value
     short, long = seconds
     results["rss_ratio"] = results[f"peak_rss_mb_{long}s"] / results[f"peak_rss_mb_{short}s"]
-    print(f"cpabanim demo peak memory ({results['frame_size']} px model, {'clip ' + clip if clip else 'synthetic'}):")
-    print(f"  {'driving':<9} {'frames':>7} {'peak RSS MB':>12} {'seconds':>8}")
-    for length in seconds:
-        print(
-            f"  {f'{length} s':<9} {round(length * FPS):>7} {results[f'peak_rss_mb_{length}s']:>12.1f} "
-            f"{results[f'seconds_{length}s']:>8.1f}"
-        )
-    print(f"  ratio {long} s / {short} s: {results['rss_ratio']:.3f} (goal: within 10 %)")
-    if json_path:
-        Path(json_path).write_text(json.dumps(results, indent=2) + "\n")
+    rows = [
+        (f"{length} s", round(length * FPS), results[f"peak_rss_mb_{length}s"], results[f"seconds_{length}s"])
+        for length in seconds
+    ]
+    title = f"cpabanim demo peak memory ({results['frame_size']} px model, {'clip ' + clip if clip else 'synthetic'}):"
+    print_peaks(title, "driving", rows, f"ratio {long} s / {short} s: {results['rss_ratio']:.3f} (goal: within 10 %)")
+    write_figures(json_path, results)
     return 0

@@ -63,7 +63,7 @@ def run_preprocess(data: dict, raw: Path, out: Path) -> dict[str, float]:
 
 def bench_preprocess(json_path: str | None, preset: str | None, overrides: list[str], quick: bool) -> int:
     """Peak RSS of preprocessing a folder holding one huge clip, at each of :data:`MAX_FRAMES`, printed."""
-    from cpabanim.commands.bench.common import bench_params
+    from cpabanim.commands.bench.common import bench_params, print_peaks, write_figures
 
     params = bench_params(preset, overrides)
     size = QUICK_SIZE if quick else SIZE
@@ -82,14 +82,9 @@ def bench_preprocess(json_path: str | None, preset: str | None, overrides: list[
                 results[f"{key}_{max_frames}"] = value
     low, high = MAX_FRAMES
     results["rss_ratio"] = results[f"peak_rss_mb_{high}"] / results[f"peak_rss_mb_{low}"]
-    print(f"preprocess peak memory, one {size}x{size} clip ({FRAMES} frames) -> {results['frame_size']} px:")
-    print(f"  {'max_frames':<11} {'frames':>7} {'peak RSS MB':>12} {'seconds':>8}")
-    for max_frames in MAX_FRAMES:
-        print(
-            f"  {max_frames:<11} {results[f'frames_{max_frames}']:>7.0f} {results[f'peak_rss_mb_{max_frames}']:>12.1f}"
-            f" {results[f'seconds_{max_frames}']:>8.1f}"
-        )
-    print(f"  ratio {high} / {low}: {results['rss_ratio']:.3f} (goal: independent of max_frames, under 1 GB)")
-    if json_path:
-        Path(json_path).write_text(json.dumps(results, indent=2) + "\n")
+    rows = [(str(n), results[f"frames_{n}"], results[f"peak_rss_mb_{n}"], results[f"seconds_{n}"]) for n in MAX_FRAMES]
+    title = f"preprocess peak memory, one {size}x{size} clip ({FRAMES} frames) -> {results['frame_size']} px:"
+    ratio = f"ratio {high} / {low}: {results['rss_ratio']:.3f} (goal: independent of max_frames, under 1 GB)"
+    print_peaks(title, "max_frames", rows, ratio)
+    write_figures(json_path, results)
     return 0
