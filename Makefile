@@ -35,10 +35,9 @@ run-dvc: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	$(BIN)/dvc metrics show
 
-# Three test processes on 2 cores (pytest-xdist), one file per process at a time (module fixtures such as the e2e
-# runs are built once): most tests use one core, and the service tests (SLURM, PostgreSQL, Chromium) mostly wait;
-# tests/conftest.py starts the longest modules first.
-TEST_WORKERS ?= 3
+# Two test processes (pytest-xdist), one file per process at a time (module fixtures such as the e2e
+# runs are built once): most tests use one core, and the service tests (SLURM, PostgreSQL, Chromium) mostly wait.
+TEST_WORKERS ?= 2
 test: venv lint
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 

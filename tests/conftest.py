@@ -48,24 +48,3 @@ def _tracking_uri_stays_in_its_test():
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
-
-
-# The longest modules, started first: with `make test`'s two processes (pytest-xdist, --dist loadfile: a module at
-# a time, in collection order), one of them left for last would run alone at the end.
-LONGEST_FIRST = (
-    "tests/pipeline/test_e2e.py",
-    "tests/pipeline/test_slurm_requeue.py",
-    "tests/train/test_launch.py",
-    "tests/pipeline/test_dvc_remote.py",
-    "tests/pipeline/test_slurm.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
-
-    def order(item) -> int:
-        path = Path(str(item.fspath)).resolve().relative_to(PROJECT_ROOT).as_posix()
-        return rank.get(path, len(rank))
-
-    items.sort(key=order)  # stable: every other test keeps its place

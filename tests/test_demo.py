@@ -285,7 +285,7 @@ def test_face_crop_and_best_frame_on_real_faces(checkpoint, tmp_path):
         ("frames holds the user's files", "holds files cpabanim did not write ('note.txt', 'photo.png')"),
         ("explain is a file", "--explain"),
         ("negative fps", "--fps -5: the frame rate must be a positive number"),
-        ("tiny photo", "tiny.png: frames of 1x1 pixels"),
+        ("tiny photo", "tiny.png is 1x1 pixels: below the 32 px minimum"),
         ("huge photo", "huge.png: refused, too many pixels"),
     ],
 )

@@ -15,12 +15,12 @@ from cpabanim.errors import CpabanimError
 from cpabanim.training import loop
 from tests.conftest import PROJECT_ROOT
 from tests.train.helpers import MovingBlobDataset, job_of, tiny_params
-from tests.train.test_train_cli import _write_dataset
+from tests.train.test_preemption import write_frames
 
 
 def test_an_avd_batch_larger_than_the_training_videos_is_refused_before_training(tmp_path, monkeypatch, caplog):
     processed, masks = tmp_path / "processed", tmp_path / "masks"
-    _write_dataset(processed, masks, videos=2)
+    write_frames(processed, masks, videos=2)
 
     def never(*args, **kwargs):
         raise AssertionError("training ran before the AVD schedule was checked")
