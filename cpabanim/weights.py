@@ -183,7 +183,8 @@ MAX_UNPACKED_BYTES = 8 << 30
 _PICKLE_READ_LIMIT = 64 << 20  # bytes of a pickle scanned to tell a code-running pickle from random bytes
 # pickle instructions that import or call something: a pickle holding one of them builds objects, i.e. runs code
 _CODE_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"})
-UNSAFE_ADVICE = "never load it with weights_only=False unless you trust where it came from"
+# what the refusal says instead of torch's advice to retry unsafely (docs/reliability.md: never suggested)
+UNSAFE_ADVICE = "never unpickle it in full unless you trust where it came from"
 
 
 def check_archive(path: Path, what: str, fix: str) -> None:
