@@ -43,22 +43,24 @@ def _cached_defaults() -> dict[str, Any]:
     return _defaults_of(schema(), "")
 
 
-def _validator():
-    """Draft 2020-12, except that ``4.0`` is not an integer (JSON Schema would accept it; a step count of 4.0 is a
-    mistake that would fail deep inside a stage)."""
+def validator(section: str | None = None):
+    """A validator of the params (or of one ``section`` of them, e.g. a checkpoint's recorded ``model``): Draft
+    2020-12, except that ``4.0`` is not an integer (JSON Schema would accept it; a step count of 4.0 is a mistake
+    that would fail deep inside a stage)."""
     import jsonschema
 
     base = jsonschema.Draft202012Validator
     checker = base.TYPE_CHECKER.redefine(
         "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
     )
-    return jsonschema.validators.extend(base, type_checker=checker)(schema())
+    root = schema()
+    return jsonschema.validators.extend(base, type_checker=checker)(root["properties"][section] if section else root)
 
 
 def validate(params: Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` listing every schema violation and cross-field inconsistency, in one line; a
     misspelt key (the schema allows no other) names the closest one the schema has."""
-    errors = sorted(_validator().iter_errors(params), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator().iter_errors(params), key=lambda e: list(e.absolute_path))
     problems = sorted(problem for error in errors for problem in _describe(error))
     if not problems:
         problems = consistency_problems(params)

@@ -169,20 +169,6 @@ def read_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
     return _from_plain(state)
 
 
-def _strict_model_validator():
-    """A validator of cpabanim/schemas/model.yaml where ``4.0`` is not an integer (as the params' own validation:
-    a float channel count would fail deep inside torch)."""
-    import jsonschema
-
-    from cpabanim.config.schema import schema
-
-    base = jsonschema.Draft202012Validator
-    checker = base.TYPE_CHECKER.redefine(
-        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
-    )
-    return jsonschema.validators.extend(base, type_checker=checker)(schema()["properties"]["model"])
-
-
 def _describe_model_error(error) -> str:
     """One schema violation of recorded model params in words: ``model.motion 'lstm' is not one of cpab, tps``."""
     where = ".".join(["model", *(str(p) for p in error.absolute_path)])
@@ -206,11 +192,11 @@ def model_params_problem(model_params: Any) -> str | None:
     ranges (cpabanim/schemas/model.yaml) BEFORE any model is: a file asking for a 16384-channel generator would
     otherwise allocate memory without bound, and an unknown motion would be a traceback. None when they fit;
     the first problem (in key order) otherwise."""
+    from cpabanim.config.schema import validator
+
     if not isinstance(model_params, Mapping):
         return f"model_params is a {type(model_params).__name__}, not a mapping"
-    errors = sorted(
-        _strict_model_validator().iter_errors(model_params), key=lambda e: [str(p) for p in e.absolute_path]
-    )
+    errors = sorted(validator("model").iter_errors(model_params), key=lambda e: [str(p) for p in e.absolute_path])
     return _describe_model_error(errors[0]) if errors else None
 
 
