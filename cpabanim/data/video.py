@@ -12,11 +12,12 @@ smaller than :data:`MIN_SOURCE_SIDE` pixels on their short side are refused when
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -174,34 +175,67 @@ def _read_gif(path: Path, max_frames: int | None, stride: int, start: int = 0) -
 def write_frames(frames: np.ndarray, folder: str | Path, compress_level: int = 6) -> Path:
     """Write ``uint8 (T, H, W, 3)`` as ``folder/00000.png, ...``; byte-identical for identical frames.
 
-    The one frame writer of the project (datasets, reconstructions, animations, the demo). ``compress_level``:
-    PNG stays lossless at every level; 1 writes several times faster (model outputs), 6 is smaller (datasets).
-
-    The folder is written beside its final place and renamed into it, so an interrupted run never leaves a
-    half-written video that a later run would take as done. The temporary folder ``.<name>.tmp`` is hidden
-    from DVC (.dvcignore) and from the dataset and masks listings (they skip ``*.tmp``). A failed write (full
-    or read-only disk) removes it and raises one :class:`CpabanimError` line naming the folder.
+    The one frame writer of the project (datasets, reconstructions, animations, the demo; chunk by chunk:
+    :class:`FrameFolderWriter`). ``compress_level``: PNG stays lossless at every level; 1 writes several times
+    faster (model outputs), 6 is smaller (datasets).
     """
-    from PIL import Image
+    with FrameFolderWriter(folder, compress_level) as writer:
+        writer.write(frames)
+    return Path(folder)
 
-    folder = Path(folder)
-    check_frame_folder(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    try:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        for index, frame in enumerate(frames):
-            # fixed compression level and no metadata: same pixels -> same bytes (DVC hashes these files)
-            image = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8))
-            image.save(tmp / f"{index:05d}.png", compress_level=compress_level)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise CpabanimError(f"cannot write {folder}: {err.strerror or err} (a full or read-only disk?)") from err
-    return folder
+
+class FrameFolderWriter:
+    """Writes frames as ``00000.png, ...`` chunk by chunk (:meth:`write`) into ``.<name>.tmp`` beside ``folder``,
+    renamed into place when the ``with`` block ends without error, so an interrupted run never leaves a
+    half-written video that a later run would take as done. The temporary folder is hidden from DVC
+    (.dvcignore) and from the dataset and masks listings (they skip ``*.tmp``). A failed write (full or
+    read-only disk) removes it and raises one :class:`CpabanimError` line naming the folder; a folder holding
+    files this writer did not write is never replaced (:func:`check_frame_folder`)."""
+
+    def __init__(self, folder: str | Path, compress_level: int = 6) -> None:
+        self.folder = Path(folder)
+        check_frame_folder(self.folder)
+        self.tmp = self.folder.with_name(f".{self.folder.name}.tmp")
+        self.compress_level = compress_level
+        self.count = 0
+
+    def __enter__(self) -> FrameFolderWriter:
+        with self._failures():
+            if self.tmp.exists():
+                shutil.rmtree(self.tmp)
+            self.tmp.mkdir(parents=True)
+        return self
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append uint8 (T, H, W, 3) frames: fixed compression level and no metadata, so the same pixels give the
+        same bytes (DVC hashes these files)."""
+        from PIL import Image
+
+        with self._failures():
+            for frame in frames:
+                image = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8))
+                image.save(self.tmp / f"{self.count:05d}.png", compress_level=self.compress_level)
+                self.count += 1
+
+    def __exit__(self, kind, error, trace) -> None:
+        if error is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        with self._failures():
+            if self.folder.exists():
+                shutil.rmtree(self.folder)
+            os.replace(self.tmp, self.folder)
+
+    @contextlib.contextmanager
+    def _failures(self) -> Iterator[None]:
+        """An OSError (a full or read-only disk) -> one :class:`CpabanimError` line; the temporary folder removed."""
+        try:
+            yield
+        except OSError as err:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise CpabanimError(
+                f"cannot write {self.folder}: {err.strerror or err} (a full or read-only disk?)"
+            ) from err
 
 
 FRAME_FILE = re.compile(r"^\d{5}\.png$")  # what write_frames writes into a folder, and nothing else

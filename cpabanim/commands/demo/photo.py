@@ -26,8 +26,8 @@ from cpabanim.commands.demo.crop import Prepare, driving_crop_boxes, face_prepar
 from cpabanim.commands.demo.loop import animate_stream, best_frame, more_moving
 from cpabanim.commands.demo.panels import PANELS, VideoWriter, compose_panels
 from cpabanim.commands.demo.paste import paste_back as paste_into
-from cpabanim.commands.demo.stream import CHUNK, DrivingVideo, FrameFolderWriter, open_driving
-from cpabanim.data.video import MIN_SOURCE_SIDE
+from cpabanim.commands.demo.stream import CHUNK, DrivingVideo, open_driving
+from cpabanim.data.video import MIN_SOURCE_SIDE, FrameFolderWriter
 from cpabanim.errors import CpabanimError, DataError, first_line
 from cpabanim.models.full import ANIMATION_MODES
 from cpabanim.progress import progress_bar
@@ -130,7 +130,11 @@ def animate_photo(
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(progress_bar(total=frames, desc="demo", unit="frame", disable=not progress))
         writer = stack.enter_context(VideoWriter(out, fps or inputs.driving.fps))
-        pngs = stack.enter_context(FrameFolderWriter(Path(frames_dir))) if frames_dir is not None else None
+        pngs = (
+            stack.enter_context(FrameFolderWriter(Path(frames_dir), compress_level=1))
+            if frames_dir is not None
+            else None
+        )
         explanation = None
         for crops, result, chunk_explanation in animate_stream(model, inputs, mode, start, torch_device, batch_size):
             result = paste(result)

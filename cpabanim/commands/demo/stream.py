@@ -8,16 +8,13 @@ animation), each time decoding the video again rather than holding it.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cpabanim.errors import CpabanimError, DataError, first_line
+from cpabanim.errors import DataError, first_line
 
 # Driving frames decoded, cropped, animated and written at a time: 32 frames of 512 px are 25 MB.
 CHUNK = 32
@@ -76,52 +73,3 @@ def open_driving(path: Path, fps: float, chunk: int = CHUNK) -> DrivingVideo:
         multiline = len(str(err).strip().splitlines()) > 1
         raise DataError(first_line(err) + (" ...)" if multiline else "")) from err
     return video
-
-
-class FrameFolderWriter:
-    """Writes frames as ``00000.png, ...`` chunk by chunk into ``.<name>.tmp`` beside ``folder``, renamed into
-    place when all are written (as :func:`cpabanim.data.video.write_frames`, which takes all frames at once):
-    an interrupted demo never leaves a half-written folder."""
-
-    def __init__(self, folder: Path) -> None:
-        from cpabanim.data.video import check_frame_folder
-
-        self.folder = Path(folder)
-        check_frame_folder(self.folder)
-        self.tmp = self.folder.with_name(f".{self.folder.name}.tmp")
-        self.count = 0
-
-    def __enter__(self) -> FrameFolderWriter:
-        with self._failures():
-            if self.tmp.exists():
-                shutil.rmtree(self.tmp)
-            self.tmp.mkdir(parents=True)
-        return self
-
-    def write(self, frames: np.ndarray) -> None:
-        """Append uint8 (T, H, W, 3) frames as lossless PNGs (the project's fast level: model outputs)."""
-        from cpabanim.data.frames import write_image
-
-        with self._failures():
-            for frame in frames:
-                write_image(np.ascontiguousarray(frame), self.tmp / f"{self.count:05d}.png")
-                self.count += 1
-
-    def __exit__(self, kind, error, trace) -> None:
-        if error is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        with self._failures():
-            if self.folder.exists():
-                shutil.rmtree(self.folder)
-            os.replace(self.tmp, self.folder)
-
-    @contextlib.contextmanager
-    def _failures(self) -> Iterator[None]:
-        """An OSError (a full or read-only disk) -> one :class:`CpabanimError` line; the temporary folder removed."""
-        try:
-            yield
-        except OSError as err:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            reason = err.strerror or err
-            raise CpabanimError(f"cannot write {self.folder}: {reason} (a full or read-only disk?)") from err
