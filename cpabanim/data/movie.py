@@ -7,6 +7,7 @@ smaller size), so an 8000x8000 clip is never held at its own resolution: one suc
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -67,7 +68,15 @@ def within_budget(frame: np.ndarray) -> np.ndarray:
 def header_size(path: Path) -> tuple[int, int] | None:
     """``(height, width)`` of a movie's video stream from its header (``ffmpeg -i``, which decodes nothing), or
     None where ffmpeg does not say. Asking decord means decoding a frame at full size: 580 MB of peak memory for
-    one 8000x8000 frame, before the pixel budget could apply (``cpabanim bench preprocess``)."""
+    one 8000x8000 frame, before the pixel budget could apply (``cpabanim bench preprocess``). Asked once per
+    file version: the segments of one clip (``data.folder.segments``) each read it."""
+    stat = path.stat()
+    return _probed_size(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _probed_size(path: str, size: int, mtime_ns: int) -> tuple[int, int] | None:
+    """:func:`header_size` of ``path`` at that size and modification time (the cache key)."""
     import re
     import subprocess
 
@@ -75,7 +84,7 @@ def header_size(path: Path) -> tuple[int, int] | None:
 
     try:
         probe = subprocess.run(
-            [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+            [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", path],
             capture_output=True,
             text=True,
             timeout=60,
