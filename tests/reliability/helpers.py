@@ -3,12 +3,18 @@ the check that a refusal never advises the unsafe loader."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import random
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from tests.conftest import PROJECT_ROOT
 
 
 class CreatesMarkerFile:
@@ -46,3 +52,19 @@ def assert_no_unsafe_advice(message: str) -> None:
     assert "\n" not in message
     assert "weights_only" not in message, message
     assert "Please" not in message and "re-running" not in message, message
+
+
+def python_child(code: str, **kwargs) -> subprocess.Popen:
+    """A child Python process running ``code`` from the project root (imports the package under test), its pipes
+    open: what the lock and guard tests hold while they try a second process."""
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from cpabanim.models.checkpoint import (
     save_checkpoint,
 )
 from tests.conftest import PROJECT_ROOT
+from tests.reliability.helpers import python_child
 
 
 def _tiny_model():
@@ -32,27 +32,12 @@ def _tiny_model():
     return AnimationModel(ModelConfig(num_cpab=1, motion="tps"))
 
 
-def _python(code: str, **kwargs) -> subprocess.Popen:
-    """A child Python process running ``code`` from the project root (imports the package under test)."""
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kwargs,
-    )
-
-
 def test_a_save_killed_mid_write_leaves_an_orphan_that_the_next_start_removes(tmp_path):
     folder = tmp_path / "ckpt"
     save_checkpoint(folder / "last.pt", _tiny_model(), step=1)
     before = (folder / "last.pt").read_bytes()
     # a child that starts a save and is killed (SIGKILL) while writing its temporary file
-    child = _python(f"""
+    child = python_child(f"""
         import sys, torch
         from cpabanim.models import checkpoint
         def stall(state, handle):
@@ -106,7 +91,7 @@ def test_a_full_or_read_only_disk_during_a_save_removes_the_temp_file_and_names_
 def test_a_real_write_failure_of_the_operating_system_leaves_no_temp_file(tmp_path):
     """A file-size limit makes the kernel fail the write (EFBIG), as a full disk would (ENOSPC)."""
     folder = tmp_path / "ckpt"
-    child = _python(f"""
+    child = python_child(f"""
         import resource, signal
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG instead of a signal
         from cpabanim.models.full import AnimationModel
@@ -171,7 +156,7 @@ def test_dvc_ignores_the_temp_and_lock_files_but_not_the_checkpoint():
 
 def test_a_second_trainer_on_the_same_folder_is_refused_naming_the_holder(tmp_path):
     folder = tmp_path / "ckpt"
-    holder = _python(f"""
+    holder = python_child(f"""
         import sys
         from cpabanim.models.checkpoint import hold_checkpoint_folder
         with hold_checkpoint_folder({str(folder)!r}):
@@ -187,7 +172,7 @@ def test_a_second_trainer_on_the_same_folder_is_refused_naming_the_holder(tmp_pa
         message = str(info.value)
         assert f"pid {holder.pid}" in message and str(folder) in message and "\n" not in message
         # a second process is refused in the same way
-        second = _python(f"""
+        second = python_child(f"""
             from cpabanim.models.checkpoint import hold_checkpoint_folder
             from cpabanim.errors import CpabanimError
             try:
@@ -210,7 +195,7 @@ def test_a_second_trainer_on_the_same_folder_is_refused_naming_the_holder(tmp_pa
 
 def test_a_killed_trainer_never_leaves_a_stale_lock(tmp_path):
     folder = tmp_path / "ckpt"
-    holder = _python(f"""
+    holder = python_child(f"""
         import sys
         from cpabanim.models.checkpoint import hold_checkpoint_folder
         with hold_checkpoint_folder({str(folder)!r}):

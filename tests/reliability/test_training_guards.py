@@ -3,10 +3,7 @@ checkpoint folder until the AVD network is trained too (issue 24)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import textwrap
 
 import pytest
 
@@ -14,6 +11,7 @@ from cpabanim import cli
 from cpabanim.errors import CpabanimError
 from cpabanim.training import loop
 from tests.conftest import PROJECT_ROOT
+from tests.reliability.helpers import python_child
 from tests.train.helpers import MovingBlobDataset, job_of, tiny_params
 from tests.train.test_preemption import write_frames
 
@@ -74,16 +72,7 @@ def _trainer_held_in_its_avd_stage(tmp_path) -> subprocess.Popen:
             stage.train_here(job, job.checkpoint.parent, runtime, stop, restart=False)
         print("done", flush=True)
     """
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return python_child(code)
 
 
 def test_a_second_training_is_refused_while_the_first_trains_its_avd_network(tmp_path):
