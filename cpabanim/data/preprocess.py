@@ -66,20 +66,38 @@ def _name(path: Path) -> str:
     return path.name if path.is_dir() else path.stem
 
 
-def segment_starts(video: Path, segments: int, max_frames: int, stride: int) -> list[tuple[str, int]]:
-    """``(name, first frame)`` of each video that ``video`` gives (``data.folder.segments``): itself from frame 0
-    when ``segments`` is 1, else up to ``segments`` consecutive pieces of ``max_frames`` frames after ``stride``
+def video_names(videos: list[Path]) -> dict[Path, str]:
+    """The dataset's name of each video file or frame folder: its stem, or its whole file name where another
+    entry of the same folder has that stem (``good2.mp4`` and ``good2.gif`` are two videos, both kept: a name
+    dropping one of them without a word would lose it). Such a rename is logged, naming the files."""
+    by_stem: dict[tuple[Path, str], list[Path]] = {}
+    for video in videos:
+        by_stem.setdefault((video.parent, _name(video)), []).append(video)
+    chosen = {}
+    for (parent, stem), group in by_stem.items():
+        for video in group:
+            chosen[video] = stem if len(group) == 1 else video.name
+        if len(group) > 1:
+            listed = " and ".join(v.name for v in group)
+            log.warning("%s: %s share the name %r; each is kept, named by its whole file name", parent, listed, stem)
+    return chosen
+
+
+def segment_starts(video: Path, name: str, segments: int, max_frames: int, stride: int) -> list[tuple[str, int]]:
+    """``(name, first frame)`` of each video that ``video`` (named ``name``) gives (``data.folder.segments``):
+    itself from frame 0 when ``segments`` is 1, else up to ``segments`` consecutive pieces of ``max_frames`` frames
+    after ``stride``
     (at least two frames each), named in the field's form ``<name>#000``, ``<name>#001``... An unreadable video
     gives one item, whose reading fails and is recorded as skipped."""
     if segments == 1:
-        return [(_name(video), 0)]
+        return [(name, 0)]
     try:
         count = frame_count(video)
     except DataError:
         count = 0
     span = max_frames * stride  # raw frames per segment
     starts = [start for start in range(0, count, span) if count - start > stride][:segments] or [0]
-    return [(names.FIELD_SEPARATOR.join([_name(video), f"{index:03d}"]), start) for index, start in enumerate(starts)]
+    return [(names.FIELD_SEPARATOR.join([name, f"{index:03d}"]), start) for index, start in enumerate(starts)]
 
 
 def plan(data: Mapping[str, Any], seed: int, raw_root: str | Path) -> Iterator[tuple[str, str, Any]]:
@@ -107,8 +125,12 @@ def plan(data: Mapping[str, Any], seed: int, raw_root: str | Path) -> Iterator[t
         cfg = data["folder"]
         if not cfg["dir"] or not Path(cfg["dir"]).is_dir():
             raise ConfigError(f"data.folder.dir={cfg['dir']!r} is not a folder of videos")
-        for split, video in folder_videos(Path(cfg["dir"]), cfg["test_fraction"]):
-            for name, start in segment_starts(video, cfg["segments"], cfg["max_frames"], cfg["stride"]):
+        videos = folder_videos(Path(cfg["dir"]), cfg["test_fraction"])
+        video_name = video_names([video for _, video in videos])
+        for split, video in videos:
+            for name, start in segment_starts(
+                video, video_name[video], cfg["segments"], cfg["max_frames"], cfg["stride"]
+            ):
 
                 def make(video=video, start=start):
                     frames = read_video(video, max_frames=cfg["max_frames"], stride=cfg["stride"], start=start)
@@ -128,12 +150,13 @@ def plan(data: Mapping[str, Any], seed: int, raw_root: str | Path) -> Iterator[t
     elif data.get("source_dir") or source == "mgif":
         root = sources.find_split_root(data.get("source_dir") or raw_root / "mgif" / "unpacked")
         for split in SPLITS:
-            for video in sorted((root / split).iterdir()):
+            split_videos = sorted((root / split).iterdir())
+            for video, name in video_names(split_videos).items():
 
                 def make(video=video):
                     return resize_frames(centre_square(read_video(video)), size, source=video)
 
-                yield split, _name(video), make
+                yield split, name, make
     else:  # vox / taichi / ted from the published metadata and the videos `download` fetched
         videos_dir = raw_root / source / "videos"
         metadata = sources.metadata_path(source, data["metadata"], raw_root / source, fetch=False)

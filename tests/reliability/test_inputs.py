@@ -61,3 +61,20 @@ def test_a_video_below_the_minimum_size_is_skipped_with_its_reason_and_grayscale
     assert skip["video"] == "c-tiny"
     assert "c-tiny.gif: frames of 9x9 pixels are below the 32 px minimum" in skip["reason"]
     assert not (tmp_path / "project" / "processed" / "train" / "c-tiny").exists()
+
+
+def test_two_videos_with_one_stem_are_both_kept_under_their_whole_file_names(params, tmp_path, caplog):
+    """The probe: ``good2.mp4`` and ``good2.gif`` in one folder; one was dropped without a word."""
+    videos = tmp_path / "videos"
+    write_mp4(videos / "good1.mp4", moving_square_video(6, 48, seed=0))
+    write_mp4(videos / "good2.mp4", moving_square_video(6, 48, seed=1))
+    write_gif(videos / "good2.gif", moving_square_video(6, 48, seed=2))
+    params["data"]["folder"]["test_fraction"] = 0.34
+    with caplog.at_level("WARNING"):
+        manifest = preprocess.preprocess(
+            params["data"], params["seed"], params["paths"]["raw"], params["paths"]["processed"]
+        )
+    kept = {name for split in ("train", "test") for name in manifest["videos"][split]}
+    assert kept == {"good1", "good2.gif", "good2.mp4"} and not manifest["skipped"]
+    (line,) = [r.getMessage() for r in caplog.records if "share the name" in r.getMessage()]
+    assert "good2.gif and good2.mp4" in line and "'good2'" in line
