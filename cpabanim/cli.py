@@ -157,7 +157,7 @@ def stage_parser(name: str) -> argparse.ArgumentParser:
 
 def run_pipeline_stage(name: str, rest: list[str]) -> None:
     from cpabanim.config.layers import params_from_args
-    from cpabanim.pipeline import all_stages, check_inputs, stage_config, stage_io
+    from cpabanim.pipeline import all_stages, check_inputs, check_outputs, stage_config, stage_io
     from cpabanim.tracking import runs
 
     stage = all_stages()[name]
@@ -168,6 +168,7 @@ def run_pipeline_stage(name: str, rest: list[str]) -> None:
         experiments = [e for e in (args.experiments or params["experiment"]).split(",") if e]
     io = stage_io(stage, params, experiments)
     check_inputs(stage, io)
+    check_outputs(stage, io)
     cfg = stage_config(stage, params)
     common = {"params", "preset", "experiment", "overrides", "overrides_file", "experiments"}
     options = {k: v for k, v in vars(args).items() if k not in common}

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,53 @@ def read_json(
             return {}
         raise DataError(f"{path}: holds a JSON {type(data).__name__}, not an object; {fix}")
     return data
+
+
+# output folders: a folder cpabanim fills is marked as its own; one holding anything else is never written into
+OWNER_FILE = ".cpabanim-output"
+
+
+def check_output_folder(folder: str | Path, fix: str = "move them away or choose another folder") -> None:
+    """:class:`CpabanimError` in one line unless ``folder`` is absent, empty or an output folder cpabanim claimed
+    (:func:`claim_output_folder`): a folder holding files cpabanim did not write is never written into nor
+    cleared, so an output path pointed at a user's folder loses nothing (docs/reliability.md, "Never overwrite")."""
+    folder = Path(folder)
+    if folder.is_symlink() and not folder.exists():
+        raise CpabanimError(f"{folder} is a link to nothing: remove it or choose another folder")
+    if folder.exists() and not folder.is_dir():
+        raise CpabanimError(f"{folder} exists and is not a folder: {fix}")
+    if folder.is_dir() and not (folder / OWNER_FILE).is_file():
+        foreign = sorted(p.name for p in folder.iterdir())
+        if foreign:
+            shown = ", ".join(repr(name) for name in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise CpabanimError(
+                f"{folder} holds files cpabanim did not write ({shown}): nothing was changed there; {fix} "
+                f"(an output of a cpabanim older than its {OWNER_FILE} mark: delete it)"
+            )
+
+
+def claim_output_folder(folder: str | Path, writer: str, fix: str = "move them away or choose another folder") -> Path:
+    """Make ``folder`` an output folder of ``writer`` (a stage, a command), after :func:`check_output_folder`. The
+    mark is written before anything else, with bytes that depend only on ``writer`` (the folder's DVC hash stays
+    a function of what the stage writes), so the folder of an interrupted run is still cpabanim's."""
+    folder = Path(folder)
+    check_output_folder(folder, fix)
+    folder.mkdir(parents=True, exist_ok=True)
+    mark = folder / OWNER_FILE
+    if not mark.is_file():
+        mark.write_text(f"an output folder of cpabanim ({writer}): what it holds is rewritten when that runs again\n")
+    return folder
+
+
+def clear_output_folder(folder: str | Path) -> None:
+    """Remove everything from an output folder that :func:`claim_output_folder` claimed, except its mark."""
+    folder = Path(folder)
+    if not (folder / OWNER_FILE).is_file():  # never clear what was not claimed
+        raise CpabanimError(f"{folder} is not a cpabanim output folder: nothing was removed")
+    for entry in folder.iterdir():
+        if entry.name == OWNER_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()

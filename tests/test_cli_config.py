@@ -264,3 +264,27 @@ def test_an_experiment_with_the_parameters_of_another_is_that_experiment():
     unique, aliases = distinct_experiments(resolved, ["cpab", "tps", "default"])
     assert unique == ["default", "tps"] and aliases == {"cpab": "default"}
     assert distinct_experiments(resolved, ["tps"]) == (["tps"], {})
+
+
+def test_a_stage_output_pointed_at_a_folder_of_the_users_is_refused_and_nothing_changes(tmp_path, caplog, monkeypatch):
+    """Never overwrite what the project did not write (issue 24): preprocess would remove stale videos there."""
+    from cpabanim.pipeline import preprocess as preprocess_stage
+
+    monkeypatch.chdir(tmp_path)
+    project(tmp_path, "tracking: {enabled: false}\n")
+    (tmp_path / "data" / "raw").mkdir(parents=True)  # the input preprocess checks first
+    mine = tmp_path / "mine"
+    (mine / "train" / "clip").mkdir(parents=True)
+    (mine / "note.txt").write_text("keep me")
+    ran = []
+    monkeypatch.setattr(preprocess_stage, "run", lambda cfg, io: ran.append(io))
+    assert main(["preprocess", "--set", f"paths.processed={mine}"]) == 1
+    assert f"{mine} holds files cpabanim did not write ('note.txt', 'train')" in caplog.text
+    assert "set paths.processed to another folder" in caplog.text and "Traceback" not in caplog.text
+    assert not ran and sorted(p.name for p in mine.iterdir()) == ["note.txt", "train"]
+    # a folder cpabanim claimed is its own: the stage runs again there
+    from cpabanim import files
+
+    fresh = files.claim_output_folder(tmp_path / "fresh", "cpabanim preprocess")
+    (fresh / "manifest.json").write_text("{}")
+    assert main(["preprocess", "--set", f"paths.processed={fresh}"]) == 0 and len(ran) == 1

@@ -283,7 +283,8 @@ def test_face_crop_and_best_frame_on_real_faces(checkpoint, tmp_path):
     "case, expected",
     [
         ("frames holds the user's files", "holds files cpabanim did not write ('note.txt', 'photo.png')"),
-        ("explain is a file", "--explain"),
+        ("explain is a file", "exists and is not a folder: choose a new or empty folder for the --explain pictures"),
+        ("explain holds the user's files", "holds files cpabanim did not write ('note.txt', 'photo.png')"),
         ("negative fps", "--fps -5: the frame rate must be a positive number"),
         ("tiny photo", "tiny.png is 1x1 pixels: below the 32 px minimum"),
         ("huge photo", "huge.png: refused, too many pixels"),
@@ -302,6 +303,8 @@ def test_bad_outputs_and_photos_are_refused_before_any_work(checkpoint, inputs, 
         args += ["--frames", str(mine)]
     elif case == "explain is a file":
         args += ["--explain", str(mine / "note.txt")]
+    elif case == "explain holds the user's files":
+        args += ["--explain", str(mine)]
     elif case == "negative fps":
         args += ["--fps", "-5"]
     elif case == "tiny photo":

@@ -15,12 +15,12 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from cpabanim import files
 from cpabanim.animation.animator import load_animator
 from cpabanim.animation.reconstruct import checkpoint_path
 from cpabanim.data.frames import (
@@ -103,9 +103,7 @@ def animate_pairs(
     videos = test_videos(processed)
     by_name = {v.name: v for v in videos}
     pairs = choose_pairs(videos, num_pairs, pairs_seed)
-    if out_root.exists():
-        shutil.rmtree(out_root)
-    out_root.mkdir(parents=True)
+    files.clear_output_folder(files.claim_output_folder(out_root, "cpabanim animate"))
 
     from cpabanim.tracking import log_artifact, log_image, set_tags
 

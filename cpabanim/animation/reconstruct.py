@@ -14,12 +14,12 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from cpabanim import files
 from cpabanim.animation.animator import Animator, ModelAnimator, load_animator
 from cpabanim.config.paths import CHECKPOINT_NAME
 from cpabanim.data.frames import (
@@ -107,9 +107,8 @@ def reconstruct_all(
     torch_device = resolve_device(device)
     runner, info = load_animator(animator, checkpoint_path(checkpoint, checkpoints), torch_device, "reconstruct")
     videos = test_videos(processed, max_videos)
-    if out_root.exists():
-        shutil.rmtree(out_root)  # stale frames of an earlier, longer run would corrupt the metrics
-    out_root.mkdir(parents=True)
+    # stale frames of an earlier, longer run would corrupt the metrics; a folder of the user's is never cleared
+    files.clear_output_folder(files.claim_output_folder(out_root, "cpabanim reconstruct"))
 
     from cpabanim.tracking import log_artifact, log_image, log_metrics, set_tags
 

@@ -190,6 +190,7 @@ def extract_masks(
     train = processed / "train"
     if not train.is_dir():
         raise DataError(f"{train}: no training frames (run `cpabanim preprocess` first)")
+    files.claim_output_folder(out, "cpabanim masks")  # it removes stale masks: never in a folder of the user's
     settings = {"source": source, **({"sam": masks_cfg["sam"]} if source == "sam" else {"slic": masks_cfg["slic"]})}
     if source == "sam":
         settings["checkpoint"] = (

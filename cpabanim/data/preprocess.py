@@ -213,6 +213,8 @@ def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, process
         "data": {k: v for k, v in data.items() if k not in ("augmentation", "id_sampling", "num_repeats")},
         "seed": seed,
     }
+    items = list(plan(data, seed, raw_root))
+    files.claim_output_folder(out, "cpabanim preprocess")  # it removes stale videos: never in a folder of the user's
     previous = files.read_json(out / "manifest.json", corrupt_ok=True)
     reuse = previous.get("config") == config
     manifest: dict[str, Any] = {
@@ -222,7 +224,6 @@ def preprocess(data: Mapping[str, Any], seed: int, raw_root: str | Path, process
         "videos": {s: {} for s in SPLITS},
         "skipped": [],
     }
-    items = list(plan(data, seed, raw_root))
     originals: dict[str, str] = {}  # safe name -> the dataset's name, over both splits
     seen: set[tuple[str, str]] = set()  # (split, safe name) of the videos planned so far
     order: list[str] = []  # the safe names, in the plan's order (resplit_usable)

@@ -17,10 +17,12 @@ from the declarations (``cpabanim dag``).
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cpabanim import files
 from cpabanim.config.section import Section, restrict
 from cpabanim.errors import ConfigError, DataError
 from cpabanim.pipeline.base import Output, Stage, StageIO, expand
@@ -81,6 +83,19 @@ def check_inputs(stage: Stage, io: StageIO) -> None:
     for name, path in paths:
         if not path.exists():
             raise DataError(f"{stage.name} needs {path} ({name}): run `cpabanim {owners[name][0].name}` first")
+
+
+def check_outputs(stage: Stage, io: StageIO) -> None:
+    """Check every folder the stage fills before it works (:func:`cpabanim.files.check_output_folder`; the stage
+    claims it when it starts writing): one that holds files cpabanim did not write is refused in one line, naming
+    the parameter that points there. Persistent
+    folders (downloads, checkpoints) are left out: their stages never delete what they did not write, and
+    ``paths.raw`` may well be a folder of videos the user already has."""
+    for out in stage.outputs:
+        if out.kind == "dir" and not out.persist:
+            param = re.match(r"\{(paths\.[a-z_]+)\}", out.path)
+            where = f"set {param.group(1)} to another folder" if param else "choose another folder"
+            files.check_output_folder(io.outputs[out.name], f"move them away or {where}")
 
 
 def check_shared_stages(params_by_experiment: Mapping[str, Mapping[str, Any]]) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote
 
+from cpabanim import files
 from cpabanim.animation.reconstruct import EXPLAIN_DIR
 from cpabanim.data.names import safe_name
 from cpabanim.errors import DataError
@@ -101,15 +102,15 @@ def frames_of(folder: Path | None) -> list[Path]:
 
 class Copier:
     """Copies a file to ``<page folder>/videos/<parts><its suffix>``, each part through :func:`safe_name` and the
-    target checked to stay inside the folder; returns its URL relative to the page. Starts with no folder."""
+    target checked to stay inside the folder; returns its URL relative to the page. Starts with the folder empty
+    (an output folder of the report: one holding files cpabanim did not write is refused, never cleared)."""
 
     def __init__(self, page: Path):
         self.base, self.root, self.files = page.parent, page.parent / VIDEOS_DIR, []
         self.base.mkdir(parents=True, exist_ok=True)
         if self.root.is_symlink():  # files of an earlier page must not linger, nor a link lead elsewhere
             self.root.unlink()
-        elif self.root.is_dir():
-            shutil.rmtree(self.root)
+        files.clear_output_folder(files.claim_output_folder(self.root, "cpabanim report"))
 
     def copy(self, source: Path, *parts: str) -> str:
         target = contained_path(self.root, *(safe_name(p) for p in parts[:-1]), safe_name(parts[-1] + source.suffix))

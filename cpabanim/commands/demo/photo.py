@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cpabanim import files
 from cpabanim.animation.animator import load_model
 from cpabanim.commands.demo.crop import Prepare, driving_crop_boxes, face_prepare, photo_crop_box, square_prepare
 from cpabanim.commands.demo.loop import animate_stream, best_frame, more_moving
@@ -147,7 +148,7 @@ def animate_photo(
         from cpabanim.viz.explain import write_explanation
 
         explanation = _titled(explanation, f"{Path(source).name} driven by {Path(driving).name} ({mode} mode)")
-        paths = write_explanation(explanation, explain_dir)
+        paths = write_explanation(explanation, files.claim_output_folder(explain_dir, "cpabanim demo --explain"))
         log.info("explanation pictures: %s", ", ".join(str(p) for p in paths.values()))
     height, width = (inputs.photo.shape[:2]) if paste_back else (size, size)
     log.info("wrote %s (%d frames, %dx%d px, %s mode)", out, frames, width, height, mode)
@@ -156,8 +157,8 @@ def animate_photo(
 
 def check_outputs(out: Path, frames_dir: str | Path | None, explain_dir: str | Path | None, fps: float | None) -> None:
     """One line, before any work, for an output the demo cannot write or must not replace: an unknown video
-    format, a frame rate that is not positive, a ``--frames`` folder holding files cpabanim did not write, an
-    ``--explain`` path that is a file."""
+    format, a frame rate that is not positive, a ``--frames`` or ``--explain`` folder holding files cpabanim did
+    not write (or a file in its place)."""
     from cpabanim.data.video import check_frame_folder
 
     if out.suffix.lower() not in VIDEO_SUFFIXES + (".gif",):
@@ -168,8 +169,8 @@ def check_outputs(out: Path, frames_dir: str | Path | None, explain_dir: str | P
         raise CpabanimError(f"--fps {fps:g}: the frame rate must be a positive number")
     if frames_dir is not None:
         check_frame_folder(Path(frames_dir))
-    if explain_dir is not None and Path(explain_dir).exists() and not Path(explain_dir).is_dir():
-        raise CpabanimError(f"--explain {explain_dir} is a file: give a folder for the pictures")
+    if explain_dir is not None:
+        files.check_output_folder(explain_dir, "choose a new or empty folder for the --explain pictures")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
