@@ -175,22 +175,24 @@ def read_json(
 OWNER_FILE = ".cpabanim-output"
 
 
-def check_output_folder(folder: str | Path, fix: str = "move them away or choose another folder") -> None:
+def check_output_folder(
+    folder: str | Path, fix: str = "move them away or choose another folder", own: Callable[[str], Any] | None = None
+) -> None:
     """:class:`CpabanimError` in one line unless ``folder`` is absent, empty or an output folder cpabanim claimed
     (:func:`claim_output_folder`): a folder holding files cpabanim did not write is never written into nor
-    cleared, so an output path pointed at a user's folder loses nothing (docs/reliability.md, "Never overwrite")."""
+    cleared, so an output path pointed at a user's folder loses nothing (docs/reliability.md, "Never overwrite").
+    ``own``: a test of the names cpabanim writes there, for folders without a mark (frames: ``00000.png``...)."""
     folder = Path(folder)
     if folder.is_symlink() and not folder.exists():
         raise CpabanimError(f"{folder} is a link to nothing: remove it or choose another folder")
     if folder.exists() and not folder.is_dir():
         raise CpabanimError(f"{folder} exists and is not a folder: {fix}")
     if folder.is_dir() and not (folder / OWNER_FILE).is_file():
-        foreign = sorted(p.name for p in folder.iterdir())
+        foreign = sorted(p.name for p in folder.iterdir() if own is None or not own(p.name))
         if foreign:
             shown = ", ".join(repr(name) for name in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
             raise CpabanimError(
-                f"{folder} holds files cpabanim did not write ({shown}): nothing was changed there; {fix} "
-                f"(an output of a cpabanim older than its {OWNER_FILE} mark: delete it)"
+                f"{folder} holds files cpabanim did not write ({shown}): nothing was changed there; {fix}"
             )
 
 
@@ -207,11 +209,10 @@ def claim_output_folder(folder: str | Path, writer: str, fix: str = "move them a
     return folder
 
 
-def clear_output_folder(folder: str | Path) -> None:
-    """Remove everything from an output folder that :func:`claim_output_folder` claimed, except its mark."""
-    folder = Path(folder)
-    if not (folder / OWNER_FILE).is_file():  # never clear what was not claimed
-        raise CpabanimError(f"{folder} is not a cpabanim output folder: nothing was removed")
+def fresh_output_folder(folder: str | Path, writer: str) -> Path:
+    """:func:`claim_output_folder`, then remove everything in it but the mark: what an earlier run wrote there
+    (stale frames of a longer run would corrupt the metrics), never what a user put there."""
+    folder = claim_output_folder(folder, writer)
     for entry in folder.iterdir():
         if entry.name == OWNER_FILE:
             continue
@@ -219,3 +220,4 @@ def clear_output_folder(folder: str | Path) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
+    return folder

@@ -103,7 +103,7 @@ def animate_pairs(
     videos = test_videos(processed)
     by_name = {v.name: v for v in videos}
     pairs = choose_pairs(videos, num_pairs, pairs_seed)
-    files.clear_output_folder(files.claim_output_folder(out_root, "cpabanim animate"))
+    files.fresh_output_folder(out_root, "cpabanim animate")
 
     from cpabanim.tracking import log_artifact, log_image, set_tags
 

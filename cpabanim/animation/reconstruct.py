@@ -107,8 +107,7 @@ def reconstruct_all(
     torch_device = resolve_device(device)
     runner, info = load_animator(animator, checkpoint_path(checkpoint, checkpoints), torch_device, "reconstruct")
     videos = test_videos(processed, max_videos)
-    # stale frames of an earlier, longer run would corrupt the metrics; a folder of the user's is never cleared
-    files.clear_output_folder(files.claim_output_folder(out_root, "cpabanim reconstruct"))
+    files.fresh_output_folder(out_root, "cpabanim reconstruct")
 
     from cpabanim.tracking import log_artifact, log_image, log_metrics, set_tags
 

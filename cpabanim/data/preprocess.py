@@ -73,22 +73,18 @@ def video_names(videos: list[Path]) -> dict[Path, str]:
     by_stem: dict[tuple[Path, str], list[Path]] = {}
     for video in videos:
         by_stem.setdefault((video.parent, _name(video)), []).append(video)
-    chosen = {}
     for (parent, stem), group in by_stem.items():
-        for video in group:
-            chosen[video] = stem if len(group) == 1 else video.name
         if len(group) > 1:
             listed = " and ".join(v.name for v in group)
             log.warning("%s: %s share the name %r; each is kept, named by its whole file name", parent, listed, stem)
-    return chosen
+    return {video: stem if len(group) == 1 else video.name for (_, stem), group in by_stem.items() for video in group}
 
 
 def segment_starts(video: Path, name: str, segments: int, max_frames: int, stride: int) -> list[tuple[str, int]]:
     """``(name, first frame)`` of each video that ``video`` (named ``name``) gives (``data.folder.segments``):
     itself from frame 0 when ``segments`` is 1, else up to ``segments`` consecutive pieces of ``max_frames`` frames
-    after ``stride``
-    (at least two frames each), named in the field's form ``<name>#000``, ``<name>#001``... An unreadable video
-    gives one item, whose reading fails and is recorded as skipped."""
+    after ``stride`` (at least two frames each), named in the field's form ``<name>#000``, ``<name>#001``... An
+    unreadable video gives one item, whose reading fails and is recorded as skipped."""
     if segments == 1:
         return [(name, 0)]
     try:
@@ -150,8 +146,7 @@ def plan(data: Mapping[str, Any], seed: int, raw_root: str | Path) -> Iterator[t
     elif data.get("source_dir") or source == "mgif":
         root = sources.find_split_root(data.get("source_dir") or raw_root / "mgif" / "unpacked")
         for split in SPLITS:
-            split_videos = sorted((root / split).iterdir())
-            for video, name in video_names(split_videos).items():
+            for video, name in video_names(sorted((root / split).iterdir())).items():
 
                 def make(video=video):
                     return resize_frames(centre_square(read_video(video)), size, source=video)

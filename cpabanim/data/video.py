@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cpabanim import files
 from cpabanim.data.movie import check_regular_file, movie_info, pick_indices, read_movie, within_budget
 from cpabanim.errors import CpabanimError, DataError
 
@@ -104,11 +105,11 @@ def read_video(
             raise DataError(f"{path}: broken symlink or symlink loop (-> {os.readlink(path)})")
         raise DataError(f"{path}: no such video")
     if path.is_dir():
-        files = list_frame_files(path)
-        if not files:
+        frame_files = list_frame_files(path)
+        if not frame_files:
             raise DataError(f"{path}: frame folder holds no images ({', '.join(FRAME_SUFFIXES)})")
-        picked = pick_indices(max(0, len(files) - start), max_frames, stride)
-        images = [within_budget(read_image(files[start + i])) for i in picked]
+        picked = pick_indices(max(0, len(frame_files) - start), max_frames, stride)
+        images = [within_budget(read_image(frame_files[start + i])) for i in picked]
         if not images:
             raise DataError(f"{path}: the frame folder has no frames from frame {start} on")
         shapes = {im.shape for im in images}
@@ -244,17 +245,7 @@ FRAME_FILE = re.compile(r"^\d{5}\.png$")  # what write_frames writes into a fold
 def check_frame_folder(folder: Path) -> None:
     """:class:`CpabanimError` unless ``folder`` is absent or a folder of frames :func:`write_frames` could have
     written (``00000.png``...): replacing it must never delete a user's files (``--frames ~/Pictures``)."""
-    if not folder.exists() and not folder.is_symlink():
-        return
-    if not folder.is_dir():
-        raise CpabanimError(f"{folder} exists and is not a folder: choose a new or empty folder for the frames")
-    foreign = sorted(p.name for p in folder.iterdir() if not FRAME_FILE.match(p.name))
-    if foreign:
-        shown = ", ".join(repr(name) for name in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-        raise CpabanimError(
-            f"{folder} holds files cpabanim did not write ({shown}): nothing was changed there; "
-            "choose a new or empty folder for the frames"
-        )
+    files.check_output_folder(folder, "choose a new or empty folder for the frames", own=FRAME_FILE.match)
 
 
 def frames_digest(frames: np.ndarray) -> str:

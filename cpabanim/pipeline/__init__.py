@@ -88,14 +88,14 @@ def check_inputs(stage: Stage, io: StageIO) -> None:
 def check_outputs(stage: Stage, io: StageIO) -> None:
     """Check every folder the stage fills before it works (:func:`cpabanim.files.check_output_folder`; the stage
     claims it when it starts writing): one that holds files cpabanim did not write is refused in one line, naming
-    the parameter that points there. Persistent
-    folders (downloads, checkpoints) are left out: their stages never delete what they did not write, and
-    ``paths.raw`` may well be a folder of videos the user already has."""
+    the parameter that points there. Persistent folders (downloads, checkpoints) are left out: their stages never
+    delete what they did not write, and ``paths.raw`` may well be a folder of videos the user already has."""
     for out in stage.outputs:
         if out.kind == "dir" and not out.persist:
             param = re.match(r"\{(paths\.[a-z_]+)\}", out.path)
             where = f"set {param.group(1)} to another folder" if param else "choose another folder"
-            files.check_output_folder(io.outputs[out.name], f"move them away or {where}")
+            legacy = f"an output of a cpabanim older than its {files.OWNER_FILE} mark: delete it"
+            files.check_output_folder(io.outputs[out.name], f"move them away or {where} ({legacy})")
 
 
 def check_shared_stages(params_by_experiment: Mapping[str, Mapping[str, Any]]) -> None:

@@ -110,7 +110,7 @@ class Copier:
         self.base.mkdir(parents=True, exist_ok=True)
         if self.root.is_symlink():  # files of an earlier page must not linger, nor a link lead elsewhere
             self.root.unlink()
-        files.clear_output_folder(files.claim_output_folder(self.root, "cpabanim report"))
+        files.fresh_output_folder(self.root, "cpabanim report")
 
     def copy(self, source: Path, *parts: str) -> str:
         target = contained_path(self.root, *(safe_name(p) for p in parts[:-1]), safe_name(parts[-1] + source.suffix))
