@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from cpabanim.data.frames import side_by_side, write_frames, write_image, write_viewing_videos
+from cpabanim.files import OWNER_FILE
 from cpabanim.reporting.videos import VIDEOS_DIR, chosen_seeds, write_videos_page
 
 SIZE, FRAMES = 32, 6
@@ -120,7 +121,8 @@ def test_every_file_the_page_shows_is_a_copy_beside_it_and_nothing_is_fetched(si
     assert all({"muted", "playsinline", "loop"} <= set(attrs) for attrs in videos)
     assert not elements.of("link") and all("src" not in attrs for attrs in elements.of("script"))
     assert "http" not in page.read_text()
-    assert sorted(result.files) == sorted(p for p in folder.rglob("*") if p.is_file())
+    shown = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != OWNER_FILE)
+    assert sorted(result.files) == shown  # every file copied, beside the folder's ownership mark
     copied = page.parent / videos[0]["src"]  # a copy, byte for byte, of a stage's viewing file
     assert any(copied.read_bytes() == original.read_bytes() for original in site["root"].rglob("*.mp4"))
 
