@@ -1,6 +1,7 @@
 """A DVC remote round trip: what one checkout ran and pushed, a fresh clone pulls and takes as done.
 
-The tiny pipeline (one experiment, one seed) runs through `dvc repro` in a throw-away git repository; `dvc.lock` and
+The checkout is tests/pipeline/test_e2e.py's `dvc repro` run (the tiny pipeline, two seeds), which calls
+`check_a_fresh_clone_pulls_and_reruns_nothing` from its own test: the run is made once for both. `dvc.lock` and
 the `cache: false` outputs (DVC leaves those to git) are committed, the cached ones pushed to a local-folder remote.
 A fresh `git clone` with the same remote pulls them: `dvc status` is clean; Snakemake, which has no metadata in a
 fresh clone and decides by the mtimes the checkout happened to give, plans nothing once `snakemake --touch` has set
@@ -21,8 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BIN, copy_project, run
-from .test_e2e import TINY, commit, set_params
+from .conftest import BIN, run
 
 REMOTE = "store"
 CHECKPOINT = Path("models/checkpoints/default/seed0/last.pt")
@@ -52,17 +52,11 @@ def uncached_outputs(root: Path) -> list[str]:
         return sorted(str(out.def_path) for out in repo.index.outs if not out.use_cache)
 
 
-def trained_project(base: Path) -> Path:
-    """The tiny pipeline, one experiment and one seed, run by `dvc repro` and committed as a user would share it."""
-    root = copy_project(base / "project")
-    set_params(root, {**TINY, "seeds": [0]})
-    run([str(BIN / "cpabanim"), "params", "--write", "params.resolved.yaml"], root)
-    commit(root, "tiny parameters, one seed")
-    run(dvc("repro"), root, timeout=900)
+def share(root: Path) -> None:
+    """Commit what a `dvc repro` run made as a user would share it: dvc.lock and the outputs git must hold."""
     run(["git", "add", "dvc.lock"], root)
     run(["git", "add", "-f", *uncached_outputs(root)], root)
     run(["git", "commit", "-q", "-m", "results"], root)
-    return root
 
 
 def add_remote(root: Path, url: Path, name: str = REMOTE) -> None:
@@ -75,9 +69,9 @@ def plan(root: Path) -> str:
     return out.stdout + out.stderr
 
 
-@pytest.mark.slow
-def test_a_fresh_clone_pulls_the_results_and_reruns_nothing(tmp_path: Path):
-    root = trained_project(tmp_path)
+def check_a_fresh_clone_pulls_and_reruns_nothing(root: Path, tmp_path: Path) -> None:
+    """``root``: a checkout whose `dvc repro` ran the whole pipeline (tests/pipeline/test_e2e.py)."""
+    share(root)
     remote = tmp_path / "remote"
     add_remote(root, remote)
     pushed = run(dvc("push"), root).stdout

@@ -433,6 +433,14 @@ def test_dvc_experiment_shares_the_data_stages_and_keeps_the_first(runs):
     assert '"recon/l1"' in shown
 
 
+def test_a_fresh_clone_pulls_the_dvc_run_from_a_remote_and_reruns_nothing(runs, tmp_path):
+    """The DVC run, committed and pushed to a local-folder remote: a fresh clone pulls it, and neither DVC nor
+    Snakemake finds anything to run (tests/pipeline/test_dvc_remote.py)."""
+    from .test_dvc_remote import check_a_fresh_clone_pulls_and_reruns_nothing
+
+    check_a_fresh_clone_pulls_and_reruns_nothing(runs[0]["dvc"], tmp_path)
+
+
 def test_removing_a_checkpoint_folder_makes_training_due_again(runs):
     roots, _ = runs
     root = roots["snakemake"]
