@@ -221,3 +221,17 @@ def fresh_output_folder(folder: str | Path, writer: str) -> Path:
         else:
             entry.unlink()
     return folder
+
+
+def check_output_file(path: str | Path, flag: str, written_by_cpabanim: Callable[[Path], bool]) -> None:
+    """:class:`CpabanimError` in one line, before any work, unless the file an output flag names (``--out``) is
+    absent or one cpabanim wrote (``written_by_cpabanim`` reads the mark the writer leaves in the file): a user's
+    own video, checkpoint or notes is never replaced (docs/reliability.md, "Never overwrite")."""
+    path = Path(path)
+    if path.is_dir():
+        raise CpabanimError(f"{flag} {path} is a folder: give the name of the file to write")
+    if path.exists() and not (path.is_file() and written_by_cpabanim(path)):
+        raise CpabanimError(
+            f"{flag} {path} exists and cpabanim did not write it: nothing was changed; choose another file name "
+            "or move it away"
+        )

@@ -318,3 +318,39 @@ def test_bad_outputs_and_photos_are_refused_before_any_work(checkpoint, inputs, 
     assert not (tmp_path / "r.mp4").exists()
     assert sorted(p.name for p in mine.iterdir()) == ["note.txt", "photo.png"]
     assert (mine / "note.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_an_out_file_is_replaced_only_where_cpabanim_wrote_it(checkpoint, inputs, tmp_path, caplog, suffix):
+    """A user's own video at --out is refused in one line and kept byte for byte; a video the demo wrote carries
+    its mark, so a second run replaces it; no partial file is ever left beside it (issue 24)."""
+    import imageio.v2 as imageio
+
+    from cpabanim.commands.demo.panels import written_by_cpabanim
+
+    photo, driving = inputs
+    frames = read_video(driving)
+    mine = tmp_path / f"holiday{suffix}"
+    imageio.mimwrite(mine, list(frames), **({"duration": 40} if suffix == ".gif" else {"fps": 25}))
+    kept = mine.read_bytes()
+    args = ["--source", str(photo), "--driving", str(driving), "--checkpoint", str(checkpoint), "--crop", "none"]
+    assert demo(*args, "--out", str(mine)) == 1
+    assert f"--out {mine} exists and cpabanim did not write it" in one_line_error(caplog)
+    assert mine.read_bytes() == kept and not written_by_cpabanim(mine)
+    out = tmp_path / f"result{suffix}"
+    for _ in range(2):  # the second run replaces what the first wrote
+        assert demo(*args, "--out", str(out), "--panels", "result") == 0
+        assert written_by_cpabanim(out) and len(read_video(out)) == len(frames)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, out.name])
+
+
+def test_an_interrupted_video_leaves_the_file_that_was_there(tmp_path):
+    from cpabanim.commands.demo.panels import VideoWriter, write_video
+
+    frames = np.zeros((3, 16, 16, 3), np.uint8)
+    out = write_video(frames, tmp_path / "result.mp4", 25)
+    before = out.read_bytes()
+    with pytest.raises(KeyboardInterrupt), VideoWriter(out, 25) as writer:
+        writer.write(frames + 255)
+        raise KeyboardInterrupt
+    assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["result.mp4"]

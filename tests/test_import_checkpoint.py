@@ -321,3 +321,19 @@ def test_command_line(tpsmm_file, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     model, _ = load_checkpoint(tmp_path / "out.pt")
     assert model.params["motion"] == "tps" and model.params["integrator"] == "faithful"  # the rest from the preset
+    assert import_checkpoint.run(args) == 0  # what an import wrote, the next one replaces
+
+
+def test_an_output_that_is_not_a_cpabanim_checkpoint_is_never_replaced(tpsmm_file, tmp_path):
+    """``--output`` naming the TPSMM input itself (or any file cpabanim did not write): one line, file unchanged."""
+    from cpabanim.commands import import_checkpoint
+
+    parser = argparse.ArgumentParser()
+    import_checkpoint.add_arguments(parser)
+    source = tmp_path / "vox.pth.tar"
+    source.write_bytes(tpsmm_file[0].read_bytes())
+    flags = ["--params", str(PROJECT_ROOT / "params.yaml"), "--preset", "vox-256", "--format", "tpsmm"]
+    args = parser.parse_args([*flags, "--input", str(source), "--output", str(source)])
+    with pytest.raises(CpabanimError, match="--output .*vox.pth.tar exists and cpabanim did not write it"):
+        import_checkpoint.run(args)
+    assert source.read_bytes() == tpsmm_file[0].read_bytes()

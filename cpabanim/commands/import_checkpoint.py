@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 from cpabanim.config.layers import add_params_arguments, params_from_args
+from cpabanim.files import check_output_file
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, required=True, help="the cpabanim checkpoint to write (e.g. model.pt)")
 
 
+def is_cpabanim_checkpoint(path: Path) -> bool:
+    """Whether ``path`` reads as a cpabanim checkpoint (one an earlier import may have written): a TPSMM
+    checkpoint or any other file there is never replaced."""
+    from cpabanim.errors import CpabanimError
+    from cpabanim.models.checkpoint import read_checkpoint
+
+    try:
+        read_checkpoint(path)
+    except CpabanimError:
+        return False
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     from cpabanim.models.tpsmm_import import convert_tpsmm_checkpoint
 
     params = params_from_args(args)
+    check_output_file(args.output, "--output", is_cpabanim_checkpoint)
     result = convert_tpsmm_checkpoint(args.input, args.output, params["model"])
     if result["overridden"]:
         log.info("model params read from the checkpoint instead of the preset: %s", ", ".join(result["overridden"]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ from cpabanim.errors import DataError, first_line
 
 log = logging.getLogger(__name__)
 MAX_FRAME_PIXELS = 1920 * 1088  # a larger frame is decoded downscaled to this many pixels (decode_size)
+DECODE_CHUNK = 8  # frames decoded at a time before a shrink (read_video's): memory holds one chunk at full size
+Shrink = Callable[[np.ndarray], np.ndarray]  # uint8 (n, H, W, 3) -> (n, H', W', 3), each frame on its own
 
 
 def listed_frames(meta: dict) -> int | None:
@@ -68,16 +71,31 @@ def within_budget(frame: np.ndarray) -> np.ndarray:
 def header_size(path: Path) -> tuple[int, int] | None:
     """``(height, width)`` of a movie's video stream from its header (``ffmpeg -i``, which decodes nothing), or
     None where ffmpeg does not say. Asking decord means decoding a frame at full size: 580 MB of peak memory for
-    one 8000x8000 frame, before the pixel budget could apply (``cpabanim bench preprocess``). Asked once per
-    file version: the segments of one clip (``data.folder.segments``) each read it."""
+    one 8000x8000 frame, before the pixel budget could apply (``cpabanim bench preprocess``)."""
+    import re
+
+    found = re.search(r"Stream #[^\n]*?Video: [^\n]*?(\d{2,5})x(\d{2,5})", header_text(path))
+    return (int(found.group(2)), int(found.group(1))) if found else None
+
+
+def header_comment(path: Path) -> str | None:
+    """The ``comment`` metadata a movie's header holds (``ffmpeg -metadata comment=...`` wrote it), or None."""
+    import re
+
+    found = re.search(r"^\s*comment\s*:\s*(.*?)\s*$", header_text(path), re.M)
+    return found.group(1) if found else None
+
+
+def header_text(path: Path) -> str:
+    """What ``ffmpeg -i`` says of a movie's header ("" where it cannot start). Asked once per file version: the
+    segments of one clip (``data.folder.segments``) each read it."""
     stat = path.stat()
-    return _probed_size(str(path), stat.st_size, stat.st_mtime_ns)
+    return _probed_header(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=256)
-def _probed_size(path: str, size: int, mtime_ns: int) -> tuple[int, int] | None:
-    """:func:`header_size` of ``path`` at that size and modification time (the cache key)."""
-    import re
+def _probed_header(path: str, size: int, mtime_ns: int) -> str:
+    """:func:`header_text` of ``path`` at that size and modification time (the cache key)."""
     import subprocess
 
     import imageio_ffmpeg
@@ -87,19 +105,41 @@ def _probed_size(path: str, size: int, mtime_ns: int) -> tuple[int, int] | None:
             [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", path],
             capture_output=True,
             text=True,
+            errors="replace",
             timeout=60,
             stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    found = re.search(r"Stream #[^\n]*?Video: [^\n]*?(\d{2,5})x(\d{2,5})", probe.stderr)
-    return (int(found.group(2)), int(found.group(1))) if found else None
+        return ""
+    return probe.stderr
 
 
-def read_movie(path: Path, max_frames: int | None, stride: int, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """Frames ``start, start + stride, ... < stop`` of a movie, each within the pixel budget (:func:`decode_size`):
-    decord, or imageio's ffmpeg where decord fails (decord refuses some frame widths, e.g. 48 px, with a
-    buffer-size check, and some damaged files)."""
+def shrink_one(shrink: Shrink | None) -> Callable[[np.ndarray], np.ndarray]:
+    """``shrink`` for one ``(H, W, 3)`` frame (the identity for None)."""
+    return (lambda frame: frame) if shrink is None else (lambda frame: shrink(frame[None])[0])
+
+
+def decode_in_chunks(
+    decode: Callable[[list[int]], np.ndarray], indices: list[int], shrink: Shrink | None
+) -> np.ndarray:
+    """``decode(indices)``, or with ``shrink`` each :data:`DECODE_CHUNK` of them decoded and shrunk in turn: the
+    clip is held at its decoded size one chunk at a time, whatever ``max_frames`` asks."""
+    if shrink is None:
+        return decode(indices)
+    return np.concatenate([shrink(decode(indices[i : i + DECODE_CHUNK])) for i in range(0, len(indices), DECODE_CHUNK)])
+
+
+def read_movie(
+    path: Path,
+    max_frames: int | None,
+    stride: int,
+    start: int = 0,
+    stop: int | None = None,
+    shrink: Shrink | None = None,
+) -> np.ndarray:
+    """Frames ``start, start + stride, ... < stop`` of a movie, each within the pixel budget (:func:`decode_size`)
+    and then through ``shrink``: decord, or imageio's ffmpeg where decord fails (decord refuses some frame widths,
+    e.g. 48 px, with a buffer-size check, and some damaged files)."""
     check_regular_file(path)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
@@ -116,15 +156,21 @@ def read_movie(path: Path, max_frames: int | None, stride: int, start: int = 0, 
             log.info("%s: %dx%d frames decoded at %dx%d (pixel budget)", path, width, height, target[1], target[0])
             reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, width=target[1], height=target[0])
         indices = [start + i for i in pick_indices(count - start, max_frames, stride)]
-        return reader.get_batch(indices).asnumpy()
+        return decode_in_chunks(lambda chunk: reader.get_batch(chunk).asnumpy(), indices, shrink)
     except DataError:
         raise
     except Exception as decord_error:  # DECORDError / RuntimeError: try the bundled ffmpeg before giving up
-        return _read_movie_ffmpeg(path, max_frames, stride, start, stop, decord_error)
+        return _read_movie_ffmpeg(path, max_frames, stride, start, stop, decord_error, shrink_one(shrink))
 
 
 def _read_movie_ffmpeg(
-    path: Path, max_frames: int | None, stride: int, start: int, stop: int | None, decord_error: Exception
+    path: Path,
+    max_frames: int | None,
+    stride: int,
+    start: int,
+    stop: int | None,
+    decord_error: Exception,
+    shrink: Callable[[np.ndarray], np.ndarray],
 ) -> np.ndarray:
     """:func:`_read_movie` through imageio's ffmpeg, frame by frame (each one downscaled to the pixel budget); a
     file that ends before its index says (a cut download) is kept with a warning naming how much was read."""
@@ -142,7 +188,7 @@ def _read_movie_ffmpeg(
                 if stop is not None and index >= stop:
                     break
                 if index >= start and (index - start) % max(1, stride) == 0:
-                    frames.append(within_budget(np.asarray(frame)))
+                    frames.append(shrink(within_budget(np.asarray(frame))))
                     if max_frames and len(frames) >= max_frames:
                         break
     except Exception as err:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -129,18 +129,17 @@ def plan(data: Mapping[str, Any], seed: int, raw_root: str | Path) -> Iterator[t
             ):
 
                 def make(video=video, start=start):
-                    frames = read_video(video, max_frames=cfg["max_frames"], stride=cfg["stride"], start=start)
-                    if cfg["faces"]:
-                        from cpabanim.data.faces import face_crop_video
+                    read = {"max_frames": cfg["max_frames"], "stride": cfg["stride"], "start": start}
+                    if not cfg["faces"]:  # cropped and resized as decoded: the clip is never held at its own size
+                        return read_video(video, **read, shrink=square_resizer(size, video))
+                    from cpabanim.data.faces import face_crop_video
 
-                        try:
-                            crop = face_crop_video(
-                                frames, size, cfg["margin"], cfg["smooth_sigma"], cfg["detect_every"]
-                            )
-                        except DataError as err:
-                            raise DataError(f"{video}: {err}") from err
-                        return crop[0]
-                    return resize_frames(centre_square(frames), size, source=video)
+                    frames = read_video(video, **read)
+                    try:
+                        crop = face_crop_video(frames, size, cfg["margin"], cfg["smooth_sigma"], cfg["detect_every"])
+                    except DataError as err:
+                        raise DataError(f"{video}: {err}") from err
+                    return crop[0]
 
                 yield split, name, make
     elif data.get("source_dir") or source == "mgif":
@@ -149,7 +148,7 @@ def plan(data: Mapping[str, Any], seed: int, raw_root: str | Path) -> Iterator[t
             for video, name in video_names(sorted((root / split).iterdir())).items():
 
                 def make(video=video):
-                    return resize_frames(centre_square(read_video(video)), size, source=video)
+                    return read_video(video, shrink=square_resizer(size, video))
 
                 yield split, name, make
     else:  # vox / taichi / ted from the published metadata and the videos `download` fetched
@@ -189,6 +188,11 @@ def resplit_usable(
             (out / split / name).rename(target)
             manifest["videos"][wanted[name]][name] = manifest["videos"][split].pop(name)
             log.info("%s goes to %s: the split is taken among the videos that could be used", name, wanted[name])
+
+
+def square_resizer(size: int, source: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """uint8 (n, H, W, 3) -> (n, size, size, 3): each frame's centre square, resized (``read_video``'s shrink)."""
+    return lambda frames: resize_frames(centre_square(frames), size, source=source)
 
 
 def centre_square(frames: np.ndarray) -> np.ndarray:

@@ -17,13 +17,21 @@ import hashlib
 import os
 import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from cpabanim import files
-from cpabanim.data.movie import check_regular_file, movie_info, pick_indices, read_movie, within_budget
+from cpabanim.data.movie import (
+    Shrink,
+    check_regular_file,
+    movie_info,
+    pick_indices,
+    read_movie,
+    shrink_one,
+    within_budget,
+)
 from cpabanim.errors import CpabanimError, DataError
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -87,6 +95,7 @@ def read_video(
     max_frames: int | None = None,
     stride: int = 1,
     start: int = 0,
+    shrink: Shrink | None = None,
 ) -> np.ndarray:
     """Read a video as ``uint8 (T, H, W, 3)``.
 
@@ -98,6 +107,8 @@ def read_video(
         stride: keep every ``stride``-th frame.
         start: the first frame read (an index into the whole video, before ``stride``); a movie is not decoded
             before it.
+        shrink: applied to the frames as they are decoded, a few at a time (``uint8 (n, H, W, 3) -> (n, H', W',
+            3)``, each frame on its own, e.g. crop and resize): the clip is never held at its decoded size.
     """
     path = Path(path)
     if not path.exists():
@@ -109,19 +120,22 @@ def read_video(
         if not frame_files:
             raise DataError(f"{path}: frame folder holds no images ({', '.join(FRAME_SUFFIXES)})")
         picked = pick_indices(max(0, len(frame_files) - start), max_frames, stride)
-        images = [within_budget(read_image(frame_files[start + i])) for i in picked]
+        one, shapes, images = shrink_one(shrink), set(), []
+        for i in picked:
+            image = within_budget(read_image(frame_files[start + i]))
+            shapes.add(image.shape)  # the frames as stored must agree, before any shrink makes them
+            images.append(one(image))
         if not images:
             raise DataError(f"{path}: the frame folder has no frames from frame {start} on")
-        shapes = {im.shape for im in images}
         if len(shapes) > 1:
             raise DataError(f"{path}: frames of different sizes {sorted(shapes)}")
         frames = np.stack(images)
     elif not path.is_file():
         check_regular_file(path)
     elif path.suffix.lower() in MOVIE_SUFFIXES:
-        frames = read_movie(path, max_frames, stride, start)
+        frames = read_movie(path, max_frames, stride, start, shrink=shrink)
     elif path.suffix.lower() == ".gif":
-        frames = _read_gif(path, max_frames, stride, start)
+        frames = _read_gif(path, max_frames, stride, start, shrink_one(shrink))
     elif path.suffix.lower() in FRAME_SUFFIXES:
         strip = read_image(path)
         height = int(frame_shape[0]) if frame_shape else strip.shape[0]
@@ -132,6 +146,7 @@ def read_video(
             )
         frames = strip.reshape(height, -1, width, 3).transpose(1, 0, 2, 3)
         frames = frames[start:][pick_indices(max(0, len(frames) - start), max_frames, stride)]
+        frames = frames if shrink is None or not len(frames) else shrink(frames)
     else:
         raise DataError(f"{path}: unsupported video format (use a frame folder, {', '.join(VIDEO_SUFFIXES)})")
     frames = _to_rgb(np.asarray(frames), path)
@@ -157,17 +172,26 @@ def read_movie_range(path: str | Path, start: int, stop: int) -> np.ndarray:
     return _to_rgb(read_movie(path, None, 1, start, stop), path)
 
 
-def _read_gif(path: Path, max_frames: int | None, stride: int, start: int = 0) -> np.ndarray:
+def _read_gif(
+    path: Path, max_frames: int | None, stride: int, start: int, shrink: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """The frames ``start, start + stride, ...`` of a gif (at most ``max_frames``), each shrunk as it is read."""
     from PIL import Image, ImageSequence
 
+    picked, count, step = [], 0, max(1, stride)
     try:
         with Image.open(path) as img:
-            frames = [within_budget(np.asarray(f.convert("RGB"))) for f in ImageSequence.Iterator(img)]
+            for index, frame in enumerate(ImageSequence.Iterator(img)):
+                count = index + 1
+                wanted = index >= start and (index - start) % step == 0
+                if wanted and not (max_frames and len(picked) >= max_frames):
+                    picked.append(shrink(within_budget(np.asarray(frame.convert("RGB")))))
+    except DataError:  # the shrink's (a frame below the minimum size)
+        raise
     except Exception as err:
         raise DataError(f"{path}: cannot read gif ({err})") from err
-    if not frames:
+    if not count:
         raise DataError(f"{path}: the gif has no frames")
-    picked = [frames[start + i] for i in pick_indices(max(0, len(frames) - start), max_frames, stride)]
     if not picked:
         raise DataError(f"{path}: the gif has no frames from frame {start} on")
     return np.stack(picked)

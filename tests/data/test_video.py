@@ -150,3 +150,35 @@ def test_a_failed_frame_write_removes_the_partial_folder_and_names_it(tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip"]  # no hidden partial folder left
     monkeypatch.undo()
     assert np.array_equal(read_video(tmp_path / "clip"), frames)
+
+
+@pytest.mark.parametrize("container", ["mp4", "gif", "folder", "strip"])
+def test_a_shrink_while_decoding_gives_the_frames_of_a_shrink_after(tmp_path, container, monkeypatch):
+    """``read_video(..., shrink=f)`` == ``f(read_video(...))`` for every container, stride and start, decoded a
+    chunk at a time (the chunk made small here so that a clip spans several, the last one short)."""
+    import cpabanim.data.movie as movie
+    from cpabanim.data.preprocess import square_resizer
+
+    monkeypatch.setattr(movie, "DECODE_CHUNK", 3)
+    frames = np.ascontiguousarray(moving_square_video(23, 48)[:, :, 4:44])  # 48x40: not square
+    path = tmp_path / "clip"
+    if container == "mp4":
+        write_mp4(path.with_suffix(".mp4"), frames)
+        path = path.with_suffix(".mp4")
+    elif container == "gif":
+        path = write_gif(path.with_suffix(".gif"), frames)
+    elif container == "folder":
+        path = write_frame_folder(path, frames)
+    else:
+        path = path.with_suffix(".png")
+        Image.fromarray(np.concatenate(list(frames), axis=1)).save(path)
+    shrink = square_resizer(32, path)
+    calls = []
+    counted = lambda chunk: calls.append(len(chunk)) or shrink(chunk)  # noqa: E731
+    for options in ({}, {"max_frames": 10, "stride": 2, "start": 3}):
+        options = {**options, "frame_shape": (48, 40)} if container == "strip" else options
+        after = shrink(read_video(path, **options))
+        during = read_video(path, **options, shrink=counted)
+        assert during.shape == after.shape and np.array_equal(during, after), options
+    if container == "mp4":  # decord's batches: never more than a chunk at the decoded size
+        assert max(calls) == 3 and sum(calls) == 23 + 10, calls

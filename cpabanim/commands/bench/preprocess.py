@@ -2,7 +2,8 @@
 ``data.folder.max_frames`` 12 and 48, each run in its own process.
 
 A decoded 8000x8000 frame is 192 MB; holding a clip at that resolution would need ``max_frames`` times that. Frames
-over the pixel budget are decoded downscaled (:mod:`cpabanim.data.movie`), so the peak should not depend on
+over the pixel budget are decoded downscaled (:mod:`cpabanim.data.movie`) and, without face crops, cropped and
+resized a chunk at a time as they are decoded (``read_video``'s ``shrink``), so the peak should not depend on
 ``max_frames`` and stay under 1 GB (issue 24's goal). The clip is ffmpeg's ``testsrc2`` pattern, written by the
 ffmpeg that imageio-ffmpeg ships (H.264); a second, small clip is there because a folder needs two videos (train
 and test).

@@ -2,7 +2,8 @@
 or a gif.
 
 Contract: frames are uint8 (T, H, W, 3) throughout; a video that cannot be written is one
-:class:`~cpabanim.errors.CpabanimError` line naming it.
+:class:`~cpabanim.errors.CpabanimError` line naming it. Each video carries :data:`VIDEO_MARK` as its comment, so
+a later run knows it may replace the file (:func:`written_by_cpabanim`), and appears whole or not at all.
 """
 
 from __future__ import annotations
@@ -14,9 +15,27 @@ from pathlib import Path
 import numpy as np
 
 from cpabanim.errors import CpabanimError
+from cpabanim.files import temp_path_for
 
 PANELS = ("all", "result")
 PANEL_LABELS = ("source", "driving", "result")
+VIDEO_MARK = "written by cpabanim"  # the comment of every video the demo writes (movie metadata, gif comment)
+
+
+def written_by_cpabanim(path: Path) -> bool:
+    """Whether the video ``path`` holds :data:`VIDEO_MARK`: one the demo wrote, which a new run may replace."""
+    if path.suffix.lower() == ".gif":
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as image:
+                comment = image.info.get("comment", b"")
+        except (OSError, UnidentifiedImageError):
+            return False
+        return comment == VIDEO_MARK.encode()
+    from cpabanim.data.movie import header_comment
+
+    return header_comment(path) == VIDEO_MARK
 
 
 def _label_font(height: int):
@@ -79,6 +98,10 @@ class VideoWriter:
 
     def __init__(self, path: Path, fps: float) -> None:
         self.path, self.fps = Path(path), fps
+        # written beside under a temporary name (same suffix: ffmpeg picks the container by it), then renamed:
+        # a failure or an interruption leaves the file that was there, never half a video
+        temp = temp_path_for(self.path)
+        self.partial = temp.with_name(temp.name + self.path.suffix)
         self.gif: list[np.ndarray] | None = [] if self.path.suffix.lower() == ".gif" else None
         self.writer = None
         self.frames = 0
@@ -90,7 +113,12 @@ class VideoWriter:
         if self.gif is None:
             with self._failures():
                 self.writer = imageio.get_writer(
-                    self.path, fps=self.fps, codec="libx264", quality=8, macro_block_size=1
+                    self.partial,
+                    fps=self.fps,
+                    codec="libx264",
+                    quality=8,
+                    macro_block_size=1,
+                    output_params=["-metadata", f"comment={VIDEO_MARK}"],
                 )
         return self
 
@@ -108,11 +136,18 @@ class VideoWriter:
     def __exit__(self, kind, error, trace) -> None:
         import imageio.v2 as imageio
 
-        with self._failures():
-            if self.writer is not None:
-                self.writer.close()
-            elif self.gif is not None and error is None:
-                imageio.mimwrite(self.path, self.gif, duration=1000.0 / self.fps, loop=0)
+        try:
+            with self._failures():
+                if self.writer is not None:
+                    self.writer.close()
+                elif self.gif is not None and error is None:
+                    imageio.mimwrite(
+                        self.partial, self.gif, duration=1000.0 / self.fps, loop=0, comment=VIDEO_MARK.encode()
+                    )
+                if error is None:
+                    self.partial.replace(self.path)
+        finally:
+            self.partial.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def _failures(self) -> Iterator[None]:

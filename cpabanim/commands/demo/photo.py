@@ -25,7 +25,7 @@ from cpabanim import files
 from cpabanim.animation.animator import load_model
 from cpabanim.commands.demo.crop import Prepare, driving_crop_boxes, face_prepare, photo_crop_box, square_prepare
 from cpabanim.commands.demo.loop import animate_stream, best_frame, more_moving
-from cpabanim.commands.demo.panels import PANELS, VideoWriter, compose_panels
+from cpabanim.commands.demo.panels import PANELS, VideoWriter, compose_panels, written_by_cpabanim
 from cpabanim.commands.demo.paste import paste_back as paste_into
 from cpabanim.commands.demo.stream import CHUNK, DrivingVideo, open_driving
 from cpabanim.data.video import MIN_SOURCE_SIDE, FrameFolderWriter
@@ -158,13 +158,12 @@ def animate_photo(
 def check_outputs(out: Path, frames_dir: str | Path | None, explain_dir: str | Path | None, fps: float | None) -> None:
     """One line, before any work, for an output the demo cannot write or must not replace: an unknown video
     format, a frame rate that is not positive, a ``--frames`` or ``--explain`` folder holding files cpabanim did
-    not write (or a file in its place)."""
+    not write (or a file in its place), an ``--out`` file cpabanim did not write."""
     from cpabanim.data.video import check_frame_folder
 
     if out.suffix.lower() not in VIDEO_SUFFIXES + (".gif",):
         raise CpabanimError(f"{out}: unsupported output format (use {', '.join(VIDEO_SUFFIXES)} or .gif)")
-    if out.is_dir():
-        raise CpabanimError(f"--out {out} is a folder: give the video's file name")
+    files.check_output_file(out, "--out", written_by_cpabanim)
     if fps is not None and not (fps > 0 and np.isfinite(fps)):
         raise CpabanimError(f"--fps {fps:g}: the frame rate must be a positive number")
     if frames_dir is not None:
