@@ -12,16 +12,10 @@ demo` animates with the pulled checkpoint. A remote that refuses the push fails 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import shutil
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
+from ..services.disks import read_only_folder
 from .conftest import BIN, run
 
 REMOTE = "store"
@@ -109,25 +103,6 @@ def check_a_fresh_clone_pulls_and_reruns_nothing(root: Path, tmp_path: Path) -> 
     demo = ["demo", "--source", str(video / "00000.png"), "--driving", str(video), "--out", str(out)]
     run([str(BIN / "cpabanim"), *demo, "--crop", "none", "--device", "cpu"], clone)
     assert read_video(out).shape[0] == len(list(video.glob("*.png")))
-
-
-@contextmanager
-def read_only_folder(path: Path) -> Iterator[None]:
-    """A folder no one may write to. Root ignores the mode bits, so as root the folder is made immutable
-    (``chattr +i``); where that is not allowed either (a container without CAP_LINUX_IMMUTABLE), the test skips."""
-    path.mkdir()
-    path.chmod(0o555)
-    immutable = False
-    if os.access(path, os.W_OK) and shutil.which("chattr"):
-        immutable = subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
-    try:
-        if os.access(path, os.W_OK):
-            pytest.skip("running as root without `chattr +i`: no folder is read-only to this process")
-        yield
-    finally:
-        if immutable:
-            subprocess.run(["chattr", "-i", str(path)], check=True)
-        path.chmod(0o755)
 
 
 def test_a_remote_that_refuses_the_push_fails_naming_its_folder(tmp_path: Path):

@@ -24,6 +24,7 @@ from cpabanim.models.checkpoint import (
 )
 from tests.conftest import PROJECT_ROOT
 from tests.reliability.helpers import python_child
+from tests.services.disks import read_only_folder
 
 
 def _tiny_model():
@@ -112,17 +113,10 @@ def test_a_real_write_failure_of_the_operating_system_leaves_no_temp_file(tmp_pa
 
 
 def test_a_read_only_checkpoint_folder_is_one_clear_line(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root ignores file permissions")
-    folder = tmp_path / "ckpt"
-    folder.mkdir()
-    folder.chmod(0o555)
-    try:
+    with read_only_folder(tmp_path / "ckpt") as folder:
         with pytest.raises(CpabanimError, match="not writable") as info:
             save_checkpoint(folder / "last.pt", _tiny_model())
-        assert "\n" not in str(info.value) and list(folder.iterdir()) == []
-    finally:
-        folder.chmod(0o755)
+        assert "\n" not in str(info.value) and str(folder) in str(info.value) and list(folder.iterdir()) == []
 
 
 def test_temp_files_are_hidden_per_process_and_only_orphans_are_removed(tmp_path):
