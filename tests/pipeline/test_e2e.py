@@ -254,6 +254,23 @@ def test_a_snakemake_run_is_recorded_in_dvc_lock(runs, tmp_path):
     run(["git", "checkout", "--", ".dvc/config"], root)
 
 
+def test_a_frame_deleted_by_hand_is_what_dvc_status_catches_and_dvc_checkout_restores(runs):
+    """Snakemake decides by files and times, so a frame removed from data/processed plans nothing (docs/pipeline.md
+    says so); DVC hashes contents: after a Snakemake run `dvc status` names the stage, `dvc checkout` restores it."""
+    root = runs[0]["snakemake"]
+    frame = sorted((root / "data" / "processed" / "train").glob("*/00001.png"))[0]
+    kept = frame.read_bytes()
+    frame.unlink()
+    try:
+        assert planned(root, "experiments=[cpab,tps]") == set()
+        status = run([str(BIN / "dvc"), "status", "--json"], root).stdout
+        assert "preprocess" in json.loads(status), status
+    finally:
+        run([str(BIN / "dvc"), "checkout", "data/processed"], root)
+    assert frame.read_bytes() == kept
+    assert run([str(BIN / "dvc"), "status"], root).stdout.strip().endswith("up to date.")
+
+
 def test_dvc_runs_the_whole_pipeline(runs):
     roots, logs = runs
     root = roots["dvc"]
