@@ -39,7 +39,7 @@ run-dvc: venv
 # runs are built once): most tests use one core, and the service tests (SLURM, PostgreSQL, Chromium) mostly wait.
 TEST_WORKERS ?= 2
 test: venv lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Style and imports (ruff) before the tests: unused names, import order, formatting (docs/architecture.md).
 lint: venv

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,19 @@ def _tracking_uri_stays_in_its_test():
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+# The files that take longest start first. pytest-xdist (`--dist loadfile --no-loadscope-reorder`, the Makefile)
+# hands a worker its next file when the current one is nearly done; by default it orders files by their number of
+# tests, which put these (few tests, minutes each, SLURM's requeue waits mostly idle) at the end: the run's tail.
+LONGEST_FIRST = ("tests/pipeline/test_e2e.py", "tests/pipeline/test_slurm_requeue.py", "tests/pipeline/test_slurm.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """LONGEST_FIRST, then the other files by their number of tests (xdist's own order); each file's tests keep
+    their order."""
+    files = [item.nodeid.split("::")[0] for item in items]
+    counts = Counter(files)
+    rank = {name: LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST) for name in counts}
+    order = {id(item): (rank[name], -counts[name], name) for item, name in zip(items, files)}
+    items.sort(key=lambda item: order[id(item)])
