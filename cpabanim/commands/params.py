@@ -43,10 +43,11 @@ def generated(path: Path) -> bool:
 def write_resolved(params: dict, path: Path) -> None:
     """The resolved parameters as DVC's ``params`` stage records them (also ``cpabanim record``'s first step);
     a file there that this did not write (``--write params.yaml``) is refused, unchanged."""
-    check_output_file(path, "--write", generated)
     text = GENERATED_HEADER + dump(params)
-    if not path.is_file() or path.read_text() != text:  # unchanged bytes: DVC sees no change
-        write_atomically(path, lambda handle: handle.write(text.encode()))
+    if path.is_file() and path.read_text(errors="replace") == text:  # unchanged bytes: DVC sees no change
+        return
+    check_output_file(path, "--write", generated)
+    write_atomically(path, lambda handle: handle.write(text.encode()))
 
 
 def origins(args: argparse.Namespace, params: dict) -> dict[str, str]:
