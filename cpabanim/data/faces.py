@@ -18,6 +18,7 @@ over time with a Gaussian, and the box *size* is one number for the whole clip (
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 
@@ -183,3 +184,39 @@ def face_crop_video(
     """Detect, track and crop the face of a clip: ``(uint8 (T, size, size, 3), crop boxes float (T, 4))``."""
     boxes = stable_crop_boxes(track_boxes(frames, detect_every), margin, sigma)
     return crop_frames(frames, boxes, size), boxes
+
+
+def face_crop_streamed(
+    read: Callable[[Callable[[np.ndarray], np.ndarray]], np.ndarray],
+    size: int,
+    margin: float = DEFAULT_MARGIN,
+    sigma: float = DEFAULT_SIGMA,
+    detect_every: int = 1,
+    source: object = "the clip",
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`face_crop_video` of the clip ``read(shrink)`` decodes (``read_video``'s ``shrink``, given a chunk of
+    frames at a time), decoded twice: once to track the face (boxes only, each chunk dropped once tracked), once to
+    crop each chunk with the smoothed boxes of the whole track. The clip is never held at its decoded size: memory
+    stays one chunk plus the crops, whatever its length. Same crops and boxes as :func:`face_crop_video`
+    (tests/data/test_faces.py). A clip without a face is a :class:`DataError` naming ``source``; ``read``'s own
+    errors pass as they are."""
+    tracker, tracked = FaceTracker(detect_every), []
+
+    def track(frames: np.ndarray) -> np.ndarray:
+        tracked.append(tracker(frames))
+        return frames[:, :1, :1]  # the frame count, nothing more
+
+    read(track)
+    try:
+        boxes = stable_crop_boxes(np.concatenate(tracked), margin, sigma)
+    except DataError as err:
+        raise DataError(f"{source}: {err}") from err
+    cropped = 0
+
+    def crop(frames: np.ndarray) -> np.ndarray:
+        nonlocal cropped
+        out = crop_frames(frames, boxes[cropped : cropped + len(frames)], size)
+        cropped += len(frames)
+        return out
+
+    return read(crop), boxes

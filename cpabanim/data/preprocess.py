@@ -130,16 +130,19 @@ def plan(data: Mapping[str, Any], seed: int, raw_root: str | Path) -> Iterator[t
 
                 def make(video=video, start=start):
                     read = {"max_frames": cfg["max_frames"], "stride": cfg["stride"], "start": start}
-                    if not cfg["faces"]:  # cropped and resized as decoded: the clip is never held at its own size
+                    # cropped and resized as decoded: the clip is never held at its own size
+                    if not cfg["faces"]:
                         return read_video(video, **read, shrink=square_resizer(size, video))
-                    from cpabanim.data.faces import face_crop_video
+                    from cpabanim.data.faces import face_crop_streamed
 
-                    frames = read_video(video, **read)
-                    try:
-                        crop = face_crop_video(frames, size, cfg["margin"], cfg["smooth_sigma"], cfg["detect_every"])
-                    except DataError as err:
-                        raise DataError(f"{video}: {err}") from err
-                    return crop[0]
+                    return face_crop_streamed(
+                        lambda shrink: read_video(video, **read, shrink=shrink),
+                        size,
+                        cfg["margin"],
+                        cfg["smooth_sigma"],
+                        cfg["detect_every"],
+                        source=video,
+                    )[0]
 
                 yield split, name, make
     elif data.get("source_dir") or source == "mgif":

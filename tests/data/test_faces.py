@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cpabanim.data.faces import detect_faces, face_crop_video, stable_crop_boxes
+from cpabanim.data.faces import detect_faces, face_crop_streamed, face_crop_video, stable_crop_boxes
 from cpabanim.data.video import read_video
 from cpabanim.errors import DataError
 from tests.conftest import SHARED_FACES, requires_faces
@@ -48,3 +48,44 @@ def test_face_crop_on_real_clips_is_stable_and_centred(clip):
             assert np.abs(centre - 64).max() < 0.15 * 128
             assert 0.35 * 128 < faces[0, 2] - faces[0, 0] < 0.8 * 128
     assert found >= 2
+
+
+@requires_faces
+def test_a_streamed_face_crop_gives_the_crops_of_a_crop_of_the_held_clip():
+    """Preprocess tracks the face in one decoding pass and crops in a second (the clip never held at its decoded
+    size, issue 24): the same boxes and pixels as tracking and cropping the whole decoded clip. 19 frames: two
+    full chunks of 8 and a short one."""
+    read = {"max_frames": 19, "stride": 2}
+    held_crops, held_boxes = face_crop_video(read_video(SHARED_FACES / "d0.mp4", **read), 96, 0.8, 3.0)
+    chunks: list[int] = []
+
+    def read_chunks(shrink):
+        return read_video(SHARED_FACES / "d0.mp4", **read, shrink=lambda f: chunks.append(len(f)) or shrink(f))
+
+    crops, boxes = face_crop_streamed(read_chunks, 96, 0.8, 3.0)
+    assert chunks == [8, 8, 3, 8, 8, 3]  # two passes, a chunk at a time
+    np.testing.assert_array_equal(boxes, held_boxes)
+    np.testing.assert_array_equal(crops, held_crops)
+
+
+@requires_faces
+def test_preprocess_with_face_crops_keeps_face_clips_and_names_a_clip_without_a_face(tmp_path):
+    """The folder source with ``faces`` on: real talking-face clips become face crops at the frame size; a clip
+    without a face is skipped with its path and the reason."""
+    from cpabanim.data.preprocess import preprocess
+    from tests.data.helpers import folder_source_params, moving_square_video, write_mp4
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for clip in ("d0.mp4", "d11.mp4"):
+        (videos / clip).symlink_to(SHARED_FACES / clip)
+    write_mp4(videos / "square.mp4", moving_square_video(10, 64))
+    data, seed = folder_source_params(videos, test_fraction=0.34)
+    data["folder"].update(faces=True, max_frames=9, stride=2)
+    manifest = preprocess(data, seed, tmp_path / "raw", tmp_path / "processed")
+    kept = {name: video["frames"] for split in manifest["videos"].values() for name, video in split.items()}
+    assert kept == {"d0": 9, "d11": 9}
+    (skipped,) = manifest["skipped"]
+    assert skipped["video"] == "square" and "square.mp4" in skipped["reason"] and "no face" in skipped["reason"]
+    crops = read_video(next((tmp_path / "processed").rglob("d0/*.png")).parent)
+    assert crops.shape == (9, 32, 32, 3)

@@ -97,6 +97,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+# up to RETRIES + 1 allocations of about two minutes each (the limit, the plugin's polls) on a loaded machine: past
+# the suite's 900 s per test (with a busy loop on each core, the whole suite took 35 min and this test 900 s+)
+@pytest.mark.timeout(1800)
 def test_training_completes_across_allocations_with_the_weights_of_an_uninterrupted_run(
     project: Path, slurm_cluster: SlurmCluster, tmp_path: Path
 ) -> None:

@@ -8,8 +8,10 @@
                                                             training items/s of the input pipeline, 0 vs N workers
     cpabanim bench demo  [--json FILE] [--frame-size S] [--clip VIDEO] [--quick]
                                                             the demo's peak memory on a 10 s and a 60 s driving video
-    cpabanim bench preprocess [--json FILE] [--quick]       preprocess's peak memory on an 8000x8000 clip,
-                                                            data.folder.max_frames 12 vs 48
+    cpabanim bench preprocess [--json FILE] [--clip VIDEO] [--quick]
+                                                            preprocess's peak memory on an 8000x8000 clip,
+                                                            data.folder.max_frames 12 vs 48 (--clip: that
+                                                            video scaled up, with face crops)
 
 Figures are never asserted in tests (docs/model.md, "Training step profile").
 """
@@ -47,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--clip",
         default=None,
         metavar="VIDEO",
-        help="demo: a real talking-face clip, repeated to length (default: a synthetic video, --crop none)",
+        help="demo: a real talking-face clip, repeated to length (default: a synthetic video, --crop none); "
+        "preprocess: a talking-face clip, scaled up to the huge clip and preprocessed with face crops",
     )
     parser.add_argument(
         "--profile",
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.what == "preprocess":
         from cpabanim.commands.bench.preprocess import bench_preprocess
 
-        return bench_preprocess(args.json_path, args.preset, overrides, args.quick)
+        return bench_preprocess(args.json_path, args.preset, overrides, args.quick, args.clip)
     if args.what == "data":
         from cpabanim.commands.bench.data import bench_data
 

@@ -7,6 +7,10 @@ resized a chunk at a time as they are decoded (``read_video``'s ``shrink``), so 
 ``max_frames`` and stay under 1 GB (issue 24's goal). The clip is ffmpeg's ``testsrc2`` pattern, written by the
 ffmpeg that imageio-ffmpeg ships (H.264); a second, small clip is there because a folder needs two videos (train
 and test).
+
+With ``--clip VIDEO`` (a talking face), the huge clip is that video scaled up into the 8000x8000 frame and face
+crops are on: tracked in one decoding pass, cropped in a second (:func:`cpabanim.data.faces.face_crop_streamed`),
+so the peak should not depend on ``max_frames`` either.
 """
 
 from __future__ import annotations
@@ -34,12 +38,18 @@ CHILD = (
 )
 
 
-def write_clip(path: Path, size: int, frames: int) -> Path:
-    """An H.264 clip of ``frames`` frames of ``size`` x ``size`` (ffmpeg's moving test pattern)."""
+def write_clip(path: Path, size: int, frames: int, source: str | None = None) -> Path:
+    """An H.264 clip of ``frames`` frames of ``size`` x ``size``: ffmpeg's moving test pattern, or the video
+    ``source`` scaled to fit (its aspect kept, black bars)."""
     import imageio_ffmpeg
 
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi"]
-    command += ["-i", f"testsrc2=size={size}x{size}:rate=24", "-frames:v", str(frames)]
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y"]
+    if source is None:
+        command += ["-f", "lavfi", "-i", f"testsrc2=size={size}x{size}:rate=24"]
+    else:
+        fit = f"scale={size}:{size}:force_original_aspect_ratio=decrease,pad={size}:{size}:(ow-iw)/2:(oh-ih)/2"
+        command += ["-i", source, "-vf", fit]
+    command += ["-frames:v", str(frames)]
     command += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)]
     subprocess.run(command, check=True, capture_output=True, timeout=900)
     return path
@@ -62,21 +72,25 @@ def run_preprocess(data: dict, raw: Path, out: Path) -> dict[str, float]:
     }
 
 
-def bench_preprocess(json_path: str | None, preset: str | None, overrides: list[str], quick: bool) -> int:
-    """Peak RSS of preprocessing a folder holding one huge clip, at each of :data:`MAX_FRAMES`, printed."""
+def bench_preprocess(
+    json_path: str | None, preset: str | None, overrides: list[str], quick: bool, clip: str | None = None
+) -> int:
+    """Peak RSS of preprocessing a folder holding one huge clip, at each of :data:`MAX_FRAMES`, printed; with
+    ``clip``, the huge clip is that video scaled up, preprocessed with face crops."""
     from cpabanim.commands.bench.common import bench_params, print_peaks, write_figures
 
     params = bench_params(preset, overrides)
     size = QUICK_SIZE if quick else SIZE
-    results: dict[str, float] = {"clip_px": size, "frame_size": int(params["data"]["frame_size"])}
+    faces = clip is not None
+    results: dict[str, float] = {"clip_px": size, "frame_size": int(params["data"]["frame_size"]), "faces": faces}
     with tempfile.TemporaryDirectory(prefix="cpabanim-bench-preprocess-") as tmp:
         root = Path(tmp)
         videos = root / "videos"
         videos.mkdir()
-        write_clip(videos / "huge.mp4", size, FRAMES)
-        write_clip(videos / "small.mp4", 128, 8)
+        write_clip(videos / "huge.mp4", size, FRAMES, clip)
+        write_clip(videos / "small.mp4", 256 if faces else 128, 8, clip)
         for max_frames in MAX_FRAMES:
-            folder = {**params["data"]["folder"], "dir": str(videos), "max_frames": max_frames, "faces": False}
+            folder = {**params["data"]["folder"], "dir": str(videos), "max_frames": max_frames, "faces": faces}
             data = {**params["data"], "source": "folder", "folder": folder}
             measured = run_preprocess(data, root / "raw", root / f"processed_{max_frames}")
             for key, value in measured.items():
@@ -84,7 +98,8 @@ def bench_preprocess(json_path: str | None, preset: str | None, overrides: list[
     low, high = MAX_FRAMES
     results["rss_ratio"] = results[f"peak_rss_mb_{high}"] / results[f"peak_rss_mb_{low}"]
     rows = [(str(n), results[f"frames_{n}"], results[f"peak_rss_mb_{n}"], results[f"seconds_{n}"]) for n in MAX_FRAMES]
-    title = f"preprocess peak memory, one {size}x{size} clip ({FRAMES} frames) -> {results['frame_size']} px:"
+    what = f"{Path(clip).name} scaled up, face crops" if faces else "test pattern"
+    title = f"preprocess peak memory, one {size}x{size} clip ({what}, {FRAMES} frames) -> {results['frame_size']} px:"
     ratio = f"ratio {high} / {low}: {results['rss_ratio']:.3f} (goal: independent of max_frames, under 1 GB)"
     print_peaks(title, "max_frames", rows, ratio)
     write_figures(json_path, results)
