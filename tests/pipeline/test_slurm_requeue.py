@@ -83,6 +83,11 @@ def progress(root: Path) -> str:
     return f"checkpoint at step {torch.load(path, map_location='cpu', weights_only=True)['step']} of {STEPS}"
 
 
+def table(rows: list[dict[str, str]]) -> str:
+    """sacct rows as lines of ``|``-separated values, for the test's output."""
+    return "".join("|".join(row.values()) + "\n" for row in rows)
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny project, one experiment and one seed, whose data stages have run (locally)."""
@@ -127,7 +132,7 @@ def test_training_completes_across_allocations_with_the_weights_of_an_uninterrup
     log = result.stdout + result.stderr
     assert result.returncode == 0, (
         f"snakemake on SLURM failed ({result.returncode}) after {seconds:.0f} s, {progress(project)}:\n"
-        + "".join("|".join(row.values()) + "\n" for row in slurm_cluster.completed_jobs())
+        + table(slurm_cluster.completed_jobs())
         + log[-5000:]
     )
     reference_log = uninterrupted.communicate(timeout=900)[0]
@@ -136,10 +141,7 @@ def test_training_completes_across_allocations_with_the_weights_of_an_uninterrup
     jobs = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: \S*/rule_train/", log)
     # the job completion log has a line per allocation: requeued ones (back to PENDING), then the one that completed
     allocations = [row for row in slurm_cluster.completed_jobs() if row["JobIDRaw"] in jobs]
-    sys.stderr.write(
-        f"train on SLURM: {seconds:.0f} s, jobs {jobs}\n"
-        + "".join("|".join(row.values()) + "\n" for row in allocations)
-    )
+    sys.stderr.write(f"train on SLURM: {seconds:.0f} s, jobs {jobs}\n" + table(allocations))
     assert jobs and len(allocations) >= 2, f"training ended within one allocation: {allocations}\n{log[-4000:]}"
     assert allocations[-1]["State"] == "COMPLETED", allocations
     assert {row["State"] for row in allocations[:-1]} <= {"PENDING", "REQUEUED", "TIMEOUT"}, allocations
