@@ -149,6 +149,10 @@ def stage_parser(name: str) -> argparse.ArgumentParser:
             default=None,
             help="comma-separated experiments to compare (default: the experiment of the params)",
         )
+    if stage.shards:  # one job of a sharded stage (docs/pipeline.md, "Shards"); neither: every shard, then the gather
+        job = parser.add_mutually_exclusive_group()
+        job.add_argument("--shard", type=int, metavar="K", help=f"run shard K only (0 .. {stage.shards} - 1)")
+        job.add_argument("--gather", action="store_true", help="write the stage's index from its shards' records")
     module = importlib.import_module(stage.module)
     if hasattr(module, "add_arguments"):
         module.add_arguments(parser)
@@ -173,6 +177,9 @@ def run_pipeline_stage(name: str, rest: list[str]) -> None:
     common = {"params", "preset", "experiment", "overrides", "overrides_file", "experiments"}
     options = {k: v for k, v in vars(args).items() if k not in common}
     module = importlib.import_module(stage.module)
+    if options.get("shard") is not None:  # a shard job: its record says what it ran; the gather's run logs it all
+        module.run(cfg, io, **options)
+        return
     with runs.stage_context(name, params, used=cfg.to_dict(), seeded=stage.per_experiment):
         if stage.aggregate:  # the report, for its experiments' MLflow parent runs only (pipeline/report.py: run)
             module.run(cfg, io, params=params, **options)

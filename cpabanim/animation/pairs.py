@@ -24,7 +24,6 @@ from cpabanim import files
 from cpabanim.animation.animator import load_animator
 from cpabanim.animation.reconstruct import checkpoint_path
 from cpabanim.data.frames import (
-    frame_paths,
     read_frames,
     side_by_side,
     test_videos,
@@ -34,7 +33,9 @@ from cpabanim.data.frames import (
     write_image,
     write_viewing_videos,
 )
+from cpabanim.data.layout import video_name
 from cpabanim.data.names import safe_name
+from cpabanim.data.video import frame_count
 from cpabanim.errors import CpabanimError
 from cpabanim.progress import progress_bar
 from cpabanim.runtime import resolve_device
@@ -51,7 +52,7 @@ def choose_pairs(videos: list[Path], num_pairs: int, seed: int) -> list[dict]:
     drives itself (logged: not cross-identity).
     """
     rng = np.random.default_rng(seed)
-    names = [v.name for v in videos]
+    names = [video_name(v) for v in videos]
     candidates = list(itertools.permutations(range(len(names)), 2))
     if not candidates:
         log.warning("only one test video: it animates itself (no cross-identity pair exists)")
@@ -60,7 +61,7 @@ def choose_pairs(videos: list[Path], num_pairs: int, seed: int) -> list[dict]:
     pairs = []
     for number, choice in enumerate(order):
         source, driving = candidates[choice]
-        source_frame = int(rng.integers(0, len(frame_paths(videos[source]))))
+        source_frame = int(rng.integers(0, frame_count(videos[source])))
         pairs.append(
             {
                 "name": safe_name(f"{number:03d}_{names[source]}_to_{names[driving]}"),
@@ -101,7 +102,7 @@ def animate_pairs(
     torch_device = resolve_device(device)
     runner, info = load_animator(animator, checkpoint_path(checkpoint, checkpoints), torch_device, "animate")
     videos = test_videos(processed)
-    by_name = {v.name: v for v in videos}
+    by_name = {video_name(v): v for v in videos}
     pairs = choose_pairs(videos, num_pairs, pairs_seed)
     files.fresh_output_folder(out_root, "cpabanim animate")
 

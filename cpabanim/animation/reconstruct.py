@@ -31,6 +31,7 @@ from cpabanim.data.frames import (
     write_frames,
     write_viewing_videos,
 )
+from cpabanim.data.layout import video_name
 from cpabanim.data.names import safe_name
 from cpabanim.evaluation import formulas
 from cpabanim.progress import progress_bar
@@ -73,9 +74,15 @@ def explain_first_video(model, video: Path, folder: Path, device: torch.device) 
     source, driving = frames[:1].to(device), frames[middle : middle + 1].to(device)
     out = model.reconstruct(source, driving)
     explanation = explanation_from_output(
-        out, 0, source[0], driving[0], model.params["motion"], model.num_groups, title=f"{video.name}, frame {middle}"
+        out,
+        0,
+        source[0],
+        driving[0],
+        model.params["motion"],
+        model.num_groups,
+        title=f"{video_name(video)}, frame {middle}",
     )
-    write_explanation(explanation, folder / safe_name(video.name))
+    write_explanation(explanation, folder / safe_name(video_name(video)))
     log_artifact(folder, "explain")
 
 
@@ -118,23 +125,24 @@ def reconstruct_all(
         table = csv.writer(handle)
         table.writerow(["video", "frame", "l1"])
         for video in progress_bar(videos, desc="reconstruct", unit="video"):
+            name = video_name(video)
             frames_uint8 = read_frames(video)
             if max_frames:
                 frames_uint8 = frames_uint8[:max_frames]
             frames = to_tensor(frames_uint8)
             predictions = reconstruct_video(runner, frames, batch_size, torch_device)
             predicted_uint8 = to_frames(predictions)
-            write_frames(predicted_uint8, out_root / video.name)
+            write_frames(predicted_uint8, out_root / name)
             # L1 of what was saved (uint8 PNGs), so it equals what `cpabanim evaluate` recomputes.
             l1 = formulas.l1_per_frame(to_tensor(predicted_uint8), frames).numpy()
-            table.writerows([video.name, t, f"{value:.6f}"] for t, value in enumerate(l1))
+            table.writerows([name, t, f"{value:.6f}"] for t, value in enumerate(l1))
             all_l1.append(l1)
-            index["videos"][video.name] = {"frames": len(frames), "l1": float(l1.mean())}
+            index["videos"][name] = {"frames": len(frames), "l1": float(l1.mean())}
             strip = side_by_side(frames_uint8[0], frames_uint8, predicted_uint8)
             if not viewing_videos or len(index["videos"]) <= viewing_videos:
-                write_viewing_videos(strip, out_root / video.name, fps, mp4, gif)
+                write_viewing_videos(strip, out_root / name, fps, mp4, gif)
             if len(index["videos"]) <= MLFLOW_IMAGES:  # the middle frame, to browse runs in the MLflow UI
-                log_image(strip[len(strip) // 2], f"reconstruction/{video.name}.png")
+                log_image(strip[len(strip) // 2], f"reconstruction/{name}.png")
     if len(videos) > MLFLOW_IMAGES:  # not a silent cap: the run says what it holds and where the rest is
         set_tags(
             {

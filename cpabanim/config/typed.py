@@ -326,6 +326,7 @@ class DataConfig(SectionConfig):
     source: Literal["synthetic", "folder", "vox", "taichi", "ted", "mgif"]
     seed: int
     frame_size: int
+    shards: int
     id_sampling: bool
     num_repeats: int
     augmentation: AugmentationConfig | None
@@ -444,6 +445,7 @@ class MasksConfig(SectionConfig):
     """Region masks for the keypoint semantic loss (cpabanim/schemas/masks.yaml)."""
 
     source: Literal["slic", "sam"]
+    shards: int
     sam: SAMConfig
     slic: SLICConfig
 

@@ -16,6 +16,7 @@ tensors (OpenCV), augmented as tensors and handed on as uint8.
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,38 +25,25 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from cpabanim.data import archive
 from cpabanim.data.augmentation import apply_augmentation, pack_uint8, sample_augmentation
+from cpabanim.data.layout import split_videos, video_name
 from cpabanim.data.loader import ItemKey, item_generator
+from cpabanim.data.masks import mask_files, mask_frames
 from cpabanim.data.names import identity
-from cpabanim.data.video import is_video, list_frame_files, read_image, read_video
+from cpabanim.data.video import list_frame_files, read_image, read_video
 from cpabanim.errors import DataError
 
-
-def video_name(path: Path) -> str:
-    """A video's name: the folder's name (dots and all: ``id10001.7w0IBEWc9Qw.000993.001143``), or the file name
-    without its movie/image suffix (``clip.v2.mp4`` -> ``clip.v2``)."""
-    path = Path(path)
-    return path.name if path.is_dir() else path.stem
+LISTINGS_KEPT = 1024  # frame-folder listings a loader worker keeps (about 1 MB for 256-frame videos)
 
 
 def list_videos(root: str | Path, split: str) -> list[Path]:
-    """Every video under ``root/split`` (sorted), or a :class:`DataError` saying what is missing."""
-    folder = Path(root) / split
-    if not folder.is_dir():
-        raise DataError(f"{folder}: no '{split}' folder (run `cpabanim preprocess` first)")
-    videos = sorted(p for p in folder.iterdir() if not p.name.endswith(".tmp") and is_video(p))
+    """Every video of ``root``'s split, sorted by name (the processed index, or the folder's videos:
+    :func:`cpabanim.data.layout.split_videos`), or a :class:`DataError` saying what is missing."""
+    videos = list(split_videos(root, split).values())
     if not videos:
-        raise DataError(f"{folder}: no videos")
+        raise DataError(f"{Path(root) / split}: no videos")
     return videos
-
-
-def load_masks(masks_root: str | Path, split: str, name: str) -> np.ndarray:
-    """uint8 (T, H, W) region labels of one video, written by ``cpabanim masks``."""
-    path = Path(masks_root) / split / f"{name}.npz"
-    if not path.is_file():
-        raise DataError(f"{path}: no region masks for video {name!r} (run `cpabanim masks`)")
-    with np.load(path) as data:
-        return data["labels"]
 
 
 def read_frame(path: Path) -> torch.Tensor:
@@ -120,7 +108,8 @@ class FramesDataset(Dataset):
             self.groups = [groups[key] for key in sorted(groups)]
         else:
             self.groups = [[video] for video in self.videos]
-        self._frame_files: dict[Path, list[Path]] = {}  # filled lazily, per worker
+        self.masks = mask_files(masks_root, split) if masks_root else None
+        self._frame_files: OrderedDict[Path, list[Path]] = OrderedDict()  # frame folders' listings, bounded
 
     def __len__(self) -> int:
         return len(self.groups) * self.num_repeats
@@ -140,39 +129,32 @@ class FramesDataset(Dataset):
         return self._pair(video, generator)
 
     def frame_files(self, video: Path) -> list[Path]:
-        """The frame files of a frame-folder video, listed once per process."""
-        if video not in self._frame_files:
+        """The frame files of a frame-folder video, listed once per process for the last :data:`LISTINGS_KEPT` videos
+        (a worker drawing every video of a large dataset holds no more)."""
+        if video in self._frame_files:
+            self._frame_files.move_to_end(video)
+        else:
             self._frame_files[video] = list_frame_files(video)
+            if len(self._frame_files) > LISTINGS_KEPT:
+                self._frame_files.popitem(last=False)
         return self._frame_files[video]
 
     def _pair(self, video: Path, generator: torch.Generator | None) -> dict[str, Any]:
         """Two frames drawn uniformly with replacement, sorted, with their masks, augmented as a pair."""
         name = video_name(video)
-        if video.is_dir():  # read only the two frames drawn
-            files = self.frame_files(video)
-            picks = sorted(torch.randint(len(files), (2,), generator=generator).tolist())
-            frames = [read_frame(files[i]) for i in picks]
-            if frames[0].shape != frames[1].shape:
-                raise DataError(
-                    f"{video}: frames of different sizes ({tuple(frames[0].shape[1:])} and "
-                    f"{tuple(frames[1].shape[1:])})"
-                )
-            pair = torch.stack(frames)
-        else:
-            all_frames = read_video(video, self.frame_shape)
-            picks = sorted(torch.randint(len(all_frames), (2,), generator=generator).tolist())
-            pair = torch.from_numpy(np.ascontiguousarray(all_frames[picks])).permute(0, 3, 1, 2)
+        picks, pair = self._two_frames(video, generator)
         self._check_shape_hw(tuple(pair.shape[-2:]), video)
         masks = None
-        if self.masks_root is not None:
-            labels = load_masks(self.masks_root, self.split, name)
-            if labels.shape[1:] != tuple(pair.shape[-2:]) or max(picks) >= len(labels):
+        if self.masks is not None:
+            if name not in self.masks:
+                raise DataError(f"{self.masks_root}: no region masks for video {name!r} (run `cpabanim masks`)")
+            labels = mask_frames(self.masks[name], picks)
+            if labels.shape[1:] != tuple(pair.shape[-2:]):
                 raise DataError(
-                    f"masks of {name!r} have shape {labels.shape}, frames are {tuple(pair.shape[-2:])} "
-                    f"x >{max(picks)}: "
+                    f"masks of {name!r} are {labels.shape[1:]}, frames are {tuple(pair.shape[-2:])}: "
                     "re-run `cpabanim masks` after preprocessing"
                 )
-            masks = torch.from_numpy(labels[picks].astype(np.int64))
+            masks = torch.from_numpy(labels.astype(np.int64))
         aug = sample_augmentation(self.augmentation, tuple(pair.shape[-2:]), generator)
         pair, masks = apply_augmentation(pair, masks, aug)
         pair = pack_uint8(pair)  # the trainer's to_device makes them float on the device
@@ -180,6 +162,33 @@ class FramesDataset(Dataset):
         if masks is not None:
             item["source_mask"], item["driving_mask"] = masks[0].contiguous(), masks[1].contiguous()
         return item
+
+    def _two_frames(self, video: Path, generator: torch.Generator | None) -> tuple[list[int], torch.Tensor]:
+        """Two frame indices drawn uniformly with replacement, sorted, and those frames, uint8 (2, 3, H, W): only
+        those two are decoded from an archive or a frame folder (a movie is read whole)."""
+
+        def draw(count: int) -> list[int]:
+            return sorted(torch.randint(count, (2,), generator=generator).tolist())
+
+        if video.suffix == archive.SUFFIX:
+            with archive.FrameArchive(video) as stored:
+                picks = draw(len(stored))
+                images = [stored.image(i) for i in picks]
+            rgb = [im if im.ndim == 3 else np.repeat(im[..., None], 3, axis=2) for im in images]  # gray: one rule
+            frames = [torch.from_numpy(np.ascontiguousarray(im[..., :3])).permute(2, 0, 1) for im in rgb]
+        elif video.is_dir():
+            files = self.frame_files(video)
+            picks = draw(len(files))
+            frames = [read_frame(files[i]) for i in picks]
+        else:
+            all_frames = read_video(video, self.frame_shape)
+            picks = draw(len(all_frames))
+            return picks, torch.from_numpy(np.ascontiguousarray(all_frames[picks])).permute(0, 3, 1, 2)
+        if frames[0].shape != frames[1].shape:
+            raise DataError(
+                f"{video}: frames of different sizes ({tuple(frames[0].shape[1:])} and {tuple(frames[1].shape[1:])})"
+            )
+        return picks, torch.stack(frames)
 
     def _check_shape_hw(self, shape: tuple[int, int], video: Path) -> None:
         if self.frame_shape and shape != tuple(self.frame_shape[:2]):

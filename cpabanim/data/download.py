@@ -108,7 +108,7 @@ def download(data: Mapping[str, Any], raw_root: str | Path) -> dict[str, Any]:
         folder = Path(data["folder"]["dir"] or ".")
         if not data["folder"]["dir"] or not folder.is_dir():
             raise ConfigError(f"data.folder.dir={data['folder']['dir']!r} is not a folder of videos")
-        from cpabanim.data.preprocess import folder_videos
+        from cpabanim.data.listing import folder_videos
 
         for split, video in folder_videos(folder, data["folder"]["test_fraction"]):
             entry = {"path": str(video), "split": split}

@@ -133,11 +133,11 @@ def write_viewing_videos(frames: np.ndarray, stem: Path, fps: float, mp4: bool, 
 
 
 def test_videos(processed: str | Path, max_videos: int = 0) -> list[Path]:
-    """The test split's frame folders ``{processed}/test/<video>/`` in name order (the first ``max_videos``)."""
-    split = Path(processed) / "test"
-    if not split.is_dir():
-        raise DataError(f"test split {split} not found: run `cpabanim preprocess` first")
-    videos = sorted(p for p in split.iterdir() if p.is_dir() and frame_paths(p))
+    """The test split's videos (frame archives, or frame folders of a dataset laid out by hand) in name order (the
+    first ``max_videos``): :func:`cpabanim.data.layout.split_videos`; a video's name is ``layout.video_name``."""
+    from cpabanim.data.layout import split_videos
+
+    videos = list(split_videos(processed, "test").values())
     if not videos:
-        raise DataError(f"no frame folders with PNG frames in {split}")
+        raise DataError(f"no test videos in {processed}: run `cpabanim preprocess`")
     return videos[:max_videos] if max_videos else videos

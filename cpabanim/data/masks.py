@@ -1,10 +1,12 @@
 """Region label maps of the training frames, for the keypoint semantic loss (the library behind the ``masks``
 stage, :mod:`cpabanim.pipeline.masks`).
 
-:func:`extract_masks` writes, per training video: ``<masks_root>/train/<video_id>.npz`` holding ``labels``:
-uint8 (T, H, W), frame-aligned with ``<processed_root>/train/<video_id>/``, at the training resolution;
-0 = no region, 1..255 = region ids (ids are per frame: region k of frame t and region k of frame t' are
-unrelated). ``<masks_root>/meta.json`` records which source made them (``sam`` or ``slic``) and its settings.
+:func:`extract_masks` writes, per training video, the label maps uint8 (T, H, W) as a frame archive of grayscale
+PNGs (:mod:`cpabanim.data.archive`: per-frame access), ``<masks_root>/shards/<kkk>/<video_id>.zip``, frame-aligned
+with the processed video, at the training resolution; 0 = no region, 1..255 = region ids (ids are per frame: region
+k of frame t and region k of frame t' are unrelated). Sharded like preprocess (``masks.shards`` jobs, then a
+gather): ``<masks_root>/meta.json`` is the index, with the source that made them (``sam`` or ``slic``), its
+settings, and each video's file.
 
 - ``sam``: segment-anything's *automatic mask generation* (a grid of ``points_per_side``² point prompts,
   filtered by predicted IoU and stability, then NMS), the same procedure as SAM's reference ``amg.py``.
@@ -16,8 +18,11 @@ unrelated). ``<masks_root>/meta.json`` records which source made them (``sam`` o
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
+import shutil
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -169,6 +174,21 @@ def save_labels(path: str | Path, labels: np.ndarray) -> None:
     files.write_atomically(path, write)
 
 
+MASKS_INDEX = "meta.json"  # the masks' index (the gather): source, settings, each video's file and frame count
+OWNER = "cpabanim masks"
+
+
+def mask_settings(masks_cfg: Mapping[str, Any], weights_dir: str | Path, sam_model=None) -> dict[str, Any]:
+    """What defines the label maps: the source and its settings (for SAM, which checkpoint)."""
+    source = masks_cfg["source"]
+    settings = {"source": source, **({"sam": masks_cfg["sam"]} if source == "sam" else {"slic": masks_cfg["slic"]})}
+    if source == "sam":
+        settings["checkpoint"] = (
+            "random-init (test)" if sam_model is not None else str(sam_checkpoint(masks_cfg["sam"], weights_dir))
+        )
+    return settings
+
+
 def extract_masks(
     masks_cfg: Mapping[str, Any],
     processed_root: str | Path,
@@ -177,52 +197,125 @@ def extract_masks(
     device: str = "cpu",
     sam_model=None,
 ) -> dict[str, Any]:
-    """Label maps for every training video of ``processed_root`` (``{paths.processed}``) into ``masks_root``
-    (``{paths.masks}``), as ``masks_cfg`` (the ``masks`` params) says; videos already done are skipped. Returns (and
-    writes) ``meta.json``.
+    """Every shard of the masks (:func:`extract_masks_shard`), then :func:`gather_masks`: ``cpabanim masks`` without
+    ``--shard``. Returns the index."""
+    for shard in range(int(masks_cfg["shards"])):
+        extract_masks_shard(masks_cfg, processed_root, masks_root, weights_dir, shard, device, sam_model)
+    return gather_masks(masks_cfg, masks_root, weights_dir, sam_model)
 
-    ``weights_dir`` (``paths.weights``) holds the official SAM checkpoint when ``masks.sam.checkpoint`` is empty;
-    ``device`` is where SAM runs. ``sam_model`` overrides loading the checkpoint (tests pass a randomly
-    initialised SAM).
-    """
-    source = masks_cfg["source"]
-    processed, out = Path(processed_root), Path(masks_root)
-    train = processed / "train"
-    if not train.is_dir():
-        raise DataError(f"{train}: no training frames (run `cpabanim preprocess` first)")
-    files.claim_output_folder(out, "cpabanim masks")  # it removes stale masks: never in a folder of the user's
-    settings = {"source": source, **({"sam": masks_cfg["sam"]} if source == "sam" else {"slic": masks_cfg["slic"]})}
-    if source == "sam":
-        settings["checkpoint"] = (
-            "random-init (test)" if sam_model is not None else str(sam_checkpoint(masks_cfg["sam"], weights_dir))
-        )
-    previous = files.read_json(out / "meta.json", corrupt_ok=True)
-    if previous.get("settings") != settings:  # other source or settings: nothing done before counts
-        previous = {}
-    meta = {"source": source, "settings": settings, "videos": {}}
+
+def extract_masks_shard(
+    masks_cfg: Mapping[str, Any],
+    processed_root: str | Path,
+    masks_root: str | Path,
+    weights_dir: str | Path,
+    shard: int,
+    device: str = "cpu",
+    sam_model=None,
+) -> dict[str, Any]:
+    """Label maps of the training videos of ``processed_root`` (``{paths.processed}``) whose names hash to ``shard``
+    (of ``masks.shards``), as ``masks_cfg`` (the ``masks`` params) says: one archive of label PNGs per video in
+    ``<masks_root>/shards/<kkk>/`` and the shard's record last. A video's archive made for the same settings and the
+    same frames is kept (a resumed shard redoes only the video it was on). ``weights_dir`` (``paths.weights``) holds
+    the official SAM checkpoint when ``masks.sam.checkpoint`` is empty; ``device``: where SAM runs; ``sam_model``
+    overrides loading it (tests pass a randomly initialised SAM)."""
+    from cpabanim.data import archive, layout
+
+    count = int(masks_cfg["shards"])
+    layout.check_shard(shard, count, "masks.shards")
+    videos = layout.split_videos(processed_root, "train")
+    sources = processed_sources(processed_root)
+    folder = layout.claim_shard_folder(masks_root, shard, (MASKS_INDEX,), OWNER)
+    (folder / layout.SHARD_MARKER).unlink(missing_ok=True)  # not done until this run writes it again
+    settings = mask_settings(masks_cfg, weights_dir, sam_model)
+    record: dict[str, Any] = {"config": settings, "shards": count, "videos": {}}
     generator = None
-    videos = sorted(p for p in train.iterdir() if p.is_dir() and not p.name.endswith(".tmp"))
-    for video in progress_bar(videos, desc=f"masks ({source})", unit="video"):
-        target = out / "train" / f"{video.name}.npz"
-        frames_count = len(list(video.glob("*.png")))
-        if target.is_file() and previous.get("videos", {}).get(video.name) == frames_count:
-            meta["videos"][video.name] = frames_count
-            continue
-        frames = read_video(video)
-        if source == "slic":
-            slic = masks_cfg["slic"]
-            labels = slic_labels(frames, slic["n_segments"], slic["compactness"], slic["sigma"])
-        else:
-            if generator is None:
-                model = sam_model if sam_model is not None else load_sam(masks_cfg["sam"], weights_dir, device)
-                generator = sam_generator(model, masks_cfg["sam"])
-            labels = sam_labels(frames, generator, masks_cfg["sam"]["min_region_area"])
-        save_labels(target, labels)
-        meta["videos"][video.name] = int(len(frames))
-        # meta.json after each video: an interrupted run resumes where it stopped
-        files.write_json(out / "meta.json", meta)
-    for stale in (out / "train").glob("*.npz") if (out / "train").is_dir() else []:
-        if stale.stem not in meta["videos"]:
-            stale.unlink()
-    files.write_json(out / "meta.json", meta)
+    mine = [name for name in videos if layout.shard_of(name, count) == shard]
+    for name in progress_bar(mine, desc=f"masks ({settings['source']}) shard {shard}/{count}", unit="video"):
+        target = files.contained_path(folder, name + archive.SUFFIX)
+        made_by = hashlib.sha256(json.dumps([settings, sources.get(name)], sort_keys=True).encode()).hexdigest()
+        kept = archive.read_record(target)
+        if not (kept and kept.get("made_by") == made_by and sources.get(name)):
+            frames = read_video(videos[name])
+            if settings["source"] == "slic":
+                slic = masks_cfg["slic"]
+                labels = slic_labels(frames, slic["n_segments"], slic["compactness"], slic["sigma"])
+            else:
+                if generator is None:
+                    model = sam_model if sam_model is not None else load_sam(masks_cfg["sam"], weights_dir, device)
+                    generator = sam_generator(model, masks_cfg["sam"])
+                labels = sam_labels(frames, generator, masks_cfg["sam"]["min_region_area"])
+            members = [archive.encode_png(frame) for frame in labels]
+            archive.write_archive(target, members, {"made_by": made_by, "frames": len(members)})
+            kept = {"frames": len(members)}
+        record["videos"][name] = {"frames": int(kept["frames"]), "file": str(target.relative_to(masks_root))}
+    for stale in folder.iterdir():
+        if stale.name not in (files.OWNER_FILE, *(Path(v["file"]).name for v in record["videos"].values())):
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    files.write_json(folder / layout.SHARD_MARKER, record)
+    return record
+
+
+def processed_sources(processed_root: str | Path) -> dict[str, str]:
+    """``{training video: the sha256 of its frames}`` from the processed index (empty for a dataset without one):
+    a video whose frames changed gets new masks."""
+    from cpabanim.data import layout
+
+    index = files.read_json(Path(processed_root) / layout.MANIFEST, corrupt_ok=True)
+    return {name: entry.get("sha256", "") for name, entry in ((index.get("videos") or {}).get("train") or {}).items()}
+
+
+def gather_masks(
+    masks_cfg: Mapping[str, Any], masks_root: str | Path, weights_dir: str | Path, sam_model=None
+) -> dict[str, Any]:
+    """Write ``<masks_root>/meta.json``, the masks' index (source, settings, each training video's archive and frame
+    count), from the records of every shard, each of which must be done for the same settings."""
+    from cpabanim.data import layout
+
+    out, count = Path(masks_root), int(masks_cfg["shards"])
+    files.check_output_folder(out, own=lambda name: name in (layout.SHARDS_FOLDER, MASKS_INDEX, files.OWNER_FILE))
+    settings = mask_settings(masks_cfg, weights_dir, sam_model)
+    records = [layout.read_shard_record(out, k, count, settings, "masks") for k in range(count)]
+    videos = {name: entry for record in records for name, entry in record["videos"].items()}
+    shards = out / layout.SHARDS_FOLDER
+    for stale in shards.iterdir() if shards.is_dir() else []:  # an earlier, larger masks.shards
+        if not stale.name.isdigit() or int(stale.name) >= count:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    if (out / "train").is_dir():  # the one-file-per-video .npz layout of cpabanim before archives
+        shutil.rmtree(out / "train")
+    meta = {
+        "source": settings["source"],
+        "settings": settings,
+        "shards": count,
+        "videos": {"train": dict(sorted(videos.items()))},
+    }
+    files.write_json(out / MASKS_INDEX, meta)
     return meta
+
+
+def mask_files(masks_root: str | Path, split: str) -> dict[str, Path]:
+    """``{video: its masks file}`` of a split: the archives the masks' index lists, else the ``<split>/<name>.npz``
+    files of a mask folder made by hand (read once: a training loader looks videos up here)."""
+    root = Path(masks_root)
+    entries = ((files.read_json(root / MASKS_INDEX, corrupt_ok=True).get("videos") or {}).get(split)) or {}
+    if entries and all(isinstance(e, dict) and "file" in e for e in entries.values()):
+        return {name: files.contained_path(root, entry["file"]) for name, entry in entries.items()}
+    folder = root / split
+    return {p.stem: p for p in sorted(folder.glob("*.npz"))} if folder.is_dir() else {}
+
+
+def mask_frames(path: Path, indices: list[int]) -> np.ndarray:
+    """uint8 (len(indices), H, W) region labels of frames ``indices`` of one video's masks file (:func:`mask_files`):
+    from an archive only those frames are decoded; an ``.npz`` is read whole."""
+    from cpabanim.data import archive
+
+    if path.suffix == archive.SUFFIX:
+        with archive.FrameArchive(path) as labels:
+            if max(indices) >= len(labels):
+                raise DataError(f"{path}: masks of {len(labels)} frames, frame {max(indices)} was asked for")
+            return np.stack([labels.image(i) for i in indices])
+    with np.load(path) as data:
+        labels = data["labels"]
+    if max(indices) >= len(labels):
+        raise DataError(f"{path}: masks of {len(labels)} frames, frame {max(indices)} was asked for")
+    return labels[indices]

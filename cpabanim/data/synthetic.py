@@ -204,8 +204,14 @@ def video_plan(split: str, count: int, seed: int) -> list[tuple[str, str, str]]:
     return plan
 
 
+def render_planned(split: str, index: int, planned: tuple[str, str, str], num_frames: int, size: int, seed: int):
+    """The video ``planned`` (an entry of :func:`video_plan`), number ``index`` of ``split``: uint8 (T, S, S, 3), the
+    same whatever else is rendered (its own generator)."""
+    rng = np.random.default_rng([seed, _SPLIT_CODE[split], 1, index])
+    return render_video(planned[1], planned[2], num_frames, size, rng)
+
+
 def generate(split: str, count: int, num_frames: int, size: int, seed: int) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(video_id, uint8 (num_frames, size, size, 3))`` for each synthetic video of ``split``."""
-    for index, (video_id, obj, background) in enumerate(video_plan(split, count, seed)):
-        rng = np.random.default_rng([seed, _SPLIT_CODE[split], 1, index])
-        yield video_id, render_video(obj, background, num_frames, size, rng)
+    for index, planned in enumerate(video_plan(split, count, seed)):
+        yield planned[0], render_planned(split, index, planned, num_frames, size, seed)

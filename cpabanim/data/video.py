@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cpabanim import files
+from cpabanim.data import archive
 from cpabanim.data.movie import (
     Shrink,
     check_regular_file,
@@ -46,7 +47,7 @@ def is_video(path: Path) -> bool:
     path = Path(path)
     if path.is_dir():
         return any(p.suffix.lower() in FRAME_SUFFIXES for p in path.iterdir())
-    return path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES
+    return path.is_file() and path.suffix.lower() in (*VIDEO_SUFFIXES, archive.SUFFIX)
 
 
 def list_frame_files(folder: Path) -> list[Path]:
@@ -100,8 +101,9 @@ def read_video(
     """Read a video as ``uint8 (T, H, W, 3)``.
 
     Args:
-        path: a folder of frames, an .mp4/.mov/.avi/.mkv/.webm (decord), a .gif, or a PNG/JPG strip of frames
-            concatenated horizontally (H x T*W x 3, the field's format for stored predictions).
+        path: a folder of frames, a frame archive (``.zip`` of PNG frames, :mod:`cpabanim.data.archive`), an
+            .mp4/.mov/.avi/.mkv/.webm (decord), a .gif, or a PNG/JPG strip of frames concatenated horizontally
+            (H x T*W x 3, the field's format for stored predictions).
         frame_shape: (H, W[, 3]) of one frame of a strip; by default frames of a strip are taken square (W = H).
         max_frames: keep at most this many frames (after ``stride``); long clips are not decoded in full.
         stride: keep every ``stride``-th frame.
@@ -130,6 +132,8 @@ def read_video(
         if len(shapes) > 1:
             raise DataError(f"{path}: frames of different sizes {sorted(shapes)}")
         frames = np.stack(images)
+    elif path.suffix.lower() == archive.SUFFIX and path.is_file():
+        frames = _read_archive(path, max_frames, stride, start, shrink_one(shrink))
     elif not path.is_file():
         check_regular_file(path)
     elif path.suffix.lower() in MOVIE_SUFFIXES:
@@ -163,7 +167,44 @@ def frame_count(path: str | Path) -> int:
         return len(list_frame_files(path))
     if path.suffix.lower() in MOVIE_SUFFIXES and path.is_file():
         return movie_info(path)[1]
+    if path.suffix.lower() == archive.SUFFIX and path.is_file():
+        with archive.FrameArchive(path) as frames:
+            return len(frames)
     return len(read_video(path))
+
+
+def read_frame_at(path: str | Path, index: int) -> np.ndarray:
+    """Frame ``index`` of a video as uint8 (H, W, 3), the last one for an index past the end: only that frame is
+    decoded from a frame folder or archive (a figure's sample), the clip from anything else."""
+    path = Path(path)
+    if path.is_dir():
+        frames = list_frame_files(path)
+        if not frames:
+            raise DataError(f"{path}: frame folder holds no images ({', '.join(FRAME_SUFFIXES)})")
+        return read_image(frames[min(index, len(frames) - 1)])
+    if path.suffix.lower() == archive.SUFFIX and path.is_file():
+        with archive.FrameArchive(path) as frames:
+            return _to_rgb(frames.image(min(index, len(frames) - 1))[None], path)[0]
+    frames = read_video(path)
+    return frames[min(index, len(frames) - 1)]
+
+
+def _read_archive(
+    path: Path, max_frames: int | None, stride: int, start: int, shrink: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """The frames ``start, start + stride, ...`` of a frame archive (:mod:`cpabanim.data.archive`), each shrunk as it
+    is read."""
+    shapes, images = set(), []
+    with archive.FrameArchive(path) as frames:
+        for i in pick_indices(max(0, len(frames) - start), max_frames, stride):
+            image = within_budget(_to_rgb(frames.image(start + i)[None], path)[0])
+            shapes.add(image.shape)  # the frames as stored must agree, before any shrink makes them
+            images.append(shrink(image))
+    if not images:
+        raise DataError(f"{path}: the frame archive has no frames from frame {start} on")
+    if len(shapes) > 1:
+        raise DataError(f"{path}: frames of different sizes {sorted(shapes)}")
+    return np.stack(images)
 
 
 def read_movie_range(path: str | Path, start: int, stop: int) -> np.ndarray:

@@ -88,7 +88,7 @@ def transfer_scores(values: dict[str, np.ndarray], baseline: dict[str, np.ndarra
 
 
 def evaluate_animation(
-    anim_root: Path, test_root: Path, wanted, extractors, rows: list[dict[str, Any]]
+    anim_root: Path, tests: dict[str, Path], wanted, extractors, rows: list[dict[str, Any]]
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
     """Per-frame values per animation mode, {mode: {metric: (frames,)}}, and of the source-unchanged baseline on
     the same pairs, {metric: (frames,)}; one row per pair and mode into ``rows`` (the pair's means, its transfer
@@ -102,7 +102,9 @@ def evaluate_animation(
     for pair in progress_bar(record["pairs"], desc="evaluate animation", unit="pair"):
         folder = anim_root / pair["name"]
         source = read_still(folder / "source.png")
-        driving = read_frames(test_root / pair["driving"])[: pair["frames"]]
+        if pair["driving"] not in tests:
+            raise DataError(f"animation {pair['name']}: the test split has no video {pair['driving']!r}")
+        driving = read_frames(tests[pair["driving"]])[: pair["frames"]]
         unchanged = source_unchanged_metrics(source, driving, wanted, extractors)
         for name, frame_values in unchanged.items():
             baseline[name].append(frame_values)

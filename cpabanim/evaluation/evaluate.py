@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from cpabanim.data.frames import read_frames, to_tensor
+from cpabanim.data.layout import split_videos
 from cpabanim.errors import DataError
 from cpabanim.evaluation import formulas
 from cpabanim.evaluation.animation_metrics import evaluate_animation, summarise_transfer
@@ -72,7 +73,7 @@ def pixel_metrics(generated: torch.Tensor, reference: torch.Tensor, wanted: list
 
 
 def evaluate_reconstruction(
-    recon_root: Path, test_root: Path, wanted, extractors, networks, rows
+    recon_root: Path, tests: dict[str, Path], wanted, extractors, networks, rows
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per-frame values of every reconstruction metric and of the copy-source baseline on the same frames,
     concatenated over videos; one CSV row per video (the baseline's values as ``baseline_<metric>`` columns)."""
@@ -84,7 +85,9 @@ def evaluate_reconstruction(
     baseline: dict[str, list[np.ndarray]] = defaultdict(list)
     for video in progress_bar(sorted(index["videos"]), desc="evaluate reconstruction", unit="video"):
         generated = read_frames(recon_root / video)
-        reference = read_frames(test_root / video)
+        if video not in tests:
+            raise DataError(f"reconstruction of {video}: the test split has no such video (run `cpabanim reconstruct`)")
+        reference = read_frames(tests[video])
         # Frames are matched by video name and index, as pose-evaluation does; every generated frame needs its
         # driving frame (reconstruct.max_frames may have shortened the generated video, never lengthened it).
         if len(generated) > len(reference) or generated.shape[1:] != reference.shape[1:]:
@@ -192,15 +195,15 @@ def evaluate_all(
     rows: list[dict[str, Any]] = []
     values: dict[str, float] = {}
     reasons: dict[str, str] = {}
-    test_root = Path(processed) / "test"
-    recon, copy_source = evaluate_reconstruction(reconstruction, test_root, metrics, extractors, networks, rows)
+    tests = split_videos(processed, "test")  # name -> the test video's file
+    recon, copy_source = evaluate_reconstruction(reconstruction, tests, metrics, extractors, networks, rows)
     summarise(recon, "recon", values, reasons)
     summarise(copy_source, f"{BASELINE_PREFIX}{COPY_SOURCE}/recon", values, reasons)
     values["recon/frames"] = float(sum(row["frames"] for row in rows if row["part"] == "reconstruction"))
     fid = networks.fid_value()
     if fid is not None:
         values["recon/fid"] = fid
-    per_mode, unchanged = evaluate_animation(animation, test_root, metrics, extractors, rows)
+    per_mode, unchanged = evaluate_animation(animation, tests, metrics, extractors, rows)
     for mode, mode_values in per_mode.items():
         summarise(mode_values, f"anim/{mode}", values, reasons)
     summarise(unchanged, f"{BASELINE_PREFIX}{SOURCE_UNCHANGED}/anim", values, reasons)

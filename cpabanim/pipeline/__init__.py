@@ -25,7 +25,7 @@ from typing import Any
 from cpabanim import files
 from cpabanim.config.section import Section, restrict
 from cpabanim.errors import ConfigError, DataError
-from cpabanim.pipeline.base import Output, Stage, StageIO, expand
+from cpabanim.pipeline.base import SHARDS_FOLDER, Output, Stage, StageIO, expand
 
 STAGE_MODULES = ("download", "preprocess", "masks", "train", "reconstruct", "animate", "evaluate", "report")
 
@@ -81,8 +81,10 @@ def check_inputs(stage: Stage, io: StageIO) -> None:
     paths = [(name, path) for name, path in io.inputs.items()]
     paths += [(name, path) for seeds in io.experiments.values() for per in seeds.values() for name, path in per.items()]
     for name, path in paths:
-        if not path.exists():
-            raise DataError(f"{stage.name} needs {path} ({name}): run `cpabanim {owners[name][0].name}` first")
+        gathered = owners[name][1].gathered
+        needed = path / gathered[0] if gathered else path  # a sharded stage's folder is there once its index is
+        if not needed.exists():
+            raise DataError(f"{stage.name} needs {needed} ({name}): run `cpabanim {owners[name][0].name}` first")
 
 
 def check_outputs(stage: Stage, io: StageIO) -> None:
@@ -91,7 +93,9 @@ def check_outputs(stage: Stage, io: StageIO) -> None:
     the parameter that points there. Persistent folders (downloads, checkpoints) are left out: their stages never
     delete what they did not write, and ``paths.raw`` may well be a folder of videos the user already has."""
     for out in stage.outputs:
-        if out.kind == "dir" and not out.persist:
+        if out.gathered:  # shared by its shard jobs: each checks it and claims its own shard folder
+            files.check_output_folder(io.outputs[out.name], own=lambda n, out=out: n in (SHARDS_FOLDER, *out.gathered))
+        elif out.kind == "dir" and not out.persist:
             param = re.match(r"\{(paths\.[a-z_]+)\}", out.path)
             where = f"set {param.group(1)} to another folder" if param else "choose another folder"
             legacy = f"an output of a cpabanim older than its {files.OWNER_FILE} mark: delete it"

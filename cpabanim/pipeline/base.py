@@ -19,6 +19,8 @@ from typing import Any
 
 from cpabanim.config.mappings import flatten
 
+SHARDS_FOLDER = "shards"  # the same names as cpabanim.data.layout's (a test keeps them equal)
+SHARD_MARKER = "done.json"
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 
 
@@ -54,6 +56,10 @@ class Output:
     from); Snakemake then tracks ``marker`` (a file inside the folder, written last) instead of the folder, and
     DVC keeps the folder with ``persist: true``. ``kind``: ``dir`` or ``file``. ``metric``/``plot``: DVC roles.
     ``cache``: False for small files kept in git (metrics, report figures).
+
+    ``gathered``: the folder of a sharded stage (:attr:`Stage.shards`): each shard job fills ``shards/<kkk>/``
+    in it (persistent, its marker ``done.json``) and the gather job writes these files there, the first of them
+    the index that consumers track.
     """
 
     name: str
@@ -65,11 +71,23 @@ class Output:
     metric: bool = False
     plot: dict[str, Any] | None = None
     report: str | None = None  # Snakemake report category (figures and tables)
+    gathered: tuple[str, ...] = ()
 
     @property
     def tracked_path(self) -> str:
-        """What Snakemake declares: the marker inside a persistent folder, else the path itself."""
+        """What Snakemake declares: the marker inside a persistent folder, the index of a gathered one, else the
+        path itself."""
+        if self.gathered:
+            return f"{self.path}/{self.gathered[0]}"
         return f"{self.path}/{self.marker}" if self.persist and self.marker else self.path
+
+    def shard_path(self, shard: str = "{shard}") -> str:
+        """The folder shard ``shard`` of a gathered output fills (``{shard}``: the wildcard)."""
+        return f"{self.path}/{SHARDS_FOLDER}/{shard}"
+
+    def shard_marker(self, shard: str = "{shard}") -> str:
+        """The record a shard job writes last: Snakemake tracks it, so the shard's folder is never deleted."""
+        return f"{self.shard_path(shard)}/{SHARD_MARKER}"
 
 
 @dataclass(frozen=True)
@@ -81,6 +99,9 @@ class Stage:
     ``inputs``: names of other stages' outputs it reads. ``per_experiment``: one job per experiment (its
     output paths contain ``{experiment}``); otherwise the stage is shared by every experiment and no experiment
     overlay may change what it reads. ``aggregate``: reads the outputs of every experiment (the report).
+    ``shards``: the params key of a shared stage's shard count: the stage runs as that many shard jobs
+    (``cpabanim <stage> --shard K``, each on the videos whose name hashes to K) and one gather job (``--gather``),
+    in both tools (docs/pipeline.md, "Shards"); its output folder is ``gathered``.
     """
 
     name: str
@@ -93,6 +114,12 @@ class Stage:
     per_experiment: bool = False
     aggregate: bool = False
     gpu: bool = False
+    shards: str | None = None
+
+    @property
+    def gathered(self) -> Output:
+        """The output a sharded stage's jobs fill together."""
+        return next(out for out in self.outputs if out.gathered)
 
     @property
     def code(self) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""Stage ``masks``: region-label maps of the training frames (SAM, or SLIC superpixels offline). Shared."""
+"""Stage ``masks``: region-label maps of the training frames (SAM, or SLIC superpixels offline). Shared; sharded
+(``masks.shards`` jobs and a gather: docs/data.md, "Shards")."""
 
 from __future__ import annotations
 
@@ -15,16 +16,24 @@ STAGE = Stage(
     params=("masks",),
     settings=("device",),
     inputs=("processed",),
-    outputs=(Output("masks", "{paths.masks}"),),
+    outputs=(Output("masks", "{paths.masks}", gathered=("meta.json",)),),
     gpu=True,
+    shards="masks.shards",
 )
 
 
-def run(cfg, io: StageIO) -> None:
+def run(cfg, io: StageIO, shard: int | None = None, gather: bool = False) -> None:
     from cpabanim import tracking
-    from cpabanim.data.masks import extract_masks
+    from cpabanim.data import masks
 
-    meta = extract_masks(cfg.masks, io.inputs["processed"], io.outputs["masks"], cfg.paths.weights, device=cfg.device)
+    processed, out, weights = io.inputs["processed"], io.outputs["masks"], cfg.paths.weights
+    if shard is not None:
+        masks.extract_masks_shard(cfg.masks, processed, out, weights, shard, device=cfg.device)
+        return
+    if gather:
+        meta = masks.gather_masks(cfg.masks, out, weights)
+    else:
+        meta = masks.extract_masks(cfg.masks, processed, out, weights, device=cfg.device)
     tracking.set_tags({"cpabanim.masks.source": meta["source"]})
-    tracking.log_artifact(io.outputs["masks"] / "meta.json")
-    log.info("masks (%s) ready for %d training videos in %s", meta["source"], len(meta["videos"]), io.outputs["masks"])
+    tracking.log_artifact(out / "meta.json")
+    log.info("masks (%s) ready for %d training videos in %s", meta["source"], len(meta["videos"]["train"]), out)

@@ -1,4 +1,5 @@
-"""Stage ``preprocess``: raw videos -> square, lossless train/test frame folders and ``manifest.json``. Shared."""
+"""Stage ``preprocess``: raw videos -> square, lossless frame archives in shards, and the index ``manifest.json``.
+Shared by every experiment; sharded (``data.shards`` jobs and a gather: docs/data.md, "Shards")."""
 
 from __future__ import annotations
 
@@ -10,31 +11,40 @@ log = logging.getLogger(__name__)
 
 STAGE = Stage(
     name="preprocess",
-    help="turn raw videos into the train/test frame dataset",
+    help="turn raw videos into the train/test dataset: frame archives in shards, and their index",
     module=__name__,
     params=(
         "data.seed",
         "data.source",
         "data.frame_size",
+        "data.shards",
         "data.synthetic",
         "data.folder",
         "data.metadata",
         "data.source_dir",
     ),
     inputs=("raw",),
-    outputs=(Output("processed", "{paths.processed}"),),
+    outputs=(Output("processed", "{paths.processed}", gathered=("manifest.json", "names.json")),),
+    shards="data.shards",
 )
 
 
-def run(cfg, io: StageIO) -> None:
+def run(cfg, io: StageIO, shard: int | None = None, gather: bool = False) -> None:
     from cpabanim import tracking
-    from cpabanim.data.preprocess import SPLITS, preprocess
+    from cpabanim.data import preprocess
 
-    manifest = preprocess(cfg.data, cfg.data.seed, io.inputs["raw"], io.outputs["processed"])
-    counts = {split: len(manifest["videos"][split]) for split in SPLITS}
+    out = io.outputs["processed"]
+    if shard is not None:
+        preprocess.preprocess_shard(cfg.data, cfg.data.seed, io.inputs["raw"], out, shard)
+        return
+    if gather:
+        manifest = preprocess.gather(cfg.data, cfg.data.seed, out)
+    else:
+        manifest = preprocess.preprocess(cfg.data, cfg.data.seed, io.inputs["raw"], out)
+    counts = {split: len(manifest["videos"][split]) for split in preprocess.SPLITS}
     tracking.log_metrics({f"videos_{k}": v for k, v in counts.items()} | {"skipped": len(manifest["skipped"])})
-    tracking.log_artifact(io.outputs["processed"] / "manifest.json")
-    tracking.log_artifact(io.outputs["processed"] / "names.json")  # the original of every name made safe (docs/data.md)
+    tracking.log_artifact(out / "manifest.json")
+    tracking.log_artifact(out / "names.json")  # the original of every name made safe (docs/data.md)
     log.info(
         "preprocess done: %d train / %d test videos, %d skipped",
         counts["train"],

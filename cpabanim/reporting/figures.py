@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cpabanim.data.layout import split_videos
+from cpabanim.data.video import frame_count
+from cpabanim.errors import DataError
 from cpabanim.evaluation.baselines import baseline_key
 from cpabanim.reporting.tables import ARROWS, lower_is_better, metric_columns
 
@@ -88,13 +91,14 @@ def plot_metrics(metrics: dict[str, dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def _frame(folder: Path, index: int) -> np.ndarray | None:
-    from PIL import Image
+def _frame(video: Path | None, index: int) -> np.ndarray | None:
+    """Frame ``index`` (the last, for a shorter video) of a frame folder or archive; None when there is none."""
+    from cpabanim.data.video import read_frame_at
 
-    files = sorted(folder.glob("*.png"))
-    if not files:
+    try:
+        return read_frame_at(video, index) if video is not None else None
+    except DataError:  # a prediction folder without frames (a failed run): an empty panel
         return None
-    return np.asarray(Image.open(files[min(index, len(files) - 1)]).convert("RGB"))
 
 
 SampleRow = tuple[str, list[np.ndarray | None]]  # row label, images: source | driving | each experiment
@@ -103,18 +107,14 @@ SampleRow = tuple[str, list[np.ndarray | None]]  # row label, images: source | d
 def reconstruction_rows(experiments: dict[str, dict[str, Path]]) -> list[SampleRow]:
     """A few frames of a few test videos: source (frame 0) | driving frame t | each experiment's prediction of t."""
     first = next(iter(experiments.values()))
-    test_root = first["processed"] / "test"
+    tests = split_videos(first["processed"], "test")
     # the reconstructed test videos are the frame folders that have a test video (not e.g. the explain/ pictures)
-    videos = sorted(
-        p.name
-        for p in first["reconstruction"].iterdir()
-        if p.is_dir() and (first["processed"] / "test" / p.name).is_dir()
-    )[:SAMPLE_VIDEOS]
+    videos = sorted(p.name for p in first["reconstruction"].iterdir() if p.is_dir() and p.name in tests)
     rows = []
-    for video in videos:
-        count = len(list((test_root / video).glob("*.png")))
+    for video in videos[:SAMPLE_VIDEOS]:
+        count = frame_count(tests[video])
         for index in np.linspace(1, max(count - 1, 1), SAMPLE_FRAMES).round().astype(int):
-            images = [_frame(test_root / video, 0), _frame(test_root / video, index)]
+            images = [_frame(tests[video], 0), _frame(tests[video], index)]
             images += [_frame(paths["reconstruction"] / video, index) for paths in experiments.values()]
             rows.append((f"{video}\nframe {index}", images))
     return rows
@@ -132,7 +132,7 @@ def animation_rows(experiments: dict[str, dict[str, Path]]) -> tuple[str, list[S
         return "", []
     mode = "relative" if "relative" in record["modes"] else record["modes"][0]
     pair = record["pairs"][0]
-    driving = first["processed"] / "test" / pair["driving"]
+    driving = split_videos(first["processed"], "test").get(pair["driving"])
     rows = []
     for index in np.linspace(1, max(pair["frames"] - 1, 1), SAMPLE_FRAMES).round().astype(int):
         images = [_frame(first["animation"] / pair["name"], 0), _frame(driving, index)]

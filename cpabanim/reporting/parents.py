@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from cpabanim import tracking
-from cpabanim.errors import CpabanimError
+from cpabanim.errors import CpabanimError, DataError
 from cpabanim.reporting.recorded import Recorded
 from cpabanim.tracking import runs
 
@@ -209,10 +209,10 @@ def version_description(info, run_id: str, checkpoint: Path, metrics: dict[str, 
 
 def frame_size(processed: Path) -> int:
     """Side of the test frames (the logged model's input size)."""
-    from PIL import Image
+    from cpabanim.data.frames import test_videos
+    from cpabanim.data.video import read_frame_at
 
-    first = next((p for p in sorted((processed / "test").glob("*/*.png"))), None)
-    if first is None:
-        raise CpabanimError(f"no test frames under {processed / 'test'}: run `cpabanim preprocess` first")
-    with Image.open(first) as image:
-        return int(image.size[0])
+    try:
+        return int(read_frame_at(test_videos(processed, max_videos=1)[0], 0).shape[1])
+    except DataError as err:
+        raise CpabanimError(f"no test frames in {processed} ({err}): run `cpabanim preprocess` first") from None

@@ -23,12 +23,14 @@ import html
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote
 
 from cpabanim import files
 from cpabanim.animation.reconstruct import EXPLAIN_DIR
+from cpabanim.data.layout import split_videos
 from cpabanim.data.names import safe_name
 from cpabanim.errors import DataError
 from cpabanim.files import contained_path
@@ -100,6 +102,29 @@ def frames_of(folder: Path | None) -> list[Path]:
     return sorted(folder.glob("*.png")) if folder is not None and folder.is_dir() else []
 
 
+@dataclass(frozen=True)
+class Member:
+    """Frame ``index`` of a frame archive (a processed test video), copied as its PNG bytes."""
+
+    archive: Path
+    index: int
+    suffix: str = ".png"
+
+
+def test_frames(tests: dict[str, Path], video: object) -> list[Path | Member]:
+    """The frames of the processed test video ``video`` (``tests``: name -> file), in order; none when unknown."""
+    from cpabanim.data import archive
+
+    path = tests.get(video) if isinstance(video, str) and usable(video) else None
+    if path is None or not archive.is_archive(path):
+        return frames_of(path)
+    try:
+        with archive.FrameArchive(path) as frames:
+            return [Member(path, i) for i in range(len(frames))]
+    except DataError:
+        return []
+
+
 class Copier:
     """Copies a file to ``<page folder>/videos/<parts><its suffix>``, each part through :func:`safe_name` and the
     target checked to stay inside the folder; returns its URL relative to the page. Starts with the folder empty
@@ -112,10 +137,16 @@ class Copier:
             self.root.unlink()
         files.fresh_output_folder(self.root, "cpabanim report")
 
-    def copy(self, source: Path, *parts: str) -> str:
+    def copy(self, source: Path | Member, *parts: str) -> str:
         target = contained_path(self.root, *(safe_name(p) for p in parts[:-1]), safe_name(parts[-1] + source.suffix))
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        if isinstance(source, Member):
+            from cpabanim.data.archive import FrameArchive
+
+            with FrameArchive(source.archive) as frames:
+                target.write_bytes(frames.png(source.index))
+        else:
+            shutil.copyfile(source, target)
         self.files.append(target)
         return quote(target.relative_to(self.base).as_posix())
 
@@ -128,7 +159,7 @@ def result_cell(copier: Copier, label: str, folder: Path | None, stem: str, wher
     return still_cell(copier, label, frames_of(inside(folder, stem)), where)
 
 
-def still_cell(copier: Copier, label: str, frames: list[Path], where: tuple[str, ...]) -> Cell:
+def still_cell(copier: Copier, label: str, frames: list[Path | Member], where: tuple[str, ...]) -> Cell:
     """The middle frame of ``frames`` as a still, or "no video" without frames."""
     if not frames:
         return Cell(label, note="no video")
@@ -176,7 +207,9 @@ def video_names(runs: list[Run]) -> list[str]:
     return sorted(names)
 
 
-def reconstruction_rows(runs: list[Run], processed: Path, copier: Copier, limit: int, skipped: list[str]) -> list[Row]:
+def reconstruction_rows(
+    runs: list[Run], tests: dict[str, Path], copier: Copier, limit: int, skipped: list[str]
+) -> list[Row]:
     """One row per reconstructed test video (the first ``limit``, 0 = all); unusable names go to ``skipped``."""
     names = video_names(runs)
     skipped += [f"reconstruction video {n!r}" for n in names if not usable(n)]
@@ -189,7 +222,7 @@ def reconstruction_rows(runs: list[Run], processed: Path, copier: Copier, limit:
             )
             for run in runs
         ]
-        test = frames_of(inside(processed, "test", video))
+        test = test_frames(tests, video)
         source = Cell("source (frame 0)", copier.copy(test[0], *where, "source")) if test else None
         source = source or panel_of(results, "source (frame 0)", "left") or Cell("source (frame 0)", note="no image")
         driving = panel_of(results, "driving", "middle") or still_cell(copier, "driving", test, (*where, "driving"))
@@ -210,17 +243,19 @@ def pair_list(runs: list[Run]) -> tuple[list[dict], list[str]]:
     return list(pairs.values()), modes
 
 
-def source_image(copier: Copier, runs: list[Run], processed: Path, pair: dict) -> Cell | None:
+def source_image(copier: Copier, runs: list[Run], tests: dict[str, Path], pair: dict) -> Cell | None:
     """The pair's ``source.png`` from the first run that has it, else its frame of the processed test video."""
     found = [f for run in runs if (f := inside(run.folders.get("animation"), pair["name"], "source.png"))]
     found = [f for f in found if f.is_file()]
-    frames, frame = frames_of(inside(processed, "test", pair.get("source"))), pair.get("source_frame")
+    frames, frame = test_frames(tests, pair.get("source")), pair.get("source_frame")
     if not found and isinstance(frame, int) and 0 <= frame < len(frames):
         found = [frames[frame]]
     return Cell("source image", copier.copy(found[0], "animation", pair["name"], "source")) if found else None
 
 
-def animation_rows(runs: list[Run], processed: Path, copier: Copier, limit: int, skipped: list[str]) -> list[Row]:
+def animation_rows(
+    runs: list[Run], tests: dict[str, Path], copier: Copier, limit: int, skipped: list[str]
+) -> list[Row]:
     """One row per animation pair (the first ``limit``, 0 = all) and mode; unusable names go to ``skipped``."""
     pairs, modes = pair_list(runs)
     skipped += [f"animation mode {m!r}" for m in modes if not usable(m)]
@@ -230,13 +265,13 @@ def animation_rows(runs: list[Run], processed: Path, copier: Copier, limit: int,
     for pair in pairs:
         name = pair["name"]
         title = f"{name}: {pair.get('source')} (frame {pair.get('source_frame')}) driven by {pair.get('driving')}"
-        source = source_image(copier, runs, processed, pair)
+        source = source_image(copier, runs, tests, pair)
         for mode in modes:
             where = ("animation", name, mode)
             folders = [(run, inside(run.folders.get("animation"), name)) for run in runs]
             results = [result_cell(copier, run.label, folder, mode, (*where, run.tag)) for run, folder in folders]
             shown = source or panel_of(results, "source image", "left") or Cell("source image", note="no image")
-            frames = frames_of(inside(processed, "test", pair.get("driving")))
+            frames = test_frames(tests, pair.get("driving"))
             driving = panel_of(results, "driving", "middle") or still_cell(
                 copier, "driving", frames, (*where, "driving")
             )
@@ -338,10 +373,14 @@ def write_videos_page(
     skipped = [f"experiment {name!r}" for name in seeds if not usable(name)]
     shown = [(name, seed, media[name][seed]) for name, seed in seeds.items() if usable(name)]
     runs = [Run(f"{n}, seed {k}", f"{safe_name(n)}.seed{k}", {f: Path(p) for f, p in d.items()}) for n, k, d in shown]
-    copier, processed = Copier(page), Path(processed)
+    copier = Copier(page)
+    try:
+        tests = split_videos(processed, "test")  # name -> the processed test video's file
+    except DataError:  # no processed data (yet): the panels say "no image"
+        tests = {}
     rows = [
-        (RECONSTRUCTION, reconstruction_rows(runs, processed, copier, max_videos, skipped)),
-        (ANIMATION, animation_rows(runs, processed, copier, max_pairs, skipped)),
+        (RECONSTRUCTION, reconstruction_rows(runs, tests, copier, max_videos, skipped)),
+        (ANIMATION, animation_rows(runs, tests, copier, max_pairs, skipped)),
     ]
     page.write_text(page_html(seeds, rows, skipped))
     if skipped:

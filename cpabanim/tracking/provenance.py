@@ -175,10 +175,14 @@ def dataset_tags(params: dict[str, Any]) -> dict[str, str]:
     """Clip counts per split of the processed dataset (each metric should be read next to them)."""
     root = Path(params["paths"]["processed"])
     tags = {}
+    index = root / MANIFEST_NAME  # the processed data's index lists every clip of each split
+    try:
+        videos = json.loads(index.read_text()).get("videos", {}) if index.is_file() else {}
+    except (OSError, ValueError, AttributeError):  # a half-written index must never fail a stage
+        videos = {}
     for split in ("train", "test"):
-        folder = root / split
-        if folder.is_dir():
-            tags[f"data.clips.{split}"] = str(sum(1 for p in folder.iterdir() if not p.name.startswith(".")))
+        if isinstance(videos.get(split), dict):
+            tags[f"data.clips.{split}"] = str(len(videos[split]))
     source = params["data"]["source"]
     if source:
         tags["data.source"] = str(source)

@@ -71,8 +71,8 @@ def build_dataset(job: TrainingJob, needs_masks: bool, num_repeats: int | None =
     ``num_repeats`` is given (the AVD stage makes its own repeats)."""
     from cpabanim.data.dataset import FramesDataset
 
-    if not (job.processed / "train").is_dir():
-        raise DataError(f"no training frames in {job.processed / 'train'}: run `cpabanim preprocess` first")
+    if not (job.processed / "train").is_dir() and not (job.processed / "manifest.json").is_file():
+        raise DataError(f"no training videos in {job.processed}: run `cpabanim preprocess` first")
     if needs_masks and not job.masks.is_dir():
         raise DataError(
             f"loss.semantic=masks needs region masks in {job.masks}: run `cpabanim masks` "

@@ -65,3 +65,23 @@ def folder_source_params(folder: Path, test_fraction: float) -> tuple[dict, int]
         "folder": {**folder_params, "test_fraction": test_fraction},
     }
     return data, params["seed"]
+
+
+def processed_archives(root: Path) -> dict[str, bytes]:
+    """``{"<split>/<video>": the bytes of its frame archive}`` of a processed dataset, through its index (which
+    shard holds a video does not matter: 1 and N shards must give the same bytes)."""
+    from cpabanim.data.layout import split_videos
+
+    return {
+        f"{split}/{name}": path.read_bytes()
+        for split in ("train", "test")
+        for name, path in split_videos(root, split).items()
+    }
+
+
+def processed_video(root: Path, split: str, name: str) -> np.ndarray:
+    """uint8 (T, H, W, 3) of one video of a processed dataset."""
+    from cpabanim.data.layout import video_path
+    from cpabanim.data.video import read_video
+
+    return read_video(video_path(root, split, name))

@@ -157,7 +157,7 @@ def test_a_shrink_while_decoding_gives_the_frames_of_a_shrink_after(tmp_path, co
     """``read_video(..., shrink=f)`` == ``f(read_video(...))`` for every container, stride and start, decoded a
     chunk at a time (the chunk made small here so that a clip spans several, the last one short)."""
     import cpabanim.data.movie as movie
-    from cpabanim.data.preprocess import square_resizer
+    from cpabanim.data.listing import square_resizer
 
     monkeypatch.setattr(movie, "DECODE_CHUNK", 3)
     frames = np.ascontiguousarray(moving_square_video(23, 48)[:, :, 4:44])  # 48x40: not square

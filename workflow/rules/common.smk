@@ -47,6 +47,7 @@ STAGES = all_stages()
 wildcard_constraints:
     experiment="[A-Za-z0-9][A-Za-z0-9_.-]*",
     seed="[0-9]+",
+    shard="[0-9]{3}",
 
 
 def path(template):
@@ -93,8 +94,13 @@ os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.envir
 os.environ.setdefault("CPABANIM_PIPELINE_RUN", f"snakemake-{os.getpid()}-{int(time.time())}")
 
 
+def shard_names(stage):
+    """The shards of a sharded stage ("000", "001", ...), as many as its count key (data.shards) says: one job each."""
+    return [f"{k:03d}" for k in range(int(flatten(BASE)[STAGES[stage].shards]))]
+
+
 def persistent_markers():
-    """The markers of every persistent folder (downloads, checkpoints), for `rule all`: Snakemake does not re-make
+    """The markers of every persistent folder (downloads, checkpoints, shards), for `rule all`: Snakemake does not re-make
     a missing intermediate file whose consumers are up to date, so removing a checkpoint folder (the documented
     way to retrain) must be seen at the top of the DAG."""
     markers = []
@@ -102,6 +108,8 @@ def persistent_markers():
         for out in stage.outputs:
             if out.persist:
                 markers += expand(path(out.tracked_path), experiment=EXPERIMENTS, seed=SEEDS)
+            if out.gathered:  # a shard's folder, persistent too
+                markers += expand(path(out.shard_marker()), shard=shard_names(stage.name))
     return markers
 
 

@@ -2,7 +2,7 @@
 rule evaluate:
     """metrics (L1, PSNR, SSIM, AKD, MKR, AED) of reconstructions and animations."""
     input:
-        processed=path("{paths.processed}"),
+        processed=path("{paths.processed}/manifest.json"),
         reconstruction=path("{paths.outputs}/{experiment}/seed{seed}/reconstruction"),
         animation=path("{paths.outputs}/{experiment}/seed{seed}/animation"),
     output:

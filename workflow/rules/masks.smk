@@ -2,7 +2,7 @@
 rule masks:
     """extract SAM (or offline superpixel) region masks for the training frames."""
     input:
-        processed=path("{paths.processed}"),
+        processed=path("{paths.processed}/manifest.json"),
     output:
         masks=directory(path("{paths.masks}")),
     params:

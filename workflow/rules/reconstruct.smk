@@ -2,7 +2,7 @@
 rule reconstruct:
     """video reconstruction: source = frame 0, driving = every frame."""
     input:
-        processed=path("{paths.processed}"),
+        processed=path("{paths.processed}/manifest.json"),
         checkpoints=path("{paths.checkpoints}/{experiment}/seed{seed}/complete.json"),
     output:
         reconstruction=directory(path("{paths.outputs}/{experiment}/seed{seed}/reconstruction")),

@@ -2,7 +2,7 @@
 rule report:
     """log every experiment's metrics to MLflow and write the comparison of experiments."""
     input:
-        processed=path("{paths.processed}"),
+        processed=path("{paths.processed}/manifest.json"),
         metrics=expand(path("{paths.outputs}/{experiment}/seed{seed}/metrics.json"), experiment=EXPERIMENTS, seed=SEEDS),
         per_video=expand(path("{paths.outputs}/{experiment}/seed{seed}/metrics_per_video.csv"), experiment=EXPERIMENTS, seed=SEEDS),
         reconstruction=expand(path("{paths.outputs}/{experiment}/seed{seed}/reconstruction"), experiment=EXPERIMENTS, seed=SEEDS),

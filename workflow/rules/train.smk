@@ -2,7 +2,7 @@
 rule train:
     """train the animation model (resumes from the last checkpoint)."""
     input:
-        processed=path("{paths.processed}"),
+        processed=path("{paths.processed}/manifest.json"),
         masks=path("{paths.masks}"),
     output:
         checkpoints=path("{paths.checkpoints}/{experiment}/seed{seed}/complete.json"),

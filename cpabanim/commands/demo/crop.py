@@ -63,7 +63,7 @@ def face_prepare(boxes: np.ndarray, size: int) -> Prepare:
 
 def square_prepare(size: int, path: Path) -> Prepare:
     """Chunks -> their centre squares resized to ``size`` (the ``folder`` source's crop without faces)."""
-    from cpabanim.data.preprocess import centre_square
+    from cpabanim.data.listing import centre_square
     from cpabanim.data.video import resize_frames
 
     return lambda start, frames: resize_frames(centre_square(frames), size, source=path)

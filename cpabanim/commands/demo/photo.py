@@ -266,7 +266,7 @@ def plan_inputs(
             video,
             face_prepare(driving_crop_boxes(video, face_options), size),
         )
-    from cpabanim.data.preprocess import centre_square  # the folder source's crop without faces
+    from cpabanim.data.listing import centre_square  # the folder source's crop without faces
     from cpabanim.data.video import resize_frames
 
     height, width = photo.shape[:2]

@@ -1,0 +1,173 @@
+"""One file per video: a zip of its frames as *stored* PNG members (docs/data.md, "Storage").
+
+A processed video is ``<name>.zip`` holding ``00000.png, 00001.png, ...`` without compression on top of the PNGs'
+own (``ZIP_STORED``), fixed timestamps and a JSON record in the zip comment (what made it: frame count, the config
+digest, the dataset's own name). Why a zip of PNGs, measured against frame folders and the alternatives in
+``cpabanim bench dataset``:
+
+- **few files**: VoxCeleb's 4.1 M frames become 20 k files, which DVC hashes, links and pushes in minutes instead
+  of hours (DVC's own advice for millions of small files is an archive);
+- **random access** to any frame: the central directory gives each member's offset, one seek and one PNG decode,
+  as fast as opening one PNG file;
+- **no larger** than the PNGs (a stored member adds 76 bytes of headers), **lossless**, and the bytes of a copy
+  whose frames are already PNGs at ``data.frame_size`` are kept as they are (no decode and re-encode);
+- the standard library writes and reads it; ``unzip -l`` shows it.
+
+A file is written beside its place as ``.<name>.tmp`` (hidden from DVC and every listing) and renamed when whole,
+so an interrupted write never leaves an archive that a resumed run would take as done; its record says what
+config made it, so a resumed run reuses it only for the same config.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cpabanim import files
+from cpabanim.errors import DataError
+
+SUFFIX = ".zip"
+_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: the same frames give the same bytes
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def member_name(index: int) -> str:
+    """The name of frame ``index`` inside an archive: ``00000.png``."""
+    return f"{index:05d}.png"
+
+
+def encode_png(image: np.ndarray, compress_level: int = 6) -> bytes:
+    """uint8 (H, W, 3) RGB or (H, W) labels -> PNG bytes (PIL, no metadata: the same pixels give the same bytes, the
+    bytes the frame folders held)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(
+        buffer, format="PNG", compress_level=compress_level
+    )
+    return buffer.getvalue()
+
+
+def png_header(data: bytes) -> tuple[int, int, int, int, int] | None:
+    """(width, height, bit depth, colour type, interlace) from a PNG's IHDR chunk, or None for anything else."""
+    if len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return width, height, data[24], data[25], data[28]
+
+
+def is_plain_rgb_png(data: bytes, size: int) -> bool:
+    """Whether ``data`` is a non-interlaced 8-bit RGB PNG of ``size`` x ``size``: what preprocessing would write, so
+    a copy's frame like this is stored as it is."""
+    return png_header(data) == (size, size, 8, 2, 0)
+
+
+def write_archive(path: str | Path, members: Iterable[bytes], record: dict[str, Any]) -> str:
+    """Write the PNG ``members`` (frame 0 first) as ``path``, atomically; ``record`` (JSON) becomes the zip comment.
+    Returns the sha256 of the file written."""
+    digest = hashlib.sha256()
+
+    def write(handle) -> None:
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
+            for index, data in enumerate(members):
+                archive.writestr(zipfile.ZipInfo(member_name(index), date_time=_DATE), data)
+            archive.comment = json.dumps(record, sort_keys=True).encode()
+
+    files.write_atomically(path, write)
+    with open(path, "rb") as handle:  # the page cache holds it: a few ms for a clip
+        for block in iter(lambda: handle.read(files.CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_record(path: str | Path) -> dict[str, Any] | None:
+    """The record an archive carries in its comment, or None when the file is absent, not a zip or has none."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.comment.decode()) if archive.comment else None
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
+
+
+def is_archive(path: Path) -> bool:
+    """Whether ``path`` names a frame archive (a ``.zip`` file)."""
+    return path.suffix.lower() == SUFFIX and path.is_file()
+
+
+class FrameArchive:
+    """Random access to the frames of one archive: ``len(archive)``, ``archive.image(i)`` (the stored image:
+    uint8 (H, W, 3) RGB, or (H, W) for label maps), ``archive.images(indices)``, ``archive.png(i)`` (its bytes).
+
+    Opened per use (``with FrameArchive(path) as archive``): opening reads only the central directory, so nothing
+    grows with the number of videos a process has read."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self._zip = zipfile.ZipFile(self.path)
+        except (OSError, zipfile.BadZipFile) as err:
+            raise DataError(f"{self.path}: not a readable frame archive ({err})") from None
+        self._names = sorted(n for n in self._zip.namelist() if n.lower().endswith(".png"))
+        if len(self._names) != len(self._zip.namelist()):
+            self._zip.close()
+            raise DataError(f"{self.path}: a frame archive holds PNG frames only (00000.png, 00001.png, ...)")
+
+    def __enter__(self) -> FrameArchive:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._zip.close()
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    @property
+    def record(self) -> dict[str, Any] | None:
+        return json.loads(self._zip.comment.decode()) if self._zip.comment else None
+
+    def png(self, index: int) -> bytes:
+        try:
+            return self._zip.read(self._names[index])
+        except (OSError, zipfile.BadZipFile, KeyError) as err:
+            raise DataError(f"{self.path}: cannot read frame {index} ({err})") from None
+
+    def image(self, index: int) -> np.ndarray:
+        return decode_png(self.png(index), f"{self.path} frame {index}")
+
+    def images(self, indices: Sequence[int] | None = None) -> np.ndarray:
+        picked = range(len(self)) if indices is None else indices
+        return np.stack([self.image(i) for i in picked])
+
+
+@functools.cache
+def _opencv():
+    """cv2 with its own thread pool off (the loader's workers are the parallelism; a pool started before a fork is
+    unusable in the forked workers)."""
+    import cv2
+
+    cv2.setNumThreads(0)
+    return cv2
+
+
+def decode_png(data: bytes, what: str) -> np.ndarray:
+    """PNG bytes -> uint8 (H, W, 3) RGB (colour, alpha dropped) or (H, W) (one channel), with OpenCV (as fast as
+    reading a PNG file: the training loader's frame reader)."""
+    cv2 = _opencv()
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None or image.dtype != np.uint8:
+        raise DataError(f"{what}: not an 8-bit PNG image")
+    if image.ndim == 2:
+        return image
+    code = cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGB
+    return cv2.cvtColor(image, code)
