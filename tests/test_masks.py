@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from cpabanim.config.layers import load_params
-from cpabanim.data import synthetic
-from cpabanim.data.masks import extract_masks, masks_to_labels, sam_generator, sam_labels, slic_labels
+from cpabanim.data import archive, synthetic
+from cpabanim.data.masks import extract_masks, mask_files, masks_to_labels, sam_generator, sam_labels, slic_labels
 from cpabanim.data.video import write_frames
 from cpabanim.errors import MissingWeightsError
 from tests.conftest import PROJECT_ROOT
@@ -37,9 +37,11 @@ def _tiny_sam():
     ).eval()
 
 
-def _load(path):
-    with np.load(path) as data:
-        return data["labels"]
+def _labels(masks_root, name):
+    """uint8 (T, H, W) of one training video, through the masks' index."""
+    path = mask_files(masks_root, "train")[name]
+    with archive.FrameArchive(path) as labels:
+        return labels.images()
 
 
 def test_slic_labels_follow_the_image():
@@ -87,21 +89,20 @@ def test_missing_sam_weights_fail_clearly(params, tmp_path):
 
 def test_extract_masks_slic_writes_aligned_maps_and_skips_done_videos(params, tmp_path):
     meta = extract_masks(params["masks"], tmp_path / "processed", tmp_path / "masks", tmp_path / "weights")
-    assert meta["source"] == "slic" and sorted(meta["videos"]) == sorted(
-        p.name for p in (tmp_path / "processed" / "train").iterdir()
-    )
-    files = sorted((tmp_path / "masks" / "train").glob("*.npz"))
-    assert len(files) == 2
-    assert _load(files[0]).shape == (4, 48, 48) and _load(files[0]).dtype == np.uint8
+    names = sorted(p.name for p in (tmp_path / "processed" / "train").iterdir())
+    assert meta["source"] == "slic" and sorted(meta["videos"]["train"]) == names
+    files = [mask_files(tmp_path / "masks", "train")[name] for name in names]
+    first_labels = _labels(tmp_path / "masks", names[0])
+    assert first_labels.shape == (4, 48, 48) and first_labels.dtype == np.uint8
     stamps = {f: f.stat().st_mtime_ns for f in files}
-    first_bytes, first_labels = files[0].read_bytes(), _load(files[0])
+    first_bytes = files[0].read_bytes()
     # nothing to do: files untouched
     extract_masks(params["masks"], tmp_path / "processed", tmp_path / "masks", tmp_path / "weights")
     assert {f: f.stat().st_mtime_ns for f in files} == stamps
     params["masks"]["slic"]["n_segments"] = 8  # other settings: redone, byte-stable writer
     extract_masks(params["masks"], tmp_path / "processed", tmp_path / "masks", tmp_path / "weights")
     assert files[0].stat().st_mtime_ns != stamps[files[0]] and files[0].read_bytes() != first_bytes
-    assert len(np.unique(_load(files[0])[0])) < len(np.unique(first_labels[0]))  # fewer regions
+    assert len(np.unique(_labels(tmp_path / "masks", names[0])[0])) < len(np.unique(first_labels[0]))  # fewer
 
 
 def test_extract_masks_with_sam_source_records_it(params, tmp_path):
@@ -120,7 +121,7 @@ def test_extract_masks_with_sam_source_records_it(params, tmp_path):
         params["masks"], tmp_path / "processed", tmp_path / "masks", tmp_path / "weights", sam_model=_tiny_sam()
     )
     assert meta["source"] == "sam" and meta["settings"]["checkpoint"].startswith("random-init")
-    assert _load(tmp_path / "masks" / "train" / f"{only.name}.npz").shape == (2, 48, 48)
+    assert _labels(tmp_path / "masks", only.name).shape == (2, 48, 48)
 
 
 def test_saved_labels_are_byte_stable_atomic_and_leave_no_temporary_file(tmp_path, monkeypatch):

@@ -165,9 +165,28 @@ def decode_png(data: bytes, what: str) -> np.ndarray:
     reading a PNG file: the training loader's frame reader)."""
     cv2 = _opencv()
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None or image.dtype != np.uint8:
+    if image is None:
+        # PIL decodes the same bytes to the same pixels. OpenCV's decoder has been seen to refuse every image in a
+        # long test process (after other tests ran; not reproduced alone), as dataset.read_frame falls back too.
+        return decode_png_pil(data, what)
+    if image.dtype != np.uint8:
         raise DataError(f"{what}: not an 8-bit PNG image")
     if image.ndim == 2:
         return image
     code = cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGB
     return cv2.cvtColor(image, code)
+
+
+def decode_png_pil(data: bytes, what: str) -> np.ndarray:
+    """:func:`decode_png` with PIL: RGB (H, W, 3), or (H, W) for 8-bit grayscale (label maps)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.mode == "L":
+                return np.asarray(image)
+            if image.mode not in ("RGB", "RGBA", "P"):
+                raise DataError(f"{what}: not an 8-bit PNG image (mode {image.mode})")
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as err:
+        raise DataError(f"{what}: not a PNG image ({err})") from None

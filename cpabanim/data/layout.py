@@ -79,7 +79,7 @@ def split_videos(root: str | Path, split: str, index_file: str = MANIFEST) -> di
         return {name: files.contained_path(root, entries[name]["file"]) for name in sorted(entries)}
     folder = root / split
     if not folder.is_dir():
-        raise DataError(f"{folder}: no '{split}' split (run `cpabanim preprocess` first)")
+        raise DataError(f"{folder}: no '{split}' folder and no index (run `cpabanim preprocess` first)")
     found = (p for p in folder.iterdir() if not p.name.startswith(".") and not p.name.endswith(".tmp") and is_video(p))
     return {video_name(p): p for p in sorted(found, key=video_name)}
 

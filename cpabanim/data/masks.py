@@ -32,7 +32,7 @@ import numpy as np
 
 from cpabanim import files
 from cpabanim import weights as weights_registry
-from cpabanim.data.video import read_video
+from cpabanim.data.video import frame_count, read_video
 from cpabanim.errors import CpabanimError, DataError, MissingWeightsError, first_line
 from cpabanim.progress import progress_bar
 
@@ -233,9 +233,11 @@ def extract_masks_shard(
     mine = [name for name in videos if layout.shard_of(name, count) == shard]
     for name in progress_bar(mine, desc=f"masks ({settings['source']}) shard {shard}/{count}", unit="video"):
         target = files.contained_path(folder, name + archive.SUFFIX)
-        made_by = hashlib.sha256(json.dumps([settings, sources.get(name)], sort_keys=True).encode()).hexdigest()
+        # the video's frames as its index records them (a dataset laid out by hand: its frame count)
+        source = sources.get(name) or f"{frame_count(videos[name])} frames"
+        made_by = hashlib.sha256(json.dumps([settings, source], sort_keys=True).encode()).hexdigest()
         kept = archive.read_record(target)
-        if not (kept and kept.get("made_by") == made_by and sources.get(name)):
+        if not (kept and kept.get("made_by") == made_by):
             frames = read_video(videos[name])
             if settings["source"] == "slic":
                 slic = masks_cfg["slic"]

@@ -22,22 +22,17 @@ import contextlib
 import html
 import json
 import logging
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
-from urllib.parse import quote
 
-from cpabanim import files
 from cpabanim.animation.reconstruct import EXPLAIN_DIR
 from cpabanim.data.layout import split_videos
 from cpabanim.data.names import safe_name
 from cpabanim.errors import DataError
-from cpabanim.files import contained_path
+from cpabanim.reporting.copies import Copier, Member, frames_of, inside, test_frames, usable
 
 log = logging.getLogger(__name__)
 
-VIDEOS_DIR = "videos"  # beside the page: the copies of every file it shows
 PANELS = {"left": "0% 50%", "middle": "50% 50%", "right": "100% 50%"}  # object-position of a strip's panel
 RECONSTRUCTION = "reconstruction: source (frame 0) | driving | each experiment's prediction"
 ANIMATION = "animation: source image | driving | each experiment's animation"
@@ -77,78 +72,11 @@ class VideosPage(NamedTuple):
     skipped: list[str]
 
 
-def usable(name: object) -> bool:
-    """Whether a name from data can be a file name here (:func:`safe_name` accepts it: no ``/``, not ``..``)."""
-    with contextlib.suppress(DataError):
-        return bool(safe_name(name))  # type: ignore[arg-type]
-    return False
-
-
 def chosen_seeds(media: Media) -> dict[str, int]:
     """experiment -> the seed shown: the lowest all experiments share, else each one's lowest (none: no runs)."""
     seeds = {name: set(runs) for name, runs in media.items() if runs}
     common = set.intersection(*seeds.values()) if seeds else set()
     return {name: min(common) if common else min(found) for name, found in seeds.items()}
-
-
-def inside(root: Path | None, *parts: object) -> Path | None:
-    """``root / parts`` when each part is one :func:`usable` name (then it stays below ``root``), else None (and
-    None without a root). Links are followed: the run folders are the pipeline's own (DVC may link its cache)."""
-    return root.joinpath(*parts) if root is not None and all(usable(p) for p in parts) else None  # type: ignore
-
-
-def frames_of(folder: Path | None) -> list[Path]:
-    """The PNG frames of a frame folder in order (none when it is not a folder)."""
-    return sorted(folder.glob("*.png")) if folder is not None and folder.is_dir() else []
-
-
-@dataclass(frozen=True)
-class Member:
-    """Frame ``index`` of a frame archive (a processed test video), copied as its PNG bytes."""
-
-    archive: Path
-    index: int
-    suffix: str = ".png"
-
-
-def test_frames(tests: dict[str, Path], video: object) -> list[Path | Member]:
-    """The frames of the processed test video ``video`` (``tests``: name -> file), in order; none when unknown."""
-    from cpabanim.data import archive
-
-    path = tests.get(video) if isinstance(video, str) and usable(video) else None
-    if path is None or not archive.is_archive(path):
-        return frames_of(path)
-    try:
-        with archive.FrameArchive(path) as frames:
-            return [Member(path, i) for i in range(len(frames))]
-    except DataError:
-        return []
-
-
-class Copier:
-    """Copies a file to ``<page folder>/videos/<parts><its suffix>``, each part through :func:`safe_name` and the
-    target checked to stay inside the folder; returns its URL relative to the page. Starts with the folder empty
-    (an output folder of the report: one holding files cpabanim did not write is refused, never cleared)."""
-
-    def __init__(self, page: Path):
-        self.base, self.root, self.files = page.parent, page.parent / VIDEOS_DIR, []
-        self.base.mkdir(parents=True, exist_ok=True)
-        if self.root.is_symlink():  # files of an earlier page must not linger, nor a link lead elsewhere
-            self.root.unlink()
-        files.fresh_output_folder(self.root, "cpabanim report")
-
-    def copy(self, source: Path | Member, *parts: str) -> str:
-        target = contained_path(self.root, *(safe_name(p) for p in parts[:-1]), safe_name(parts[-1] + source.suffix))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(source, Member):
-            from cpabanim.data.archive import FrameArchive
-
-            with FrameArchive(source.archive) as frames:
-                target.write_bytes(frames.png(source.index))
-        else:
-            shutil.copyfile(source, target)
-        self.files.append(target)
-        return quote(target.relative_to(self.base).as_posix())
 
 
 def result_cell(copier: Copier, label: str, folder: Path | None, stem: str, where: tuple[str, ...]) -> Cell:

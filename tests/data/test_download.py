@@ -16,7 +16,7 @@ from cpabanim.config.layers import load_params
 from cpabanim.data import download, names, preprocess, sources
 from cpabanim.errors import DataError
 from tests.conftest import PROJECT_ROOT
-from tests.data.helpers import moving_square_video, write_gif, write_mp4
+from tests.data.helpers import moving_square_video, processed_video, write_gif, write_mp4
 
 
 @pytest.fixture()
@@ -63,8 +63,7 @@ def test_mgif_archive_download_and_preprocess(params, tmp_path):
     result = preprocess.preprocess(params["data"], params["seed"], params["paths"]["raw"], params["paths"]["processed"])
     assert sorted(result["videos"]["train"]) == ["train0", "train1"]
     assert result["videos"]["test"]["test0"]["frames"] == 5
-    frames = sorted((tmp_path / "processed" / "train" / "train0").glob("*.png"))
-    assert len(frames) == 5
+    assert len(processed_video(tmp_path / "processed", "train", "train0")) == 5
     # a wrong checksum is fatal for an archive (nothing usable) and recorded
     params["data"]["archive"]["sha256"] = "0" * 64
     (tmp_path / "raw" / "mgif" / "moving-gif.zip").unlink()
@@ -97,8 +96,7 @@ def test_youtube_sources_with_dead_ids_recorded_not_fatal(params, tmp_path):
     assert list(result["videos"]["train"]) == ["id001.AAAAAAAAAAA.000000.000010"]
     assert list(result["videos"]["test"]) == ["id001.AAAAAAAAAAA.000010.000020"]
     assert [s["video"] for s in result["skipped"]] == ["id002#DEADDEADDEA#000000#000010"]
-    clip = tmp_path / "processed" / "train" / "id001.AAAAAAAAAAA.000000.000010"
-    assert len(list(clip.glob("*.png"))) == 10
+    assert len(processed_video(tmp_path / "processed", "train", "id001.AAAAAAAAAAA.000000.000010")) == 10
     assert names.read_record(tmp_path / "processed") == {
         "id001.AAAAAAAAAAA.000000.000010": "id001#AAAAAAAAAAA#000000#000010",
         "id001.AAAAAAAAAAA.000010.000020": "id001#AAAAAAAAAAA#000010#000020",

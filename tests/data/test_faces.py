@@ -87,5 +87,5 @@ def test_preprocess_with_face_crops_keeps_face_clips_and_names_a_clip_without_a_
     assert kept == {"d0": 9, "d11": 9}
     (skipped,) = manifest["skipped"]
     assert skipped["video"] == "square" and "square.mp4" in skipped["reason"] and "no face" in skipped["reason"]
-    crops = read_video(next((tmp_path / "processed").rglob("d0/*.png")).parent)
+    crops = read_video(next((tmp_path / "processed").rglob("d0.zip")))
     assert crops.shape == (9, 32, 32, 3)

@@ -7,6 +7,7 @@ import pytest
 
 from cpabanim.data import names, preprocess
 from cpabanim.data.frames import write_viewing_videos
+from cpabanim.data.layout import split_videos, video_name
 from cpabanim.errors import DataError
 from tests.data.helpers import folder_source_params, moving_square_video, write_frame_folder, write_mp4
 
@@ -76,7 +77,7 @@ def test_preprocess_of_the_users_files_writes_safe_names_and_records_the_origina
     data, seed = folder_source_params(videos, test_fraction=0.3)
     out = tmp_path / "processed"
     manifest = preprocess.preprocess(data, seed, tmp_path / "raw", out)
-    written = sorted(p.name for split in ("train", "test") for p in (out / split).iterdir())
+    written = sorted(name for split in ("train", "test") for name in split_videos(out, split))
     assert written == ["anna.take2", "anna.take_1", "bob_", "dora.v2"]  # the dotted name keeps its dot
     assert sorted(manifest["videos"]["train"]) + sorted(manifest["videos"]["test"]) == [
         "anna.take2",
@@ -92,7 +93,7 @@ def test_preprocess_of_the_users_files_writes_safe_names_and_records_the_origina
     from cpabanim.data.dataset import FramesDataset
 
     dataset = FramesDataset(out, "train", id_sampling=True)
-    assert sorted(names.identity(g[0].name) for g in dataset.groups) == sorted(
+    assert sorted(names.identity(video_name(g[0])) for g in dataset.groups) == sorted(
         {names.identity(n) for n in manifest["videos"]["train"]}
     )
 

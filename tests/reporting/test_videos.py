@@ -14,7 +14,8 @@ import pytest
 
 from cpabanim.data.frames import side_by_side, write_frames, write_image, write_viewing_videos
 from cpabanim.files import OWNER_FILE
-from cpabanim.reporting.videos import VIDEOS_DIR, chosen_seeds, write_videos_page
+from cpabanim.reporting.copies import VIDEOS_DIR
+from cpabanim.reporting.videos import chosen_seeds, write_videos_page
 
 SIZE, FRAMES = 32, 6
 VIDEOS = ["alpha.test000", "beta.test001", "clip<b>&'x"]  # the last one: characters the page must escape
