@@ -246,7 +246,7 @@ def test_a_snakemake_run_is_recorded_in_dvc_lock(runs, tmp_path):
     assert not ran_dvc(repro), repro[-2000:]
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     assert lock["stages"]["train@1"]["params"]["params.resolved.yaml"]["train.max_steps"] == 3
-    assert any(dep["path"] == "cpabanim/models" for dep in lock["stages"]["train@1"]["deps"])
+    assert any(dep["path"] == "cpabanim/models/full.py" for dep in lock["stages"]["train@1"]["deps"])
     assert lock["stages"]["train@1"]["cmd"] == "cpabanim train --set seed=1"
     run([str(BIN / "dvc"), "remote", "add", "-d", "local", str(tmp_path / "remote")], root)
     pushed = run([str(BIN / "dvc"), "push"], root).stdout
@@ -354,21 +354,34 @@ def edited(path: Path):
     return lambda: path.write_text(text)
 
 
+def dvc_status(root: Path) -> dict[str, set[str]]:
+    """`dvc status`: each stage that changed (``train@1`` by its name) -> the files it names as changed."""
+    status = json.loads(run([str(BIN / "dvc"), "status", "--json"], root).stdout)
+    changed: dict[str, set[str]] = {}
+    for name, reasons in status.items():
+        for reason in reasons:
+            if isinstance(reason, dict):
+                for files in reason.values():
+                    changed.setdefault(name.split("@")[0], set()).update(files)
+    return changed
+
+
 def test_a_code_edit_reruns_exactly_the_stages_that_run_that_code(runs):
-    """Snakemake plans the stages that run the edited file and what follows them; DVC's dry run lists the stages
-    whose own code changed (it re-runs the rest only when their inputs do change)."""
+    """Snakemake plans the stages that run the edited file and what follows them; DVC's status and dry run name
+    the stages whose own code changed (it re-runs the rest only when their inputs do change). A module only
+    training reads (the augmentations) never re-runs a data stage: the dependencies are files, not packages."""
     roots, _ = runs
     smk, dvc = roots["snakemake"], roots["dvc"]
-    everything = SHARED | READ_BY_TRAIN_ONLY
     for relative, direct, with_followers in (
         ("cpabanim/models/dense_motion.py", {"train", "reconstruct", "animate", "report"}, READ_BY_TRAIN_ONLY),
         ("cpabanim/reporting/report.py", {"report"}, {"report"}),
-        ("cpabanim/data/preprocess.py", everything, everything),  # the report imports cpabanim.data (names)
+        ("cpabanim/data/augmentation.py", {"train"}, READ_BY_TRAIN_ONLY),
     ):
-        assert {n for n, stage in all_stages().items() if any(relative.startswith(c) for c in stage.code)} == direct
+        assert {n for n, stage in all_stages().items() if relative in stage.code} == direct
         undo = [edited(smk / relative), edited(dvc / relative)]
         try:
             assert planned(smk, "experiments=[cpab,tps]") == with_followers, relative
+            assert dvc_status(dvc) == dict.fromkeys(direct, {relative}), relative
             dry = run([str(BIN / "dvc"), "repro", "--dry"], dvc).stdout
             assert ran_dvc(dry) == direct, f"{relative}: {dry[-2000:]}"
         finally:
