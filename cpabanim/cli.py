@@ -161,7 +161,7 @@ def stage_parser(name: str) -> argparse.ArgumentParser:
 
 def run_pipeline_stage(name: str, rest: list[str]) -> None:
     from cpabanim.config.layers import params_from_args
-    from cpabanim.pipeline import all_stages, check_inputs, check_outputs, stage_config, stage_io
+    from cpabanim.pipeline import all_stages, check_inputs, check_outputs, journal, stage_config, stage_io
     from cpabanim.tracking import runs
 
     stage = all_stages()[name]
@@ -185,6 +185,8 @@ def run_pipeline_stage(name: str, rest: list[str]) -> None:
             module.run(cfg, io, params=params, **options)
         else:
             module.run(cfg, io, **options)
+    # done: a Snakemake job says so in its invocation's journal, which `cpabanim record` commits (and only that)
+    journal.note_completed(stage, params)
 
 
 def run_command(name: str, rest: list[str]) -> int:

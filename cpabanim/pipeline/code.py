@@ -75,6 +75,7 @@ def imported_closure(module: str) -> frozenset[str]:
 NOT_OUTPUTS: dict[str, str] = {
     "cpabanim": "the package's version string, which no stage writes",
     "cpabanim.pipeline.code": "finds the stages' dependencies for the orchestrators; no stage calls it",
+    "cpabanim.pipeline.journal": "notes that a stage completed, for `cpabanim record`",
     "cpabanim.progress": "progress bars in the logs",
     "cpabanim.tracking": "logs numbers, tags and files to the stage's MLflow run (no-ops without one), never a file "
     "of the stage's outputs",

@@ -241,6 +241,7 @@ def test_a_snakemake_run_is_recorded_in_dvc_lock(runs, tmp_path):
     roots, logs = runs
     root = roots["snakemake"]
     assert "recorded in dvc.lock: params, download, preprocess, masks, train@0, train@1" in logs["snakemake"]
+    assert "report" in re.search(r"recorded in dvc\.lock: (.*)$", logs["snakemake"], re.M).group(1)
     assert run([str(BIN / "dvc"), "status"], root).stdout.strip().endswith("up to date.")
     repro = run([str(BIN / "dvc"), "repro"], root).stdout
     assert not ran_dvc(repro), repro[-2000:]
@@ -440,6 +441,9 @@ def test_a_snakemake_config_value_reruns_only_the_stages_that_read_it(runs):
     assert planned(root, "experiments=[cpab,tps]", "set=[animate.num_pairs=2]") == {"animate", "evaluate", "report"}
     log = run([*SNAKEMAKE, "set=[report.reference=tps]"], root)
     assert ran_snakemake(log.stdout + log.stderr) == {"report"}, log.stdout[-3000:]
+    # what ran, and only that, goes into dvc.lock (the journal of the run, cpabanim/pipeline/journal.py)
+    assert re.search(r"recorded in dvc\.lock: params, report$", log.stdout + log.stderr, re.M), log.stderr[-3000:]
+    assert not list((root / ".snakemake" / "cpabanim" / "ran").iterdir())
     assert planned(root, "experiments=[cpab,tps]", "set=[report.reference=tps]") == set()
     tidy = list(csv.DictReader((root / "outputs" / "report" / "tables.csv").open()))
     assert {r["experiment"] for r in tidy if r["table"] == "comparison"} == {"default"}  # now against tps
