@@ -2,7 +2,8 @@
 
 The Snakefile names one folder per invocation in ``CPABANIM_JOURNAL`` (``.snakemake/cpabanim/ran/<run id>``,
 relative to the project root, where every job runs) and exports it to its jobs. When a pipeline stage completes,
-the CLI leaves an empty file there, ``<experiment>/<dvc stage name>`` (``default/train@0``, ``default/preprocess``):
+the CLI leaves an empty file there, ``<experiment>/<dvc stage name>`` (``default/train@0``,
+``default/preprocess_shard@003``, ``default/preprocess``):
 one file per completed stage, created in one call and never written to, so jobs on several machines that share the
 project folder (SLURM over NFS) never append to the same file, a job killed while noting leaves nothing half-written,
 and a job that runs again (a retry) makes the same file again. Outside Snakemake (``dvc repro``, a stage by hand)
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cpabanim.config.mappings import flatten
 from cpabanim.pipeline.base import Stage
 
 log = logging.getLogger(__name__)
@@ -30,30 +32,57 @@ JOURNAL_ENV = "CPABANIM_JOURNAL"
 JOURNAL_ROOT = Path(".snakemake") / "cpabanim" / "ran"
 
 
-def dvc_stage_name(stage: Stage, params: Mapping[str, Any]) -> str:
+def dvc_stage_name(stage: Stage, params: Mapping[str, Any], shard: int | None = None) -> str:
     """The dvc.yaml stage that a run of ``stage`` with ``params`` is (as ``cpabanim dag`` names them): ``train@0``
-    for a per-experiment stage (dvc.yaml loops over the seeds, ``train@<seed>``), the stage's name for a shared or
-    aggregate one. The one place that makes these names (a sharded stage would add its shard here)."""
+    for a per-experiment stage (dvc.yaml loops over the seeds, ``train@<seed>``), ``preprocess_shard@003`` for
+    shard 3 of a sharded stage (a loop over the shards), the stage's name for a shared stage, a sharded stage's
+    gather or the report. The one place that makes these names."""
+    if shard is not None:
+        return f"{stage.name}_shard@{int(shard):03d}"
     if stage.per_experiment:
         return f"{stage.name}@{int(params['seed'])}"
     return stage.name
 
 
-def note_completed(stage: Stage, params: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Path | None:
-    """Note in the invocation's journal that ``stage`` completed for the experiment and seed of ``params``; the
-    entry made, or None outside a Snakemake job. A journal that cannot be written costs a warning, never the stage:
-    its work is done (``dvc commit <stage>`` records it by hand)."""
+def shard_count(stage: Stage, params: Mapping[str, Any]) -> int:
+    """How many shards a sharded stage runs as with ``params`` (its count key: ``data.shards``); 0 when unsharded."""
+    return int(flatten(params)[stage.shards]) if stage.shards else 0
+
+
+def completed_names(
+    stage: Stage, params: Mapping[str, Any], shard: int | None = None, gather: bool = False
+) -> list[str]:
+    """The dvc.yaml stages one ``cpabanim <stage>`` run completes: its own; a sharded stage run without ``--shard``
+    or ``--gather`` (by hand) runs every shard, then the gather."""
+    if stage.shards and shard is None and not gather:
+        return [*(dvc_stage_name(stage, params, k) for k in range(shard_count(stage, params))), stage.name]
+    return [dvc_stage_name(stage, params, shard)]
+
+
+def note_completed(
+    stage: Stage,
+    params: Mapping[str, Any],
+    shard: int | None = None,
+    gather: bool = False,
+    environ: Mapping[str, str] = os.environ,
+) -> list[Path]:
+    """Note in the invocation's journal that ``stage`` completed for the experiment and seed of ``params`` (the
+    shard, for a shard job); the entries made, none outside a Snakemake job. A journal that cannot be written costs
+    a warning, never the stage: its work is done (``dvc commit <stage>`` records it by hand)."""
     folder = environ.get(JOURNAL_ENV)
     if not folder:
-        return None
-    entry = Path(folder) / str(params["experiment"]) / dvc_stage_name(stage, params)
+        return []
+    entries = [
+        Path(folder) / str(params["experiment"]) / name for name in completed_names(stage, params, shard, gather)
+    ]
     try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        entry.touch()
+        for entry in entries:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            entry.touch()
     except OSError as err:
         log.warning("could not note %s in the run's journal (%s): `cpabanim record` will not commit it", entry, err)
-        return None
-    return entry
+        return []
+    return entries
 
 
 @dataclass(frozen=True)

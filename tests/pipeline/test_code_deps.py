@@ -11,15 +11,28 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from cpabanim.commands import record
 from cpabanim.config.layers import load_params
+from cpabanim.config.mappings import flatten
 from cpabanim.pipeline import all_stages, run_seeds, stage_io
+from cpabanim.pipeline.base import expand
 from cpabanim.pipeline.code import NOT_OUTPUTS, PACKAGE_ROOT, imported_closure
-from cpabanim.pipeline.journal import JOURNAL_ENV, JOURNAL_ROOT, clear, dvc_stage_name, note_completed, read_journal
+from cpabanim.pipeline.journal import (
+    JOURNAL_ENV,
+    JOURNAL_ROOT,
+    clear,
+    completed_names,
+    dvc_stage_name,
+    note_completed,
+    read_journal,
+)
+
+from ..conftest import PROJECT_ROOT
 
 DATA_STAGES = ("download", "preprocess", "masks")
 READ_BY_TRAINING_ONLY = ("cpabanim/data/augmentation.py", "cpabanim/data/dataset.py", "cpabanim/data/loader.py")
@@ -76,26 +89,43 @@ def test_modules_that_cannot_change_outputs_are_nobodys_dependency():
 def test_the_dvc_stage_name_of_a_run():
     stages = all_stages()
     assert dvc_stage_name(stages["train"], {"seed": 3, "experiment": "tps"}) == "train@3"
-    assert dvc_stage_name(stages["preprocess"], {"seed": 3, "experiment": "default"}) == "preprocess"
+    assert dvc_stage_name(stages["download"], {"seed": 3, "experiment": "default"}) == "download"
     assert dvc_stage_name(stages["report"], {"seed": 0, "experiment": "default"}) == "report"
+    # a sharded stage: its shards (dvc.yaml's foreach over "000", "001", ...) and its gather
+    assert dvc_stage_name(stages["preprocess"], {"seed": 0}, shard=3) == "preprocess_shard@003"
+    assert dvc_stage_name(stages["preprocess"], {"seed": 0}) == "preprocess"
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    dvc_yaml = (PROJECT_ROOT / "dvc.yaml").read_text()
+    for name, stage in stages.items():
+        if stage.shards:  # the names are dvc.yaml's
+            shards = [f"{k:03d}" for k in range(int(flatten(params)[stage.shards]))]
+            assert f"  {name}_shard:\n    foreach:\n" + "".join(f"    - '{k}'\n" for k in shards) in dvc_yaml
+            run_by_hand = completed_names(stage, params)  # every shard, then the gather
+            assert run_by_hand == [*(dvc_stage_name(stage, params, int(k)) for k in shards), name]
+            assert completed_names(stage, params, shard=0) == [f"{name}_shard@000"]
+            assert completed_names(stage, params, gather=True) == [name]
 
 
 def test_a_completed_stage_is_one_empty_file_per_stage_in_its_invocations_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     stages = all_stages()
-    assert note_completed(stages["train"], {"seed": 0, "experiment": "default"}, environ={}) is None  # no Snakemake
+    default, tps = {"seed": 0, "experiment": "default"}, {"seed": 0, "experiment": "tps"}
+    assert note_completed(stages["train"], default, environ={}) == []  # not a Snakemake job
     assert not (tmp_path / ".snakemake").exists()
     environ = {JOURNAL_ENV: str(JOURNAL_ROOT / "snakemake-1-1")}
-    note_completed(stages["preprocess"], {"seed": 0, "experiment": "default"}, environ)
-    note_completed(stages["train"], {"seed": 1, "experiment": "default"}, environ)
-    note_completed(stages["train"], {"seed": 1, "experiment": "default"}, environ)  # a retry: the same file
-    note_completed(stages["train"], {"seed": 0, "experiment": "tps"}, environ)
+    note_completed(stages["download"], default, environ=environ)
+    note_completed(stages["preprocess"], default, shard=1, environ=environ)
+    note_completed(stages["preprocess"], default, gather=True, environ=environ)
+    note_completed(stages["train"], {**default, "seed": 1}, environ=environ)
+    note_completed(stages["train"], {**default, "seed": 1}, environ=environ)  # a retry: the same file
+    note_completed(stages["train"], tps, environ=environ)
     # a failed invocation's leftovers (never recorded) and a file system's hidden leftover, skipped
-    note_completed(stages["masks"], {"seed": 0, "experiment": "default"}, {JOURNAL_ENV: str(JOURNAL_ROOT / "old")})
+    note_completed(stages["masks"], default, shard=0, environ={JOURNAL_ENV: str(JOURNAL_ROOT / "old")})
     (tmp_path / JOURNAL_ROOT / "old" / "default" / ".nfs0001").touch()
     assert (tmp_path / JOURNAL_ROOT / "snakemake-1-1" / "default" / "train@1").stat().st_size == 0
     journal = read_journal(tmp_path)
-    assert journal.ran("default") == {"preprocess", "train@1", "masks"} and journal.ran("tps") == {"train@0"}
+    expected = {"download", "preprocess_shard@001", "preprocess", "train@1", "masks_shard@000"}
+    assert journal.ran("default") == expected and journal.ran("tps") == {"train@0"}
     clear(journal)
     assert read_journal(tmp_path).entries == frozenset() and not list((tmp_path / JOURNAL_ROOT).iterdir())
     assert read_journal(tmp_path / "nowhere").entries == frozenset()
@@ -114,29 +144,45 @@ def test_a_stage_run_by_the_cli_notes_itself_only_when_it_completes(tmp_path, mo
 
 
 def make_outputs(params: dict) -> None:
-    """Every input and output path of every stage, for each seed of ``params`` (relative to the current folder)."""
+    """Every input and output of every stage, for each seed of ``params`` (relative to the current folder): its
+    folders, and a sharded stage's shard folders and index files."""
     for stage in all_stages().values():
         for seed in run_seeds(params):
-            io = stage_io(stage, {**params, "seed": seed}, [params["experiment"]] if stage.aggregate else None)
+            run = {**params, "seed": seed}
+            io = stage_io(stage, run, [params["experiment"]] if stage.aggregate else None)
             for path in [*io.inputs.values(), *io.outputs.values()]:
                 path.mkdir(parents=True, exist_ok=True)
+            if stage.shards:
+                out = stage.gathered
+                for k in range(int(flatten(params)[stage.shards])):
+                    Path(expand(out.shard_path(f"{k:03d}"), run)).mkdir(parents=True, exist_ok=True)
+                for name in out.gathered:
+                    Path(expand(f"{out.path}/{name}", run)).touch()
 
 
 def test_only_the_stages_that_ran_are_recorded(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text("experiment: default\nseeds: [0, 1]\n")
+    (tmp_path / "params.yaml").write_text("experiment: default\nseeds: [0, 1]\ndata: {shards: 2}\n")
     params = load_params(tmp_path / "params.yaml")
     make_outputs(params)
-    every = record.stages_to_record(params, ["default"], [0, 1], {"preprocess", "train@0", "train@1", "report"})
-    assert every == ["params", "preprocess", "train@0", "train@1", "report"]  # dvc.yaml's order
-    assert record.stages_to_record(params, ["default"], [0, 1], set()) == ["params"]  # a run that ran nothing
-    # a seed beyond params.yaml's has no stage in dvc.yaml; a report of other seeds or experiments is not dvc.yaml's
-    assert record.stages_to_record(params, ["default"], [0, 1], {"train@5", "evaluate@1"}) == ["params", "evaluate@1"]
-    assert record.stages_to_record(params, ["tps"], [0, 1], {"report"}) == ["params"]
-    assert record.stages_to_record({**params, "seeds": [0]}, ["default"], [0, 1], {"report"}) == ["params"]
-    # a stage whose files are not all there is not recorded
-    (tmp_path / params["paths"]["masks"]).rmdir()
-    assert record.stages_to_record(params, ["default"], [0, 1], {"preprocess", "masks"}) == ["params", "preprocess"]
+
+    def recorded(ran: set[str], experiments=("default",), run: dict | None = None) -> list[str]:
+        return record.stages_to_record(run or params, list(experiments), params, ran)
+
+    ran = {"preprocess", "preprocess_shard@001", "preprocess_shard@000", "train@0", "train@1", "report"}
+    in_order = ["params", "preprocess_shard@000", "preprocess_shard@001", "preprocess", "train@0", "train@1", "report"]
+    assert recorded(ran) == in_order  # dvc.yaml's order
+    assert recorded(set()) == ["params"]  # a run that ran nothing
+    # a seed or shard beyond params.yaml's has no stage in dvc.yaml; a report of other seeds or experiments is not
+    # dvc.yaml's
+    assert recorded({"train@5", "preprocess_shard@002", "evaluate@1"}) == ["params", "evaluate@1"]
+    assert recorded({"report"}, experiments=["tps"]) == ["params"]
+    assert recorded({"report"}, run={**params, "seeds": [0]}) == ["params"]
+    # a stage whose files are not all there is not recorded: a shard without its folder, a gather without its index
+    shutil.rmtree(tmp_path / params["paths"]["processed"] / "shards" / "001")
+    assert recorded({"preprocess_shard@000", "preprocess_shard@001"}) == ["params", "preprocess_shard@000"]
+    (tmp_path / params["paths"]["processed"] / "manifest.json").unlink()
+    assert recorded({"preprocess", "download"}) == ["params", "download"]
 
 
 @pytest.fixture
@@ -169,8 +215,9 @@ def test_record_commits_the_journals_stages_and_removes_the_journal(tmp_path, mo
     make_outputs(load_params(root / "params.yaml"))
     stages = all_stages()
     environ = {JOURNAL_ENV: str(JOURNAL_ROOT / "run")}
-    for stage, experiment, seed in (("masks", "default", 0), ("train", "default", 1), ("train", "tps", 0)):
-        note_completed(stages[stage], {"experiment": experiment, "seed": seed}, environ)
+    note_completed(stages["masks"], {"experiment": "default", "seed": 0}, gather=True, environ=environ)
+    for experiment, seed in (("default", 1), ("tps", 0)):
+        note_completed(stages["train"], {"experiment": experiment, "seed": seed}, environ=environ)
     (tmp_path / "dvc.fail").touch()
     with pytest.raises(Exception, match="dvc commit params masks train@1 failed: ERROR: no"):
         record.run(record_args(root, "default,tps"))
