@@ -161,7 +161,7 @@ def stage_parser(name: str) -> argparse.ArgumentParser:
 
 def run_pipeline_stage(name: str, rest: list[str]) -> None:
     from cpabanim.config.layers import params_from_args
-    from cpabanim.pipeline import all_stages, check_inputs, check_outputs, stage_config, stage_io
+    from cpabanim.pipeline import all_stages, check_inputs, check_outputs, journal, stage_config, stage_io
     from cpabanim.tracking import runs
 
     stage = all_stages()[name]
@@ -179,12 +179,14 @@ def run_pipeline_stage(name: str, rest: list[str]) -> None:
     module = importlib.import_module(stage.module)
     if options.get("shard") is not None:  # a shard job: its record says what it ran; the gather's run logs it all
         module.run(cfg, io, **options)
-        return
-    with runs.stage_context(name, params, used=cfg.to_dict(), seeded=stage.per_experiment):
-        if stage.aggregate:  # the report, for its experiments' MLflow parent runs only (pipeline/report.py: run)
-            module.run(cfg, io, params=params, **options)
-        else:
-            module.run(cfg, io, **options)
+    else:
+        with runs.stage_context(name, params, used=cfg.to_dict(), seeded=stage.per_experiment):
+            if stage.aggregate:  # the report, for its experiments' MLflow parent runs only (pipeline/report.py: run)
+                module.run(cfg, io, params=params, **options)
+            else:
+                module.run(cfg, io, **options)
+    # done: a Snakemake job says so in its invocation's journal, which `cpabanim record` commits (and only that)
+    journal.note_completed(stage, params, options.get("shard"), bool(options.get("gather")))
 
 
 def run_command(name: str, rest: list[str]) -> int:

@@ -1,15 +1,19 @@
 """The code a stage runs, as a dependency of its outputs (docs/pipeline.md, "Code is a dependency").
 
-A stage's code is found from its imports, not written by hand: every ``cpabanim`` module its stage module
+A stage's code is found from its imports, not written by hand: its stage module, every ``cpabanim`` module it
 imports (at module level or inside functions, which is where the stages import their libraries), and what those
-import, transitively. The dependency is declared per *unit*: a top-level package of ``cpabanim`` (``models``,
-``losses``) or module (``files.py``), except ``pipeline`` itself, of which only the stage's own module counts, so
-editing one stage's declaration re-runs that stage, not the others. Both orchestrators get the same paths:
+import, transitively, with the ``__init__.py`` of every package above an imported module (importing
+``cpabanim.data.video`` runs ``cpabanim/data/__init__.py``). The dependency is each of those module *files*, not
+their packages: editing ``cpabanim/data/augmentation.py``, which only training imports, re-runs training and what
+follows, never download, preprocess or masks. Left out: the few modules of :data:`NOT_OUTPUTS`, which run in a
+stage but cannot change what it writes. Both orchestrators get the same paths:
 
-- ``dvc.yaml`` lists them under the stage's ``deps`` (DVC hashes their content; ``.dvcignore`` leaves out
-  ``__pycache__``);
+- ``dvc.yaml`` lists them under the stage's ``deps`` (DVC hashes their content);
 - the Snakemake rules carry :func:`code_digest` of the same files as a ``params`` value, Snakemake's re-run
   trigger (a content hash, not file times: a fresh clone or ``git checkout`` re-runs nothing that did not change).
+
+A new import changes a stage's list, hence dvc.yaml: ``cpabanim dag --check`` (a test) says when to run
+``cpabanim dag --write``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from pathlib import Path
 
 PACKAGE = "cpabanim"
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-IGNORED_PARTS = ("__pycache__",)
 
 
 def _module_file(module: str) -> Path | None:
@@ -65,38 +68,35 @@ def imported_closure(module: str) -> frozenset[str]:
     return frozenset(seen)
 
 
-def _unit(module: str) -> str | None:
-    """The path (relative to the project root) that stands for ``module`` in the dependencies."""
-    parts = module.split(".")
-    if len(parts) == 1:
-        return None  # cpabanim/__init__.py: the version string only
-    if parts[1] == "pipeline":
-        return str(_module_file(module).relative_to(PACKAGE_ROOT.parent))
-    top = PACKAGE_ROOT / parts[1]
-    return f"{PACKAGE}/{parts[1]}" if top.is_dir() else f"{PACKAGE}/{parts[1]}.py"
+# Modules that run in (or around) a stage but cannot change its outputs: not a dependency of any stage, so editing
+# one re-runs nothing. Keep this list short and each reason true: a module that decides anything a stage writes
+# does not belong here (the MLflow modules the report reads runs with, tracking.runs, .store and .provenance, stay
+# dependencies of the stages that import them).
+NOT_OUTPUTS: dict[str, str] = {
+    "cpabanim": "the package's version string, which no stage writes",
+    "cpabanim.pipeline.code": "finds the stages' dependencies for the orchestrators; no stage calls it",
+    "cpabanim.pipeline.journal": "notes that a stage completed, for `cpabanim record`",
+    "cpabanim.progress": "progress bars in the logs",
+    "cpabanim.tracking": "logs numbers, tags and files to the stage's MLflow run (no-ops without one), never a file "
+    "of the stage's outputs",
+}
+
+
+def _path(module: str) -> str:
+    """The file of ``module``, relative to the project root: ``cpabanim/data/video.py``."""
+    return _module_file(module).relative_to(PACKAGE_ROOT.parent).as_posix()
 
 
 def stage_code(stage_module: str) -> tuple[str, ...]:
-    """The sorted code paths a stage runs, e.g. ``("cpabanim/cpab", "cpabanim/files.py", ...,
-    "cpabanim/pipeline/train.py")``."""
-    return tuple(sorted({unit for m in imported_closure(stage_module) if (unit := _unit(m)) is not None}))
-
-
-def code_files(paths: tuple[str, ...]) -> list[Path]:
-    """Every file under ``paths`` (relative to the project root), ``__pycache__`` left out, sorted."""
-    root = PACKAGE_ROOT.parent
-    files: list[Path] = []
-    for relative in paths:
-        path = root / relative
-        found = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-        files += [p for p in found if not any(part in IGNORED_PARTS for part in p.relative_to(root).parts)]
-    return sorted(files)
+    """The sorted module files a stage runs, e.g. ``("cpabanim/config/mappings.py", ..., "cpabanim/pipeline/train.py",
+    ...)``: :func:`imported_closure` less :data:`NOT_OUTPUTS`."""
+    return tuple(sorted(_path(m) for m in imported_closure(stage_module) if m not in NOT_OUTPUTS))
 
 
 def code_digest(stage_module: str) -> str:
     """A sha256 of the stage's code (each file's path and content): Snakemake's re-run trigger for code."""
     root = PACKAGE_ROOT.parent
     digest = hashlib.sha256()
-    for path in code_files(stage_code(stage_module)):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for relative in stage_code(stage_module):
+        digest.update(relative.encode() + b"\0" + (root / relative).read_bytes() + b"\0")
     return digest.hexdigest()

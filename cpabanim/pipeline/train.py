@@ -170,13 +170,17 @@ def launch(job: TrainingJob, folder: Path, processes: int) -> None:
     """Start the training processes (torchrun; srun across nodes), wait for them and end as they did: return when
     they completed, exit 3 when they stopped on a signal, a one-line error when one failed."""
     from cpabanim.errors import CpabanimError
+    from cpabanim.pipeline.journal import JOURNAL_ENV
     from cpabanim.training.launch import LAUNCHED_ENV, launch_command, run_processes, train_argv
     from cpabanim.training.preemption import clear_interrupted, read_interrupted
 
     command = launch_command(processes, train_argv(sys.argv[1:]), os.environ)
     log.info("starting the training processes: %s", " ".join(command))
     clear_interrupted(folder)  # only a record these processes write counts
-    code = run_processes(command, {**os.environ, **tracking_env(), LAUNCHED_ENV: "1"})
+    # the workers say nothing in the Snakemake run's journal (cpabanim/pipeline/journal.py): one that stopped on a
+    # signal returns normally, and only this process knows that they all completed
+    environ = {k: v for k, v in os.environ.items() if k != JOURNAL_ENV}
+    code = run_processes(command, {**environ, **tracking_env(), LAUNCHED_ENV: "1"})
     record = read_interrupted(folder)
     if record:
         stopped(job, str(record.get("signal")), int(record.get("step", 0)), requeue=True)

@@ -45,7 +45,7 @@ def tool_env(root: Path | None = None) -> dict[str, str]:
         GIT_COMMITTER_EMAIL="t@example.com",
         MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING="false",
     )
-    for name in ("MLFLOW_TRACKING_URI", "CPABANIM_PIPELINE_RUN", "DVC_STAGE", "DVC_ROOT"):
+    for name in ("MLFLOW_TRACKING_URI", "CPABANIM_PIPELINE_RUN", "CPABANIM_JOURNAL", "DVC_STAGE", "DVC_ROOT"):
         env.pop(name, None)
     return env
 

@@ -240,13 +240,15 @@ def test_a_snakemake_run_is_recorded_in_dvc_lock(runs, tmp_path):
     """One version record for both runners: after Snakemake, dvc.lock holds what ran (`cpabanim record`)."""
     roots, logs = runs
     root = roots["snakemake"]
-    assert "recorded in dvc.lock: params, download, preprocess, masks, train@0, train@1" in logs["snakemake"]
+    # the run made every stage of dvc.yaml (shards included), and each job noted it in the run's journal
+    recorded = re.search(r"recorded in dvc\.lock: (.*)$", logs["snakemake"], re.M).group(1).split(", ")
+    assert recorded == run([str(BIN / "dvc"), "stage", "list", "--name-only"], root).stdout.split(), recorded
     assert run([str(BIN / "dvc"), "status"], root).stdout.strip().endswith("up to date.")
     repro = run([str(BIN / "dvc"), "repro"], root).stdout
     assert not ran_dvc(repro), repro[-2000:]
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     assert lock["stages"]["train@1"]["params"]["params.resolved.yaml"]["train.max_steps"] == 3
-    assert any(dep["path"] == "cpabanim/models" for dep in lock["stages"]["train@1"]["deps"])
+    assert any(dep["path"] == "cpabanim/models/full.py" for dep in lock["stages"]["train@1"]["deps"])
     assert lock["stages"]["train@1"]["cmd"] == "cpabanim train --set seed=1"
     run([str(BIN / "dvc"), "remote", "add", "-d", "local", str(tmp_path / "remote")], root)
     pushed = run([str(BIN / "dvc"), "push"], root).stdout
@@ -354,21 +356,34 @@ def edited(path: Path):
     return lambda: path.write_text(text)
 
 
+def dvc_status(root: Path) -> dict[str, set[str]]:
+    """`dvc status`: each stage that changed (``train@1`` by its name) -> the files it names as changed."""
+    status = json.loads(run([str(BIN / "dvc"), "status", "--json"], root).stdout)
+    changed: dict[str, set[str]] = {}
+    for name, reasons in status.items():
+        for reason in reasons:
+            if isinstance(reason, dict):
+                for files in reason.values():
+                    changed.setdefault(name.split("@")[0], set()).update(files)
+    return changed
+
+
 def test_a_code_edit_reruns_exactly_the_stages_that_run_that_code(runs):
-    """Snakemake plans the stages that run the edited file and what follows them; DVC's dry run lists the stages
-    whose own code changed (it re-runs the rest only when their inputs do change)."""
+    """Snakemake plans the stages that run the edited file and what follows them; DVC's status and dry run name
+    the stages whose own code changed (it re-runs the rest only when their inputs do change). A module only
+    training reads (the augmentations) never re-runs a data stage: the dependencies are files, not packages."""
     roots, _ = runs
     smk, dvc = roots["snakemake"], roots["dvc"]
-    everything = SHARED | READ_BY_TRAIN_ONLY
     for relative, direct, with_followers in (
         ("cpabanim/models/dense_motion.py", {"train", "reconstruct", "animate", "report"}, READ_BY_TRAIN_ONLY),
         ("cpabanim/reporting/report.py", {"report"}, {"report"}),
-        ("cpabanim/data/preprocess.py", everything, everything),  # the report imports cpabanim.data (names)
+        ("cpabanim/data/augmentation.py", {"train"}, READ_BY_TRAIN_ONLY),
     ):
-        assert {n for n, stage in all_stages().items() if any(relative.startswith(c) for c in stage.code)} == direct
+        assert {n for n, stage in all_stages().items() if relative in stage.code} == direct
         undo = [edited(smk / relative), edited(dvc / relative)]
         try:
             assert planned(smk, "experiments=[cpab,tps]") == with_followers, relative
+            assert dvc_status(dvc) == dict.fromkeys(direct, {relative}), relative
             dry = run([str(BIN / "dvc"), "repro", "--dry"], dvc).stdout
             assert ran_dvc(dry) == direct, f"{relative}: {dry[-2000:]}"
         finally:
@@ -427,6 +442,9 @@ def test_a_snakemake_config_value_reruns_only_the_stages_that_read_it(runs):
     assert planned(root, "experiments=[cpab,tps]", "set=[animate.num_pairs=2]") == {"animate", "evaluate", "report"}
     log = run([*SNAKEMAKE, "set=[report.reference=tps]"], root)
     assert ran_snakemake(log.stdout + log.stderr) == {"report"}, log.stdout[-3000:]
+    # what ran, and only that, goes into dvc.lock (the journal of the run, cpabanim/pipeline/journal.py)
+    assert re.search(r"recorded in dvc\.lock: params, report$", log.stdout + log.stderr, re.M), log.stderr[-3000:]
+    assert not list((root / ".snakemake" / "cpabanim" / "ran").iterdir())
     assert planned(root, "experiments=[cpab,tps]", "set=[report.reference=tps]") == set()
     tidy = list(csv.DictReader((root / "outputs" / "report" / "tables.csv").open()))
     assert {r["experiment"] for r in tidy if r["table"] == "comparison"} == {"default"}  # now against tps

@@ -5,8 +5,9 @@ tests/services/slurm.py.
 One tiny run (the e2e test's TINY settings, one experiment, one seed) of the first three stages: download and
 preprocess, and masks, a GPU stage (`gpu=1` in its rule) that the profile runs without a GPU. Then: each stage's
 job is in the accounting (`sacct -c`, the job completion log) under the run's name, completed on the profile's
-partition, with the plugin's comment naming its rule; the outputs are there; a dry run has nothing to do; a
-partition the cluster lacks fails at submission with sbatch's message naming it.
+partition, with the plugin's comment naming its rule; the outputs are there, and `cpabanim record` committed the
+stages the jobs noted in the run's journal; a dry run has nothing to do; a partition the cluster lacks fails at
+submission with sbatch's message naming it.
 """
 
 from __future__ import annotations
@@ -132,6 +133,11 @@ def test_the_outputs_are_there_and_a_dry_run_has_nothing_to_do(
         assert path.is_file() or any(path.iterdir()), output
     for stage in STAGES:
         assert (root / "logs" / f"{stage}.log").is_file(), stage
+    # each job noted its stage in the run's journal from its node: `cpabanim record` committed exactly those, the
+    # stages of dvc.yaml up to masks (shards included)
+    recorded = re.search(r"recorded in dvc\.lock: (.*)$", slurm_run.log, re.M).group(1).split(", ")
+    names = run([str(BIN / "dvc"), "stage", "list", "--name-only"], root).stdout.split()
+    assert recorded == names[: names.index(STAGES[-1]) + 1], recorded
     dry = snakemake(root, slurm_cluster, "-n", "--profile", str(PROFILE), *TARGET)
     out = dry.stdout + dry.stderr
     assert dry.returncode == 0, out[-4000:]

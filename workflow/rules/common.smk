@@ -6,6 +6,7 @@
 # rules hand them the command line's values in one file (`--overrides`, below) and, to per-experiment stages only,
 # the experiment (`--experiment`): the shared stages (download, preprocess, masks) never see the experiment list.
 import os
+import re
 import shlex
 import sys
 import time
@@ -20,6 +21,7 @@ from cpabanim.errors import CpabanimError
 from cpabanim.config.section import restrict
 from cpabanim.pipeline import all_stages, check_shared_stages, distinct_experiments
 from cpabanim.pipeline.code import code_digest as _digest_of_module
+from cpabanim.pipeline.journal import JOURNAL_ENV, JOURNAL_ROOT
 from cpabanim.pipeline.base import expand as fill_template
 
 try:
@@ -92,6 +94,12 @@ def code_digest(stage):
 os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 # One MLflow parent run per experiment per invocation: every job inherits this id (cpabanim/tracking/).
 os.environ.setdefault("CPABANIM_PIPELINE_RUN", f"snakemake-{os.getpid()}-{int(time.time())}")
+# ... and this invocation's journal, where each job notes the stage it completed: `cpabanim record` commits those
+# stages only (cpabanim/pipeline/journal.py). A folder in the project, which SLURM's nodes share; relative, as the
+# jobs run in the project root. A job re-reading this file on a node keeps the submitting process's value.
+os.environ.setdefault(
+    JOURNAL_ENV, str(JOURNAL_ROOT / re.sub(r"[^A-Za-z0-9._-]", "_", os.environ["CPABANIM_PIPELINE_RUN"]))
+)
 
 
 def shard_names(stage):
@@ -114,7 +122,8 @@ def persistent_markers():
 
 
 def record_in_dvc_lock():
-    """After a successful run: what ran goes into dvc.lock (`cpabanim record`), so that `dvc status` is clean,
-    `dvc repro` runs nothing and `dvc push` has the outputs. Without a DVC repository it says so and does nothing."""
+    """After a successful run: what ran (the stages the jobs noted in the journal) goes into dvc.lock (`cpabanim
+    record`), so that `dvc status` is clean, `dvc repro` runs nothing and `dvc push` has the outputs. Without a DVC
+    repository it says so and does nothing."""
     args = [f"--overrides={OVERRIDES_FILE}", "--experiments=" + ",".join(EXPERIMENTS)]
     shell("cpabanim record " + " ".join(shlex.quote(a) for a in args))

@@ -3,7 +3,7 @@ rule train:
     """train the animation model (resumes from the last checkpoint)."""
     input:
         processed=path("{paths.processed}/manifest.json"),
-        masks=path("{paths.masks}"),
+        masks=path("{paths.masks}/meta.json"),
     output:
         checkpoints=path("{paths.checkpoints}/{experiment}/seed{seed}/complete.json"),
     params:
