@@ -58,13 +58,6 @@ def _dvc_out(out: Output, params: dict) -> str | dict:
     return {path: options} if options else path
 
 
-def shard_names(stage: Stage, params: dict) -> list[str]:
-    """``["000", "001", ...]``: the shards of a sharded stage, as many as its count key says in ``params``."""
-    from cpabanim.config.mappings import flatten
-
-    return [f"{k:03d}" for k in range(int(flatten(params)[stage.shards]))]
-
-
 def dvc_sharded(stage: Stage, params: dict) -> dict[str, dict]:
     """A sharded stage in dvc.yaml: ``<name>_shard``, a ``foreach`` over its shards (``preprocess_shard@003``, each a
     persistent folder: a re-run resumes it), and ``<name>``, the gather, which writes the index files."""
@@ -79,7 +72,7 @@ def dvc_sharded(stage: Stage, params: dict) -> dict[str, dict]:
     gather["deps"] = [_dvc_path(f"{gathered.path}/{SHARDS_FOLDER}", params), *stage.code]
     gather["params"] = [dict(item) for item in entry["params"]]  # a copy: no YAML anchors in dvc.yaml
     gather["outs"] = [_dvc_path(f"{gathered.path}/{name}", params) for name in gathered.gathered]
-    return {f"{stage.name}_shard": {"foreach": shard_names(stage, params), "do": shard}, stage.name: gather}
+    return {f"{stage.name}_shard": {"foreach": stage.shard_names(params), "do": shard}, stage.name: gather}
 
 
 def dvc_stage(stage: Stage, params: dict) -> dict:
@@ -164,7 +157,7 @@ def smk_sharded(stage: Stage) -> str:
     ]
     lines += ["    output:"]
     lines += [f"        {gathered.name}={_smk_path(gathered.tracked_path)},"]
-    lines += [f"        {_smk_path(f'{gathered.path}/{name}')}," for name in gathered.gathered[1:]]
+    lines += [f"        {Path(name).stem}={_smk_path(f'{gathered.path}/{name}')}," for name in gathered.gathered[1:]]
     lines += [*common, "    log:", f'        "logs/{stage.name}.log",', "    shell:"]
     lines += [f'        "cpabanim {stage.name} --gather {{params.cli}} > {{log}} 2>&1"']
     return f"# {HEADER}.\n" + "\n".join(lines) + "\n"

@@ -24,6 +24,7 @@ from pathlib import Path
 from cpabanim.commands.dag import RESOLVED_PARAMS
 from cpabanim.commands.params import write_resolved
 from cpabanim.config.layers import add_params_arguments, load_params, params_from_args
+from cpabanim.data.layout import shard_name
 from cpabanim.errors import CpabanimError
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def _dvc_stages(stage, run: dict, file_params: dict, io) -> list[tuple[str, list
         return [(dvc_stage_name(stage, run), list(io.outputs.values()))]
     out = stage.gathered
     shards = [
-        (dvc_stage_name(stage, run, k), [Path(expand(out.shard_path(f"{k:03d}"), run))])
+        (dvc_stage_name(stage, run, k), [Path(expand(out.shard_path(shard_name(k)), run))])
         for k in range(shard_count(stage, file_params))
     ]
     return [*shards, (dvc_stage_name(stage, run), [Path(expand(f"{out.path}/{name}", run)) for name in out.gathered])]

@@ -51,7 +51,7 @@ def list_items(
     elif source == "folder":
         items = folder_items(data, keep)
     elif data.get("source_dir") or source == "mgif":
-        items = copy_items(data, Path(data.get("source_dir") or Path(raw_root) / "mgif" / "unpacked"))
+        items = copy_items(data, Path(data.get("source_dir") or Path(raw_root) / "mgif" / "unpacked"), keep)
     else:
         items = metadata_items(data, Path(raw_root))
     return (item for item in items if keep(item.key))
@@ -78,7 +78,7 @@ def folder_items(data: Mapping[str, Any], keep: Callable[[str], bool]) -> Iterat
     if not cfg["dir"] or not Path(cfg["dir"]).is_dir():
         raise ConfigError(f"data.folder.dir={cfg['dir']!r} is not a folder of videos")
     videos = folder_videos(Path(cfg["dir"]), cfg["test_fraction"])
-    video_name = video_names([video for _, video in videos])
+    video_name = video_names([video for _, video in videos], keep)
     position = 0
     for split, video in videos:
         key = video_name[video]
@@ -108,13 +108,13 @@ def folder_items(data: Mapping[str, Any], keep: Callable[[str], bool]) -> Iterat
         position += cfg["segments"]
 
 
-def copy_items(data: Mapping[str, Any], folder: Path) -> Iterator[Item]:
+def copy_items(data: Mapping[str, Any], folder: Path, keep: Callable[[str], bool] = lambda key: True) -> Iterator[Item]:
     """A copy in the field's layout (``train/``, ``test/`` of frame folders, movies, gifs or strips), read in place.
     A frame folder whose frames are already 8-bit RGB PNGs of ``data.frame_size`` is stored as it is (no decode and
     re-encode: :func:`stored_as_is`); anything else is decoded and resized."""
     root, size, position = sources.find_split_root(folder), int(data["frame_size"]), 0
     for split in SPLITS:
-        for video, name in video_names(sorted((root / split).iterdir())).items():
+        for video, name in video_names(sorted((root / split).iterdir()), keep).items():
 
             def read(video=video):
                 kept = stored_as_is(video, size)
@@ -200,17 +200,18 @@ def _name(path: Path) -> str:
     return path.name if path.is_dir() else path.stem
 
 
-def video_names(videos: list[Path]) -> dict[Path, str]:
+def video_names(videos: list[Path], keep: Callable[[str], bool] = lambda name: True) -> dict[Path, str]:
     """The dataset's name of each video file or frame folder: its stem, or its whole file name where another
     entry of the same folder has that stem (``good2.mp4`` and ``good2.gif`` are two videos, both kept: a name
-    dropping one of them without a word would lose it). Such a rename is logged, naming the files."""
+    dropping one of them without a word would lose it). Such a rename is logged, naming the files, by the shard
+    that ``keep`` says holds one of them (once, not by every shard that lists the folder)."""
     import logging
 
     by_stem: dict[tuple[Path, str], list[Path]] = {}
     for video in videos:
         by_stem.setdefault((video.parent, _name(video)), []).append(video)
     for (parent, stem), group in by_stem.items():
-        if len(group) > 1:
+        if len(group) > 1 and keep(group[0].name):
             listed = " and ".join(v.name for v in group)
             logging.getLogger(__name__).warning(
                 "%s: %s share the name %r; each is kept, named by its whole file name", parent, listed, stem

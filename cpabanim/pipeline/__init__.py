@@ -82,7 +82,8 @@ def check_inputs(stage: Stage, io: StageIO) -> None:
     paths += [(name, path) for seeds in io.experiments.values() for per in seeds.values() for name, path in per.items()]
     for name, path in paths:
         gathered = owners[name][1].gathered
-        needed = path / gathered[0] if gathered else path  # a sharded stage's folder is there once its index is
+        # a sharded stage's folder is there once its index is (a folder without shards is laid out by hand)
+        needed = path / gathered[0] if gathered and (path / SHARDS_FOLDER).is_dir() or not path.is_dir() else path
         if not needed.exists():
             raise DataError(f"{stage.name} needs {needed} ({name}): run `cpabanim {owners[name][0].name}` first")
 

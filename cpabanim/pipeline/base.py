@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from cpabanim.config.mappings import flatten
+from cpabanim.data.layout import SHARD_MARKER, SHARDS_FOLDER, shard_name  # the names of shards have one home
 
-SHARDS_FOLDER = "shards"  # the same names as cpabanim.data.layout's (a test keeps them equal)
-SHARD_MARKER = "done.json"
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 
 
@@ -115,6 +114,11 @@ class Stage:
     aggregate: bool = False
     gpu: bool = False
     shards: str | None = None
+
+    def shard_names(self, params: Mapping[str, Any]) -> list[str]:
+        """``["000", "001", ...]``: the shards of a sharded stage, as many as its count key says in ``params``
+        (none for another stage): Snakemake's wildcard values, dvc.yaml's ``foreach``, the journal's names."""
+        return [shard_name(k) for k in range(int(flatten(params)[self.shards]))] if self.shards else []
 
     @property
     def gathered(self) -> Output:

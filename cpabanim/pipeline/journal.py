@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cpabanim.config.mappings import flatten
+from cpabanim.data.layout import shard_name
 from cpabanim.pipeline.base import Stage
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def dvc_stage_name(stage: Stage, params: Mapping[str, Any], shard: int | None = 
     shard 3 of a sharded stage (a loop over the shards), the stage's name for a shared stage, a sharded stage's
     gather or the report. The one place that makes these names."""
     if shard is not None:
-        return f"{stage.name}_shard@{int(shard):03d}"
+        return f"{stage.name}_shard@{shard_name(int(shard))}"
     if stage.per_experiment:
         return f"{stage.name}@{int(params['seed'])}"
     return stage.name

@@ -17,8 +17,14 @@ from pathlib import Path
 KEEP = ("experiment", "seed")
 
 
+def _shard_normal(path: str) -> str:
+    """A shard's folder or record, whichever shard (``shards/003``, ``shards/{shard}/done.json``, or the whole
+    ``shards`` folder a gather reads in DVC) -> ``shards/{shard}``."""
+    return re.sub(r"/shards(/(\d{3}|\{shard\})(/done\.json)?)?$", "/shards/{shard}", path)
+
+
 def _dvc_normal(path: str) -> str:
-    return re.sub(r"seed\d+", "seed{seed}", path.replace("default", "{experiment}"))
+    return _shard_normal(re.sub(r"seed\d+", "seed{seed}", path.replace("default", "{experiment}")))
 
 
 def snakemake_stages(root: Path) -> dict:
@@ -31,6 +37,13 @@ def snakemake_stages(root: Path) -> dict:
 
     params = load_params(root / "params.yaml")
     markers = {o.tracked_path: o.path for s in all_stages().values() for o in s.outputs if o.persist}
+    # a sharded stage's folder: its consumers track its index, DVC the folder
+    indexes = {
+        expand(o.tracked_path, params, keep=KEEP): expand(o.path, params, keep=KEEP)
+        for s in all_stages().values()
+        for o in s.outputs
+        if o.gathered
+    }
     stages = {}
     with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
         workflow = api.workflow(
@@ -41,19 +54,22 @@ def snakemake_stages(root: Path) -> dict:
                 continue
 
             def normal(path: str) -> str:
-                path = re.sub(r"\{(\w+),[^}]*\}", r"{\1}", path)  # wildcard constraints written into the path
+                path = re.sub(
+                    r"\{(\w+),(?:[^{}]|\{\d+\})*\}", r"{\1}", path
+                )  # wildcard constraints written into the path
                 # the report's inputs, expanded for each experiment and seed
                 path = re.sub(r"seed\d+", "seed{seed}", path.replace("default", "{experiment}"))
                 for marker, folder in markers.items():
                     if path == expand(marker, params, keep=KEEP):
                         return expand(folder, params, keep=KEEP)
-                return path
+                return _shard_normal(path)
 
             outs = [normal(str(p)) for p in rule.output]
+            persistent = {expand(f, params, keep=KEEP) for f in markers.values()}
             stages[rule.name] = {
-                "deps": sorted({normal(str(p)) for p in rule.input}),
+                "deps": sorted({indexes.get(normal(str(p)), normal(str(p))) for p in rule.input}),
                 "outs": sorted(outs),
-                "persist": sorted(o for o in outs if o in {expand(f, params, keep=KEEP) for f in markers.values()}),
+                "persist": sorted(o for o in outs if o in persistent or o.endswith("/shards/{shard}")),
                 "shell": rule.shellcmd,
                 "code": str(rule.params.code),
             }
@@ -68,6 +84,9 @@ def dvc_stages(root: Path) -> dict:
     with Repo(str(root)) as repo:
         for stage in repo.index.stages:
             name, _, seed = stage.name.partition("@")  # train@0: the run of seed 0 (params.yaml's seeds)
+            cmd = stage.cmd.replace(f"seed={seed}", "seed={seed}") if seed else stage.cmd
+            if name.endswith("_shard"):  # preprocess_shard@003: shard 3 (a foreach over the shards)
+                seed, cmd = "", stage.cmd.replace(f"--shard {seed}", "--shard {shard}")
             stages[name] = {
                 "deps": sorted(
                     _dvc_normal(d.def_path)
@@ -79,7 +98,7 @@ def dvc_stages(root: Path) -> dict:
                 "persist": sorted(_dvc_normal(o.def_path) for o in stage.outs if o.persist),
                 "seeds": sorted([*stages.get(name, {}).get("seeds", []), *([int(seed)] if seed else [])]),
                 "params": sorted(p for d in stage.deps if isinstance(d, ParamsDependency) for p in d.params),
-                "cmd": stage.cmd.replace(f"seed={seed}", "seed={seed}") if seed else stage.cmd,
+                "cmd": cmd,
             }
     return stages
 

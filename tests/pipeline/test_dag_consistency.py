@@ -15,7 +15,17 @@ from .conftest import BIN, run, stages_of
 def test_snakemake_and_dvc_declare_the_same_stages(project):
     snakemake, dvc = stages_of("snakemake", project), stages_of("dvc", project)
     declared = all_stages()
-    assert sorted(snakemake) == sorted(declared) and sorted(dvc) == sorted([*declared, "params"])
+    # a sharded stage is two in each tool: its shard jobs (<name>_shard) and its gather (<name>)
+    names = [*declared, *(f"{name}_shard" for name, stage in declared.items() if stage.shards)]
+    assert sorted(snakemake) == sorted(names) and sorted(dvc) == sorted([*names, "params"])
+    for name in [n for n in names if n.endswith("_shard")]:
+        stage = declared[name[: -len("_shard")]]
+        for field in ("deps", "outs", "persist"):
+            assert snakemake[name][field] == dvc[name][field], f"stage {name!r}: {field} differs"
+        assert dvc[name]["code"] == list(stage.code) and snakemake[name]["code"] == code_digest(stage.module)
+        assert dvc[name]["cmd"] == f"cpabanim {name[: -len('_shard')]} --shard {{shard}}"
+        assert snakemake[name]["shell"].startswith(f"cpabanim {name[: -len('_shard')]} --shard {{wildcards.shard}} ")
+        assert dvc[name]["persist"] == dvc[name]["outs"]  # a shard's folder survives a re-run: it resumes
     for name, stage in declared.items():
         for field in ("deps", "outs", "persist"):
             if stage.aggregate and field == "deps":  # DVC: each experiment's folder, which holds every seed's
@@ -25,9 +35,10 @@ def test_snakemake_and_dvc_declare_the_same_stages(project):
         # DVC: a per-experiment stage is one stage per seed of params.yaml, the seed on its command line
         seeded = stage.per_experiment
         assert dvc[name]["params"] == sorted(k for k in stage.params if not (seeded and k == "seed"))
-        assert dvc[name]["cmd"] == f"cpabanim {name}" + (" --set seed={seed}" if seeded else "")
+        gather = " --gather" if stage.shards else ""
+        assert dvc[name]["cmd"] == f"cpabanim {name}{gather}" + (" --set seed={seed}" if seeded else "")
         assert dvc[name]["seeds"] == ([0] if seeded else [])
-        assert snakemake[name]["shell"].startswith(f"cpabanim {name} ")
+        assert snakemake[name]["shell"].startswith(f"cpabanim {name}{gather} ")
         # the code it runs: DVC hashes the paths, Snakemake re-runs on the digest of the same files
         assert dvc[name]["code"] == list(stage.code) and snakemake[name]["code"] == code_digest(stage.module)
     # module files, not packages (tests/pipeline/test_code_deps.py checks the lists themselves)
@@ -69,7 +80,8 @@ def test_snakemake_command_line_values_reach_the_stages(project):
             out.stdout
         )
         # a shared stage's command line names no experiment: the experiment list never re-runs it
-        assert "cpabanim preprocess --overrides=.snakemake/cpabanim/overrides.yaml > " in out.stdout
+        assert "cpabanim preprocess --gather --overrides=.snakemake/cpabanim/overrides.yaml > " in out.stdout
+        assert "cpabanim preprocess --shard 007 --overrides=.snakemake/cpabanim/overrides.yaml > " in out.stdout
         assert yaml.safe_load(written.read_text()) == {"train": {"max_steps": 5}}
     run([str(BIN / "snakemake"), "-n", "--cores", "1", "--config", "preset=vox-256"], project)
     assert yaml.safe_load(written.read_text()) == {"preset": "vox-256"}

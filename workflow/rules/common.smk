@@ -53,8 +53,8 @@ wildcard_constraints:
 
 
 def path(template):
-    """A declared path with the parameters filled in; `{experiment}` and `{seed}` stay wildcards."""
-    return fill_template(template, BASE, keep=("experiment", "seed"))
+    """A declared path with the parameters filled in; `{experiment}`, `{seed}` and `{shard}` stay wildcards."""
+    return fill_template(template, BASE, keep=("experiment", "seed", "shard"))
 
 
 def stage_values(stage, experiment, seed):
@@ -104,7 +104,7 @@ os.environ.setdefault(
 
 def shard_names(stage):
     """The shards of a sharded stage ("000", "001", ...), as many as its count key (data.shards) says: one job each."""
-    return [f"{k:03d}" for k in range(int(flatten(BASE)[STAGES[stage].shards]))]
+    return STAGES[stage].shard_names(BASE)
 
 
 def persistent_markers():

@@ -20,7 +20,7 @@ rule preprocess:
         shards=expand(path("{paths.processed}/shards/{shard}/done.json"), shard=shard_names("preprocess")),
     output:
         processed=path("{paths.processed}/manifest.json"),
-        path("{paths.processed}/names.json"),
+        names=path("{paths.processed}/names.json"),
     params:
         values=lambda wildcards: stage_values("preprocess", None, None),
         code=code_digest("preprocess"),
