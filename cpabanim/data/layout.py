@@ -23,6 +23,9 @@ SHARDS_FOLDER = "shards"
 SHARD_MARKER = "done.json"  # a shard's record, written last: the shard job is complete when it exists
 MANIFEST = "manifest.json"  # the processed dataset's index (preprocess's gather)
 SPLITS = ("train", "test")
+# the data keys that define the processed videos: what preprocess reads (its declaration) and what a video's
+# archive records it was made with (a resumed shard reuses it only for the same values)
+VIDEO_KEYS = ("seed", "source", "frame_size", "synthetic", "folder", "metadata", "source_dir")
 
 
 def shard_of(name: str, count: int) -> int:

@@ -37,13 +37,12 @@ log = logging.getLogger(__name__)
 SPLITS = layout.SPLITS
 OWNER = "cpabanim preprocess"
 INDEX_FILES = (layout.MANIFEST, names.NAMES_FILE, files.OWNER_FILE)  # what the gather writes beside the shards
-# data keys that do not change a video's bytes: sampling (training reads them) and how the work is split
-NOT_CONTENT = ("augmentation", "id_sampling", "num_repeats", "shards")
 
 
 def video_config(data: Mapping[str, Any], seed: int) -> dict[str, Any]:
-    """What defines the processed videos: the ``data`` params less :data:`NOT_CONTENT`, and the synthetic seed."""
-    return {"data": {k: v for k, v in data.items() if k not in NOT_CONTENT}, "seed": seed}
+    """What defines the processed videos: the ``data`` keys of :data:`cpabanim.data.layout.VIDEO_KEYS` (not how the
+    work is split, nor what only training reads), and the synthetic seed."""
+    return {"data": {k: data[k] for k in layout.VIDEO_KEYS}, "seed": seed}
 
 
 def digest_of(value: Any) -> str:

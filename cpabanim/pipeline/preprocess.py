@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from cpabanim.data.layout import VIDEO_KEYS
 from cpabanim.pipeline.base import Output, Stage, StageIO
 
 log = logging.getLogger(__name__)
@@ -13,16 +14,7 @@ STAGE = Stage(
     name="preprocess",
     help="turn raw videos into the train/test dataset: frame archives in shards, and their index",
     module=__name__,
-    params=(
-        "data.seed",
-        "data.source",
-        "data.frame_size",
-        "data.shards",
-        "data.synthetic",
-        "data.folder",
-        "data.metadata",
-        "data.source_dir",
-    ),
+    params=(*(f"data.{key}" for key in VIDEO_KEYS), "data.shards"),
     inputs=("raw",),
     outputs=(Output("processed", "{paths.processed}", gathered=("manifest.json", "names.json")),),
     shards="data.shards",
