@@ -24,6 +24,7 @@ import functools
 import hashlib
 import io
 import json
+import os
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -37,6 +38,9 @@ from cpabanim.errors import DataError
 SUFFIX = ".zip"
 _DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: the same frames give the same bytes
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_EOCD = b"PK\x05\x06"  # the zip's end-of-central-directory record: 22 bytes, then the comment
+_MAX_COMMENT = 65535
+_TAIL = 4096  # bytes read from an archive's end to find its record (a 32-frame clip's is about 700)
 
 
 def member_name(index: int) -> str:
@@ -71,15 +75,22 @@ def is_plain_rgb_png(data: bytes, size: int) -> bool:
 
 
 def write_archive(path: str | Path, members: Iterable[bytes], record: dict[str, Any]) -> str:
-    """Write the PNG ``members`` (frame 0 first) as ``path``, atomically; ``record`` (JSON) becomes the zip comment.
-    Returns the sha256 of the file written."""
+    """Write the PNG ``members`` (frame 0 first) as ``path``, atomically; ``record`` (JSON) becomes the zip comment,
+    with where each member's local header starts and its size (``offsets``, ``sizes``: a reader finds any frame
+    from the file's tail alone, without parsing the central directory). Returns the sha256 of the file written."""
     digest = hashlib.sha256()
 
     def write(handle) -> None:
+        offsets, sizes = [], []
         with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
             for index, data in enumerate(members):
-                archive.writestr(zipfile.ZipInfo(member_name(index), date_time=_DATE), data)
-            archive.comment = json.dumps(record, sort_keys=True).encode()
+                info = zipfile.ZipInfo(member_name(index), date_time=_DATE)
+                archive.writestr(info, data)
+                offsets.append(info.header_offset)
+                sizes.append(len(data))
+            comment = json.dumps({**record, "offsets": offsets, "sizes": sizes}, sort_keys=True).encode()
+            # a longer comment than a zip holds: the record alone (readers then use the central directory)
+            archive.comment = comment if len(comment) <= _MAX_COMMENT else json.dumps(record, sort_keys=True).encode()
 
     files.write_atomically(path, write)
     with open(path, "rb") as handle:  # the page cache holds it: a few ms for a clip
@@ -88,12 +99,35 @@ def write_archive(path: str | Path, members: Iterable[bytes], record: dict[str, 
     return digest.hexdigest()
 
 
+def _tail_record(handle, size: int) -> dict[str, Any] | None:
+    """The JSON record of an archive's comment, read from the file's tail (None when there is none)."""
+    tail = min(size, _TAIL)
+    handle.seek(size - tail)
+    data = handle.read(tail)
+    end = data.rfind(_EOCD)
+    if end < 0 or end + 22 > len(data):
+        return None
+    length = int.from_bytes(data[end + 20 : end + 22], "little")
+    if end + 22 + length != len(data):  # a comment longer than the tail read, or bytes after the zip
+        if length + 22 > size:
+            return None
+        handle.seek(size - length)
+        comment = handle.read(length)
+    else:
+        comment = data[end + 22 :]
+    try:
+        record = json.loads(comment) if comment else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def read_record(path: str | Path) -> dict[str, Any] | None:
     """The record an archive carries in its comment, or None when the file is absent, not a zip or has none."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            return json.loads(archive.comment.decode()) if archive.comment else None
-    except (OSError, zipfile.BadZipFile, ValueError):
+        with open(path, "rb") as handle:
+            return _tail_record(handle, os.fstat(handle.fileno()).st_size)
+    except OSError:
         return None
 
 
@@ -106,19 +140,36 @@ class FrameArchive:
     """Random access to the frames of one archive: ``len(archive)``, ``archive.image(i)`` (the stored image:
     uint8 (H, W, 3) RGB, or (H, W) for label maps), ``archive.images(indices)``, ``archive.png(i)`` (its bytes).
 
-    Opened per use (``with FrameArchive(path) as archive``): opening reads only the central directory, so nothing
-    grows with the number of videos a process has read."""
+    Opened per use (``with FrameArchive(path) as archive``), so nothing grows with the number of videos a process
+    has read. An archive :func:`write_archive` wrote is read from its tail record (each frame's offset and size):
+    opening costs a read of its last 4 KB and one read per frame, about as much as opening a PNG file (``cpabanim
+    bench dataset``); any other zip of PNG frames is read through its central directory."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._zip: zipfile.ZipFile | None = None
         try:
-            self._zip = zipfile.ZipFile(self.path)
+            self._file = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        except OSError as err:
+            raise DataError(f"{self.path}: not a readable frame archive ({err.strerror or err})") from None
+        self.record = _tail_record(self._file, os.fstat(self._file.fileno()).st_size)
+        offsets, sizes = (self.record or {}).get("offsets"), (self.record or {}).get("sizes")
+        if isinstance(offsets, list) and isinstance(sizes, list) and len(offsets) == len(sizes):
+            self._spans = list(zip(offsets, sizes, strict=True))
+            return
+        self._open_zip()
+
+    def _open_zip(self) -> None:
+        try:
+            self._zip = zipfile.ZipFile(self._file)
         except (OSError, zipfile.BadZipFile) as err:
+            self.close()
             raise DataError(f"{self.path}: not a readable frame archive ({err})") from None
-        self._names = sorted(n for n in self._zip.namelist() if n.lower().endswith(".png"))
-        if len(self._names) != len(self._zip.namelist()):
-            self._zip.close()
+        names = sorted(n for n in self._zip.namelist() if n.lower().endswith(".png"))
+        if len(names) != len(self._zip.namelist()):
+            self.close()
             raise DataError(f"{self.path}: a frame archive holds PNG frames only (00000.png, 00001.png, ...)")
+        self._names, self._spans = names, []
 
     def __enter__(self) -> FrameArchive:
         return self
@@ -127,19 +178,28 @@ class FrameArchive:
         self.close()
 
     def close(self) -> None:
-        self._zip.close()
+        if self._zip is not None:
+            self._zip.close()
+        self._file.close()
 
     def __len__(self) -> int:
-        return len(self._names)
-
-    @property
-    def record(self) -> dict[str, Any] | None:
-        return json.loads(self._zip.comment.decode()) if self._zip.comment else None
+        return len(self._names) if self._zip is not None else len(self._spans)
 
     def png(self, index: int) -> bytes:
         try:
-            return self._zip.read(self._names[index])
-        except (OSError, zipfile.BadZipFile, KeyError) as err:
+            if self._zip is not None:
+                return self._zip.read(self._names[index])
+            offset, size = self._spans[index]
+            self._file.seek(offset)
+            data = self._file.read(30 + len(member_name(index)) + size)  # local header, name, PNG (no extra field)
+            if data[:4] != b"PK\x03\x04":
+                raise DataError(f"{self.path}: frame {index} is not where the archive's record says")
+            start = 30 + int.from_bytes(data[26:28], "little") + int.from_bytes(data[28:30], "little")
+            if start + size > len(data):  # an extra field in the local header (another writer)
+                self._file.seek(offset + start)
+                return self._file.read(size)
+            return data[start : start + size]
+        except (OSError, zipfile.BadZipFile, KeyError, IndexError) as err:
             raise DataError(f"{self.path}: cannot read frame {index} ({err})") from None
 
     def image(self, index: int) -> np.ndarray:

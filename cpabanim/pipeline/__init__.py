@@ -83,7 +83,8 @@ def check_inputs(stage: Stage, io: StageIO) -> None:
     for name, path in paths:
         gathered = owners[name][1].gathered
         # a sharded stage's folder is there once its index is (a folder without shards is laid out by hand)
-        needed = path / gathered[0] if gathered and (path / SHARDS_FOLDER).is_dir() or not path.is_dir() else path
+        by_hand = path.is_dir() and not (path / SHARDS_FOLDER).is_dir()
+        needed = path / gathered[0] if gathered and not by_hand else path
         if not needed.exists():
             raise DataError(f"{stage.name} needs {needed} ({name}): run `cpabanim {owners[name][0].name}` first")
 

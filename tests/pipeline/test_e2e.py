@@ -32,7 +32,8 @@ pytestmark = pytest.mark.slow
 SEEDS = [0, 1]
 TINY = {
     "seeds": SEEDS,
-    "data": {"frame_size": 32, "synthetic": {"num_train": 4, "num_test": 2, "num_frames": 6}},
+    "data": {"frame_size": 32, "shards": 2, "synthetic": {"num_train": 4, "num_test": 2, "num_frames": 6}},
+    "masks": {"shards": 2},
     "train": {
         "max_steps": 3,
         "batch_size": 2,
@@ -56,8 +57,10 @@ READ_BY_TRAIN_ONLY = {"train", "reconstruct", "animate", "evaluate", "report"}
 
 
 def set_params(root: Path, values: dict) -> None:
+    """Merge ``values`` into the project's params.yaml, and regenerate dvc.yaml (its shard loops come from it)."""
     params = yaml.safe_load((root / "params.yaml").read_text()) or {}
     (root / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, values), sort_keys=False))
+    run([str(BIN / "cpabanim"), "dag", "--write"], root)
 
 
 def commit(root: Path, message: str) -> None:

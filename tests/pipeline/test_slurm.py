@@ -90,12 +90,22 @@ def slurm_run(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFact
 
 
 def submitted(log: str) -> dict[str, str]:
-    """The SLURM job id of each rule's job, from the plugin's lines ``Job 3 has been submitted with SLURM jobid
-    12 (log: .../slurm_logs/rule_download/12.log)``."""
+    """The rule of each SLURM job, by job id, from the plugin's lines ``Job 3 has been submitted with SLURM jobid
+    12 (log: .../slurm_logs/rule_download/12.log)``: one job per rule, one per shard of a sharded stage."""
     found = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: \S*/rule_(\w+)/", log)
-    rules = [rule for _, rule in found]
-    assert len(rules) == len(set(rules)), f"one job per rule: {found}"
-    return {rule: job for job, rule in found}
+    return {job: rule for job, rule in found}
+
+
+def rules_of(stages: tuple[str, ...]) -> dict[str, int]:
+    """The Snakemake rules of ``stages`` and their job counts with the TINY settings (a sharded stage: its shards'
+    rule, and its gather)."""
+    counts = {}
+    for name in stages:
+        stage = all_stages()[name]
+        if stage.shards:
+            counts[f"{name}_shard"] = int(TINY[stage.shards.split(".")[0]]["shards"])
+        counts[name] = 1
+    return counts
 
 
 def test_the_local_profile_targets_the_local_cluster() -> None:
@@ -103,24 +113,25 @@ def test_the_local_profile_targets_the_local_cluster() -> None:
     profile = yaml.safe_load((PROJECT_ROOT / PROFILE / "config.yaml").read_text())
     assert profile["executor"] == "slurm"
     assert profile["default-resources"]["slurm_partition"] == PARTITION
-    gpu_stages = {name for name, stage in all_stages().items() if stage.gpu}
+    # a sharded GPU stage's shard jobs do its work: its gather asks for no GPU
+    gpu_stages = {f"{name}_shard" if stage.shards else name for name, stage in all_stages().items() if stage.gpu}
     assert {name for name, resources in profile["set-resources"].items() if resources.get("gpu") == 0} == gpu_stages
 
 
 def test_every_job_goes_through_sbatch_and_is_accounted(slurm_run: SlurmRun, slurm_cluster: SlurmCluster) -> None:
     run_id = re.search(r"SLURM run ID: (\S+)", slurm_run.log).group(1)
     jobs = submitted(slurm_run.log)
-    assert set(jobs) == set(STAGES), slurm_run.log[-4000:]
+    assert {rule: list(jobs.values()).count(rule) for rule in jobs.values()} == rules_of(STAGES), slurm_run.log[-4000:]
     assert not re.findall(r"^\s*localrule (\w+):", slurm_run.log, re.M), "every job on the cluster"
     # the accounting: the job completion log lists each job under the run's name, done on the profile's partition
     accounted = {row["JobIDRaw"]: row for row in slurm_cluster.completed_jobs() if row["JobName"] == run_id}
-    assert set(accounted) == set(jobs.values()), accounted
+    assert set(accounted) == set(jobs), accounted
     sys.stderr.write("sacct -c:\n" + "".join("|".join(row.values()) + "\n" for row in accounted.values()))
     for row in accounted.values():
         assert (row["State"], row["ExitCode"], row["Partition"]) == ("COMPLETED", "0:0", slurm_cluster.partition)
     # slurmctld still holds the finished jobs (MinJobAge) with the plugin's comment: which rule each job ran
     comments = {job["id"]: job["comment"] for job in slurm_cluster.queue()}
-    assert {rule: comments[job] for rule, job in jobs.items()} == {rule: f"rule_{rule}" for rule in STAGES}
+    assert {job: comments[job] for job in jobs} == {job: f"rule_{rule}" for job, rule in jobs.items()}
 
 
 def test_the_outputs_are_there_and_a_dry_run_has_nothing_to_do(
@@ -168,4 +179,4 @@ def test_the_cluster_example_profile_is_accepted(slurm_run: SlurmRun, slurm_clus
     dry = snakemake(slurm_run.root, slurm_cluster, "-n", "--profile", "workflow/profiles/slurm", "--forceall")
     out = dry.stdout + dry.stderr
     assert dry.returncode == 0, out[-4000:]
-    assert re.search(r"rule masks:(?:\n\s+.*)*?\n\s+resources:.*slurm_partition=gpu", out), out[-4000:]
+    assert re.search(r"rule masks_shard:(?:\n\s+.*)*?\n\s+resources:.*slurm_partition=gpu", out), out[-4000:]

@@ -13,6 +13,11 @@
                                                             data.folder.max_frames 12 vs 48 (--clip: that
                                                             video scaled up, with face crops)
 
+    cpabanim bench dataset [--json FILE] [--videos N] [--frames F] [--frame-size S] [--old-videos M] [--quick]
+                                                            the data stages at scale: frame folders against
+                                                            sharded frame archives (throughput, files, bytes,
+                                                            random reads, dvc add, planning, a kill)
+
 Figures are never asserted in tests (docs/model.md, "Training step profile").
 """
 
@@ -27,6 +32,7 @@ BENCHMARKS = {
     "data": "cpabanim.commands.bench.data",
     "demo": "cpabanim.commands.bench.demo",
     "preprocess": "cpabanim.commands.bench.preprocess",
+    "dataset": "cpabanim.commands.bench.dataset",
 }
 
 
@@ -51,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="VIDEO",
         help="demo: a real talking-face clip, repeated to length (default: a synthetic video, --crop none); "
         "preprocess: a talking-face clip, scaled up to the huge clip and preprocessed with face crops",
+    )
+    parser.add_argument("--videos", type=int, default=2000, help="dataset: videos of the source (default 2000)")
+    parser.add_argument("--frames", type=int, default=32, help="dataset: frames per video (default 32)")
+    parser.add_argument(
+        "--old-videos", type=int, default=200, help="dataset: videos the frame-folder path is timed on (default 200)"
     )
     parser.add_argument(
         "--profile",
@@ -77,6 +88,17 @@ def run(args: argparse.Namespace) -> int:
         from cpabanim.commands.bench.preprocess import bench_preprocess
 
         return bench_preprocess(args.json_path, args.preset, overrides, args.quick, args.clip)
+    if args.what == "dataset":
+        from cpabanim.commands.bench.dataset import bench_dataset
+
+        videos = 60 if args.quick else args.videos
+        return bench_dataset(
+            args.json_path,
+            videos,
+            8 if args.quick else args.frames,
+            args.frame_size or 256,
+            min(args.old_videos, videos),
+        )
     if args.what == "data":
         from cpabanim.commands.bench.data import bench_data
 
