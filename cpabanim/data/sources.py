@@ -292,7 +292,9 @@ def crop_chunk(video_path: Path, chunk: Chunk, size: int) -> np.ndarray:
     """Frames of ``chunk`` from its downloaded video, cropped to its box and resized: ``uint8 (T, size, size, 3)``.
 
     As video-preprocessing's ``load_videos.py``: the frame range and box are given at the reference fps
-    and resolution and are rescaled to those of the downloaded file.
+    and resolution and are rescaled to those of the downloaded file. Cropped and resized as decoded, a few frames
+    at a time (``read_video``'s shrink): the chunk is never held at the video's resolution (a 1,024-frame 1080p
+    TaiChi chunk was 6.4 GB so).
     """
     from cpabanim.data.movie import movie_info
     from cpabanim.data.video import read_movie_range, resize_frames
@@ -304,16 +306,16 @@ def crop_chunk(video_path: Path, chunk: Chunk, size: int) -> np.ndarray:
     last = min(count, math.ceil(chunk.end * fps / chunk.fps - 1e-9))
     if last - first < 2:
         raise DataError(f"{chunk.name}: fewer than two frames in [{chunk.start}, {chunk.end}) of {video_path.name}")
-    frames = read_movie_range(video_path, first, last)
-    height, width = frames.shape[1:3]  # a frame over the pixel budget is decoded downscaled (data.video)
-    sx, sy = width / chunk.ref_width, height / chunk.ref_height
-    left, top, right, bottom = chunk.bbox
-    left, right = max(0, int(left * sx)), min(width, int(right * sx))
-    top, bottom = max(0, int(top * sy)), min(height, int(bottom * sy))
-    if right - left < 2 or bottom - top < 2:
-        raise DataError(f"{chunk.name}: empty crop box {chunk.bbox} for a {width}x{height} video")
-    return resize_frames(
-        np.ascontiguousarray(frames[:, top:bottom, left:right]),
-        size,
-        source=f"{chunk.name} (crop of {video_path.name})",
-    )
+
+    def crop(frames: np.ndarray) -> np.ndarray:
+        height, width = frames.shape[1:3]  # a frame over the pixel budget is decoded downscaled (data.movie)
+        sx, sy = width / chunk.ref_width, height / chunk.ref_height
+        left, top, right, bottom = chunk.bbox
+        left, right = max(0, int(left * sx)), min(width, int(right * sx))
+        top, bottom = max(0, int(top * sy)), min(height, int(bottom * sy))
+        if right - left < 2 or bottom - top < 2:
+            raise DataError(f"{chunk.name}: empty crop box {chunk.bbox} for a {width}x{height} video")
+        source = f"{chunk.name} (crop of {video_path.name})"
+        return resize_frames(np.ascontiguousarray(frames[:, top:bottom, left:right]), size, source=source)
+
+    return read_movie_range(video_path, first, last, shrink=crop)

@@ -207,10 +207,11 @@ def _read_archive(
     return np.stack(images)
 
 
-def read_movie_range(path: str | Path, start: int, stop: int) -> np.ndarray:
-    """Frames [start, stop) of a movie as ``uint8 (T, H, W, 3)`` (without decoding the rest where possible)."""
+def read_movie_range(path: str | Path, start: int, stop: int, shrink: Shrink | None = None) -> np.ndarray:
+    """Frames [start, stop) of a movie as ``uint8 (T, H, W, 3)`` (without decoding the rest where possible), each
+    chunk of frames through ``shrink`` as it is decoded (as :func:`read_video`'s)."""
     path = Path(path)
-    return _to_rgb(read_movie(path, None, 1, start, stop), path)
+    return _to_rgb(read_movie(path, None, 1, start, stop, shrink=shrink), path)
 
 
 def _read_gif(

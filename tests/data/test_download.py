@@ -180,3 +180,17 @@ def test_weights_command_fetches_checks_and_explains_in_one_line(tmp_path, capsy
     fake.write_bytes(b"not the real checkpoint")
     assert main(["weights", "sam_vit_b", "--url", fake.as_uri(), *common]) == 1  # the official sha256 is checked
     assert "does not match" in caplog.text and not (tmp_path / "weights" / "sam_vit_b_01ec64.pth").exists()
+
+
+def test_a_chunk_is_cropped_as_it_is_decoded_to_the_pixels_of_cropping_it_whole(tmp_path, monkeypatch):
+    """crop_chunk crops and resizes each few decoded frames (never the chunk at the video's size): the same pixels
+    as cropping the whole decoded range, here over several decode chunks."""
+    from cpabanim.data import movie
+    from cpabanim.data.video import read_movie_range, resize_frames
+
+    video = write_mp4(tmp_path / "AAAAAAAAAAA.mp4", moving_square_video(20, 64, seed=4), fps=25)
+    chunk = sources.Chunk("AAAAAAAAAAA", "id001", 3, 17, (8, 4, 56, 60), 64, 64, 25.0, "train")
+    monkeypatch.setattr(movie, "DECODE_CHUNK", 3)
+    streamed = sources.crop_chunk(video, chunk, 32)
+    whole = read_movie_range(video, 3, 17)[:, 4:60, 8:56]
+    assert streamed.shape == (14, 32, 32, 3) and np.array_equal(streamed, resize_frames(whole, 32))
