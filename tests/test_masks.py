@@ -12,7 +12,7 @@ from cpabanim.config.layers import load_params
 from cpabanim.data import archive, synthetic
 from cpabanim.data.masks import extract_masks, mask_files, masks_to_labels, sam_generator, sam_labels, slic_labels
 from cpabanim.data.video import write_frames
-from cpabanim.errors import MissingWeightsError
+from cpabanim.errors import DataError, MissingWeightsError
 from tests.conftest import PROJECT_ROOT
 
 
@@ -143,3 +143,32 @@ def test_saved_labels_are_byte_stable_atomic_and_leave_no_temporary_file(tmp_pat
     with pytest.raises(files.CpabanimError):
         save_labels(tmp_path / "a" / "clip.npz", np.zeros((1, 16, 16), np.uint8))
     assert (tmp_path / "a" / "clip.npz").read_bytes() == first
+
+
+def test_sam_with_batched_embeddings_gives_the_masks_of_one_frame_at_a_time(params, tmp_path):
+    """The image encoder on 3 frames at once (masks.batch_frames) and segment-anything's own per-frame path give
+    the same label maps."""
+    _, video = next(synthetic.generate("train", 1, 3, 48, 0))
+    cfg = {"points_per_side": 3, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    generator = sam_generator(_tiny_sam(), cfg)
+    with torch.inference_mode():
+        alone = np.stack([masks_to_labels(generator.generate(f), f.shape[:2]) for f in video])
+    batched = sam_labels(video, generator, batch=3)
+    assert np.array_equal(batched, alone) and batched.max() >= 1
+    assert "set_image" not in vars(generator.predictor)  # the predictor is itself again
+
+
+def test_masks_of_every_kth_frame_serve_the_nearest(params, tmp_path):
+    from cpabanim.data.masks import mask_frames
+
+    params["masks"]["every"] = 3
+    extract_masks(params["masks"], tmp_path / "processed", tmp_path / "masks", tmp_path / "weights")
+    name = sorted(p.name for p in (tmp_path / "processed" / "train").iterdir())[0]
+    path = mask_files(tmp_path / "masks", "train")[name]
+    with archive.FrameArchive(path) as stored:
+        assert len(stored) == 2 and stored.record["frames"] == 4  # frames 0 and 3 of 4
+        first, fourth = stored.image(0), stored.image(1)
+    got = mask_frames(path, [0, 1, 2, 3])
+    assert [np.array_equal(g, want) for g, want in zip(got, [first, first, fourth, fourth], strict=True)] == [True] * 4
+    with pytest.raises(DataError, match="masks of 4 frames, frame 4 was asked for"):
+        mask_frames(path, [4])

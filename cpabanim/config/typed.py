@@ -446,6 +446,8 @@ class MasksConfig(SectionConfig):
 
     source: Literal["slic", "sam"]
     shards: int
+    every: int
+    batch_frames: int
     sam: SAMConfig
     slic: SLICConfig
 

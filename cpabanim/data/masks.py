@@ -18,6 +18,7 @@ settings, and each video's file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -89,15 +90,45 @@ def sam_generator(model, cfg: dict[str, Any]):
     )
 
 
-def sam_labels(frames: np.ndarray, generator, min_area: float = 0.0) -> np.ndarray:
-    """SAM automatic masks of each frame: ``uint8 (T, H, W, 3)`` -> ``uint8 (T, H, W)`` label maps."""
+def sam_labels(frames: np.ndarray, generator, min_area: float = 0.0, batch: int = 1) -> np.ndarray:
+    """SAM automatic masks of each frame: ``uint8 (T, H, W, 3)`` -> ``uint8 (T, H, W)`` label maps.
+
+    The image encoder (most of SAM's time) runs on ``batch`` frames at once; each frame's masks then come from its
+    own embedding, through segment-anything's own generator (its prompts, filters and NMS), unchanged."""
     import torch
 
+    predictor = generator.predictor
+    model = predictor.model
     out = np.zeros(frames.shape[:3], dtype=np.uint8)
     with torch.inference_mode():
-        for t, frame in enumerate(frames):
-            out[t] = masks_to_labels(generator.generate(np.ascontiguousarray(frame)), frame.shape[:2], min_area)
+        for first in range(0, len(frames), batch):
+            chunk = frames[first : first + batch]
+            inputs = [torch.as_tensor(predictor.transform.apply_image(f), device=predictor.device) for f in chunk]
+            stacked = torch.stack([x.permute(2, 0, 1) for x in inputs])  # every frame of a video has one size
+            features = model.image_encoder(model.preprocess(stacked))
+            for offset, frame in enumerate(chunk):
+                with precomputed_embedding(predictor, features[offset : offset + 1], tuple(stacked.shape[-2:])):
+                    masks = generator.generate(np.ascontiguousarray(frame))
+                out[first + offset] = masks_to_labels(masks, frame.shape[:2], min_area)
     return out
+
+
+@contextlib.contextmanager
+def precomputed_embedding(predictor, features, input_size: tuple[int, int]):
+    """While inside, the predictor's ``set_image`` installs ``features`` (the frame's embedding, computed in a batch)
+    instead of running the image encoder on the frame again: the generator calls it once per frame (one crop layer,
+    the whole frame)."""
+
+    def install(image: np.ndarray, image_format: str = "RGB") -> None:
+        predictor.reset_image()
+        predictor.original_size, predictor.input_size = image.shape[:2], input_size
+        predictor.features, predictor.is_image_set = features, True
+
+    predictor.set_image = install
+    try:
+        yield
+    finally:
+        del predictor.set_image  # the class's own again
 
 
 def sam_checkpoint(sam: Mapping[str, Any], weights_dir: str | Path) -> Path:
@@ -182,6 +213,7 @@ def mask_settings(masks_cfg: Mapping[str, Any], weights_dir: str | Path, sam_mod
     """What defines the label maps: the source and its settings (for SAM, which checkpoint)."""
     source = masks_cfg["source"]
     settings = {"source": source, **({"sam": masks_cfg["sam"]} if source == "sam" else {"slic": masks_cfg["slic"]})}
+    settings["every"] = masks_cfg["every"]
     if source == "sam":
         settings["checkpoint"] = (
             "random-init (test)" if sam_model is not None else str(sam_checkpoint(masks_cfg["sam"], weights_dir))
@@ -239,17 +271,19 @@ def extract_masks_shard(
         kept = archive.read_record(target)
         if not (kept and kept.get("made_by") == made_by):
             frames = read_video(videos[name])
+            every = int(masks_cfg["every"])  # masks of frames 0, k, 2k...: training uses the nearest
             if settings["source"] == "slic":
                 slic = masks_cfg["slic"]
-                labels = slic_labels(frames, slic["n_segments"], slic["compactness"], slic["sigma"])
+                labels = slic_labels(frames[::every], slic["n_segments"], slic["compactness"], slic["sigma"])
             else:
                 if generator is None:
                     model = sam_model if sam_model is not None else load_sam(masks_cfg["sam"], weights_dir, device)
                     generator = sam_generator(model, masks_cfg["sam"])
-                labels = sam_labels(frames, generator, masks_cfg["sam"]["min_region_area"])
+                min_area, batch = masks_cfg["sam"]["min_region_area"], int(masks_cfg["batch_frames"])
+                labels = sam_labels(frames[::every], generator, min_area, batch)
             members = [archive.encode_png(frame) for frame in labels]
-            archive.write_archive(target, members, {"made_by": made_by, "frames": len(members)})
-            kept = {"frames": len(members)}
+            archive.write_archive(target, members, {"made_by": made_by, "frames": len(frames), "every": every})
+            kept = {"frames": len(frames)}
         record["videos"][name] = {"frames": int(kept["frames"]), "file": str(target.relative_to(masks_root))}
     for stale in folder.iterdir():
         if stale.name not in (files.OWNER_FILE, *(Path(v["file"]).name for v in record["videos"].values())):
@@ -313,9 +347,12 @@ def mask_frames(path: Path, indices: list[int]) -> np.ndarray:
 
     if path.suffix == archive.SUFFIX:
         with archive.FrameArchive(path) as labels:
-            if max(indices) >= len(labels):
-                raise DataError(f"{path}: masks of {len(labels)} frames, frame {max(indices)} was asked for")
-            return np.stack([labels.image(i) for i in indices])
+            record = labels.record or {}
+            every, frames = int(record.get("every", 1)), int(record.get("frames", len(labels)))
+            if max(indices) >= frames:
+                raise DataError(f"{path}: masks of {frames} frames, frame {max(indices)} was asked for")
+            # masks.every = k: the nearest frame with masks (half-way: the later one)
+            return np.stack([labels.image(min(int(i / every + 0.5), len(labels) - 1)) for i in indices])
     with np.load(path) as data:
         labels = data["labels"]
     if max(indices) >= len(labels):

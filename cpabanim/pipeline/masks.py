@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from cpabanim.pipeline.base import Output, Stage, StageIO
+from cpabanim.pipeline.base import Output, Stage, StageIO, section_keys
 
 log = logging.getLogger(__name__)
 
@@ -13,8 +13,8 @@ STAGE = Stage(
     name="masks",
     help="extract SAM (or offline superpixel) region masks for the training frames",
     module=__name__,
-    params=("masks",),
-    settings=("device",),
+    params=section_keys("masks", exclude=("masks.batch_frames",)),
+    settings=("device", "masks.batch_frames"),
     inputs=("processed",),
     outputs=(Output("masks", "{paths.masks}", gathered=("meta.json",)),),
     gpu=True,

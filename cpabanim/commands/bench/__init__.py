@@ -17,6 +17,9 @@
                                                             the data stages at scale: frame folders against
                                                             sharded frame archives (throughput, files, bytes,
                                                             random reads, dvc add, planning, a kill)
+    cpabanim bench masks [--json FILE] [--frame-size S] [--batch-size B] [--frames F] [--device D] [--quick]
+                                                            seconds per frame of SLIC and SAM (encoder batch 1
+                                                            vs B), and VoxCeleb's device-days
 
 Figures are never asserted in tests (docs/model.md, "Training step profile").
 """
@@ -33,6 +36,7 @@ BENCHMARKS = {
     "demo": "cpabanim.commands.bench.demo",
     "preprocess": "cpabanim.commands.bench.preprocess",
     "dataset": "cpabanim.commands.bench.dataset",
+    "masks": "cpabanim.commands.bench.masks",
 }
 
 
@@ -88,6 +92,13 @@ def run(args: argparse.Namespace) -> int:
         from cpabanim.commands.bench.preprocess import bench_preprocess
 
         return bench_preprocess(args.json_path, args.preset, overrides, args.quick, args.clip)
+    if args.what == "masks":
+        from cpabanim.commands.bench.masks import bench_masks
+
+        frames = 2 if args.quick else args.frames if args.frames != 32 else 4
+        return bench_masks(
+            args.json_path, args.frame_size or 256, args.batch_size or 4, frames, args.quick, args.device
+        )
     if args.what == "dataset":
         from cpabanim.commands.bench.dataset import bench_dataset
 
