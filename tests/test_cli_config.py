@@ -235,7 +235,7 @@ def test_a_read_only_or_full_disk_is_one_line_naming_the_path(tmp_path, caplog, 
     project(tmp_path, "tracking: {enabled: false}\n")
     (tmp_path / "data" / "processed").mkdir(parents=True)
 
-    def read_only(cfg, io):
+    def read_only(cfg, io, **options):
         raise OSError(errno.EROFS, "Read-only file system", str(io.outputs["masks"] / "meta.json"))
 
     monkeypatch.setattr(masks, "run", read_only)
@@ -277,7 +277,7 @@ def test_a_stage_output_pointed_at_a_folder_of_the_users_is_refused_and_nothing_
     (mine / "train" / "clip").mkdir(parents=True)
     (mine / "note.txt").write_text("keep me")
     ran = []
-    monkeypatch.setattr(preprocess_stage, "run", lambda cfg, io: ran.append(io))
+    monkeypatch.setattr(preprocess_stage, "run", lambda cfg, io, **options: ran.append(io))
     assert main(["preprocess", "--set", f"paths.processed={mine}"]) == 1
     assert f"{mine} holds files cpabanim did not write ('note.txt', 'train')" in caplog.text
     assert "set paths.processed to another folder" in caplog.text and "Traceback" not in caplog.text

@@ -78,6 +78,20 @@ def header_size(path: Path) -> tuple[int, int] | None:
     return (int(found.group(2)), int(found.group(1))) if found else None
 
 
+def header_frames(path: Path) -> int | None:
+    """The frame count a movie's header implies (duration x frame rate, ``ffmpeg -i``), or None where it says
+    neither: what a file cut short no longer holds, whatever a decoder then counts."""
+    import re
+
+    text = header_text(path)
+    duration = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", text)
+    fps = re.search(r"Stream #[^\n]*?Video: [^\n]*?(\d+(?:\.\d+)?) fps", text)
+    if not duration or not fps:
+        return None
+    hours, minutes, seconds = (float(part) for part in duration.groups())
+    return round((hours * 3600 + minutes * 60 + seconds) * float(fps.group(1)))
+
+
 def header_comment(path: Path) -> str | None:
     """The ``comment`` metadata a movie's header holds (``ffmpeg -metadata comment=...`` wrote it), or None."""
     import re
@@ -156,7 +170,9 @@ def read_movie(
             log.info("%s: %dx%d frames decoded at %dx%d (pixel budget)", path, width, height, target[1], target[0])
             reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1, width=target[1], height=target[0])
         indices = [start + i for i in pick_indices(count - start, max_frames, stride)]
-        return decode_in_chunks(lambda chunk: reader.get_batch(chunk).asnumpy(), indices, shrink)
+        frames = decode_in_chunks(lambda chunk: reader.get_batch(chunk).asnumpy(), indices, shrink)
+        warn_if_cut_short(path, len(frames), header_frames(path), max_frames, stride, start, stop)
+        return frames
     except DataError:
         raise
     except Exception as decord_error:  # DECORDError / RuntimeError: try the bundled ffmpeg before giving up
@@ -177,13 +193,10 @@ def _read_movie_ffmpeg(
     import imageio.v2 as imageio
 
     frames: list[np.ndarray] = []
-    wanted = None
+    listed = None
     try:
         with imageio.get_reader(str(path), "ffmpeg") as reader:
             listed = listed_frames(reader.get_meta_data())
-            if listed is not None:
-                last = int(listed) if stop is None else min(stop, int(listed))
-                wanted = len(pick_indices(max(0, last - start), max_frames, stride))
             for index, frame in enumerate(reader):
                 if stop is not None and index >= stop:
                     break
@@ -198,11 +211,24 @@ def _read_movie_ffmpeg(
             ) from err
     if not frames:
         raise DataError(f"{path}: the video has no frames")
-    if wanted is not None and len(frames) < wanted:
-        log.warning(
-            "%s: read %d of the %d frames its index lists: the file is damaged or cut short", path, len(frames), wanted
-        )
+    warn_if_cut_short(path, len(frames), listed, max_frames, stride, start, stop)
     return np.stack(frames)
+
+
+def warn_if_cut_short(
+    path: Path, read: int, listed: int | None, max_frames: int | None, stride: int, start: int, stop: int | None
+) -> None:
+    """A warning naming how much was read when a movie gave fewer of the frames asked for than its index lists
+    (a download cut short, a damaged file: kept, with what could be read). One frame short is not: a container's
+    duration may round up a frame."""
+    if listed is None:
+        return
+    last = int(listed) if stop is None else min(stop, int(listed))
+    wanted = len(pick_indices(max(0, last - start), max_frames, stride))
+    if read < wanted - 1:
+        log.warning(
+            "%s: read %d of the %d frames its index lists: the file is damaged or cut short", path, read, wanted
+        )
 
 
 def movie_info(path: str | Path) -> tuple[float, int, int, int]:

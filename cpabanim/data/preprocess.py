@@ -65,13 +65,14 @@ def preprocess_shard(
     ``done.json`` last; an archive already there for the same config is kept as it is. Returns the record."""
     count = int(data["shards"])
     layout.check_shard(shard, count, "data.shards")
+    # listed first: a source that cannot be listed (bad metadata) writes nothing
+    items = list(list_items(data, seed, raw_root, keep=lambda key: layout.shard_of(key, count) == shard))
     folder = layout.claim_shard_folder(processed_root, shard, INDEX_FILES, OWNER)
     (folder / layout.SHARD_MARKER).unlink(missing_ok=True)  # not done until this run writes it again
     config = video_config(data, seed)
     made_by = digest_of(config)
     record: dict[str, Any] = {"config": config, "shards": count, "videos": [], "skipped": []}
     holders: dict[tuple[str, str], str] = {}  # (split, safe name) -> the dataset's name of the video stored there
-    items = list(list_items(data, seed, raw_root, keep=lambda key: layout.shard_of(key, count) == shard))
     for item in progress_bar(items, desc=f"preprocess shard {shard}/{count}", unit="video"):
         try:  # one safe file name, never a path outside the shard's folder
             video_id = names.safe_name(item.name)

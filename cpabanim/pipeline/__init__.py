@@ -95,13 +95,16 @@ def check_outputs(stage: Stage, io: StageIO) -> None:
     the parameter that points there. Persistent folders (downloads, checkpoints) are left out: their stages never
     delete what they did not write, and ``paths.raw`` may well be a folder of videos the user already has."""
     for out in stage.outputs:
-        if out.gathered:  # shared by its shard jobs: each checks it and claims its own shard folder
-            files.check_output_folder(io.outputs[out.name], own=lambda n, out=out: n in (SHARDS_FOLDER, *out.gathered))
-        elif out.kind == "dir" and not out.persist:
-            param = re.match(r"\{(paths\.[a-z_]+)\}", out.path)
-            where = f"set {param.group(1)} to another folder" if param else "choose another folder"
-            legacy = f"an output of a cpabanim older than its {files.OWNER_FILE} mark: delete it"
-            files.check_output_folder(io.outputs[out.name], f"move them away or {where} ({legacy})")
+        if out.kind != "dir" or out.persist:
+            continue
+        param = re.match(r"\{(paths\.[a-z_]+)\}", out.path)
+        where = f"set {param.group(1)} to another folder" if param else "choose another folder"
+        if out.gathered:  # shared by its shard jobs (each claims its own shard folder): shards and the index only
+            own = lambda name, out=out: name in (SHARDS_FOLDER, *out.gathered, files.OWNER_FILE)  # noqa: E731
+            files.check_output_folder(io.outputs[out.name], f"move them away or {where}", own=own)
+            continue
+        legacy = f"an output of a cpabanim older than its {files.OWNER_FILE} mark: delete it"
+        files.check_output_folder(io.outputs[out.name], f"move them away or {where} ({legacy})")
 
 
 def check_shared_stages(params_by_experiment: Mapping[str, Mapping[str, Any]]) -> None:

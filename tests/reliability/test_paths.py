@@ -15,6 +15,7 @@ import pytest
 from cpabanim import files
 from cpabanim.config.layers import load_params
 from cpabanim.data import download, preprocess, sources
+from cpabanim.data.listing import Item
 from cpabanim.errors import DataError
 from tests.conftest import PROJECT_ROOT
 from tests.data.helpers import moving_square_video, write_gif
@@ -89,12 +90,9 @@ def test_a_youtube_download_of_a_bad_id_writes_nothing(tmp_path):
 
 def test_preprocess_skips_and_records_an_id_that_escapes_its_root(params, tmp_path, monkeypatch):
     frames = moving_square_video(3, 32)
-    items = [
-        ("train", "../../outside", lambda: frames),
-        ("train", "ok", lambda: frames),
-        ("test", "fine", lambda: frames),
-    ]
-    monkeypatch.setattr(preprocess, "plan", lambda data, seed, raw_root: iter(items))
+    listed = [("train", "../../outside"), ("train", "ok"), ("test", "fine")]
+    items = [Item(number, split, name, name, lambda: frames) for number, (split, name) in enumerate(listed)]
+    monkeypatch.setattr(preprocess, "list_items", lambda data, seed, raw, keep: (i for i in items if keep(i.key)))
     manifest = preprocess.preprocess(
         params["data"], params["seed"], params["paths"]["raw"], params["paths"]["processed"]
     )
