@@ -95,6 +95,32 @@ def _write_sidecar(sidecar: Path, digest: str) -> None:
     files.write_atomically(sidecar, lambda handle: handle.write(text))
 
 
+def copy_manifest(source_dir: Path, out: Path) -> dict[str, Any]:
+    """Bring your own copy (``data.source_dir``: a folder or a zip, read in place by preprocess; a tar, unpacked
+    here once into ``out/copy``): its videos, for the manifest (:mod:`cpabanim.data.copies`)."""
+    from cpabanim.data import copies
+
+    note = "bring your own copy: an existing preprocessed train/test layout, ingested by preprocess"
+    if copies.is_zip(source_dir):
+        videos = copies.zip_videos(source_dir)
+        fetched = [{"path": f"{source_dir}:{entry}", "split": s} for s in ("train", "test") for entry in videos[s]]
+        return {"source_dir": str(source_dir), "note": note + " (read in place from the zip)", "fetched": fetched}
+    if copies.is_tar(source_dir):
+        unpacked = out / copies.UNPACKED
+        digest = files.sha256_file(source_dir)
+        done = files.read_json(out / "manifest.json", corrupt_ok=True).get("tar_sha256") == digest
+        if not (done and unpacked.is_dir()):  # unpacked once: a later run of the same tar keeps it
+            sources.unpack_archive(source_dir, unpacked)
+        root, note = sources.find_split_root(unpacked), note + f" (the tar unpacked into {unpacked})"
+        extra = {"tar_sha256": digest}
+    else:
+        root, extra = sources.find_split_root(source_dir), {}
+    fetched = [
+        {"path": str(p), "split": split} for split in ("train", "test") for p in sorted((root / split).iterdir())
+    ]
+    return {"source_dir": str(root), "note": note, "fetched": fetched, **extra}
+
+
 def download(data: Mapping[str, Any], raw_root: str | Path) -> dict[str, Any]:
     """Fetch the source ``data`` (the ``data`` params) configures into ``<raw_root>/<data.source>/`` (``raw_root``:
     ``{paths.raw}``); returns (and writes) its manifest there."""
@@ -116,11 +142,7 @@ def download(data: Mapping[str, Any], raw_root: str | Path) -> dict[str, Any]:
                 entry.update(bytes=video.stat().st_size, sha256=files.sha256_file(video))
             manifest["fetched"].append(entry)
     elif data.get("source_dir"):
-        root = sources.find_split_root(data["source_dir"])
-        manifest["source_dir"] = str(root)
-        manifest["note"] = "bring your own copy: an existing preprocessed train/test layout, ingested by preprocess"
-        for split in ("train", "test"):
-            manifest["fetched"] += [{"path": str(p), "split": split} for p in sorted((root / split).iterdir())]
+        manifest.update(copy_manifest(Path(data["source_dir"]), out))
     elif source in YOUTUBE_SOURCES:
         metadata = sources.metadata_path(source, data["metadata"], out, fetch=True)
         chunks = sources.read_metadata(metadata)

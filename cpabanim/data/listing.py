@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from cpabanim.data import archive, names, sources
+from cpabanim.data import archive, copies, names, sources
 from cpabanim.data.video import frame_count, list_frame_files, read_video, resize_frames
 from cpabanim.errors import ConfigError, DataError
 
@@ -51,7 +51,8 @@ def list_items(
     elif source == "folder":
         items = folder_items(data, keep)
     elif data.get("source_dir") or source == "mgif":
-        items = copy_items(data, Path(data.get("source_dir") or Path(raw_root) / "mgif" / "unpacked"), keep)
+        where = copies.copy_location(data["source_dir"], Path(raw_root), source) if data.get("source_dir") else None
+        items = copy_items(data, where or Path(raw_root) / "mgif" / "unpacked", keep)
     else:
         items = metadata_items(data, Path(raw_root))
     return (item for item in items if keep(item.key))
@@ -109,10 +110,29 @@ def folder_items(data: Mapping[str, Any], keep: Callable[[str], bool]) -> Iterat
 
 
 def copy_items(data: Mapping[str, Any], folder: Path, keep: Callable[[str], bool] = lambda key: True) -> Iterator[Item]:
-    """A copy in the field's layout (``train/``, ``test/`` of frame folders, movies, gifs or strips), read in place.
-    A frame folder whose frames are already 8-bit RGB PNGs of ``data.frame_size`` is stored as it is (no decode and
-    re-encode: :func:`stored_as_is`); anything else is decoded and resized."""
-    root, size, position = sources.find_split_root(folder), int(data["frame_size"]), 0
+    """A copy in the field's layout (``train/``, ``test/`` of frame folders, movies, gifs or strips), read in place
+    from a folder or a zip (:mod:`cpabanim.data.copies`). A frame folder whose frames are already 8-bit RGB PNGs of
+    ``data.frame_size`` is stored as it is (no decode and re-encode: :func:`stored_as_is`); anything else is decoded
+    and resized."""
+    size, position = int(data["frame_size"]), 0
+    if copies.is_zip(folder):
+        videos = copies.zip_videos(folder)
+        for split in SPLITS:
+            entries = [
+                (entry, PurePosixPath(entry).stem if len(m) == 1 and m[0].endswith(entry) else entry)
+                for entry, m in videos[split].items()
+            ]
+            for entry, name in unique_names(entries, keep).items():
+
+                def read(entry=entry, members=videos[split][entry], name=name):
+                    return copies.read_zip_video(
+                        folder, entry, members, size, square_resizer(size, f"{folder}:{entry}")
+                    )
+
+                yield Item(position, split, name, name, read)
+                position += 1
+        return
+    root = sources.find_split_root(folder)
     for split in SPLITS:
         for video, name in video_names(sorted((root / split).iterdir()), keep).items():
 
@@ -201,22 +221,30 @@ def _name(path: Path) -> str:
 
 
 def video_names(videos: list[Path], keep: Callable[[str], bool] = lambda name: True) -> dict[Path, str]:
-    """The dataset's name of each video file or frame folder: its stem, or its whole file name where another
-    entry of the same folder has that stem (``good2.mp4`` and ``good2.gif`` are two videos, both kept: a name
-    dropping one of them without a word would lose it). Such a rename is logged, naming the files, by the shard
-    that ``keep`` says holds one of them (once, not by every shard that lists the folder)."""
+    """The dataset's name of each video file or frame folder of one folder (:func:`unique_names`)."""
+    named = unique_names([(video, _name(video)) for video in videos], keep, lambda video: video.name)
+    return {video: named[video] for video in videos}
+
+
+def unique_names(entries: list[tuple[Any, str]], keep: Callable[[str], bool], whole=lambda entry: entry) -> dict:
+    """``{entry: its dataset name}`` for ``(entry, stem)`` pairs of one folder: its stem, or its whole file name
+    (``whole(entry)``) where another entry has that stem (``good2.mp4`` and ``good2.gif`` are two videos, both kept:
+    a name dropping one of them without a word would lose it). Such a rename is logged, naming the files, by the
+    shard that ``keep`` says holds the first of them (once, not by every shard that lists the folder)."""
     import logging
 
-    by_stem: dict[tuple[Path, str], list[Path]] = {}
-    for video in videos:
-        by_stem.setdefault((video.parent, _name(video)), []).append(video)
-    for (parent, stem), group in by_stem.items():
-        if len(group) > 1 and keep(group[0].name):
-            listed = " and ".join(v.name for v in group)
+    by_stem: dict[str, list[Any]] = {}
+    for entry, stem in entries:
+        by_stem.setdefault(stem, []).append(entry)
+    names = {}
+    for stem, group in by_stem.items():
+        if len(group) > 1 and keep(str(whole(group[0]))):
+            listed = " and ".join(str(whole(e)) for e in group)
             logging.getLogger(__name__).warning(
-                "%s: %s share the name %r; each is kept, named by its whole file name", parent, listed, stem
+                "%s share the name %r; each is kept, named by its whole file name", listed, stem
             )
-    return {video: stem if len(group) == 1 else video.name for (_, stem), group in by_stem.items() for video in group}
+        names.update({entry: stem if len(group) == 1 else str(whole(entry)) for entry in group})
+    return names
 
 
 def segment_starts(video: Path, name: str, segments: int, max_frames: int, stride: int) -> list[tuple[str, int]]:

@@ -75,19 +75,31 @@ def _to_rgb(frames: np.ndarray, path: Path) -> np.ndarray:
 def read_image(path: Path) -> np.ndarray:
     """One image as ``uint8 (H, W, 3)``: colour modes through PIL's RGB conversion, 16-bit grayscale scaled
     to 8 bits (PIL's own conversion would clip it), other grayscale modes repeated into three channels."""
+    check_regular_file(Path(path))
+    return _open_image(path, path)
+
+
+def read_image_bytes(data: bytes, what: str) -> np.ndarray:
+    """:func:`read_image` of an image file's bytes (a member of a zip copy); ``what`` names it in errors."""
+    import io
+
+    return _open_image(io.BytesIO(data), what)
+
+
+def _open_image(source, what: str | Path) -> np.ndarray:
+    """:func:`read_image`'s rules for a file or a file object ``source``, named ``what`` in errors."""
     from PIL import Image
 
-    check_regular_file(Path(path))
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             if img.mode in _SIXTEEN_BIT_MODES:
                 gray = np.asarray(img, dtype=np.float64) / 257.0  # 65535 -> 255
-                return _to_rgb(np.clip(np.rint(gray), 0, 255).astype(np.uint8)[None], path)[0]
+                return _to_rgb(np.clip(np.rint(gray), 0, 255).astype(np.uint8)[None], what)[0]
             return np.asarray(img.convert("RGB"))
     except DataError:
         raise
     except Exception as err:  # PIL raises many types for corrupt files
-        raise DataError(f"{path}: cannot read image ({err})") from err
+        raise DataError(f"{what}: cannot read image ({err})") from err
 
 
 def read_video(

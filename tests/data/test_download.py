@@ -194,3 +194,53 @@ def test_a_chunk_is_cropped_as_it_is_decoded_to_the_pixels_of_cropping_it_whole(
     streamed = sources.crop_chunk(video, chunk, 32)
     whole = read_movie_range(video, 3, 17)[:, 4:60, 8:56]
     assert streamed.shape == (14, 32, 32, 3) and np.array_equal(streamed, resize_frames(whole, 32))
+
+
+def _vox_png_copy(root, size: int):
+    """A small vox-png copy below a top folder: frame folders of 8-bit RGB PNGs at ``size`` (stored as they are),
+    one frame folder at another size (decoded and resized), one mp4, and a note beside the videos."""
+    from cpabanim.data.archive import encode_png
+
+    videos = {"train": ["id1.a", "id1.b", "id2.a"], "test": ["id3.a"]}
+    for seed, (split, name) in enumerate((s, n) for s, ns in videos.items() for n in ns):
+        for index, frame in enumerate(moving_square_video(4, size if name != "id1.b" else 40, seed=seed)):
+            (root / "vox-png" / split / name).mkdir(parents=True, exist_ok=True)
+            (root / "vox-png" / split / name / f"{index:07d}.png").write_bytes(encode_png(frame))
+    write_mp4(root / "vox-png" / "train" / "id4.mp4", moving_square_video(5, 48, seed=9))
+    (root / "vox-png" / "README.txt").write_text("a copy")
+    return root / "vox-png"
+
+
+def test_a_copy_as_a_folder_a_zip_or_a_tar_gives_the_same_dataset(params, tmp_path):
+    """data.source_dir: the field's layout as a folder (read in place), a zip (read in place, nothing unpacked) and a
+    tar (unpacked once by download) give the same archives; PNG frames already at frame_size keep their bytes."""
+    import shutil
+    import tarfile
+
+    from cpabanim.data.archive import FrameArchive
+    from cpabanim.data.layout import video_path
+    from tests.data.helpers import processed_archives
+
+    def _pngs(processed, video):
+        with FrameArchive(video_path(processed, *video.split("/"))) as stored:
+            return [stored.png(i) for i in range(len(stored))]
+
+    folder = _vox_png_copy(tmp_path / "copy", 32)
+    shutil.make_archive(str(tmp_path / "copy-zip"), "zip", tmp_path / "copy")
+    with tarfile.open(tmp_path / "copy.tar.gz", "w:gz") as tf:
+        tf.add(folder, arcname="vox-png")
+    params["data"].update(source="vox", frame_size=32, shards=2)
+    results = {}
+    for kind, source in (("folder", folder), ("zip", tmp_path / "copy-zip.zip"), ("tar", tmp_path / "copy.tar.gz")):
+        raw, processed = tmp_path / kind / "raw", tmp_path / kind / "processed"
+        params["data"]["source_dir"] = str(source)
+        manifest = download.download(params["data"], raw)
+        assert len(manifest["fetched"]) == 5, manifest
+        preprocess.preprocess(params["data"], params["seed"], raw, processed)
+        results[kind] = {video: _pngs(processed, video) for video in processed_archives(processed)}
+    assert results["folder"] == results["zip"] == results["tar"]  # the frames' bytes (the records name the source)
+    assert sorted(results["folder"]) == ["test/id3.a", "train/id1.a", "train/id1.b", "train/id2.a", "train/id4"]
+    assert not list((tmp_path / "zip" / "raw").rglob("*.png"))  # the zip was not unpacked
+    originals = [p.read_bytes() for p in sorted((folder / "train" / "id1.a").iterdir())]
+    assert results["zip"]["train/id1.a"] == originals
+    assert processed_video(tmp_path / "zip" / "processed", "train", "id1.b").shape == (4, 32, 32, 3)  # resized
