@@ -10,7 +10,8 @@ import torch
 
 from cpabanim.config.layers import load_params
 from cpabanim.data import archive, synthetic
-from cpabanim.data.masks import extract_masks, mask_files, masks_to_labels, sam_generator, sam_labels, slic_labels
+from cpabanim.data.labels import mask_files
+from cpabanim.data.masks import extract_masks, masks_to_labels, sam_generator, sam_labels, slic_labels
 from cpabanim.data.video import write_frames
 from cpabanim.errors import DataError, MissingWeightsError
 from tests.conftest import PROJECT_ROOT
@@ -159,7 +160,7 @@ def test_sam_with_batched_embeddings_gives_the_masks_of_one_frame_at_a_time(para
 
 
 def test_masks_of_every_kth_frame_serve_the_nearest(params, tmp_path):
-    from cpabanim.data.masks import mask_frames
+    from cpabanim.data.labels import mask_frames
 
     params["masks"]["every"] = 3
     extract_masks(params["masks"], tmp_path / "processed", tmp_path / "masks", tmp_path / "weights")

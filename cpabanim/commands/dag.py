@@ -59,12 +59,14 @@ def _dvc_out(out: Output, params: dict) -> str | dict:
 
 
 def dvc_sharded(stage: Stage, params: dict) -> dict[str, dict]:
-    """A sharded stage in dvc.yaml: ``<name>_shard``, a ``foreach`` over its shards (``preprocess_shard@003``, each a
-    persistent folder: a re-run resumes it), and ``<name>``, the gather, which writes the index files."""
+    """A sharded stage in dvc.yaml: ``<name>_shard``, a ``foreach`` over its shards (``preprocess_shard@003``, each
+    its shard's folder), and ``<name>``, the gather, which writes the index files."""
     entry = dvc_stage(replace(stage, shards=None), params)
     gathered = stage.gathered
     shard = {**entry, "desc": f"{stage.help} (one shard)", "cmd": f"cpabanim {stage.name} --shard ${{item}}"}
-    shard["outs"] = [{_dvc_path(gathered.shard_path(), params).replace("{shard}", "${item}"): {"persist": True}}]
+    # not `persist`: DVC restores no persistent output into an experiment's workspace and keeps no run cache of a
+    # stage with one, so every `dvc exp run --temp` would make the data again (docs/pipeline.md, "Sharded stages")
+    shard["outs"] = [_dvc_path(gathered.shard_path(), params).replace("{shard}", "${item}")]
     gather = {
         "desc": f"{stage.help} (gather the shards' records into the index)",
         "cmd": f"cpabanim {stage.name} --gather",

@@ -27,9 +27,9 @@ from torch.utils.data import Dataset
 
 from cpabanim.data import archive
 from cpabanim.data.augmentation import apply_augmentation, pack_uint8, sample_augmentation
+from cpabanim.data.labels import mask_files, mask_frames
 from cpabanim.data.layout import split_videos, video_name
 from cpabanim.data.loader import ItemKey, item_generator
-from cpabanim.data.masks import mask_files, mask_frames
 from cpabanim.data.names import identity
 from cpabanim.data.video import list_frame_files, read_image, read_video
 from cpabanim.errors import DataError

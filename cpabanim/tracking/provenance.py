@@ -152,7 +152,8 @@ def processed_sha256(processed: str | Path) -> str | None:
 
 
 def dvc_lock_tags(lock_path: str | Path = "dvc.lock") -> dict[str, str]:
-    """``dvc.<stage>.<out>`` = md5 of each output recorded in dvc.lock (data and model versions)."""
+    """``dvc.<stage>.<out>`` = md5 of each output recorded in dvc.lock (data and model versions; ``train@0`` is
+    ``dvc.train.0.<out>``)."""
     from cpabanim.config.mappings import yaml_load
 
     path = Path(lock_path)
@@ -167,7 +168,8 @@ def dvc_lock_tags(lock_path: str | Path = "dvc.lock") -> dict[str, str]:
         for out in entry.get("outs") or []:
             digest = out.get("md5") or out.get("hash")
             if digest and out.get("path"):
-                tags[f"dvc.{stage}.{out['path']}"] = str(digest)
+                # MLflow refuses a tag key with '@' (train@0, preprocess_shard@003): the loop item after a '.'
+                tags[f"dvc.{stage.replace('@', '.')}.{out['path']}"] = str(digest)
     return tags
 
 

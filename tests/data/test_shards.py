@@ -15,7 +15,8 @@ import pytest
 
 from cpabanim.config.layers import load_params
 from cpabanim.data import layout, preprocess
-from cpabanim.data.masks import extract_masks, mask_files
+from cpabanim.data.labels import mask_files
+from cpabanim.data.masks import extract_masks
 from cpabanim.errors import DataError
 from tests.conftest import PROJECT_ROOT
 from tests.data.helpers import processed_archives

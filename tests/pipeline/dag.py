@@ -69,7 +69,7 @@ def snakemake_stages(root: Path) -> dict:
             stages[rule.name] = {
                 "deps": sorted({indexes.get(normal(str(p)), normal(str(p))) for p in rule.input}),
                 "outs": sorted(outs),
-                "persist": sorted(o for o in outs if o in persistent or o.endswith("/shards/{shard}")),
+                "persist": sorted(o for o in outs if o in persistent),
                 "shell": rule.shellcmd,
                 "code": str(rule.params.code),
             }

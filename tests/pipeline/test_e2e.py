@@ -259,20 +259,21 @@ def test_a_snakemake_run_is_recorded_in_dvc_lock(runs, tmp_path):
     run(["git", "checkout", "--", ".dvc/config"], root)
 
 
-def test_a_frame_deleted_by_hand_is_what_dvc_status_catches_and_dvc_checkout_restores(runs):
-    """Snakemake decides by files and times, so a frame removed from data/processed plans nothing (docs/pipeline.md
-    says so); DVC hashes contents: after a Snakemake run `dvc status` names the stage, `dvc checkout` restores it."""
+def test_a_video_deleted_by_hand_is_what_dvc_status_catches_and_dvc_checkout_restores(runs):
+    """Snakemake decides by files and times, so a video removed from data/processed plans nothing (docs/pipeline.md
+    says so); DVC hashes contents: after a Snakemake run `dvc status` names the video's shard, `dvc checkout`
+    restores it."""
     root = runs[0]["snakemake"]
-    frame = sorted((root / "data" / "processed" / "train").glob("*/00001.png"))[0]
-    kept = frame.read_bytes()
-    frame.unlink()
+    video = sorted((root / "data" / "processed" / "shards").glob("*/train/*.zip"))[0]
+    kept = video.read_bytes()
+    video.unlink()
     try:
         assert planned(root, "experiments=[cpab,tps]") == set()
         status = run([str(BIN / "dvc"), "status", "--json"], root).stdout
-        assert "preprocess" in json.loads(status), status
+        assert f"preprocess_shard@{video.parent.parent.name}" in json.loads(status), status
     finally:
         run([str(BIN / "dvc"), "checkout", "data/processed"], root)
-    assert frame.read_bytes() == kept
+    assert video.read_bytes() == kept
     assert run([str(BIN / "dvc"), "status"], root).stdout.strip().endswith("up to date.")
 
 
@@ -294,17 +295,23 @@ def test_dvc_runs_the_whole_pipeline(runs):
 def test_demo_animates_with_the_checkpoint_the_pipeline_trained(runs, tmp_path):
     """After the pipeline, `cpabanim demo` needs no --checkpoint: it finds the experiment's last.pt (for the
     default experiment and for a named one)."""
+    from cpabanim.data.archive import FrameArchive
+    from cpabanim.data.layout import split_videos
     from cpabanim.data.video import read_video
 
     roots, _ = runs
     for root, experiment in ((roots["dvc"], None), (roots["snakemake"], "tps")):
-        video = sorted((root / "data" / "processed" / "test").iterdir())[0]
+        video = next(iter(split_videos(root / "data" / "processed", "test").values()))  # a frame archive drives
+        source = tmp_path / f"{experiment or 'default'}-source.png"
+        with FrameArchive(video) as frames:
+            source.write_bytes(frames.png(0))
+            count = len(frames)
         out = tmp_path / f"{experiment or 'default'}.mp4"
         command = [
             str(BIN / "cpabanim"),
             "demo",
             "--source",
-            str(video / "00000.png"),
+            str(source),
             "--driving",
             str(video),
             "--out",
@@ -315,7 +322,7 @@ def test_demo_animates_with_the_checkpoint_the_pipeline_trained(runs, tmp_path):
             "cpu",
         ]
         run(command + (["--experiment", experiment] if experiment else []), root)
-        assert read_video(out).shape[0] == len(list(video.glob("*.png")))
+        assert read_video(out).shape[0] == count
 
 
 def test_same_params_same_data_same_code_same_metrics(runs):
