@@ -317,3 +317,11 @@ SAM_WEIGHTS: dict[str, dict[str, str]] = {
         "sha256": "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
     },
 }
+
+
+def sam_weights_path(name: str, weights_dir: str | Path) -> Path:
+    """Where the official SAM checkpoint ``name`` (sam_vit_b, ...) lives once downloaded: its file name in
+    ``weights_dir`` (``paths.weights``)."""
+    from urllib.parse import urlparse
+
+    return Path(weights_dir) / Path(urlparse(SAM_WEIGHTS[name]["url"]).path).name

@@ -53,18 +53,14 @@ def needed_weights(params: dict[str, Any]) -> list[str]:
     return names
 
 
-def weights_path(name: str, weights_dir: Path) -> Path:
-    """Where the official checkpoint ``name`` (sam_vit_b, ...) lives once downloaded."""
-    url = weights_registry.SAM_WEIGHTS[name]["url"]
-    return weights_dir / Path(urllib.parse.urlparse(url).path).name
-
-
 def download_weights(name: str, weights_dir: Path, url: str | None = None) -> Path:
     """Fetch (or resume) one weight file and check it: SAM by its full sha256, the loss networks by the
     registry's hash prefix (torchvision's convention) or, where none is published, by logging the sha256."""
     if name in weights_registry.SAM_WEIGHTS:
         spec = weights_registry.SAM_WEIGHTS[name]
-        return sources.fetch_url(url or spec["url"], weights_path(name, weights_dir), spec["sha256"])
+        return sources.fetch_url(
+            url or spec["url"], weights_registry.sam_weights_path(name, weights_dir), spec["sha256"]
+        )
     from cpabanim.weights import SIDECAR_SUFFIX, WEIGHTS, verify_hash
 
     entry = WEIGHTS[name]

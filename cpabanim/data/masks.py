@@ -137,9 +137,7 @@ def sam_checkpoint(sam: Mapping[str, Any], weights_dir: str | Path) -> Path:
     its ``model_type`` in ``weights_dir`` (``paths.weights``)."""
     if sam.get("checkpoint"):
         return Path(sam["checkpoint"])
-    from cpabanim.data.download import weights_path
-
-    return weights_path(SAM_WEIGHT_NAMES[sam["model_type"]], Path(weights_dir))
+    return weights_registry.sam_weights_path(SAM_WEIGHT_NAMES[sam["model_type"]], weights_dir)
 
 
 def load_sam(sam: Mapping[str, Any], weights_dir: str | Path, device: str = "cpu"):

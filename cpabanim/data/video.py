@@ -1,4 +1,4 @@
-"""Reading and writing videos: frame folders, .mp4/.mov/.avi (decord), .gif and wide PNG strips.
+"""Reading and writing videos: frame folders and archives, .mp4/.mov/.avi (decord), .gif and wide PNG strips.
 
 Every reader returns ``uint8 (T, H, W, 3)`` RGB and raises :class:`~cpabanim.errors.DataError` naming the
 file when the input cannot be used (unreadable, empty, fewer than two frames, frames of different sizes, a
@@ -8,6 +8,9 @@ One rule for grayscale: grayscale frames (PNG/JPG modes L, LA, 1, I;16, grayscal
 and converted to RGB by repeating the gray channel, whatever the container. One rule for size: source frames
 smaller than :data:`MIN_SOURCE_SIDE` pixels on their short side are refused when preprocessing resizes them
 (:func:`resize_frames`) rather than silently upscaled from too little detail (docs/reliability.md).
+
+This module is longer than 350 lines because it is the one reader of every video format (frame folders and
+archives, movies, gifs, strips) and the one frame writer: the rules above hold in one place for all of them.
 """
 
 from __future__ import annotations
