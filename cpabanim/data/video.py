@@ -136,19 +136,14 @@ def read_video(
         frame_files = list_frame_files(path)
         if not frame_files:
             raise DataError(f"{path}: frame folder holds no images ({', '.join(FRAME_SUFFIXES)})")
-        picked = pick_indices(max(0, len(frame_files) - start), max_frames, stride)
-        one, shapes, images = shrink_one(shrink), set(), []
-        for i in picked:
-            image = within_budget(read_image(frame_files[start + i]))
-            shapes.add(image.shape)  # the frames as stored must agree, before any shrink makes them
-            images.append(one(image))
-        if not images:
-            raise DataError(f"{path}: the frame folder has no frames from frame {start} on")
-        if len(shapes) > 1:
-            raise DataError(f"{path}: frames of different sizes {sorted(shapes)}")
-        frames = np.stack(images)
+        picked = (len(frame_files), max_frames, stride, start)
+        frames = _read_stills(path, "frame folder", lambda i: read_image(frame_files[i]), picked, shrink_one(shrink))
     elif path.suffix.lower() == archive.SUFFIX and path.is_file():
-        frames = _read_archive(path, max_frames, stride, start, shrink_one(shrink))
+        with archive.FrameArchive(path) as stored:
+            image_at = lambda i: _to_rgb(stored.image(i)[None], path)[0]  # noqa: E731
+            frames = _read_stills(
+                path, "frame archive", image_at, (len(stored), max_frames, stride, start), shrink_one(shrink)
+            )
     elif not path.is_file():
         check_regular_file(path)
     elif path.suffix.lower() in MOVIE_SUFFIXES:
@@ -204,19 +199,24 @@ def read_frame_at(path: str | Path, index: int) -> np.ndarray:
     return frames[min(index, len(frames) - 1)]
 
 
-def _read_archive(
-    path: Path, max_frames: int | None, stride: int, start: int, shrink: Callable[[np.ndarray], np.ndarray]
+def _read_stills(
+    path: Path,
+    kind: str,
+    image_at: Callable[[int], np.ndarray],
+    picked: tuple,
+    shrink: Callable[[np.ndarray], np.ndarray],
 ) -> np.ndarray:
-    """The frames ``start, start + stride, ...`` of a frame archive (:mod:`cpabanim.data.archive`), each shrunk as it
-    is read."""
+    """The stills ``start, start + stride, ...`` (at most ``max_frames``; ``picked``: ``(count, max_frames, stride,
+    start)``) of a frame folder or archive, ``image_at(i)`` -> uint8 (H, W, 3), each within the pixel budget and
+    shrunk as it is read."""
+    count, max_frames, stride, start = picked
     shapes, images = set(), []
-    with archive.FrameArchive(path) as frames:
-        for i in pick_indices(max(0, len(frames) - start), max_frames, stride):
-            image = within_budget(_to_rgb(frames.image(start + i)[None], path)[0])
-            shapes.add(image.shape)  # the frames as stored must agree, before any shrink makes them
-            images.append(shrink(image))
+    for i in pick_indices(max(0, count - start), max_frames, stride):
+        image = within_budget(image_at(start + i))
+        shapes.add(image.shape)  # the frames as stored must agree, before any shrink makes them
+        images.append(shrink(image))
     if not images:
-        raise DataError(f"{path}: the frame archive has no frames from frame {start} on")
+        raise DataError(f"{path}: the {kind} has no frames from frame {start} on")
     if len(shapes) > 1:
         raise DataError(f"{path}: frames of different sizes {sorted(shapes)}")
     return np.stack(images)
