@@ -84,7 +84,7 @@ def _cli(params, *args: str) -> list[str]:
 def test_a_shard_killed_in_the_middle_redoes_only_the_video_it_was_writing(tmp_path):
     """A real SIGKILL of `cpabanim preprocess --shard 0` after a few videos: the run again keeps every archive the
     killed one finished (the same file, untouched), writes the rest, and ends with the bytes of a run never killed."""
-    params = _params(tmp_path / "killed", 1, num_train=24, frames=24)
+    params = _params(tmp_path / "killed", 1, num_train=24, frames=12)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
     subprocess.run(_cli(params, "download"), env=env, check=True, capture_output=True, cwd=tmp_path)
@@ -107,7 +107,7 @@ def test_a_shard_killed_in_the_middle_redoes_only_the_video_it_was_writing(tmp_p
     record = json.loads((shard / layout.SHARD_MARKER).read_text())
     assert len(record["videos"]) == 26
 
-    whole = _params(tmp_path / "whole", 1, num_train=24, frames=24)
+    whole = _params(tmp_path / "whole", 1, num_train=24, frames=12)
     preprocess.preprocess(whole["data"], whole["seed"], whole["paths"]["raw"], whole["paths"]["processed"])
     preprocess.gather(params["data"], params["seed"], params["paths"]["processed"])
     assert processed_archives(tmp_path / "killed" / "processed") == processed_archives(tmp_path / "whole" / "processed")

@@ -88,3 +88,17 @@ def stages_of(tool: str, root: Path) -> dict:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return copy_project(tmp_path / "project")
+
+
+def demo_inputs(processed: Path, folder: Path) -> tuple[Path, Path, int]:
+    """A processed test video to drive the demo (its frame archive), its first frame written as the photo into
+    ``folder``, and its frame count."""
+    from cpabanim.data.archive import FrameArchive
+    from cpabanim.data.layout import split_videos
+
+    video = next(iter(split_videos(processed, "test").values()))
+    source = folder / f"{video.stem}.source.png"
+    folder.mkdir(parents=True, exist_ok=True)
+    with FrameArchive(video) as frames:
+        source.write_bytes(frames.png(0))
+        return source, video, len(frames)

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from ..services.disks import read_only_folder
-from .conftest import BIN, run
+from .conftest import BIN, demo_inputs, run
 
 REMOTE = "store"
 CHECKPOINT = Path("models/checkpoints/default/seed0/last.pt")
@@ -98,11 +98,11 @@ def check_a_fresh_clone_pulls_and_reruns_nothing(root: Path, tmp_path: Path) -> 
 
     from cpabanim.data.video import read_video
 
-    video = sorted((clone / "data" / "processed" / "test").iterdir())[0]
+    source, video, count = demo_inputs(clone / "data" / "processed", tmp_path)
     out = tmp_path / "demo.mp4"
-    demo = ["demo", "--source", str(video / "00000.png"), "--driving", str(video), "--out", str(out)]
+    demo = ["demo", "--source", str(source), "--driving", str(video), "--out", str(out)]
     run([str(BIN / "cpabanim"), *demo, "--crop", "none", "--device", "cpu"], clone)
-    assert read_video(out).shape[0] == len(list(video.glob("*.png")))
+    assert read_video(out).shape[0] == count
 
 
 def test_a_remote_that_refuses_the_push_fails_naming_its_folder(tmp_path: Path):

@@ -24,7 +24,7 @@ import yaml
 from cpabanim.config.mappings import deep_merge
 from cpabanim.pipeline import all_stages
 
-from .conftest import BIN, copy_project, run, tool_env
+from .conftest import BIN, copy_project, demo_inputs, run, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +32,9 @@ pytestmark = pytest.mark.slow
 SEEDS = [0, 1]
 TINY = {
     "seeds": SEEDS,
-    "data": {"frame_size": 32, "shards": 2, "synthetic": {"num_train": 4, "num_test": 2, "num_frames": 6}},
-    "masks": {"shards": 2},
+    # one shard per data stage: the jobs stay few (tests/pipeline/test_shards.py runs 8 and 1 side by side)
+    "data": {"frame_size": 32, "shards": 1, "synthetic": {"num_train": 4, "num_test": 2, "num_frames": 6}},
+    "masks": {"shards": 1},
     "train": {
         "max_steps": 3,
         "batch_size": 2,
@@ -272,7 +273,7 @@ def test_a_video_deleted_by_hand_is_what_dvc_status_catches_and_dvc_checkout_res
         status = run([str(BIN / "dvc"), "status", "--json"], root).stdout
         assert f"preprocess_shard@{video.parent.parent.name}" in json.loads(status), status
     finally:
-        run([str(BIN / "dvc"), "checkout", "data/processed"], root)
+        run([str(BIN / "dvc"), "checkout", f"preprocess_shard@{video.parent.parent.name}"], root)
     assert video.read_bytes() == kept
     assert run([str(BIN / "dvc"), "status"], root).stdout.strip().endswith("up to date.")
 
@@ -295,17 +296,11 @@ def test_dvc_runs_the_whole_pipeline(runs):
 def test_demo_animates_with_the_checkpoint_the_pipeline_trained(runs, tmp_path):
     """After the pipeline, `cpabanim demo` needs no --checkpoint: it finds the experiment's last.pt (for the
     default experiment and for a named one)."""
-    from cpabanim.data.archive import FrameArchive
-    from cpabanim.data.layout import split_videos
     from cpabanim.data.video import read_video
 
     roots, _ = runs
     for root, experiment in ((roots["dvc"], None), (roots["snakemake"], "tps")):
-        video = next(iter(split_videos(root / "data" / "processed", "test").values()))  # a frame archive drives
-        source = tmp_path / f"{experiment or 'default'}-source.png"
-        with FrameArchive(video) as frames:
-            source.write_bytes(frames.png(0))
-            count = len(frames)
+        source, video, count = demo_inputs(root / "data" / "processed", tmp_path / (experiment or "default"))
         out = tmp_path / f"{experiment or 'default'}.mp4"
         command = [
             str(BIN / "cpabanim"),
