@@ -9,7 +9,8 @@ synthetic videos, reused (the costs measured depend on the sizes and the format,
   on the first ``--old-videos`` videos), and frame archives with 1 shard and with 2 shards at once;
 - files and bytes of the processed data, each layout;
 - a random frame read (ms), from a PNG file and from an archive;
-- ``dvc add`` of the processed data (s), each layout (``cache.type`` copy, DVC's default);
+- ``dvc add`` of the processed data (s), each layout, with DVC's default ``cache.type`` (a copy) and with hard links,
+  and ``dvc commit`` of the same data again (what ``cpabanim record`` does after a run);
 - Snakemake's planning time (``snakemake -n``) of the whole pipeline with 8 and with 64 shards per data stage;
 - the work redone after a SIGKILL in the middle of a shard: frame folders start over, archives redo the video in
   flight.
@@ -109,15 +110,27 @@ def random_reads(old: Path, new: Path, reads: int) -> tuple[float, float]:
     return old_ms, (time.perf_counter() - started) * 1000 / reads
 
 
-def dvc_add_seconds(folder: Path) -> float:
-    """``dvc add`` of ``folder`` in a fresh DVC repository beside it (the cache on the same disk, copied)."""
+def dvc_seconds(folder: Path, cache_type: str) -> tuple[float, float]:
+    """``dvc add`` of ``folder`` in a fresh DVC repository beside it, with ``cache.type`` (``copy``: DVC's default;
+    ``hardlink``: no second copy), and then ``dvc commit`` of the same data unchanged (what `cpabanim record` does
+    after a run): seconds each. The repository is removed after."""
     repo = folder.parent
     dvc = str(Path(sys.executable).parent / "dvc")
-    if not (repo / ".dvc").is_dir():
-        subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=repo, check=True)
-    started = time.perf_counter()
-    subprocess.run([dvc, "add", "-q", folder.name], cwd=repo, check=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
-    return time.perf_counter() - started
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+
+    def call(*args: str) -> float:
+        started = time.perf_counter()
+        subprocess.run([dvc, *args], cwd=repo, check=True, env=env, capture_output=True)
+        return time.perf_counter() - started
+
+    call("init", "--no-scm", "-q")
+    call("config", "cache.type", cache_type)
+    try:
+        return call("add", "-q", folder.name), call("commit", "-f", "-q", f"{folder.name}.dvc")
+    finally:
+        call("unprotect", folder.name)  # hard links become files of their own again
+        shutil.rmtree(repo / ".dvc", ignore_errors=True)
+        (repo / f"{folder.name}.dvc").unlink(missing_ok=True)
 
 
 def planning_seconds(shards: int) -> float | None:
@@ -177,8 +190,10 @@ def measure(work: Path, videos: int, frames: int, size: int, old_videos: int) ->
     old_files, old_bytes, old_disk = footprint(source)  # the layout preprocess wrote before: one PNG per frame
     new_files, new_bytes, new_disk = footprint(work / "two" / "processed")
     old_read, new_read = random_reads(source, work / "two" / "processed", 2000)
-    dvc_old = dvc_add_seconds(source)
-    dvc_new = dvc_add_seconds(work / "two" / "processed")
+    dvc = {
+        cache: {"frame folders": dvc_seconds(source, cache), "archives": dvc_seconds(work / "two" / "processed", cache)}
+        for cache in ("copy", "hardlink")
+    }
     shard_videos, finished, rewritten = redone_after_kill(data, work / "killed" / "processed")
     return {
         "source": {"videos": videos, "frames": frames, "frame_size": size, "seconds_to_make": made},
@@ -191,7 +206,9 @@ def measure(work: Path, videos: int, frames: int, size: int, old_videos: int) ->
         "bytes": {"frame folders": old_bytes, "archives": new_bytes},
         "disk_bytes": {"frame folders": old_disk, "archives": new_disk},
         "random_read_ms": {"frame folders": old_read, "archives": new_read},
-        "dvc_add_seconds": {"frame folders": dvc_old, "archives": dvc_new},
+        "dvc_add_seconds": {layout: dvc["copy"][layout][0] for layout in ("frame folders", "archives")},
+        "dvc_add_hardlink_seconds": {layout: dvc["hardlink"][layout][0] for layout in ("frame folders", "archives")},
+        "dvc_recommit_seconds": {layout: dvc["copy"][layout][1] for layout in ("frame folders", "archives")},
         "snakemake_plan_seconds": {"8 shards": planning_seconds(8), "64 shards": planning_seconds(64)},
         "kill": {"videos_in_shard": shard_videos, "finished_before_kill": finished, "written_again": rewritten},
     }
@@ -214,12 +231,14 @@ def print_table(r: dict[str, Any]) -> None:
         ("bytes", "bytes", " MB"),
         ("disk_bytes", "on disk", " MB"),
         ("random_read_ms", "random frame read", " ms"),
-        ("dvc_add_seconds", "dvc add", " s"),
+        ("dvc_add_seconds", "dvc add (copy)", " s"),
+        ("dvc_add_hardlink_seconds", "dvc add (hardlink)", " s"),
+        ("dvc_recommit_seconds", "dvc commit again", " s"),
     ):
         old, new = r[key]["frame folders"], r[key]["archives"]
         scale = 1e6 if "bytes" in key else 1
         print(
-            f"{label:<18} frame folders {old / scale:12.2f}{unit}   archives {new / scale:12.2f}{unit}   "
+            f"{label:<19} frame folders {old / scale:12.2f}{unit}   archives {new / scale:12.2f}{unit}   "
             f"ratio {new / old:.3f}"
         )
     plan = r["snakemake_plan_seconds"]
