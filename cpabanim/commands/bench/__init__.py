@@ -96,9 +96,8 @@ def run(args: argparse.Namespace) -> int:
         from cpabanim.commands.bench.masks import bench_masks
 
         frames = 2 if args.quick else args.frames if args.frames != 32 else 4
-        return bench_masks(
-            args.json_path, args.frame_size or 256, args.batch_size or 4, frames, args.quick, args.device
-        )
+        size = args.frame_size or (64 if args.quick else 256)
+        return bench_masks(args.json_path, size, args.batch_size or 4, frames, args.quick, args.device)
     if args.what == "dataset":
         from cpabanim.commands.bench.dataset import bench_dataset
 

@@ -48,7 +48,8 @@ def bench_masks(json_path: str | None, size: int, batch: int, frames: int, quick
 
         model = sam_model_registry[params["masks"]["sam"]["model_type"]](checkpoint=None)
     model = model.to(results["device"]).eval()
-    generator = sam_generator(model, params["masks"]["sam"])
+    sam = {**params["masks"]["sam"], **({"points_per_side": 4} if quick else {})}  # a smoke run: 16 prompts
+    generator = sam_generator(model, sam)
     min_area = params["masks"]["sam"]["min_region_area"]
     with torch.inference_mode():
         sam_labels(video[:1], generator, min_area)  # warm-up
