@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if args.what == "masks":
         from cpabanim.commands.bench.masks import bench_masks
 
-        frames = 2 if args.quick else args.frames if args.frames != 32 else 4
+        frames = 1 if args.quick else args.frames if args.frames != 32 else 4
         size = args.frame_size or (64 if args.quick else 256)
         return bench_masks(args.json_path, size, args.batch_size or 4, frames, args.quick, args.device)
     if args.what == "dataset":
