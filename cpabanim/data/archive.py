@@ -21,7 +21,6 @@ config made it, so a resumed run reuses it only for the same config.
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import json
 import os
@@ -74,11 +73,10 @@ def is_plain_rgb_png(data: bytes, size: int) -> bool:
     return png_header(data) == (size, size, 8, 2, 0)
 
 
-def write_archive(path: str | Path, members: Iterable[bytes], record: dict[str, Any]) -> str:
+def write_archive(path: str | Path, members: Iterable[bytes], record: dict[str, Any]) -> Path:
     """Write the PNG ``members`` (frame 0 first) as ``path``, atomically; ``record`` (JSON) becomes the zip comment,
     with where each member's local header starts and its size (``offsets``, ``sizes``: a reader finds any frame
-    from the file's tail alone, without parsing the central directory). Returns the sha256 of the file written."""
-    digest = hashlib.sha256()
+    from the file's tail alone, without parsing the central directory). Returns ``path``."""
 
     def write(handle) -> None:
         offsets, sizes = [], []
@@ -92,11 +90,7 @@ def write_archive(path: str | Path, members: Iterable[bytes], record: dict[str, 
             # a longer comment than a zip holds: the record alone (readers then use the central directory)
             archive.comment = comment if len(comment) <= _MAX_COMMENT else json.dumps(record, sort_keys=True).encode()
 
-    files.write_atomically(path, write)
-    with open(path, "rb") as handle:  # the page cache holds it: a few ms for a clip
-        for block in iter(lambda: handle.read(files.CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return files.write_atomically(path, write)
 
 
 def _tail_record(handle, size: int) -> dict[str, Any] | None:
