@@ -140,6 +140,11 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def digest_of_json(value: Any) -> str:
+    """sha256 of ``value`` as sorted JSON: what a resumed stage compares to know that the same inputs made a file."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
     """Write JSON atomically with sorted keys (stable bytes for DVC); a failed write leaves ``path`` as it was and
     raises one :class:`CpabanimError` line naming it."""
@@ -235,3 +240,20 @@ def check_output_file(path: str | Path, flag: str, written_by_cpabanim: Callable
             f"{flag} {path} exists and cpabanim did not write it: nothing was changed; choose another file name "
             "or move it away"
         )
+
+
+def link_or_copy(source: str | Path, target: str | Path) -> int:
+    """Make ``target`` hold what ``source`` holds (a file, or a folder tree), each file a hard link to the source's
+    (no second copy on disk: a sharded stage's gather lays out its shards' files), else a copy where the file
+    system refuses links. ``target`` must not exist. Returns the number of files."""
+    source, target = Path(source), Path(target)
+    if source.is_dir():
+        target.mkdir(parents=True)
+        return sum(link_or_copy(entry, target / entry.name) for entry in sorted(source.iterdir()))
+    try:
+        os.link(source, target)
+    except OSError as err:
+        if err.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.EACCES):
+            raise
+        shutil.copy2(source, target)
+    return 1

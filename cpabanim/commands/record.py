@@ -69,12 +69,12 @@ def _dvc_stages(stage, run: dict, file_params: dict, io) -> list[tuple[str, list
 
     if not stage.shards:
         return [(dvc_stage_name(stage, run), list(io.outputs.values()))]
-    out = stage.gathered
+    out = stage.shard_output
     shards = [
         (dvc_stage_name(stage, run, k), [Path(expand(out.shard_path(shard_name(k)), run))])
         for k in range(shard_count(stage, file_params))
     ]
-    return [*shards, (dvc_stage_name(stage, run), [Path(expand(f"{out.path}/{name}", run)) for name in out.gathered])]
+    return [*shards, (dvc_stage_name(stage, run), [Path(expand(path, run)) for path in stage.gather_outputs])]
 
 
 def run(args: argparse.Namespace) -> int:

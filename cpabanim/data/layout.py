@@ -13,6 +13,8 @@ out by hand, a copy in the field's ``train/``, ``test/`` layout, a test's fixtur
 from __future__ import annotations
 
 import hashlib
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,27 @@ def shard_folder(root: str | Path, index: int) -> Path:
     return Path(root) / SHARDS_FOLDER / shard_name(index)
 
 
+def is_shard_name(name: str) -> bool:
+    """Whether ``name`` is what a folder of shard folders may hold: ``002`` (a shard's) or cpabanim's mark."""
+    return bool(re.fullmatch(r"[0-9]{3}", name)) or name == files.OWNER_FILE
+
+
+def claim_shard(shards_root: str | Path, index: int, writer: str) -> Path:
+    """``<shards_root>/<kkk>``, the folder of shard ``index`` of a per-experiment stage (whose shard folders sit
+    directly in ``shards_root``), claimed for ``writer`` after checking that ``shards_root`` holds shards only."""
+    files.check_output_folder(shards_root, own=is_shard_name)
+    return files.claim_output_folder(Path(shards_root) / shard_name(index), writer)
+
+
+def remove_other_shards(shards_root: str | Path, count: int) -> None:
+    """Remove the shard folders of ``shards_root`` beyond ``count`` (an earlier, larger shard count): their records
+    would otherwise sit beside the current ones."""
+    root = Path(shards_root)
+    for folder in root.iterdir() if root.is_dir() else []:
+        if folder.name != files.OWNER_FILE and (not folder.name.isdigit() or int(folder.name) >= count):
+            shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
+
+
 def claim_shard_folder(root: str | Path, index: int, index_files: tuple[str, ...], writer: str) -> Path:
     """The folder of shard ``index`` under ``root``, claimed for ``writer`` (``files.claim_output_folder``), after
     checking that ``root`` holds nothing but shards and the ``index_files`` (never a folder of the user's).
@@ -59,7 +82,13 @@ def check_shard(index: int, count: int, key: str) -> None:
 def read_shard_record(root: str | Path, index: int, count: int, config: Any, stage: str) -> dict[str, Any]:
     """The record shard ``index`` wrote when it finished, for ``config``; a :class:`DataError` naming the command to
     run when the shard is missing, unfinished or was made with another config."""
-    path = shard_folder(root, index) / SHARD_MARKER
+    return read_record(shard_folder(root, index), index, count, config, stage)
+
+
+def read_record(folder: str | Path, index: int, count: int, config: Any, stage: str) -> dict[str, Any]:
+    """:func:`read_shard_record` of the shard whose folder is ``folder`` (a per-experiment stage's: ``stage`` is the
+    command that makes it, ``reconstruct --experiment tps --set seed=1``)."""
+    path = Path(folder) / SHARD_MARKER
     record = files.read_json(path, corrupt_ok=True)
     if not record:
         raise DataError(f"{path}: shard {index} of {count} is not done: run `cpabanim {stage} --shard {index}`")

@@ -15,8 +15,6 @@ frame after concatenation over pairs. Names are those of docs/evaluation.md:
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,6 @@ from cpabanim.errors import DataError
 from cpabanim.evaluation import formulas
 from cpabanim.evaluation.baselines import BASELINE_PREFIX, SOURCE_UNCHANGED
 from cpabanim.evaluation.formulas import keypoint_metrics
-from cpabanim.progress import progress_bar
 
 # transfer score -> the per-frame distance it is computed from
 TRANSFER_METRICS = {"transfer_akd": "akd_driving", "transfer_motion": "akd_motion"}
@@ -52,11 +49,11 @@ def source_unchanged_metrics(source: np.ndarray, driving: np.ndarray, wanted, ex
     values: dict[str, np.ndarray] = {}
     if "l1" in wanted:
         values["l1_first"] = np.zeros(1)
-    keypoints_source = extractors.keypoints_of(source)
+    keypoints_source = extractors.keypoints_of(source, "reference")
     if keypoints_source is not None:
         still = np.repeat(keypoints_source, frames, axis=0)
-        values.update(driving_keypoint_metrics(still, extractors.keypoints_of(driving), wanted))
-    identity_source = extractors.identity_of(source)
+        values.update(driving_keypoint_metrics(still, extractors.keypoints_of(driving, "reference"), wanted))
+    identity_source = extractors.identity_of(source, "reference")
     if identity_source is not None:
         values["aed_source"] = formulas.embedding_distance_per_frame(identity_source, identity_source)
     return values
@@ -71,10 +68,12 @@ def animated_metrics(
         values["l1_first"] = formulas.l1_per_frame(to_tensor(generated[:1]), to_tensor(source)).double().numpy()
     keypoints_generated = extractors.keypoints_of(generated)
     if keypoints_generated is not None:
-        values.update(driving_keypoint_metrics(keypoints_generated, extractors.keypoints_of(driving), wanted))
+        reference = extractors.keypoints_of(driving, "reference")
+        values.update(driving_keypoint_metrics(keypoints_generated, reference, wanted))
     identity_generated = extractors.identity_of(generated)
     if identity_generated is not None:
-        values["aed_source"] = formulas.embedding_distance_per_frame(identity_generated, extractors.identity_of(source))
+        reference = extractors.identity_of(source, "reference")
+        values["aed_source"] = formulas.embedding_distance_per_frame(identity_generated, reference)
     return values
 
 
@@ -87,49 +86,47 @@ def transfer_scores(values: dict[str, np.ndarray], baseline: dict[str, np.ndarra
     }
 
 
-def evaluate_animation(
-    anim_root: Path, tests: dict[str, Path], wanted, extractors, rows: list[dict[str, Any]]
-) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
-    """Per-frame values per animation mode, {mode: {metric: (frames,)}}, and of the source-unchanged baseline on
-    the same pairs, {metric: (frames,)}; one row per pair and mode into ``rows`` (the pair's means, its transfer
-    scores, and the baseline's means as ``baseline_<metric>``)."""
-    pairs_path = anim_root / "pairs.json"
-    if not pairs_path.is_file():
-        raise DataError(f"{pairs_path} not found: run `cpabanim animate` first")
-    record = json.loads(pairs_path.read_text())
-    per_mode: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
-    baseline: dict[str, list[np.ndarray]] = defaultdict(list)
-    for pair in progress_bar(record["pairs"], desc="evaluate animation", unit="pair"):
-        folder = anim_root / pair["name"]
-        source = read_still(folder / "source.png")
-        if pair["driving"] not in tests:
-            raise DataError(f"animation {pair['name']}: the test split has no video {pair['driving']!r}")
-        driving = read_frames(tests[pair["driving"]])[: pair["frames"]]
-        unchanged = source_unchanged_metrics(source, driving, wanted, extractors)
-        for name, frame_values in unchanged.items():
-            baseline[name].append(frame_values)
-        for mode in record["modes"]:
-            generated = read_frames(folder / mode)
-            if generated.shape != driving.shape:
-                raise DataError(f"animation {pair['name']}/{mode}: {generated.shape} vs driving {driving.shape}")
-            values = animated_metrics(generated, source, driving, wanted, extractors)
-            for name, frame_values in values.items():
-                per_mode[mode][name].append(frame_values)
-            rows.append(
-                {
-                    "part": "animation",
-                    "video": pair["name"],
-                    "mode": mode,
-                    "frames": len(generated),
-                    **{name: formulas.nanmean(v) for name, v in values.items()},
-                    **transfer_scores(values, unchanged),
-                    **{f"baseline_{name}": formulas.nanmean(v) for name, v in unchanged.items()},
-                }
+def read_pair(anim_root: Path, pair: dict[str, Any], modes: list[str], tests: dict[str, Path]) -> dict[str, np.ndarray]:
+    """The frames of one animated pair: ``source`` (1, H, W, 3), ``driving`` (its first ``pair["frames"]``) and
+    each mode's animation, checked against the driving frames."""
+    folder = anim_root / pair["name"]
+    frames = {"source": read_still(folder / "source.png")}
+    if pair["driving"] not in tests:
+        raise DataError(f"animation {pair['name']}: the test split has no video {pair['driving']!r}")
+    frames["driving"] = read_frames(tests[pair["driving"]])[: pair["frames"]]
+    for mode in modes:
+        frames[mode] = read_frames(folder / mode)
+        if frames[mode].shape != frames["driving"].shape:
+            raise DataError(
+                f"animation {pair['name']}/{mode}: {frames[mode].shape} vs driving {frames['driving'].shape}"
             )
-    return (
-        {mode: {name: np.concatenate(parts) for name, parts in metrics.items()} for mode, metrics in per_mode.items()},
-        {name: np.concatenate(parts) for name, parts in baseline.items()},
-    )
+    return frames
+
+
+def pair_metrics(
+    frames: dict[str, np.ndarray], modes: list[str], wanted, extractors
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per-frame values of one pair (:func:`read_pair`'s ``frames``): the source-unchanged baseline's under
+    ``"unchanged"``, each mode's under its name."""
+    source, driving = frames["source"], frames["driving"]
+    values = {"unchanged": source_unchanged_metrics(source, driving, wanted, extractors)}
+    for mode in modes:
+        values[mode] = animated_metrics(frames[mode], source, driving, wanted, extractors)
+    return values
+
+
+def pair_row(name: str, mode: str, frames: int, values: dict[str, np.ndarray], unchanged: dict[str, np.ndarray]):
+    """The per-video CSV row of one pair and mode: the pair's means, its transfer scores, and the baseline's means
+    as ``baseline_<metric>``."""
+    return {
+        "part": "animation",
+        "video": name,
+        "mode": mode,
+        "frames": frames,
+        **{metric: formulas.nanmean(v) for metric, v in values.items()},
+        **transfer_scores(values, unchanged),
+        **{f"baseline_{metric}": formulas.nanmean(v) for metric, v in unchanged.items()},
+    }
 
 
 def summarise_transfer(

@@ -21,18 +21,22 @@ as the pairs and frames are the same; its transfer scores are 0 by definition).
 
 Writes ``{paths.outputs}/metrics.json`` (flat numbers, for DVC and MLflow), ``metrics_unavailable.json``
 (for every metric not computed: why) and ``metrics_per_video.csv``. Extractor results are cached per video by
-content hash (``evaluate.cache_dir``), so re-evaluating after a new checkpoint only extracts the new frames.
+content hash (``evaluate.cache_dir``, shared by every run), so re-evaluating after a new checkpoint only extracts
+the new frames, and the test videos' frames are extracted once for every experiment and seed.
 ``evaluate.keypoints: auto`` is resolved from the processed dataset's source
 (:func:`cpabanim.evaluation.extractors.resolve_keypoints`).
+
+Sharded (``evaluate.shards``; docs/evaluation.md, "Shards"): :func:`cpabanim.evaluation.shards.evaluate_shard`
+stores the per-frame values of each test video and of each pair its video drives, and
+:func:`cpabanim.evaluation.gather.gather_evaluation` pools them in the order of one pass over every video;
+:func:`evaluate_all` runs every shard, then the gather.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +44,9 @@ import numpy as np
 import torch
 
 from cpabanim.data.frames import read_frames, to_tensor
-from cpabanim.data.layout import split_videos
 from cpabanim.errors import DataError
 from cpabanim.evaluation import formulas
-from cpabanim.evaluation.animation_metrics import evaluate_animation, summarise_transfer
-from cpabanim.evaluation.baselines import BASELINE_PREFIX, COPY_SOURCE, SOURCE_UNCHANGED
-from cpabanim.evaluation.cache import ExtractionCache
-from cpabanim.evaluation.extractors import resolve_keypoints
 from cpabanim.evaluation.formulas import KEYPOINT_METRICS, keypoint_metrics
-from cpabanim.evaluation.metric_networks import Extractors, OptionalNetworkMetrics
-from cpabanim.progress import progress_bar
-from cpabanim.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -72,49 +68,29 @@ def pixel_metrics(generated: torch.Tensor, reference: torch.Tensor, wanted: list
     return out
 
 
-def evaluate_reconstruction(
-    recon_root: Path, tests: dict[str, Path], wanted, extractors, networks, rows
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Per-frame values of every reconstruction metric and of the copy-source baseline on the same frames,
-    concatenated over videos; one CSV row per video (the baseline's values as ``baseline_<metric>`` columns)."""
-    index_path = recon_root / "index.json"
-    if not index_path.is_file():
-        raise DataError(f"{index_path} not found: run `cpabanim reconstruct` first")
-    index = json.loads(index_path.read_text())
-    per_frame: dict[str, list[np.ndarray]] = defaultdict(list)
-    baseline: dict[str, list[np.ndarray]] = defaultdict(list)
-    for video in progress_bar(sorted(index["videos"]), desc="evaluate reconstruction", unit="video"):
-        generated = read_frames(recon_root / video)
-        if video not in tests:
-            raise DataError(f"reconstruction of {video}: the test split has no such video (run `cpabanim reconstruct`)")
-        reference = read_frames(tests[video])
-        # Frames are matched by video name and index, as pose-evaluation does; every generated frame needs its
-        # driving frame (reconstruct.max_frames may have shortened the generated video, never lengthened it).
-        if len(generated) > len(reference) or generated.shape[1:] != reference.shape[1:]:
-            raise DataError(
-                f"reconstruction of {video}: {generated.shape} does not match the test video {reference.shape}"
-            )
-        reference = reference[: len(generated)]
-        values = video_metrics(generated, reference, wanted, extractors, networks)
-        copied = copy_source_metrics(reference, wanted, extractors)
-        for name, frame_values in values.items():
-            per_frame[name].append(frame_values)
-        for name, frame_values in copied.items():
-            baseline[name].append(frame_values)
-        rows.append(
-            {
-                "part": "reconstruction",
-                "video": video,
-                "mode": "",
-                "frames": len(generated),
-                **{name: formulas.nanmean(v) for name, v in values.items()},
-                **{f"baseline_{name}": formulas.nanmean(v) for name, v in copied.items()},
-            }
-        )
-    return (
-        {name: np.concatenate(parts) for name, parts in per_frame.items()},
-        {name: np.concatenate(parts) for name, parts in baseline.items()},
-    )
+def read_reconstruction(recon_root: Path, video: str, tests: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
+    """The reconstruction of ``video`` and its driving frames (uint8 (T, H, W, 3) each), checked to match."""
+    generated = read_frames(recon_root / video)
+    if video not in tests:
+        raise DataError(f"reconstruction of {video}: the test split has no such video (run `cpabanim reconstruct`)")
+    reference = read_frames(tests[video])
+    # Frames are matched by video name and index, as pose-evaluation does; every generated frame needs its
+    # driving frame (reconstruct.max_frames may have shortened the generated video, never lengthened it).
+    if len(generated) > len(reference) or generated.shape[1:] != reference.shape[1:]:
+        raise DataError(f"reconstruction of {video}: {generated.shape} does not match the test video {reference.shape}")
+    return generated, reference[: len(generated)]
+
+
+def reconstruction_row(video: str, frames: int, values: dict[str, np.ndarray], copied: dict[str, np.ndarray]):
+    """The per-video CSV row of one reconstruction: its means, and the copy-source baseline's as ``baseline_*``."""
+    return {
+        "part": "reconstruction",
+        "video": video,
+        "mode": "",
+        "frames": frames,
+        **{name: formulas.nanmean(v) for name, v in values.items()},
+        **{f"baseline_{name}": formulas.nanmean(v) for name, v in copied.items()},
+    }
 
 
 def copy_source_metrics(reference: np.ndarray, wanted, extractors) -> dict[str, np.ndarray]:
@@ -123,10 +99,10 @@ def copy_source_metrics(reference: np.ndarray, wanted, extractors) -> dict[str, 
     baseline costs no extraction beyond the one the model's evaluation already cached."""
     copied = np.repeat(reference[:1], len(reference), axis=0)
     values = pixel_metrics(to_tensor(copied), to_tensor(reference), wanted)
-    keypoints = extractors.keypoints_of(reference)
+    keypoints = extractors.keypoints_of(reference, "reference")
     if keypoints is not None:
         values.update(keypoint_metrics(np.repeat(keypoints[:1], len(keypoints), axis=0), keypoints, wanted))
-    identity = extractors.identity_of(reference)
+    identity = extractors.identity_of(reference, "reference")
     if identity is not None:
         values["aed"] = formulas.embedding_distance_per_frame(np.repeat(identity[:1], len(identity), axis=0), identity)
     return values
@@ -139,10 +115,11 @@ def video_metrics(generated: np.ndarray, reference: np.ndarray, wanted, extracto
     values.update(networks.update(generated_t, reference_t))
     keypoints_generated = extractors.keypoints_of(generated)
     if keypoints_generated is not None:
-        values.update(keypoint_metrics(keypoints_generated, extractors.keypoints_of(reference), wanted))
+        values.update(keypoint_metrics(keypoints_generated, extractors.keypoints_of(reference, "reference"), wanted))
     identity_generated = extractors.identity_of(generated)
     if identity_generated is not None:
-        values["aed"] = formulas.embedding_distance_per_frame(identity_generated, extractors.identity_of(reference))
+        reference_identity = extractors.identity_of(reference, "reference")
+        values["aed"] = formulas.embedding_distance_per_frame(identity_generated, reference_identity)
     return values
 
 
@@ -158,75 +135,15 @@ def summarise(
             reasons[f"{prefix}/{name}"] = "defined on no frame (no keypoints / face found in both videos)"
 
 
-def evaluate_all(
-    *,
-    processed: Path,
-    reconstruction: Path,
-    animation: Path,
-    metrics_json: Path,
-    unavailable_json: Path,
-    per_video_csv: Path,
-    metrics: list[str],
-    keypoints: str,
-    identity: str,
-    extractor_options: dict[str, Any],
-    cache: bool,
-    cache_dir: str | None,
-    device: str,
-) -> dict[str, float]:
-    """Score ``reconstruction`` and ``animation`` against the test videos of ``processed``; writes the metrics
-    (``metrics_json``), why each other metric is missing (``unavailable_json``) and one row per video and mode
-    (``per_video_csv``); returns the metrics.
+def evaluate_all(job) -> dict[str, float]:
+    """Every shard of ``job`` (:class:`cpabanim.evaluation.shards.EvaluateJob`), one after the other, then the
+    gather: what ``cpabanim evaluate`` does without ``--shard`` or ``--gather``. Returns the metrics."""
+    from cpabanim.evaluation.gather import gather_evaluation
+    from cpabanim.evaluation.shards import evaluate_shard
 
-    ``metrics``: the metrics to compute (``l1``, ``psnr``, ``ssim``, ``akd``, ``mkr``, ``aed``, ``lpips``, ``fid``);
-    ``keypoints``, ``identity``: the extractors' names (``keypoints`` may be ``auto``: chosen from the processed
-    dataset's source, AKD/MKR not applicable where it has none), ``extractor_options`` their settings; ``cache``:
-    reuse extractor results by content hash, in ``cache_dir`` (None: ``.eval_cache`` beside ``metrics_json``).
-    """
-    torch_device = resolve_device(device)
-    cache_folder = cache_dir or metrics_json.parent / ".eval_cache"
-    extraction_cache = ExtractionCache(cache_folder if cache else None)
-    keypoints, not_applicable = resolve_keypoints(keypoints, processed)
-    known = {name: not_applicable for name in KEYPOINT_METRICS if not_applicable and name in metrics}
-    extractor_metrics = [name for name in metrics if name not in known]
-    extractors = Extractors(extractor_metrics, keypoints, identity, extractor_options, torch_device, extraction_cache)
-    networks = OptionalNetworkMetrics(metrics)
-
-    rows: list[dict[str, Any]] = []
-    values: dict[str, float] = {}
-    reasons: dict[str, str] = {}
-    tests = split_videos(processed, "test")  # name -> the test video's file
-    recon, copy_source = evaluate_reconstruction(reconstruction, tests, metrics, extractors, networks, rows)
-    summarise(recon, "recon", values, reasons)
-    summarise(copy_source, f"{BASELINE_PREFIX}{COPY_SOURCE}/recon", values, reasons)
-    values["recon/frames"] = float(sum(row["frames"] for row in rows if row["part"] == "reconstruction"))
-    fid = networks.fid_value()
-    if fid is not None:
-        values["recon/fid"] = fid
-    per_mode, unchanged = evaluate_animation(animation, tests, metrics, extractors, rows)
-    for mode, mode_values in per_mode.items():
-        summarise(mode_values, f"anim/{mode}", values, reasons)
-    summarise(unchanged, f"{BASELINE_PREFIX}{SOURCE_UNCHANGED}/anim", values, reasons)
-    summarise_transfer(per_mode, unchanged, values, reasons)
-    explain_missing(values, reasons, {**known, **extractors.reasons, **networks.reasons}, metrics)
-
-    metrics_json.parent.mkdir(parents=True, exist_ok=True)
-    metrics_json.write_text(json.dumps(dict(sorted(values.items())), indent=2) + "\n")
-    unavailable_json.write_text(json.dumps(dict(sorted(reasons.items())), indent=2) + "\n")
-    write_table(rows, per_video_csv)
-
-    from cpabanim.tracking import log_artifact, log_metrics
-
-    log_metrics(values)
-    for path in (metrics_json, unavailable_json, per_video_csv):
-        log_artifact(path, "evaluation")
-    log.info(
-        "metrics (%d extractor results reused from the cache, %d computed): %s",
-        extraction_cache.hits,
-        extraction_cache.misses,
-        ", ".join(f"{k}={v:.4g}" for k, v in sorted(values.items())),
-    )
-    return values
+    for shard in range(job.count):
+        evaluate_shard(job, shard)
+    return gather_evaluation(job)
 
 
 def explain_missing(metrics: dict[str, float], reasons: dict[str, str], known: dict[str, str], wanted) -> None:

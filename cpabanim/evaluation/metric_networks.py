@@ -63,11 +63,17 @@ class Extractors:
             log.warning("%s extractor %s unavailable: %s", role, name, err)
             return None
 
-    def keypoints_of(self, frames: np.ndarray) -> np.ndarray | None:
-        return None if self.keypoints is None else self.cache(self.keypoints, frames)
+    def keypoints_of(self, frames: np.ndarray, role: str = "generated") -> np.ndarray | None:
+        """Keypoints of ``frames``; ``role``: ``reference`` for a test video's frames (counted apart: the cache
+        shares them between runs), ``generated`` for a run's own."""
+        return None if self.keypoints is None else self.cache(self.keypoints, frames, role)
 
-    def identity_of(self, frames: np.ndarray) -> np.ndarray | None:
-        return None if self.identity is None else self.cache(self.identity, frames)
+    def identity_of(self, frames: np.ndarray, role: str = "generated") -> np.ndarray | None:
+        return None if self.identity is None else self.cache(self.identity, frames, role)
+
+    def names(self) -> dict[str, str | None]:
+        """The extractors' names (model and options), which their results depend on."""
+        return {role: getattr(getattr(self, role), "name", None) for role in ("keypoints", "identity")}
 
 
 class OptionalNetworkMetrics:
@@ -109,6 +115,9 @@ class OptionalNetworkMetrics:
 
     @torch.no_grad()
     def update(self, generated: torch.Tensor, reference: torch.Tensor) -> dict[str, np.ndarray]:
+        """Per-frame LPIPS (``lpips``) and, for FID, the Inception features of the reference and generated frames
+        (``fid_real``, ``fid_fake``: FID is a set-level metric, computed from every video's features by
+        :func:`fid_of_features`)."""
         out = {}
         if self.lpips is not None:
             values = []
@@ -117,10 +126,47 @@ class OptionalNetworkMetrics:
                     values.append(float(self.lpips(gi[None], ri[None])))
             out["lpips"] = np.asarray(values)
         if self.fid is not None:
-            for g, r in zip(generated.split(32), reference.split(32)):
-                self.fid.update(r, real=True)
-                self.fid.update(g, real=False)
+            features: list[torch.Tensor] = []
+            # the features exactly as FID's own update computes them (its input conversion included)
+            hook = self.fid.inception.register_forward_hook(lambda module, args, result: features.append(result))
+            try:
+                for g, r in zip(generated.split(FID_CHUNK), reference.split(FID_CHUNK)):
+                    self.fid.update(r, real=True)
+                    self.fid.update(g, real=False)
+            finally:
+                hook.remove()
+            out["fid_real"] = torch.cat(features[0::2]).cpu().numpy()
+            out["fid_fake"] = torch.cat(features[1::2]).cpu().numpy()
         return out
 
-    def fid_value(self) -> float | None:
-        return None if self.fid is None else float(self.fid.compute())
+
+FID_CHUNK = 32  # frames per FID update (the features' sums depend on it, to the bit)
+
+
+class _Replay(torch.nn.Module):
+    """A "feature extractor" that hands FID the features stored for each update, in order."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.queue: list[torch.Tensor] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.queue.pop(0)
+
+
+def fid_of_features(real: list[np.ndarray], fake: list[np.ndarray]) -> float:
+    """FID of every video's reference (``real``) and generated (``fake``) features (frames, D), in the videos'
+    order: torchmetrics' own update and compute, fed chunk by chunk as :meth:`OptionalNetworkMetrics.update`
+    fed the network, so the value is the one a single pass over the videos computes, to the bit."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    replay = _Replay(int(real[0].shape[1]))
+    fid = FrechetInceptionDistance(feature=replay, normalize=True)
+    for video_real, video_fake in zip(real, fake):
+        for start in range(0, len(video_real), FID_CHUNK):
+            chunk = slice(start, start + FID_CHUNK)
+            replay.queue = [torch.from_numpy(video_real[chunk]), torch.from_numpy(video_fake[chunk])]
+            fid.update(torch.empty(len(video_real[chunk]), 1), real=True)
+            fid.update(torch.empty(len(video_fake[chunk]), 1), real=False)
+    return float(fid.compute())

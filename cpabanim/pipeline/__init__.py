@@ -24,6 +24,7 @@ from typing import Any
 
 from cpabanim import files
 from cpabanim.config.section import Section, restrict
+from cpabanim.data.layout import is_shard_name
 from cpabanim.errors import ConfigError, DataError
 from cpabanim.pipeline.base import SHARDS_FOLDER, Output, Stage, StageIO, expand
 
@@ -102,6 +103,9 @@ def check_outputs(stage: Stage, io: StageIO) -> None:
         if out.gathered:  # shared by its shard jobs (each claims its own shard folder): shards and the index only
             own = lambda name, out=out: name in (SHARDS_FOLDER, *out.gathered, files.OWNER_FILE)  # noqa: E731
             files.check_output_folder(io.outputs[out.name], f"move them away or {where}", own=own)
+            continue
+        if out.holds_shards:  # the shards' folders only (each claimed by its shard job)
+            files.check_output_folder(io.outputs[out.name], f"move them away or {where}", own=is_shard_name)
             continue
         legacy = f"an output of a cpabanim older than its {files.OWNER_FILE} mark: delete it"
         files.check_output_folder(io.outputs[out.name], f"move them away or {where} ({legacy})")

@@ -6,7 +6,7 @@ drift from what the code reads (docs/pipeline.md, "Stages").
 
 Path templates name parameters in braces: ``{paths.processed}``, ``{data.source}``; ``{experiment}`` and ``{seed}`` mark
 a per-experiment path, one per (experiment, seed) run (Snakemake wildcards; in DVC ``${experiment}`` and the
-``foreach`` item over ``seeds``).
+``foreach`` item over ``seeds``); ``{shard}`` marks a shard's folder (Snakemake's wildcard, DVC's loop item).
 """
 
 from __future__ import annotations
@@ -56,9 +56,13 @@ class Output:
     DVC keeps the folder with ``persist: true``. ``kind``: ``dir`` or ``file``. ``metric``/``plot``: DVC roles.
     ``cache``: False for small files kept in git (metrics, report figures).
 
-    ``gathered``: the folder of a sharded stage (:attr:`Stage.shards`): each shard job fills ``shards/<kkk>/``
-    in it (persistent, its marker ``done.json``) and the gather job writes these files there, the first of them
-    the index that consumers track.
+    The folder a sharded stage's shard jobs fill (:attr:`Stage.shards`), one of two kinds, each shard folder
+    persistent and tracked by its record ``done.json``, written last:
+
+    - ``gathered``: a shared data stage's folder: each shard job fills ``shards/<kkk>/`` in it and the gather job
+      writes these files there, the first of them the index that consumers track;
+    - ``holds_shards``: a per-experiment stage's work folder, ``<path>/<kkk>/`` per shard; the gather job writes
+      the stage's other outputs (``reconstruction/``, ``metrics.json``, ...) from the shards' records.
     """
 
     name: str
@@ -71,6 +75,12 @@ class Output:
     plot: dict[str, Any] | None = None
     report: str | None = None  # Snakemake report category (figures and tables)
     gathered: tuple[str, ...] = ()
+    holds_shards: bool = False
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the shard jobs fill this folder."""
+        return self.holds_shards or bool(self.gathered)
 
     @property
     def tracked_path(self) -> str:
@@ -80,9 +90,14 @@ class Output:
             return f"{self.path}/{self.gathered[0]}"
         return f"{self.path}/{self.marker}" if self.persist and self.marker else self.path
 
+    @property
+    def shards_root(self) -> str:
+        """The folder that holds the shards' folders: ``<path>/shards`` (gathered) or ``<path>`` (holds_shards)."""
+        return self.path if self.holds_shards else f"{self.path}/{SHARDS_FOLDER}"
+
     def shard_path(self, shard: str = "{shard}") -> str:
-        """The folder shard ``shard`` of a gathered output fills (``{shard}``: the wildcard)."""
-        return f"{self.path}/{SHARDS_FOLDER}/{shard}"
+        """The folder shard ``shard`` fills (``{shard}``: the wildcard)."""
+        return f"{self.shards_root}/{shard}"
 
     def shard_marker(self, shard: str = "{shard}") -> str:
         """The record a shard job writes last: Snakemake tracks it, so the shard's folder is never deleted."""
@@ -98,9 +113,10 @@ class Stage:
     ``inputs``: names of other stages' outputs it reads. ``per_experiment``: one job per experiment (its
     output paths contain ``{experiment}``); otherwise the stage is shared by every experiment and no experiment
     overlay may change what it reads. ``aggregate``: reads the outputs of every experiment (the report).
-    ``shards``: the params key of a shared stage's shard count: the stage runs as that many shard jobs
-    (``cpabanim <stage> --shard K``, each on the videos whose name hashes to K) and one gather job (``--gather``),
-    in both tools (docs/pipeline.md, "Shards"); its output folder is ``gathered``.
+    ``shards``: the params key of the stage's shard count: the stage runs as that many shard jobs (``cpabanim
+    <stage> --shard K``, each on the videos whose name hashes to K) and one gather job (``--gather``), in both
+    tools (docs/pipeline.md, "Sharded stages"); the shard jobs fill its :attr:`shard_output`. A shared stage's
+    shards are one set for every experiment; a per-experiment stage's, one set per (experiment, seed) run.
     """
 
     name: str
@@ -121,9 +137,16 @@ class Stage:
         return [shard_name(k) for k in range(int(flatten(params)[self.shards]))] if self.shards else []
 
     @property
-    def gathered(self) -> Output:
-        """The output a sharded stage's jobs fill together."""
-        return next(out for out in self.outputs if out.gathered)
+    def shard_output(self) -> Output:
+        """The output a sharded stage's shard jobs fill together."""
+        return next(out for out in self.outputs if out.sharded)
+
+    @property
+    def gather_outputs(self) -> tuple[str, ...]:
+        """The path templates the gather job writes: the index files of a gathered folder, then the stage's outputs
+        other than its shards' folder."""
+        out = self.shard_output
+        return (*(f"{out.path}/{name}" for name in out.gathered), *(o.path for o in self.outputs if not o.sharded))
 
     @property
     def code(self) -> tuple[str, ...]:

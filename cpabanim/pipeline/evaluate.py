@@ -1,19 +1,24 @@
-"""Stage ``evaluate``: the field's metrics of one experiment's reconstructions and animations (docs/evaluation.md)."""
+"""Stage ``evaluate``: the field's metrics of one experiment's reconstructions and animations (docs/evaluation.md);
+sharded (``evaluate.shards`` jobs per run and a gather that writes the metrics: docs/evaluation.md, "Shards")."""
 
 from __future__ import annotations
 
-from cpabanim.pipeline.base import Output, Stage, StageIO
+from pathlib import Path
+
+from cpabanim.pipeline.base import Output, Stage, StageIO, section_keys
 
 RUN = "{paths.outputs}/{experiment}/seed{seed}"  # one (experiment, seed) run's outputs
+HOW_IT_RUNS = ("evaluate.cache", "evaluate.cache_dir")  # where extractions are cached: never a reason to re-run
 
 STAGE = Stage(
     name="evaluate",
     help="metrics (L1, PSNR, SSIM, AKD, MKR, AED) of reconstructions and animations",
     module=__name__,
-    params=("evaluate",),
-    settings=("device",),
+    params=("seed", *section_keys("evaluate", exclude=HOW_IT_RUNS)),
+    settings=("device", *HOW_IT_RUNS),
     inputs=("processed", "reconstruction", "animation"),
     outputs=(
+        Output("evaluate_shards", f"{RUN}/shards/evaluate", holds_shards=True),
         Output("metrics", f"{RUN}/metrics.json", kind="file", cache=False, metric=True),
         Output("unavailable", f"{RUN}/metrics_unavailable.json", kind="file", cache=False),
         # not a DVC data plot: those need Vega from a CDN to render; the report's PNGs are DVC's plots instead
@@ -21,29 +26,41 @@ STAGE = Stage(
     ),
     per_experiment=True,
     gpu=True,
+    shards="evaluate.shards",
 )
 
 
-def run(cfg, io: StageIO) -> None:
-    from cpabanim.evaluation.evaluate import evaluate_all
+def cache_folder(cfg) -> Path | None:
+    """The extraction cache: ``evaluate.cache_dir``, by default ``{paths.outputs}/.eval_cache``, one folder for every
+    experiment and seed (the test videos' frames are extracted once); None when ``evaluate.cache`` is off."""
+    from cpabanim.evaluation.shards import CACHE_FOLDER
 
-    e = cfg.evaluate
-    evaluate_all(
+    if not cfg.evaluate.cache:
+        return None
+    return Path(cfg.evaluate.cache_dir or Path(cfg.paths.outputs) / CACHE_FOLDER)
+
+
+def run(cfg, io: StageIO, shard: int | None = None, gather: bool = False) -> None:
+    from cpabanim.evaluation.evaluate import evaluate_all
+    from cpabanim.evaluation.gather import gather_evaluation
+    from cpabanim.evaluation.shards import EvaluateJob, evaluate_shard
+    from cpabanim.pipeline.code import code_digest
+
+    job = EvaluateJob(
         processed=io.inputs["processed"],
         reconstruction=io.inputs["reconstruction"],
         animation=io.inputs["animation"],
-        metrics_json=io.outputs["metrics"],
-        unavailable_json=io.outputs["unavailable"],
-        per_video_csv=io.outputs["per_video"],
-        metrics=list(e.metrics),
-        keypoints=e.keypoints,
-        identity=e.identity,
-        extractor_options={
-            "face_upsample": e.face_upsample,
-            "pose_min_visibility": e.pose_min_visibility,
-            "reid_weights": e.reid_weights,
-        },
-        cache=e.cache,
-        cache_dir=e.cache_dir,
+        shards_root=io.outputs["evaluate_shards"],
+        outputs={name: io.outputs[name] for name in ("metrics", "unavailable", "per_video")},
+        settings={k: v for k, v in cfg.evaluate.to_dict().items() if f"evaluate.{k}" not in HOW_IT_RUNS},
+        cache_dir=cache_folder(cfg),
         device=cfg.device,
+        code=code_digest(STAGE.module),
+        command=f"evaluate --experiment {cfg.experiment} --set seed={cfg.seed}",
     )
+    if shard is not None:
+        evaluate_shard(job, shard)
+    elif gather:
+        gather_evaluation(job)
+    else:
+        evaluate_all(job)

@@ -3,7 +3,7 @@
 The Snakefile names one folder per invocation in ``CPABANIM_JOURNAL`` (``.snakemake/cpabanim/ran/<run id>``,
 relative to the project root, where every job runs) and exports it to its jobs. When a pipeline stage completes,
 the CLI leaves an empty file there, ``<experiment>/<dvc stage name>`` (``default/train@0``,
-``default/preprocess_shard@003``, ``default/preprocess``):
+``default/preprocess_shard@003``, ``default/preprocess``, ``default/reconstruct_shard@0-003``):
 one file per completed stage, created in one call and never written to, so jobs on several machines that share the
 project folder (SLURM over NFS) never append to the same file, a job killed while noting leaves nothing half-written,
 and a job that runs again (a retry) makes the same file again. Outside Snakemake (``dvc repro``, a stage by hand)
@@ -37,9 +37,11 @@ def dvc_stage_name(stage: Stage, params: Mapping[str, Any], shard: int | None = 
     """The dvc.yaml stage that a run of ``stage`` with ``params`` is (as ``cpabanim dag`` names them): ``train@0``
     for a per-experiment stage (dvc.yaml loops over the seeds, ``train@<seed>``), ``preprocess_shard@003`` for
     shard 3 of a sharded stage (a loop over the shards), the stage's name for a shared stage, a sharded stage's
-    gather or the report. The one place that makes these names."""
+    gather or the report; ``reconstruct_shard@0-003`` for shard 3 of seed 0 of a per-experiment sharded stage (a
+    matrix over the seeds and the shards). The one place that makes these names."""
     if shard is not None:
-        return f"{stage.name}_shard@{shard_name(int(shard))}"
+        seed = f"{int(params['seed'])}-" if stage.per_experiment else ""
+        return f"{stage.name}_shard@{seed}{shard_name(int(shard))}"
     if stage.per_experiment:
         return f"{stage.name}@{int(params['seed'])}"
     return stage.name

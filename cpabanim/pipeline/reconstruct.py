@@ -1,8 +1,11 @@
-"""Stage ``reconstruct``: video reconstruction of every test video (source = frame 0), per experiment."""
+"""Stage ``reconstruct``: video reconstruction of every test video (source = frame 0), per experiment; sharded
+(``reconstruct.shards`` jobs per run and a gather: docs/pipeline.md, "Sharded stages")."""
 
 from __future__ import annotations
 
 from cpabanim.pipeline.base import Output, Stage, StageIO
+
+RUN = "{paths.outputs}/{experiment}/seed{seed}"  # one (experiment, seed) run's outputs
 
 STAGE = Stage(
     name="reconstruct",
@@ -11,29 +14,35 @@ STAGE = Stage(
     params=("seed", "reconstruct"),
     settings=("device",),
     inputs=("processed", "checkpoints"),
-    outputs=(Output("reconstruction", "{paths.outputs}/{experiment}/seed{seed}/reconstruction"),),
+    outputs=(
+        Output("reconstruct_shards", f"{RUN}/shards/reconstruct", holds_shards=True),
+        Output("reconstruction", f"{RUN}/reconstruction"),
+    ),
     per_experiment=True,
     gpu=True,
+    shards="reconstruct.shards",
 )
 
 
-def run(cfg, io: StageIO) -> None:
-    from cpabanim.animation.reconstruct import reconstruct_all
+def run(cfg, io: StageIO, shard: int | None = None, gather: bool = False) -> None:
+    from cpabanim.animation import reconstruct
+    from cpabanim.animation.reconstruct_gather import gather_reconstruction
+    from cpabanim.pipeline.code import code_digest
 
-    r = cfg.reconstruct
-    reconstruct_all(
+    r, shards = cfg.reconstruct, io.outputs["reconstruct_shards"]
+    job = reconstruct.ReconstructJob(
         processed=io.inputs["processed"],
         checkpoints=io.inputs["checkpoints"],
-        out_root=io.outputs["reconstruction"],
-        animator=r.animator,
-        checkpoint=r.checkpoint,
-        max_videos=r.max_videos,
-        max_frames=r.max_frames,
-        batch_size=r.batch_size,
-        fps=r.fps,
-        mp4=r.mp4,
-        gif=r.gif,
-        viewing_videos=r.viewing_videos,
-        device=cfg.device,
+        shards_root=shards,
+        settings=r.to_dict(),
         seed=cfg.seed,
+        code=code_digest(STAGE.module),
+        command=f"reconstruct --experiment {cfg.experiment} --set seed={cfg.seed}",
     )
+    if shard is not None:
+        reconstruct.reconstruct_shard(job, shard, device=cfg.device)
+        return
+    if not gather:
+        for k in range(int(r.shards)):
+            reconstruct.reconstruct_shard(job, k, device=cfg.device)
+    gather_reconstruction(job, io.outputs["reconstruction"])

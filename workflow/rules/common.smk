@@ -102,9 +102,10 @@ os.environ.setdefault(
 )
 
 
-def shard_names(stage):
-    """The shards of a sharded stage ("000", "001", ...), as many as its count key (data.shards) says: one job each."""
-    return STAGES[stage].shard_names(BASE)
+def shard_names(stage, experiment=None):
+    """The shards of a sharded stage ("000", "001", ...), as many as its count key (data.shards) says: one job each;
+    a per-experiment stage's, as its experiment's parameters say (reconstruct.shards)."""
+    return STAGES[stage].shard_names(PARAMS[experiment] if experiment else BASE)
 
 
 def persistent_markers():
@@ -116,7 +117,11 @@ def persistent_markers():
         for out in stage.outputs:
             if out.persist:
                 markers += expand(path(out.tracked_path), experiment=EXPERIMENTS, seed=SEEDS)
-            if out.gathered:  # a shard's folder, persistent too
+            if out.sharded and stage.per_experiment:  # each run's shards' folders, persistent too
+                for experiment in EXPERIMENTS:
+                    shards = shard_names(stage.name, experiment)
+                    markers += expand(path(out.shard_marker()), experiment=experiment, seed=SEEDS, shard=shards)
+            elif out.sharded:  # a shard's folder, persistent too
                 markers += expand(path(out.shard_marker()), shard=shard_names(stage.name))
     return markers
 

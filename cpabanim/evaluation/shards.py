@@ -1,0 +1,199 @@
+"""One shard of ``cpabanim evaluate`` (docs/evaluation.md, "Shards"): the per-frame values of its test videos'
+reconstructions and of the animated pairs they drive, one record per video or pair, for the gather to pool.
+
+A video's shard is a hash of its name (:func:`cpabanim.data.layout.shard_of`), a pair's that of its driving video,
+so a shard reads only its own test videos. In the run's ``shards/evaluate/<kkk>/``:
+
+    recon/<video>.npz   the per-frame values of the model and of the copy-source baseline (and FID features)
+    anim/<pair>.npz     the per-frame values of the source-unchanged baseline and of each mode
+    done.json           the shard's record, written last: what it was made with, its videos and pairs, the reasons
+                        why metrics are missing, and how many extractions it made or read from the cache
+
+**Resume**: each item's record is written whole, last, with the digest of what made it (the parameters, the
+code, the extractors and every frame it read); a shard run again keeps each item whose digest is unchanged, so a
+killed shard redoes only the item it was on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cpabanim import files
+from cpabanim.data import layout
+from cpabanim.data.layout import split_videos
+from cpabanim.data.video import frames_digest
+from cpabanim.errors import DataError
+from cpabanim.evaluation.animation_metrics import pair_metrics, read_pair
+from cpabanim.evaluation.cache import ExtractionCache
+from cpabanim.evaluation.evaluate import copy_source_metrics, read_reconstruction, video_metrics
+from cpabanim.evaluation.extractors import resolve_keypoints
+from cpabanim.evaluation.formulas import KEYPOINT_METRICS
+from cpabanim.evaluation.metric_networks import Extractors, OptionalNetworkMetrics
+from cpabanim.progress import progress_bar
+from cpabanim.runtime import resolve_device
+
+log = logging.getLogger(__name__)
+
+OWNER = "cpabanim evaluate"
+RECON, ANIM = "recon", "anim"  # a shard's folders of records: reconstructed videos, animated pairs
+CACHE_FOLDER = ".eval_cache"  # the extraction cache's folder name under {paths.outputs} (and in .dvcignore)
+
+
+@dataclass(frozen=True)
+class EvaluateJob:
+    """One (experiment, seed) run's evaluation: ``settings`` the ``evaluate`` params that define its metrics
+    (``metrics``, ``keypoints``, ``identity``, the extractors' options, ``shards``), ``cache_dir`` the extraction
+    cache (None: off), ``code`` the digest of the stage's code, ``command`` the CLI's words for this run."""
+
+    processed: Path
+    reconstruction: Path
+    animation: Path
+    shards_root: Path
+    outputs: dict[str, Path]  # metrics, unavailable, per_video: what the gather writes
+    settings: dict[str, Any]
+    cache_dir: Path | None
+    device: str
+    code: str
+    command: str
+
+    @property
+    def count(self) -> int:
+        return int(self.settings["shards"])
+
+    def params(self) -> dict[str, Any]:
+        """What defines the metrics: the params less how the work is split."""
+        return {k: v for k, v in self.settings.items() if k != "shards"}
+
+    def folder(self, shard: int) -> Path:
+        return self.shards_root / layout.shard_name(shard)
+
+
+def setup(job: EvaluateJob) -> tuple[dict[str, Any], Extractors, OptionalNetworkMetrics, dict[str, str]]:
+    """(the shard's config, the extractors, the optional networks, why each unavailable metric is missing)."""
+    s = job.settings
+    keypoints, not_applicable = resolve_keypoints(s["keypoints"], job.processed)
+    metrics = list(s["metrics"])
+    known = {name: not_applicable for name in KEYPOINT_METRICS if not_applicable and name in metrics}
+    extractor_metrics = [name for name in metrics if name not in known]
+    options = {key: s[key] for key in ("face_upsample", "pose_min_visibility", "reid_weights")}
+    cache = ExtractionCache(job.cache_dir)
+    extractors = Extractors(extractor_metrics, keypoints, s["identity"], options, resolve_device(job.device), cache)
+    networks = OptionalNetworkMetrics(metrics)
+    reasons = {**known, **extractors.reasons, **networks.reasons}
+    config = {"params": job.params(), "keypoints": keypoints, "code": job.code}
+    return config, extractors, networks, reasons
+
+
+def evaluate_shard(job: EvaluateJob, shard: int) -> dict[str, Any]:
+    """Store the per-frame values of shard ``shard``'s videos and pairs, keeping each item an earlier run made from
+    the same inputs; its record ``done.json`` last. Returns the record."""
+    layout.check_shard(shard, job.count, "evaluate.shards")
+    index = read_index(job.reconstruction / "index.json", "reconstruct")
+    pairs_record = read_index(job.animation / "pairs.json", "animate")
+    videos = [v for v in sorted(index["videos"]) if layout.shard_of(v, job.count) == shard]
+    pairs = [
+        (number, pair)
+        for number, pair in enumerate(pairs_record["pairs"])
+        if layout.shard_of(pair["driving"], job.count) == shard
+    ]
+    config, extractors, networks, reasons = setup(job)
+    folder = layout.claim_shard(job.shards_root, shard, OWNER)
+    (folder / layout.SHARD_MARKER).unlink(missing_ok=True)  # not done until this run writes it again
+    wanted = list(job.settings["metrics"])
+    made_with = {"config": config, "extractors": extractors.names(), "reasons": reasons}
+    tests = split_videos(job.processed, "test")
+    kept = 0
+    for video in progress_bar(videos, desc=f"evaluate reconstruction, shard {shard}/{job.count}", unit="video"):
+        generated, reference = read_reconstruction(job.reconstruction, video, tests)
+        inputs = {"generated": frames_digest(generated), "reference": frames_digest(reference)}
+        record = files.contained_path(folder, RECON, f"{video}.npz")
+        if kept_record(record, files.digest_of_json({**made_with, **inputs})):
+            kept += 1
+            continue
+        values = video_metrics(generated, reference, wanted, extractors, networks)
+        features = {k: values.pop(k) for k in ("fid_real", "fid_fake") if k in values}
+        groups = {"model": values, "baseline": copy_source_metrics(reference, wanted, extractors)}
+        write_record(record, files.digest_of_json({**made_with, **inputs}), groups, features, len(generated))
+    modes = list(pairs_record["modes"])
+    for number, pair in progress_bar(pairs, desc=f"evaluate animation, shard {shard}/{job.count}", unit="pair"):
+        frames = read_pair(job.animation, pair, modes, tests)
+        made_by = files.digest_of_json({**made_with, **{k: frames_digest(v) for k, v in frames.items()}})
+        record = files.contained_path(folder, ANIM, f"{pair['name']}.npz")
+        if kept_record(record, made_by):
+            kept += 1
+            continue
+        groups = pair_metrics(frames, modes, wanted, extractors)
+        write_record(record, made_by, groups, {}, len(frames["driving"]))
+    remove_stale(folder, {RECON: set(videos), ANIM: {pair["name"] for _, pair in pairs}})
+    done = {
+        "config": config,
+        "shards": job.count,
+        "reasons": reasons,
+        "videos": videos,
+        "pairs": [{"number": number, "name": pair["name"]} for number, pair in pairs],
+        "modes": modes,
+        "extraction": extractors.cache.counts,
+    }
+    files.write_json(folder / layout.SHARD_MARKER, done)
+    log.info(
+        "evaluate shard %d/%d: %d videos, %d pairs (%d kept from an earlier run); extractions %s",
+        shard,
+        job.count,
+        len(videos),
+        len(pairs),
+        kept,
+        json.dumps(extractors.cache.counts),
+    )
+    return done
+
+
+def read_index(path: Path, stage: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise DataError(f"{path} not found: run `cpabanim {stage}` first")
+    return files.read_json(path, f"run `cpabanim {stage}` again")
+
+
+def write_record(
+    path: Path, made_by: str, groups: dict[str, dict[str, np.ndarray]], features: dict[str, np.ndarray], frames: int
+) -> None:
+    """One item's record: the per-frame values of each group (``model``, ``baseline``; ``unchanged`` and each
+    mode), in their order, its frame count, FID features, and ``made_by``, written whole."""
+    arrays = {f"{group}/{name}": v for group, values in groups.items() for name, v in values.items()}
+    order = {group: list(values) for group, values in groups.items()}
+    meta = json.dumps({"made_by": made_by, "order": order, "frames": frames})
+    # np.savez names its members after the keys: "/" is kept inside the zip, so the keys come back as they went in
+    files.write_atomically(path, lambda handle: np.savez(handle, meta=np.array(meta), **arrays, **features))
+
+
+def read_item(path: Path) -> dict[str, Any] | None:
+    """``{"made_by", "frames", "groups": {group: {metric: values}}, "features": {...}}`` of an item's record, or None
+    when it is missing or unreadable."""
+    try:
+        with np.load(path) as stored:
+            meta = json.loads(str(stored["meta"]))
+            groups = {g: {name: stored[f"{g}/{name}"] for name in names} for g, names in meta["order"].items()}
+            features = {k: stored[k] for k in ("fid_real", "fid_fake") if k in stored.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    return {"made_by": meta["made_by"], "frames": meta["frames"], "groups": groups, "features": features}
+
+
+def kept_record(path: Path, made_by: str) -> bool:
+    item = read_item(path) if path.is_file() else None
+    return item is not None and item["made_by"] == made_by
+
+
+def remove_stale(folder: Path, kept: dict[str, set[str]]) -> None:
+    """Remove the records an earlier run left for items no longer in this shard, and temporary files."""
+    for part, names in kept.items():
+        for path in (folder / part).iterdir() if (folder / part).is_dir() else []:
+            if path.name.startswith(".") or path.name.removesuffix(".npz") not in names:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
