@@ -191,13 +191,9 @@ def smk_sharded(stage: Stage) -> str:
         f"rule {stage.name}:",
         f'    """{stage.help} (gather the shards\' records{" into the index" if out.gathered else ""})."""',
     ]
-    if stage.per_experiment:  # this run's shards: their count may differ by experiment
-        shards = (
-            f"lambda wildcards: expand({_smk_path(out.shard_marker())}, experiment=wildcards.experiment, "
-            f'seed=wildcards.seed, shard=shard_names("{stage.name}", wildcards.experiment))'
-        )
-    else:
-        shards = f'expand({_smk_path(out.shard_marker())}, shard=shard_names("{stage.name}"))'
+    # a per-experiment stage's: this run's shards (its experiment and seed stay wildcards)
+    missing = ", allow_missing=True" if stage.per_experiment else ""
+    shards = f'expand({_smk_path(out.shard_marker())}, shard=shard_names("{stage.name}"){missing})'
     lines += ["    input:", f"        shards={shards},", "    output:"]
     if out.gathered:
         lines += [f"        {out.name}={_smk_path(out.tracked_path)},"]

@@ -130,6 +130,25 @@ def check_shared_stages(params_by_experiment: Mapping[str, Mapping[str, Any]]) -
                 )
 
 
+def check_shard_counts(params_by_experiment: Mapping[str, Mapping[str, Any]]) -> None:
+    """Every experiment of one run splits a sharded per-experiment stage into the same shards: its count key
+    (``reconstruct.shards``) names the jobs of the workflow, one list for every run (and dvc.yaml's matrix)."""
+    from cpabanim.config.mappings import flatten
+
+    names = list(params_by_experiment)
+    for stage in all_stages().values():
+        if not (stage.shards and stage.per_experiment):
+            continue
+        counts = {name: flatten(params_by_experiment[name])[stage.shards] for name in names}
+        differing = [name for name in names if counts[name] != counts[names[0]]]
+        if differing:
+            raise ConfigError(
+                f"experiments {names[0]} and {differing[0]} differ in {stage.shards} ({counts[names[0]]} and "
+                f"{counts[differing[0]]}), the shard jobs of every run: put it in params.yaml or a preset, not in "
+                "an experiment"
+            )
+
+
 def distinct_experiments(
     params_by_experiment: Mapping[str, Mapping[str, Any]], wanted: list[str]
 ) -> tuple[list[str], dict[str, str]]:

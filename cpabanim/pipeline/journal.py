@@ -58,7 +58,10 @@ def completed_names(
     """The dvc.yaml stages one ``cpabanim <stage>`` run completes: its own; a sharded stage run without ``--shard``
     or ``--gather`` (by hand) runs every shard, then the gather."""
     if stage.shards and shard is None and not gather:
-        return [*(dvc_stage_name(stage, params, k) for k in range(shard_count(stage, params))), stage.name]
+        return [
+            *(dvc_stage_name(stage, params, k) for k in range(shard_count(stage, params))),
+            dvc_stage_name(stage, params),
+        ]
     return [dvc_stage_name(stage, params, shard)]
 
 

@@ -19,8 +19,9 @@ KEEP = ("experiment", "seed")
 
 def _shard_normal(path: str) -> str:
     """A shard's folder or record, whichever shard (``shards/003``, ``shards/{shard}/done.json``, or the whole
-    ``shards`` folder a gather reads in DVC) -> ``shards/{shard}``."""
-    return re.sub(r"/shards(/(\d{3}|\{shard\})(/done\.json)?)?$", "/shards/{shard}", path)
+    ``shards`` folder a gather reads in DVC; a per-experiment stage's ``shards/<stage>/003``) ->
+    ``shards[/<stage>]/{shard}``."""
+    return re.sub(r"/shards(/[a-z]+)?(/(\d{3}|\{shard\})(/done\.json)?)?$", r"/shards\1/{shard}", path)
 
 
 def _dvc_normal(path: str) -> str:
@@ -84,9 +85,13 @@ def dvc_stages(root: Path) -> dict:
     with Repo(str(root)) as repo:
         for stage in repo.index.stages:
             name, _, seed = stage.name.partition("@")  # train@0: the run of seed 0 (params.yaml's seeds)
-            cmd = stage.cmd.replace(f"seed={seed}", "seed={seed}") if seed else stage.cmd
-            if name.endswith("_shard"):  # preprocess_shard@003: shard 3 (a foreach over the shards)
-                seed, cmd = "", stage.cmd.replace(f"--shard {seed}", "--shard {shard}")
+            if name.endswith("_shard"):  # preprocess_shard@003: shard 3 (a foreach over the shards);
+                # reconstruct_shard@0-003: shard 3 of seed 0 (a matrix over the seeds and the shards)
+                seed, _, shard = seed.rpartition("-")
+                cmd = stage.cmd.replace(f"--shard {shard}", "--shard {shard}")
+            else:
+                cmd = stage.cmd
+            cmd = cmd.replace(f"seed={seed}", "seed={seed}") if seed else cmd
             stages[name] = {
                 "deps": sorted(
                     _dvc_normal(d.def_path)
@@ -96,7 +101,7 @@ def dvc_stages(root: Path) -> dict:
                 "code": sorted(d.def_path for d in stage.deps if d.def_path.startswith("cpabanim/")),
                 "outs": sorted(_dvc_normal(o.def_path) for o in stage.outs),
                 "persist": sorted(_dvc_normal(o.def_path) for o in stage.outs if o.persist),
-                "seeds": sorted([*stages.get(name, {}).get("seeds", []), *([int(seed)] if seed else [])]),
+                "seeds": sorted({*stages.get(name, {}).get("seeds", []), *([int(seed)] if seed else [])}),
                 "params": sorted(p for d in stage.deps if isinstance(d, ParamsDependency) for p in d.params),
                 "cmd": cmd,
             }

@@ -96,14 +96,21 @@ def test_the_dvc_stage_name_of_a_run():
     assert dvc_stage_name(stages["preprocess"], {"seed": 0}) == "preprocess"
     params = load_params(PROJECT_ROOT / "params.yaml")
     dvc_yaml = (PROJECT_ROOT / "dvc.yaml").read_text()
+    # a per-experiment sharded stage: a matrix over the seeds and the shards, then a gather per seed
+    assert dvc_stage_name(stages["evaluate"], {"seed": 1}, shard=3) == "evaluate_shard@1-003"
+    assert dvc_stage_name(stages["evaluate"], {"seed": 1}) == "evaluate@1"
     for name, stage in stages.items():
         if stage.shards:  # the names are dvc.yaml's
             shards = [f"{k:03d}" for k in range(int(flatten(params)[stage.shards]))]
-            assert f"  {name}_shard:\n    foreach:\n" + "".join(f"    - '{k}'\n" for k in shards) in dvc_yaml
+            listed = "".join(f"{'  ' if stage.per_experiment else ''}    - '{k}'\n" for k in shards)
+            loop = "    matrix:\n      seed: ${seeds}\n      shard:\n" if stage.per_experiment else "    foreach:\n"
+            assert f"  {name}_shard:\n{loop}{listed}" in dvc_yaml
             run_by_hand = completed_names(stage, params)  # every shard, then the gather
-            assert run_by_hand == [*(dvc_stage_name(stage, params, int(k)) for k in shards), name]
-            assert completed_names(stage, params, shard=0) == [f"{name}_shard@000"]
-            assert completed_names(stage, params, gather=True) == [name]
+            gather = f"{name}@{params['seed']}" if stage.per_experiment else name
+            assert run_by_hand == [*(dvc_stage_name(stage, params, int(k)) for k in shards), gather]
+            seed = f"{params['seed']}-" if stage.per_experiment else ""
+            assert completed_names(stage, params, shard=0) == [f"{name}_shard@{seed}000"]
+            assert completed_names(stage, params, gather=True) == [gather]
 
 
 def test_a_completed_stage_is_one_empty_file_per_stage_in_its_invocations_folder(tmp_path, monkeypatch):
@@ -153,7 +160,7 @@ def make_outputs(params: dict) -> None:
             for path in [*io.inputs.values(), *io.outputs.values()]:
                 path.mkdir(parents=True, exist_ok=True)
             if stage.shards:
-                out = stage.gathered
+                out = stage.shard_output
                 for k in range(int(flatten(params)[stage.shards])):
                     Path(expand(out.shard_path(f"{k:03d}"), run)).mkdir(parents=True, exist_ok=True)
                 for name in out.gathered:
@@ -172,6 +179,9 @@ def test_only_the_stages_that_ran_are_recorded(tmp_path, monkeypatch):
     ran = {"preprocess", "preprocess_shard@001", "preprocess_shard@000", "train@0", "train@1", "report"}
     in_order = ["params", "preprocess_shard@000", "preprocess_shard@001", "preprocess", "train@0", "train@1", "report"]
     assert recorded(ran) == in_order  # dvc.yaml's order
+    # a per-experiment sharded stage: each seed's shards (dvc.yaml's matrix), then that seed's gather
+    evaluated = {"evaluate_shard@1-000", "evaluate_shard@0-000", "evaluate@0", "evaluate@1"}
+    assert recorded(evaluated) == ["params", "evaluate_shard@0-000", "evaluate@0", "evaluate_shard@1-000", "evaluate@1"]
     assert recorded(set()) == ["params"]  # a run that ran nothing
     # a seed or shard beyond params.yaml's has no stage in dvc.yaml; a report of other seeds or experiments is not
     # dvc.yaml's

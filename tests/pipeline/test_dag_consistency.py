@@ -25,7 +25,10 @@ def test_snakemake_and_dvc_declare_the_same_stages(project):
         assert dvc[name]["code"] == list(stage.code) and snakemake[name]["code"] == code_digest(stage.module)
         # Snakemake tracks the record inside a shard's folder (a re-run resumes it); DVC caches the folder, which
         # `dvc exp run --temp` then restores (it restores no persistent output)
-        assert dvc[name]["cmd"] == f"cpabanim {name[: -len('_shard')]} --shard {{shard}}"
+        # a per-experiment stage's shards: a matrix over the seeds and the shards (reconstruct_shard@0-003)
+        seed = " --set seed={seed}" if stage.per_experiment else ""
+        assert dvc[name]["cmd"] == f"cpabanim {name[: -len('_shard')]} --shard {{shard}}{seed}"
+        assert dvc[name]["seeds"] == ([0] if stage.per_experiment else [])
         assert snakemake[name]["shell"].startswith(f"cpabanim {name[: -len('_shard')]} --shard {{wildcards.shard}} ")
         assert dvc[name]["persist"] == []
     for name, stage in declared.items():

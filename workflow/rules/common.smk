@@ -19,7 +19,7 @@ from cpabanim.config.overrides import overrides_from_snakemake
 from cpabanim.config.layers import resolve
 from cpabanim.errors import CpabanimError
 from cpabanim.config.section import restrict
-from cpabanim.pipeline import all_stages, check_shared_stages, distinct_experiments
+from cpabanim.pipeline import all_stages, check_shard_counts, check_shared_stages, distinct_experiments
 from cpabanim.pipeline.code import code_digest as _digest_of_module
 from cpabanim.pipeline.journal import JOURNAL_ENV, JOURNAL_ROOT
 from cpabanim.pipeline.base import expand as fill_template
@@ -40,6 +40,7 @@ try:
     # every experiment runs once per seed (params `seeds`; null: the one `seed`); the data stages once in all
     SEEDS = [int(s) for s in (BASE["seeds"] or [BASE["seed"]])]
     check_shared_stages(_resolved)
+    check_shard_counts(_resolved)
 except CpabanimError as err:
     # one line, as the CLI says it (a ValueError would come wrapped in Snakemake's traceback of this file)
     sys.stderr.write(f"cpabanim: error: {err}\n")
@@ -102,10 +103,10 @@ os.environ.setdefault(
 )
 
 
-def shard_names(stage, experiment=None):
-    """The shards of a sharded stage ("000", "001", ...), as many as its count key (data.shards) says: one job each;
-    a per-experiment stage's, as its experiment's parameters say (reconstruct.shards)."""
-    return STAGES[stage].shard_names(PARAMS[experiment] if experiment else BASE)
+def shard_names(stage):
+    """The shards of a sharded stage ("000", "001", ...), as many as its count key (data.shards, reconstruct.shards:
+    the same in every experiment) says: one job each, of every run for a per-experiment stage."""
+    return STAGES[stage].shard_names(BASE)
 
 
 def persistent_markers():
@@ -117,12 +118,9 @@ def persistent_markers():
         for out in stage.outputs:
             if out.persist:
                 markers += expand(path(out.tracked_path), experiment=EXPERIMENTS, seed=SEEDS)
-            if out.sharded and stage.per_experiment:  # each run's shards' folders, persistent too
-                for experiment in EXPERIMENTS:
-                    shards = shard_names(stage.name, experiment)
-                    markers += expand(path(out.shard_marker()), experiment=experiment, seed=SEEDS, shard=shards)
-            elif out.sharded:  # a shard's folder, persistent too
-                markers += expand(path(out.shard_marker()), shard=shard_names(stage.name))
+            if out.sharded:  # a shard's folder (each run's, of a per-experiment stage), persistent too
+                shards = shard_names(stage.name)
+                markers += expand(path(out.shard_marker()), experiment=EXPERIMENTS, seed=SEEDS, shard=shards)
     return markers
 
 

@@ -21,7 +21,7 @@ rule evaluate_shard:
 rule evaluate:
     """metrics (L1, PSNR, SSIM, AKD, MKR, AED) of reconstructions and animations (gather the shards' records)."""
     input:
-        shards=lambda wildcards: expand(path("{paths.outputs}/{experiment}/seed{seed}/shards/evaluate/{shard}/done.json"), experiment=wildcards.experiment, seed=wildcards.seed, shard=shard_names("evaluate", wildcards.experiment)),
+        shards=expand(path("{paths.outputs}/{experiment}/seed{seed}/shards/evaluate/{shard}/done.json"), shard=shard_names("evaluate"), allow_missing=True),
     output:
         metrics=path("{paths.outputs}/{experiment}/seed{seed}/metrics.json"),
         unavailable=path("{paths.outputs}/{experiment}/seed{seed}/metrics_unavailable.json"),

@@ -20,7 +20,7 @@ rule reconstruct_shard:
 rule reconstruct:
     """video reconstruction: source = frame 0, driving = every frame (gather the shards' records)."""
     input:
-        shards=lambda wildcards: expand(path("{paths.outputs}/{experiment}/seed{seed}/shards/reconstruct/{shard}/done.json"), experiment=wildcards.experiment, seed=wildcards.seed, shard=shard_names("reconstruct", wildcards.experiment)),
+        shards=expand(path("{paths.outputs}/{experiment}/seed{seed}/shards/reconstruct/{shard}/done.json"), shard=shard_names("reconstruct"), allow_missing=True),
     output:
         reconstruction=directory(path("{paths.outputs}/{experiment}/seed{seed}/reconstruction")),
     params:
