@@ -41,3 +41,15 @@ def test_bench_dataset_prints_both_layouts_side_by_side(tmp_path, capsys):
     for key in ("preprocess_frames_per_s", "random_read_ms", "dvc_add_seconds", "dvc_recommit_seconds"):
         assert all(math.isfinite(v) and v > 0 for v in figures[key].values()), key
     assert "2 shards / 1 shard" in capsys.readouterr().out
+
+
+def test_bench_evaluate_extracts_the_test_frames_once_for_the_whole_study(tmp_path, capsys):
+    out = tmp_path / "evaluate.json"
+    assert main(["bench", "evaluate", "--quick", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    per_run, shared = figures["per_run_1_shard"]["reference"], figures["shared_1_shard"]["reference"]
+    # 2 test videos of 6 frames and their pairs' source images: once for the study, not once per run
+    assert shared["frames"] > 12 and per_run["frames"] == 4 * shared["frames"]
+    assert figures["shared_4_shards"]["reference"] == shared and figures["same_metrics"] is True
+    assert all(figures[case]["seconds"] > 0 for case in ("per_run_1_shard", "shared_1_shard", "shared_4_shards"))
+    assert "byte for byte: yes" in capsys.readouterr().out

@@ -29,7 +29,7 @@ the new frames, and the test videos' frames are extracted once for every experim
 Sharded (``evaluate.shards``; docs/evaluation.md, "Shards"): :func:`cpabanim.evaluation.shards.evaluate_shard`
 stores the per-frame values of each test video and of each pair its video drives, and
 :func:`cpabanim.evaluation.gather.gather_evaluation` pools them in the order of one pass over every video;
-:func:`evaluate_all` runs every shard, then the gather.
+:func:`cpabanim.evaluation.gather.evaluate_all` runs every shard, then the gather.
 """
 
 from __future__ import annotations
@@ -133,17 +133,6 @@ def summarise(
             metrics[f"{prefix}/{name}"] = value
         else:
             reasons[f"{prefix}/{name}"] = "defined on no frame (no keypoints / face found in both videos)"
-
-
-def evaluate_all(job) -> dict[str, float]:
-    """Every shard of ``job`` (:class:`cpabanim.evaluation.shards.EvaluateJob`), one after the other, then the
-    gather: what ``cpabanim evaluate`` does without ``--shard`` or ``--gather``. Returns the metrics."""
-    from cpabanim.evaluation.gather import gather_evaluation
-    from cpabanim.evaluation.shards import evaluate_shard
-
-    for shard in range(job.count):
-        evaluate_shard(job, shard)
-    return gather_evaluation(job)
 
 
 def explain_missing(metrics: dict[str, float], reasons: dict[str, str], known: dict[str, str], wanted) -> None:

@@ -23,7 +23,7 @@ from cpabanim.evaluation.baselines import BASELINE_PREFIX, COPY_SOURCE, SOURCE_U
 from cpabanim.evaluation.cache import ROLES
 from cpabanim.evaluation.evaluate import explain_missing, reconstruction_row, summarise, write_table
 from cpabanim.evaluation.metric_networks import fid_of_features
-from cpabanim.evaluation.shards import ANIM, RECON, EvaluateJob, read_item
+from cpabanim.evaluation.shards import ANIM, RECON, EvaluateJob, evaluate_shard, read_item
 
 log = logging.getLogger(__name__)
 
@@ -141,3 +141,11 @@ def extraction_counts(records: list[dict[str, Any]]) -> dict[str, dict[str, int]
         role: {key: sum(r["extraction"][role][key] for r in records) for key in ("hits", "misses", "frames")}
         for role in ROLES
     }
+
+
+def evaluate_all(job: EvaluateJob) -> dict[str, float]:
+    """Every shard of ``job``, one after the other, then the gather: what ``cpabanim evaluate`` does without
+    ``--shard`` or ``--gather``. Returns the metrics."""
+    for shard in range(job.count):
+        evaluate_shard(job, shard)
+    return gather_evaluation(job)

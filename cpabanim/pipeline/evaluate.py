@@ -41,8 +41,7 @@ def cache_folder(cfg) -> Path | None:
 
 
 def run(cfg, io: StageIO, shard: int | None = None, gather: bool = False) -> None:
-    from cpabanim.evaluation.evaluate import evaluate_all
-    from cpabanim.evaluation.gather import gather_evaluation
+    from cpabanim.evaluation.gather import evaluate_all, gather_evaluation
     from cpabanim.evaluation.shards import EvaluateJob, evaluate_shard
     from cpabanim.pipeline.code import code_digest
 

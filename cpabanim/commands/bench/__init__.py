@@ -20,6 +20,10 @@
     cpabanim bench masks [--json FILE] [--frame-size S] [--batch-size B] [--frames F] [--device D] [--quick]
                                                             seconds per frame of SLIC and SAM (encoder batch 1
                                                             vs B), and VoxCeleb's device-days
+    cpabanim bench evaluate [--json FILE] [--videos N] [--frames F] [--frame-size S] [--quick]
+                                                            a study of 2 experiments x 2 seeds evaluated with a
+                                                            cache per run vs one shared cache, 1 vs 4 shards: test
+                                                            frames extracted, seconds, the same metrics
 
 Figures are never asserted in tests (docs/model.md, "Training step profile").
 """
@@ -37,6 +41,7 @@ BENCHMARKS = {
     "preprocess": "cpabanim.commands.bench.preprocess",
     "dataset": "cpabanim.commands.bench.dataset",
     "masks": "cpabanim.commands.bench.masks",
+    "evaluate": "cpabanim.commands.bench.evaluate",
 }
 
 
@@ -98,6 +103,12 @@ def run(args: argparse.Namespace) -> int:
         frames = 1 if args.quick else args.frames if args.frames != 32 else 4
         size = args.frame_size or (64 if args.quick else 256)
         return bench_masks(args.json_path, size, args.batch_size or 4, frames, args.quick, args.device)
+    if args.what == "evaluate":
+        from cpabanim.commands.bench.evaluate import bench_evaluate
+
+        videos = 2 if args.quick else args.videos if args.videos != 2000 else 4  # the embedded default's test set
+        frames = 6 if args.quick else args.frames if args.frames != 32 else 24
+        return bench_evaluate(args.json_path, videos, frames, args.frame_size or (32 if args.quick else 64), args.quick)
     if args.what == "dataset":
         from cpabanim.commands.bench.dataset import bench_dataset
 
