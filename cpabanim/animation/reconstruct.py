@@ -23,8 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,16 @@ import torch
 
 from cpabanim import files
 from cpabanim.animation.animator import Animator, ModelAnimator, load_animator
+from cpabanim.animation.reconstruct_records import (
+    EXPLAIN_DIR,
+    FRAMES,
+    MLFLOW_IMAGES,
+    OWNER,
+    RECORDS,
+    VIEWING,
+    ReconstructJob,
+    read_record,
+)
 from cpabanim.config.paths import CHECKPOINT_NAME
 from cpabanim.data import layout
 from cpabanim.data.frames import (
@@ -53,39 +61,10 @@ from cpabanim.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
-OWNER = "cpabanim reconstruct"
-MLFLOW_IMAGES = 4  # videos whose middle frame (source | driving | prediction) is logged to MLflow
-EXPLAIN_DIR = "explain"  # pictures that explain the motion of the first video (cpabanim/viz/explain.py)
-# a shard's folders: the predictions, the viewing videos, each video's record (written last)
-FRAMES, VIEWING, RECORDS = "frames", "viewing", "records"
-
 
 def checkpoint_path(chosen: str | None, checkpoints: Path) -> Path:
     """The checkpoint a stage evaluates: ``chosen`` (``<stage>.checkpoint``), else the experiment's ``last.pt``."""
     return Path(chosen) if chosen else Path(checkpoints) / CHECKPOINT_NAME
-
-
-@dataclass(frozen=True)
-class ReconstructJob:
-    """One (experiment, seed) run's reconstruction: ``settings`` the ``reconstruct`` params, ``code`` the digest of
-    the stage's code, ``command`` the CLI's words for this run (``reconstruct --experiment tps --set seed=1``), named
-    in the gather's errors."""
-
-    processed: Path
-    checkpoints: Path
-    shards_root: Path
-    settings: dict[str, Any]
-    seed: int
-    code: str
-    command: str
-
-    @property
-    def count(self) -> int:
-        return int(self.settings["shards"])
-
-    def params(self) -> dict[str, Any]:
-        """What defines the outputs: the params less how the work is split."""
-        return {"reconstruct": {k: v for k, v in self.settings.items() if k != "shards"}, "seed": self.seed}
 
 
 @torch.no_grad()
@@ -218,18 +197,6 @@ def write_explanation_pictures(model, video: Path, folder: Path, device: torch.d
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(scratch, folder)
-
-
-def read_record(path: Path, made_by: str | None = None) -> dict[str, np.ndarray] | None:
-    """The arrays of a video's record, or None when it is missing, unreadable or (``made_by``) made otherwise."""
-    try:
-        with np.load(path) as stored:
-            values = {key: stored[key] for key in stored.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
-        return None
-    if made_by is not None and str(values.get("made_by")) != made_by:
-        return None
-    return values
 
 
 def remove_stale(folder: Path, names: set[str], explain: bool) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from cpabanim import files
-from cpabanim.animation.reconstruct import (
+from cpabanim.animation.reconstruct_records import (
     EXPLAIN_DIR,
     FRAMES,
     MLFLOW_IMAGES,

@@ -23,11 +23,7 @@ import numpy as np
 from cpabanim.data.frames import read_frames, read_still, to_tensor
 from cpabanim.errors import DataError
 from cpabanim.evaluation import formulas
-from cpabanim.evaluation.baselines import BASELINE_PREFIX, SOURCE_UNCHANGED
 from cpabanim.evaluation.formulas import keypoint_metrics
-
-# transfer score -> the per-frame distance it is computed from
-TRANSFER_METRICS = {"transfer_akd": "akd_driving", "transfer_motion": "akd_motion"}
 
 
 def driving_keypoint_metrics(keypoints: np.ndarray, driving: np.ndarray, wanted) -> dict[str, np.ndarray]:
@@ -77,15 +73,6 @@ def animated_metrics(
     return values
 
 
-def transfer_scores(values: dict[str, np.ndarray], baseline: dict[str, np.ndarray]) -> dict[str, float]:
-    """The transfer scores that ``values`` and the source-unchanged ``baseline`` (same frames) both allow."""
-    return {
-        name: formulas.transfer_score(values[distance], baseline[distance])
-        for name, distance in TRANSFER_METRICS.items()
-        if distance in values and distance in baseline
-    }
-
-
 def read_pair(anim_root: Path, pair: dict[str, Any], modes: list[str], tests: dict[str, Path]) -> dict[str, np.ndarray]:
     """The frames of one animated pair: ``source`` (1, H, W, 3), ``driving`` (its first ``pair["frames"]``) and
     each mode's animation, checked against the driving frames."""
@@ -113,41 +100,3 @@ def pair_metrics(
     for mode in modes:
         values[mode] = animated_metrics(frames[mode], source, driving, wanted, extractors)
     return values
-
-
-def pair_row(name: str, mode: str, frames: int, values: dict[str, np.ndarray], unchanged: dict[str, np.ndarray]):
-    """The per-video CSV row of one pair and mode: the pair's means, its transfer scores, and the baseline's means
-    as ``baseline_<metric>``."""
-    return {
-        "part": "animation",
-        "video": name,
-        "mode": mode,
-        "frames": frames,
-        **{metric: formulas.nanmean(v) for metric, v in values.items()},
-        **transfer_scores(values, unchanged),
-        **{f"baseline_{metric}": formulas.nanmean(v) for metric, v in unchanged.items()},
-    }
-
-
-def summarise_transfer(
-    per_mode: dict[str, dict[str, np.ndarray]],
-    baseline: dict[str, np.ndarray],
-    metrics: dict[str, float],
-    reasons: dict[str, str],
-) -> None:
-    """Pooled transfer scores ``anim/<mode>/transfer_*`` over all frames of all pairs into ``metrics`` (an
-    undefined one gets a reason instead), and the baseline's own, 0 by definition, beside them."""
-    scored = set()
-    for mode, values in per_mode.items():
-        for name, value in transfer_scores(values, baseline).items():
-            key = f"anim/{mode}/{name}"
-            if np.isfinite(value):
-                metrics[key] = value
-                scored.add(name)
-            else:
-                reasons[key] = (
-                    f"undefined: the source-unchanged baseline's {TRANSFER_METRICS[name]} is 0 (or undefined) on "
-                    "every frame where both are defined, so there was no motion to transfer"
-                )
-    for name in sorted(scored):
-        metrics[f"{BASELINE_PREFIX}{SOURCE_UNCHANGED}/anim/{name}"] = 0.0

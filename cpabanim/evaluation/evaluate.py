@@ -34,11 +34,8 @@ stores the per-frame values of each test video and of each pair its video drives
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -46,12 +43,9 @@ import torch
 from cpabanim.data.frames import read_frames, to_tensor
 from cpabanim.errors import DataError
 from cpabanim.evaluation import formulas
-from cpabanim.evaluation.formulas import KEYPOINT_METRICS, keypoint_metrics
+from cpabanim.evaluation.formulas import keypoint_metrics
 
 log = logging.getLogger(__name__)
-
-PIXEL_METRICS = ("l1", "psnr", "ssim")
-ALL_METRICS = (*PIXEL_METRICS, *KEYPOINT_METRICS, "aed", "lpips", "fid")
 
 
 def pixel_metrics(generated: torch.Tensor, reference: torch.Tensor, wanted: list[str]) -> dict[str, np.ndarray]:
@@ -79,18 +73,6 @@ def read_reconstruction(recon_root: Path, video: str, tests: dict[str, Path]) ->
     if len(generated) > len(reference) or generated.shape[1:] != reference.shape[1:]:
         raise DataError(f"reconstruction of {video}: {generated.shape} does not match the test video {reference.shape}")
     return generated, reference[: len(generated)]
-
-
-def reconstruction_row(video: str, frames: int, values: dict[str, np.ndarray], copied: dict[str, np.ndarray]):
-    """The per-video CSV row of one reconstruction: its means, and the copy-source baseline's as ``baseline_*``."""
-    return {
-        "part": "reconstruction",
-        "video": video,
-        "mode": "",
-        "frames": frames,
-        **{name: formulas.nanmean(v) for name, v in values.items()},
-        **{f"baseline_{name}": formulas.nanmean(v) for name, v in copied.items()},
-    }
 
 
 def copy_source_metrics(reference: np.ndarray, wanted, extractors) -> dict[str, np.ndarray]:
@@ -121,42 +103,3 @@ def video_metrics(generated: np.ndarray, reference: np.ndarray, wanted, extracto
         reference_identity = extractors.identity_of(reference, "reference")
         values["aed"] = formulas.embedding_distance_per_frame(identity_generated, reference_identity)
     return values
-
-
-def summarise(
-    per_frame: dict[str, np.ndarray], prefix: str, metrics: dict[str, float], reasons: dict[str, str]
-) -> None:
-    """Pooled means over frames into ``metrics``; a metric defined on no frame gets a reason instead of NaN."""
-    for name, values in per_frame.items():
-        value = formulas.nanmean(values)
-        if math.isfinite(value):
-            metrics[f"{prefix}/{name}"] = value
-        else:
-            reasons[f"{prefix}/{name}"] = "defined on no frame (no keypoints / face found in both videos)"
-
-
-def explain_missing(metrics: dict[str, float], reasons: dict[str, str], known: dict[str, str], wanted) -> None:
-    """Every metric of the field that is not in ``metrics`` gets its reason in ``reasons`` (``known``: why an
-    extractor or network is unavailable), so a table never silently lacks one."""
-    for name in ALL_METRICS:
-        if f"recon/{name}" in metrics or f"recon/{name}" in reasons:
-            continue
-        if name in known:
-            reasons[f"recon/{name}"] = known[name]
-        elif name not in wanted:
-            reasons[f"recon/{name}"] = "not applicable: not selected in evaluate.metrics" + (
-                " (needs a keypoint / identity extractor for this dataset's faces or bodies)"
-                if name in (*KEYPOINT_METRICS, "aed")
-                else ""
-            )
-
-
-def write_table(rows: list[dict[str, Any]], path: Path) -> None:
-    columns = ["part", "video", "mode", "frames"]
-    for row in rows:
-        columns += [key for key in row if key not in columns]
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})

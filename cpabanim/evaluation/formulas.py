@@ -14,8 +14,12 @@ distance of ``cpabanim demo --find-best-frame``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # the tensors' functions are methods: the pooling of the gather job imports no torch
+    import torch
 
 # PSNR of a perfect reconstruction is infinite; JSON (DVC, MLflow) cannot hold inf, so MSE is floored here,
 # which caps PSNR at 100 dB for [0, 1] images.
@@ -37,7 +41,7 @@ def psnr_per_frame(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tens
     """Peak signal-to-noise ratio per frame in dB, data range 1: (T, C, H, W) x2 -> (T,), capped at 100 dB."""
     _check_same_shape(prediction, target)
     mse = (prediction - target).pow(2).flatten(1).mean(1).clamp_min(_MSE_FLOOR)
-    return -10.0 * torch.log10(mse)
+    return -10.0 * mse.log10()
 
 
 def ssim_per_frame(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,8 @@ from the shards' records (:mod:`cpabanim.evaluation.shards`), exactly as one pas
 
 The per-frame values of every video are concatenated in the order of the videos' names, those of every pair in
 the order of ``pairs.json``, and only then pooled (never a mean of shard means); FID is computed here from every
-video's features in the same order. So 1 shard and N shards give the same files, byte for byte.
+video's features in the same order. So 1 shard and N shards give the same files, byte for byte. The gather
+imports no torch (a small job: Python's start-up is most of it).
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ import numpy as np
 from cpabanim import files
 from cpabanim.data import layout
 from cpabanim.errors import DataError
-from cpabanim.evaluation.animation_metrics import pair_row, summarise_transfer
 from cpabanim.evaluation.baselines import BASELINE_PREFIX, COPY_SOURCE, SOURCE_UNCHANGED
-from cpabanim.evaluation.cache import ROLES
-from cpabanim.evaluation.evaluate import explain_missing, reconstruction_row, summarise, write_table
-from cpabanim.evaluation.metric_networks import fid_of_features
-from cpabanim.evaluation.shards import ANIM, RECON, EvaluateJob, evaluate_shard, read_item
+from cpabanim.evaluation.pooling import (
+    explain_missing,
+    fid_of_features,
+    pair_row,
+    reconstruction_row,
+    summarise,
+    summarise_transfer,
+    write_table,
+)
+from cpabanim.evaluation.records import ANIM, RECON, EvaluateJob, read_item
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +145,15 @@ def extraction_counts(records: list[dict[str, Any]]) -> dict[str, dict[str, int]
     """The shards' extraction counts, summed: per role, results read from the cache, computed, frames extracted."""
     return {
         role: {key: sum(r["extraction"][role][key] for r in records) for key in ("hits", "misses", "frames")}
-        for role in ROLES
+        for role in ("reference", "generated")  # the extraction cache's roles
     }
 
 
 def evaluate_all(job: EvaluateJob) -> dict[str, float]:
     """Every shard of ``job``, one after the other, then the gather: what ``cpabanim evaluate`` does without
     ``--shard`` or ``--gather``. Returns the metrics."""
+    from cpabanim.evaluation.shards import evaluate_shard
+
     for shard in range(job.count):
         evaluate_shard(job, shard)
     return gather_evaluation(job)

@@ -18,6 +18,7 @@ from cpabanim.errors import ConfigError
 from cpabanim.evaluation.cache import ExtractionCache
 from cpabanim.evaluation.extractors import ExtractorUnavailable, make_extractor
 from cpabanim.evaluation.formulas import KEYPOINT_METRICS
+from cpabanim.evaluation.pooling import FID_CHUNK
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class OptionalNetworkMetrics:
     def update(self, generated: torch.Tensor, reference: torch.Tensor) -> dict[str, np.ndarray]:
         """Per-frame LPIPS (``lpips``) and, for FID, the Inception features of the reference and generated frames
         (``fid_real``, ``fid_fake``: FID is a set-level metric, computed from every video's features by
-        :func:`fid_of_features`)."""
+        :func:`cpabanim.evaluation.pooling.fid_of_features`)."""
         out = {}
         if self.lpips is not None:
             values = []
@@ -138,35 +139,3 @@ class OptionalNetworkMetrics:
             out["fid_real"] = torch.cat(features[0::2]).cpu().numpy()
             out["fid_fake"] = torch.cat(features[1::2]).cpu().numpy()
         return out
-
-
-FID_CHUNK = 32  # frames per FID update (the features' sums depend on it, to the bit)
-
-
-class _Replay(torch.nn.Module):
-    """A "feature extractor" that hands FID the features stored for each update, in order."""
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.num_features = num_features
-        self.queue: list[torch.Tensor] = []
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.queue.pop(0)
-
-
-def fid_of_features(real: list[np.ndarray], fake: list[np.ndarray]) -> float:
-    """FID of every video's reference (``real``) and generated (``fake``) features (frames, D), in the videos'
-    order: torchmetrics' own update and compute, fed chunk by chunk as :meth:`OptionalNetworkMetrics.update`
-    fed the network, so the value is the one a single pass over the videos computes, to the bit."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    replay = _Replay(int(real[0].shape[1]))
-    fid = FrechetInceptionDistance(feature=replay, normalize=True)
-    for video_real, video_fake in zip(real, fake):
-        for start in range(0, len(video_real), FID_CHUNK):
-            chunk = slice(start, start + FID_CHUNK)
-            replay.queue = [torch.from_numpy(video_real[chunk]), torch.from_numpy(video_fake[chunk])]
-            fid.update(torch.empty(len(video_real[chunk]), 1), real=True)
-            fid.update(torch.empty(len(video_fake[chunk]), 1), real=False)
-    return float(fid.compute())

@@ -33,7 +33,7 @@ STAGE = Stage(
 def cache_folder(cfg) -> Path | None:
     """The extraction cache: ``evaluate.cache_dir``, by default ``{paths.outputs}/.eval_cache``, one folder for every
     experiment and seed (the test videos' frames are extracted once); None when ``evaluate.cache`` is off."""
-    from cpabanim.evaluation.shards import CACHE_FOLDER
+    from cpabanim.evaluation.records import CACHE_FOLDER
 
     if not cfg.evaluate.cache:
         return None
@@ -42,7 +42,7 @@ def cache_folder(cfg) -> Path | None:
 
 def run(cfg, io: StageIO, shard: int | None = None, gather: bool = False) -> None:
     from cpabanim.evaluation.gather import evaluate_all, gather_evaluation
-    from cpabanim.evaluation.shards import EvaluateJob, evaluate_shard
+    from cpabanim.evaluation.records import EvaluateJob
     from cpabanim.pipeline.code import code_digest
 
     job = EvaluateJob(
@@ -58,6 +58,8 @@ def run(cfg, io: StageIO, shard: int | None = None, gather: bool = False) -> Non
         command=f"evaluate --experiment {cfg.experiment} --set seed={cfg.seed}",
     )
     if shard is not None:
+        from cpabanim.evaluation.shards import evaluate_shard  # torch: the shard jobs only, not the gather
+
         evaluate_shard(job, shard)
     elif gather:
         gather_evaluation(job)

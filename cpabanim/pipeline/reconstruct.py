@@ -25,12 +25,12 @@ STAGE = Stage(
 
 
 def run(cfg, io: StageIO, shard: int | None = None, gather: bool = False) -> None:
-    from cpabanim.animation import reconstruct
     from cpabanim.animation.reconstruct_gather import gather_reconstruction
+    from cpabanim.animation.reconstruct_records import ReconstructJob
     from cpabanim.pipeline.code import code_digest
 
     r, shards = cfg.reconstruct, io.outputs["reconstruct_shards"]
-    job = reconstruct.ReconstructJob(
+    job = ReconstructJob(
         processed=io.inputs["processed"],
         checkpoints=io.inputs["checkpoints"],
         shards_root=shards,
@@ -39,10 +39,12 @@ def run(cfg, io: StageIO, shard: int | None = None, gather: bool = False) -> Non
         code=code_digest(STAGE.module),
         command=f"reconstruct --experiment {cfg.experiment} --set seed={cfg.seed}",
     )
-    if shard is not None:
-        reconstruct.reconstruct_shard(job, shard, device=cfg.device)
+    if gather:
+        gather_reconstruction(job, io.outputs["reconstruction"])
         return
-    if not gather:
-        for k in range(int(r.shards)):
-            reconstruct.reconstruct_shard(job, k, device=cfg.device)
-    gather_reconstruction(job, io.outputs["reconstruction"])
+    from cpabanim.animation.reconstruct import reconstruct_shard  # torch: the shard jobs only, not the gather
+
+    for k in range(job.count) if shard is None else [shard]:
+        reconstruct_shard(job, k, device=cfg.device)
+    if shard is None:  # by hand: every shard, then the gather, in one process
+        gather_reconstruction(job, io.outputs["reconstruction"])

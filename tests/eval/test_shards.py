@@ -104,17 +104,17 @@ def _mtimes(paths) -> dict[Path, int]:
 
 
 def test_a_killed_reconstruct_and_evaluate_resume_to_the_bytes_of_an_uninterrupted_run(project):
-    dataset(project, num_test=12)
-    sets = SMALL
+    dataset(project, num_test=10)
+    sets = [*SMALL, "reconstruct.gif=false"]  # the viewing GIFs are slow to write (the 1 vs 3 shards test has them)
     run = project.outputs
     shard = run / "shards" / "reconstruct" / "000"
     survivors = _kill_when(_cli(project, "reconstruct", *sets), shard / "records", "*.npz", 3, project.root)
-    assert 3 <= len(survivors) < 12, "the shard must be killed half-way"
+    assert 3 <= len(survivors) < 10, "the shard must be killed half-way"
     assert not (shard / "done.json").exists() and not (run / "reconstruction" / "index.json").exists()
     finished = _mtimes([*survivors, *(shard / "frames" / p.stem for p in survivors)])
     assert project.run("reconstruct", *sets) == 0
     assert _mtimes(finished) == finished  # the videos finished before the kill were not made again
-    assert len(list((shard / "records").glob("*.npz"))) == 12 and not list(shard.rglob(".*.tmp*"))
+    assert len(list((shard / "records").glob("*.npz"))) == 10 and not list(shard.rglob(".*.tmp*"))
     resumed = folder_bytes(run / "reconstruction")
     shutil.move(run / "shards", project.root / "killed-shards")  # an uninterrupted run, from nothing
     assert project.run("reconstruct", *sets) == 0
@@ -123,7 +123,7 @@ def test_a_killed_reconstruct_and_evaluate_resume_to_the_bytes_of_an_uninterrupt
     assert project.run("animate", *sets) == 0
     shard = run / "shards" / "evaluate" / "000"
     survivors = _kill_when(_cli(project, "evaluate", *sets), shard / "recon", "*.npz", 3, project.root)
-    assert 3 <= len(survivors) < 12, "the shard must be killed half-way"
+    assert 3 <= len(survivors) < 10, "the shard must be killed half-way"
     finished = _mtimes(survivors)
     assert project.run("evaluate", *sets) == 0
     assert _mtimes(finished) == finished
@@ -140,10 +140,10 @@ class ShiftAnimator:
     amount = 0
 
     def reconstruct(self, source, driving):
-        return {"prediction": driving * (1 - 0.01 * self.amount)}
+        return {"prediction": driving * (1 - 0.01 * self.amount)}  # 0.99 to 0.96
 
     def animate(self, source, driving_video, mode="relative"):
-        return driving_video * (1 - 0.02 * self.amount)
+        return driving_video * (0.95 - 0.01 * self.amount)  # 0.94 to 0.91: never another run's frames
 
 
 def test_a_study_of_two_experiments_and_two_seeds_extracts_each_test_frame_once(project, monkeypatch):

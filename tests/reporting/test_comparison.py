@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cpabanim.evaluation.evaluate import write_table
+from cpabanim.evaluation.pooling import write_table
 from cpabanim.reporting.comparison import (
     Table,
     comparison_tables,

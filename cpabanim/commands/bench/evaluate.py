@@ -52,7 +52,7 @@ def write_study_run(processed: Path, run: Path, amount: float, num_pairs: int, s
 def evaluate_study(root: Path, params: dict[str, Any], shards: int, cache: str) -> dict[str, Any]:
     """Evaluate every run of the study under ``root`` (``cache``: ``per run`` or ``shared``); its figures."""
     from cpabanim.evaluation.gather import evaluate_all, extraction_counts
-    from cpabanim.evaluation.shards import CACHE_FOLDER, EvaluateJob
+    from cpabanim.evaluation.records import CACHE_FOLDER, EvaluateJob
 
     settings = {k: v for k, v in params["evaluate"].items() if k not in ("cache", "cache_dir")} | {"shards": shards}
     outputs = root / "outputs"
