@@ -7,9 +7,10 @@ so the test videos' frames are extracted once for a whole study.
 
 Concurrent jobs (the evaluate shards of several runs, on several machines over a shared disk) share it safely:
 each result is written whole or not at all (an atomic rename), and a job about to extract frames another job is
-extracting waits for that result (a lock file beside it, ``<key>.npz.lock``, holding the holder's host and process)
-instead of extracting them twice. A lock whose holder is gone (a dead process on this host, or older than
-:data:`STALE_LOCK_S` anywhere) is taken over.
+extracting waits for that result (a lock file beside it, ``<key>.npz.lock``, holding the holder's host and process,
+its time refreshed every :data:`HEARTBEAT_S` while the holder extracts) instead of extracting them twice. A lock
+whose holder is gone (a dead process on this host, or a lock not refreshed for :data:`STALE_LOCK_S`, on any host)
+is taken over.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +31,8 @@ from cpabanim.files import write_atomically
 
 log = logging.getLogger(__name__)
 
-STALE_LOCK_S = 1800.0  # a lock older than this is taken over (its holder's host may have died)
+HEARTBEAT_S = 15.0  # how often a holder refreshes its lock's time
+STALE_LOCK_S = 120.0  # a lock not refreshed for this long is taken over (its holder, or its host, is gone)
 WAIT_S = 0.2  # how often a job waiting for another job's result looks for it
 ROLES = ("reference", "generated")  # the test videos' frames (the same in every run), and the runs' own
 
@@ -108,14 +111,35 @@ class ExtractionCache:
             with os.fdopen(descriptor, "w") as handle:
                 handle.write(me)
             try:
-                yield self._read(path)  # written by a job that held the lock just before
+                with heartbeat(lock):
+                    yield self._read(path)  # written by a job that held the lock just before
             finally:
                 lock.unlink(missing_ok=True)
             return
 
 
+@contextlib.contextmanager
+def heartbeat(lock: Path) -> Iterator[None]:
+    """Refresh ``lock``'s time every :data:`HEARTBEAT_S` while the block runs (an extraction of minutes), so that
+    only a lock whose holder is gone grows stale."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                os.utime(lock)
+
+    thread = threading.Thread(target=beat, name="extraction-lock", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def stale(lock: Path) -> bool:
-    """Whether ``lock``'s holder is gone: a process of this host that no longer runs, or a lock older than
+    """Whether ``lock``'s holder is gone: a process of this host that no longer runs, or a lock not refreshed for
     :data:`STALE_LOCK_S` (another host's holder cannot be asked)."""
     try:
         holder = lock.read_text().split()

@@ -153,3 +153,52 @@ def test_metrics_without_weights_are_recorded_as_unavailable(fake_dataset, monke
     assert not any(key.endswith(("aed", "aed_source", "lpips", "fid")) for key in metrics)
     assert "reid_weights" in reasons["recon/aed"]
     assert "weights" in reasons["recon/lpips"] and "weights" in reasons["recon/fid"]
+
+
+class Counting:
+    """An extractor that counts its calls (its output: each frame's mean)."""
+
+    name = "counting-v1"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, frames):
+        self.calls += 1
+        return frames.reshape(len(frames), -1).mean(axis=1, keepdims=True).astype(float)
+
+
+def test_the_cache_counts_the_test_frames_apart_and_waits_for_a_result_another_job_is_extracting(tmp_path):
+    import os
+    import socket
+    import threading
+
+    from cpabanim.data.video import frames_digest
+
+    extractor, frames = Counting(), np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    first = ExtractionCache(tmp_path)
+    first(extractor, frames, "reference")
+    first(extractor, frames, "reference")
+    assert first.counts["reference"] == {"hits": 1, "misses": 1, "frames": 2} and extractor.calls == 1
+    # another job holds the lock of these frames (a live process: this one) and writes the result 0.3 s later
+    other = frames + 1
+    path = tmp_path / extractor.name / f"{frames_digest(other)}.npz"
+    lock = path.with_name(path.name + ".lock")
+    lock.write_text(f"{socket.gethostname()} {os.getpid()}")
+
+    def the_other_job():
+        np.savez_compressed(path, values=np.full((2, 1), 7.0))
+        lock.unlink()
+
+    timer = threading.Timer(0.3, the_other_job)
+    timer.start()
+    second = ExtractionCache(tmp_path)
+    assert np.array_equal(second(extractor, other, "reference"), np.full((2, 1), 7.0))
+    timer.join()
+    assert extractor.calls == 1 and second.counts["reference"] == {"hits": 1, "misses": 0, "frames": 0}
+    # a lock left by a process that is gone (killed) is taken over at once
+    third = frames + 2
+    path = tmp_path / extractor.name / f"{frames_digest(third)}.npz"
+    path.with_name(path.name + ".lock").write_text(f"{socket.gethostname()} 999999999")
+    second(extractor, third)
+    assert extractor.calls == 2 and second.counts["generated"]["misses"] == 1 and not list(tmp_path.rglob("*.lock"))
