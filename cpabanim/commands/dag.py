@@ -144,7 +144,7 @@ def smk_sharded(stage: Stage) -> str:
         f'        code=code_digest("{stage.name}"),',
         f'        cli=lambda wildcards: stage_cli("{stage.name}", None, None),',
     ]
-    gpu = ["    resources:", "        gpu=1,"] if stage.gpu else []
+    gpu = ["    resources:", f'        gpu=gpus("{stage.name}"),'] if stage.gpu else []
     lines = [f"rule {stage.name}_shard:", f'    """{stage.help} (one shard)."""']
     if stage.inputs:
         lines.append("    input:")
@@ -196,7 +196,7 @@ def smk_rule(stage: Stage) -> str:
         f'        "logs/{stage.name}' + ('/{experiment}/seed{seed}.log",' if stage.per_experiment else '.log",'),
     ]
     if stage.gpu:
-        lines += ["    resources:", "        gpu=1,"]
+        lines += ["    resources:", f'        gpu=gpus("{stage.name}"),']
     lines += ["    shell:", f'        "cpabanim {stage.name} {{params.cli}} > {{log}} 2>&1"']
     return f"# {HEADER}.\n" + "\n".join(lines) + "\n"
 

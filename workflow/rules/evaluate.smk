@@ -16,6 +16,6 @@ rule evaluate:
     log:
         "logs/evaluate/{experiment}/seed{seed}.log",
     resources:
-        gpu=1,
+        gpu=gpus("evaluate"),
     shell:
         "cpabanim evaluate {params.cli} > {log} 2>&1"

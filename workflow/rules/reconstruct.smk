@@ -13,6 +13,6 @@ rule reconstruct:
     log:
         "logs/reconstruct/{experiment}/seed{seed}.log",
     resources:
-        gpu=1,
+        gpu=gpus("reconstruct"),
     shell:
         "cpabanim reconstruct {params.cli} > {log} 2>&1"
