@@ -102,8 +102,8 @@ def cell_html(value: Cell, versus: dict[str, Cell] | None, is_reference: bool, n
 
 
 def first_screen(tables: ComparisonTables) -> str:
-    """The first-screen table (HTML): rows = experiments, then the no-motion baseline row(s); columns = seeds and, per
-    headline metric, one column per :func:`motion_bins` bin."""
+    """The first-screen table (HTML) and its note: rows = experiments, then the no-motion baseline row(s); columns =
+    seeds and, per headline metric, one column per :func:`motion_bins` bin."""
     bins, metrics, notes = motion_bins(tables), headline_metrics(tables), Footnotes()
     reference = tables.reference if tables.comparison is not None else None
     summary = tables.summary
@@ -126,12 +126,12 @@ def first_screen(tables: ComparisonTables) -> str:
                 content = cell_html(value, versus, kind != "baseline" and name == reference, notes)
                 tds.append(f'<td class="best">{content}</td>' if value.best else f"<td>{content}</td>")
         body.append((f'<tr class="{kind}">' if kind else "<tr>") + "".join(tds) + "</tr>")
-    note = headline_note(tables, reference) + notes.html()
-    foot = f'<tfoot><tr><td class="note" colspan="{2 + len(metrics) * len(bins)}">{note}</td></tr></tfoot>'
+    # the note below the table, not in it: the table stays as narrow as its numbers
+    note = f'<p class="headline-note">{headline_note(tables, reference)}{notes.html()}</p>'
     caption = "At a glance: headline metrics" + (f", each experiment against {reference}" if reference else "")
     return (
         f'<table class="cpabanim-table headline" data-table="headline"><caption>{html.escape(caption)}</caption>'
-        f"<thead>{head}</thead><tbody>{''.join(body)}</tbody>{foot}</table>"
+        f"<thead>{head}</thead><tbody>{''.join(body)}</tbody></table>{note}"
     )
 
 
