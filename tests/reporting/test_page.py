@@ -167,3 +167,17 @@ def test_first_screen_fits_a_1400_px_window(tables, tmp_path):
         assert browser.wait_for("document.getElementById('plots').open")
     finally:
         browser.close()
+
+
+def test_a_second_group_of_frames_gets_its_column_under_every_metric(tables, monkeypatch):
+    """The place left for per-motion-size results: a second bin of :func:`motion_bins` (here the same tables under
+    another label: only the layout is tested) adds a second header row and one more cell under every metric."""
+    from cpabanim.reporting import headline
+
+    monkeypatch.setattr(headline, "motion_bins", lambda t: [headline.Bin("all frames", t), headline.Bin("later", t)])
+    fragment = headline.first_screen(tables)
+    head = fragment.split("<thead>")[1].split("</thead>")[0]
+    assert head.count("<tr>") == 2 and head.count('colspan="2"') == 3  # 2 metrics, and the blank over the names
+    assert re.findall(r"<th>(all frames|later)</th>", head) == ["all frames", "later"] * 2
+    tps = next(r for r in re.findall(r"<tr[^>]*>(.*?)</tr>", fragment) if r.startswith("<td>tps</td>"))
+    assert tps.count("<td") == 2 + 2 * 2
