@@ -20,6 +20,10 @@
     cpabanim bench masks [--json FILE] [--frame-size S] [--batch-size B] [--frames F] [--device D] [--quick]
                                                             seconds per frame of SLIC and SAM (encoder batch 1
                                                             vs B), and VoxCeleb's device-days
+    cpabanim bench motion [--json FILE] [--frame-size S] [--quick]
+                                                            the motion models alone (CPAB, TPS, affine) from exact
+                                                            keypoints against the synthetic data's true warp, per
+                                                            data.synthetic.motion size (--quick: no Adam fit)
 
 Figures are never asserted in tests (docs/model.md, "Training step profile").
 """
@@ -37,7 +41,9 @@ BENCHMARKS = {
     "preprocess": "cpabanim.commands.bench.preprocess",
     "dataset": "cpabanim.commands.bench.dataset",
     "masks": "cpabanim.commands.bench.masks",
+    "motion": "cpabanim.commands.bench.motion",
 }
+MOTION_VIDEOS, MOTION_FRAMES = 8, 24  # bench motion: test videos and frames per video (--quick: 2 and 6)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +104,11 @@ def run(args: argparse.Namespace) -> int:
         frames = 1 if args.quick else args.frames if args.frames != 32 else 4
         size = args.frame_size or (64 if args.quick else 256)
         return bench_masks(args.json_path, size, args.batch_size or 4, frames, args.quick, args.device)
+    if args.what == "motion":
+        from cpabanim.commands.bench.motion import bench_motion
+
+        videos, frames = (2, 6) if args.quick else (MOTION_VIDEOS, MOTION_FRAMES)
+        return bench_motion(args.json_path, args.frame_size or 64, videos, frames, args.quick)
     if args.what == "dataset":
         from cpabanim.commands.bench.dataset import bench_dataset
 
