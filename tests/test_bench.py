@@ -53,3 +53,21 @@ def test_bench_evaluate_extracts_the_test_frames_once_for_the_whole_study(tmp_pa
     assert figures["shared_4_shards"]["reference"] == shared and figures["same_metrics"] is True
     assert all(figures[case]["seconds"] > 0 for case in ("per_run_1_shard", "shared_1_shard", "shared_4_shards"))
     assert "byte for byte: yes" in capsys.readouterr().out
+
+
+def test_bench_motion_scores_the_motion_models_against_the_true_warp(tmp_path, capsys):
+    """Per motion size: the true warp scores 0, copying the source scores the motion itself (larger for a larger
+    size), and every motion model fitted on exact keypoints comes far closer than copying."""
+    out = tmp_path / "motion.json"
+    assert main(["bench", "motion", "--quick", "--json", str(out)]) == 0
+    sizes = json.loads(out.read_text())["sizes"]
+    assert list(sizes) == ["small", "medium", "large"]
+    still = [sizes[s]["rows"]["no motion"]["epe_px"] for s in sizes]
+    assert still[0] < still[1] < still[2] and all(sizes[s]["true_motion_px"] == still[i] for i, s in enumerate(sizes))
+    for figures in sizes.values():
+        rows = figures["rows"]
+        assert rows["true warp"]["epe_px"] == 0 and rows["true warp"]["l1"] < rows["no motion"]["l1"]
+        for model in ("affine", "tps", "cpab"):
+            assert rows[f"{model} parts"]["epe_px"] < 0.5 * rows["no motion"]["epe_px"], model
+            assert 0 <= rows[f"{model} parts"]["keypoint_residual_px"] < 2, model
+    assert "cpab parts" in capsys.readouterr().out

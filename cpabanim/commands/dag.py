@@ -174,7 +174,7 @@ def smk_sharded(stage: Stage) -> str:
     """A sharded stage's two rules: ``<name>_shard`` (the wildcard ``shard``; its output the shard's record, so
     Snakemake never deletes the shard's folder and a re-run resumes it) and ``<name>``, the gather, which writes
     the stage's other outputs (per experiment and seed for a per-experiment stage: its shards are that run's)."""
-    out, gpu = stage.shard_output, ["    resources:", "        gpu=1,"] if stage.gpu else []
+    out, gpu = stage.shard_output, ["    resources:", f'        gpu=gpus("{stage.name}"),'] if stage.gpu else []
     logs = f"logs/{stage.name}" + ("/{experiment}/seed{seed}" if stage.per_experiment else "")
     lines = [f"rule {stage.name}_shard:", f'    """{stage.help} (one shard)."""']
     if stage.inputs:
@@ -223,7 +223,7 @@ def smk_rule(stage: Stage) -> str:
         f'        "logs/{stage.name}' + ('/{experiment}/seed{seed}.log",' if stage.per_experiment else '.log",'),
     ]
     if stage.gpu:
-        lines += ["    resources:", "        gpu=1,"]
+        lines += ["    resources:", f'        gpu=gpus("{stage.name}"),']
     lines += ["    shell:", f'        "cpabanim {stage.name} {{params.cli}} > {{log}} 2>&1"']
     return f"# {HEADER}.\n" + "\n".join(lines) + "\n"
 

@@ -294,6 +294,7 @@ class SyntheticConfig(SectionConfig):
     num_train: int
     num_test: int
     num_frames: int
+    motion: Literal["small", "medium", "large"]
 
 
 @schema_section("data.folder")

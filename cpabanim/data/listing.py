@@ -66,7 +66,7 @@ def synthetic_items(data: Mapping[str, Any], seed: int) -> Iterator[Item]:
         for index, planned in enumerate(synthetic.video_plan(split, count, seed)):
 
             def read(split=split, index=index, planned=planned):
-                return synthetic.render_planned(split, index, planned, cfg["num_frames"], size, seed)
+                return synthetic.render_planned(split, index, planned, cfg["num_frames"], size, seed, cfg["motion"])
 
             yield Item(position, split, planned[0], planned[0], read)
             position += 1

@@ -11,6 +11,12 @@ The amplitudes (``MOTION``) are moderate so that the embedded default learns vis
 few CPU minutes (docs/model.md, "Does it learn?"). Consecutive frames are warped
 versions of the same photo, so a source/driving pair is a genuine image-animation task.
 
+``data.synthetic.motion`` picks the amplitudes from :data:`MOTION_SIZES`: ``small`` is ``MOTION`` itself (the
+default: the same frames, byte for byte, as before the setting existed), ``medium`` and ``large`` turn, swing,
+breathe and bend the object more (docs/data.md, "Motion size"). :func:`motion_parameters` gives a video's
+ground-truth motion per frame (:class:`MotionTrack`); :mod:`cpabanim.data.synthetic_truth` turns it into
+keypoints and dense warps between two frames.
+
 Identities are the photographs: a video is named ``<photo>.<split><index>`` (``astronaut.test003``: the photo
 is the part before the separator, :mod:`cpabanim.data.names`) so that ``id_sampling`` works.
 """
@@ -19,7 +25,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -44,6 +51,21 @@ MOTION = {
     "limb": 0.5,  # joint angles, radians
     "pan": 0.0,  # background pan, fraction of the room the larger background photo leaves
 }
+# data.synthetic.motion: larger rotations, limb swings and scale changes between frames, the same kinds of motion.
+# ``small`` IS ``MOTION`` (the same dict: a test's monkeypatch of MOTION reaches it). ``large`` stays within what
+# the generator and the evaluation's synthetic keypoints handle: bend * pi < 1 keeps the bend invertible, a turn
+# below 45 degrees keeps the body's top/bottom and left/right axes apart, the background never pans. Its shift and
+# bend are the amplitudes of the embedded default before issue 13.
+MOTION_SIZES = {
+    "small": MOTION,
+    "medium": {"shift": 0.10, "rotation": 0.4, "scale": 0.12, "bend": 0.05, "limb": 0.9, "pan": 0.0},
+    "large": {"shift": 0.12, "rotation": 0.7, "scale": 0.20, "bend": 0.07, "limb": 1.3, "pan": 0.0},
+}
+# the object's shape, in fractions of the frame side (render_video, cpabanim.data.synthetic_truth)
+BODY_AXES = (0.26, 0.32)  # body ellipse half-axes (x, y)
+LIMB_LENGTH, LIMB_WIDTH = 0.30, 0.10
+JOINT_RADIUS = 0.85  # a joint sits on the body's ellipse scaled by this
+TEXTURE_ZOOM = 1.2  # the body shows the photo's centre, this many half-axes wide
 
 
 @functools.lru_cache(maxsize=None)
@@ -73,14 +95,15 @@ def _smooth_step(distance: np.ndarray, width: float) -> np.ndarray:
 
 
 class Motion:
-    """Smooth periodic trajectories of one video: every parameter is ``a * sin(w t + p)``."""
+    """Smooth periodic trajectories of one video: every parameter is ``a * sin(w t + p)``, ``a`` from ``amplitudes``
+    (one of :data:`MOTION_SIZES`; None: :data:`MOTION`)."""
 
-    def __init__(self, rng: np.random.Generator, num_frames: int):
+    def __init__(self, rng: np.random.Generator, num_frames: int, amplitudes: Mapping[str, float] | None = None):
         def wave(amplitude: float) -> tuple[float, float, float]:
             cycles = rng.uniform(0.5, 1.5)
             return amplitude * rng.uniform(0.6, 1.0), 2 * math.pi * cycles / num_frames, rng.uniform(0, 2 * math.pi)
 
-        a = MOTION
+        a = MOTION if amplitudes is None else amplitudes
         self.shift_x, self.shift_y = wave(a["shift"]), wave(a["shift"])  # fraction of the frame
         self.rotation = wave(a["rotation"])  # radians
         self.scale = wave(a["scale"])
@@ -94,6 +117,78 @@ class Motion:
     def at(wave: tuple[float, float, float], t: float) -> float:
         amplitude, omega, phase = wave
         return amplitude * math.sin(omega * t + phase)
+
+    def track(self, num_frames: int) -> MotionTrack:
+        """The parameters of frames 0 .. num_frames - 1 (what :func:`render_video` draws)."""
+        frames = range(num_frames)
+        rotation = [self.at(self.rotation, t) for t in frames]
+        swings = [[self.at(wave, t) for wave in self.limbs] for t in frames]
+        limb_angles = [[a + b + s for b, s in zip(self.limb_base, swing)] for a, swing in zip(rotation, swings)]
+        return MotionTrack(
+            centre=np.array([0.5 + np.array([self.at(self.shift_x, t), self.at(self.shift_y, t)]) for t in frames]),
+            rotation=np.array(rotation),
+            scale=np.array([1.0 + self.at(self.scale, t) for t in frames]),
+            bend=np.array([[self.at(self.bend_x, t), self.at(self.bend_y, t)] for t in frames]),
+            limb_angles=np.array(limb_angles),
+            pan=np.array([self.at(self.pan, t) for t in frames]),
+            bend_phase=np.array(self.bend_phase),
+            limb_base=np.array(self.limb_base),
+        )
+
+
+@dataclass(frozen=True)
+class MotionTrack:
+    """The ground-truth motion of one video of T frames, per frame; lengths in fractions of the frame side, (x, y)
+    from the top-left corner, angles in radians (image axes: y down, so a positive angle turns clockwise on screen).
+
+    ``centre`` (T, 2): the body's centre; ``rotation`` (T,): the body's turn; ``scale`` (T,): its size (1 = rest);
+    ``bend`` (T, 2): the amplitude of the texture's bend along x and y (body units; :func:`bend_offset`);
+    ``limb_angles`` (T, 2): each limb's direction (the body's turn + the limb's rest angle ``limb_base`` + its
+    swing); ``pan`` (T,): the background's pan (0 when it stands still); per video: ``bend_phase`` (2,),
+    ``limb_base`` (2,).
+    """
+
+    centre: np.ndarray
+    rotation: np.ndarray
+    scale: np.ndarray
+    bend: np.ndarray
+    limb_angles: np.ndarray
+    pan: np.ndarray
+    bend_phase: np.ndarray
+    limb_base: np.ndarray
+
+
+def amplitudes_of(motion: str | None) -> Mapping[str, float]:
+    """The amplitudes of ``data.synthetic.motion`` (None: :data:`MOTION`, the default ``small``)."""
+    if motion is None:
+        return MOTION
+    if motion not in MOTION_SIZES:
+        raise ValueError(f"data.synthetic.motion must be one of {sorted(MOTION_SIZES)}, got {motion!r}")
+    return MOTION_SIZES[motion]
+
+
+def video_rng(split: str, index: int, seed: int) -> np.random.Generator:
+    """The generator of video ``index`` of ``split``: its motion is the first thing drawn from it."""
+    return np.random.default_rng([seed, _SPLIT_CODE[split], 1, index])
+
+
+def motion_parameters(split: str, index: int, num_frames: int, seed: int, motion: str | None = None) -> MotionTrack:
+    """The ground-truth motion of video ``index`` of ``split`` (as :func:`generate` numbers them) for
+    ``data.synthetic.motion`` = ``motion``: the parameters its frames were drawn with (no frame is rendered)."""
+    return Motion(video_rng(split, index, seed), num_frames, amplitudes_of(motion)).track(num_frames)
+
+
+def bend_offset(u: np.ndarray, bend: np.ndarray, phase: np.ndarray) -> np.ndarray:
+    """The body texture's bend at body coordinates ``u`` (..., 2) (units of the half-axes, the ellipse is the unit
+    disc): (..., 2), a smooth displacement whose amplitudes ``bend`` (2,) stay below 1/pi (so ``u + offset`` is
+    invertible)."""
+    return np.stack(
+        [
+            bend[0] * np.sin(math.pi * u[..., 1] + phase[0]),
+            bend[1] * np.sin(math.pi * u[..., 0] + phase[1]),
+        ],
+        axis=-1,
+    )
 
 
 def background_layer(photo_name: str, big: int) -> np.ndarray:
@@ -120,36 +215,40 @@ def still_background(photo_name: str, size: int) -> np.ndarray:
 
 
 def render_video(
-    object_photo: str, background_photo: str, num_frames: int, size: int, rng: np.random.Generator
+    object_photo: str,
+    background_photo: str,
+    num_frames: int,
+    size: int,
+    rng: np.random.Generator,
+    amplitudes: Mapping[str, float] | None = None,
 ) -> np.ndarray:
-    """One synthetic video ``uint8 (num_frames, size, size, 3)``: an articulated photo object over a background."""
+    """One synthetic video ``uint8 (num_frames, size, size, 3)``: an articulated photo object over a background,
+    moving with ``amplitudes`` (None: :data:`MOTION`)."""
     import cv2
 
     big = size * _SUPERSAMPLE
     texture = photo(object_photo, big).astype(np.float32)
     background = background_layer(background_photo, big)
-    motion = Motion(rng, num_frames)
+    track = Motion(rng, num_frames, amplitudes).track(num_frames)
     ys, xs = np.mgrid[0:big, 0:big].astype(np.float64) + 0.5
-    axes = np.array([0.26, 0.32]) * big  # body ellipse half-axes (x, y)
-    limb_length, limb_width = 0.30 * big, 0.10 * big
+    axes = np.array(BODY_AXES) * big  # body ellipse half-axes (x, y)
+    limb_length, limb_width = LIMB_LENGTH * big, LIMB_WIDTH * big
     frames = []
     for t in range(num_frames):
         # background: a slow pan over a larger photo
-        canvas = background_crop(background, big, motion.at(motion.pan, t)).copy()
+        canvas = background_crop(background, big, track.pan[t]).copy()
 
-        centre = big * (0.5 + np.array([motion.at(motion.shift_x, t), motion.at(motion.shift_y, t)]))
-        angle = motion.at(motion.rotation, t)
-        scale = 1.0 + motion.at(motion.scale, t)
+        centre = big * track.centre[t]
+        angle, scale = track.rotation[t], track.scale[t]
         inverse = _rotation(-angle) / scale
         # body-frame coordinates of every pixel, in units of the half-axes (ellipse = unit disc)
         offset = np.stack([xs - centre[0], ys - centre[1]], axis=-1) @ inverse.T
         u = offset / axes
 
         # limbs first (the body covers their joints)
-        for k, (wave, base) in enumerate(zip(motion.limbs, motion.limb_base)):
-            joint_body = axes * np.array([math.cos(base), math.sin(base)]) * 0.85
+        for base, limb_angle in zip(track.limb_base, track.limb_angles[t]):
+            joint_body = axes * np.array([math.cos(base), math.sin(base)]) * JOINT_RADIUS
             joint = centre + scale * (_rotation(angle) @ joint_body)
-            limb_angle = angle + base + motion.at(wave, t)
             v = np.stack([xs - joint[0], ys - joint[1]], axis=-1) @ _rotation(-limb_angle).T / scale
             inside = np.maximum(np.maximum(-v[..., 0], v[..., 0] - limb_length), np.abs(v[..., 1]) - limb_width / 2)
             alpha = _smooth_step(inside, _SUPERSAMPLE)[..., None]
@@ -168,14 +267,7 @@ def render_video(
             canvas = canvas * (1 - alpha) + layer * alpha
 
         # body: the photo's centre, bent by a smooth invertible displacement field
-        bend = np.stack(
-            [
-                motion.at(motion.bend_x, t) * np.sin(math.pi * u[..., 1] + motion.bend_phase[0]),
-                motion.at(motion.bend_y, t) * np.sin(math.pi * u[..., 0] + motion.bend_phase[1]),
-            ],
-            axis=-1,
-        )
-        tex = big / 2 + (u + bend) * axes * 1.2
+        tex = big / 2 + (u + bend_offset(u, track.bend[t], track.bend_phase)) * axes * TEXTURE_ZOOM
         layer = cv2.remap(
             texture,
             tex[..., 0].astype(np.float32),
@@ -204,14 +296,25 @@ def video_plan(split: str, count: int, seed: int) -> list[tuple[str, str, str]]:
     return plan
 
 
-def render_planned(split: str, index: int, planned: tuple[str, str, str], num_frames: int, size: int, seed: int):
-    """The video ``planned`` (an entry of :func:`video_plan`), number ``index`` of ``split``: uint8 (T, S, S, 3), the
-    same whatever else is rendered (its own generator)."""
-    rng = np.random.default_rng([seed, _SPLIT_CODE[split], 1, index])
-    return render_video(planned[1], planned[2], num_frames, size, rng)
+def render_planned(
+    split: str,
+    index: int,
+    planned: tuple[str, str, str],
+    num_frames: int,
+    size: int,
+    seed: int,
+    motion: str | None = None,
+):
+    """The video ``planned`` (an entry of :func:`video_plan`), number ``index`` of ``split``, with
+    ``data.synthetic.motion`` = ``motion`` (None: ``small``): uint8 (T, S, S, 3), the same whatever else is rendered
+    (its own generator)."""
+    return render_video(planned[1], planned[2], num_frames, size, video_rng(split, index, seed), amplitudes_of(motion))
 
 
-def generate(split: str, count: int, num_frames: int, size: int, seed: int) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield ``(video_id, uint8 (num_frames, size, size, 3))`` for each synthetic video of ``split``."""
+def generate(
+    split: str, count: int, num_frames: int, size: int, seed: int, motion: str | None = None
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ``(video_id, uint8 (num_frames, size, size, 3))`` for each synthetic video of ``split`` (``motion``:
+    ``data.synthetic.motion``, None: ``small``)."""
     for index, planned in enumerate(video_plan(split, count, seed)):
-        yield planned[0], render_planned(split, index, planned, num_frames, size, seed)
+        yield planned[0], render_planned(split, index, planned, num_frames, size, seed, motion)

@@ -12,7 +12,7 @@ a per-experiment path, one per (experiment, seed) run (Snakemake wildcards; in D
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,7 +128,9 @@ class Stage:
     settings: tuple[str, ...] = ()
     per_experiment: bool = False
     aggregate: bool = False
-    gpu: bool = False
+    # whether its work runs on a GPU: False, True (one GPU), or (params, GPUs of the machine or None on a cluster)
+    # -> GPUs, e.g. evaluation only with a network metric (cpabanim/pipeline/resources.py)
+    gpu: bool | Callable[[Mapping[str, Any], int | None], int] = False
     shards: str | None = None
 
     def shard_names(self, params: Mapping[str, Any]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from cpabanim.config.mappings import flatten
 from cpabanim.pipeline.base import Output, Stage, StageIO, section_keys
 
 log = logging.getLogger(__name__)
@@ -17,9 +18,14 @@ STAGE = Stage(
     settings=("device", "masks.batch_frames"),
     inputs=("processed",),
     outputs=(Output("masks", "{paths.masks}", gathered=("meta.json",)),),
-    gpu=True,
+    gpu=lambda params, available: masks_gpus(params),
     shards="masks.shards",
 )
+
+
+def masks_gpus(params) -> int:
+    """SAM runs on a GPU; SLIC superpixels on the CPU (cpabanim/pipeline/resources.py)."""
+    return int(flatten(params)["masks.source"] == "sam")
 
 
 def run(cfg, io: StageIO, shard: int | None = None, gather: bool = False) -> None:

@@ -27,6 +27,7 @@ from cpabanim.reporting.tables import (
     lower_is_better,
     metric_columns,
     metric_rank,
+    relative_shown,
 )
 
 Runs = Mapping[str, Mapping[int, Mapping[str, float]]]
@@ -43,7 +44,9 @@ SUMMARY_NOTE = (
 COMPARISON_NOTE = (
     "candidate − reference: mean over the (video or pair, seed) pairs both have [95 % bootstrap CI, BCa, whole videos "
     "or pairs resampled with their seeds]; better / worse: the CI is entirely on the good / bad side of 0; relative: "
-    "% of the reference's mean; frames: per seed. The CI leaves out the seed-to-seed spread of the models (± sd)."
+    "% of the reference's mean, only for a metric that cannot be negative whose reference is clearly above 0 (else —: "
+    "a % would magnify noise near 0 or turn its sign); frames: per seed. The CI leaves out the seed-to-seed spread of "
+    "the models (± sd)."
 )
 PER_SEED_NOTE = "One row per trained seed; the best run per column is marked."
 PER_VIDEO_NOTE = "Mean over seeds per video (or pair and mode); the best experiment per row is marked."
@@ -77,13 +80,14 @@ class Table:
 
 @dataclass(frozen=True)
 class ComparisonTables:
-    """Every table of the report; ``comparison`` None with ``reference_note`` saying why."""
+    """Every table of the report; ``comparison`` (against ``reference``) None with ``reference_note`` saying why."""
 
     summary: Table
     comparison: Table | None
     per_seed: Table
     per_video: tuple[Table, ...]
     reference_note: str = ""
+    reference: str | None = None
 
     def all(self) -> list[Table]:
         return [self.summary, *([self.comparison] if self.comparison else []), self.per_seed, *self.per_video]
@@ -96,7 +100,7 @@ def comparison_tables(runs: Runs, per_video: PerVideo, reference: str | None) ->
     note = reference_note(reference, list(runs))
     comparison = None if note else comparison_table(runs, per_video, columns, reference)
     summary, per_seed = summary_table(runs, per_video, columns, note), per_seed_table(runs, columns)
-    return ComparisonTables(summary, comparison, per_seed, per_video_tables(per_video, columns), note)
+    return ComparisonTables(summary, comparison, per_seed, per_video_tables(per_video, columns), note, reference)
 
 
 def reference_note(reference: str | None, names: list[str]) -> str:
@@ -234,12 +238,12 @@ def comparison_row(name: str, metric: str, candidate: Rows, reference: Rows) -> 
     paired = {unit for unit, _seed in ours.keys() & theirs.keys()}
     interval = f"[{result.low:+.4g}, {result.high:+.4g}]" if math.isfinite(result.low) else "[n/a]"
     numbers = (("difference", result.difference), ("low", result.low), ("high", result.high))
-    relative = f"{result.relative:+.3g} %" if math.isfinite(result.relative) else "n/a"
+    relative = Cell(f"{result.relative:+.3g} %", (("%", result.relative),)) if relative_shown(metric, result) else None
     units = Cell(f"{result.units} {result.unit_name}", (("units", result.units), ("pairs", result.pairs)))
     frames = sum(v for k, v in frames_by_unit(reference, part).items() if k in paired)
     head = [Cell(name), label, Cell(f"{result.difference:+.4g} {interval}", numbers)]
     tail = [Cell(str(result.seeds), (("seeds", result.seeds),)), Cell(str(frames), (("frames", frames),))]
-    return [*head, Cell(relative, (("%", result.relative),)), Cell(result.verdict), units, *tail]
+    return [*head, relative or Cell("—"), Cell(result.verdict), units, *tail]  # —: the absolute difference only
 
 
 def per_seed_table(runs: Runs, columns: list[str]) -> Table:

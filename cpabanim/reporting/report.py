@@ -6,7 +6,8 @@ curves and writes every output; the parts live beside it: the parameter table (:
 the tables over seeds with the paired comparison (:mod:`~cpabanim.reporting.comparison`,
 :mod:`~cpabanim.reporting.stats`), the figures (:mod:`~cpabanim.reporting.figures`,
 :mod:`~cpabanim.reporting.curves`), the synchronised videos (:mod:`~cpabanim.reporting.videos`), the HTML page
-(:mod:`~cpabanim.reporting.page`) and what the MLflow runs receive (:mod:`~cpabanim.reporting.parents`).
+(:mod:`~cpabanim.reporting.page`, its first screen :mod:`~cpabanim.reporting.headline`) and what the MLflow runs
+receive (:mod:`~cpabanim.reporting.parents`).
 """
 
 from __future__ import annotations

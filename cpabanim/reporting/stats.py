@@ -7,7 +7,8 @@ Pure numpy/scipy, explicit inputs. Contracts:
 - :func:`paired_difference`: per-unit values ``{(unit, seed): value}`` of a candidate and a reference
   experiment (unit: a test video for reconstruction, an animation pair for animation, as the per-video CSV names
   them), paired on the keys both have with finite values -> :class:`PairedDifference` (candidate − reference,
-  its 95 % bootstrap confidence interval, the counts behind it, a verdict).
+  its 95 % bootstrap confidence interval, the counts behind it, a verdict, and whether the reference's mean is
+  clearly away from 0, the condition for a relative difference to mean something).
 
 Unit of resampling: the *video* (or pair), as a cluster of all its seeds. The seeds of one video are evaluated on
 the same frames, so their differences are correlated (a hard video is hard for every seed); resampling
@@ -52,6 +53,10 @@ RESAMPLES = 9999
 # Per-video differences closer than this (relative to their size) are "all the same": floating-point noise of
 # e.g. (x - 0.01) - x must not be taken for spread to resample.
 SAME = 1e-12
+# A reference mean is "clearly away from 0" when it is more than this many standard errors (over units, each unit
+# the mean of its seeds) above 0: about a 95 % interval that leaves 0 out. A score that is 0 on most videos (MKR)
+# or hugs 0 is not: a % of it would magnify noise.
+CLEAR_OF_ZERO = 2.0
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,11 @@ class PairedDifference:
 
     ``difference``: mean over the ``pairs`` paired (unit, seed) values; ``low``, ``high``: its confidence interval
     (NaN when fewer than 2 units: nothing to resample); ``relative``: ``difference`` in % of the reference's mean
-    on the same pairs (NaN when that mean is 0); ``units``, ``seeds``: distinct units and seeds among the pairs;
+    on the same pairs (NaN when that mean is 0); ``reference_clear_of_zero``: the mean of the reference's units
+    is positive and more than :data:`CLEAR_OF_ZERO` standard errors above 0 (False with fewer than 2 units; whether
+    a relative difference means something also depends on the metric:
+    :func:`cpabanim.reporting.tables.relative_shown`); ``units``, ``seeds``: distinct units and seeds among the
+    pairs;
     ``unit_name``: what a unit is (``videos``, ``pairs``); ``verdict``: ``better`` / ``worse`` when the interval
     lies entirely on the good / bad side of 0 (``lower_is_better`` says which side is good), else
     ``no difference detectable with {units} {unit_name} × {seeds} seeds``.
@@ -98,6 +107,7 @@ class PairedDifference:
     high: float
     relative: float
     reference_mean: float
+    reference_clear_of_zero: bool
     units: int
     seeds: int
     pairs: int
@@ -126,12 +136,14 @@ def paired_difference(
     low, high = interval(units, weights, confidence, n_resamples, random_state)
     reference_mean = float(np.mean([reference[k] for k in keys])) if keys else math.nan
     counts = {"units": len(units), "seeds": len({seed for _, seed in keys}), "pairs": len(keys)}
+    reference_units, _ = unit_means({k: reference[k] for k in keys})
     return PairedDifference(
         difference=difference,
         low=low,
         high=high,
         relative=100.0 * difference / reference_mean if reference_mean else math.nan,
         reference_mean=reference_mean,
+        reference_clear_of_zero=clear_of_zero(reference_units),
         unit_name=unit_name,
         lower_is_better=lower_is_better,
         verdict=verdict(low, high, lower_is_better, counts["units"], counts["seeds"], unit_name),
@@ -152,6 +164,15 @@ def unit_means(differences: Mapping[tuple[str, int], float]) -> tuple[np.ndarray
     means = np.array([np.mean(v) for v in by_unit.values()], dtype=float)
     weights = np.array([len(v) for v in by_unit.values()], dtype=float)
     return means, weights
+
+
+def clear_of_zero(unit_values: np.ndarray) -> bool:
+    """Whether the mean of ``unit_values`` (units,) is positive and more than :data:`CLEAR_OF_ZERO` standard errors
+    (sd with ``ddof=1`` over sqrt(units)) above 0; False with fewer than 2 units (no standard error)."""
+    if unit_values.size < 2:
+        return False
+    mean = float(np.mean(unit_values))
+    return mean > 0 and mean > CLEAR_OF_ZERO * float(np.std(unit_values, ddof=1)) / math.sqrt(unit_values.size)
 
 
 def weighted_mean(means: np.ndarray, weights: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 from cpabanim.evaluation.baselines import BASELINE_PREFIX, baseline_key
 from cpabanim.reporting.recorded import UNKNOWN, Recorded
+from cpabanim.reporting.stats import PairedDifference
 
 LOWER_IS_BETTER = ("l1", "akd", "mkr", "aed", "lpips", "fid")
+# metrics that cannot be negative (errors, distances, rates; PSNR of [0, 1] frames): a % of them can mean something.
+# Not SSIM (it can be), nor the transfer scores (below 0 = worse than the still source).
+NON_NEGATIVE = ("l1", "psnr", "akd", "mkr", "aed", "lpips", "fid")
 RECON_ORDER = ("l1", "psnr", "ssim", "lpips", "fid", "akd", "mkr", "aed")
 # animation: motion transfer first (transfer_* relative to the still source, then akd/mkr), others, identity last
 ANIM_RANK = {"transfer": 0, "akd": 1, "mkr": 1, "aed": 3, "l1": 4}
@@ -49,6 +54,15 @@ def metric_rank(metric: str) -> tuple[int, int, str, str]:
 def lower_is_better(metric: str) -> bool:
     """``recon/l1`` and ``anim/relative/akd_driving`` are lower-is-better; PSNR and SSIM higher-is-better."""
     return metric.split("/")[-1].split("_")[0] in LOWER_IS_BETTER
+
+
+def relative_shown(metric: str, result: PairedDifference) -> bool:
+    """Whether the relative difference of a comparison means something: the metric cannot be negative
+    (:data:`NON_NEGATIVE`) and the reference's mean is clearly away from 0 (``result.reference_clear_of_zero``).
+    Otherwise a % magnifies noise near 0 or turns its sign with a negative reference; the absolute difference says
+    it all."""
+    head = metric.split("/")[-1].split("_")[0]
+    return head in NON_NEGATIVE and result.reference_clear_of_zero and math.isfinite(result.relative)
 
 
 def baseline_rows(

@@ -63,3 +63,60 @@ def test_default_motion_is_moderate_over_a_still_background(monkeypatch):
     monkeypatch.setitem(synthetic.MOTION, "pan", 0.5)
     panned = _videos(count=1, frames=12, size=64)[0][1].astype(np.float64)
     assert (np.abs(panned - panned[:1]).max(axis=-1) > 2)[1:].any(axis=0).mean() > 0.9, "a panning background moves"
+
+
+def test_small_motion_is_the_default_byte_for_byte():
+    """``data.synthetic.motion: small`` (the schema's default) renders exactly the frames of the generator called
+    without the setting, i.e. of ``MOTION``: the embedded default's data, and so its metrics, do not change."""
+    from cpabanim.config.schema import defaults
+
+    assert defaults()["data"]["synthetic"]["motion"] == "small"
+    assert synthetic.MOTION_SIZES["small"] is synthetic.MOTION
+    for (name, plain), (again, small) in zip(
+        _videos("test", 2), list(synthetic.generate("test", 2, 8, 48, 0, "small"))
+    ):
+        assert name == again and np.array_equal(plain, small)
+
+
+def test_larger_motion_sizes_move_the_object_further():
+    """medium and large draw larger turns, limb swings and size changes (the same waves, larger amplitudes), and
+    the frames move further from the first one."""
+    tracks = {size: synthetic.motion_parameters("test", 1, 24, 0, size) for size in synthetic.MOTION_SIZES}
+    for smaller, larger in (("small", "medium"), ("medium", "large")):
+        a, b = tracks[smaller], tracks[larger]
+        assert np.ptp(b.rotation) > np.ptp(a.rotation) and np.ptp(b.scale) > np.ptp(a.scale)
+        assert (
+            np.ptp(b.limb_angles - b.rotation[:, None], axis=0) > np.ptp(a.limb_angles - a.rotation[:, None], axis=0)
+        ).all()
+        assert np.array_equal(a.limb_base, b.limb_base)  # the same video, with larger amplitudes
+    assert np.abs(tracks["large"].rotation).max() < np.pi / 4  # the body's axes never swap (synthetic_moments)
+    assert all(not t.pan.any() for t in tracks.values())
+
+    def drift(size: str) -> float:
+        video = synthetic.render_planned("test", 1, synthetic.video_plan("test", 2, 0)[1], 12, 48, 0, size)
+        return float(np.abs(video.astype(np.float64) - video[:1]).mean())
+
+    assert drift("small") < drift("medium") < drift("large")
+
+
+def test_motion_parameters_are_the_rendered_motion():
+    """The track of a video is what its frames were drawn with: the body the evaluation's extractor finds in each
+    frame sits at the track's centre and turns by its rotation."""
+    from cpabanim.evaluation.synthetic_keypoints import SyntheticMoments
+
+    size, frames = 64, 8
+    name, video = next(synthetic.generate("test", 1, frames, size, 0, "medium"))
+    track = synthetic.motion_parameters("test", 0, frames, 0, "medium")
+    assert track.centre.shape == (frames, 2) and track.limb_angles.shape == (frames, 2)
+    found = SyntheticMoments()(video)  # (T, 5, 2): centre, top, bottom, left, right; pixels from the corner
+    assert np.abs(found[:, 0] - track.centre * size).max() < 0.5
+    vertical = found[:, 2] - found[:, 1]  # top -> bottom: the body's y axis, turned by the rotation
+    turn = np.arctan2(-vertical[:, 0], vertical[:, 1])  # the moments see the turn within a few hundredths
+    assert np.abs(turn - track.rotation).max() < 0.1 and np.ptp(track.rotation) > 0.5
+
+
+def test_an_unknown_motion_size_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="data.synthetic.motion"):
+        synthetic.motion_parameters("test", 0, 4, 0, "huge")

@@ -2,12 +2,12 @@
 through `sbatch` by the official executor plugin (snakemake-executor-plugin-slurm), on the one-node cluster of
 tests/services/slurm.py.
 
-One tiny run (the e2e test's TINY settings, one experiment, one seed) of the first three stages: download and
-preprocess, and masks, a GPU stage (`gpu=1` in its rule) that the profile runs without a GPU. Then: each stage's
-job is in the accounting (`sacct -c`, the job completion log) under the run's name, completed on the profile's
-partition, with the plugin's comment naming its rule; the outputs are there, and `cpabanim record` committed the
-stages the jobs noted in the run's journal; a dry run has nothing to do; a partition the cluster lacks fails at
-submission with sbatch's message naming it.
+One tiny run (the e2e test's TINY settings, one experiment, one seed) of the first three stages: download,
+preprocess and masks. Then: each stage's job is in the accounting (`sacct -c`, the job completion log) under the
+run's name, completed on the profile's partition, with the plugin's comment naming its rule; the outputs are there,
+and `cpabanim record` committed the stages the jobs noted in the run's journal; a dry run has nothing to do; a
+partition the cluster lacks fails at submission with sbatch's message naming it; the trainings of two experiments,
+each asking for one of the cluster's GPUs, run side by side.
 """
 
 from __future__ import annotations
@@ -109,13 +109,13 @@ def rules_of(stages: tuple[str, ...]) -> dict[str, int]:
 
 
 def test_the_local_profile_targets_the_local_cluster() -> None:
-    """The profile and tests/services/slurm.py agree on the partition; every GPU stage is given no GPU."""
+    """The profile and tests/services/slurm.py agree on the partition; no GPU count is set anywhere but in the
+    rules: the cluster's GPUs decide how many GPU jobs run (docs/cluster.md, "GPUs")."""
     profile = yaml.safe_load((PROJECT_ROOT / PROFILE / "config.yaml").read_text())
     assert profile["executor"] == "slurm"
     assert profile["default-resources"]["slurm_partition"] == PARTITION
-    # a sharded GPU stage's shard jobs do its work: its gather asks for no GPU
-    gpu_stages = {f"{name}_shard" if stage.shards else name for name, stage in all_stages().items() if stage.gpu}
-    assert {name for name, resources in profile["set-resources"].items() if resources.get("gpu") == 0} == gpu_stages
+    assert "gpu" not in profile.get("resources", {})
+    assert not any("gpu" in resources for resources in profile.get("set-resources", {}).values())
 
 
 def test_every_job_goes_through_sbatch_and_is_accounted(slurm_run: SlurmRun, slurm_cluster: SlurmCluster) -> None:
@@ -181,3 +181,29 @@ def test_the_cluster_example_profile_is_accepted(slurm_run: SlurmRun, slurm_clus
     out = dry.stdout + dry.stderr
     assert dry.returncode == 0, out[-4000:]
     assert re.search(r"rule masks_shard:(?:\n\s+.*)*?\n\s+resources:.*slurm_partition=gpu", out), out[-4000:]
+
+
+def test_two_trainings_reach_slurm_before_either_finishes(slurm_run: SlurmRun, slurm_cluster: SlurmCluster) -> None:
+    """Two experiments' trainings, each asking the cluster for a GPU (`sbatch --gpus=1`; the node has 2), with no
+    `--resources`: both are submitted at once and run side by side. The submit host does not count GPUs (the
+    `gpu` resource's scope is local): a cluster of many GPUs is not held to one GPU job at a time."""
+    result = snakemake(
+        slurm_run.root,
+        slurm_cluster,
+        "--profile",
+        str(PROFILE),
+        "--config",
+        "experiments=[cpab,tps]",
+        "--until",
+        "train",
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    jobs = [job for job, rule in submitted(log).items() if rule == "train"]
+    assert len(jobs) == 2, log[-4000:]
+    for job in jobs:  # each asked SLURM for a GPU
+        assert "gpu:1" in slurm_cluster.run("scontrol", "show", "job", job).stdout, job
+    rows = [row for row in slurm_cluster.completed_jobs() if row["JobIDRaw"] in jobs]
+    assert [row["State"] for row in rows] == ["COMPLETED", "COMPLETED"], rows
+    # ISO times compare as strings: each started before the other ended
+    assert max(row["Start"] for row in rows) < min(row["End"] for row in rows), rows

@@ -45,6 +45,9 @@ import pytest
 
 PARTITION = "local"
 NODE = "localhost"
+# GPUs the node offers as a generic resource (GRES) with a count and no device files: SLURM schedules them (a job
+# asking `--gpus=1` holds one; two such jobs on this node run at once, a third waits) and nothing uses them
+GPUS = 2
 PACKAGES = "slurm-wlm munge"  # Debian: the daemons, the clients and their plugins
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("munge", "sbatch", "srun", "squeue", "sinfo", "sacct", "scontrol", "scancel")
@@ -100,8 +103,8 @@ class SlurmCluster:
 
     def completed_jobs(self) -> list[dict[str, str]]:
         """Every finished job, as the job completion log has it (``sacct -c``): ``JobIDRaw``, ``JobName``,
-        ``Partition``, ``State``, ``ExitCode``, ``Elapsed``, ``NodeList``."""
-        names = ("JobIDRaw", "JobName", "Partition", "State", "ExitCode", "Elapsed", "NodeList")
+        ``Partition``, ``State``, ``ExitCode``, ``Elapsed``, ``NodeList``, ``Start``, ``End`` (ISO times)."""
+        names = ("JobIDRaw", "JobName", "Partition", "State", "ExitCode", "Elapsed", "NodeList", "Start", "End")
         out = self.run("sacct", "-c", "--parsable2", "--noheader", "--starttime", "now-1days", "-o", ",".join(names))
         return parse_rows(out.stdout, names)
 
@@ -153,7 +156,10 @@ def slurm_conf(root: Path, munge_socket: Path, hardware: Mapping[str, str], user
         "AuthType": "auth/munge",
         "CredType": "cred/munge",
         # cred_expire also holds a requeued job this long before it may start again (120 s by default)
-        "AuthInfo": f"socket={munge_socket},cred_expire=10",
+        "AuthInfo": f"socket={munge_socket},cred_expire=5",
+        # the scheduler's pass over pending jobs every 2 s, not 60: a requeued job starts again 6 s after its
+        # requeue instead of 20-30 s (tests/pipeline/test_slurm_requeue.py runs several allocations)
+        "SchedulerParameters": "sched_interval=2",
         "StateSaveLocation": root / "state",
         "SlurmdSpoolDir": root / "spool",
         "SlurmctldPidFile": root / "run" / "slurmctld.pid",
@@ -173,9 +179,10 @@ def slurm_conf(root: Path, munge_socket: Path, hardware: Mapping[str, str], user
         "ReturnToService": 2,
         "KillWait": 5,  # a cancelled job gets SIGKILL 5 s after SIGTERM (teardown)
         "MailProg": "/bin/true",  # none installed; the default path would be reported as invalid
+        "GresTypes": "gpu",
     }
     lines = [f"{key}={value}" for key, value in settings.items()]
-    lines.append(f"NodeName={NODE} NodeAddr=127.0.0.1 {node} State=UNKNOWN")
+    lines.append(f"NodeName={NODE} NodeAddr=127.0.0.1 {node} Gres=gpu:{GPUS} State=UNKNOWN")
     lines.append(f"PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP")
     return "\n".join(lines) + "\n"
 
@@ -200,6 +207,12 @@ def write_files(root: Path) -> tuple[SlurmCluster, Path]:
         raise RuntimeError(f"munged's socket path is too long for a Unix socket: {munge_socket}")
     conf = root / "slurm.conf"
     conf.write_text(slurm_conf(root, munge_socket, node_hardware(), getpass.getuser()))
+    # the GPUs (GPUS): SLURM keeps only GPUs with a device file, and nothing opens these; slurmd reads gres.conf
+    # beside slurm.conf
+    (root / "dev").mkdir(exist_ok=True)
+    for number in range(GPUS):
+        (root / "dev" / f"gpu{number}").touch()
+    (root / "gres.conf").write_text(f"NodeName={NODE} Name=gpu File={root / 'dev'}/gpu[0-{GPUS - 1}]\n")
     wrapper = root / "bin" / "srun"
     wrapper.write_text(srun_wrapper(conf, find("srun") or "srun"))
     wrapper.chmod(0o755)

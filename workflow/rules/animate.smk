@@ -13,6 +13,6 @@ rule animate:
     log:
         "logs/animate/{experiment}/seed{seed}.log",
     resources:
-        gpu=1,
+        gpu=gpus("animate"),
     shell:
         "cpabanim animate {params.cli} > {log} 2>&1"

@@ -23,6 +23,7 @@ from cpabanim.pipeline import all_stages, check_shard_counts, check_shared_stage
 from cpabanim.pipeline.code import code_digest as _digest_of_module
 from cpabanim.pipeline.journal import JOURNAL_ENV, JOURNAL_ROOT
 from cpabanim.pipeline.base import expand as fill_template
+from cpabanim.pipeline.resources import gpu_request, local_gpus
 
 try:
     _OVERRIDES = overrides_from_snakemake(config)
@@ -101,6 +102,35 @@ os.environ.setdefault("CPABANIM_PIPELINE_RUN", f"snakemake-{os.getpid()}-{int(ti
 os.environ.setdefault(
     JOURNAL_ENV, str(JOURNAL_ROOT / re.sub(r"[^A-Za-z0-9._-]", "_", os.environ["CPABANIM_PIPELINE_RUN"]))
 )
+
+
+# GPUs (docs/cluster.md, "GPUs"). Each GPU job asks for the GPUs its work uses (cpabanim/pipeline/resources.py:
+# none on a machine without one, none for work that runs on the CPU). On one machine the machine's GPU count caps
+# them, unless `--resources gpu=N` says otherwise; under a cluster executor the scope `local` keeps the submit host
+# from counting them: the cluster decides how many GPU jobs run at once.
+resource_scopes:
+    gpu="local",
+
+
+# The cap is set while this file is read: the scheduler takes its resources before any rule's are worked out, and
+# every job's request is cut down to it. Only with `--cores`: a cluster run gives `--jobs`, which sets `_nodes`, and
+# a cap of the submit host's GPUs would cut its jobs' requests to that host's (often none). (`--jobs` on one machine
+# therefore sets no cap either: use `--cores` there, or `--resources gpu=N`.)
+LOCAL_GPUS = local_gpus()
+if workflow.global_resources["_nodes"].value is None and "gpu" not in workflow.global_resources:
+    workflow.register_resource("gpu", LOCAL_GPUS)
+
+
+def gpus(stage):
+    """The `gpu` resource of a stage's jobs: a function of the job's wildcards (its experiment's parameters)."""
+    declared = STAGES[stage]
+
+    def request(wildcards):
+        params = PARAMS[wildcards.experiment] if declared.per_experiment else BASE
+        # the executor is known once the run starts: a cluster's node, not this machine, has the job's GPUs
+        return gpu_request(declared, params, LOCAL_GPUS if workflow.local_exec else None)
+
+    return request
 
 
 def shard_names(stage):

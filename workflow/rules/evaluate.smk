@@ -14,7 +14,7 @@ rule evaluate_shard:
     log:
         "logs/evaluate/{experiment}/seed{seed}/shard{shard}.log",
     resources:
-        gpu=1,
+        gpu=gpus("evaluate"),
     shell:
         "cpabanim evaluate --shard {wildcards.shard} {params.cli} > {log} 2>&1"
 

@@ -12,7 +12,7 @@ rule masks_shard:
     log:
         "logs/masks/shard{shard}.log",
     resources:
-        gpu=1,
+        gpu=gpus("masks"),
     shell:
         "cpabanim masks --shard {wildcards.shard} {params.cli} > {log} 2>&1"
 

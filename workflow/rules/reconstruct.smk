@@ -13,7 +13,7 @@ rule reconstruct_shard:
     log:
         "logs/reconstruct/{experiment}/seed{seed}/shard{shard}.log",
     resources:
-        gpu=1,
+        gpu=gpus("reconstruct"),
     shell:
         "cpabanim reconstruct --shard {wildcards.shard} {params.cli} > {log} 2>&1"
 

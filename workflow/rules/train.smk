@@ -13,6 +13,6 @@ rule train:
     log:
         "logs/train/{experiment}/seed{seed}.log",
     resources:
-        gpu=1,
+        gpu=gpus("train"),
     shell:
         "cpabanim train {params.cli} > {log} 2>&1"

@@ -24,6 +24,10 @@
                                                             a study of 2 experiments x 2 seeds evaluated with a
                                                             cache per run vs one shared cache, 1 vs 4 shards: test
                                                             frames extracted, seconds, the same metrics
+    cpabanim bench motion [--json FILE] [--frame-size S] [--quick]
+                                                            the motion models alone (CPAB, TPS, affine) from exact
+                                                            keypoints against the synthetic data's true warp, per
+                                                            data.synthetic.motion size (--quick: no Adam fit)
 
 Figures are never asserted in tests (docs/model.md, "Training step profile").
 """
@@ -42,7 +46,9 @@ BENCHMARKS = {
     "dataset": "cpabanim.commands.bench.dataset",
     "masks": "cpabanim.commands.bench.masks",
     "evaluate": "cpabanim.commands.bench.evaluate",
+    "motion": "cpabanim.commands.bench.motion",
 }
+MOTION_VIDEOS, MOTION_FRAMES = 8, 24  # bench motion: test videos and frames per video (--quick: 2 and 6)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,6 +115,11 @@ def run(args: argparse.Namespace) -> int:
         videos = 2 if args.quick else args.videos if args.videos != 2000 else 4  # the embedded default's test set
         frames = 6 if args.quick else args.frames if args.frames != 32 else 24
         return bench_evaluate(args.json_path, videos, frames, args.frame_size or (32 if args.quick else 64), args.quick)
+    if args.what == "motion":
+        from cpabanim.commands.bench.motion import bench_motion
+
+        videos, frames = (2, 6) if args.quick else (MOTION_VIDEOS, MOTION_FRAMES)
+        return bench_motion(args.json_path, args.frame_size or 64, videos, frames, args.quick)
     if args.what == "dataset":
         from cpabanim.commands.bench.dataset import bench_dataset
 

@@ -1,0 +1,149 @@
+"""The report's first screen: one table that fits the page, the headline metrics per experiment (mean ± sd over
+seeds) with each experiment's paired difference from the reference, its 95 % interval, the relative difference where
+it means something and the verdict.
+
+Contract: reads the tables :func:`cpabanim.reporting.comparison.comparison_tables` made (the summary's cells and
+the comparison's rows: nothing is computed again here) and returns an HTML fragment; all text escaped.
+
+Where per-motion-size results go (issue 35): :func:`motion_bins` lists the groups of frames shown side by side under
+each metric. Today there is one, every frame pooled; a bin of the largest motions adds a column under every metric,
+from tables computed on those frames alone (the second header row appears by itself).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cpabanim.reporting.comparison import Cell, ComparisonTables, Table, metric_label
+from cpabanim.reporting.stats import BETTER, WORSE
+
+# the metrics a reader looks at first, in this order, where the runs have them: reconstruction error, the keypoints'
+# and the identity's distance, the perceptual distance, and the animation's motion transfer (docs/evaluation.md)
+HEADLINE_METRICS = ("recon/l1", "recon/lpips", "recon/akd", "recon/aed", "anim/relative/transfer_motion")
+POOLED = "all frames"
+VALUE_NOTE = "Each cell: mean ± sd over seeds (n=1: one seed; the best mean on green)."
+VERSUS_NOTE = (
+    "Under it, the difference from {reference} on the same videos or pairs [95 % bootstrap interval], the relative "
+    "difference where it means something (a metric that cannot be negative, with a reference clearly above 0), and "
+    "the verdict: better / worse when the interval lies entirely on one side of 0."
+)
+COVERAGE_NOTE = "Evaluated on: {coverage} per seed. Every metric, the per-seed and per-video tables are below."
+SHORT_UNDECIDED = "n.d."  # no verdict; the footnote gives the whole sentence (how many videos, why none)
+
+
+@dataclass(frozen=True)
+class Bin:
+    """A group of frames the first screen shows under each metric: its ``label`` and the tables computed on it."""
+
+    label: str
+    tables: ComparisonTables
+
+
+def motion_bins(tables: ComparisonTables) -> list[Bin]:
+    """The groups of frames, left to right under each metric: every frame pooled, for now (module docstring)."""
+    return [Bin(POOLED, tables)]
+
+
+def headline_metrics(tables: ComparisonTables) -> list[str]:
+    """:data:`HEADLINE_METRICS` that the summary has, in that order."""
+    return [metric for metric in HEADLINE_METRICS if metric in tables.summary.columns]
+
+
+def summary_cell(summary: Table, row: int, metric: str) -> Cell:
+    return summary.rows[row][summary.columns.index(metric)]
+
+
+def comparison_row(comparison: Table | None, experiment: str, metric: str) -> dict[str, Cell] | None:
+    """The comparison's cells (by column name) of ``experiment`` on ``metric``; None for the reference or without a
+    comparison."""
+    if comparison is None:
+        return None
+    for row in comparison.rows:
+        if row[0].text == experiment and row[1].name == metric:
+            return dict(zip(comparison.columns, row))
+    return None
+
+
+class Footnotes:
+    """The verdicts that are not ``better`` / ``worse``, numbered in order of appearance (one number per sentence)."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def mark(self, text: str) -> str:
+        if text not in self.texts:
+            self.texts.append(text)
+        return f"<sup>{self.texts.index(text) + 1}</sup>"
+
+    def html(self) -> str:
+        return "".join(f"<br><sup>{i}</sup> {html.escape(t)}" for i, t in enumerate(self.texts, start=1))
+
+
+def verdict_html(text: str, notes: Footnotes) -> str:
+    if text in (BETTER, WORSE):
+        return f'<span class="{text}">{text}</span>'
+    return f'<span class="undecided" title="{html.escape(text)}">{SHORT_UNDECIDED}{notes.mark(text)}</span>'
+
+
+def cell_html(value: Cell, versus: dict[str, Cell] | None, is_reference: bool, notes: Footnotes) -> str:
+    """One experiment's cell: the mean ± sd, then (against the reference) difference [interval], relative, verdict."""
+    top = f'<div class="value">{html.escape(value.text)}</div>'
+    if is_reference:
+        return top + '<div class="vs">reference</div>'
+    if versus is None:
+        return top
+    parts = [html.escape(versus["difference"].text)]
+    if versus["relative"].numbers:  # shown only where it means something (the comparison decided)
+        parts.append(html.escape(versus["relative"].text))
+    parts.append(verdict_html(versus["verdict"].text, notes))
+    return top + f'<div class="vs">{" ".join(parts)}</div>'
+
+
+def first_screen(tables: ComparisonTables) -> str:
+    """The first-screen table (HTML) and its note: rows = experiments, then the no-motion baseline row(s); columns =
+    seeds and, per headline metric, one column per :func:`motion_bins` bin."""
+    bins, metrics, notes = motion_bins(tables), headline_metrics(tables), Footnotes()
+    reference = tables.reference if tables.comparison is not None else None
+    summary = tables.summary
+    head = "<th>experiment</th><th>seeds</th>" + "".join(
+        f'<th colspan="{len(bins)}">{html.escape(metric_label(m))}</th>' for m in metrics
+    )
+    if len(bins) > 1:
+        labels = "".join(f"<th>{html.escape(b.label)}</th>" for _ in metrics for b in bins)
+        head = f'<tr>{head}</tr><tr><th colspan="2"></th>{labels}</tr>'
+    else:
+        head = f"<tr>{head}</tr>"
+    body = []
+    for row, (cells, kind) in enumerate(zip(summary.rows, summary.kinds)):
+        name = cells[0].text
+        tds = [f"<td>{html.escape(name)}</td><td>{html.escape(cells[1].text)}</td>"]
+        for metric in metrics:
+            for b in bins:
+                value = summary_cell(b.tables.summary, row, metric)
+                versus = comparison_row(b.tables.comparison, name, metric) if kind != "baseline" else None
+                content = cell_html(value, versus, kind != "baseline" and name == reference, notes)
+                tds.append(f'<td class="best">{content}</td>' if value.best else f"<td>{content}</td>")
+        body.append((f'<tr class="{kind}">' if kind else "<tr>") + "".join(tds) + "</tr>")
+    # the note below the table, not in it: the table stays as narrow as its numbers
+    note = f'<p class="headline-note">{headline_note(tables, reference)}{notes.html()}</p>'
+    caption = "At a glance: headline metrics" + (f", each experiment against {reference}" if reference else "")
+    return (
+        f'<table class="cpabanim-table headline" data-table="headline"><caption>{html.escape(caption)}</caption>'
+        f"<thead>{head}</thead><tbody>{''.join(body)}</tbody></table>{note}"
+    )
+
+
+def headline_note(tables: ComparisonTables, reference: str | None) -> str:
+    """What a cell shows, what the experiments were scored on, and why there is no comparison where there is none."""
+    summary = tables.summary
+    column = summary.columns.index("evaluated_on")
+    coverage = distinct(row[column].text for row, kind in zip(summary.rows, summary.kinds) if kind != "baseline")
+    versus = VERSUS_NOTE.format(reference=reference) if reference else tables.reference_note
+    return html.escape(" ".join([VALUE_NOTE, versus, COVERAGE_NOTE.format(coverage=" | ".join(coverage))]))
+
+
+def distinct(texts: Sequence[str] | object) -> list[str]:
+    """The texts, each once, in order of appearance."""
+    return list(dict.fromkeys(texts))  # type: ignore[arg-type]
