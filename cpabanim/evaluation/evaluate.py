@@ -26,10 +26,10 @@ the new frames, and the test videos' frames are extracted once for every experim
 ``evaluate.keypoints: auto`` is resolved from the processed dataset's source
 (:func:`cpabanim.evaluation.extractors.resolve_keypoints`).
 
-Sharded (``evaluate.shards``; docs/evaluation.md, "Shards"): :func:`cpabanim.evaluation.shards.evaluate_shard`
-stores the per-frame values of each test video and of each pair its video drives, and
-:func:`cpabanim.evaluation.gather.gather_evaluation` pools them in the order of one pass over every video;
-:func:`cpabanim.evaluation.gather.evaluate_all` runs every shard, then the gather.
+Sharded (``evaluate.shards``; docs/evaluation.md, "Shards and resume"):
+:func:`cpabanim.evaluation.shards.evaluate_shard` stores the per-frame values of each test video and of each pair
+its video drives, and :func:`cpabanim.evaluation.gather.gather_evaluation` pools them in the order of one pass
+over every video; :func:`cpabanim.evaluation.gather.evaluate_all` runs every shard, then the gather.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What an evaluate shard stores and its gather reads (docs/evaluation.md, "Shards"): the run's job, and one
+"""What an evaluate shard stores and its gather reads (docs/evaluation.md, "Shards and resume"): the run's job, and one
 record per item (a reconstructed video, an animated pair), imported without torch (the gather is a small job).
 
 In the run's ``shards/evaluate/<kkk>/``: ``recon/<video>.npz`` (the per-frame values of the model and of the

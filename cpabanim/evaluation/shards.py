@@ -1,5 +1,5 @@
-"""One shard of ``cpabanim evaluate`` (docs/evaluation.md, "Shards"): the per-frame values of its test videos'
-reconstructions and of the animated pairs they drive, one record per video or pair, for the gather to pool.
+"""One shard of ``cpabanim evaluate`` (docs/evaluation.md, "Shards and resume"): the per-frame values of its test
+videos' reconstructions and of the animated pairs they drive, one record per video or pair, for the gather to pool.
 
 A video's shard is a hash of its name (:func:`cpabanim.data.layout.shard_of`), a pair's that of its driving video,
 so a shard reads only its own test videos. In the run's ``shards/evaluate/<kkk>/``:
@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,21 @@ def setup(job: EvaluateJob) -> tuple[dict[str, Any], Extractors, OptionalNetwork
     return config, extractors, networks, reasons
 
 
-def evaluate_shard(job: EvaluateJob, shard: int) -> dict[str, Any]:
-    """Store the per-frame values of shard ``shard``'s videos and pairs, keeping each item an earlier run made from
-    the same inputs; its record ``done.json`` last. Returns the record."""
-    layout.check_shard(shard, job.count, "evaluate.shards")
+@dataclass(frozen=True)
+class ShardWork:
+    """What a shard's items are scored with and where their records go."""
+
+    folder: Path
+    tests: dict[str, Path]  # test video name -> its file
+    wanted: list[str]  # evaluate.metrics
+    made_with: dict[str, Any]  # what every record's digest covers besides the frames: config, extractors, reasons
+    extractors: Extractors
+    networks: OptionalNetworkMetrics
+
+
+def shard_items(job: EvaluateJob, shard: int) -> tuple[list[str], list[tuple[int, dict]], list[str]]:
+    """Shard ``shard``'s test videos (by name), its pairs (their number in pairs.json, the pair: those its videos
+    drive) and the animation modes."""
     index = read_index(job.reconstruction / "index.json", "reconstruct")
     pairs_record = read_index(job.animation / "pairs.json", "animate")
     videos = [v for v in sorted(index["videos"]) if layout.shard_of(v, job.count) == shard]
@@ -70,34 +82,25 @@ def evaluate_shard(job: EvaluateJob, shard: int) -> dict[str, Any]:
         for number, pair in enumerate(pairs_record["pairs"])
         if layout.shard_of(pair["driving"], job.count) == shard
     ]
+    return videos, pairs, list(pairs_record["modes"])
+
+
+def evaluate_shard(job: EvaluateJob, shard: int) -> dict[str, Any]:
+    """Store the per-frame values of shard ``shard``'s videos and pairs, keeping each item an earlier run made from
+    the same inputs; its record ``done.json`` last. Returns the record."""
+    layout.check_shard(shard, job.count, "evaluate.shards")
+    videos, pairs, modes = shard_items(job, shard)
     config, extractors, networks, reasons = setup(job)
     folder = layout.claim_shard(job.shards_root, shard, OWNER)
     (folder / layout.SHARD_MARKER).unlink(missing_ok=True)  # not done until this run writes it again
-    wanted = list(job.settings["metrics"])
     made_with = {"config": config, "extractors": extractors.names(), "reasons": reasons}
     tests = split_videos(job.processed, "test")
+    work = ShardWork(folder, tests, list(job.settings["metrics"]), made_with, extractors, networks)
     kept = 0
     for video in progress_bar(videos, desc=f"evaluate reconstruction, shard {shard}/{job.count}", unit="video"):
-        generated, reference = read_reconstruction(job.reconstruction, video, tests)
-        inputs = {"generated": frames_digest(generated), "reference": frames_digest(reference)}
-        record = files.contained_path(folder, RECON, f"{video}.npz")
-        if kept_record(record, files.digest_of_json({**made_with, **inputs})):
-            kept += 1
-            continue
-        values = video_metrics(generated, reference, wanted, extractors, networks)
-        features = {k: values.pop(k) for k in ("fid_real", "fid_fake") if k in values}
-        groups = {"model": values, "baseline": copy_source_metrics(reference, wanted, extractors)}
-        write_record(record, files.digest_of_json({**made_with, **inputs}), groups, features, len(generated))
-    modes = list(pairs_record["modes"])
-    for number, pair in progress_bar(pairs, desc=f"evaluate animation, shard {shard}/{job.count}", unit="pair"):
-        frames = read_pair(job.animation, pair, modes, tests)
-        made_by = files.digest_of_json({**made_with, **{k: frames_digest(v) for k, v in frames.items()}})
-        record = files.contained_path(folder, ANIM, f"{pair['name']}.npz")
-        if kept_record(record, made_by):
-            kept += 1
-            continue
-        groups = pair_metrics(frames, modes, wanted, extractors)
-        write_record(record, made_by, groups, {}, len(frames["driving"]))
+        kept += evaluate_video(job, video, work)
+    for _, pair in progress_bar(pairs, desc=f"evaluate animation, shard {shard}/{job.count}", unit="pair"):
+        kept += evaluate_pair(job, pair, modes, work)
     remove_stale(folder, {RECON: set(videos), ANIM: {pair["name"] for _, pair in pairs}})
     done = {
         "config": config,
@@ -109,16 +112,41 @@ def evaluate_shard(job: EvaluateJob, shard: int) -> dict[str, Any]:
         "extraction": extractors.cache.counts,
     }
     files.write_json(folder / layout.SHARD_MARKER, done)
+    counts = json.dumps(extractors.cache.counts)
     log.info(
         "evaluate shard %d/%d: %d videos, %d pairs (%d kept from an earlier run); extractions %s",
-        shard,
-        job.count,
-        len(videos),
-        len(pairs),
-        kept,
-        json.dumps(extractors.cache.counts),
+        *(shard, job.count, len(videos), len(pairs), kept, counts),
     )
     return done
+
+
+def evaluate_video(job: EvaluateJob, video: str, work: ShardWork) -> bool:
+    """The record of one reconstructed video: the model's per-frame values and the copy-source baseline's (and
+    FID features); True when the one there was made from the same inputs (kept)."""
+    generated, reference = read_reconstruction(job.reconstruction, video, work.tests)
+    inputs = {"generated": frames_digest(generated), "reference": frames_digest(reference)}
+    made_by = files.digest_of_json({**work.made_with, **inputs})
+    record = files.contained_path(work.folder, RECON, f"{video}.npz")
+    if kept_record(record, made_by):
+        return True
+    values = video_metrics(generated, reference, work.wanted, work.extractors, work.networks)
+    features = {k: values.pop(k) for k in ("fid_real", "fid_fake") if k in values}
+    groups = {"model": values, "baseline": copy_source_metrics(reference, work.wanted, work.extractors)}
+    write_record(record, made_by, groups, features, len(generated))
+    return False
+
+
+def evaluate_pair(job: EvaluateJob, pair: dict[str, Any], modes: list[str], work: ShardWork) -> bool:
+    """The record of one animated pair: each mode's per-frame values and the source-unchanged baseline's; True
+    when the one there was made from the same inputs (kept)."""
+    frames = read_pair(job.animation, pair, modes, work.tests)
+    made_by = files.digest_of_json({**work.made_with, **{k: frames_digest(v) for k, v in frames.items()}})
+    record = files.contained_path(work.folder, ANIM, f"{pair['name']}.npz")
+    if kept_record(record, made_by):
+        return True
+    groups = pair_metrics(frames, modes, work.wanted, work.extractors)
+    write_record(record, made_by, groups, {}, len(frames["driving"]))
+    return False
 
 
 def read_index(path: Path, stage: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Stage ``evaluate``: the field's metrics of one experiment's reconstructions and animations (docs/evaluation.md);
-sharded (``evaluate.shards`` jobs per run and a gather that writes the metrics: docs/evaluation.md, "Shards")."""
+sharded (``evaluate.shards`` jobs per run and a gather that writes the metrics: docs/evaluation.md, "Shards and
+resume")."""
 
 from __future__ import annotations
 
