@@ -91,13 +91,14 @@ class AVDJob:
         return {"source": source_sha256, "seed": self.seed, "data": data, "schedule": schedule}
 
 
-def run_avd(job: AVDJob, stop: StopRequest | None = None, restart: bool = False) -> dict[str, Any]:
+def run_avd(job: AVDJob, stop: StopRequest | None = None, restart: bool = False, dataset=None) -> dict[str, Any]:
     """Train (or resume, or find trained) the AVD network of ``job`` into ``job.folder``, under the folder's lock
     (one AVD trainer per folder); the marker is removed first and written last. ``stop``: the process's stop
     signals (:func:`cpabanim.training.preemption.stop_on_signals`): the training stops after the step in which
     one arrived, writes its checkpoint and the ``interrupted.json`` record. ``restart``: ignore the folder's
-    checkpoint (it is kept aside). Returns {"steps", "epochs", "trained", "checkpoint", "interrupted": the signal's
-    name or None}."""
+    checkpoint (it is kept aside). ``dataset``: the training videos, one pass (None: ``job.processed``'s, as the
+    data keys make them; tests pass their own). Returns {"steps", "epochs", "trained", "checkpoint",
+    "interrupted": the signal's name or None}."""
     from cpabanim.files import write_json
     from cpabanim.training.preemption import clear_interrupted
     from cpabanim.training.state import checkpoint_folder_lock
@@ -106,14 +107,14 @@ def run_avd(job: AVDJob, stop: StopRequest | None = None, restart: bool = False)
         marker = job.folder / COMPLETE_MARKER
         marker.unlink(missing_ok=True)  # the marker must never outlive the run it marks
         clear_interrupted(job.folder)
-        result = train_in_folder(job, stop, restart)
+        result = train_in_folder(job, stop, restart, dataset)
         if not result["interrupted"]:
             record = {"step": result["steps"], "epoch": result["epochs"], "avd_trained": result["trained"]}
             write_json(marker, {**record, "checkpoint": CHECKPOINT_NAME})
         return result
 
 
-def train_in_folder(job: AVDJob, stop: StopRequest | None, restart: bool) -> dict[str, Any]:
+def train_in_folder(job: AVDJob, stop: StopRequest | None, restart: bool, dataset=None) -> dict[str, Any]:
     """:func:`run_avd` under the lock: read the training checkpoint, find this run's checkpoint in the folder,
     train what is left, write the complete checkpoint."""
     from cpabanim.config.typed import ModelConfig
@@ -140,7 +141,7 @@ def train_in_folder(job: AVDJob, stop: StopRequest | None, restart: bool) -> dic
             }
         )
         log.info("resuming the AVD training from %s at step %d", job.checkpoint, training.progress.step)
-    if not training.done and fit(job, training, device, source, identity, stop):
+    if not training.done and fit(job, training, device, (source, identity), stop, dataset):
         return outcome(job, asdict(training.progress), True, report_stop(job, training, stop))
     save(job, training, source, identity, complete=True)
     trained = job.schedule.epochs > 0
@@ -205,17 +206,20 @@ def fit(
     job: AVDJob,
     training: AVDTraining,
     device: torch.device,
-    source: Mapping[str, Any],
-    identity: dict[str, Any],
+    origin: tuple[Mapping[str, Any], dict[str, Any]],
     stop: StopRequest | None,
+    dataset=None,
 ) -> bool:
     """Train to the end of the schedule, logging every ``log_every`` steps and writing the checkpoint every
-    ``checkpoint_minutes`` / ``checkpoint_every`` steps; -> True when a stop signal ended it (checkpoint written)."""
+    ``checkpoint_minutes`` / ``checkpoint_every`` steps; -> True when a stop signal ended it (checkpoint written).
+    ``origin``: the training checkpoint and the run's identity (what each checkpoint carries)."""
     from cpabanim import tracking
     from cpabanim.data.loader import resolve_num_workers
     from cpabanim.training.videos import frames_dataset
 
-    dataset = frames_dataset(job.processed, job.data, num_repeats=1)  # the stage makes its own repeats
+    if dataset is None:  # the stage makes its own repeats: one pass over the videos
+        dataset = frames_dataset(job.processed, job.data, num_repeats=1)
+    source, identity = origin
     last_save = time.monotonic()
 
     def after_step(t: AVDTraining) -> bool:
