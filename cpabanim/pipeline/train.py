@@ -124,7 +124,7 @@ def check_avd_inputs(job: TrainingJob, dataset=None) -> None:
     be)."""
     if job.train.avd_epochs <= 0:
         return
-    from cpabanim.training.avd import AVDSchedule, check_avd_batch
+    from cpabanim.training.avd_schedule import AVDSchedule, check_avd_batch
     from cpabanim.training.loop import build_dataset
 
     videos = dataset if dataset is not None else build_dataset(job, needs_masks=False, num_repeats=1)

@@ -36,39 +36,14 @@ import torch
 from torch import nn
 from torch.utils.data import Sampler
 
-from cpabanim.config.typed import TrainConfig
 from cpabanim.data.loader import ItemKey, item_seed, make_loader, step_seed, to_device
-from cpabanim.errors import ConfigError
+
+# the schedule lives apart (the train stage reads it without this module's code); it is used, and named, here too
+from cpabanim.training.avd_schedule import AVDSchedule, check_avd_batch
 from cpabanim.training.preemption import ignore_stop_signals
 
 # Seeds of AVD epochs and steps are offset from the main trainer's so that the two stages draw different items.
 AVD_SEED_OFFSET = 5_000_000
-
-
-@dataclass(frozen=True)
-class AVDSchedule:
-    """TPSMM's ``train_avd_params`` (vox: 200 epochs x 300 repeats, milestones [140, 180], lr 1e-3, batch 256)."""
-
-    epochs: int
-    repeats: int
-    milestones: tuple[int, ...]
-    lr: float
-    batch_size: int
-    random_scale: float
-    betas: tuple[float, float]
-
-    @classmethod
-    def of(cls, train: TrainConfig) -> AVDSchedule:
-        """From the ``train`` section (cpabanim/schemas/train.yaml: avd_* keys and betas)."""
-        return cls(
-            int(train.avd_epochs),
-            int(train.avd_repeats),
-            tuple(int(m) for m in train.avd_milestones),
-            float(train.avd_lr),
-            int(train.avd_batch_size),
-            float(train.avd_random_scale),
-            (float(train.betas[0]), float(train.betas[1])),
-        )
 
 
 def random_scale(kp: torch.Tensor, scale: float, generator: torch.Generator) -> torch.Tensor:
@@ -95,20 +70,6 @@ def pose_seed(seed: int, epoch: int, number: int) -> int:
 def avd_scheduler(optimizer: torch.optim.Optimizer, schedule: AVDSchedule) -> torch.optim.lr_scheduler.MultiStepLR:
     """MultiStepLR x0.1 reproducing TPSMM's end-of-epoch ``step(epoch)``: epoch e runs at lr x 0.1^#{m < e}."""
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, [m + 1 for m in schedule.milestones], gamma=0.1)
-
-
-def check_avd_batch(num_videos: int, schedule: AVDSchedule) -> None:
-    """Refuse a schedule whose epoch holds no full batch (``train.avd_batch_size`` above the training videos x
-    ``train.avd_repeats``, or below 2: BatchNorm). The train stage calls it before training, so that the mistake
-    is not found only after the whole training ran; :meth:`AVDTraining.fit` again."""
-    fix = "lower train.avd_batch_size, raise train.avd_repeats, or train no AVD network with train.avd_epochs=0"
-    if schedule.batch_size < 2:
-        raise ConfigError(f"train.avd_batch_size {schedule.batch_size} cannot make a batch: BatchNorm needs 2 or more")
-    if num_videos * schedule.repeats < schedule.batch_size:
-        raise ConfigError(
-            f"train.avd_batch_size {schedule.batch_size} is larger than the {num_videos} training videos x "
-            f"train.avd_repeats {schedule.repeats} of an AVD epoch, which cannot make a batch: {fix}"
-        )
 
 
 def batch_keys(indices: list[int], seed: int, epoch: int, first: int) -> list[ItemKey]:

@@ -33,7 +33,8 @@ import torch
 from cpabanim.config.paths import CHECKPOINT_NAME, COMPLETE_MARKER
 from cpabanim.config.typed import DataConfig, TrainConfig
 from cpabanim.errors import CpabanimError
-from cpabanim.training.avd import AVDSchedule, AVDTraining
+from cpabanim.training.avd import AVDTraining
+from cpabanim.training.avd_schedule import AVDSchedule
 from cpabanim.training.preemption import StopRequest
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,8 @@ def steps_per_second(model_state: dict, params: dict, dataset, workers: int, ste
     the model state ``model_state`` (each measurement starts from the same weights)."""
     from cpabanim.config.typed import ModelConfig, TrainConfig
     from cpabanim.models.full import AnimationModel
-    from cpabanim.training.avd import AVDSchedule, AVDTraining
+    from cpabanim.training.avd import AVDTraining
+    from cpabanim.training.avd_schedule import AVDSchedule
 
     model = AnimationModel(ModelConfig.from_mapping(params["model"])).to(device)
     model.load_state_dict(model_state)
