@@ -18,10 +18,12 @@ from pathlib import Path
 
 from cpabanim.commands.bench.common import bench_params, write_bench_frames, write_figures
 
+WARM_UP = 4  # steps before the clock starts: worker start-up, and the loader's queue of prefetched batches settles
+
 
 def steps_per_second(model_state: dict, params: dict, dataset, workers: int, steps: int, device) -> dict[str, float]:
-    """Steps/s of ``steps`` AVD steps after one warm-up step (worker start-up and the first batch excluded), from
-    the model state ``model_state`` (each measurement starts from the same weights)."""
+    """Steps/s of ``steps`` AVD steps after :data:`WARM_UP` steps (worker start-up and the first batches excluded),
+    from the model state ``model_state`` (each measurement starts from the same weights)."""
     from cpabanim.config.typed import ModelConfig, TrainConfig
     from cpabanim.models.full import AnimationModel
     from cpabanim.training.avd import AVDTraining
@@ -30,7 +32,7 @@ def steps_per_second(model_state: dict, params: dict, dataset, workers: int, ste
     model = AnimationModel(ModelConfig.from_mapping(params["model"])).to(device)
     model.load_state_dict(model_state)
     schedule = AVDSchedule.of(TrainConfig.from_mapping(params["train"]))
-    repeats = math.ceil((steps + 2) * schedule.batch_size / len(dataset))  # one epoch holds every step
+    repeats = math.ceil((steps + WARM_UP + 1) * schedule.batch_size / len(dataset))  # one epoch holds every step
     training = AVDTraining(model, dataclasses.replace(schedule, epochs=1, repeats=repeats), seed=0)
     clock: dict[str, float] = {}
 
@@ -39,9 +41,9 @@ def steps_per_second(model_state: dict, params: dict, dataset, workers: int, ste
             import torch
 
             torch.cuda.synchronize(device)
-        if t.progress.step == 1:
+        if t.progress.step == WARM_UP:
             clock["first"] = time.perf_counter()
-        return t.progress.step > steps
+        return t.progress.step >= WARM_UP + steps
 
     start = time.perf_counter()
     training.fit(dataset, device, workers=workers, after_step=after_step)
@@ -70,7 +72,7 @@ def bench_avd(
     torch.set_num_threads(1)
     params = bench_params(preset, overrides)
     size, batch_size = int(params["data"]["frame_size"]), int(params["train"]["avd_batch_size"])
-    steps, repeats = (2, 1) if quick else (16, max(1, repeats))
+    steps, repeats = (2, 1) if quick else (24, max(1, repeats))
     torch_device = resolve_device(device or "auto")
     torch.manual_seed(0)
     state = AnimationModel(ModelConfig.from_mapping(params["model"])).state_dict()
@@ -110,7 +112,8 @@ def print_figures(results: dict) -> None:
         "\n".join(
             [
                 f"AVD steps ({size} px, batch {batch}, {results['backbone']} detector on {results['device']}, "
-                f"{results['steps']} steps after a warm-up step, median of {results['repeats']} alternating runs):",
+                f"{results['steps']} steps after {WARM_UP} warm-up steps, median of {results['repeats']} alternating "
+                "runs):",
                 f"  {'workers':<8} {'steps/s':>9} {'s/step':>8}",
                 f"  {0:<8} {serial:>9.3f} {1 / serial:>8.3f}",
                 f"  {workers:<8} {parallel:>9.3f} {1 / parallel:>8.3f}",
