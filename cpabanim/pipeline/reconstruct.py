@@ -13,7 +13,9 @@ STAGE = Stage(
     module=__name__,
     params=("seed", "reconstruct"),
     settings=("device",),
-    inputs=("processed", "checkpoints"),
+    # the model after the AVD stage, as TPSMM reconstructs with: its keypoint detector ran in train mode there, so
+    # its BatchNorm statistics moved (docs/model.md, "AVD stage"); reading train's model would change the metrics
+    inputs=("processed", "avd_checkpoints"),
     outputs=(
         Output("reconstruct_shards", f"{RUN}/shards/reconstruct", holds_shards=True),
         Output("reconstruction", f"{RUN}/reconstruction"),
@@ -32,7 +34,7 @@ def run(cfg, io: StageIO, shard: int | None = None, gather: bool = False) -> Non
     r, shards = cfg.reconstruct, io.outputs["reconstruct_shards"]
     job = ReconstructJob(
         processed=io.inputs["processed"],
-        checkpoints=io.inputs["checkpoints"],
+        checkpoints=io.inputs["avd_checkpoints"],
         shards_root=shards,
         settings=r.to_dict(),
         seed=cfg.seed,

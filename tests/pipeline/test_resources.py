@@ -73,8 +73,8 @@ def snakemake(root: Path, visible: str, *args: str) -> str:
 
 def test_snakemake_plans_and_caps_the_gpus_the_machine_has(tmp_path: Path) -> None:
     """Where CUDA sees 2 GPUs each training asks for both (`train.processes: auto`, one process per GPU), and the
-    run's `gpu` resource is 2: no two GPU jobs share one (on a machine without a GPU, as in every other pipeline test, no job asks: they run as many at once as the
-    cores allow). `--resources gpu=N` sets another cap."""
+    run's `gpu` resource is 2: no two GPU jobs share one (on a machine without a GPU, as in every other pipeline
+    test, no job asks: they run as many at once as the cores allow). `--resources gpu=N` sets another cap."""
     root = copy_project(tmp_path / "project")
     plan = snakemake(root, "0,1", "-n", "--config", "experiments=[cpab,tps]")
     assert re.findall(r"rule train:(?:\n\s+.*)*?\n\s+resources:.*gpu=(\d+)", plan) == ["2", "2"], plan[-3000:]

@@ -3,7 +3,7 @@ rule reconstruct_shard:
     """video reconstruction: source = frame 0, driving = every frame (one shard)."""
     input:
         processed=path("{paths.processed}/manifest.json"),
-        checkpoints=path("{paths.checkpoints}/{experiment}/seed{seed}/complete.json"),
+        avd_checkpoints=path("{paths.checkpoints}/{experiment}/avd/seed{seed}/complete.json"),
     output:
         shard=path("{paths.outputs}/{experiment}/seed{seed}/shards/reconstruct/{shard}/done.json"),
     params:
