@@ -21,6 +21,8 @@ from cpabanim.cli import main
         ("train", ["cpab_step_s", "tps_step_s", "cpab_peak_mb", "tps_peak_mb"]),
         ("preprocess", ["peak_rss_mb_12", "peak_rss_mb_48", "frames_12", "frames_48", "rss_ratio"]),
         ("masks", ["slic_s", "sam_s_batch_1", "sam_s_batch_4", "vox_sam_days_every_4"]),
+        # --quick: 64 px frames, 2 timed steps with 0 and with 2 loader workers
+        ("avd", ["steps_per_s", "steps_per_s_0_workers", "speedup", "startup_s"]),
     ],
 )
 def test_bench_writes_its_figures(tmp_path, capsys, what, keys):

@@ -29,6 +29,10 @@ def test_experiment_paths_agree_with_the_stage_outputs(tmp_path, experiment, see
     }
     assert outputs["checkpoints"] == folders.checkpoints == tmp_path / "ckpt" / experiment / f"seed{seed}"
     assert folders.checkpoint == folders.checkpoints / CHECKPOINT_NAME
+    # the avd stage's folder: beside the seed folders, never inside train's (DVC refuses nested outputs)
+    assert outputs["avd_checkpoints"] == folders.avd == tmp_path / "ckpt" / experiment / "avd" / f"seed{seed}"
+    assert folders.avd_checkpoint == folders.avd / CHECKPOINT_NAME
+    assert stages["avd"].output("avd_checkpoints").marker == COMPLETE_MARKER
     assert folders.complete_marker.name == COMPLETE_MARKER == stages["train"].output("checkpoints").marker
     assert folders.superseded == folders.checkpoints / SUPERSEDED_NAME
     assert outputs["reconstruction"] == folders.outputs / "reconstruction"
@@ -38,6 +42,7 @@ def test_experiment_paths_agree_with_the_stage_outputs(tmp_path, experiment, see
     report = stage_io(stages["report"], params, [experiment])
     assert all(path.is_relative_to(folders.report) for path in report.outputs.values())
     assert report.experiments[experiment][seed]["checkpoints"] == folders.checkpoints
+    assert report.experiments[experiment][seed]["avd_checkpoints"] == folders.avd
     other = ExperimentPaths.of(params["paths"], experiment, seed + 1)
     assert report.experiments[experiment][seed + 1]["metrics"].parent == other.outputs  # every seed of the params
 

@@ -160,7 +160,7 @@ def test_trained_model_is_logged_once_and_reproduces_the_checkpoint(tmp_path, mo
     _video(tmp_path / "processed" / "test" / "v#0", frames=1, size=int(params["data"]["frame_size"]))
     checkpoint = tmp_path / "checkpoints" / "last.pt"
     save_checkpoint(checkpoint, AnimationModel(ModelConfig.from_mapping(params["model"])), params=params, step=7)
-    paths = {"checkpoints": checkpoint.parent, "processed": tmp_path / "processed"}
+    paths = {"avd_checkpoints": checkpoint.parent, "processed": tmp_path / "processed"}  # the model the report logs
     parent = runs.experiment_parent(params, motion)
 
     info = parents.log_trained_model(paths, parent, motion, {"recon/l1": 0.5})

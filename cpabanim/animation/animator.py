@@ -81,11 +81,12 @@ def load_animator(
     if kind == "identity":
         return IdentityAnimator(), {"animator": "identity"}
     checkpoint = Path(checkpoint)
+    stages = "`cpabanim train`, then `cpabanim avd`," if section == "animate" else "`cpabanim train`"  # its input
     model, extra = load_model(
         checkpoint,
         device,
         missing=(
-            f"run `cpabanim train` first, or set {section}.checkpoint to a trained model "
+            f"run {stages} first, or set {section}.checkpoint to a trained model "
             f"({section}.animator=identity for a sanity run)"
         ),
     )

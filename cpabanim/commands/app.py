@@ -30,7 +30,8 @@ from cpabanim.errors import CpabanimError
 log = logging.getLogger(__name__)
 
 GRADIO_MISSING = "the web app needs gradio: pip install 'cpabanim[app]'"
-# the default of paths.checkpoints, where `cpabanim train` writes <experiment>/seed<seed>/last.pt
+# the default of paths.checkpoints, where `cpabanim train` writes <experiment>/seed<seed>/last.pt (and `cpabanim avd`
+# <experiment>/avd/seed<seed>/last.pt)
 CHECKPOINTS_ROOT = Path("models/checkpoints")
 # errors of a full or read-only disk: the user's to fix, one line as in the CLI (cpabanim.cli.main)
 DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT)
@@ -59,8 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def find_checkpoints(root: Path, extra: list[str]) -> list[str]:
-    """The choices of the checkpoint list: every ``last.pt`` under ``root`` (what ``cpabanim train`` wrote), then
-    the ``--checkpoint`` paths, each once."""
+    """The choices of the checkpoint list: every ``last.pt`` under ``root`` (what ``cpabanim train`` and ``cpabanim
+    avd`` wrote), then the ``--checkpoint`` paths, each once."""
     found = [str(path) for path in sorted(root.glob("**/last.pt"))] if root.is_dir() else []
     return list(dict.fromkeys([*found, *extra]))
 

@@ -1,5 +1,6 @@
-"""``cpabanim checkpoints``: the trained models under ``{paths.checkpoints}``, each run's ``last.pt`` and every
-model a restart set aside (``superseded/NNN.pt``, cpabanim/training/state.py), so that none is forgotten.
+"""``cpabanim checkpoints``: the trained models under ``{paths.checkpoints}``, each run's ``last.pt`` (the train
+stage's and the avd stage's) and every model a restart set aside (``superseded/NNN.pt``,
+cpabanim/training/state.py), so that none is forgotten.
 
     cpabanim checkpoints                     # every experiment and seed
     cpabanim checkpoints --experiment tps    # one experiment's seeds
@@ -23,9 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_folders(root: Path, experiment: str | None) -> list[Path]:
-    """The seed folders (``<experiment>/seed<N>``) under ``root``, of ``experiment`` only when given."""
+    """The seed folders under ``root``: the train stage's (``<experiment>/seed<N>``) and the avd stage's
+    (``<experiment>/avd/seed<N>``), of ``experiment`` only when given."""
+    from cpabanim.config.paths import AVD_FOLDER
+
     experiments = [root / experiment] if experiment else sorted(p for p in root.glob("*") if p.is_dir())
-    return [seed for folder in experiments for seed in sorted(folder.glob("seed*")) if seed.is_dir()]
+    folders = [folder / part for folder in experiments for part in (".", AVD_FOLDER)]
+    return [seed for folder in folders for seed in sorted(folder.glob("seed*")) if seed.is_dir()]
 
 
 def describe_run(folder: Path) -> list[str]:

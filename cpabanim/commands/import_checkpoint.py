@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
         log.info("model params read from the checkpoint instead of the preset: %s", ", ".join(result["overridden"]))
     if not result["avd_trained"]:
         log.warning(
-            "%s holds no AVD network: animate mode avd needs one (train it with the train stage's AVD "
-            "epochs, or import a checkpoint saved after TPSMM's train_avd)",
+            "%s holds no AVD network: animate mode avd needs one (train it with `cpabanim avd` on a run's "
+            "checkpoint, or import a checkpoint saved after TPSMM's train_avd)",
             args.input,
         )
     print(

@@ -14,8 +14,9 @@ included. tests/test_typed_config.py checks that the fields are the schema's key
 The module is longer than 350 lines because it lists every field of every section (about 160 of them), each
 once, beside its type; the machinery is the first 100 lines.
 
-The keys of ``train`` that do not define what is learned live here too (:data:`TRAIN_HOW_IT_RUNS`,
-:data:`TRAIN_HOW_LONG`): the train stage's declaration and the resume check read them from this one place.
+The keys of ``train`` that do not define what training learns live here too (:data:`TRAIN_HOW_IT_RUNS`,
+:data:`TRAIN_HOW_LONG`, the avd stage's :data:`TRAIN_AVD` and :data:`TRAIN_AVD_HOW_IT_RUNS`): the stages'
+declarations and the resume check read them from this one place.
 """
 
 from __future__ import annotations
@@ -33,22 +34,14 @@ C = TypeVar("C", bound="SectionConfig")
 # Keys of ``train`` that say how training is fed and compiled, not what it learns: changing them never re-runs
 # the train stage (its "settings"), and a run resumes across them (batches do not depend on them).
 TRAIN_HOW_IT_RUNS = ("num_workers", "prefetch_factor", "channels_last", "compile")
-# Keys of ``train`` that say how long to train, how often to log or save, and the AVD stage's schedule (which
-# runs after training): changing them re-runs the stage but continues its checkpoint (a larger max_steps extends
-# a complete run) instead of starting again.
-TRAIN_HOW_LONG = (
-    "max_steps",
-    "num_epochs",
-    "checkpoint_every",
-    "log_every",
-    "image_every",
-    "avd_epochs",
-    "avd_repeats",
-    "avd_milestones",
-    "avd_lr",
-    "avd_random_scale",
-    "avd_batch_size",
-)
+# Keys of ``train`` that say how long to train and how often to log or save: changing them re-runs the stage but
+# continues its checkpoint (a larger max_steps extends a complete run) instead of starting again.
+TRAIN_HOW_LONG = ("max_steps", "num_epochs", "checkpoint_every", "log_every", "image_every")
+# Keys of ``train`` that define what the avd stage learns (TPSMM's AVD schedule, with ``betas``): the avd stage's,
+# never the train stage's reason to re-run (training resumes across them: its checkpoint does not record them).
+TRAIN_AVD = ("avd_lr", "avd_random_scale", "avd_batch_size", "avd_epochs", "avd_repeats", "avd_milestones")
+# Keys of ``train`` that say how the avd stage runs: its loader and how often it saves (never a reason to re-run).
+TRAIN_AVD_HOW_IT_RUNS = ("avd_workers", "avd_checkpoint_minutes", "avd_checkpoint_every")
 
 
 def _frozen(value: Any) -> Any:
@@ -249,6 +242,9 @@ class TrainConfig(SectionConfig):
     avd_epochs: int
     avd_repeats: int
     avd_milestones: tuple[int, ...]
+    avd_workers: int | Literal["auto"]
+    avd_checkpoint_minutes: float
+    avd_checkpoint_every: int
     num_workers: int | Literal["auto"]
     prefetch_factor: int
     channels_last: bool

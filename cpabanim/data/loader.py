@@ -160,10 +160,12 @@ def resolve_num_workers(value: int | str, local_world: int = 1) -> int:
 
 
 def make_loader(
-    dataset: Dataset, sampler: EpochBatchSampler, num_workers: int, device: torch.device, prefetch_factor: int = 2
+    dataset: Dataset, sampler: Sampler[list[ItemKey]], num_workers: int, device: torch.device, prefetch_factor: int = 2
 ) -> DataLoader:
     """The training DataLoader: keyed items from ``num_workers`` persistent workers (0 = the main process),
-    each prefetching ``prefetch_factor`` batches, in pinned memory when the model is on CUDA."""
+    each prefetching ``prefetch_factor`` batches, in pinned memory when the model is on CUDA. ``sampler``: an
+    :class:`EpochBatchSampler`, or any batch sampler of :class:`ItemKey` living in the main process (the avd
+    stage's, cpabanim/training/avd.py)."""
     workers = num_workers > 0
     return DataLoader(
         KeyedDataset(dataset),

@@ -1,6 +1,7 @@
 """The pipeline's stages, each declared once (docs/pipeline.md, "Stages").
 
-    download -> preprocess -> masks -> train -> reconstruct, animate -> evaluate -> report
+    download -> preprocess -> masks -> train -> avd -> animate -> evaluate -> report
+                                           train -> reconstruct -> evaluate
 
 Every stage module in this package holds its declaration (``STAGE``, a :class:`~cpabanim.pipeline.base.Stage`:
 the keys it reads, its inputs and outputs, its one-line ``help`` that ``cpabanim --help`` shows), optionally
@@ -28,7 +29,7 @@ from cpabanim.data.layout import is_shard_name
 from cpabanim.errors import ConfigError, DataError
 from cpabanim.pipeline.base import SHARDS_FOLDER, Output, Stage, StageIO, expand
 
-STAGE_MODULES = ("download", "preprocess", "masks", "train", "reconstruct", "animate", "evaluate", "report")
+STAGE_MODULES = ("download", "preprocess", "masks", "train", "avd", "reconstruct", "animate", "evaluate", "report")
 
 
 def all_stages() -> dict[str, Stage]:

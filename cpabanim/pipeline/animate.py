@@ -1,4 +1,5 @@
-"""Stage ``animate``: cross-identity animation of a deterministic list of test pairs, per experiment."""
+"""Stage ``animate``: cross-identity animation of a deterministic list of test pairs, per experiment, with the avd
+stage's model (the trained model with its AVD network trained: the ``avd`` mode needs it)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ STAGE = Stage(
     module=__name__,
     params=("seed", "data.seed", "animate"),
     settings=("device",),
-    inputs=("processed", "checkpoints"),
+    inputs=("processed", "avd_checkpoints"),
     outputs=(Output("animation", "{paths.outputs}/{experiment}/seed{seed}/animation"),),
     per_experiment=True,
     gpu=True,
@@ -23,7 +24,7 @@ def run(cfg, io: StageIO) -> None:
     a = cfg.animate
     animate_pairs(
         processed=io.inputs["processed"],
-        checkpoints=io.inputs["checkpoints"],
+        checkpoints=io.inputs["avd_checkpoints"],
         out_root=io.outputs["animation"],
         animator=a.animator,
         checkpoint=a.checkpoint,

@@ -6,10 +6,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cpabanim.config.mappings import flatten
 from cpabanim.pipeline.base import Output, Stage, StageIO, section_keys
 
 RUN = "{paths.outputs}/{experiment}/seed{seed}"  # one (experiment, seed) run's outputs
 HOW_IT_RUNS = ("evaluate.cache", "evaluate.cache_dir")  # where extractions are cached: never a reason to re-run
+# what runs a network on the device; the pixel metrics, dlib, mediapipe and the synthetic moments run on the CPU
+NETWORK_METRICS = ("lpips", "fid")
+NETWORK_EXTRACTORS = ("face_alignment", "reid")
+
+
+def networks_selected(params) -> bool:
+    """Whether the evaluation runs a network: a network metric, or a network keypoint or identity extractor."""
+    flat = flatten(params)
+    extractors = (flat["evaluate.keypoints"], flat["evaluate.identity"])
+    return bool(set(flat["evaluate.metrics"]) & set(NETWORK_METRICS) or set(extractors) & set(NETWORK_EXTRACTORS))
+
 
 STAGE = Stage(
     name="evaluate",
@@ -26,7 +38,8 @@ STAGE = Stage(
         Output("per_video", f"{RUN}/metrics_per_video.csv", kind="file", cache=False),
     ),
     per_experiment=True,
-    gpu=True,
+    # a GPU only for a network (cpabanim/pipeline/resources.py): dlib and the pixel metrics ask for none
+    gpu=lambda params, available: int(networks_selected(params)),
     shards="evaluate.shards",
 )
 
@@ -54,7 +67,8 @@ def run(cfg, io: StageIO, shard: int | None = None, gather: bool = False) -> Non
         outputs={name: io.outputs[name] for name in ("metrics", "unavailable", "per_video")},
         settings={k: v for k, v in cfg.evaluate.to_dict().items() if f"evaluate.{k}" not in HOW_IT_RUNS},
         cache_dir=cache_folder(cfg),
-        device=cfg.device,
+        # without a network nothing needs the GPU the job did not ask for (pixel metrics on the CPU)
+        device=cfg.device if networks_selected(cfg.to_dict()) else "cpu",
         code=code_digest(STAGE.module),
         command=f"evaluate --experiment {cfg.experiment} --set seed={cfg.seed}",
     )

@@ -16,7 +16,7 @@ from cpabanim.pipeline.base import Output, Stage, StageIO
 REPORT = "{paths.outputs}/report"
 # the per-experiment stages whose recorded params the table compares, in pipeline order (a test checks them against
 # the declarations: importing cpabanim.pipeline here would make every declaration a code dependency of the report)
-RECORDED_STAGES = ("train", "reconstruct", "animate", "evaluate")
+RECORDED_STAGES = ("train", "avd", "reconstruct", "animate", "evaluate")
 IMAGE = {}  # a DVC plot that is an image: `dvc plots show` embeds it as <img> and it renders offline
 LOSS_PLOT = {"x": "step", "y": "smoothed", "template": "linear"}
 
@@ -25,7 +25,7 @@ STAGE = Stage(
     help="log every experiment's metrics to MLflow and write the comparison of experiments",
     module=__name__,
     params=("seeds", "report", "tracking.log_checkpoints"),
-    inputs=("processed", "metrics", "per_video", "reconstruction", "animation", "checkpoints"),
+    inputs=("processed", "metrics", "per_video", "reconstruction", "animation", "checkpoints", "avd_checkpoints"),
     outputs=(
         Output("table_md", f"{REPORT}/experiments.md", kind="file", cache=False),
         Output("table_csv", f"{REPORT}/experiments.csv", kind="file", cache=False, report="Comparison"),

@@ -5,7 +5,9 @@
     torchrun --nproc_per_node=2 -m cpabanim train ...        # the same, by hand
 
 The checkpoint folder persists across re-runs (training resumes); Snakemake tracks the ``complete.json`` marker
-that training writes last, inside that folder, so removing the folder makes training due again.
+that training writes last, inside that folder, so removing the folder makes training due again. The AVD network
+trains after it, in the avd stage (cpabanim/pipeline/avd.py); this stage only checks, before training, that the
+AVD schedule can make a batch of the training videos.
 
 With ``train.processes`` above 1 (auto: one per visible GPU), or on several nodes of a SLURM allocation, this
 process launches the training processes and waits for them (cpabanim/training/launch.py; docs/model.md,
@@ -22,8 +24,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cpabanim.config.mappings import flatten
 from cpabanim.config.paths import CHECKPOINT_NAME, COMPLETE_MARKER
-from cpabanim.config.typed import TRAIN_HOW_IT_RUNS, TrainConfig
+from cpabanim.config.typed import TRAIN_AVD, TRAIN_AVD_HOW_IT_RUNS, TRAIN_HOW_IT_RUNS, TrainConfig
 from cpabanim.pipeline.base import Output, Stage, StageIO, section_keys
 
 if TYPE_CHECKING:
@@ -36,6 +39,10 @@ log = logging.getLogger(__name__)
 # how training is fed and compiled, not what it learns: changing them never re-runs training (their one home is
 # cpabanim.config.typed, which the resume check reads too)
 HOW_IT_RUNS = tuple(f"train.{key}" for key in (*TRAIN_HOW_IT_RUNS, *TrainConfig.HOW_IT_LAUNCHES))
+# the avd stage's keys: never a reason to re-run training; it reads the three that say whether the AVD schedule can
+# make a batch of the training videos, to refuse a schedule that cannot before training (check_avd_inputs)
+AVD_KEYS = tuple(f"train.{key}" for key in (*TRAIN_AVD, *TRAIN_AVD_HOW_IT_RUNS))
+AVD_CHECKED = ("train.avd_epochs", "train.avd_repeats", "train.avd_batch_size")
 
 STAGE = Stage(
     name="train",
@@ -50,7 +57,7 @@ STAGE = Stage(
         "data.augmentation",
         "model",
         "loss",
-        *section_keys("train", exclude=HOW_IT_RUNS),
+        *section_keys("train", exclude=(*HOW_IT_RUNS, *AVD_KEYS)),
     ),
     # recorded in the checkpoint for the demo's face crop; the data they make reach training as the processed input
     settings=(
@@ -60,14 +67,22 @@ STAGE = Stage(
         "data.folder.smooth_sigma",
         "data.folder.detect_every",
         *HOW_IT_RUNS,
+        *AVD_CHECKED,
     ),
     inputs=("processed", "masks"),
     outputs=(
         Output("checkpoints", "{paths.checkpoints}/{experiment}/seed{seed}", persist=True, marker=COMPLETE_MARKER),
     ),
     per_experiment=True,
-    gpu=True,
+    gpu=lambda params, available: train_gpus(params, available),
 )
+
+
+def train_gpus(params, available: int | None) -> int:
+    """GPUs of one training job (cpabanim/pipeline/resources.py): one per process, ``train.processes``; with ``auto``
+    every GPU of this machine, one on a cluster's node (the profile's ``gpu`` asks for more)."""
+    processes = flatten(params)["train.processes"]
+    return max(available or 1, 1) if processes == "auto" else int(processes)
 
 
 def add_arguments(parser) -> None:
@@ -75,9 +90,8 @@ def add_arguments(parser) -> None:
 
 
 def run(cfg, io: StageIO, restart: bool = False) -> None:
-    """Train (or resume) into ``io.outputs["checkpoints"]``, then the AVD network; the completion marker is
-    written last, by rank 0 only. The runtime (device, ranks, process group, precision) lives for both; so does
-    the handling of the stop signals, from before the set-up (a signal then stops training before its first step).
+    """Train (or resume) into ``io.outputs["checkpoints"]``; the completion marker is written last, by rank 0
+    only. The stop signals are handled from before the set-up (a signal then stops training before its first step).
     With several processes to run and no torchrun around this process, it launches them instead."""
     from cpabanim.runtime import Runtime
     from cpabanim.training.job import TrainingJob
@@ -87,7 +101,7 @@ def run(cfg, io: StageIO, restart: bool = False) -> None:
     folder = io.outputs["checkpoints"]
     job = TrainingJob.of(
         cfg, checkpoint=folder / CHECKPOINT_NAME, processed=io.inputs["processed"], masks=io.inputs["masks"]
-    )
+    ).without_recorded(AVD_CHECKED)  # read for the check only: the avd stage's checkpoint records what it ran
     if not under_torchrun(os.environ):
         gpus = visible_gpus() if job.train.processes == "auto" or job.device != "cpu" else 0
         processes = resolve_processes(job.train.processes, job.device, gpus)
@@ -99,35 +113,35 @@ def run(cfg, io: StageIO, restart: bool = False) -> None:
 
 
 def train_here(job: TrainingJob, folder: Path, runtime: Runtime, stop: StopRequest, restart: bool) -> None:
-    """This process's part of the training (all of it in a one-process job), the AVD network and the marker.
+    """This process's part of the training (all of it in a one-process job) and the marker.
 
     The checkpoint folder's lock is held from before training to after the marker (rank 0), so that a second
-    ``cpabanim train`` started while this one trains its AVD network is refused too, not a second AVD trainer
-    on the same files. The AVD schedule is checked against the training videos before anything trains."""
+    ``cpabanim train`` started between the two is refused. The AVD schedule is checked against the training
+    videos before anything trains."""
     from cpabanim.training.state import checkpoint_folder_lock
 
     check_avd_inputs(job)
     with checkpoint_folder_lock(folder, runtime.is_main):
-        _train_then_avd(job, folder, runtime, stop, restart)
+        _train_and_mark(job, folder, runtime, stop, restart)
 
 
 def check_avd_inputs(job: TrainingJob, dataset=None) -> None:
     """Refuse, before training, an AVD batch the training videos cannot fill (``train.avd_batch_size`` above
-    videos x ``train.avd_repeats``): found after training, it would throw the whole run's time away.
-    ``dataset``: the AVD stage's one pass over the videos (None: built from ``job.processed`` as it will be)."""
+    videos x ``train.avd_repeats``): found by the avd stage after training, it would throw the whole run's time
+    away. ``dataset``: the avd stage's one pass over the videos (None: built from ``job.processed`` as it will
+    be)."""
     if job.train.avd_epochs <= 0:
         return
-    from cpabanim.training.avd import AVDSchedule, check_avd_batch
+    from cpabanim.training.avd_schedule import AVDSchedule, check_avd_batch
     from cpabanim.training.loop import build_dataset
 
     videos = dataset if dataset is not None else build_dataset(job, needs_masks=False, num_repeats=1)
     check_avd_batch(len(videos), AVDSchedule.of(job.train))
 
 
-def _train_then_avd(job: TrainingJob, folder: Path, runtime: Runtime, stop: StopRequest, restart: bool) -> None:
-    """Train (or resume), then the AVD network, then the marker: :func:`train_here` under the folder's lock."""
+def _train_and_mark(job: TrainingJob, folder: Path, runtime: Runtime, stop: StopRequest, restart: bool) -> None:
+    """Train (or resume), then the marker: :func:`train_here` under the folder's lock."""
     from cpabanim.files import write_json
-    from cpabanim.training.avd import train_avd
     from cpabanim.training.launch import LAUNCHED_ENV
     from cpabanim.training.loop import train
     from cpabanim.training.preemption import clear_interrupted
@@ -149,21 +163,15 @@ def _train_then_avd(job: TrainingJob, folder: Path, runtime: Runtime, stop: Stop
     if result["interrupted"]:
         stopped(job, result["interrupted"], result["step"], requeue=runtime.is_main)
     if runtime.is_main and result["complete"]:
-        if job.train.avd_epochs > 0:
-            train_avd(job, runtime.device)
         write_json(marker, {"step": result["step"], "epoch": result["epoch"], "checkpoint": result["checkpoint"].name})
 
 
 def stopped(job: TrainingJob, by: str, step: int, requeue: bool) -> None:
     """Training stopped on signal ``by`` with its checkpoint written: requeue the SLURM job when that is asked for
-    and this process is the one to do it (the outermost), then exit with code 3 (preemption.TrainingInterrupted)."""
-    from cpabanim.training.preemption import TrainingInterrupted, ignore_stop_signals, requeue_command, requeue_job
+    and this process is the one to do it (the outermost), then exit with code 3 (preemption.exit_stopped)."""
+    from cpabanim.training.preemption import exit_stopped
 
-    ignore_stop_signals()  # the process is ending: the rest of the job's SIGTERMs must not cut its exit short
-    command = requeue_command(by, job.train.requeue, os.environ) if requeue else None
-    if command:
-        requeue_job(command)
-    raise TrainingInterrupted(by, step)
+    exit_stopped(by, step, job.train.requeue, requeue)
 
 
 def launch(job: TrainingJob, folder: Path, processes: int) -> None:

@@ -138,10 +138,11 @@ def log_trained_model(
     recorded: Recorded | None = None,
     seed: int | None = None,
 ):
-    """A seed's checkpoint as an MLflow PyTorch model ``cpabanim-<experiment>`` on that seed's run ``parent``,
-    registered as the newest version of the experiment's registered model; once per checkpoint: a run that
-    already holds a model of this checkpoint (a report re-run by hand joins the newest parent) keeps it. Returns
-    the logged model's ``ModelInfo`` (None: nothing logged)."""
+    """A seed's model (the avd stage's checkpoint: the trained model with its AVD network) as an MLflow PyTorch
+    model ``cpabanim-<experiment>`` on that seed's run ``parent``, registered as the newest version of the
+    experiment's registered model; once per checkpoint: a run that already holds a model of this checkpoint (a
+    report re-run by hand joins the newest parent) keeps it. Returns the logged model's ``ModelInfo`` (None:
+    nothing logged)."""
     from mlflow.entities import LoggedModelStatus
 
     from cpabanim.config.paths import CHECKPOINT_NAME
@@ -153,7 +154,7 @@ def log_trained_model(
         register_model,
     )
 
-    checkpoint = paths["checkpoints"] / CHECKPOINT_NAME
+    checkpoint = paths["avd_checkpoints"] / CHECKPOINT_NAME  # the model with its AVD network: the avd stage's
     if not checkpoint.is_file():
         log.warning("no checkpoint at %s: no model logged", checkpoint)
         return None

@@ -5,6 +5,7 @@ have changed since the experiment ran (docs/pipeline.md, "Experiments side by si
 
 - ``train``: the checkpoint's own record (``last.pt``'s ``params``: what training ran with), else the params of
   the newest finished MLflow ``train`` run of the experiment;
+- ``avd``: the same from the avd stage's ``last.pt`` (its record holds the training's with the AVD keys merged in);
 - ``reconstruct``, ``animate``, ``evaluate``: the params of the stage's newest finished MLflow run of the
   experiment;
 - neither: ``unknown``; its values are shown as ``unknown``, never guessed.
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
 CHECKPOINT_SOURCE = "last.pt"
+# the stages whose checkpoint records what they ran with -> the input of the report naming their folder
+CHECKPOINT_STAGES = {"train": "checkpoints", "avd": "avd_checkpoints"}
 MLFLOW_SOURCE = "MLflow"
 LEFT_OUT = ("paths.", "tracking.")
 LEFT_OUT_KEYS = ("experiment", "seed", "seeds")
@@ -91,14 +94,16 @@ def mlflow_record(experiment: str, seed: int, stage: str, tracking: Mapping[str,
 
 
 def recorded_params(
-    experiment: str, seed: int, checkpoints: Path, stages: Sequence[str], tracking: Mapping[str, Any]
+    experiment: str, seed: int, paths: Mapping[str, Path], stages: Sequence[str], tracking: Mapping[str, Any]
 ) -> Recorded:
     """What the run of ``experiment`` with ``seed`` recorded in its ``stages`` (see the module docstring);
-    ``checkpoints``: its checkpoint folder; ``tracking``: the tracking section of the params (its MLflow runs)."""
+    ``paths``: its folders by input name (the checkpoint folders of :data:`CHECKPOINT_STAGES`); ``tracking``: the
+    tracking section of the params (its MLflow runs)."""
     values: dict[str, str] = {}
     sources: dict[str, str] = {}
     for stage in stages:
-        record, source = (checkpoint_record(checkpoints), CHECKPOINT_SOURCE) if stage == "train" else (None, "")
+        folder = paths.get(CHECKPOINT_STAGES.get(stage, ""))
+        record, source = (checkpoint_record(folder), CHECKPOINT_SOURCE) if folder is not None else (None, "")
         if record is None:
             record, source = mlflow_record(experiment, seed, stage, tracking), MLFLOW_SOURCE
         sources[stage] = source if record is not None else UNKNOWN

@@ -48,14 +48,14 @@ def report_experiments(
     seed_run_of: Callable[[str | None, str, int], str | None],
 ) -> None:
     """Write every output of the report stage for ``experiments`` (experiment -> seed -> its input paths:
-    ``metrics``, ``per_video``, ``reconstruction``, ``animation``, ``checkpoints``, ``processed``) and log each
-    run's results to MLflow.
+    ``metrics``, ``per_video``, ``reconstruction``, ``animation``, ``checkpoints``, ``avd_checkpoints``,
+    ``processed``) and log each run's results to MLflow.
 
     ``stages``: the per-experiment stages whose recorded params the parameter table compares; ``outputs``: the
     report's files; ``tracking``: the tracking section of the params (training curves, recorded runs);
-    ``log_checkpoints``: also log and register each trained model; ``reference``: the experiment the others are
-    compared with (None: the first); ``parent_of(name, recorded values)``: the experiment's parent run id (None:
-    not tracked); ``seed_run_of(parent, name, seed)``: the seed's run below it.
+    ``log_checkpoints``: also log and register each trained model (the avd stage's); ``reference``: the experiment
+    the others are compared with (None: the first); ``parent_of(name, recorded values)``: the experiment's parent
+    run id (None: not tracked); ``seed_run_of(parent, name, seed)``: the seed's run below it.
     """
     names = list(experiments)
     metrics = {e: {s: read_metrics(p["metrics"])[0] for s, p in seeds.items()} for e, seeds in experiments.items()}
@@ -117,7 +117,7 @@ def experiment_record(
 ) -> tuple[Recorded, dict[int, Recorded]]:
     """The experiment's recorded parameters (its lowest seed's; the seeds' differ only in the seed, which the
     records leave out: a warning says when they do not) and each seed's own."""
-    by_seed = {s: recorded_params(name, s, paths["checkpoints"], stages, tracking) for s, paths in seeds.items()}
+    by_seed = {s: recorded_params(name, s, paths, stages, tracking) for s, paths in seeds.items()}
     first = by_seed[min(by_seed)]
     for seed, record in by_seed.items():
         differing = sorted(k for k in first.values.keys() & record.values.keys() if first.values[k] != record.values[k])

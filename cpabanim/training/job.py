@@ -30,7 +30,7 @@ class TrainingJob:
     model: ModelConfig
     loss: LossConfig
     train: TrainConfig
-    checkpoint: Path  # last.pt: written by training, resumed from, completed by the AVD stage
+    checkpoint: Path  # last.pt: written by training and resumed from (the avd stage reads it)
     processed: Path  # train/ frame folders
     masks: Path  # region masks (loss.semantic = masks)
     weights: Path  # pretrained loss networks (VGG, DINO)
@@ -65,3 +65,18 @@ class TrainingJob:
         recorded = copy.deepcopy(self.recorded)
         recorded.setdefault("train", {}).update(changes)
         return replace(self, train=self.train.replace(**changes), recorded=recorded)
+
+    def without_recorded(self, keys: tuple[str, ...]) -> TrainingJob:
+        """The same job whose checkpoint does not record the dotted ``keys`` (read by the stage, never what the
+        training learns with: the train stage's view of the avd stage's keys)."""
+        from dataclasses import replace
+
+        recorded = copy.deepcopy(self.recorded)
+        for key in keys:
+            *parents, name = key.split(".")
+            node = recorded
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(name, None)
+        return replace(self, recorded=recorded)

@@ -66,29 +66,11 @@ class Run:
 
 
 def build_dataset(job: TrainingJob, needs_masks: bool, num_repeats: int | None = None):
-    """The configured FramesDataset over ``job.processed`` (with ``job.masks`` when the semantic loss is on);
-    an epoch is the train set repeated ``data.num_repeats`` times (the paper's num_repeats) unless
-    ``num_repeats`` is given (the AVD stage makes its own repeats)."""
-    from cpabanim.data.dataset import FramesDataset
+    """The configured FramesDataset over ``job.processed`` (with ``job.masks`` when the semantic loss is on):
+    :func:`cpabanim.training.videos.frames_dataset`."""
+    from cpabanim.training.videos import frames_dataset
 
-    if not (job.processed / "train").is_dir() and not (job.processed / "manifest.json").is_file():
-        raise DataError(f"no training videos in {job.processed}: run `cpabanim preprocess` first")
-    if needs_masks and not job.masks.is_dir():
-        raise DataError(
-            f"loss.semantic=masks needs region masks in {job.masks}: run `cpabanim masks` "
-            "first (or --set loss.semantic=off)"
-        )
-    data = job.data
-    augmentation = data.augmentation.to_dict() if data.augmentation is not None else None
-    return FramesDataset(
-        str(job.processed),
-        split="train",
-        frame_shape=(data.frame_size, data.frame_size, 3),
-        id_sampling=data.id_sampling,
-        augmentation=augmentation,
-        num_repeats=data.num_repeats if num_repeats is None else num_repeats,
-        masks_root=str(job.masks) if needs_masks else None,
-    )
+    return frames_dataset(job.processed, job.data, job.masks if needs_masks else None, num_repeats)
 
 
 def seed_everything(seed: int) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import subprocess
 import threading
@@ -109,6 +110,17 @@ class TrainingInterrupted(SystemExit):
 
     def __str__(self) -> str:
         return f"training interrupted by {self.by} at step {self.step} (exit code {PREEMPTED_EXIT})"
+
+
+def exit_stopped(by: str, step: int, requeue_enabled: bool, requeue: bool = True) -> None:
+    """A stage stopped on signal ``by`` with its checkpoint written: requeue the SLURM job when that is asked for
+    (``requeue_enabled``: ``train.requeue``) and this process is the one to do it (``requeue``: the outermost),
+    then exit with :data:`PREEMPTED_EXIT` (:class:`TrainingInterrupted`)."""
+    ignore_stop_signals()  # the process is ending: the rest of the job's SIGTERMs must not cut its exit short
+    command = requeue_command(by, requeue_enabled, os.environ) if requeue else None
+    if command:
+        requeue_job(command)
+    raise TrainingInterrupted(by, step)
 
 
 # ------------------------------------------------------------------------------------------------ the record

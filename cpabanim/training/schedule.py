@@ -1,20 +1,23 @@
 """The paper's schedule (docs/model.md, "Trainer"): transform-dropout ramp, epoch length, and which parameters
-a run resumes across (those that do not define what is learned: ``cpabanim.config.typed.TRAIN_HOW_LONG`` and
-``TRAIN_HOW_IT_RUNS``, their one home, and ``TrainConfig.HOW_IT_LAUNCHES``)."""
+a run resumes across (those that do not define what training learns: ``cpabanim.config.typed.TRAIN_HOW_LONG`` and
+``TRAIN_HOW_IT_RUNS``, their one home, ``TrainConfig.HOW_IT_LAUNCHES``, and the avd stage's keys)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from cpabanim.config.typed import TRAIN_HOW_IT_RUNS, TRAIN_HOW_LONG, TrainConfig
+from cpabanim.config.typed import TRAIN_AVD, TRAIN_AVD_HOW_IT_RUNS, TRAIN_HOW_IT_RUNS, TRAIN_HOW_LONG, TrainConfig
 from cpabanim.data.loader import epoch_order, step_seed
 
 __all__ = ["dropout_probability", "epoch_order", "step_seed", "total_steps", "changed_training_params", "SCHEDULE_KEYS"]
 
 # Keys of ``train`` a run resumes across: how long it trains, how it is fed (batches do not depend on
-# num_workers / prefetch_factor, cpabanim.data.loader) and launched, never what it learns.
-SCHEDULE_KEYS = frozenset((*TRAIN_HOW_LONG, *TRAIN_HOW_IT_RUNS, *TrainConfig.HOW_IT_LAUNCHES))
+# num_workers / prefetch_factor, cpabanim.data.loader) and launched, never what it learns; and the avd stage's
+# (checkpoints written before that stage had its own recorded them).
+SCHEDULE_KEYS = frozenset(
+    (*TRAIN_HOW_LONG, *TRAIN_HOW_IT_RUNS, *TrainConfig.HOW_IT_LAUNCHES, *TRAIN_AVD, *TRAIN_AVD_HOW_IT_RUNS)
+)
 # Sections whose values define what is learned (paths, tracking and the later stages do not).
 TRAINING_SECTIONS = ("seed", "data", "model", "loss", "train")
 

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from cpabanim.cli import main
+from cpabanim.config.paths import AVD_FOLDER
 
 from ..conftest import PROJECT_ROOT
 
@@ -50,8 +51,10 @@ class Project:
             f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
         ]
         self.outputs, self.checkpoints = self.experiment_folders()
-        # the stages check that their inputs exist; the identity animator never reads the (empty) folder
+        # the stages check that their inputs exist (reconstruct reads train's folder, animate the avd stage's beside
+        # it); the identity animator never reads the (empty) folders
         self.checkpoints.mkdir(parents=True, exist_ok=True)
+        (self.checkpoints.parent / AVD_FOLDER / self.checkpoints.name).mkdir(parents=True, exist_ok=True)
 
     def experiment_folders(self) -> tuple[Path, Path]:
         """(outputs, checkpoints) of the params' experiment, as the stages resolve them."""

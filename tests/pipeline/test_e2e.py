@@ -53,8 +53,8 @@ TINY = {
     "tracking": {"log_checkpoints": False},
 }
 SHARED = {"download", "preprocess", "masks"}
-PER_EXPERIMENT = {"train", "reconstruct", "animate", "evaluate"}
-READ_BY_TRAIN_ONLY = {"train", "reconstruct", "animate", "evaluate", "report"}
+PER_EXPERIMENT = {"train", "avd", "reconstruct", "animate", "evaluate"}
+READ_BY_TRAIN_ONLY = {"train", "avd", "reconstruct", "animate", "evaluate", "report"}
 
 
 def jobs(stages: set[str]) -> set[str]:
@@ -385,9 +385,9 @@ def test_a_code_edit_reruns_exactly_the_stages_that_run_that_code(runs):
     roots, _ = runs
     smk, dvc = roots["snakemake"], roots["dvc"]
     for relative, direct, with_followers in (
-        ("cpabanim/models/dense_motion.py", {"train", "reconstruct", "animate", "report"}, READ_BY_TRAIN_ONLY),
+        ("cpabanim/models/dense_motion.py", {"train", "avd", "reconstruct", "animate", "report"}, READ_BY_TRAIN_ONLY),
         ("cpabanim/reporting/report.py", {"report"}, {"report"}),
-        ("cpabanim/data/augmentation.py", {"train"}, READ_BY_TRAIN_ONLY),
+        ("cpabanim/data/augmentation.py", {"train", "avd"}, READ_BY_TRAIN_ONLY),
     ):
         assert {n for n, stage in all_stages().items() if relative in stage.code} == direct
         undo = [edited(smk / relative), edited(dvc / relative)]
@@ -420,7 +420,8 @@ def test_one_key_reruns_exactly_the_stages_that_read_it_and_downloads_survive(ru
         set_params(root, {"data": {"augmentation": {"horizontal_flip": False}}})
     try:
         assert planned(roots["snakemake"], "experiments=[cpab,tps]") == jobs(READ_BY_TRAIN_ONLY)
-        assert dvc_changed(roots["dvc"]) == {"train"}  # DVC's status: the stages whose own inputs changed
+        # DVC's status: the stages whose own inputs changed (the avd stage's videos are augmented as training's)
+        assert dvc_changed(roots["dvc"]) == {"train", "avd"}
     finally:
         for root in roots.values():
             run(["git", "checkout", "--", "params.yaml"], root)
@@ -496,4 +497,4 @@ def test_removing_a_checkpoint_folder_makes_training_due_again(runs):
     shutil.rmtree(root / "models" / "checkpoints" / "tps")
     out = run([str(BIN / "snakemake"), "-n", "--cores", "1", "--config", "experiments=[cpab,tps]"], root)
     planned = set(re.findall(r"^\s*(?:local)?rule (\w+):", out.stdout + out.stderr, re.M))
-    assert {"train", "reconstruct", "animate", "evaluate", "report"} <= planned, out.stdout[-2000:]
+    assert {"train", "avd", "reconstruct", "animate", "evaluate", "report"} <= planned, out.stdout[-2000:]

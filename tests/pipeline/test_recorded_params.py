@@ -94,8 +94,9 @@ def reported(tmp_path_factory):
         (root / "masks").mkdir()
         arguments = _arguments(root)
         for experiment, steps in EXPERIMENTS.items():
-            train = ["train", *arguments, "--experiment", experiment, "--set", f"train.max_steps={steps}"]
-            assert cli.main(train) == 0
+            for stage in ("train", "avd"):  # avd: the model the report logs (train.avd_epochs=0: the trained one)
+                run = [stage, *arguments, "--experiment", experiment, "--set", f"train.max_steps={steps}"]
+                assert cli.main(run) == 0
         _evaluated(root, arguments)
         assert cli.main(["report", *arguments, "--experiments", ",".join(EXPERIMENTS)]) == 0
         first_table = (root / "outputs" / "report" / "experiments.csv").read_text()
@@ -120,18 +121,18 @@ def test_the_table_shows_what_each_experiment_trained_with(reported):
         rows = {row["experiment"]: row for row in csv.DictReader(text.splitlines())}
         assert rows["default"]["train.max_steps"] == "1" and rows["tps"]["train.max_steps"] == "2"
         assert rows["default"]["model.motion"] == "cpab" and rows["tps"]["model.motion"] == "tps"
-        # train's values come from the checkpoint; the other stages ran untracked here: unknown, not guessed
+        # train's and avd's values come from their checkpoints; the other stages ran untracked here: unknown
         source = rows["tps"][tables.SOURCE_COLUMN]
-        assert source == "train: last.pt; reconstruct, animate, evaluate: unknown", source
+        assert source == "train, avd: last.pt; reconstruct, animate, evaluate: unknown", source
     assert "999" not in (reported["root"] / "outputs" / "report" / "experiments.md").read_text()
 
 
 def test_a_missing_record_is_unknown_and_mlflow_fills_in_a_missing_checkpoint_record(reported, tmp_path):
     tracking = {"enabled": True, "uri": f"sqlite:///{reported['root'] / 'mlflow.db'}", "experiment": "cpabanim"}
-    from_mlflow = recorded.recorded_params("tps", 0, tmp_path, ["train", "evaluate"], tracking)
+    from_mlflow = recorded.recorded_params("tps", 0, {"checkpoints": tmp_path}, ["train", "evaluate"], tracking)
     assert from_mlflow.sources == {"train": recorded.MLFLOW_SOURCE, "evaluate": recorded.UNKNOWN}
     assert from_mlflow.values["train.max_steps"] == "2" and "paths.processed" not in from_mlflow.values
-    nothing = recorded.recorded_params("tps", 0, tmp_path, ["train"], {**tracking, "enabled": False})
+    nothing = recorded.recorded_params("tps", 0, {"checkpoints": tmp_path}, ["train"], {**tracking, "enabled": False})
     assert nothing.values == {} and nothing.describe() == "train: unknown"
     with_unknown = {"a": from_mlflow, "b": nothing}
     assert "train.max_steps" not in tables.parameter_columns(with_unknown)  # one known value differs from nothing

@@ -43,10 +43,15 @@ def test_a_machine_without_a_gpu_asks_for_none() -> None:
 
 def test_on_a_gpu_only_the_work_that_runs_on_one_asks() -> None:
     with_gpu = requests(2)
-    assert with_gpu["train"] == with_gpu["reconstruct"] == 1
+    assert with_gpu["reconstruct"] == with_gpu["avd"] == with_gpu["animate"] == 1
+    assert with_gpu["train"] == 2  # train.processes: auto, one process per GPU of the machine
+    assert requests(2, **{"train.processes": 1})["train"] == 1
     assert with_gpu["download"] == with_gpu["preprocess"] == with_gpu["report"] == 0
     assert with_gpu["masks"] == 0  # SLIC superpixels (the default) run on the CPU
     assert requests(2, **{"masks.source": "sam"})["masks"] == 1
+    assert with_gpu["evaluate"] == 0  # pixel metrics and the default extractors run on the CPU
+    assert requests(2, **{"evaluate.metrics": ["l1", "lpips"]})["evaluate"] == 1
+    assert requests(2, **{"evaluate.keypoints": "face_alignment"})["evaluate"] == 1
     assert set(requests(2, device="cpu").values()) == {0}
 
 
@@ -67,12 +72,12 @@ def snakemake(root: Path, visible: str, *args: str) -> str:
 
 
 def test_snakemake_plans_and_caps_the_gpus_the_machine_has(tmp_path: Path) -> None:
-    """Where CUDA sees 2 GPUs each training asks for one, and the run's `gpu` resource is 2: no two GPU jobs share
-    one (on a machine without a GPU, as in every other pipeline test, no job asks: they run as many at once as the
+    """Where CUDA sees 2 GPUs each training asks for both (`train.processes: auto`, one process per GPU), and the
+    run's `gpu` resource is 2: no two GPU jobs share one (on a machine without a GPU, as in every other pipeline test, no job asks: they run as many at once as the
     cores allow). `--resources gpu=N` sets another cap."""
     root = copy_project(tmp_path / "project")
     plan = snakemake(root, "0,1", "-n", "--config", "experiments=[cpab,tps]")
-    assert re.findall(r"rule train:(?:\n\s+.*)*?\n\s+resources:.*gpu=(\d+)", plan) == ["1", "1"], plan[-3000:]
+    assert re.findall(r"rule train:(?:\n\s+.*)*?\n\s+resources:.*gpu=(\d+)", plan) == ["2", "2"], plan[-3000:]
     tiny = "data={frame_size: 16, synthetic: {num_train: 4, num_test: 1, num_frames: 2}}"
     ran = snakemake(root, "0,1", "--cores", "1", "--until", "download", "--config", tiny)
     assert re.search(r"Provided resources: .*gpu=Resource\(\"gpu\", 2\)", ran), ran[-3000:]

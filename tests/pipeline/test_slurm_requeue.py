@@ -194,8 +194,10 @@ def test_training_completes_across_allocations_with_the_weights_of_an_uninterrup
 
 
 def test_the_cluster_profile_asks_for_the_same_warning_and_requeue() -> None:
-    """workflow/profiles/slurm's train job gets what the test above gives it: the URG warning and --requeue."""
+    """workflow/profiles/slurm's train job gets what the test above gives it: the URG warning and --requeue; so does
+    the avd job, which stops and resumes the same way (tests/train/test_avd_stage.py)."""
     profile = yaml.safe_load((PROJECT_ROOT / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
-    extra = profile["set-resources"]["train"]["slurm_extra"]
-    assert re.fullmatch(r"'--signal=URG@\d+ --requeue'", extra), extra
+    for job in ("train", "avd"):
+        extra = profile["set-resources"][job]["slurm_extra"]
+        assert re.fullmatch(r"'--signal=URG@\d+ --requeue'", extra), extra
     assert profile["retries"] >= 1

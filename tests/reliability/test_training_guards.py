@@ -1,5 +1,5 @@
-"""The train stage refuses what it can before training (an AVD batch the videos cannot fill) and holds its
-checkpoint folder until the AVD network is trained too (issue 24)."""
+"""The train stage refuses what it can before training (an AVD batch the videos cannot fill, issue 24), and the
+avd stage holds its checkpoint folder while it trains: a second AVD trainer there is refused (issue 34)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cpabanim.errors import CpabanimError
 from cpabanim.training import loop
 from tests.conftest import PROJECT_ROOT
 from tests.reliability.helpers import python_child
-from tests.train.helpers import MovingBlobDataset, job_of, tiny_params
+from tests.train.helpers import MovingBlobDataset, tiny_params
 from tests.train.test_preemption import write_frames
 
 
@@ -45,56 +45,52 @@ def test_an_avd_batch_larger_than_the_training_videos_is_refused_before_training
     assert "train.avd_batch_size 8 is larger than the 2 training videos x train.avd_repeats 1" in error
 
 
-def _trainer_held_in_its_avd_stage(tmp_path) -> subprocess.Popen:
-    """A child running the train stage's training on a tiny job, stopped at the start of its AVD stage (it prints
-    "avd", then waits for a line on stdin before training the AVD network and writing the marker)."""
+def _avd_trainer_held(tmp_path) -> subprocess.Popen:
+    """A child that trains a tiny model, then runs the avd stage's training on it, stopped at the start of the AVD
+    optimisation (it prints "avd", then waits for a line on stdin before training and writing the marker)."""
     code = f"""
         import sys
         from pathlib import Path
-        from cpabanim.pipeline import train as stage
-        from cpabanim.runtime import Runtime
-        from cpabanim.training import avd, loop
-        from cpabanim.training.preemption import stop_on_signals
+        from cpabanim.training import avd
+        from cpabanim.training.avd_stage import AVDJob, run_avd
+        from cpabanim.training.loop import train
         from tests.train.helpers import MovingBlobDataset, job_of, tiny_params
 
-        job = job_of(tiny_params(Path({str(tmp_path)!r}), motion="tps", max_steps=1, avd_epochs=1, avd_batch_size=2,
-                                 avd_repeats=1))
-        loop.build_dataset = lambda job, needs_masks, num_repeats=None: MovingBlobDataset(num_items=2)
-        train_avd = avd.train_avd
+        root = Path({str(tmp_path)!r})
+        params = tiny_params(root, motion="tps", max_steps=1, avd_epochs=1, avd_batch_size=2, avd_repeats=1)
+        dataset = MovingBlobDataset(num_items=2)
+        train(job_of(params), dataset=dataset)
+        fit = avd.AVDTraining.fit
 
-        def held(job, device=None, dataset=None):
+        def held(self, *args, **kwargs):
             print("avd", flush=True)
             sys.stdin.readline()
-            return train_avd(job, device)
+            return fit(self, *args, **kwargs)
 
-        avd.train_avd = held
-        with stop_on_signals() as stop, Runtime.start(job.device, job.train.amp) as runtime:
-            stage.train_here(job, job.checkpoint.parent, runtime, stop, restart=False)
+        avd.AVDTraining.fit = held
+        run_avd(AVDJob.of(params, root / "ckpt" / "last.pt", root / "avd", root / "processed"), dataset=dataset)
         print("done", flush=True)
     """
     return python_child(code)
 
 
-def test_a_second_training_is_refused_while_the_first_trains_its_avd_network(tmp_path):
-    from cpabanim.training.avd import train_avd
+def test_a_second_avd_trainer_is_refused_while_the_first_trains(tmp_path):
+    from cpabanim.training.avd_stage import AVDJob, run_avd
 
-    first = _trainer_held_in_its_avd_stage(tmp_path)
+    first = _avd_trainer_held(tmp_path)
+    params = tiny_params(tmp_path, motion="tps", max_steps=1, avd_epochs=1, avd_batch_size=2, avd_repeats=1)
+    job = AVDJob.of(params, tmp_path / "ckpt" / "last.pt", tmp_path / "avd", tmp_path / "processed")
     try:
         assert first.stdout.readline().strip() == "avd", first.stderr.read()
-        params = tiny_params(tmp_path, motion="tps", max_steps=1, avd_epochs=1, avd_batch_size=2, avd_repeats=1)
-        for second in (
-            lambda: loop.train(job_of(params), dataset=MovingBlobDataset(num_items=2)),
-            lambda: train_avd(job_of(params), dataset=MovingBlobDataset(num_items=2)),
-        ):
-            with pytest.raises(CpabanimError) as info:
-                second()
-            message = str(info.value)
-            assert f"in use by another trainer (pid {first.pid}" in message and "\n" not in message
+        with pytest.raises(CpabanimError) as info:
+            run_avd(job, dataset=MovingBlobDataset(num_items=2))
+        message = str(info.value)
+        assert f"in use by another trainer (pid {first.pid}" in message and "\n" not in message
         first.stdin.write("\n")
         first.stdin.flush()
         assert first.stdout.readline().strip() == "done", first.stderr.read()
     finally:
         first.kill()
         first.wait()
-    assert (tmp_path / "ckpt" / "complete.json").is_file()
-    assert loop.train(job_of(params), dataset=MovingBlobDataset(num_items=2))["complete"]  # free once it finished
+    assert (tmp_path / "avd" / "complete.json").is_file()
+    assert run_avd(job, dataset=MovingBlobDataset(num_items=2))["steps"] == 1  # free once it finished: trained already

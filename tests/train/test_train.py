@@ -143,40 +143,6 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert extra["step"] == 2 and extra["complete"]
 
 
-def test_avd_stage_trains_only_the_avd_network_and_runs_once_per_schedule(tmp_path):
-    from cpabanim.training.avd import train_avd
-
-    dataset = MovingBlobDataset(num_items=4)
-    params = tiny_params(
-        tmp_path, motion="tps", max_steps=1, avd_epochs=6, avd_repeats=4, avd_batch_size=4, avd_milestones=[100]
-    )
-    train(job_of(params), dataset=dataset)
-    before, _ = load_checkpoint(tmp_path / "ckpt" / "last.pt")
-    short = {**params, "train": {**params["train"], "avd_epochs": 1}}
-    first = train_avd(job_of(short), dataset=dataset)
-    (tmp_path / "ckpt" / "last.pt").unlink()
-    train(job_of(params), dataset=dataset)
-    result = train_avd(job_of(params), dataset=dataset)
-    assert result["steps"] == 6 * 4 and result["loss"] < first["loss"]
-    after, extra = load_checkpoint(tmp_path / "ckpt" / "last.pt")
-    assert extra["avd_trained"] and extra["avd_steps"] == 24 and extra["complete"]
-    assert extra["avd_schedule"]["epochs"] == 6
-    changed_outside_avd = [
-        name
-        for name, value in after.state_dict().items()
-        if not name.startswith("avd.") and not torch.equal(value, before.state_dict()[name])
-    ]
-    # as TPSMM: the detector runs in train mode, so only its BatchNorm running statistics may move
-    assert all(
-        name.startswith("kp_detector.") and ("running_" in name or "num_batches" in name)
-        for name in changed_outside_avd
-    ), changed_outside_avd
-    assert any(
-        not torch.equal(v, before.state_dict()[k]) for k, v in after.state_dict().items() if k.startswith("avd.")
-    )
-    assert train_avd(job_of(params), dataset=dataset)["loss"] is None  # this schedule already ran
-
-
 def test_changed_training_params_restart_and_a_longer_schedule_continues(tmp_path):
     dataset = MovingBlobDataset(num_items=4)
     params = tiny_params(tmp_path, motion="tps", max_steps=2, dropout_epoch=0, num_epochs=100)

@@ -3,7 +3,7 @@ rule animate:
     """cross-identity animation on a deterministic list of test pairs."""
     input:
         processed=path("{paths.processed}/manifest.json"),
-        checkpoints=path("{paths.checkpoints}/{experiment}/seed{seed}/complete.json"),
+        avd_checkpoints=path("{paths.checkpoints}/{experiment}/avd/seed{seed}/complete.json"),
     output:
         animation=directory(path("{paths.outputs}/{experiment}/seed{seed}/animation")),
     params:

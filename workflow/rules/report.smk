@@ -8,6 +8,7 @@ rule report:
         reconstruction=expand(path("{paths.outputs}/{experiment}/seed{seed}/reconstruction"), experiment=EXPERIMENTS, seed=SEEDS),
         animation=expand(path("{paths.outputs}/{experiment}/seed{seed}/animation"), experiment=EXPERIMENTS, seed=SEEDS),
         checkpoints=expand(path("{paths.checkpoints}/{experiment}/seed{seed}/complete.json"), experiment=EXPERIMENTS, seed=SEEDS),
+        avd_checkpoints=expand(path("{paths.checkpoints}/{experiment}/avd/seed{seed}/complete.json"), experiment=EXPERIMENTS, seed=SEEDS),
     output:
         table_md=path("{paths.outputs}/report/experiments.md"),
         table_csv=report(path("{paths.outputs}/report/experiments.csv"), caption="../report/table_csv.rst", category="Comparison"),

@@ -6,6 +6,8 @@
                                                             --profile: where a step's time goes, per phase
     cpabanim bench data  [--json FILE] [--frame-size S] [--workers N] [--batch-size B] [--repeats R]
                                                             training items/s of the input pipeline, 0 vs N workers
+    cpabanim bench avd   [--json FILE] [--frame-size S] [--workers N] [--batch-size B] [--repeats R] [--device D]
+                                                            the avd stage's steps/s (256 px), 0 vs N loader workers
     cpabanim bench demo  [--json FILE] [--frame-size S] [--clip VIDEO] [--quick]
                                                             the demo's peak memory on a 10 s and a 60 s driving video
     cpabanim bench preprocess [--json FILE] [--clip VIDEO] [--quick]
@@ -41,6 +43,7 @@ BENCHMARKS = {
     "cpab": "cpabanim.commands.bench.cpab",
     "train": "cpabanim.commands.bench.train",
     "data": "cpabanim.commands.bench.data",
+    "avd": "cpabanim.commands.bench.avd",
     "demo": "cpabanim.commands.bench.demo",
     "preprocess": "cpabanim.commands.bench.preprocess",
     "dataset": "cpabanim.commands.bench.dataset",
@@ -59,12 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default=None, help="train/data: a preset of presets/ (e.g. vox-256)")
     parser.add_argument("--frame-size", type=int, default=None, help="train/data: frame side in pixels")
     parser.add_argument("--batch-size", type=int, default=None, help="train/data: batch size")
-    parser.add_argument("--workers", type=int, default=2, help="data: compare 0 workers with this many (default 2)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="data, avd: compare 0 workers with this many (default 2)"
+    )
     parser.add_argument(
         "--repeats",
         type=int,
         default=3,
-        help="data: measure 0 and N workers in turn this many times, report the medians (default 3)",
+        help="data, avd: measure 0 and N workers in turn this many times, report the medians (default 3)",
     )
     parser.add_argument(
         "--clip",
@@ -131,6 +136,12 @@ def run(args: argparse.Namespace) -> int:
             args.frame_size or 256,
             min(args.old_videos, videos),
         )
+    if args.what == "avd":
+        from cpabanim.commands.bench.avd import bench_avd
+
+        size = args.frame_size or (64 if args.quick else 256)  # 256 px: the AVD stage of the paper's datasets
+        avd = [f"data.frame_size={size}", *([f"train.avd_batch_size={args.batch_size}"] if args.batch_size else [])]
+        return bench_avd(args.json_path, args.preset, avd, args.workers, args.quick, args.repeats, args.device)
     if args.what == "data":
         from cpabanim.commands.bench.data import bench_data
 

@@ -2,7 +2,7 @@
 
     cpabanim demo --source photo.jpg --driving video.mp4 --out result.mp4 [--mode relative] [--crop face]
     from cpabanim.commands.demo.photo import animate_photo
-    animate_photo("photo.jpg", "video.mp4", "models/checkpoints/default/seed0/last.pt", "result.mp4")
+    animate_photo("photo.jpg", "video.mp4", "models/checkpoints/default/avd/seed0/last.pt", "result.mp4")
 
 What each mode computes (as TPSMM's demo; :meth:`cpabanim.models.full.AnimationModel.animation_keypoints`):
 ``relative`` moves the source's keypoints by the driving keypoints' motion since the driving video's first
@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import logging
 from pathlib import Path
 from typing import Any
 
 from cpabanim.commands.demo.panels import PANELS
 from cpabanim.commands.demo.photo import CROPS, animate_photo
 from cpabanim.models.full import ANIMATION_MODES
+
+log = logging.getLogger(__name__)
 
 
 def _default(name: str) -> Any:
@@ -48,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         default=None,
-        help="a cpabanim checkpoint (default: the experiment's {paths.checkpoints}/<experiment>/last.pt)",
+        help="a cpabanim checkpoint (default: the run's model with its AVD network, "
+        "{paths.checkpoints}/<experiment>/avd/seed<seed>/last.pt, else its trained model .../seed<seed>/last.pt)",
     )
     parser.add_argument(
         "--mode",
@@ -108,13 +112,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_checkpoint(args: argparse.Namespace) -> Path:
-    """The run's ``last.pt`` (``{paths.checkpoints}/<experiment>/seed<seed>/last.pt``) of the resolved params
-    (--params, --preset, --experiment, --set seed=N): what ``cpabanim train`` wrote."""
+    """The run's model of the resolved params (--params, --preset, --experiment, --set seed=N): what ``cpabanim
+    avd`` wrote (``{paths.checkpoints}/<experiment>/avd/seed<seed>/last.pt``, the model animate uses), else,
+    before that stage ran, what ``cpabanim train`` wrote (``.../seed<seed>/last.pt``: its AVD network untrained)."""
     from cpabanim.config.layers import params_from_args
     from cpabanim.config.paths import ExperimentPaths
 
     params = params_from_args(args)
-    return ExperimentPaths.of(params["paths"], params["experiment"], params["seed"]).checkpoint
+    paths = ExperimentPaths.of(params["paths"], params["experiment"], params["seed"])
+    if paths.avd_checkpoint.is_file() or not paths.checkpoint.is_file():
+        return paths.avd_checkpoint
+    if args.mode == "avd":
+        log.warning(
+            "no %s yet: the trained model's AVD network is untrained (run `cpabanim avd`)", paths.avd_checkpoint
+        )
+    return paths.checkpoint
 
 
 def run(args: argparse.Namespace) -> int:
