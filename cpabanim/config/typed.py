@@ -383,6 +383,7 @@ class EvaluateConfig(SectionConfig):
     reid_weights: str | None
     face_upsample: int
     pose_min_visibility: float
+    shards: int
     cache: bool
     cache_dir: str | None
 
@@ -394,6 +395,7 @@ class ReconstructConfig(SectionConfig):
     animator: Literal["checkpoint", "identity"]
     checkpoint: str | None
     batch_size: int
+    shards: int
     max_videos: int
     max_frames: int
     fps: float
