@@ -168,7 +168,7 @@ def test_missing_checkpoint_is_a_one_line_error(inputs, tmp_path, caplog):
     )
     assert "none.pt not found" in one_line_error(caplog)
     caplog.clear()
-    # the default checkpoint is the experiment's last.pt, where `cpabanim train` writes it
+    # the default checkpoint is the experiment's model with its AVD trained, where `cpabanim avd` writes it
     assert (
         demo(
             "--source",
@@ -184,7 +184,7 @@ def test_missing_checkpoint_is_a_one_line_error(inputs, tmp_path, caplog):
         )
         == 1
     )
-    assert str(tmp_path / "ckpts" / "default" / "seed0" / "last.pt") in one_line_error(caplog)
+    assert str(tmp_path / "ckpts" / "default" / "avd" / "seed0" / "last.pt") in one_line_error(caplog)
     caplog.clear()
     assert (
         demo(
@@ -203,7 +203,7 @@ def test_missing_checkpoint_is_a_one_line_error(inputs, tmp_path, caplog):
         )
         == 1
     )
-    assert str(tmp_path / "ckpts" / "tps" / "seed0" / "last.pt") in one_line_error(caplog)
+    assert str(tmp_path / "ckpts" / "tps" / "avd" / "seed0" / "last.pt") in one_line_error(caplog)
 
 
 def test_unreadable_video_is_a_one_line_error(checkpoint, inputs, tmp_path, caplog):

@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from cpabanim.config.paths import TRAIN_HINT
 from cpabanim.errors import MissingWeightsError
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class ModelAnimator:
         return animate_video(self.model, source, driving_video, mode)
 
 
-def load_model(checkpoint: str | Path, device: torch.device, missing: str = "train one with `cpabanim train`"):
+def load_model(checkpoint: str | Path, device: torch.device, missing: str = TRAIN_HINT):
     """-> (AnimationModel in eval mode on ``device``, the checkpoint's other entries: step, epoch, params, ...).
 
     A missing file is a :class:`MissingWeightsError` "checkpoint PATH not found: ``missing``" (what to do about it,

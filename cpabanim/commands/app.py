@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from cpabanim.config.paths import TRAIN_HINT
 from cpabanim.errors import CpabanimError
 
 log = logging.getLogger(__name__)
@@ -214,8 +215,7 @@ def run(args: argparse.Namespace) -> int:
     checkpoints = find_checkpoints(CHECKPOINTS_ROOT, args.checkpoint)
     if not checkpoints:
         raise CpabanimError(
-            f"no checkpoint to offer: none under {CHECKPOINTS_ROOT}/**/last.pt; pass --checkpoint PATH, "
-            "or train one with `cpabanim train`"
+            f"no checkpoint to offer: none under {CHECKPOINTS_ROOT}/**/last.pt; pass --checkpoint PATH, or {TRAIN_HINT}"
         )
     from cpabanim.commands.demo.photo import demo_device
 

@@ -50,14 +50,17 @@ def stages_to_record(params: dict, experiments: list[str], file_params: dict, ra
     for stage in all_stages().values():
         if stage.aggregate and (params["experiment"] not in experiments or run_seeds(params) != run_seeds(file_params)):
             continue
+        shards, gathers = [], []  # dvc.yaml lists a stage's shard matrix (every seed's) before its gather loop
         for seed in run_seeds(file_params) if stage.per_experiment else [None]:
             run = params if seed is None else {**params, "seed": seed}
             io = stage_io(stage, run, [params["experiment"]] if stage.aggregate else None)
             needed = [*io.inputs.values()]
             needed += [p for by_seed in io.experiments.values() for per in by_seed.values() for p in per.values()]
-            for name, made in _dvc_stages(stage, run, file_params, io):
+            *of_shards, gather = _dvc_stages(stage, run, file_params, io)
+            for names, (name, made) in [*((shards, s) for s in of_shards), (gathers, gather)]:
                 if name in ran and all(path.exists() for path in [*needed, *made]):
-                    wanted.append(name)
+                    names.append(name)
+        wanted += shards + gathers
     return wanted
 
 

@@ -22,6 +22,7 @@ CHECKPOINT_NAME = "last.pt"  # the training checkpoint inside an experiment's ch
 COMPLETE_MARKER = "complete.json"  # written last by the train (and the avd) stage, inside its checkpoint folder
 SUPERSEDED_NAME = "last.superseded.pt"  # the previous model, kept when a training parameter changed
 AVD_FOLDER = "avd"  # {paths.checkpoints}/<experiment>/avd/seed<N>: the avd stage's, beside the seed folders
+TRAIN_HINT = "train one with `cpabanim train`, then `cpabanim avd`"  # what writes the model the other stages read
 REPORT_FOLDER = "report"  # {paths.outputs}/report: the comparison, so no experiment may be called "report"
 
 

@@ -51,10 +51,10 @@ class Project:
             f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
         ]
         self.outputs, self.checkpoints = self.experiment_folders()
-        # the stages check that their inputs exist (reconstruct reads train's folder, animate the avd stage's beside
-        # it); the identity animator never reads the (empty) folders
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
-        (self.checkpoints.parent / AVD_FOLDER / self.checkpoints.name).mkdir(parents=True, exist_ok=True)
+        # the model the stages read: the avd stage's (reconstruct and animate check that it exists; the identity
+        # animator never reads the empty folder)
+        self.avd = self.checkpoints.parent / AVD_FOLDER / self.checkpoints.name
+        self.avd.mkdir(parents=True, exist_ok=True)
 
     def experiment_folders(self) -> tuple[Path, Path]:
         """(outputs, checkpoints) of the params' experiment, as the stages resolve them."""

@@ -16,12 +16,13 @@ checkpoint = pytest.importorskip("cpabanim.models.checkpoint", reason="the model
 
 
 def experiment_folders(project) -> tuple[Path, Path]:
-    """(checkpoints, outputs) of the project's experiment, as the stages resolve them."""
+    """(the avd stage's checkpoint folder, outputs) of the project's experiment: the model reconstruct and animate
+    read, as the stages resolve them."""
     from cpabanim.config.paths import ExperimentPaths
 
     params = load_params(project.params, overrides=project.base)
     paths = ExperimentPaths.of(params["paths"], params["experiment"], params["seed"])
-    return paths.checkpoints, paths.outputs
+    return paths.avd, paths.outputs
 
 
 def test_stages_run_a_saved_checkpoint(fake_dataset):

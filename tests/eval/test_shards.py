@@ -38,7 +38,7 @@ def dataset(project, num_test: int) -> None:
     params = load_params(project.params, overrides=[*project.base, *sets])
     preprocess(params["data"], params["data"]["seed"], project.root / "raw", project.processed)
     model = AnimationModel(ModelConfig.from_mapping(params["model"]))
-    checkpoint.save_checkpoint(project.checkpoints / "last.pt", model, params=params)
+    checkpoint.save_checkpoint(project.avd / "last.pt", model, params=params)
 
 
 def folder_bytes(root: Path) -> dict[str, bytes]:
@@ -156,7 +156,7 @@ def test_a_study_of_two_experiments_and_two_seeds_extracts_each_test_frame_once(
         monkeypatch.setattr(f"cpabanim.animation.{module}.load_animator", lambda *a: (animator, {"animator": "shift"}))
     studied = [(experiment, seed) for experiment in ("default", "tps") for seed in (0, 1)]
     for experiment, seed in studied:  # the stages check that their inputs exist; this model reads none
-        (project.root / "checkpoints" / experiment / f"seed{seed}").mkdir(parents=True, exist_ok=True)
+        (project.root / "checkpoints" / experiment / "avd" / f"seed{seed}").mkdir(parents=True, exist_ok=True)
     for number, (experiment, seed) in enumerate(studied):
         animator.amount = number + 1
         options = [*sets, f"experiment={experiment}", f"seed={seed}"]

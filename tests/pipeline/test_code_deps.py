@@ -179,9 +179,10 @@ def test_only_the_stages_that_ran_are_recorded(tmp_path, monkeypatch):
     ran = {"preprocess", "preprocess_shard@001", "preprocess_shard@000", "train@0", "train@1", "report"}
     in_order = ["params", "preprocess_shard@000", "preprocess_shard@001", "preprocess", "train@0", "train@1", "report"]
     assert recorded(ran) == in_order  # dvc.yaml's order
-    # a per-experiment sharded stage: each seed's shards (dvc.yaml's matrix), then that seed's gather
+    # a per-experiment sharded stage: every seed's shards (dvc.yaml's matrix), then the seeds' gathers (its loop), as
+    # `dvc stage list` lists them
     evaluated = {"evaluate_shard@1-000", "evaluate_shard@0-000", "evaluate@0", "evaluate@1"}
-    assert recorded(evaluated) == ["params", "evaluate_shard@0-000", "evaluate@0", "evaluate_shard@1-000", "evaluate@1"]
+    assert recorded(evaluated) == ["params", "evaluate_shard@0-000", "evaluate_shard@1-000", "evaluate@0", "evaluate@1"]
     assert recorded(set()) == ["params"]  # a run that ran nothing
     # a seed or shard beyond params.yaml's has no stage in dvc.yaml; a report of other seeds or experiments is not
     # dvc.yaml's

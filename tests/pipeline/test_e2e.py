@@ -97,7 +97,7 @@ def ran_snakemake(log: str) -> set[str]:
 
 def ran_dvc(log: str) -> set[str]:
     """The stages DVC ran, a per-seed stage (``train@1``) by its name."""
-    return {name.split("@")[0] for name in re.findall(r"Running stage '([\w@]+)'", log)}
+    return {name.split("@")[0] for name in re.findall(r"Running stage '([\w@-]+)'", log)}
 
 
 @pytest.fixture(scope="module")

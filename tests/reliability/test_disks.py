@@ -42,7 +42,7 @@ def project(tmp_path_factory) -> Path:
     shutil.copy(PROJECT_ROOT / "params.yaml", root / "params.yaml")
     for stage in ("download", "preprocess"):
         assert cpabanim(root, stage).returncode == 0
-    (root / "models" / "checkpoints" / "default" / "seed0").mkdir(parents=True)  # declared; identity reads none
+    (root / "models" / "checkpoints" / "default" / "avd" / "seed0").mkdir(parents=True)  # declared; identity reads none
     return root
 
 

@@ -28,6 +28,7 @@ from cpabanim.commands.demo.loop import animate_stream, best_frame, more_moving
 from cpabanim.commands.demo.panels import PANELS, VideoWriter, compose_panels, written_by_cpabanim
 from cpabanim.commands.demo.paste import paste_back as paste_into
 from cpabanim.commands.demo.stream import CHUNK, DrivingVideo, open_driving
+from cpabanim.config.paths import TRAIN_HINT
 from cpabanim.data.video import MIN_SOURCE_SIDE, FrameFolderWriter
 from cpabanim.errors import CpabanimError, DataError, first_line
 from cpabanim.models.full import ANIMATION_MODES
@@ -116,9 +117,7 @@ def animate_photo(
     out = Path(out)
     check_outputs(out, frames_dir, explain_dir, fps)
     torch_device = demo_device(device)
-    model, extra = load_model(
-        checkpoint, torch_device, missing="pass --checkpoint PATH, or train one with `cpabanim train`"
-    )
+    model, extra = load_model(checkpoint, torch_device, missing=f"pass --checkpoint PATH, or {TRAIN_HINT}")
     size = training_resolution(extra, checkpoint)
     inputs = plan_inputs(Path(source), Path(driving), size, crop, _face_crop_options(extra), face_index, chunk_frames)
     start = 0
