@@ -77,7 +77,11 @@ def test_measure_per_dataset():
 def test_terciles_and_frames_restricted_to_a_bin():
     sizes = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, np.nan])
     masks = bin_masks(sizes, bin_edges(sizes))
-    assert {k: list(np.flatnonzero(v)) for k, v in masks.items()} == {"small": [0, 1], "medium": [2, 3], "large": [4, 5]}
+    assert {k: list(np.flatnonzero(v)) for k, v in masks.items()} == {
+        "small": [0, 1],
+        "medium": [2, 3],
+        "large": [4, 5],
+    }
     # a per-frame array covers the frames from 0; l1_first (frame 0 only) stays in frame 0's bin
     restricted = in_bin({"l1": np.arange(7.0), "l1_first": np.array([9.0])}, masks["small"])
     assert list(restricted["l1"]) == [0.0, 1.0] and list(restricted["l1_first"]) == [9.0]
