@@ -19,6 +19,7 @@ import numpy as np
 from cpabanim.evaluation import formulas
 from cpabanim.evaluation.baselines import BASELINE_PREFIX, SOURCE_UNCHANGED
 from cpabanim.evaluation.formulas import KEYPOINT_METRICS
+from cpabanim.evaluation.motion_size import MOTION_SIZE
 
 PIXEL_METRICS = ("l1", "psnr", "ssim")
 ALL_METRICS = (*PIXEL_METRICS, *KEYPOINT_METRICS, "aed", "lpips", "fid")
@@ -114,7 +115,7 @@ def explain_missing(metrics: dict[str, float], reasons: dict[str, str], known: d
 
 
 def write_table(rows: list[dict[str, Any]], path: Path) -> None:
-    columns = ["part", "video", "mode", "frames"]
+    columns = ["part", "video", "mode", "motion_bin", "frames", MOTION_SIZE]
     for row in rows:
         columns += [key for key in row if key not in columns]
     with open(path, "w", newline="") as handle:

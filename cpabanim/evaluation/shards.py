@@ -4,8 +4,10 @@ videos' reconstructions and of the animated pairs they drive, one record per vid
 A video's shard is a hash of its name (:func:`cpabanim.data.layout.shard_of`), a pair's that of its driving video,
 so a shard reads only its own test videos. In the run's ``shards/evaluate/<kkk>/``:
 
-    recon/<video>.npz   the per-frame values of the model and of the copy-source baseline (and FID features)
-    anim/<pair>.npz     the per-frame values of the source-unchanged baseline and of each mode
+    recon/<video>.npz   the per-frame values of the model and of the copy-source baseline (and FID features), and
+                        each frame's motion size (:mod:`cpabanim.evaluation.motion_size`)
+    anim/<pair>.npz     the per-frame values of the source-unchanged baseline and of each mode, and the motion size
+                        of each driving frame
     done.json           the shard's record, written last: what it was made with, its videos and pairs, the reasons
                         why metrics are missing, and how many extractions it made or read from the cache
 
@@ -34,6 +36,7 @@ from cpabanim.evaluation.evaluate import copy_source_metrics, read_reconstructio
 from cpabanim.evaluation.extractors import resolve_keypoints
 from cpabanim.evaluation.formulas import KEYPOINT_METRICS
 from cpabanim.evaluation.metric_networks import Extractors, OptionalNetworkMetrics
+from cpabanim.evaluation.motion_size import MOTION_SIZE, MotionMeasure
 from cpabanim.evaluation.records import ANIM, RECON, EvaluateJob, kept_record, write_record
 from cpabanim.progress import progress_bar
 from cpabanim.runtime import resolve_device
@@ -69,6 +72,7 @@ class ShardWork:
     made_with: dict[str, Any]  # what every record's digest covers besides the frames: config, extractors, reasons
     extractors: Extractors
     networks: OptionalNetworkMetrics
+    motion: MotionMeasure  # the motion size of each test frame (model-independent)
 
 
 def shard_items(job: EvaluateJob, shard: int) -> tuple[list[str], list[tuple[int, dict]], list[str]]:
@@ -93,9 +97,10 @@ def evaluate_shard(job: EvaluateJob, shard: int) -> dict[str, Any]:
     config, extractors, networks, reasons = setup(job)
     folder = layout.claim_shard(job.shards_root, shard, OWNER)
     (folder / layout.SHARD_MARKER).unlink(missing_ok=True)  # not done until this run writes it again
-    made_with = {"config": config, "extractors": extractors.names(), "reasons": reasons}
+    motion = MotionMeasure(job.processed, config["keypoints"], extractors)
+    made_with = {"config": config, "extractors": extractors.names(), "reasons": reasons, "motion": motion.name}
     tests = split_videos(job.processed, "test")
-    work = ShardWork(folder, tests, list(job.settings["metrics"]), made_with, extractors, networks)
+    work = ShardWork(folder, tests, list(job.settings["metrics"]), made_with, extractors, networks, motion)
     kept = 0
     for video in progress_bar(videos, desc=f"evaluate reconstruction, shard {shard}/{job.count}", unit="video"):
         kept += evaluate_video(job, video, work)
@@ -109,6 +114,7 @@ def evaluate_shard(job: EvaluateJob, shard: int) -> dict[str, Any]:
         "videos": videos,
         "pairs": [{"number": number, "name": pair["name"]} for number, pair in pairs],
         "modes": modes,
+        "motion": motion.name,
         "extraction": extractors.cache.counts,
     }
     files.write_json(folder / layout.SHARD_MARKER, done)
@@ -132,6 +138,7 @@ def evaluate_video(job: EvaluateJob, video: str, work: ShardWork) -> bool:
     values = video_metrics(generated, reference, work.wanted, work.extractors, work.networks)
     features = {k: values.pop(k) for k in ("fid_real", "fid_fake") if k in values}
     groups = {"model": values, "baseline": copy_source_metrics(reference, work.wanted, work.extractors)}
+    groups[MOTION_SIZE] = {MOTION_SIZE: work.motion(video, reference)}
     write_record(record, made_by, groups, features, len(generated))
     return False
 
@@ -145,6 +152,7 @@ def evaluate_pair(job: EvaluateJob, pair: dict[str, Any], modes: list[str], work
     if kept_record(record, made_by):
         return True
     groups = pair_metrics(frames, modes, work.wanted, work.extractors)
+    groups[MOTION_SIZE] = {MOTION_SIZE: work.motion(pair["driving"], frames["driving"])}
     write_record(record, made_by, groups, {}, len(frames["driving"]))
     return False
 

@@ -88,6 +88,7 @@ class ComparisonTables:
     per_video: tuple[Table, ...]
     reference_note: str = ""
     reference: str | None = None
+    by_motion: tuple[tuple[str, ComparisonTables], ...] = ()  # (label, the tables of a motion-size bin's frames)
 
     def all(self) -> list[Table]:
         return [self.summary, *([self.comparison] if self.comparison else []), self.per_seed, *self.per_video]
@@ -191,8 +192,7 @@ def freeze(name, title, columns, labels, rows, kinds, keys, note) -> Table:
 
 
 def summary_table(runs: Runs, per_video: PerVideo, columns: list[str], note: str) -> Table:
-    """One row per experiment (seeds, what each seed was scored on, mean ± sd of every metric) and the no-motion
-    baseline row(s) (:func:`~cpabanim.reporting.tables.baseline_rows`), best mean per column marked."""
+    """One row per experiment (seeds, coverage, mean ± sd of each metric), the baseline row(s); best means marked."""
     rows: list[list[Cell]] = []
     for name, seeds in runs.items():
         stats = [summarize(m[c] for m in seeds.values() if c in m) for c in columns]

@@ -5,9 +5,10 @@ it means something and the verdict.
 Contract: reads the tables :func:`cpabanim.reporting.comparison.comparison_tables` made (the summary's cells and
 the comparison's rows: nothing is computed again here) and returns an HTML fragment; all text escaped.
 
-Where per-motion-size results go (issue 35): :func:`motion_bins` lists the groups of frames shown side by side under
-each metric. Today there is one, every frame pooled; a bin of the largest motions adds a column under every metric,
-from tables computed on those frames alone (the second header row appears by itself).
+Results by motion size (issue 35): :func:`motion_bins` lists the groups of frames shown side by side under each
+metric: every frame pooled, and the bin of the largest motions (``tables.by_motion``'s last,
+:mod:`cpabanim.reporting.motion`: tables computed on those frames alone) where the runs have motion sizes; the
+second header row appears by itself. The other bins are in the folded section "Results by motion size".
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ class Bin:
 
 
 def motion_bins(tables: ComparisonTables) -> list[Bin]:
-    """The groups of frames, left to right under each metric: every frame pooled, for now (module docstring)."""
-    return [Bin(POOLED, tables)]
+    """The groups of frames, left to right under each metric: every frame pooled, then the largest motions."""
+    return [Bin(POOLED, tables), *(Bin(label, t) for label, t in tables.by_motion[-1:])]
 
 
 def headline_metrics(tables: ComparisonTables) -> list[str]:
@@ -51,8 +52,10 @@ def headline_metrics(tables: ComparisonTables) -> list[str]:
     return [metric for metric in HEADLINE_METRICS if metric in tables.summary.columns]
 
 
-def summary_cell(summary: Table, row: int, metric: str) -> Cell:
-    return summary.rows[row][summary.columns.index(metric)]
+def summary_cell(summary: Table, name: str, metric: str) -> Cell:
+    """The cell of row ``name`` (an experiment or baseline row) on ``metric``; n/a where a bin has none."""
+    row = next((r for r in summary.rows if r[0].text == name), None)
+    return row[summary.columns.index(metric)] if row is not None and metric in summary.columns else Cell("n/a")
 
 
 def comparison_row(comparison: Table | None, experiment: str, metric: str) -> dict[str, Cell] | None:
@@ -116,12 +119,12 @@ def first_screen(tables: ComparisonTables) -> str:
     else:
         head = f"<tr>{head}</tr>"
     body = []
-    for row, (cells, kind) in enumerate(zip(summary.rows, summary.kinds)):
+    for cells, kind in zip(summary.rows, summary.kinds):
         name = cells[0].text
         tds = [f"<td>{html.escape(name)}</td><td>{html.escape(cells[1].text)}</td>"]
         for metric in metrics:
             for b in bins:
-                value = summary_cell(b.tables.summary, row, metric)
+                value = summary_cell(b.tables.summary, name, metric)
                 versus = comparison_row(b.tables.comparison, name, metric) if kind != "baseline" else None
                 content = cell_html(value, versus, kind != "baseline" and name == reference, notes)
                 tds.append(f'<td class="best">{content}</td>' if value.best else f"<td>{content}</td>")

@@ -4,7 +4,9 @@ rest folded.
 First screen: a line of links (the videos page first), then :func:`cpabanim.reporting.headline.first_screen`: the
 headline metrics per experiment with the verdicts against the reference, one table that fits the page. Below it,
 folded (``<details>``, opened by a link to them): every metric over seeds, the paired comparison of every metric,
-per seed, the parameters, the per-metric plots, the training losses; then the samples; the per-video tables last.
+per seed, the parameters, the per-metric plots, the results by motion size (a plot of the headline metrics per bin
+and every bin's tables, where the runs have motion sizes), the training losses; then the samples; the per-video
+tables last.
 
 Contract: reads the markdown table :func:`cpabanim.reporting.tables.write_tables` returned, the tables of
 :func:`cpabanim.reporting.comparison.comparison_tables` (as HTML fragments) and the PNGs named in the report's
@@ -19,7 +21,8 @@ import html
 from pathlib import Path
 
 from cpabanim.reporting.comparison import ComparisonTables, to_html
-from cpabanim.reporting.headline import first_screen
+from cpabanim.reporting.headline import first_screen, headline_metrics
+from cpabanim.reporting.motion import motion_section, plot_by_motion
 from cpabanim.reporting.tables import BASELINE_ROW, TABLE_NOTE
 
 STYLE = (
@@ -67,6 +70,13 @@ def folded(anchor: str, title: str, content: str) -> str:
     )
 
 
+def motion_html(tables: ComparisonTables) -> str:
+    """The plot of the headline metrics per motion-size bin (embedded), then each bin's tables."""
+    png = plot_by_motion(tables, headline_metrics(tables))
+    image = f"<img alt='By motion size' src='data:image/png;base64,{base64.b64encode(png).decode()}'>" if png else ""
+    return motion_section(tables, image)
+
+
 def navigation(videos: str) -> str:
     """The line of links at the top: the videos page first, then the folded sections below."""
     links = [("#tables", "every metric over seeds"), ("#plots", "per-metric plots"), ("#samples", "samples")]
@@ -91,6 +101,7 @@ def write_html(table_md: str, tables: ComparisonTables, outputs: dict[str, Path]
         ),
         folded("parameters", "Parameters", parameter_table(table_md)),
         folded("plots", "Per-metric plots (mean over seeds)", figure(outputs, "metrics_png", "Metrics")),
+        *([folded("motion", "Results by motion size", motion_html(tables))] if tables.by_motion else []),
         folded("losses", "Training losses", figure(outputs, "loss_png", "Training losses")),
         f"<h2 id='samples'>Samples</h2>{figure(outputs, 'samples_png', 'Samples')}",
         folded("per-video", "Per video", "".join(to_html(t) for t in tables.per_video)),

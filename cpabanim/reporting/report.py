@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from cpabanim.errors import CpabanimError
-from cpabanim.reporting.comparison import ComparisonTables, comparison_tables, to_markdown, write_csv
+from cpabanim.reporting.comparison import ComparisonTables, to_markdown, write_csv
 from cpabanim.reporting.curves import plot_loss_curves, train_histories
 from cpabanim.reporting.figures import plot_metrics, write_samples
+from cpabanim.reporting.motion import bin_tables, motion_tables
 from cpabanim.reporting.page import write_html
 from cpabanim.reporting.parents import log_experiment, log_seed_run
 from cpabanim.reporting.recorded import Recorded, recorded_params
@@ -62,7 +63,7 @@ def report_experiments(
     rows = {e: {s: read_rows(p["per_video"]) for s, p in seeds.items()} for e, seeds in experiments.items()}
     records = {e: experiment_record(e, seeds, stages, tracking) for e, seeds in experiments.items()}
     shown = {e: seeds[min(seeds)] for e, seeds in experiments.items()}  # the lowest seed's pictures and videos
-    tables = comparison_tables(metrics, rows, reference or names[0])
+    tables = motion_tables(metrics, rows, reference or names[0])
     recorded = {e: r for e, (r, _) in records.items()}
     table = write_outputs(experiments, shown, metrics, recorded, tables, outputs, tracking)
     for name in names:
@@ -98,7 +99,7 @@ def write_outputs(
     table = write_tables(names, records, means, outputs["table_md"], outputs["table_csv"])
     with open(outputs["table_md"], "a") as handle:
         handle.write("\n" + "\n\n".join(to_markdown(t) for t in tables.all()) + "\n")
-    write_csv(tables.all(), outputs["tables_csv"])
+    write_csv([*tables.all(), *bin_tables(tables)], outputs["tables_csv"])
     plot_metrics(means, outputs["metrics_png"])
     histories = train_histories(tracking, {e: list(seeds) for e, seeds in experiments.items()})
     plot_loss_curves(histories, outputs["loss_png"], outputs["loss_csv"])

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from cpabanim.evaluation.baselines import BASELINE_PREFIX, baseline_key
+from cpabanim.evaluation.motion_size import is_descriptor
 from cpabanim.reporting.recorded import UNKNOWN, Recorded
 from cpabanim.reporting.stats import PairedDifference
 
@@ -37,8 +38,10 @@ TABLE_NOTE = (
 
 
 def metric_columns(metrics: dict[str, dict[str, float]]) -> list[str]:
-    """The model metrics of every experiment, reconstruction first (baselines are rows, not columns)."""
+    """The model metrics of every experiment, reconstruction first (baselines are rows, not columns; the metrics
+    of each motion-size bin and the motion sizes are the report's per-bin tables)."""
     names = {m for values in metrics.values() for m in values if not m.startswith(BASELINE_PREFIX)}
+    names = {m for m in names if not is_descriptor(m)}
     return sorted(names, key=metric_rank)
 
 

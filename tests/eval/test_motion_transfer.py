@@ -178,7 +178,7 @@ def test_auto_keypoints_follow_the_data_source(tmp_path):
 def read_results(project) -> tuple[dict[str, float], dict[str, str], list[dict[str, str]]]:
     out = project.outputs
     with open(out / "metrics_per_video.csv") as handle:
-        rows = list(csv.DictReader(handle))
+        rows = [row for row in csv.DictReader(handle) if not row["motion_bin"]]  # all frames (not a bin's)
     return (
         json.loads((out / "metrics.json").read_text()),
         json.loads((out / "metrics_unavailable.json").read_text()),
@@ -205,6 +205,8 @@ def test_embedded_default_scores_motion_transfer_end_to_end(synthetic_dataset, c
         assert metrics[f"anim/{mode}/transfer_akd"] == 1.0 and metrics[f"anim/{mode}/transfer_motion"] == 1.0
         assert metrics[f"anim/{mode}/akd_driving"] == 0.0 and metrics[f"anim/{mode}/mkr_driving"] == 0.0
     assert not any(key.startswith("anim/") for key in reasons)
+    # on the frames of each motion-size bin too (the generator's motion: frames that moved)
+    assert all(metrics[f"motion_bin/{b}/anim/relative/transfer_motion"] == 1.0 for b in ("medium", "large"))
     animation = [row for row in rows if row["part"] == "animation"]
     assert len(animation) == 2 * 3
     for row in animation:  # per pair: the existing columns, and the transfer scores beside them

@@ -73,6 +73,12 @@ def test_one_shard_and_three_give_the_same_files(project):
         assert (one / name).read_bytes() == (three / name).read_bytes(), name
     metrics = json.loads((one / "metrics.json").read_text())
     assert 0 < metrics["recon/l1"] < 1 and metrics["recon/frames"] == 30 and "anim/relative/l1_first" in metrics
+    # the motion sizes and the metrics per motion-size bin are in those files too: they survive sharding
+    assert sum(metrics[f"motion_bin/{b}/recon/frames"] for b in ("small", "medium", "large")) == 30
+    assert "motion_bin/large/recon/l1" in metrics and "motion_bin/large/anim/relative/mkr_driving" in metrics
+    table = (one / "metrics_per_video.csv").read_text().splitlines()
+    assert table[0].startswith("part,video,mode,motion_bin,frames,motion_size,")
+    assert sum(",large," in line for line in table) >= 2  # a video's and a pair's rows of the large bin at least
     # the pooled L1 of reconstruct: one mean over every frame, whatever the shards
     index = json.loads((three / "reconstruction" / "index.json").read_text())
     assert index["l1"] == pytest.approx(metrics["recon/l1"], rel=1e-5)

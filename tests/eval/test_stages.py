@@ -53,7 +53,13 @@ def test_identity_animator_gives_perfect_reconstruction_metrics(fake_dataset):
         assert "recon/" + name not in metrics and "not applicable" in reasons["recon/" + name]
     with open(out / "metrics_per_video.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 3 + 2 * 3 and {r["part"] for r in rows} == {"reconstruction", "animation"}
+    # the rows of all frames first, then those of each motion-size bin (optical flow here: not synthetic, no faces)
+    pooled = [r for r in rows if not r["motion_bin"]]
+    assert len(pooled) == 3 + 2 * 3 and {r["part"] for r in pooled} == {"reconstruction", "animation"}
+    assert rows[: len(pooled)] == pooled and {r["motion_bin"] for r in rows} == {"", "small", "medium", "large"}
+    assert all(float(r["motion_size"]) > 0 for r in pooled)  # the blob moves
+    sizes = [metrics[f"motion_bin/{b}/recon/motion_size"] for b in ("small", "medium", "large")]
+    assert sizes == sorted(sizes) and sum(metrics[f"motion_bin/{b}/recon/frames"] for b in ("small", "large")) > 0
 
 
 class SourceAnimator:
