@@ -47,10 +47,11 @@ pytestmark = [
     ),
 ]
 
-# 320 steps: about 40 s of training here alone (8 steps a second), more on a loaded machine. The warning comes once
-# the log shows FIRST_STEPS steps: the first allocation cannot finish, and the second does the rest.
-STEPS = 320
-FIRST_STEPS = 40
+# 120 steps: about 15 s of training here alone (8 steps a second), more on a loaded machine. The warning comes once
+# training has written its checkpoint of step FIRST_STEPS (a file, seen within half a second; the stage's log shows
+# its progress only every 30 s): the first allocation cannot finish, and the second does the rest.
+STEPS = 120
+FIRST_STEPS = 20
 TIME_LIMIT_MIN = 15  # the job's limit: never reached here
 WARNING_S = 50  # as the cluster profile asks (120 there)
 CHECKPOINT = Path("models/checkpoints/default/seed0")
@@ -91,7 +92,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny project, one experiment and one seed, whose data stages have run (locally)."""
     root = copy_project(tmp_path_factory.mktemp("requeue") / "slurm")
     values = {**TINY, "seeds": [0]}
-    values["train"] = {**TINY["train"], "max_steps": STEPS, "checkpoint_every": 10 * STEPS}
+    values["train"] = {**TINY["train"], "max_steps": STEPS, "checkpoint_every": FIRST_STEPS}
     values["data"] = {**TINY["data"], "num_repeats": 4}  # 8 steps an epoch: 100 epochs hold the STEPS
     set_params(root, values)
     run([str(BIN / "cpabanim"), "params", "--write", "params.resolved.yaml"], root)
@@ -100,11 +101,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def steps_logged(root: Path) -> int:
-    """The last step the stage's log shows (its progress bar: ``123/320``), 0 before the first."""
-    path = root / "logs" / "train" / "default" / "seed0.log"
-    found = re.findall(rf"(\d+)/{STEPS}\b", path.read_text(errors="replace")) if path.is_file() else []
-    return int(found[-1]) if found else 0
+def first_checkpoint_written(root: Path) -> bool:
+    """Training wrote its checkpoint of step FIRST_STEPS (atomically: the file is whole once it is there)."""
+    return (root / CHECKPOINT / "last.pt").is_file()
 
 
 def running_train_job(cluster: SlurmCluster) -> str | None:
@@ -123,9 +122,9 @@ def wait_for(condition, what: str, proc: subprocess.Popen, timeout: float = 600)
 
 
 def warn_then_wait_for_the_requeue(project: Path, cluster: SlurmCluster, proc: subprocess.Popen) -> str:
-    """Once training made FIRST_STEPS steps, SLURM's warning to its job's step; wait until the job is requeued.
-    Returns the job id."""
-    wait_for(lambda: steps_logged(project) >= FIRST_STEPS and running_train_job(cluster), "the first steps", proc)
+    """Once training wrote its checkpoint of step FIRST_STEPS, SLURM's warning to its job's step; wait until the job
+    is requeued. Returns the job id."""
+    wait_for(lambda: first_checkpoint_written(project) and running_train_job(cluster), "the first steps", proc)
     job = running_train_job(cluster)
     cluster.run("scancel", "--signal=URG", job)
 
