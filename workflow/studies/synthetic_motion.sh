@@ -16,7 +16,8 @@ set -e
 SIZES=${SIZES:-small medium large}
 EXPERIMENTS=${EXPERIMENTS:-cpab,implicit,tps}
 CORES=${CORES:-2}
-SET="animate.num_pairs=8, data.synthetic.num_test=8"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # CORES jobs at a time, one thread each
+SET="animate.num_pairs=8, data.synthetic.num_test=8, data.shards=2, masks.shards=2"
 BENCH=""
 if [ "${SMOKE:-0}" = 1 ]; then
   STUDY=${STUDY:-synthetic_motion_smoke}
