@@ -10,8 +10,8 @@
 #
 # Run from the repository root; extra arguments go to snakemake (e.g. -n to see the plan: then nothing else runs).
 # Knobs (environment): STEPS (default 300), SEEDS (0,1,2), SIZES (small medium large), EXPERIMENTS (cpab,implicit,tps),
-# CORES (2), STUDY (synthetic_motion); SMOKE=1: a tiny run of every step (1 step, seed 0, 32 px, a few frames)
-# into outputs/studies/synthetic_motion_smoke, to check the script itself (tests/studies/).
+# CORES (2), STUDY (synthetic_motion); SMOKE=1: a tiny run of every step (1 step, seed 0, 32 px, a few frames, the
+# quick benchmark) into outputs/studies/synthetic_motion_smoke, to check the script itself (20 min on 2 loaded cores).
 set -e
 SIZES=${SIZES:-small medium large}
 EXPERIMENTS=${EXPERIMENTS:-cpab,implicit,tps}
@@ -43,9 +43,14 @@ tracking.experiment=cpabanim-$STUDY-$size]" \
 masks: data/studies/$STUDY/$size/masks, checkpoints: models/studies/$STUDY/$size/checkpoints, outputs: $OUT/$size}" \
     "$@"
 done
-[ "$DRY" = 1 ] && exit 0
+if [ "$DRY" = 1 ]; then exit 0; fi
 
 echo "== $STUDY: the motion models alone (cpabanim bench motion)"
 cpabanim bench motion $BENCH --json "$OUT/bench_motion.json" >"$OUT/bench_motion.txt"
 echo "== $STUDY: the table"
-python -m cpabanim.reporting.study "$OUT" --sizes "$(echo $SIZES | tr ' ' ',')" --bench "$OUT/bench_motion.json"
+# every size with a report so far: sizes run one call at a time (SIZES=large, then SIZES=small, ...) end in one table
+RAN=""
+for size in small medium large; do
+  if [ -f "$OUT/$size/report/tables.csv" ]; then RAN="$RAN${RAN:+,}$size"; fi
+done
+python -m cpabanim.reporting.study "$OUT" --sizes "$RAN" --bench "$OUT/bench_motion.json"
