@@ -10,13 +10,16 @@ run's jobs noted in its journal (:mod:`cpabanim.pipeline.journal`; what a failed
 are stages of ``dvc.yaml`` and whose files are all there. A stage that did not run is not committed again (at
 scale a commit hashes the whole dataset: minutes per stage). The per-experiment stages and the report count only
 when they ran for ``dvc.yaml``'s experiment (params.yaml's), the one DVC's files describe. Outside a DVC repository
-it says so and records nothing.
+it says so and records nothing, as it does with ``CPABANIM_RECORD=0`` in the environment: a study that writes to
+its own folders (``workflow/studies/synthetic_motion.sh``), which dvc.yaml does not describe, leaves dvc.lock and
+params.resolved.yaml alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,6 +31,7 @@ from cpabanim.data.layout import shard_name
 from cpabanim.errors import CpabanimError
 
 log = logging.getLogger(__name__)
+RECORD_ENV = "CPABANIM_RECORD"  # "0": record nothing (a study's own folders are not dvc.yaml's)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
 
     root = Path(args.params).resolve().parent
     journal = read_journal(root)
+    if os.environ.get(RECORD_ENV, "1") == "0":
+        log.info("%s=0: nothing recorded in dvc.lock", RECORD_ENV)
+        clear(journal)
+        return 0
     dvc = shutil.which("dvc")
     if not (root / ".dvc").is_dir() or not (root / "dvc.yaml").is_file() or dvc is None:
         log.info("no DVC repository (or no dvc) in %s: nothing recorded in dvc.lock", root)
