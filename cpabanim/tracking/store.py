@@ -35,7 +35,9 @@ _SET_BY_US: set[str] = set()
 _CHECKED: set[str] = set()  # stores that answered check_store in this process
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-CHECK_TIMEOUT_S = 5.0  # how long a server may take to answer /health before the stage refuses to start
+# How long a server may take before the stage refuses to start: to accept the connection (a host that is down or
+# firewalled), then to answer /health (a server busy with a study's jobs answers late, but answers).
+CHECK_TIMEOUT_S = (5.0, 30.0)
 # How long a job that created a run waits before it looks for twins made by jobs on other machines: longer than
 # one create request takes, so that every twin is visible to every job when it picks the earliest.
 SETTLE_S = 1.0
@@ -85,9 +87,10 @@ def tracking_uri(params: dict[str, Any]) -> str:
     return uri
 
 
-def check_server(uri: str, timeout: float = CHECK_TIMEOUT_S) -> None:
-    """A GET of the server's ``/health`` within ``timeout``: MLflow's client would retry for minutes. Any HTTP
-    answer but a 5xx (a proxy whose server is down) counts as reachable; MLflow reports the rest itself."""
+def check_server(uri: str, timeout: float | tuple[float, float] = CHECK_TIMEOUT_S) -> None:
+    """A GET of the server's ``/health`` within ``timeout`` (connect, answer): MLflow's client would retry for
+    minutes. Any HTTP answer but a 5xx (a proxy whose server is down) counts as reachable; MLflow reports the rest
+    itself."""
     import requests
 
     insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("1", "true")
@@ -96,7 +99,8 @@ def check_server(uri: str, timeout: float = CHECK_TIMEOUT_S) -> None:
     try:
         answer = requests.get(f"{uri.rstrip('/')}/health", timeout=timeout, verify=verify)
     except requests.exceptions.Timeout:
-        raise ConfigError(f"tracking server {masked(uri)} did not answer within {timeout:.0f} s: {fix}") from None
+        seconds = sum(timeout) if isinstance(timeout, tuple) else timeout
+        raise ConfigError(f"tracking server {masked(uri)} did not answer within {seconds:.0f} s: {fix}") from None
     except requests.exceptions.ConnectionError as err:
         why = "connection refused" if "refused" in str(err).lower() else "cannot connect"
         raise ConfigError(f"tracking server {masked(uri)} is not reachable ({why}): {fix}") from None
