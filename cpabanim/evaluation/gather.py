@@ -121,16 +121,19 @@ def pooled_metrics(recon: Items, anim: Items, modes: list[str]) -> tuple[dict[st
 def csv_rows(recon: Items, anim: Items, modes: list[str], motion_bin: str = "") -> list[dict[str, Any]]:
     """The per-video CSV rows of ``recon`` and ``anim``: one per video, then one per pair and mode; ``motion_bin``
     names the bin their frames are restricted to ("" for all frames)."""
+
+    def with_motion(row: dict[str, Any], groups: dict[str, Any]) -> dict[str, Any]:
+        sizes = groups.get(MOTION_SIZE, {}).get(MOTION_SIZE, np.full(1, np.nan))
+        return {**row, "motion_bin": motion_bin, MOTION_SIZE: nanmean(sizes)}
+
     rows = []
     for video, item in recon:
         groups = item["groups"]
-        rows.append(reconstruction_row(video, item["frames"], groups["model"], groups["baseline"]))
+        rows.append(with_motion(reconstruction_row(video, item["frames"], groups["model"], groups["baseline"]), groups))
     for name, item in anim:
         groups = item["groups"]
-        rows += [pair_row(name, mode, item["frames"], groups[mode], groups["unchanged"]) for mode in modes]
-    for row, (_, item) in zip(rows, [*recon, *(a for a in anim for _ in modes)]):
-        row["motion_bin"] = motion_bin
-        row[MOTION_SIZE] = nanmean(item["groups"].get(MOTION_SIZE, {}).get(MOTION_SIZE, np.full(1, np.nan)))
+        for mode in modes:
+            rows.append(with_motion(pair_row(name, mode, item["frames"], groups[mode], groups["unchanged"]), groups))
     return rows
 
 

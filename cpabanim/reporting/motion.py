@@ -19,16 +19,17 @@ from dataclasses import replace
 
 from cpabanim.evaluation.motion_size import BIN_LABELS, MOTION_SIZE, bin_key, bin_metrics
 from cpabanim.reporting.comparison import ComparisonTables, PerVideo, Runs, Table, comparison_tables, to_html
+from cpabanim.reporting.headline import summary_cell
 
-LOWEST_SEED_NOTE = "bins: terciles of the test frames' motion sizes (docs/evaluation.md), the same for every run"
+BINS_NOTE = "bins: terciles of the test frames' motion sizes (docs/evaluation.md), the same for every run"
 
 
 def rows_of_bin(per_video: PerVideo, label: str) -> dict[str, dict[int, list[dict[str, str]]]]:
     """Each run's per-video rows of bin ``label`` ("": those of all frames), as rows of all frames."""
-    return {name: {seed: in_bin(rows, label) for seed, rows in seeds.items()} for name, seeds in per_video.items()}
+    return {name: {seed: rows_in_bin(rows, label) for seed, rows in seeds.items()} for name, seeds in per_video.items()}
 
 
-def in_bin(rows: list[dict[str, str]], label: str) -> list[dict[str, str]]:
+def rows_in_bin(rows: list[dict[str, str]], label: str) -> list[dict[str, str]]:
     return [{**row, "motion_bin": ""} for row in rows if row.get("motion_bin", "") == label]
 
 
@@ -111,17 +112,13 @@ def experiment_names(tables: ComparisonTables) -> list[str]:
 
 def mean_sd(tables: ComparisonTables, name: str, metric: str) -> tuple[float, float]:
     """(mean, sd) over seeds of ``name`` on ``metric`` in a summary table; NaN where it has none."""
-    summary = tables.summary
-    row = next((r for r in summary.rows if r[0].text == name), None)
-    if row is None or metric not in summary.columns:
-        return math.nan, math.nan
-    numbers = dict(row[summary.columns.index(metric)].numbers)
+    numbers = dict(summary_cell(tables.summary, name, metric).numbers)
     return numbers.get("mean", math.nan), numbers.get("sd", math.nan)
 
 
 def motion_section(tables: ComparisonTables, figure: str) -> str:
     """The folded section's content: the plot (an ``<img>``, "" without) and each bin's summary and comparison."""
-    parts = [figure, f"<p>{html.escape(LOWEST_SEED_NOTE)}</p>"]
+    parts = [figure, f"<p>{html.escape(BINS_NOTE)}</p>"]
     for label, bin_tables in tables.by_motion:
         parts.append(f"<h3>{html.escape(label)}</h3>{to_html(bin_tables.summary)}")
         parts.append(to_html(bin_tables.comparison) if bin_tables.comparison else "")
