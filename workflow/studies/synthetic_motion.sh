@@ -9,7 +9,7 @@
 # ONE table: outputs/studies/<study>/table.md and table.csv (cpabanim/reporting/study.py).
 #
 # Run from the repository root; extra arguments go to snakemake (e.g. -n to see the plan: then nothing else runs).
-# Knobs (environment): STEPS (default 300), SEEDS (0,1,2), SIZES (small medium large), EXPERIMENTS (cpab,implicit,tps),
+# Knobs (environment): STEPS (default 250), SEEDS (0,1,2), SIZES (small medium large), EXPERIMENTS (cpab,implicit,tps),
 # CORES (2), STUDY (synthetic_motion); SMOKE=1: a tiny run of every step (1 step, seed 0, 32 px, a few frames, the
 # quick benchmark) into outputs/studies/synthetic_motion_smoke, to check the script itself (20 min on 2 loaded cores).
 set -e
@@ -29,7 +29,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
   BENCH=--quick
 fi
 STUDY=${STUDY:-synthetic_motion}
-STEPS=${STEPS:-300}
+STEPS=${STEPS:-250}
 SEEDS=${SEEDS:-0,1,2}
 OUT=outputs/studies/$STUDY
 case " $* " in *" -n "* | *" --dry-run "* | *" --dryrun "*) DRY=1 ;; *) DRY=0 ;; esac
