@@ -14,6 +14,7 @@ second header row appears by itself. The other bins are in the folded section "R
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -90,18 +91,59 @@ def verdict_html(text: str, notes: Footnotes) -> str:
     return f'<span class="undecided" title="{html.escape(text)}">{SHORT_UNDECIDED}{notes.mark(text)}</span>'
 
 
+def short(value: float, digits: int = 3, sign: bool = False) -> str:
+    """A number as the first screen shows it: ``digits`` significant digits (the tables below have 4)."""
+    if not math.isfinite(value):
+        return "n/a"
+    return f"{value:+.{digits}g}" if sign else f"{value:.{digits}g}"
+
+
+def nobreak(*parts: str) -> str:
+    """Pieces (already escaped) that the browser may put on separate lines, each kept whole: the first screen's
+    columns narrow to the window instead of scrolling it."""
+    return " ".join(f'<span class="nw">{part}</span>' for part in parts)
+
+
+def value_html(value: Cell) -> str:
+    """mean ± sd over seeds (3 and 2 significant digits), ``(n=1)`` for one seed; a baseline's value; else the text."""
+    numbers = dict(value.numbers)
+    if "mean" in numbers:
+        mean, sd, n = numbers["mean"], numbers["sd"], numbers["n"]
+        if n == 0:
+            return "n/a"
+        return nobreak(short(mean), f"± {short(sd, 2)}" if n > 1 else "(n=1)")
+    return short(numbers["value"]) if "value" in numbers else html.escape(value.text)
+
+
+def versus_html(versus: dict[str, Cell], notes: Footnotes) -> str:
+    """difference [95 % interval] (2 significant digits), the relative difference where shown, the verdict."""
+    numbers = dict(versus["difference"].numbers)
+    if not numbers:
+        parts = [html.escape(versus["difference"].text)]
+    else:
+        low, high = numbers["low"], numbers["high"]
+        interval = f"[{short(low, 2, True)}, {short(high, 2, True)}]" if math.isfinite(low) else "[n/a]"
+        parts = [short(numbers["difference"], 2, True), interval]
+    if versus["relative"].numbers:  # shown only where it means something (the comparison decided)
+        parts.append(html.escape(versus["relative"].text))
+    return nobreak(*parts, verdict_html(versus["verdict"].text, notes))
+
+
 def cell_html(value: Cell, versus: dict[str, Cell] | None, is_reference: bool, notes: Footnotes) -> str:
-    """One experiment's cell: the mean ± sd, then (against the reference) difference [interval], relative, verdict."""
-    top = f'<div class="value">{html.escape(value.text)}</div>'
+    """One experiment's cell: the mean ± sd, then (against the reference) difference [interval], relative, verdict;
+    short numbers (the full ones are the cell's tooltip and in the tables below)."""
+    top = f'<div class="value">{value_html(value)}</div>'
     if is_reference:
         return top + '<div class="vs">reference</div>'
     if versus is None:
         return top
-    parts = [html.escape(versus["difference"].text)]
-    if versus["relative"].numbers:  # shown only where it means something (the comparison decided)
-        parts.append(html.escape(versus["relative"].text))
-    parts.append(verdict_html(versus["verdict"].text, notes))
-    return top + f'<div class="vs">{" ".join(parts)}</div>'
+    return top + f'<div class="vs">{versus_html(versus, notes)}</div>'
+
+
+def cell_title(value: Cell, versus: dict[str, Cell] | None) -> str:
+    """The cell's full numbers, shown on hover: the tables' own text."""
+    texts = [value.text] + ([versus["difference"].text] if versus else [])
+    return html.escape(" ".join(t for t in texts if t), quote=True)
 
 
 def first_screen(tables: ComparisonTables) -> str:
@@ -127,7 +169,8 @@ def first_screen(tables: ComparisonTables) -> str:
                 value = summary_cell(b.tables.summary, name, metric)
                 versus = comparison_row(b.tables.comparison, name, metric) if kind != "baseline" else None
                 content = cell_html(value, versus, kind != "baseline" and name == reference, notes)
-                tds.append(f'<td class="best">{content}</td>' if value.best else f"<td>{content}</td>")
+                best = ' class="best"' if value.best else ""
+                tds.append(f'<td{best} title="{cell_title(value, versus)}">{content}</td>')
         body.append((f'<tr class="{kind}">' if kind else "<tr>") + "".join(tds) + "</tr>")
     # the note below the table, not in it: the table stays as narrow as its numbers
     note = f'<p class="headline-note">{headline_note(tables, reference)}{notes.html()}</p>'

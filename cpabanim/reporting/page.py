@@ -32,9 +32,9 @@ STYLE = (
     "td.note{border:none;color:#555;font-size:85%}img{max-width:100%}details{margin:1em 0}"
     "summary{cursor:pointer;font-weight:bold;font-size:110%}.scroll{overflow-x:auto}"
     "nav{margin:0 0 1em;font-size:95%}nav a.videos{font-weight:bold;font-size:110%}"
-    "table.headline{margin-bottom:.3em}table.headline td{vertical-align:top;padding:4px 9px}"
+    "table.headline{margin-bottom:.3em}table.headline td{vertical-align:top;padding:4px 6px}.nw{white-space:nowrap}"
     ".headline-note{color:#555;font-size:85%;max-width:80em;margin:0 0 1.5em}"
-    ".value{font-size:105%}.vs{font-size:80%;color:#333;white-space:nowrap}"
+    ".value{font-size:105%}.vs{font-size:80%;color:#333}"
     ".better{color:#176c2c;font-weight:bold}.worse{color:#b00020;font-weight:bold}.undecided{color:#666}"
 )
 # a link to a folded section opens it (the page is read offline: no library, a few lines)
