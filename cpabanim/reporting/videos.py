@@ -25,7 +25,7 @@ import logging
 from pathlib import Path
 from typing import NamedTuple
 
-from cpabanim.animation.reconstruct import EXPLAIN_DIR
+from cpabanim.animation.reconstruct_records import EXPLAIN_DIR
 from cpabanim.data.layout import split_videos
 from cpabanim.data.names import safe_name
 from cpabanim.errors import DataError

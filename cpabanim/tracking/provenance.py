@@ -200,9 +200,13 @@ def resolved_device(params: dict[str, Any]) -> str:
     return str(resolve_device(params["device"]))
 
 
-def run_tags(params: dict[str, Any]) -> dict[str, str]:
-    """Everything that identifies what a run ran on: code, data, device, preset."""
-    tags = {**git_tags(), **dataset_tags(params), "device": resolved_device(params)}
+def run_tags(params: dict[str, Any], device: bool = True) -> dict[str, str]:
+    """Everything that identifies what a run ran on: code, data, device, preset. ``device=False``: a stage that
+    runs on no torch device (download, preprocess, the report) gets no ``device`` tag, and its job does not import
+    torch to work one out (2-3 s of every such job's start)."""
+    tags = {**git_tags(), **dataset_tags(params)}
+    if device:
+        tags["device"] = resolved_device(params)
     tags["preset"] = str(params["preset"] or "default")
     tags[TAG_EXPERIMENT] = str(params["experiment"])
     if os.environ.get("DVC_STAGE"):  # under `dvc repro`: dvc.lock describes this run's data and model

@@ -89,10 +89,11 @@ def parent_identity(experiment: str, pipeline: str) -> dict[str, str]:
     return {TAG_ROLE: "pipeline", TAG_EXPERIMENT: experiment, TAG_PIPELINE: pipeline}
 
 
-def create_parent(experiment_id: str, params: dict[str, Any], logged: Mapping[str, Any]) -> str:
+def create_parent(experiment_id: str, params: dict[str, Any], logged: Mapping[str, Any], device: bool = True) -> str:
     """This invocation's parent run of ``params['experiment']``, created when it has none (race-safe across
     machines: :func:`~cpabanim.tracking.store.find_or_create_run`): provenance and source tags from ``params``
-    (the invocation's environment); its creator logs ``logged`` as its params and ``param.*`` tags (what the
+    (the invocation's environment; ``device``: whether the creating stage runs on a torch device, else the first
+    stage that does tags it); its creator logs ``logged`` as its params and ``param.*`` tags (what the
     experiment ran with)."""
     name = str(params["experiment"])
     pid = pipeline_id()
@@ -105,7 +106,7 @@ def create_parent(experiment_id: str, params: dict[str, Any], logged: Mapping[st
             TAG_PIPELINE: pid,
             "pipeline.orchestrator": orchestrator_of(pid),
             **source_tags(pid),
-            **run_tags(params),
+            **run_tags(params, device),
             **_param_tags(logged),
         }
         return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
@@ -118,7 +119,7 @@ def create_parent(experiment_id: str, params: dict[str, Any], logged: Mapping[st
     return run_id
 
 
-def find_or_create_parent(params: dict[str, Any], experiment_id: str | None = None) -> str:
+def find_or_create_parent(params: dict[str, Any], experiment_id: str | None = None, device: bool = True) -> str:
     """This invocation's parent run of ``params['experiment']``, created by the first stage that asks.
 
     A stage run by hand (no orchestrator, no ``CPABANIM_PIPELINE_RUN``) joins the newest parent of its
@@ -128,7 +129,7 @@ def find_or_create_parent(params: dict[str, Any], experiment_id: str | None = No
     pid = pipeline_id()
     with creation_lock(tracking_uri(params)):
         found = find_parent(experiment_id, str(params["experiment"]), None) if pid.startswith("manual-") else None
-        return found or create_parent(experiment_id, params, params)
+        return found or create_parent(experiment_id, params, params, device)
 
 
 def find_or_create_seed_run(parent_id: str, params: dict[str, Any], experiment_id: str) -> str:
@@ -183,7 +184,7 @@ def of_this_invocation(run_id: str) -> bool:
     return mlflow_client().get_run(run_id).data.tags.get(TAG_PIPELINE) == pipeline_id()
 
 
-def update_parent(parent_id: str, params: dict[str, Any], status: str) -> None:
+def update_parent(parent_id: str, params: dict[str, Any], status: str, device: bool = True) -> None:
     """After a stage: a parent of this invocation gets the provenance of data that now exists (it did not when
     the parent was made), the processed dataset and ``status`` with its end time. A parent of an earlier
     invocation, joined by a stage run by hand, keeps its status, end time and tags (the invocation it records
@@ -191,7 +192,7 @@ def update_parent(parent_id: str, params: dict[str, Any], status: str) -> None:
     client = mlflow_client()
     ours = of_this_invocation(parent_id)
     recorded = client.get_run(parent_id).data.tags
-    for key, value in run_tags(params).items():
+    for key, value in run_tags(params, device).items():
         if ours or key not in recorded:
             client.set_tag(parent_id, key, value)
     log_processed_dataset(parent_id, params, only_if_none=not ours)
@@ -223,11 +224,15 @@ def _mark_killed(experiment_id: str, stage: str, experiment: str) -> None:
 
 
 @contextlib.contextmanager
-def stage_context(stage: str, params: dict[str, Any], used: dict[str, Any], seeded: bool = False) -> Iterator[Any]:
+def stage_context(
+    stage: str, params: dict[str, Any], used: dict[str, Any], seeded: bool = False, device: bool = True
+) -> Iterator[Any]:
     """The MLflow run of one stage, opened before the work by the CLI, as a child of its experiment's parent or,
     ``seeded`` (a per-experiment stage), of the run of its seed below that parent.
 
-    ``used``: exactly the parameters the stage runs with (logged as the child's params). A stage that raises is
+    ``used``: exactly the parameters the stage runs with (logged as the child's params). ``device``: whether the
+    stage may run on a torch device (its declaration asks for GPUs under some parameters): only then is the run,
+    and its parent, tagged with the device. A stage that raises is
     recorded FAILED with the error as the ``error`` tag; the parent gets ``stage.<name>`` = finished/failed.
     With ``tracking.enabled: false`` this yields None and the ``log_*`` functions do nothing.
     """
@@ -240,7 +245,7 @@ def stage_context(stage: str, params: dict[str, Any], used: dict[str, Any], seed
         yield None
         return
     experiment_id = configure(params)
-    parent_id = find_or_create_parent(params, experiment_id)
+    parent_id = find_or_create_parent(params, experiment_id, device)
     seed_run = find_or_create_seed_run(parent_id, params, experiment_id) if seeded else None
     _mark_killed(experiment_id, stage, str(params["experiment"]))
     tags = {
@@ -249,7 +254,7 @@ def stage_context(stage: str, params: dict[str, Any], used: dict[str, Any], seed
         TAG_PIPELINE: pipeline_id(),
         TAG_PID: str(os.getpid()),
         TAG_HOST: socket.gethostname(),
-        **run_tags(params),
+        **run_tags(params, device),
         **({TAG_SEED: str(params["seed"])} if seeded else {}),
     }
     run = mlflow.start_run(run_name=stage, parent_run_id=seed_run or parent_id, tags=tags)
@@ -271,7 +276,7 @@ def stage_context(stage: str, params: dict[str, Any], used: dict[str, Any], seed
             ended = "FAILED" if status != "FINISHED" else "FINISHED"
             if seed_run is not None and of_this_invocation(seed_run):
                 client.set_terminated(seed_run, ended)
-            update_parent(parent_id, params, ended)
+            update_parent(parent_id, params, ended, device)
 
 
 def parent_run_id() -> str | None:
@@ -295,11 +300,11 @@ def experiment_parent(params: dict[str, Any], experiment: str, recorded: Mapping
     if not enabled(params):
         return None
     if experiment == params["experiment"]:
-        return find_or_create_parent(params)
+        return find_or_create_parent(params, device=False)  # the report runs on no device
     experiment_id = configure(params)
     with creation_lock(tracking_uri(params)):
         found = find_parent(experiment_id, experiment, pipeline_id()) or find_parent(experiment_id, experiment, None)
-        return found or create_parent(experiment_id, {**params, "experiment": experiment}, recorded or {})
+        return found or create_parent(experiment_id, {**params, "experiment": experiment}, recorded or {}, False)
 
 
 def experiment_seed_run(params: dict[str, Any], parent_id: str | None, experiment: str, seed: int) -> str | None:

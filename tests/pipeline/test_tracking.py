@@ -66,6 +66,22 @@ def test_stages_of_one_invocation_share_one_parent_per_experiment(tmp_path, monk
         assert mlflow.get_run(runs.parent_run_id()).info.run_name == "tps"
 
 
+def test_a_stage_on_no_device_is_not_tagged_with_one_and_the_parent_gets_the_first_device_stages(tmp_path, monkeypatch):
+    """download and preprocess ask for no GPU: their runs carry no ``device`` tag (their jobs need not import torch
+    to work one out); the parent they create gets it from the first stage that may use a device."""
+    import mlflow
+
+    params = tracked(tmp_path, monkeypatch)
+    with runs.stage_context("preprocess", params, used={}, device=False) as run:
+        parent = runs.parent_run_id()
+    assert "device" not in mlflow.get_run(run.info.run_id).data.tags
+    assert "device" not in mlflow.get_run(parent).data.tags and mlflow.get_run(parent).data.tags["preset"] == "default"
+    with runs.stage_context("train", params, used={}) as run:
+        assert runs.parent_run_id() == parent
+    assert mlflow.get_run(run.info.run_id).data.tags["device"] == "cpu"
+    assert mlflow.get_run(parent).data.tags["device"] == "cpu"
+
+
 def test_a_stage_that_raises_leaves_a_failed_run_with_its_error(tmp_path, monkeypatch):
     import mlflow
 
