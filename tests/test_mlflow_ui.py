@@ -86,34 +86,31 @@ def _experiment_files(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     return paths, report
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch) -> dict:
-    """A sqlite store with one experiment parent run holding the report's artifacts (logged by the report)."""
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> dict:
+    """A sqlite store with one experiment parent run holding the report's artifacts (logged by the report); made
+    once for the module: the tests only read it."""
     from cpabanim.config.layers import load_params
     from cpabanim.reporting import parents
     from cpabanim.tracking import provenance, runs
 
-    monkeypatch.chdir(tmp_path)  # MLflow puts a sqlite store's artifacts under ./mlruns
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv(provenance.PIPELINE_RUN_ENV, raising=False)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    params = load_params(
-        PROJECT_ROOT / "params.yaml", overrides=[f"tracking.uri={uri}", f"paths.processed={tmp_path / 'processed'}"]
-    )
-    paths, outputs = _experiment_files(tmp_path)
-    run_id = runs.experiment_parent(params, EXPERIMENT)
-    seed_run = runs.experiment_seed_run(params, run_id, EXPERIMENT, 0)
-    parents.log_seed_run(seed_run, EXPERIMENT, 0, {"recon/l1": 0.1}, paths, log_model=False)
-    parents.log_experiment(run_id, EXPERIMENT, {"recon/l1": 0.1, "recon/l1/n": 1.0}, paths, outputs)
-    client = runs.mlflow_client()
-    experiment_id = client.get_run(run_id).info.experiment_id
-    return {
-        "uri": uri,
-        "run_id": run_id,
-        "experiment_id": experiment_id,
-        "artifacts": _artifacts(client, run_id),
-        "root": tmp_path,
-    }
+    tmp_path = tmp_path_factory.mktemp("store")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(tmp_path)  # MLflow puts a sqlite store's artifacts under ./mlruns
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        monkeypatch.delenv(provenance.PIPELINE_RUN_ENV, raising=False)
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        overrides = [f"tracking.uri={uri}", f"paths.processed={tmp_path / 'processed'}"]
+        params = load_params(PROJECT_ROOT / "params.yaml", overrides=overrides)
+        paths, outputs = _experiment_files(tmp_path)
+        run_id = runs.experiment_parent(params, EXPERIMENT)
+        seed_run = runs.experiment_seed_run(params, run_id, EXPERIMENT, 0)
+        parents.log_seed_run(seed_run, EXPERIMENT, 0, {"recon/l1": 0.1}, paths, log_model=False)
+        parents.log_experiment(run_id, EXPERIMENT, {"recon/l1": 0.1, "recon/l1/n": 1.0}, paths, outputs)
+        client = runs.mlflow_client()
+        experiment_id = client.get_run(run_id).info.experiment_id
+        artifacts = _artifacts(client, run_id)
+    return {"uri": uri, "run_id": run_id, "experiment_id": experiment_id, "artifacts": artifacts, "root": tmp_path}
 
 
 def _artifacts(client, run_id: str, path: str | None = None) -> list[str]:
@@ -149,8 +146,9 @@ def _mlflow_server(uri: str, root: Path):
         log.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server(store):
+    """One ``mlflow server`` over the store for the module's tests that read through it."""
     with _mlflow_server(store["uri"], store["root"]) as base:
         yield base
 

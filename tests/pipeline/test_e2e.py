@@ -32,6 +32,9 @@ pytestmark = pytest.mark.slow
 # Really tiny: a handful of 32 px frames and three training steps; every stage still runs for real.
 SEEDS = [0, 1]  # Snakemake's
 DVC_SEEDS = [0]  # DVC's: its stages run one after another, and the CI has 2 cores
+# DVC runs reconstruct and evaluate as 2 shards each (dvc.yaml's matrix over seeds x shards), Snakemake as 1: the
+# same files come out, byte for byte (docs/evaluation.md, "Sharded stages"); the 2 test videos fall in both shards
+DVC_SHARDS = 2
 TINY = {
     "seeds": SEEDS,
     # one shard per data stage: the jobs stay few (tests/pipeline/test_shards.py runs 8 and 1 side by side)
@@ -53,6 +56,12 @@ TINY = {
     # the trained models are logged and registered by the report in tests/pipeline/test_recorded_params.py; here
     # they would cost ~15 s per report run
     "tracking": {"log_checkpoints": False},
+}
+DVC_TINY = {
+    **TINY,
+    "seeds": DVC_SEEDS,
+    "reconstruct": {**TINY["reconstruct"], "shards": DVC_SHARDS},
+    "evaluate": {"shards": DVC_SHARDS},
 }
 SHARED = {"download", "preprocess", "masks"}
 PER_EXPERIMENT = {"train", "avd", "reconstruct", "animate", "evaluate"}
@@ -108,7 +117,7 @@ def runs(tmp_path_factory):
     roots = {}
     for tool in ("snakemake", "dvc"):
         root = copy_project(tmp_path_factory.mktemp(tool) / "project")
-        set_params(root, TINY if tool == "snakemake" else {**TINY, "seeds": DVC_SEEDS})
+        set_params(root, TINY if tool == "snakemake" else DVC_TINY)
         run([str(BIN / "cpabanim"), "params", "--write", "params.resolved.yaml"], root)
         commit(root, "tiny parameters")
         roots[tool] = root
@@ -337,10 +346,31 @@ def test_demo_animates_with_the_checkpoint_the_pipeline_trained(runs, tmp_path):
         assert read_video(out).shape[0] == count
 
 
-def test_same_params_same_data_same_code_same_metrics(runs):
+METRICS_FILES = ("metrics.json", "metrics_unavailable.json", "metrics_per_video.csv")
+
+
+def run_files(root: Path, experiment: str, seed: int) -> dict[str, bytes]:
+    """A run's metrics files and every file of its reconstruction folder (hidden marks aside), by path."""
+    folder = root / "outputs" / experiment / f"seed{seed}"
+    files = [folder / name for name in METRICS_FILES] + sorted((folder / "reconstruction").rglob("*"))
+    found = {str(p.relative_to(folder)): p.read_bytes() for p in files if p.is_file()}
+    return {path: data for path, data in found.items() if not path.split("/")[-1].startswith(".")}
+
+
+def test_same_params_same_data_same_code_same_metrics_and_shards_change_no_byte(runs):
+    """Same parameters, data, seed and code on one machine and thread count: the same numbers from both tools, and
+    DVC's 2 shards of reconstruct and evaluate give Snakemake's 1-shard files byte for byte."""
     roots, _ = runs
-    for seed in DVC_SEEDS:  # same parameters, data, seed and code on one machine and thread count: the same numbers
-        assert run_metrics(roots["snakemake"], "default", seed) == run_metrics(roots["dvc"], "default", seed)
+    lock = yaml.safe_load((roots["dvc"] / "dvc.lock").read_text())["stages"]
+    for seed in DVC_SEEDS:
+        for stage in ("reconstruct", "evaluate"):
+            shards = {f"{stage}_shard@{seed}-{k:03d}" for k in range(DVC_SHARDS)}
+            assert shards | {f"{stage}@{seed}"} <= set(lock), sorted(lock)
+        folder = roots["dvc"] / "outputs" / "default" / f"seed{seed}" / "shards" / "evaluate"
+        records = [json.loads((folder / f"{k:03d}" / "done.json").read_text()) for k in range(DVC_SHARDS)]
+        assert all(record["videos"] for record in records), "the videos are spread over the shards"
+        one, two = run_files(roots["snakemake"], "default", seed), run_files(roots["dvc"], "default", seed)
+        assert len(one) > len(METRICS_FILES) + 2 and one == two, sorted(set(one) ^ set(two))
 
 
 def test_nothing_changed_is_a_no_op(runs):
@@ -510,3 +540,24 @@ def test_removing_a_checkpoint_folder_makes_training_due_again(runs):
     out = run([str(BIN / "snakemake"), "-n", "--cores", "1", "--config", "experiments=[cpab,tps]"], root)
     planned = set(re.findall(r"^\s*(?:local)?rule (\w+):", out.stdout + out.stderr, re.M))
     assert {"train", "avd", "reconstruct", "animate", "evaluate", "report"} <= planned, out.stdout[-2000:]
+
+
+def test_an_unfinished_evaluate_shard_is_the_one_job_planned_again_and_keeps_its_records(runs):
+    """An evaluate shard without its completion record (killed before it wrote it): Snakemake plans that shard
+    and the gather, nothing else; the shard keeps the records it had made and the files come out the same."""
+    root = runs[0]["snakemake"]
+    run_folder = f"outputs/default/seed{SEEDS[0]}"
+    before = run_files(root, "default", SEEDS[0])
+    shard = root / run_folder / "shards" / "evaluate" / "000"
+    records = {p: p.stat().st_mtime_ns for p in shard.rglob("*.npz")}
+    (shard / "done.json").unlink()
+    # (`snakemake --cores all` asks for every shard's record through `rule all`, as these targets do)
+    targets = [f"{run_folder}/shards/evaluate/000/done.json", f"{run_folder}/metrics.json"]
+    plan = run([str(BIN / "snakemake"), "-n", "--cores", "1", *targets], root).stdout
+    jobs_planned = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.split("Job stats:")[1], flags=re.M))
+    assert jobs_planned == {"evaluate_shard": "1", "evaluate": "1", "total": "2"}, plan[-2000:]
+    run([str(BIN / "snakemake"), "--cores", "1", *targets], root)
+    # one record per test video and per animation pair, none made again
+    assert {p: p.stat().st_mtime_ns for p in shard.rglob("*.npz")} == records
+    assert len(records) == TINY["data"]["synthetic"]["num_test"] + TINY["animate"]["num_pairs"]
+    assert run_files(root, "default", SEEDS[0]) == before
