@@ -40,7 +40,7 @@ from tests.train.test_preemption import (
     write_frames,
 )
 
-DDP_STEPS = 20  # 2 steps an epoch with 2 processes; the signal comes at the checkpoint of step 2, well before the end
+DDP_STEPS = 40  # 2 steps an epoch with 2 processes; enough that the signal lands well before the end
 
 
 def test_two_processes_from_the_stage_stop_resume_and_match_torchrun_by_hand(tmp_path):
