@@ -92,10 +92,12 @@ def verdict_html(text: str, notes: Footnotes) -> str:
 
 
 def short(value: float, digits: int = 3, sign: bool = False) -> str:
-    """A number as the first screen shows it: ``digits`` significant digits (the tables below have 4)."""
+    """A number as the first screen shows it: ``digits`` significant digits, trailing zeros kept (7.00, not 7, beside
+    7.12); the tables below have 4."""
     if not math.isfinite(value):
         return "n/a"
-    return f"{value:+.{digits}g}" if sign else f"{value:.{digits}g}"
+    text = f"{value:+#.{digits}g}" if sign else f"{value:#.{digits}g}"
+    return text.removesuffix(".")  # 100. -> 100
 
 
 def nobreak(*parts: str) -> str:
