@@ -3,10 +3,12 @@
 Each tool runs in its own throw-away git repository (the project's pipeline files, with the installed package).
 Snakemake runs two experiments side by side (cpab, tps) in one invocation, two seeds each (params.yaml:
 `seeds: [0, 1]`); DVC runs one job at a time, so it runs one seed (`seeds: [0]`: its `train@0`, ...) of the
-default, then of `tps` as a DVC experiment (the two-seed dvc.yaml is the Snakemake repository's, recorded there).
-The full runs start together, then each test checks one property: outputs and MLflow runs, same metrics from both
-tools (deterministic seeds), no-op re-runs, a one-key change that re-runs exactly the stages
-that read it (downloads untouched), and a second experiment that shares the data stages.
+default, then of `tps` as a DVC experiment (the two-seed dvc.yaml is the Snakemake repository's, recorded there),
+with reconstruct and evaluate as 2 shards each where Snakemake has 1.
+The full runs start together, then each test checks one property: outputs and MLflow runs, the same files from
+both tools (deterministic seeds; 1 shard or 2), an unfinished shard planned again alone, no-op re-runs, a one-key
+change that re-runs exactly the stages that read it (downloads untouched), and a second experiment that shares the
+data stages.
 """
 
 from __future__ import annotations
