@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -27,28 +28,44 @@ PACKAGE = "cpabanim"
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
+@cache
 def _module_file(module: str) -> Path | None:
     """The source file of ``cpabanim.x.y`` (``x/y.py`` or ``x/y/__init__.py``), or None for a non-module name."""
     relative = Path(*module.split(".")[1:])
+    if module == PACKAGE:  # `from cpabanim import __version__`
+        return PACKAGE_ROOT / "__init__.py"
     for candidate in (PACKAGE_ROOT / relative.with_suffix(".py"), PACKAGE_ROOT / relative / "__init__.py"):
         if candidate.is_file():
             return candidate
     return None
 
 
-def _imports(module: str) -> set[str]:
+def _statements(nodes: list[ast.stmt]) -> Iterator[ast.AST]:
+    """Every statement in ``nodes`` and in their blocks (function and class bodies, branches, handlers, cases):
+    imports are statements, so the expressions, most of a file's nodes, are never walked."""
+    for node in nodes:
+        yield node
+        for block in ("body", "orelse", "finalbody", "handlers", "cases"):
+            inner = getattr(node, block, None)
+            if isinstance(inner, list):
+                yield from _statements(inner)
+
+
+@cache
+def _imports(module: str) -> frozenset[str]:
     """The ``cpabanim`` modules ``module`` imports anywhere in its file (``from cpabanim.a import b`` counts
-    ``cpabanim.a.b`` when that is a module, else ``cpabanim.a``)."""
+    ``cpabanim.a.b`` when that is a module, else ``cpabanim.a``). Cached: each file is parsed once per process, not
+    once per stage whose closure reaches it (Snakemake computes every stage's code on each start)."""
     path = _module_file(module)
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in _statements(ast.parse(path.read_text(), str(path)).body):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith(PACKAGE):
             for alias in node.names:
                 sub = f"{node.module}.{alias.name}"
                 found.add(sub if _module_file(sub) else node.module)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name.startswith(PACKAGE))
-    return {name for name in found if _module_file(name) is not None}
+    return frozenset(name for name in found if _module_file(name) is not None)
 
 
 @cache

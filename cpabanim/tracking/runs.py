@@ -236,14 +236,14 @@ def stage_context(
     recorded FAILED with the error as the ``error`` tag; the parent gets ``stage.<name>`` = finished/failed.
     With ``tracking.enabled: false`` this yields None and the ``log_*`` functions do nothing.
     """
+    tracking.begin_stage()
+    if not enabled(params):  # before importing MLflow: its import alone is about 4 s of a stage's start-up
+        yield None
+        return
     import socket
 
     import mlflow
 
-    tracking.begin_stage()
-    if not enabled(params):
-        yield None
-        return
     experiment_id = configure(params)
     parent_id = find_or_create_parent(params, experiment_id, device)
     seed_run = find_or_create_seed_run(parent_id, params, experiment_id) if seeded else None

@@ -49,6 +49,7 @@ class Project:
             f"paths.outputs={root / 'outputs'}",
             f"paths.checkpoints={root / 'checkpoints'}",
             f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+            "tracking.enabled=false",  # the files are checked here; tracking in tests/pipeline/test_tracking.py
         ]
         self.outputs, self.checkpoints = self.experiment_folders()
         # the model the stages read: the avd stage's (reconstruct and animate check that it exists; the identity

@@ -18,6 +18,7 @@ def _small(project) -> None:
     """The embedded default, smaller: params.yaml itself, so that DVC's stages read the same values."""
     text = (project / "params.yaml").read_text()
     text += "data:\n  synthetic: {num_train: 6, num_test: 2, num_frames: 4}\n"
+    text += "tracking: {enabled: false}\n"  # the archives are checked, not tracking (and MLflow's start-up is slow)
     (project / "params.yaml").write_text(text)
     run([str(BIN / "cpabanim"), "params", "--write", "params.resolved.yaml"], project)
 

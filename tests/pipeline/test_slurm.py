@@ -70,7 +70,9 @@ def snakemake(root: Path, cluster: SlurmCluster, *args: str, timeout: float = 60
 def tiny_project(root: Path) -> Path:
     """A copied project on the e2e test's tiny settings, with one experiment and one seed."""
     copy_project(root)
-    set_params(root, {**TINY, "seeds": [0]})
+    # no MLflow: these tests check the jobs, not tracking (tests/pipeline/test_e2e.py does), and MLflow's import is
+    # most of a tiny job's start-up
+    set_params(root, {**TINY, "seeds": [0], "tracking": {**TINY["tracking"], "enabled": False}})
     run([str(BIN / "cpabanim"), "params", "--write", "params.resolved.yaml"], root)
     commit(root, "tiny parameters")
     return root
