@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             args.json_path,
             videos,
             8 if args.quick else args.frames,
-            args.frame_size or 256,
+            args.frame_size or (64 if args.quick else 256),  # --quick: a smoke run, the sizes matter not
             min(args.old_videos, videos),
         )
     if args.what == "avd":
