@@ -54,9 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def exec_mlflow(subcommand: str, backend_store_uri: str, host: str, port: int, *options: str) -> None:
     """Replace this process by ``mlflow <subcommand>`` on ``host:port`` over the store ``backend_store_uri``
     (``ui`` or ``server``: the one home of the command line both ``cpabanim ui`` and this command run). The
-    store's URI goes through the environment, so that no password shows in the process list."""
+    store's URI goes through the environment, so that no password shows in the process list. MLflow's GenAI job
+    runners (7 processes that evaluate traces) are off unless ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION`` says otherwise:
+    this project logs training runs only, and the runners would start with the server and outlive a SIGTERM."""
     command = [sys.executable, "-m", "mlflow", subcommand, "--host", host, "--port", str(port), *options]
-    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": backend_store_uri}
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, "MLFLOW_BACKEND_STORE_URI": backend_store_uri}
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, command, env)  # the server takes over this process (Ctrl-C stops it)
