@@ -180,7 +180,9 @@ def run_pipeline_stage(name: str, rest: list[str]) -> None:
     if options.get("shard") is not None:  # a shard job: its record says what it ran; the gather's run logs it all
         module.run(cfg, io, **options)
     else:
-        device = stage.gpu is not False  # only a stage that may use a GPU imports torch to name its device
+        # only a stage that may use a GPU with these parameters imports torch to name its device (SLIC masks and an
+        # evaluation without networks do not: 2-3 s of their start-up)
+        device = bool(stage.gpu(params, None)) if callable(stage.gpu) else stage.gpu
         with runs.stage_context(name, params, used=cfg.to_dict(), seeded=stage.per_experiment, device=device):
             if stage.aggregate:  # the report, for its experiments' MLflow parent runs only (pipeline/report.py: run)
                 module.run(cfg, io, params=params, **options)

@@ -152,16 +152,18 @@ def run_metrics(root: Path, experiment: str, seed: int) -> dict:
     return json.loads((root / "outputs" / experiment / f"seed{seed}" / "metrics.json").read_text())
 
 
-def check_experiment(root: Path, experiment: str, orchestrator: str, first: bool = True, seeds=SEEDS) -> dict:
-    """One experiment's outputs per seed and its MLflow parent (named after it): a finished child per seed, the
-    seed's stages below it; the shared stages and the report below the first experiment's parent; the parent
-    holds each metric's mean over the seeds, its sd and n."""
+def check_experiment(
+    root: Path, experiment: str, orchestrator: str, runs: list, first: bool = True, seeds=SEEDS
+) -> dict:
+    """One experiment's outputs per seed and its MLflow parent (named after it) among ``runs`` (:func:`mlflow_runs`,
+    read once by the caller: a subprocess that imports MLflow): a finished child per seed, the seed's stages below
+    it; the shared stages and the report below the first experiment's parent; the parent holds each metric's mean
+    over the seeds, its sd and n."""
     by_seed = {seed: run_metrics(root, experiment, seed) for seed in seeds}
     assert all({"recon/l1", "recon/psnr", "recon/ssim"} <= set(metrics) for metrics in by_seed.values())
     assert len({metrics["recon/l1"] for metrics in by_seed.values()}) == len(seeds), "one model per seed"
     for seed in seeds:
         assert (root / "models" / "checkpoints" / experiment / f"seed{seed}" / "last.pt").is_file()
-    runs = mlflow_runs(root)
     parents = [r for r in runs if r["tags"].get("cpabanim.role") == "pipeline" and r["name"] == experiment]
     assert len(parents) == 1, "one parent run per experiment per invocation"
     parent = parents[0]
@@ -199,9 +201,12 @@ def test_snakemake_runs_two_experiments_side_by_side(runs):
     # cpab sets what the defaults already say: it is the default experiment, trained once, under that name
     assert "experiment cpab has exactly the parameters of default" in logs["snakemake"]
     assert not (root / "models" / "checkpoints" / "cpab").exists()
-    parents = {name: check_experiment(root, name, "snakemake", first=name == "default") for name in ("default", "tps")}
+    runs = mlflow_runs(root)
+    parents = {
+        name: check_experiment(root, name, "snakemake", runs, first=name == "default") for name in ("default", "tps")
+    }
     assert parents["tps"]["params"]["model.motion"] == "tps" and parents["default"]["params"]["model.motion"] == "cpab"
-    stages = [r["tags"].get("cpabanim.stage") for r in mlflow_runs(root)]
+    stages = [r["tags"].get("cpabanim.stage") for r in runs]
     assert all(stages.count(stage) == 1 for stage in SHARED), "data stages run once for both experiments"
     assert stages.count("train") == 2 * len(SEEDS)
     report = root / "outputs" / "report"
@@ -309,14 +314,15 @@ def test_a_video_deleted_by_hand_is_what_dvc_status_catches_and_dvc_checkout_res
 def test_dvc_runs_the_whole_pipeline(runs):
     roots, logs = runs
     root = roots["dvc"]
-    parent = check_experiment(root, "default", "dvc", seeds=DVC_SEEDS)
+    runs = mlflow_runs(root)
+    parent = check_experiment(root, "default", "dvc", runs, seeds=DVC_SEEDS)
     assert any(key.startswith("dvc.preprocess.") for key in parent["tags"]), parent["tags"]
     shown = json.loads(run([str(BIN / "dvc"), "metrics", "show", "--json"], root).stdout)
     assert "recon/l1" in json.dumps(shown)
     # what dvc.lock records for train is what the stage used (its MLflow params)
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     recorded = lock["stages"]["train@0"]["params"]["params.resolved.yaml"]
-    train = next(r for r in mlflow_runs(root) if r["tags"].get("cpabanim.stage") == "train")
+    train = next(r for r in runs if r["tags"].get("cpabanim.stage") == "train")
     assert str(recorded["train.batch_size"]) == train["params"]["train.batch_size"] == "2"
     commit(root, "tiny run")
 
