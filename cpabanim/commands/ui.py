@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from cpabanim.commands.tracking_server import exec_mlflow
 
-    # one person looking at one project's runs: one worker process (MLflow starts 4); the page answers in about a
-    # quarter of the time on 2 cores
+    # one person looking at one project's runs: one worker process (MLflow starts 4); with exec_mlflow's job runners
+    # off, the page answers after 17 s on 2 idle cores, not 41 s
     exec_mlflow("ui", uri, args.host, args.port, "--workers", "1")
     return 0  # not reached
