@@ -16,7 +16,7 @@ import yaml
 from cpabanim.config.overrides import split_assignments
 
 from ..conftest import PROJECT_ROOT
-from .conftest import BIN, run
+from .conftest import BIN, copy_project, run
 
 DOCS = sorted(str(p.relative_to(PROJECT_ROOT)) for p in (PROJECT_ROOT / "docs").glob("*.md"))
 DOCUMENTED = ["workflow/Snakefile", "README.md", *DOCS]
@@ -40,8 +40,16 @@ def test_the_documentation_has_examples_of_each_form():
     assert {"experiments", "preset", "set", "train"} <= forms, forms
 
 
+@pytest.fixture(scope="module")
+def examples_project(tmp_path_factory):
+    """One copy of the project for every example: a dry run writes no output, only the command-line layer
+    (``.snakemake/cpabanim/overrides.yaml``) that each example reads after its own run."""
+    return copy_project(tmp_path_factory.mktemp("examples") / "project")
+
+
 @pytest.mark.parametrize("source,values", EXAMPLES, ids=[" ".join(v) for _, v in EXAMPLES])
-def test_a_documented_config_example_runs(project, source, values):
+def test_a_documented_config_example_runs(examples_project, source, values):
+    project = examples_project
     dotted = [v for v in values if "." in v.split("=", 1)[0]]
     out = run([str(BIN / "snakemake"), "-n", "--cores", "1", "--config", *values], project, check=not dotted)
     if dotted:  # documented as refused by Snakemake's own --config parser, before the Snakefile is read
