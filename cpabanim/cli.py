@@ -180,9 +180,10 @@ def run_pipeline_stage(name: str, rest: list[str]) -> None:
     if options.get("shard") is not None:  # a shard job: its record says what it ran; the gather's run logs it all
         module.run(cfg, io, **options)
     else:
-        # only a stage that may use a GPU with these parameters imports torch to name its device (SLIC masks and an
-        # evaluation without networks do not: 2-3 s of their start-up)
-        device = bool(stage.gpu(params, None)) if callable(stage.gpu) else stage.gpu
+        from cpabanim.pipeline.resources import stage_gpus
+
+        # only a stage whose work may run on a GPU with these parameters imports torch to name its device (2-3 s)
+        device = stage_gpus(stage, params, None) > 0
         with runs.stage_context(name, params, used=cfg.to_dict(), seeded=stage.per_experiment, device=device):
             if stage.aggregate:  # the report, for its experiments' MLflow parent runs only (pipeline/report.py: run)
                 module.run(cfg, io, params=params, **options)

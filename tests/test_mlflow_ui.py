@@ -134,7 +134,7 @@ def _mlflow_server(uri: str, root: Path):
     mlflow = Path(sys.executable).with_name("mlflow")
     log = open(root / "server.log", "wb")  # noqa: SIM115 - closed below, after the server is gone
     command = [str(mlflow), "server", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
-    # one worker and no GenAI job runners, as `cpabanim ui` starts it (cpabanim/commands/ui.py)
+    # one worker and no GenAI job runners, as `cpabanim ui` starts it (cpabanim/commands/tracking_server.exec_mlflow)
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     process = subprocess.Popen(
         [*command, "--workers", "1"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -31,9 +31,9 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 @cache
 def _module_file(module: str) -> Path | None:
     """The source file of ``cpabanim.x.y`` (``x/y.py`` or ``x/y/__init__.py``), or None for a non-module name."""
-    relative = Path(*module.split(".")[1:])
     if module == PACKAGE:  # `from cpabanim import __version__`
         return PACKAGE_ROOT / "__init__.py"
+    relative = Path(*module.split(".")[1:])
     for candidate in (PACKAGE_ROOT / relative.with_suffix(".py"), PACKAGE_ROOT / relative / "__init__.py"):
         if candidate.is_file():
             return candidate

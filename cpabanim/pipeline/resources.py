@@ -44,13 +44,19 @@ def local_gpus(environ: Mapping[str, str] | None = None, driver: Path = NVIDIA_D
     return count
 
 
+def stage_gpus(stage: Stage, params: Mapping[str, Any], available: int | None) -> int:
+    """GPUs the work of ``stage`` uses with ``params`` whatever the device setting: 0 for a stage that never runs on
+    a GPU (or, with these parameters, does not: SLIC masks, an evaluation without networks)."""
+    if not stage.gpu:
+        return 0
+    return int(stage.gpu(params, available)) if callable(stage.gpu) else 1
+
+
 def gpu_request(stage: Stage, params: Mapping[str, Any], available: int | None) -> int:
     """GPUs one job of ``stage`` asks for, with ``params`` (the experiment's resolved parameters).
 
     ``available``: the GPUs of this machine (:func:`local_gpus`), or None under a cluster executor."""
-    if not stage.gpu:
-        return 0
     device = str(flatten(params).get("device", "auto"))
     if device == "cpu" or (device == "auto" and available == 0):
         return 0
-    return int(stage.gpu(params, available)) if callable(stage.gpu) else 1
+    return stage_gpus(stage, params, available)

@@ -28,7 +28,7 @@ from cpabanim.pipeline import all_stages
 from ..conftest import PROJECT_ROOT
 from ..services.slurm import PARTITION, SlurmCluster, slurm_cluster_fixture  # noqa: F401 (fixture slurm_cluster)
 from .conftest import BIN, copy_project, run, tool_env
-from .test_e2e import TINY, commit, set_params
+from .test_e2e import TINY, TINY_UNTRACKED, commit, set_params
 
 pytestmark = [
     pytest.mark.slow,
@@ -70,9 +70,7 @@ def snakemake(root: Path, cluster: SlurmCluster, *args: str, timeout: float = 60
 def tiny_project(root: Path) -> Path:
     """A copied project on the e2e test's tiny settings, with one experiment and one seed."""
     copy_project(root)
-    # no MLflow: these tests check the jobs, not tracking (tests/pipeline/test_e2e.py does), and MLflow's import is
-    # most of a tiny job's start-up
-    set_params(root, {**TINY, "seeds": [0], "tracking": {**TINY["tracking"], "enabled": False}})
+    set_params(root, {**TINY_UNTRACKED, "seeds": [0]})
     run([str(BIN / "cpabanim"), "params", "--write", "params.resolved.yaml"], root)
     commit(root, "tiny parameters")
     return root

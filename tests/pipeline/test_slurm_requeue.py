@@ -36,7 +36,7 @@ import yaml
 from ..conftest import PROJECT_ROOT
 from ..services.slurm import SlurmCluster, slurm_cluster_fixture  # noqa: F401 (fixture slurm_cluster)
 from .conftest import BIN, copy_project, run, tool_env
-from .test_e2e import TINY, commit, set_params
+from .test_e2e import TINY, TINY_UNTRACKED, commit, set_params
 from .test_slurm import PROFILE
 
 pytestmark = [
@@ -91,7 +91,7 @@ def table(rows: list[dict[str, str]]) -> str:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny project, one experiment and one seed, whose data stages have run (locally)."""
     root = copy_project(tmp_path_factory.mktemp("requeue") / "slurm")
-    values = {**TINY, "seeds": [0], "tracking": {**TINY["tracking"], "enabled": False}}  # the weights are checked
+    values = {**TINY_UNTRACKED, "seeds": [0]}
     values["train"] = {**TINY["train"], "max_steps": STEPS, "checkpoint_every": FIRST_STEPS}
     values["data"] = {**TINY["data"], "num_repeats": 4}  # 8 steps an epoch: 100 epochs hold the STEPS
     set_params(root, values)
