@@ -51,12 +51,17 @@ def expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) 
     return total
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads ``1e-4`` as a float (YAML 1.2, as DVC's ruamel does), not as a string, and refuses
-    documents whose aliases expand too far (:class:`YamlTooLarge`)."""
+# libyaml's parser where PyYAML has it (its wheels do): every stage and every Snakemake start reads a dozen YAML
+# files, 6x faster than the pure-Python parser (0.05 s instead of 0.30 s for the project's 28 files)
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-    def compose_document(self):
-        node = super().compose_document()
+
+class _Loader(_SafeLoader):
+    """SafeLoader that reads ``1e-4`` as a float (YAML 1.2, as DVC's ruamel does), not as a string, and refuses
+    documents whose aliases expand too far (:class:`YamlTooLarge`) before they are constructed."""
+
+    def get_single_node(self):  # the one step both parsers share between composing and constructing
+        node = super().get_single_node()
         if node is not None:
             expanded_size(node, {}, set())
         return node
