@@ -269,7 +269,8 @@ def test_the_ui_artifact_view_renders_gif_and_png_artifacts(store, server, tmp_p
 
 def test_cpabanim_ui_serves_the_store_and_prints_the_model_training_page(store):
     """`cpabanim ui` prints the page of the project's runs in MLflow's model-training layout (MLflow 3 opens the
-    GenAI layout unless the address asks), then serves the store; with Chromium, the page lists the runs."""
+    GenAI layout unless the address asks), then serves the store; with Chromium, the page lists the runs. A SIGTERM
+    stops it whole."""
     port = _free_port()
     cli = Path(sys.executable).with_name("cpabanim")
     command = [
@@ -296,6 +297,19 @@ def test_cpabanim_ui_serves_the_store_and_prints_the_model_training_page(store):
                 _wait_for_the_runs_table(browser, page, store["root"], log_path)
             finally:
                 browser.close()
+        # stopped as a service manager or `kill` stops it: SIGTERM to the command alone, and nothing it started
+        # (MLflow's uvicorn worker, its job runners) is left holding the port
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while _group_alive(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _group_alive(process.pid), "processes of `cpabanim ui` outlived its SIGTERM"
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError as err:
+                pytest.fail(f"port {port} still held after `cpabanim ui` stopped on SIGTERM: {err}")
     finally:
         _stop_group(process)
         log.close()
