@@ -23,8 +23,11 @@ $(VENV)/.installed: pyproject.toml
 	# project, so no other package may pull a different torch build. --compile-bytecode as pip does: where
 	# PYTHONDONTWRITEBYTECODE is set (CI images), every process would compile its imports again (torch + MLflow +
 	# Snakemake: 22 s instead of 8).
-	$(BIN)/pip install $(UV)
-	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python $(TORCH_PAIR) -e '.[test]'
+	# --system-certs: the platform's certificates, as pip uses them (uv's own bundle fails behind a proxy that
+	# re-signs TLS). Where uv cannot install (pip's own index settings, which uv does not read), pip does, as before.
+	$(BIN)/pip install $(UV) && $(BIN)/uv pip install --system-certs --compile-bytecode --python $(BIN)/python \
+		$(TORCH_PAIR) -e '.[test]' || { echo "uv could not install: pip instead (slower)" >&2; \
+		$(BIN)/pip install $(TORCH_PAIR) && $(BIN)/pip install -e '.[test]'; }
 	$(BIN)/pip check
 	touch $@
 
