@@ -285,7 +285,11 @@ def test_cpabanim_ui_serves_the_store_and_prints_the_model_training_page(store):
     ]
     log_path = store["root"] / "ui.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed below, after the server is gone
-    process = subprocess.Popen(command, cwd=store["root"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # without a tracking URI another test of this process may have left in the environment: it would show that store
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    process = subprocess.Popen(
+        command, cwd=store["root"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_answering(f"{base}/health", process, log_path, "mlflow server", timeout=90)
