@@ -38,17 +38,25 @@ requires_faces = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True)
-def _tracking_uri_stays_in_its_test():
-    """``mlflow.set_tracking_uri`` writes MLFLOW_TRACKING_URI into os.environ: without this, a test that sets it
-    sends every later test's subprocesses (which inherit the environment) to its store, in whatever order the
-    tests run (pytest-xdist's workers run files in another order than a serial run)."""
+def _restored_tracking_uri():
     before = os.environ.get("MLFLOW_TRACKING_URI")
     yield
     if before is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+# ``mlflow.set_tracking_uri`` writes MLFLOW_TRACKING_URI into os.environ: without these, a test (or a module
+# fixture, set up before any test's own fixtures) that sets it sends every later test's subprocesses (which inherit
+# the environment) to its store, in whatever order the tests run (pytest-xdist's workers run files in another order
+# than a serial run): `cpabanim ui` then served another module's store in CI.
+_tracking_uri_stays_in_its_test = pytest.fixture(autouse=True, name="_tracking_uri_stays_in_its_test")(
+    _restored_tracking_uri
+)
+_tracking_uri_stays_in_its_module = pytest.fixture(
+    autouse=True, scope="module", name="_tracking_uri_stays_in_its_module"
+)(_restored_tracking_uri)
 
 
 # The files that take longest start first. pytest-xdist (`--dist loadfile --no-loadscope-reorder`, the Makefile)

@@ -285,11 +285,7 @@ def test_cpabanim_ui_serves_the_store_and_prints_the_model_training_page(store):
     ]
     log_path = store["root"] / "ui.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed below, after the server is gone
-    # without a tracking URI another test of this process may have left in the environment: it would show that store
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    process = subprocess.Popen(
-        command, cwd=store["root"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    process = subprocess.Popen(command, cwd=store["root"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_answering(f"{base}/health", process, log_path, "mlflow server", timeout=90)
@@ -321,23 +317,19 @@ def test_cpabanim_ui_serves_the_store_and_prints_the_model_training_page(store):
 
 def _wait_for_the_runs_table(browser: DevTools, page: str, root: Path, server_log: Path) -> None:
     """Open ``page`` until it shows the runs table with the experiment's parent run (the GenAI layout opens on a
-    traces overview instead): one reload if the first load shows no table in 60 s; a failure says what the page
-    showed (its text, a screenshot) and which requests the server refused."""
+    traces overview instead); a failure says what the page showed (its text, a screenshot) and which requests the
+    server refused."""
     text = "(document.body ? document.body.innerText : '')"  # null while it loads
-    shown = f"{text}.includes('matching run') && {text}.includes('{EXPERIMENT}')"
-    for attempt in range(2):
-        browser.call("Page.navigate" if attempt == 0 else "Page.reload", **({"url": page} if attempt == 0 else {}))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if browser.evaluate(shown):
-                return
-            time.sleep(0.5)
-    screenshot = browser.screenshot(root / "runs-page.png")
-    refused = [line for line in server_log.read_text().splitlines() if re.search(r'" [45]\d\d\b', line)]
-    pytest.fail(
-        f"the runs page showed no runs table in 2 loads of 60 s ({screenshot}); its text:\n"
-        f"{(browser.evaluate(text) or '')[:1500]}\nrequests the server refused:\n" + "\n".join(refused[-20:])
-    )
+    browser.call("Page.navigate", url=page)
+    try:
+        browser.wait_for(f"{text}.includes('matching run') && {text}.includes('{EXPERIMENT}')", timeout=90)
+    except pytest.fail.Exception:
+        screenshot = browser.screenshot(root / "runs-page.png")
+        refused = [line for line in server_log.read_text().splitlines() if re.search(r'" [45]\d\d\b', line)]
+        pytest.fail(
+            f"the runs page showed no runs table in 90 s ({screenshot}); its text:\n"
+            f"{(browser.evaluate(text) or '')[:1500]}\nrequests the server refused:\n" + "\n".join(refused[-20:])
+        )
 
 
 def test_cpabanim_ui_without_a_store_says_so_in_one_line(tmp_path):
